@@ -1,0 +1,210 @@
+"""The one connect hook: every engine the game, `integrity` and scratch copies use.
+
+A dry run must see exactly the settings production sees, so nobody else calls
+`sqlalchemy.create_engine` on a game database:
+
+- SQLite: WAL, `busy_timeout`, `foreign_keys=ON`, and real transactions (the driver's
+  legacy lazy BEGIN is replaced so that a read transaction is one snapshot and a write
+  transaction takes the write lock up front instead of failing on upgrade).
+- PostgreSQL: TimeZone UTC, `lock_timeout`, `statement_timeout`; read-only engines run
+  every transaction read-only on the server.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+
+from game_core.errors import DatabaseMissing, DatabaseUnreachable, PreconditionFailed
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Timeouts applied on every connection (milliseconds; 0 means none)."""
+
+    busy_timeout_ms: int = 5000
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A parsed database URL: what engine it is and, for SQLite, which file."""
+
+    url: URL
+
+    @property
+    def kind(self) -> str:
+        return SQLITE if self.url.get_backend_name() == "sqlite" else POSTGRESQL
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.kind != SQLITE or not self.url.database or self.url.database == ":memory:":
+            return None
+        return Path(self.url.database).absolute()
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def display(self) -> str:
+        """What to print: the file path for SQLite, the masked URL otherwise."""
+        return str(self.sqlite_path) if self.sqlite_path else self.masked
+
+
+def parse_database_url(raw: str) -> DatabaseTarget:
+    """Accept a SQLAlchemy URL, a `postgresql://` URL or a bare SQLite file path."""
+    text = (raw or "").strip()
+    if not text:
+        raise DatabaseUnreachable("the database URL is empty; set --database-url or GAME_DATABASE_URL")
+    if "://" not in text:
+        return DatabaseTarget(make_url(f"sqlite:///{Path(text).expanduser().absolute()}"))
+    try:
+        url = make_url(text)
+    except Exception:  # sqlalchemy raises ArgumentError with the whole URL in it
+        raise DatabaseUnreachable(
+            f"malformed database URL {mask_text_url(text)!r}; expected sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).expanduser().absolute()))
+        return DatabaseTarget(url)
+    if backend in ("postgresql", "postgres"):
+        return DatabaseTarget(url.set(drivername="postgresql+psycopg"))
+    raise DatabaseUnreachable(
+        f"unsupported database {backend!r} in {mask_url(url)!r}; use sqlite:///PATH or postgresql://..."
+    )
+
+
+def mask_url(url: URL | str) -> str:
+    """The URL with its password (and any password-like query value) replaced by ***."""
+    if isinstance(url, str):
+        return mask_text_url(url)
+    if url.password:
+        url = url.set(password=MASK)
+    secret_keys = [k for k in url.query if k.lower() in ("password", "passfile", "sslpassword")]
+    if secret_keys:
+        url = url.update_query_dict({k: MASK for k in secret_keys})
+    return url.render_as_string(hide_password=False)
+
+
+def mask_text_url(text: str) -> str:
+    """Mask a URL given as text, even one too broken for SQLAlchemy to parse."""
+    try:
+        return mask_url(make_url(text))
+    except Exception:
+        pass
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest:
+        return text
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}" if ":" in creds else text
+
+
+def create_engine(
+    target: DatabaseTarget | str,
+    *,
+    read_only: bool = False,
+    settings: ConnectionSettings = ConnectionSettings(),
+    create_missing: bool = False,
+) -> Engine:
+    """An engine with the production connection settings, checked to answer.
+
+    A read-only engine never creates anything: a missing SQLite file is DatabaseMissing
+    (exit 4, naming the path). A writer creates the file only with `create_missing`.
+    """
+    if isinstance(target, str):
+        target = parse_database_url(target)
+    if target.kind == SQLITE:
+        engine = _sqlite_engine(target, read_only=read_only, settings=settings, create_missing=create_missing)
+    else:
+        engine = _postgresql_engine(target, read_only=read_only, settings=settings)
+    check_reachable(engine, target)
+    return engine
+
+
+def check_reachable(engine: Engine, target: DatabaseTarget) -> None:
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise DatabaseUnreachable(f"cannot connect to {target.display}: {reason}") from None
+
+
+def _sqlite_engine(target: DatabaseTarget, *, read_only: bool, settings: ConnectionSettings, create_missing: bool) -> Engine:
+    path = target.sqlite_path
+    if path is None:
+        raise DatabaseUnreachable("an in-memory SQLite database cannot be guarded; give a file path")
+    if not path.exists():
+        if read_only or not create_missing:
+            raise DatabaseMissing(
+                f"database {path} does not exist; run `integrity init` (or `typing-game play`) "
+                "to create it, or point --database-url at the right file"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if read_only:
+        uri = f"file:{quote(str(path))}?mode=ro"
+    else:
+        uri = f"file:{quote(str(path))}?mode=rwc"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=settings.busy_timeout_ms / 1000)
+
+    engine = sa.create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Take transaction control from the driver: it would otherwise BEGIN lazily
+        # at the first write, so reads before it would not share one snapshot.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        # A writer takes the lock at BEGIN: upgrading a read transaction to a write
+        # fails at once (SQLITE_BUSY_SNAPSHOT) when another writer committed meanwhile.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _postgresql_engine(target: DatabaseTarget, *, read_only: bool, settings: ConnectionSettings) -> Engine:
+    try:
+        import psycopg  # noqa: F401  (only to give a clear message when it is missing)
+    except ImportError:
+        raise PreconditionFailed(
+            "PostgreSQL needs psycopg; install the extra: pip install 'typing-game-integrity[postgres]'"
+        ) from None
+    options = [
+        "-c TimeZone=UTC",
+        f"-c lock_timeout={int(settings.lock_timeout_ms)}",
+        f"-c statement_timeout={int(settings.statement_timeout_ms)}",
+    ]
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    return sa.create_engine(
+        target.url,
+        connect_args={"options": " ".join(options), "connect_timeout": 10},
+        pool_pre_ping=True,
+    )
