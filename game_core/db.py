@@ -93,12 +93,11 @@ def mask_url(url: URL | str) -> str:
     """The URL with its password (and any password-like query value) replaced by ***."""
     if isinstance(url, str):
         return mask_text_url(url)
-    if url.password:
-        url = url.set(password=MASK)
     secret_keys = [k for k in url.query if k.lower() in ("password", "passfile", "sslpassword")]
     if secret_keys:
         url = url.update_query_dict({k: MASK for k in secret_keys})
-    return url.render_as_string(hide_password=False)
+    # render_as_string percent-encodes query values; show the mask as it is.
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
 
 
 def mask_text_url(text: str) -> str:

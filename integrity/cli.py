@@ -1,0 +1,174 @@
+"""The `integrity` command line: parse, call one library function, render.
+
+Heavy imports (SQLAlchemy ORM, pandas, pandera, alembic, apscheduler) stay inside the
+command bodies so that `integrity --help` starts fast; a test checks `sys.modules`.
+Exceptions become one `Error:` line and the documented exit code in one place:
+`IntegrityGroup.invoke`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from game_core.errors import EXIT_CODE_MEANINGS, ExitCode, Failure
+from integrity.runtime import Runtime
+
+EXIT_CODE_TABLE = "\n\n".join(f"{int(code)}: {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+
+
+class IntegrityGroup(TyperGroup):
+    """The root group: records every run in the ledger and turns exceptions into exit codes."""
+
+    def invoke(self, ctx: typer.Context):
+        tokens = [*ctx._protected_args, *ctx.args]
+        ctx.meta["integrity.command"] = _command_path(self, tokens)
+        ctx.meta["integrity.help"] = any(t in ("--help", "-h") for t in tokens)
+        exit_code, error = ExitCode.OK, None
+        try:
+            super().invoke(ctx)
+        except typer.Exit as exc:
+            exit_code = exc.exit_code
+        except Failure as exc:
+            exit_code, error = exc.exit_code, str(exc)
+        except KeyboardInterrupt:
+            exit_code, error = ExitCode.INTERRUPTED, "interrupted"
+        except Exception as exc:
+            if not _is_usage_error(exc):
+                runtime = _runtime(ctx)
+                exit_code, error = ExitCode.BUG, runtime.bug(exc)
+            else:
+                exit_code = ExitCode.USAGE
+                runtime = _runtime(ctx)
+                runtime.finish_run(exit_code, exc.format_message())
+                if not runtime.json_output:
+                    raise  # the parser prints the usage line and exits 2
+                error = exc.format_message()
+        runtime = _runtime(ctx)
+        if error is not None:
+            runtime.error(error, int(exit_code))
+        runtime.finish_run(int(exit_code), error)
+        raise typer.Exit(int(exit_code))
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    # Typer vendors Click: recognise its UsageError by shape instead of importing it.
+    return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
+
+
+def _runtime(ctx: typer.Context) -> Runtime:
+    if not isinstance(ctx.obj, Runtime):
+        ctx.obj = Runtime()
+    return ctx.obj
+
+
+def _command_path(group: TyperGroup, tokens: list[str]) -> str:
+    """'backup create' from the tokens after the global options."""
+    names: list[str] = []
+    command = group
+    for token in tokens:
+        if token.startswith("-") or not hasattr(command, "commands"):
+            if token.startswith("-"):
+                continue
+            break
+        sub = command.commands.get(token)
+        if sub is None:
+            break
+        names.append(token)
+        command = sub
+    return " ".join(names) or "integrity"
+
+
+app = typer.Typer(
+    cls=IntegrityGroup,
+    help="Keep the typing game's player data safe: backups, verification, restores, drills, "
+    "migration dry runs and audits.\n\nExit codes:\n\n" + EXIT_CODE_TABLE,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", envvar="INTEGRITY_CONFIG", help="integrity.toml to use (default: ./integrity.toml, else the data directory's)."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", envvar="INTEGRITY_DATABASE_URL", help="The guarded database (default: [database] url, GAME_DATABASE_URL, else the embedded database)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, also on failure.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks of bugs.")] = False,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; refuse what needs consent unless --yes.")] = False,
+) -> None:
+    runtime = Runtime(json_output=json_output, quiet=quiet, verbose=verbose, no_input=no_input)
+    runtime.command = ctx.meta.get("integrity.command", "integrity")
+    ctx.obj = runtime
+    runtime.configure_logging()
+    if ctx.meta.get("integrity.help") or ctx.resilient_parsing:
+        return  # `integrity CMD --help` must work even with a broken configuration
+    from integrity.settings import resolve_settings
+
+    runtime.settings = resolve_settings(
+        environ=os.environ,
+        cwd=Path.cwd(),
+        config_option=config,
+        database_url_option=database_url,
+        require_config_file=runtime.command != "init",
+    )
+    ctx.meta["integrity.config_option"] = config
+    ctx.meta["integrity.database_url_option"] = database_url
+    runtime.announce()
+    runtime.start_run()
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Write a starter integrity.toml, create the state directory and repository, and
+    create the schema on an empty database."""
+    from integrity.initialize import initialize
+    from integrity.settings import default_config_path
+
+    runtime: Runtime = ctx.obj
+    settings = runtime.settings
+    config_path = settings.config_path or default_config_path(ctx.meta.get("integrity.config_option") or os.environ.get("INTEGRITY_CONFIG"), settings.data_dir)
+    result = initialize(settings, config_path, database_url_given=ctx.meta.get("integrity.database_url_option"))
+    runtime.emit(result)
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Is the data safe now? Database, schema revision and row counts; the exit code is
+    the worst state found (5, 4, 3, then 0)."""
+    from integrity.status import collect_status
+
+    ctx.obj.emit(collect_status(ctx.obj.settings))
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only runs of this command or command group, e.g. 'status' or 'backup'.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """The ledger of `integrity` runs: command, outcome, exit code, duration, host."""
+    from integrity.ledger_report import read_history
+
+    ctx.obj.emit(read_history(ctx.obj.ledger, kind=kind, limit=limit))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The ledger: one row per `integrity` run, kept outside the database it guards.
+
+A restore must not erase the record of the restore, so the ledger lives in the state
+directory (SQLite) or in `[state] ledger_url` (PostgreSQL, shared by several hosts).
+Its layout is versioned in `ledger_meta`; changes are additive steps in `_UPGRADES`,
+so a newer tool upgrades an older ledger in place and an older tool can still write a
+newer one (it warns, and ignores the columns it does not know).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from integrity import __version__
+from integrity.errors import LedgerUnavailable
+
+log = logging.getLogger(__name__)
+
+LEDGER_SCHEMA_VERSION = 1
+RUNNING = "running"
+
+_metadata = sa.MetaData()
+ledger_meta = sa.Table(
+    "ledger_meta",
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+runs = sa.Table(
+    "runs",
+    _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("command", sa.String(128), nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("summary", sa.Text, nullable=False, default="{}"),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("tool_version", sa.String(32), nullable=False),
+)
+
+
+def _create_v1(connection: sa.Connection) -> None:
+    _metadata.create_all(connection, tables=[runs])
+
+
+# Each step takes the ledger from version N-1 to N; only ever append.
+_UPGRADES = {1: _create_v1}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    command: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    exit_code: int | None
+    summary: dict[str, Any]
+    host: str
+    pid: int
+    tool_version: str
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+def outcome_for(exit_code: int) -> str:
+    return {0: "ok", 3: "problems", 4: "precondition", 5: "failed", 130: "interrupted"}.get(exit_code, "error")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+class Ledger:
+    """Record and read runs. Open it with `Ledger.open(state_dir, ledger_url)`."""
+
+    def __init__(self, engine: Engine, location: str):
+        self.engine = engine
+        self.location = location
+
+    @classmethod
+    def open(cls, state_dir: Path, ledger_url: str = "") -> "Ledger":
+        from game_core.db import create_engine, parse_database_url
+        from integrity.errors import Failure
+
+        try:
+            if ledger_url:
+                target = parse_database_url(ledger_url)
+                engine = create_engine(target)
+                location = target.masked
+            else:
+                state_dir.mkdir(parents=True, exist_ok=True)
+                path = state_dir / "ledger.db"
+                engine = create_engine(str(path), create_missing=True)
+                location = str(path)
+        except OSError as exc:
+            raise LedgerUnavailable(
+                f"cannot create the state directory {state_dir}: {exc.strerror}; set [state] dir "
+                "(or INTEGRITY_STATE__DIR) to a writable directory"
+            ) from None
+        except Failure as exc:
+            raise LedgerUnavailable(f"cannot open the ledger: {exc}; check [state] ledger_url") from None
+        ledger = cls(engine, location)
+        ledger._upgrade()
+        return ledger
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _upgrade(self) -> None:
+        try:
+            with self.engine.begin() as connection:
+                _metadata.create_all(connection, tables=[ledger_meta])
+                version = connection.execute(
+                    sa.select(ledger_meta.c.value).where(ledger_meta.c.key == "schema_version")
+                ).scalar()
+                version = int(version) if version is not None else 0
+                if version > LEDGER_SCHEMA_VERSION:
+                    log.warning(
+                        "ledger %s was written by a newer tool (layout %s, this tool knows %s)",
+                        self.location, version, LEDGER_SCHEMA_VERSION,
+                    )
+                    return
+                for step in range(version + 1, LEDGER_SCHEMA_VERSION + 1):
+                    _UPGRADES[step](connection)
+                if version != LEDGER_SCHEMA_VERSION:
+                    values = {"key": "schema_version", "value": str(LEDGER_SCHEMA_VERSION)}
+                    if version == 0:
+                        connection.execute(ledger_meta.insert().values(**values))
+                    else:
+                        connection.execute(
+                            ledger_meta.update().where(ledger_meta.c.key == "schema_version").values(value=values["value"])
+                        )
+        except sa.exc.DBAPIError as exc:
+            raise LedgerUnavailable(f"cannot write the ledger at {self.location}: {exc.orig}") from None
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as connection:
+            value = connection.execute(
+                sa.select(ledger_meta.c.value).where(ledger_meta.c.key == "schema_version")
+            ).scalar()
+        return int(value or 0)
+
+    def start(self, command: str) -> str:
+        run_id = uuid.uuid4().hex
+        with self.engine.begin() as connection:
+            connection.execute(
+                runs.insert().values(
+                    id=run_id,
+                    command=command,
+                    started_at=utc_now(),
+                    outcome=RUNNING,
+                    summary="{}",
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    tool_version=__version__,
+                )
+            )
+        return run_id
+
+    def finish(self, run_id: str, exit_code: int, summary: dict[str, Any] | None = None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(
+                    finished_at=utc_now(),
+                    exit_code=int(exit_code),
+                    outcome=outcome_for(int(exit_code)),
+                    summary=json.dumps(summary or {}, default=str, sort_keys=True),
+                )
+            )
+
+    def runs(self, *, kind: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Newest first; `kind` matches a command or a command group ('backup')."""
+        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        if kind:
+            query = query.where(sa.or_(runs.c.command == kind, runs.c.command.like(f"{kind} %")))
+        with self.engine.connect() as connection:
+            return [self._record(row) for row in connection.execute(query).mappings()]
+
+    def last(self, command: str, *, outcome: str | None = None) -> RunRecord | None:
+        query = sa.select(runs).where(runs.c.command == command)
+        if outcome:
+            query = query.where(runs.c.outcome == outcome)
+        query = query.order_by(runs.c.started_at.desc()).limit(1)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return self._record(row) if row else None
+
+    def iter_runs(self) -> Iterator[RunRecord]:
+        with self.engine.connect() as connection:
+            for row in connection.execute(sa.select(runs).order_by(runs.c.started_at)).mappings():
+                yield self._record(row)
+
+    @staticmethod
+    def _record(row) -> RunRecord:
+        return RunRecord(
+            id=row["id"],
+            command=row["command"],
+            started_at=_aware(row["started_at"]),
+            finished_at=_aware(row["finished_at"]),
+            outcome=row["outcome"],
+            exit_code=row["exit_code"],
+            summary=json.loads(row["summary"] or "{}"),
+            host=row["host"],
+            pid=row["pid"],
+            tool_version=row["tool_version"],
+        )

@@ -1,0 +1,111 @@
+"""`integrity status`: one screen that says whether the data is safe right now.
+
+Each check has a state; the command's exit code is the worst of them, in the order
+5 (verification failed), 4 (precondition), 3 (problems), 0. Later issues add checks
+(backups against the RPO, audits, drills, scheduled jobs) to `collect_status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from game_core.errors import ExitCode, Failure
+from game_core.schema_state import SchemaState, head_revision, schema_status
+from integrity.database import open_read_only, table_row_counts, target_of
+from integrity.settings import Settings
+
+
+class CheckState(str, Enum):
+    OK = "ok"
+    PROBLEM = "problem"
+    PRECONDITION = "precondition"
+    FAILED = "failed"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _STATE_EXIT[self]
+
+
+_STATE_EXIT = {
+    CheckState.OK: ExitCode.OK,
+    CheckState.PROBLEM: ExitCode.PROBLEMS_FOUND,
+    CheckState.PRECONDITION: ExitCode.PRECONDITION,
+    CheckState.FAILED: ExitCode.VERIFICATION_FAILED,
+}
+# DESIGN.md section 4: where a command reports several states, 5 beats 4 beats 3 beats 0.
+_WORST_FIRST = (ExitCode.VERIFICATION_FAILED, ExitCode.PRECONDITION, ExitCode.PROBLEMS_FOUND, ExitCode.OK)
+
+
+def worst_exit_code(codes) -> ExitCode:
+    present = set(codes)
+    return next((code for code in _WORST_FIRST if code in present), ExitCode.OK)
+
+
+@dataclass(frozen=True)
+class StatusCheck:
+    name: str
+    state: CheckState
+    detail: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    database: str
+    engine: str
+    config: str
+    revision: str | None
+    head: str
+    row_counts: dict[str, int] = field(default_factory=dict)
+    checks: tuple[StatusCheck, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return worst_exit_code(check.state.exit_code for check in self.checks)
+
+    def summary(self) -> dict:
+        return {"exit_code": int(self.exit_code), "checks": {c.name: c.state.value for c in self.checks}}
+
+
+def collect_status(settings: Settings) -> StatusReport:
+    target = target_of(settings)
+    head = head_revision()
+    checks: list[StatusCheck] = []
+    revision = None
+    counts: dict[str, int] = {}
+    try:
+        _, engine = open_read_only(settings)
+    except Failure as exc:
+        checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc)))
+    else:
+        try:
+            with engine.connect() as connection:
+                schema = schema_status(connection)
+                counts = table_row_counts(connection)
+        finally:
+            engine.dispose()
+        revision = schema.revision
+        checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})"))
+        checks.append(_schema_check(schema))
+    return StatusReport(
+        database=target.display,
+        engine=target.kind,
+        config=settings.config_display,
+        revision=revision,
+        head=head,
+        row_counts=counts,
+        checks=tuple(checks),
+    )
+
+
+def _schema_check(schema) -> StatusCheck:
+    if schema.state is SchemaState.CURRENT:
+        return StatusCheck("schema", CheckState.OK, schema.describe())
+    if schema.state is SchemaState.BEHIND:
+        return StatusCheck(
+            "schema", CheckState.PROBLEM,
+            f"{schema.describe()}: run `integrity migrate dry-run`, then `integrity migrate apply`",
+        )
+    if schema.state is SchemaState.EMPTY:
+        return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: run `integrity init`")
+    return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: check --database-url")
