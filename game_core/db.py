@@ -102,16 +102,19 @@ def mask_url(url: URL | str) -> str:
 
 def mask_text_url(text: str) -> str:
     """Mask a URL given as text, even one too broken for SQLAlchemy to parse."""
-    try:
-        return mask_url(make_url(text))
-    except Exception:
-        pass
     scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest:
+    authority = rest.split("/", 1)[0]
+    if sep and authority.count("@") <= 1:
+        try:
+            return mask_url(make_url(text))
+        except Exception:
+            pass
+    if not sep or "@" not in authority:
         return text
+    # An unencoded '@' in a password: everything before the last '@' may be secret.
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{host}" if ":" in creds else text
+    return f"{scheme}://{user}:{MASK}@{host}"
 
 
 def create_engine(
