@@ -1,0 +1,142 @@
+"""`integrity backup create`: a consistent online backup, visible only when complete.
+
+DESIGN.md invariant 2, step by step: the engine writes the data files under
+`backups/.tmp-<id>/`, each fsynced and hashed as it is written; the manifest is written
+last, then its own hash; every file is read back and checked (quick verification)
+before the directory is renamed into place and the parent directory fsynced. A run
+killed at any point leaves at most a `.tmp-` directory, which `list` ignores, `restore`
+cannot name, and `prune` removes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from game_core.db import POSTGRESQL
+from game_core.errors import DatabaseMissing
+from integrity import __version__
+from integrity.backups.archive import check_archive
+from integrity.backups.repository import (
+    MANIFEST,
+    MANIFEST_HASH,
+    Manifest,
+    Repository,
+    RepositoryUnusable,
+    fsync_directory,
+    new_backup_id,
+    sha256_bytes,
+)
+from integrity.crashpoints import crash_point
+from integrity.database import connection_settings, target_of
+from integrity.settings import Settings
+
+COMPRESSION_THREADS = 2  # this machine's cores; zstd's own workers, outside the GIL
+
+
+@dataclass(frozen=True)
+class CreatedBackup:
+    manifest: Manifest
+    path: str
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+    def summary(self) -> dict:
+        return {
+            "backup_id": self.manifest.id,
+            "size": self.manifest.size,
+            "rows": self.manifest.row_counts(),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def write_file_durably(path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def create_backup(settings: Settings, *, label: str | None = None, lock_wait: float = 0, command: str = "backup create") -> CreatedBackup:
+    repository = Repository(settings.backups.repository)
+    target = target_of(settings)
+    started = time.perf_counter()
+    with repository.writer_lock(command=command, wait_seconds=lock_wait):
+        backup_id = new_backup_id()
+        temp = repository.temp_path(backup_id)
+        temp.mkdir()
+        crash_point("create:started")
+        try:
+            capture = _capture(settings, target, temp)
+            manifest = Manifest(
+                id=backup_id,
+                engine=target.kind,
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                label=label,
+                source_url=target.masked,
+                source_path=str(target.sqlite_path) if target.sqlite_path else None,
+                source_identity=capture.identity,
+                revision=capture.revision,
+                tables=capture.tables,
+                files=capture.files,
+                tool={"name": "integrity", "version": __version__, "host": socket.gethostname(), **capture.tool},
+                timings={name: round(value, 3) for name, value in capture.timings.items()},
+            )
+            data = manifest.to_json()
+            write_file_durably(temp / MANIFEST, data)
+            crash_point("create:manifest-written")
+            write_file_durably(temp / MANIFEST_HASH, f"{sha256_bytes(data)}  {MANIFEST}\n".encode())
+            fsync_directory(temp)
+            # Read everything back before anyone can see it: create verifies its own output.
+            for entry in manifest.files:
+                check_archive(temp / entry.name, entry, backup_id=backup_id)
+            crash_point("create:verified")
+            os.rename(temp, repository.path_of(backup_id))
+            fsync_directory(repository.backups_dir)
+            crash_point("create:renamed")
+        except OSError as exc:
+            shutil.rmtree(temp, ignore_errors=True)
+            if exc.errno == errno.ENOSPC:
+                raise _repository_full(settings, repository) from None
+            raise
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        repository.append(backup_id, "intact", {"by": command})
+    return CreatedBackup(manifest=manifest, path=str(repository.path_of(backup_id)), seconds=time.perf_counter() - started)
+
+
+def _capture(settings: Settings, target, temp):
+    level = settings.backups.compression_level
+    if target.kind == POSTGRESQL:
+        from integrity.backups import postgres_engine
+
+        return postgres_engine.capture(
+            target, temp, settings=connection_settings(settings), level=level, threads=COMPRESSION_THREADS
+        )
+    from integrity.backups import sqlite_engine
+
+    if not target.sqlite_path.exists():
+        raise DatabaseMissing(f"database {target.sqlite_path} does not exist; nothing to back up (check --database-url)")
+    return sqlite_engine.capture(
+        target.sqlite_path, temp, busy_timeout_ms=settings.database.busy_timeout_ms, level=level, threads=COMPRESSION_THREADS
+    )
+
+
+def _repository_full(settings: Settings, repository: Repository) -> RepositoryUnusable:
+    free = shutil.disk_usage(repository.root).free
+    target = target_of(settings)
+    needed = target.sqlite_path.stat().st_size * 2 if target.sqlite_path and target.sqlite_path.exists() else None
+    need_text = f"about {needed / 1e6:.0f} MB (a copy plus its compressed form)" if needed else "more room"
+    return RepositoryUnusable(
+        f"the backup repository {repository.root} ran out of space ({free / 1e6:.0f} MB free, needs {need_text}); "
+        "the partial backup was removed; free space or set [backups] repository to a larger disk"
+    )

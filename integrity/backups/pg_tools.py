@@ -1,0 +1,97 @@
+"""Finding and running PostgreSQL's client tools (pg_dump, pg_restore) safely.
+
+Connection parameters travel in libpq environment variables, never on the command line,
+so a password never shows up in `ps`, logs or error messages. A tool must be at least
+the server's major version (newer is fine).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from game_core.errors import PreconditionFailed
+
+
+_QUERY_VARIABLES = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "application_name": "PGAPPNAME",
+}
+
+
+class ToolMissing(PreconditionFailed):
+    """pg_dump or pg_restore is missing or older than the server."""
+
+
+@dataclass(frozen=True)
+class PgTool:
+    path: str
+    major: int
+    version: str
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    # Debian keeps the client tools of every installed major version here.
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: _major_of_dir(p), reverse=True)
+    return str(candidates[0]) if candidates else None
+
+
+def _major_of_dir(path: Path) -> int:
+    try:
+        return int(path.parent.parent.name)
+    except ValueError:
+        return 0
+
+
+def require_tool(name: str, server_major: int) -> PgTool:
+    path = find_tool(name)
+    if path is None:
+        raise ToolMissing(f"{name} not found on PATH; install the PostgreSQL {server_major} client tools (apt-get install postgresql-client-{server_major})")
+    output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    match = re.search(r"(\d+)(?:\.(\d+))?", output)
+    if not match:
+        raise ToolMissing(f"cannot read the version of {path} ({output!r})")
+    major = int(match.group(1))
+    if major < server_major:
+        raise ToolMissing(
+            f"{path} is version {major}, older than the server ({server_major}); install postgresql-client-{server_major} "
+            "or newer and put it first on PATH"
+        )
+    return PgTool(path=path, major=major, version=output)
+
+
+def libpq_environment(url: URL, database: str | None = None) -> dict[str, str]:
+    environment = dict(os.environ)
+    for variable, value in (
+        ("PGHOST", url.host),
+        ("PGPORT", str(url.port) if url.port else None),
+        ("PGUSER", url.username),
+        ("PGPASSWORD", url.password),
+        ("PGDATABASE", database or url.database),
+    ):
+        if value:
+            environment[variable] = value
+    for key, variable in _QUERY_VARIABLES.items():
+        value = url.query.get(key)
+        if isinstance(value, str):
+            environment[variable] = value
+    environment.setdefault("PGCONNECT_TIMEOUT", "10")
+    return environment
+
+
+def server_major(connection) -> int:
+    import sqlalchemy as sa
+
+    return int(connection.execute(sa.text("SHOW server_version_num")).scalar()) // 10000

@@ -1,0 +1,72 @@
+"""SQLite backups: the online backup API in one step, then streamed compression.
+
+One step (`pages=-1`) because a stepped copy restarts whenever another connection
+writes and may never finish under the game's load (PITFALLS.md). The source is opened
+read-only; counts, aggregates, identity and revision are read from the copy, so they
+describe exactly what was copied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from game_core.db import create_engine
+from game_core.schema_state import current_revision
+from integrity.backups.archive import compress_stream
+from integrity.backups.capture import Capture
+from integrity.backups.repository import FileEntry
+from integrity.backups.statistics import store_identity, table_statistics
+from integrity.crashpoints import crash_point
+
+DATA_FILE = "data.db.zst"
+
+
+def copy_database(source: Path, destination: Path, *, busy_timeout_ms: int) -> None:
+    """A consistent copy of a live SQLite database through the backup API, fsynced."""
+    reader = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000)
+    try:
+        reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        writer = sqlite3.connect(str(destination))
+        try:
+            reader.backup(writer, pages=-1)
+            # The copy is a plain rollback-journal file: no -wal beside it to lose.
+            writer.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            writer.close()
+    finally:
+        reader.close()
+
+
+def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, threads: int) -> Capture:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    copy_path = workdir / "copy.db"
+    copy_database(source, copy_path, busy_timeout_ms=busy_timeout_ms)
+    timings["copy_seconds"] = time.perf_counter() - started
+    crash_point("create:copied")
+
+    started = time.perf_counter()
+    engine = create_engine(str(copy_path), read_only=True)
+    try:
+        with engine.connect() as connection:
+            statistics = table_statistics(connection)
+            identity = store_identity(connection)
+            revision = current_revision(connection)
+    finally:
+        engine.dispose()
+    timings["statistics_seconds"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with copy_path.open("rb") as raw:
+        digest = compress_stream(raw, workdir / DATA_FILE, level=level, threads=threads)
+    copy_path.unlink()
+    timings["compress_seconds"] = time.perf_counter() - started
+    crash_point("create:compressed")
+    entry = FileEntry(
+        name=DATA_FILE, kind="sqlite-db", size=digest.size, sha256=digest.sha256,
+        raw_size=digest.raw_size, raw_sha256=digest.raw_sha256,
+    )
+    return Capture(files=(entry,), tables=statistics, identity=identity, revision=revision, timings=timings, tool={})
