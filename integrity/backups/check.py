@@ -1,0 +1,182 @@
+"""`integrity backup check`: prove the whole backup path works before it is needed.
+
+Rights, tools, space and settings are checked one by one, then a real backup of the
+configured database is written into a throwaway repository beside the real one (same
+disk, same permissions), read back, hash-checked and removed. Each finding names the
+setting to fix. Exit 0 when every finding passed (warnings allowed), 4 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import secrets
+from dataclasses import dataclass, replace
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, create_engine
+from game_core.errors import ExitCode, Failure
+from integrity.backups.catalog import read_catalog
+from integrity.backups.repository import TEMP_PREFIX, Repository
+from integrity.database import connection_settings, target_of
+from integrity.settings import Settings, schedule_seconds
+
+
+@dataclass(frozen=True)
+class CheckFinding:
+    name: str
+    state: str  # "ok" | "warn" | "fail"
+    detail: str
+
+
+@dataclass(frozen=True)
+class BackupCheckReport:
+    findings: tuple[CheckFinding, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.PRECONDITION if any(f.state == "fail" for f in self.findings) else ExitCode.OK
+
+    def summary(self) -> dict:
+        return {f.name: f.state for f in self.findings}
+
+
+def check_backup_path(settings: Settings, *, command: str = "backup check") -> BackupCheckReport:
+    findings: list[CheckFinding] = []
+    target = target_of(settings)
+    findings += _database_rights(settings)
+    repository = Repository(settings.backups.repository)
+    findings += _repository_space(settings, repository)
+    findings += _settings_sanity(settings)
+    findings += _same_disk(settings, repository)
+    if not any(f.state == "fail" for f in findings):
+        findings.append(_real_backup(settings, repository, command))
+    return BackupCheckReport(tuple(findings))
+
+
+def _database_rights(settings: Settings) -> list[CheckFinding]:
+    target = target_of(settings)
+    if target.kind != POSTGRESQL:
+        path = target.sqlite_path
+        if path is None or not path.exists():
+            return [CheckFinding("database", "fail", f"database {path} does not exist; set [database] url or --database-url")]
+        if not os.access(path, os.R_OK):
+            return [CheckFinding("database", "fail", f"{path} is not readable by this user; fix its permissions")]
+        return [CheckFinding("database", "ok", f"{path} readable")]
+    try:
+        engine = create_engine(target, read_only=True, settings=connection_settings(settings))
+    except Failure as exc:
+        return [CheckFinding("database", "fail", f"{exc}; check [database] url")]
+    findings = []
+    try:
+        with engine.connect() as connection:
+            from integrity.backups.pg_tools import require_tool, server_major
+
+            denied = connection.execute(sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+                "AND c.relkind IN ('r', 'S', 'p') AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1"
+            )).scalars().all()
+            if denied:
+                findings.append(CheckFinding(
+                    "database rights", "fail",
+                    f"user {target.url.username!r} cannot SELECT {', '.join(denied[:5])}"
+                    f"{' and more' if len(denied) > 5 else ''}; pg_dump needs it: GRANT SELECT ON ALL TABLES IN SCHEMA public "
+                    "(and sequences) to that user, or use another user in [database] url",
+                ))
+            else:
+                findings.append(CheckFinding("database rights", "ok", f"user {target.url.username!r} can read every table"))
+            major = server_major(connection)
+            try:
+                tool = require_tool("pg_dump", major)
+                findings.append(CheckFinding("pg_dump", "ok", f"{tool.path}: {tool.version} (server {major})"))
+            except Failure as exc:
+                findings.append(CheckFinding("pg_dump", "fail", str(exc)))
+    finally:
+        engine.dispose()
+    return findings
+
+
+def _estimated_next_size(settings: Settings, repository: Repository) -> int | None:
+    """The last backup's compressed size plus, for SQLite, the staged uncompressed copy."""
+    if repository.backups_dir.is_dir():
+        catalog = read_catalog(repository)
+        sized = [b for b in catalog.backups if b.size]
+        if sized:
+            manifest = repository.read_manifest(sized[-1].id)
+            staged = manifest.files[0].raw_size if manifest.engine != POSTGRESQL else 0
+            return int((manifest.size + staged) * 1.2)
+    target = target_of(settings)
+    if target.sqlite_path and target.sqlite_path.exists():
+        return int(target.sqlite_path.stat().st_size * 1.5)
+    return None
+
+
+def _repository_space(settings: Settings, repository: Repository) -> list[CheckFinding]:
+    try:
+        repository.ensure()
+        probe = repository.root / f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except (Failure, OSError) as exc:
+        return [CheckFinding("repository", "fail", f"{exc}; set [backups] repository to a writable directory")]
+    findings = [CheckFinding("repository", "ok", f"{repository.root} writable")]
+    free = shutil.disk_usage(repository.root).free
+    needed = _estimated_next_size(settings, repository)
+    if needed is not None and free < needed:
+        findings.append(CheckFinding(
+            "space", "fail",
+            f"{free / 1e6:.0f} MB free in {repository.root}, the next backup needs about {needed / 1e6:.0f} MB; "
+            "free space or set [backups] repository to a larger disk",
+        ))
+    else:
+        estimate = f", next backup about {needed / 1e6:.1f} MB" if needed is not None else ""
+        findings.append(CheckFinding("space", "ok", f"{free / 1e9:.1f} GB free{estimate}"))
+    return findings
+
+
+def _settings_sanity(settings: Settings) -> list[CheckFinding]:
+    interval = schedule_seconds(settings.schedule.backup)
+    rpo = settings.objectives.rpo_seconds
+    if settings.schedule.backup == "off":
+        return [CheckFinding("settings", "warn", "[schedule] backup is off: backups happen only when someone runs them")]
+    if interval is not None and interval > rpo:
+        return [CheckFinding(
+            "settings", "fail",
+            f"[schedule] backup runs every {settings.schedule.backup} but [objectives] rpo_seconds is {rpo}: "
+            "the newest backup will be too old between runs; back up more often or raise rpo_seconds",
+        )]
+    return [CheckFinding("settings", "ok", f"backup {settings.schedule.backup}, rpo {rpo}s, keep_last {settings.backups.retention.keep_last}")]
+
+
+def _same_disk(settings: Settings, repository: Repository) -> list[CheckFinding]:
+    target = target_of(settings)
+    if target.sqlite_path is None or not target.sqlite_path.exists():
+        return []
+    if os.stat(target.sqlite_path).st_dev == os.stat(repository.root).st_dev:
+        return [CheckFinding(
+            "placement", "warn",
+            f"the repository {repository.root} is on the same filesystem as the database: one disk failure loses "
+            "both; set [backups] repository to another disk, or copy backups off this machine",
+        )]
+    return [CheckFinding("placement", "ok", "repository and database are on different filesystems")]
+
+
+def _real_backup(settings: Settings, repository: Repository, command: str) -> CheckFinding:
+    from integrity.backups.create import create_backup
+    from integrity.backups.verify import quick_verify
+
+    throwaway = repository.root / f"{TEMP_PREFIX}check-{secrets.token_hex(4)}"
+    trial = replace(settings, backups=replace(settings.backups, repository=throwaway))
+    try:
+        created = create_backup(trial, label="backup check", command=command)
+        quick_verify(Repository(throwaway), created.manifest.id)
+        return CheckFinding(
+            "trial backup", "ok",
+            f"wrote, read back and removed a {created.manifest.size / 1e6:.1f} MB backup in {created.seconds:.1f}s",
+        )
+    except Failure as exc:
+        return CheckFinding("trial backup", "fail", str(exc))
+    finally:
+        shutil.rmtree(throwaway, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""`integrity backup prune`: the retention policy (DESIGN.md invariant 9), planned then applied.
+
+Kept, each with its reasons: the `keep_last` newest; the newest backup of each of the
+last `keep_hourly` hours, `keep_daily` days, `keep_weekly` ISO weeks and `keep_monthly`
+months that have one (only backups not known to be bad fill these); the newest good
+backup; the newest deep-verified one; every pinned one. Everything else expires. A
+backup that a reader (verify, drill, diff, dry run) holds is skipped, never deleted
+under it. Leftovers of killed runs (`.tmp-*`) are removed: under the writer lock no
+create is running, so nothing else can own them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from integrity.backups.catalog import BackupInfo, Catalog, read_catalog
+from integrity.backups.repository import TEMP_PREFIX, Repository, fsync_directory
+from integrity.locks import LockHeld
+from integrity.settings import RetentionSettings, Settings
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    backup_id: str
+    created_at: datetime
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    repository: str
+    decisions: tuple[PruneDecision, ...]  # newest first
+    leftovers: tuple[str, ...]
+
+    @property
+    def expiring(self) -> list[PruneDecision]:
+        return [d for d in self.decisions if not d.keep]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: PrunePlan
+    dry_run: bool
+    deleted: tuple[str, ...] = ()
+    skipped: tuple[dict, ...] = ()  # {"backup_id", "reason"}
+    removed_leftovers: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+    def summary(self) -> dict:
+        return {
+            "dry_run": self.dry_run,
+            "kept": sum(d.keep for d in self.plan.decisions),
+            "deleted": list(self.deleted),
+            "skipped": [s["backup_id"] for s in self.skipped],
+            "leftovers": list(self.removed_leftovers),
+        }
+
+
+def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | None = None) -> PrunePlan:
+    now = now or datetime.now(timezone.utc)
+    newest_first = list(reversed(catalog.backups))
+    reasons: dict[str, list[str]] = {b.id: [] for b in newest_first}
+
+    for backup in newest_first[: policy.keep_last]:
+        reasons[backup.id].append("keep_last")
+    buckets = (
+        ("keep_hourly", policy.keep_hourly, lambda t: t.strftime("%Y-%m-%d %H")),
+        ("keep_daily", policy.keep_daily, lambda t: t.strftime("%Y-%m-%d")),
+        ("keep_weekly", policy.keep_weekly, lambda t: "%d-W%02d" % t.isocalendar()[:2]),
+        ("keep_monthly", policy.keep_monthly, lambda t: t.strftime("%Y-%m")),
+    )
+    for rule, count, bucket_of in buckets:
+        seen: set[str] = set()
+        for backup in newest_first:
+            if len(seen) >= count:
+                break
+            if _known_bad(backup):
+                continue
+            bucket = bucket_of(backup.created_at.astimezone(timezone.utc))
+            if bucket not in seen:
+                seen.add(bucket)
+                reasons[backup.id].append(f"{rule} ({bucket})")
+    newest_good = catalog.newest_good()
+    if newest_good:
+        reasons[newest_good.id].append("newest good backup")
+    newest_deep = catalog.newest_deep_verified()
+    if newest_deep:
+        reasons[newest_deep.id].append("newest deep-verified backup")
+    for backup in newest_first:
+        if backup.state.pinned(now):
+            reasons[backup.id].append(f"pinned until {backup.state.pinned_until}")
+
+    decisions = tuple(
+        PruneDecision(b.id, b.created_at, keep=bool(reasons[b.id]), reasons=tuple(reasons[b.id]) or ("matches no keep rule",))
+        for b in newest_first
+    )
+    return PrunePlan(catalog.repository, decisions, catalog.leftovers)
+
+
+def _known_bad(backup: BackupInfo) -> bool:
+    return backup.manifest_problem is not None or backup.state.corrupt or backup.state.deep_failed
+
+
+def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: str = "backup prune", now: datetime | None = None) -> PruneResult:
+    repository = Repository(settings.backups.repository)
+    repository.require_exists()
+    with repository.writer_lock(command=command, wait_seconds=lock_wait):
+        plan = plan_retention(read_catalog(repository, now), settings.backups.retention, now)
+        if dry_run:
+            return PruneResult(plan, dry_run=True)
+        deleted, skipped = [], []
+        for decision in plan.expiring:
+            try:
+                with repository.deleting(decision.backup_id, command=command):
+                    _delete(repository, decision.backup_id)
+            except LockHeld as exc:
+                skipped.append({"backup_id": decision.backup_id, "reason": str(exc)})
+                continue
+            repository.append(decision.backup_id, "pruned", {"reasons": list(decision.reasons), "by": command})
+            deleted.append(decision.backup_id)
+        removed = []
+        for leftover in repository.leftovers():
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover.name)
+        if deleted or removed:
+            fsync_directory(repository.backups_dir)
+    return PruneResult(plan, dry_run=False, deleted=tuple(deleted), skipped=tuple(skipped), removed_leftovers=tuple(removed))
+
+
+def _delete(repository: Repository, backup_id: str) -> None:
+    """Rename out of sight first: a crash mid-delete leaves a leftover, never half a backup."""
+    doomed = repository.backups_dir / f"{TEMP_PREFIX}pruned-{backup_id}"
+    os.rename(repository.path_of(backup_id), doomed)
+    fsync_directory(repository.backups_dir)
+    shutil.rmtree(doomed)

@@ -1,0 +1,126 @@
+"""Restoring a backup into a scratch copy that is always removed afterwards.
+
+SQLite: the data file is decompressed (both hashes checked on the way) into a temp file
+in the state directory. PostgreSQL: a scratch database is created next to the source
+(through the maintenance database `postgres`), filled by pg_restore fed from the
+decompressing stream, and dropped WITH (FORCE) whatever happens.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
+from integrity.backups.archive import decompress_to
+from integrity.backups.pg_tools import libpq_environment, require_tool, server_major
+from integrity.backups.repository import Manifest, Repository
+from integrity.errors import VerificationFailed
+
+MAINTENANCE_DATABASE = "postgres"
+SCRATCH_PREFIX = "integrity_scratch_"
+
+
+class RestoreFailed(VerificationFailed):
+    """The backup could not be restored into a scratch copy."""
+
+
+@dataclass(frozen=True)
+class ScratchCopy:
+    target: DatabaseTarget
+    description: str
+
+
+@contextmanager
+def restored_copy(
+    repository: Repository,
+    manifest: Manifest,
+    *,
+    source: DatabaseTarget,
+    scratch_dir: Path,
+    settings: ConnectionSettings,
+) -> Iterator[ScratchCopy]:
+    if manifest.engine == POSTGRESQL:
+        with _postgres_copy(repository, manifest, source=source, settings=settings) as copy:
+            yield copy
+    else:
+        with _sqlite_copy(repository, manifest, scratch_dir=scratch_dir) as copy:
+            yield copy
+
+
+@contextmanager
+def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path) -> Iterator[ScratchCopy]:
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    path = scratch_dir / f"{manifest.id}-{secrets.token_hex(4)}.db"
+    entry = manifest.files[0]
+    try:
+        with path.open("xb") as handle:
+            decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id)
+        yield ScratchCopy(parse_database_url(str(path)), str(path))
+    finally:
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def maintenance_engine(source: DatabaseTarget):
+    url = source.url.set(database=MAINTENANCE_DATABASE)
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
+
+
+@contextmanager
+def _postgres_copy(repository: Repository, manifest: Manifest, *, source: DatabaseTarget, settings: ConnectionSettings) -> Iterator[ScratchCopy]:
+    name = f"{SCRATCH_PREFIX}{manifest.id[:15].lower()}_{secrets.token_hex(3)}"
+    admin = maintenance_engine(source)
+    try:
+        with admin.connect() as connection:
+            major = server_major(connection)
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            tool = require_tool("pg_restore", major)
+            scratch = DatabaseTarget(source.url.set(database=name))
+            _pg_restore(tool.path, repository, manifest, scratch)
+            yield ScratchCopy(scratch, f"scratch database {name}")
+        finally:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _pg_restore(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget) -> None:
+    entry = manifest.files[0]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+             f"--dbname={scratch.url.database}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env=libpq_environment(scratch.url),
+        )
+        try:
+            decompress_to(repository.path_of(manifest.id) / entry.name, entry, process.stdin.write, backup_id=manifest.id)
+        except BrokenPipeError:
+            pass  # pg_restore stopped reading: its exit status below says why
+        finally:
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+            returncode = process.wait()
+        if returncode != 0:
+            errors.seek(0)
+            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
+            raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {lines[-1] if lines else 'no message'}")
+
+
+def open_copy(copy: ScratchCopy, settings: ConnectionSettings):
+    """A read-only engine on the scratch copy, with the production connection settings."""
+    return create_engine(copy.target, read_only=True, settings=settings)

@@ -1,0 +1,213 @@
+"""`integrity backup verify`: quick (hashes, decompression) and deep (restored and checked).
+
+Quick: the manifest against manifest.sha256, every file's size and SHA-256, and
+decompression to the end. `pg_restore -l` accepts a truncated archive and SQLite's
+integrity_check misses a changed value (PITFALLS.md): only the hashes catch those.
+
+Deep, on a scratch copy that is always removed: the engine's own check (SQLite
+integrity_check and foreign_key_check; PostgreSQL a full read of every table, which the
+fingerprints do), counts and aggregates against the manifest, keyed fingerprints per
+table, drift against the previous backup (a table that shrank past `shrink_tolerance`
+or emptied fails), then `checks.run_audits` for the clean or dirty state.
+
+Every outcome goes to the repository journal; the ledger gets the summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from game_core.db import SQLITE
+from game_core.errors import ExitCode, Failure
+from integrity.backups.archive import check_archive
+from integrity.backups.repository import BackupCorrupt, BackupNotFound, Manifest, Repository
+from integrity.backups.scratch import open_copy, restored_copy
+from integrity.backups.statistics import compare_statistics, table_statistics
+from integrity.database import connection_settings, target_of
+from integrity.fingerprint import database_fingerprints
+from integrity.settings import Settings
+
+
+@dataclass(frozen=True)
+class BackupVerification:
+    backup_id: str
+    quick: str  # "ok" | "failed"
+    deep: str | None = None  # None (not asked) | "ok" | "failed"
+    audit: str | None = None  # None | "clean" | "dirty"
+    problems: tuple[str, ...] = ()
+    violations: tuple[dict, ...] = ()
+    fingerprints: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.quick == "failed" or self.deep == "failed":
+            return ExitCode.VERIFICATION_FAILED
+        if self.audit == "dirty":
+            return ExitCode.PROBLEMS_FOUND
+        return ExitCode.OK
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    repository: str
+    deep: bool
+    results: tuple[BackupVerification, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        codes = {result.exit_code for result in self.results}
+        for code in (ExitCode.VERIFICATION_FAILED, ExitCode.PROBLEMS_FOUND):
+            if code in codes:
+                return code
+        return ExitCode.OK
+
+    def summary(self) -> dict:
+        return {r.backup_id: {"quick": r.quick, "deep": r.deep, "audit": r.audit} for r in self.results}
+
+
+def select_backups(repository: Repository, *, backup_id: str | None, latest: bool, all_: bool) -> list[str]:
+    ids = repository.backup_ids()
+    if backup_id:
+        if not repository.path_of(backup_id).is_dir():
+            raise BackupNotFound(f"no backup {backup_id} in {repository.root}; list them with `integrity backup list`")
+        return [backup_id]
+    if not ids:
+        raise BackupNotFound(f"the repository {repository.root} holds no backups; take one with `integrity backup create`")
+    return ids if all_ else ids[-1:]
+
+
+def verify_backups(
+    settings: Settings,
+    *,
+    backup_id: str | None = None,
+    latest: bool = False,
+    all_: bool = False,
+    deep: bool = False,
+    command: str = "backup verify",
+    lock_wait: float = 0,
+) -> VerifyReport:
+    repository = Repository(settings.backups.repository)
+    repository.require_exists()
+    results = []
+    for chosen in select_backups(repository, backup_id=backup_id, latest=latest, all_=all_):
+        with repository.reading(chosen, command=command, wait_seconds=lock_wait):
+            results.append(verify_one(settings, repository, chosen, deep=deep, command=command))
+    return VerifyReport(repository=str(repository.root), deep=deep, results=tuple(results))
+
+
+def quick_verify(repository: Repository, backup_id: str) -> Manifest:
+    """Raise BackupCorrupt unless the manifest and every file match their hashes."""
+    manifest = repository.read_manifest(backup_id)
+    for entry in manifest.files:
+        check_archive(repository.path_of(backup_id) / entry.name, entry, backup_id=backup_id)
+    return manifest
+
+
+def verify_one(settings: Settings, repository: Repository, backup_id: str, *, deep: bool, command: str) -> BackupVerification:
+    started = time.perf_counter()
+    try:
+        manifest = quick_verify(repository, backup_id)
+    except BackupCorrupt as exc:
+        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
+        return BackupVerification(backup_id, quick="failed", problems=(str(exc),), seconds=time.perf_counter() - started)
+    repository.append(backup_id, "intact", {"by": command})
+    if not deep:
+        return BackupVerification(backup_id, quick="ok", seconds=time.perf_counter() - started)
+    return _deep_verify(settings, repository, manifest, command=command, started=started)
+
+
+def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest, *, command: str, started: float) -> BackupVerification:
+    problems: list[str] = []
+    fingerprints: dict[str, dict] = {}
+    violations: tuple[dict, ...] = ()
+    audit = None
+    conn_settings = connection_settings(settings)
+    try:
+        with restored_copy(
+            repository, manifest, source=target_of(settings) if manifest.engine != SQLITE else None,
+            scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+        ) as copy:
+            engine = open_copy(copy, conn_settings)
+            try:
+                with engine.connect() as connection:
+                    problems += engine_check(connection)
+                    problems += compare_statistics(manifest.tables, table_statistics(connection))
+                    for name, fingerprint in database_fingerprints(connection).items():
+                        fingerprints[name] = {
+                            "rows": fingerprint.rows,
+                            "digest": fingerprint.digest,
+                            "rows_per_second": round(fingerprint.rows_per_second),
+                        }
+                    problems += drift_problems(repository, manifest, settings.backups.shrink_tolerance)
+                    report = _run_audits(connection)
+                    audit = "clean" if report.ok else "dirty"
+                    violations = tuple(
+                        {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
+                        for f in report.violations
+                    )
+            finally:
+                engine.dispose()
+    except Failure as exc:
+        problems.append(str(exc))
+    except sa.exc.DBAPIError as exc:
+        problems.append(f"the restored copy cannot be read: {str(exc.orig).strip().splitlines()[0]}")
+    deep = "failed" if problems else "ok"
+    detail = {"by": command, "problems": problems, "fingerprints": fingerprints}
+    repository.append(manifest.id, "deep_failed" if problems else "deep_verified", detail)
+    if audit is not None and not problems:
+        repository.append(manifest.id, audit, {"by": command, "violations": list(violations)})
+    return BackupVerification(
+        manifest.id, quick="ok", deep=deep, audit=audit if not problems else None,
+        problems=tuple(problems), violations=violations, fingerprints=fingerprints,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _run_audits(connection):
+    import checks
+
+    return checks.run_audits(connection)
+
+
+def engine_check(connection) -> list[str]:
+    """SQLite's own structural checks; PostgreSQL's is the full read the fingerprints make."""
+    if connection.dialect.name != "sqlite":
+        return []
+    problems = []
+    integrity = [row[0] for row in connection.exec_driver_sql("PRAGMA integrity_check")]
+    if integrity != ["ok"]:
+        problems.append("integrity_check: " + "; ".join(integrity[:5]))
+    orphans = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if orphans:
+        problems.append(f"foreign_key_check: {len(orphans)} rows point at missing parents (first in table {orphans[0][0]})")
+    return problems
+
+
+def drift_problems(repository: Repository, manifest: Manifest, tolerance: float) -> list[str]:
+    """A table that emptied, or shrank by more than `tolerance`, since the previous backup."""
+    earlier = [backup_id for backup_id in repository.backup_ids() if backup_id < manifest.id]
+    for previous_id in reversed(earlier):
+        try:
+            previous = repository.read_manifest(previous_id)
+        except Failure:
+            continue  # a damaged neighbour is reported by its own verification
+        if previous.source_identity != manifest.source_identity:
+            continue  # another store: nothing to compare with
+        problems = []
+        for table, before in previous.row_counts().items():
+            after = manifest.row_counts().get(table)
+            if after is None or before == 0:
+                continue
+            if after == 0:
+                problems.append(f"{table} emptied since backup {previous_id} ({before} rows then)")
+            elif after < before * (1 - tolerance):
+                problems.append(
+                    f"{table} shrank by {100 * (before - after) / before:.1f}% since backup {previous_id} "
+                    f"({before} -> {after} rows; shrink_tolerance is {tolerance:.0%})"
+                )
+        return problems
+    return []

@@ -1,0 +1,117 @@
+"""`integrity backup ...`: create, list, show, verify, prune, pin, unpin, check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, check.", no_args_is_help=True)
+
+LockWait = Annotated[
+    float,
+    typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+]
+BackupId = Annotated[str, typer.Argument(metavar="ID", help="A backup id, as `integrity backup list` shows it.")]
+
+
+@backup_app.command("create")
+def create(
+    ctx: typer.Context,
+    label: Annotated[str | None, typer.Option("--label", help="A note stored in the manifest.")] = None,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Take a consistent online backup of the game database, verified before it is called done."""
+    from integrity.backups.create import create_backup
+
+    ctx.obj.emit(create_backup(ctx.obj.settings, label=label, lock_wait=lock_wait, command=ctx.obj.command))
+
+
+@backup_app.command("list")
+def list_backups(ctx: typer.Context) -> None:
+    """The backups in the repository: id, age, size, revision, rows, states."""
+    from integrity.backups.catalog import read_catalog
+    from integrity.backups.repository import Repository
+
+    repository = Repository(ctx.obj.settings.backups.repository)
+    repository.require_exists()
+    ctx.obj.emit(read_catalog(repository))
+
+
+@backup_app.command("show")
+def show(ctx: typer.Context, backup_id: BackupId) -> None:
+    """One backup's manifest and states."""
+    from integrity.backups.catalog import show_backup
+    from integrity.backups.repository import Repository
+
+    ctx.obj.emit(show_backup(Repository(ctx.obj.settings.backups.repository), backup_id))
+
+
+@backup_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The backup to verify (default: the newest).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="The newest backup (the default).")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every backup in the repository.")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also restore into scratch, check, fingerprint, compare and audit.")] = False,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Verify backups: hashes and decompression; with --deep, a restore into scratch and its checks.
+    Exit 5 when a backup is damaged or fails deep checks, 3 when it holds dirty data."""
+    from integrity.backups.verify import verify_backups
+
+    if sum(bool(x) for x in (backup_id, latest, all_)) > 1:
+        raise typer.BadParameter("give one of ID, --latest or --all")
+    ctx.obj.emit(verify_backups(
+        ctx.obj.settings, backup_id=backup_id, latest=latest, all_=all_, deep=deep,
+        command=ctx.obj.command, lock_wait=lock_wait,
+    ))
+
+
+@backup_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted and why; delete nothing.")] = False,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Apply the retention policy; never the newest good, newest deep-verified or pinned backups."""
+    from integrity.backups.prune import prune as prune_backups
+
+    ctx.obj.emit(prune_backups(ctx.obj.settings, dry_run=dry_run, lock_wait=lock_wait, command=ctx.obj.command))
+
+
+@backup_app.command("pin")
+def pin(
+    ctx: typer.Context,
+    backup_id: BackupId,
+    until: Annotated[str | None, typer.Option("--until", metavar="TIME", help="An ISO date/time (UTC) or a duration like 30d or 12h; default: for ever.")] = None,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Keep a backup out of retention."""
+    from integrity.backups.catalog import pin as pin_backup
+    from integrity.backups.repository import Repository
+    from integrity.timeparse import parse_until
+
+    repository = Repository(ctx.obj.settings.backups.repository)
+    with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
+        ctx.obj.emit(pin_backup(repository, backup_id, until=parse_until(until) if until else None))
+
+
+@backup_app.command("unpin")
+def unpin(ctx: typer.Context, backup_id: BackupId, lock_wait: LockWait = 0) -> None:
+    """Let retention consider a pinned backup again."""
+    from integrity.backups.catalog import unpin as unpin_backup
+    from integrity.backups.repository import Repository
+
+    repository = Repository(ctx.obj.settings.backups.repository)
+    with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
+        ctx.obj.emit(unpin_backup(repository, backup_id))
+
+
+@backup_app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Prove the backup path end to end: rights, tools, space, and a real backup written,
+    read back and removed. Exit 0 or 4."""
+    from integrity.backups.check import check_backup_path
+
+    ctx.obj.emit(check_backup_path(ctx.obj.settings, command=ctx.obj.command))

@@ -1,0 +1,147 @@
+"""Text renderers of the backup results (`integrity backup ...`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.table import Table
+
+from integrity.report import age_text
+
+
+def _megabytes(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:,.1f} MB"
+
+
+def register(render_text) -> None:
+    from integrity.backups.catalog import BackupDetail, Catalog, PinChange
+    from integrity.backups.check import BackupCheckReport
+    from integrity.backups.create import CreatedBackup
+    from integrity.backups.prune import PruneResult
+    from integrity.backups.verify import VerifyReport
+
+    render_text.register(CreatedBackup, render_created)
+    render_text.register(Catalog, render_catalog)
+    render_text.register(BackupDetail, render_detail)
+    render_text.register(VerifyReport, render_verify)
+    render_text.register(PruneResult, render_prune)
+    render_text.register(PinChange, render_pin)
+    render_text.register(BackupCheckReport, render_check)
+
+
+def render_created(result, console: Console) -> None:
+    manifest = result.manifest
+    rows = ", ".join(f"{table} {count:,}" for table, count in manifest.row_counts().items())
+    console.print(f"backup {manifest.id} created and verified in {result.seconds:.2f}s", highlight=False)
+    console.print(f"  {_megabytes(manifest.size)} ({_megabytes(manifest.files[0].raw_size)} raw), revision {manifest.revision}", highlight=False)
+    console.print(f"  rows: {rows}", highlight=False)
+    console.print(f"  {result.path}", highlight=False)
+
+
+def render_catalog(catalog, console: Console) -> None:
+    if not catalog.backups:
+        console.print(f"no backups in {catalog.repository}; take one with `integrity backup create`")
+        return
+    now = datetime.now(timezone.utc)
+    table = Table(show_header=True, header_style="bold")
+    for column in ("id", "age", "size", "revision", "players", "results", "states", "label"):
+        table.add_column(column, justify="right" if column in ("size", "players", "results") else "left")
+    for backup in reversed(catalog.backups):
+        table.add_row(
+            backup.id,
+            age_text(backup.created_at, now),
+            _megabytes(backup.size),
+            backup.revision or "-",
+            f"{backup.rows.get('players', 0):,}",
+            f"{backup.rows.get('results', 0):,}",
+            ", ".join(backup.states),
+            backup.label or "",
+        )
+    console.print(table)
+    if catalog.leftovers:
+        console.print(f"{len(catalog.leftovers)} leftover(s) of interrupted runs; `integrity backup prune` removes them")
+
+
+def render_detail(detail, console: Console) -> None:
+    manifest = detail.manifest
+    console.print(f"backup    {manifest.id}  ({', '.join(detail.states)})", highlight=False)
+    console.print(f"created   {manifest.created_at} ({age_text(manifest.created)})", highlight=False)
+    console.print(f"engine    {manifest.engine}   revision {manifest.revision}   identity {manifest.source_identity}", highlight=False)
+    console.print(f"source    {manifest.source_path or manifest.source_url}", highlight=False)
+    console.print(f"label     {manifest.label or '-'}", highlight=False)
+    console.print(f"path      {detail.path}", highlight=False)
+    for label, moment in (("intact", detail.state.intact_at), ("deep-verified", detail.state.deep_verified_at),
+                          ("clean", detail.state.clean_at), ("dirty", detail.state.dirty_at),
+                          ("corrupt", detail.state.corrupt_at), ("deep-failed", detail.state.deep_failed_at)):
+        if moment:
+            console.print(f"{label:<13} last at {moment}", highlight=False)
+    for problem in detail.state.problems:
+        console.print(f"problem   {problem}", highlight=False)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("aggregates")
+    for name, info in manifest.tables.items():
+        table.add_row(name, f"{info['rows']:,}", ", ".join(f"{k}={v}" for k, v in info["aggregates"].items()))
+    console.print(table)
+    files = Table(show_header=True, header_style="bold")
+    for column in ("file", "size", "raw", "sha256"):
+        files.add_column(column)
+    for entry in manifest.files:
+        files.add_row(entry.name, _megabytes(entry.size), _megabytes(entry.raw_size), entry.sha256[:16] + "...")
+    console.print(files)
+
+
+def render_verify(report, console: Console) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("backup", "quick", "deep", "audit", "seconds", "detail"):
+        table.add_column(column, overflow="fold")
+    for result in report.results:
+        detail = "; ".join(result.problems)
+        if result.violations:
+            detail = "; ".join(f"{v['rule']}: {v['failing_rows']} rows" for v in result.violations)
+        elif result.fingerprints and not detail:
+            slowest = min(f["rows_per_second"] for f in result.fingerprints.values())
+            detail = f"fingerprinted {sum(f['rows'] for f in result.fingerprints.values()):,} rows (slowest table {slowest:,} rows/s)"
+        table.add_row(result.backup_id, result.quick, result.deep or "-", result.audit or "-", f"{result.seconds:.2f}", detail)
+    console.print(table)
+
+
+def render_prune(result, console: Console) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("backup", "decision", "why"):
+        table.add_column(column, overflow="fold")
+    deleted, skipped = set(result.deleted), {s["backup_id"]: s["reason"] for s in result.skipped}
+    for decision in result.plan.decisions:
+        if decision.keep:
+            verdict = "keep"
+        elif decision.backup_id in skipped:
+            verdict = "skipped (in use)"
+        elif result.dry_run:
+            verdict = "would delete"
+        else:
+            verdict = "deleted" if decision.backup_id in deleted else "delete"
+        table.add_row(decision.backup_id, verdict, ", ".join(decision.reasons))
+    console.print(table)
+    if result.removed_leftovers:
+        console.print(f"removed leftovers of interrupted runs: {', '.join(result.removed_leftovers)}", highlight=False)
+    elif result.dry_run and result.plan.leftovers:
+        console.print(f"would remove leftovers of interrupted runs: {', '.join(result.plan.leftovers)}", highlight=False)
+
+
+def render_pin(change, console: Console) -> None:
+    if change.pinned:
+        console.print(f"pinned {change.backup_id} until {change.until}", highlight=False)
+    else:
+        console.print(f"unpinned {change.backup_id}", highlight=False)
+
+
+def render_check(report, console: Console) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("check", "state", "detail"):
+        table.add_column(column, overflow="fold")
+    for finding in report.findings:
+        style = {"ok": "green", "warn": "yellow", "fail": "bold red"}[finding.state]
+        table.add_row(finding.name, f"[{style}]{finding.state}[/]", finding.detail)
+    console.print(table)
