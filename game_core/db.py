@@ -12,6 +12,7 @@ A dry run must see exactly the settings production sees, so nobody else calls
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from game_core.errors import DatabaseMissing, DatabaseUnreachable, PreconditionF
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 MASK = "***"
+# 'postgresql//u:pw@h/db' or 'postgresql:/u:pw@h/db': a URL with a typo, not a file path.
+_MISTYPED_URL = re.compile(r"^(sqlite|postgres|postgresql)(\+\w+)?(:|//)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ def parse_database_url(raw: str) -> DatabaseTarget:
     text = (raw or "").strip()
     if not text:
         raise DatabaseUnreachable("the database URL is empty; set --database-url or GAME_DATABASE_URL")
+    if "://" not in text and _MISTYPED_URL.match(text):
+        raise DatabaseUnreachable(
+            f"malformed database URL {mask_text_url(text)!r}; expected sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
     if "://" not in text:
         return DatabaseTarget(make_url(f"sqlite:///{Path(text).expanduser().absolute()}"))
     try:
@@ -103,6 +111,9 @@ def mask_url(url: URL | str) -> str:
 def mask_text_url(text: str) -> str:
     """Mask a URL given as text, even one too broken for SQLAlchemy to parse."""
     scheme, sep, rest = text.partition("://")
+    if not sep:
+        # No scheme separator (a typo or a file path): mask anything shaped like credentials.
+        return re.sub(r"([^/:@]*):.*@", lambda m: f"{m.group(1)}:{MASK}@", text) if "@" in text else text
     authority = rest.split("/", 1)[0]
     if sep and authority.count("@") <= 1:
         try:

@@ -24,6 +24,19 @@ EXIT_CODE_TABLE = "\n\n".join(f"{int(code)}: {meaning}" for code, meaning in EXI
 class IntegrityGroup(TyperGroup):
     """The root group: records every run in the ledger and turns exceptions into exit codes."""
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        json_output = "--json" in args  # before parsing: the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            # A bad global option fails before `invoke`; `--json` still means one document.
+            if not (_is_usage_error(exc) and json_output):
+                raise
+            from integrity.report import json_document
+
+            print(json_document(command="integrity", exit_code=ExitCode.USAGE, context={}, error=exc.format_message()))
+            raise typer.Exit(int(ExitCode.USAGE)) from None
+
     def invoke(self, ctx: typer.Context):
         tokens = [*ctx._protected_args, *ctx.args]
         ctx.meta["integrity.command"] = _command_path(self, tokens)
@@ -62,7 +75,14 @@ def _is_usage_error(exc: Exception) -> bool:
 
 def _runtime(ctx: typer.Context) -> Runtime:
     if not isinstance(ctx.obj, Runtime):
-        ctx.obj = Runtime()
+        # The callback did not run (an unknown command fails before it): the global
+        # options are parsed already, so `--json` still gets its JSON document.
+        ctx.obj = Runtime(
+            json_output=bool(ctx.params.get("json_output")),
+            quiet=bool(ctx.params.get("quiet")),
+            verbose=bool(ctx.params.get("verbose")),
+            command=ctx.meta.get("integrity.command", "integrity"),
+        )
     return ctx.obj
 
 
@@ -164,6 +184,11 @@ def history(
     from integrity.ledger_report import read_history
 
     ctx.obj.emit(read_history(ctx.obj.ledger, kind=kind, limit=limit))
+
+
+from integrity.commands.backup import backup_app  # noqa: E402  (typer only: --help stays light)
+
+app.add_typer(backup_app, name="backup")
 
 
 def main() -> None:

@@ -120,7 +120,11 @@ class Ledger:
                 "(or INTEGRITY_STATE__DIR) to a writable directory"
             ) from None
         except Failure as exc:
-            raise LedgerUnavailable(f"cannot open the ledger: {exc}; check [state] ledger_url") from None
+            setting = (
+                "[state] ledger_url" if ledger_url
+                else f"that {state_dir} is writable, or set [state] dir (INTEGRITY_STATE__DIR) to another directory"
+            )
+            raise LedgerUnavailable(f"cannot open the ledger: {exc}; check {setting}") from None
         ledger = cls(engine, location)
         ledger._upgrade()
         return ledger

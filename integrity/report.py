@@ -41,7 +41,7 @@ def json_document(*, command: str, exit_code: int, context: dict[str, Any], resu
     document.update(context)
     if error is not None:
         document["error"] = error
-    else:
+    if error is None or result is not None:  # a report that failed a precondition carries both
         document["result"] = to_jsonable(result)
     return json.dumps(document, indent=2, sort_keys=False)
 
@@ -77,6 +77,9 @@ def register_renderers() -> None:
     render_text.register(StatusReport, _render_status)
     render_text.register(InitResult, _render_init)
     render_text.register(HistoryReport, _render_history)
+    from integrity import report_backups
+
+    report_backups.register(render_text)
 
 
 def _render_status(report, console: Console) -> None:

@@ -18,6 +18,12 @@ from rich.console import Console
 from game_core.errors import ExitCode
 
 log = logging.getLogger("integrity")
+# Piped output is for scripts and log files: never cut an id to fit 80 columns.
+PIPE_WIDTH = 200
+
+
+def _console(stream) -> Console:
+    return Console(file=stream, width=None if stream.isatty() else PIPE_WIDTH)
 
 
 @dataclass
@@ -27,7 +33,7 @@ class Runtime:
     verbose: bool = False
     no_input: bool = False
     command: str = ""
-    stdout: Console = field(default_factory=lambda: Console(file=sys.stdout, soft_wrap=False))
+    stdout: Console = field(default_factory=lambda: _console(sys.stdout))
     stderr: Console = field(default_factory=lambda: Console(file=sys.stderr, soft_wrap=True))
     settings: Any = None  # integrity.settings.Settings, once resolved
     ledger: Any = None  # integrity.ledger.Ledger, once opened
@@ -90,13 +96,18 @@ class Runtime:
         from integrity.report import json_document, register_renderers, render_text
 
         exit_code = int(getattr(result, "exit_code", ExitCode.OK))
+        error = getattr(result, "error", None)  # a result that failed a precondition says why
         summary = getattr(result, "summary", None)
         self.summary = summary() if callable(summary) else {}
+        if error:
+            self.summary["error"] = error
         if self.json_output:
-            print(json_document(command=self.command, exit_code=exit_code, context=self.context(), result=result))
+            print(json_document(command=self.command, exit_code=exit_code, context=self.context(), result=result, error=error))
         else:
             register_renderers()
             render_text(result, self.stdout)
+            if error:
+                self.stderr.print(f"Error: {error}", markup=False, highlight=False)
         self.emitted = True
         if exit_code:
             import typer

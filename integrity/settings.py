@@ -246,6 +246,7 @@ def resolve_settings(
     merged: dict[str, Any] = {}
     for layer, origin in ((file_values, str(config_path)), (env_values, "environment")):
         _merge(merged, layer, origin)
+    _reject_unknown_sections(merged)
 
     sections = {name: _build(cls, merged.get(name, {}), name) for name, cls in SECTIONS.items()}
     sections = _absolute_paths(sections, data_dir=data_dir)
@@ -296,9 +297,33 @@ class _EnvText(str):
 def _merge(target: dict, layer: Mapping, origin: str, prefix: str = "") -> None:
     for key, value in layer.items():
         if isinstance(value, Mapping) and not isinstance(value, str):
-            _merge(target.setdefault(key, {}), value, origin, f"{prefix}{key}.")
+            node = target.setdefault(key, {})
+            if isinstance(node, dict):
+                _merge(node, value, origin, f"{prefix}{key}.")
+            # else: the file gave a scalar where a table belongs; `_build` reports it
         else:
             target[key] = value
+
+
+def _first_variable(value: Any) -> str | None:
+    """The environment variable behind a value or any value nested in it."""
+    if isinstance(value, Mapping):
+        return next((v for v in map(_first_variable, value.values()) if v), None)
+    return getattr(value, "variable", None)
+
+
+def _reject_unknown_sections(merged: Mapping[str, Any]) -> None:
+    # A misspelt section, or a key above the first [section], would otherwise be ignored.
+    allowed = ", ".join(f"[{name}]" for name in SECTIONS)
+    for name, value in merged.items():
+        if name in SECTIONS:
+            continue
+        variable = _first_variable(value)
+        if variable:
+            raise ConfigInvalid(f"unknown section {variable} ([{name}]); allowed sections: {allowed}")
+        if isinstance(value, Mapping):
+            raise ConfigInvalid(f"unknown section [{name}]; allowed sections: {allowed}")
+        raise ConfigInvalid(f"unknown key {name!r} outside any section; keys belong in the sections {allowed}")
 
 
 def _key_name(section: str, key: str, value: Any) -> str:
@@ -307,10 +332,14 @@ def _key_name(section: str, key: str, value: Any) -> str:
 
 
 def _build(cls, values: Mapping[str, Any], section: str):
-    if not isinstance(values, Mapping):
-        raise ConfigInvalid(f"[{section}] must be a table of keys, got {values!r}")
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
+    if not isinstance(values, Mapping):
+        variable = getattr(values, "variable", None)
+        where = f"{variable} ([{section}])" if variable else f"[{section}]"
+        raise ConfigInvalid(
+            f"invalid value {values!r} for {where}; allowed: a table with the keys {', '.join(sorted(known))}"
+        )
     for key in values:
         if key not in known:
             allowed = ", ".join(sorted(known))
@@ -370,12 +399,26 @@ def _coerce(raw: Any, hint: Any, section: str, name: str) -> Any:
         if not isinstance(raw, Mapping):
             raise ConfigInvalid(f"invalid value for {key}; allowed: a table of job = \"URL\"")
         for job, url in raw.items():
+            where = _key_name(f"{section}.{name}", job, url)
             if job not in JOBS:
-                raise ConfigInvalid(f"unknown job {job!r} in {key}; allowed: {', '.join(JOBS)}")
+                raise ConfigInvalid(f"unknown job {job!r} in {where}; allowed: {', '.join(JOBS)}")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ConfigInvalid(f"invalid ping URL for {key}.{job}; allowed: an http:// or https:// URL")
+                raise ConfigInvalid(
+                    f"invalid ping URL {_masked_ping(url)!r} for {where}; allowed: an http:// or https:// URL"
+                )
         return {job: str(url) for job, url in raw.items()}
     raise AssertionError(f"no coercion for {hint!r}")  # a schema field of a new type
+
+
+def _masked_ping(url: Any) -> Any:
+    """A heartbeat URL's path is its secret: show only what is wrong, the scheme and host."""
+    if not isinstance(url, str):
+        return url
+    scheme, sep, rest = url.partition("://")
+    prefix = f"{scheme}://" if sep else ""
+    host, slash, _ = (rest if sep else url).partition("/")
+    host = host.rpartition("@")[2]  # never credentials
+    return f"{prefix}{host}{'/***' if slash else ''}"
 
 
 def _replace(obj, **changes):

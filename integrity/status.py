@@ -8,11 +8,13 @@ Each check has a state; the command's exit code is the worst of them, in the ord
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 
 from game_core.errors import ExitCode, Failure
 from game_core.schema_state import SchemaState, head_revision, schema_status
 from integrity.database import open_read_only, table_row_counts, target_of
+from integrity.report import age_text
 from integrity.settings import Settings
 
 
@@ -63,6 +65,13 @@ class StatusReport:
     def exit_code(self) -> ExitCode:
         return worst_exit_code(check.state.exit_code for check in self.checks)
 
+    @property
+    def error(self) -> str | None:
+        """The blocking check's detail (exit 4 or 5), shown as the one `Error:` line."""
+        if self.exit_code < ExitCode.PRECONDITION:
+            return None
+        return next(c.detail for c in self.checks if c.state.exit_code == self.exit_code)
+
     def summary(self) -> dict:
         return {"exit_code": int(self.exit_code), "checks": {c.name: c.state.value for c in self.checks}}
 
@@ -87,6 +96,7 @@ def collect_status(settings: Settings) -> StatusReport:
         revision = schema.revision
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})"))
         checks.append(_schema_check(schema))
+    checks.extend(backup_checks(settings))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -109,3 +119,43 @@ def _schema_check(schema) -> StatusCheck:
     if schema.state is SchemaState.EMPTY:
         return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: run `integrity init`")
     return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: check --database-url")
+
+
+def backup_checks(settings: Settings, now: datetime | None = None) -> list[StatusCheck]:
+    """The newest good backup against the RPO; the newest deep-verified one against its limit."""
+    from integrity.backups.catalog import read_catalog
+    from integrity.backups.repository import Repository
+
+    now = now or datetime.now(timezone.utc)
+    repository = Repository(settings.backups.repository)
+    if not repository.backups_dir.is_dir():
+        return [StatusCheck("backups", CheckState.PROBLEM,
+                            f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`")]
+    catalog = read_catalog(repository, now)
+    checks = []
+    objectives = settings.objectives
+    good = catalog.newest_good()
+    if good is None:
+        checks.append(StatusCheck("newest good backup", CheckState.PROBLEM,
+                                  f"none in {repository.root}: run `integrity backup create`"))
+    else:
+        age = (now - good.created_at).total_seconds()
+        state = CheckState.OK if age <= objectives.rpo_seconds else CheckState.PROBLEM
+        checks.append(StatusCheck("newest good backup", state,
+                                  f"{good.id}, {age_text(good.created_at, now)} (rpo {objectives.rpo_seconds}s)"))
+    deep = catalog.newest_deep_verified()
+    if deep is None:
+        checks.append(StatusCheck("newest deep-verified backup", CheckState.PROBLEM,
+                                  "none: run `integrity backup verify --deep`"))
+    else:
+        age = (now - deep.created_at).total_seconds()
+        limit = objectives.deep_verify_max_age_seconds
+        state = CheckState.OK if age <= limit else CheckState.PROBLEM
+        checks.append(StatusCheck("newest deep-verified backup", state,
+                                  f"{deep.id}, {age_text(deep.created_at, now)} (limit {limit}s)"))
+    newest = catalog.backups[-1] if catalog.backups else None
+    if newest is not None and (newest.state.corrupt or newest.manifest_problem or newest.state.deep_failed):
+        checks.append(StatusCheck("newest backup", CheckState.FAILED,
+                                  f"{newest.id} failed verification: {'; '.join(newest.state.problems) or newest.manifest_problem}; "
+                                  "see runbooks/backup-failed.md"))
+    return checks

@@ -1,0 +1,42 @@
+"""What every benchmark shares: the machine line and the simulated databases."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def machine_line() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def build_sqlite_database(work: Path, players: int, tests_per_player: int) -> Path:
+    """The benchmark database, built once with `typing-game simulate --seed 1` and kept."""
+    path = work / f"bench-{players}x{tests_per_player}.db"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial.db")
+    for leftover in work.glob(partial.name + "*"):
+        leftover.unlink()
+    print(f"building {path.name} with typing-game simulate --seed 1 (once)...", flush=True)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "game_core.cli", "--database-url", f"sqlite:///{partial}", "simulate",
+         "--players", str(players), "--tests-per-player", str(tests_per_player), "--seed", "1"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    partial.rename(path)
+    print(f"built in {time.perf_counter() - started:.0f}s: {path.stat().st_size / 1e9:.2f} GB", flush=True)
+    return path
