@@ -244,11 +244,16 @@ def resolve_settings(
     env_values = _env_layer(environ)
 
     merged: dict[str, Any] = {}
-    for layer, origin in ((file_values, str(config_path)), (env_values, "environment")):
-        _merge(merged, layer, origin)
-    _reject_unknown_sections(merged)
-
-    sections = {name: _build(cls, merged.get(name, {}), name) for name, cls in SECTIONS.items()}
+    for layer in (file_values, env_values):
+        _merge(merged, layer)
+    try:
+        _reject_unknown_sections(merged)
+        sections = {name: _build(cls, merged.get(name, {}), name) for name, cls in SECTIONS.items()}
+    except ConfigInvalid as exc:
+        # Environment values name their variable; file values get the file's path.
+        if config_path and ENV_PREFIX not in str(exc).split(";", 1)[0]:
+            raise ConfigInvalid(f"{exc} (in {config_path})") from None
+        raise
     sections = _absolute_paths(sections, data_dir=data_dir)
 
     url = (
@@ -294,12 +299,12 @@ class _EnvText(str):
         return obj
 
 
-def _merge(target: dict, layer: Mapping, origin: str, prefix: str = "") -> None:
+def _merge(target: dict, layer: Mapping) -> None:
     for key, value in layer.items():
         if isinstance(value, Mapping) and not isinstance(value, str):
             node = target.setdefault(key, {})
             if isinstance(node, dict):
-                _merge(node, value, origin, f"{prefix}{key}.")
+                _merge(node, value)
             # else: the file gave a scalar where a table belongs; `_build` reports it
         else:
             target[key] = value

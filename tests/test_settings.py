@@ -57,13 +57,19 @@ def write(path: Path, text: str) -> Path:
 
 
 def config_error(resolve, toml: str | None = None, env: dict[str, str] | None = None, *, cwd: Path) -> str:
+    """The message of the ConfigInvalid raised; one about a file value must name the file."""
     options = {}
     if toml is not None:
         options["config_option"] = str(write(cwd / "conf.toml", toml))
     with pytest.raises(ConfigInvalid) as raised:
         resolve(env, **options)
     assert raised.value.exit_code == ExitCode.PRECONDITION == 4
-    return str(raised.value)
+    message = str(raised.value)
+    if toml is not None and "INTEGRITY_" not in message.split(";", 1)[0] and not message.startswith("config file"):
+        suffix = f" (in {options['config_option']})"
+        assert message.endswith(suffix), message
+        message = message[: -len(suffix)]
+    return message
 
 
 # ---------------------------------------------------------------- defaults
