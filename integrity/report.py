@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 JSON_SCHEMA_VERSION = 1
@@ -89,7 +90,7 @@ def _render_status(report, console: Console) -> None:
     table.add_column("detail", overflow="fold")
     for check in report.checks:
         style = _STATE_STYLE.get(check.state.value, "")
-        table.add_row(check.name, f"[{style}]{check.state.value}[/]", check.detail)
+        table.add_row(check.name, f"[{style}]{check.state.value}[/]", escape(check.detail))
     console.print(table)
     if report.row_counts:
         counts = Table(show_header=True, header_style="bold")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from integrity.report import age_text
@@ -33,10 +34,10 @@ def register(render_text) -> None:
 def render_created(result, console: Console) -> None:
     manifest = result.manifest
     rows = ", ".join(f"{table} {count:,}" for table, count in manifest.row_counts().items())
-    console.print(f"backup {manifest.id} created and verified in {result.seconds:.2f}s", highlight=False)
-    console.print(f"  {_megabytes(manifest.size)} ({_megabytes(manifest.files[0].raw_size)} raw), revision {manifest.revision}", highlight=False)
-    console.print(f"  rows: {rows}", highlight=False)
-    console.print(f"  {result.path}", highlight=False)
+    console.print(f"backup {manifest.id} created and verified in {result.seconds:.2f}s", highlight=False, markup=False)
+    console.print(f"  {_megabytes(manifest.size)} ({_megabytes(manifest.files[0].raw_size)} raw), revision {manifest.revision}", highlight=False, markup=False)
+    console.print(f"  rows: {rows}", highlight=False, markup=False)
+    console.print(f"  {result.path}", highlight=False, markup=False)
 
 
 def render_catalog(catalog, console: Console) -> None:
@@ -56,7 +57,7 @@ def render_catalog(catalog, console: Console) -> None:
             f"{backup.rows.get('players', 0):,}",
             f"{backup.rows.get('results', 0):,}",
             ", ".join(backup.states),
-            backup.label or "",
+            escape(backup.label or ""),
         )
     console.print(table)
     if catalog.leftovers:
@@ -65,19 +66,19 @@ def render_catalog(catalog, console: Console) -> None:
 
 def render_detail(detail, console: Console) -> None:
     manifest = detail.manifest
-    console.print(f"backup    {manifest.id}  ({', '.join(detail.states)})", highlight=False)
-    console.print(f"created   {manifest.created_at} ({age_text(manifest.created)})", highlight=False)
-    console.print(f"engine    {manifest.engine}   revision {manifest.revision}   identity {manifest.source_identity}", highlight=False)
-    console.print(f"source    {manifest.source_path or manifest.source_url}", highlight=False)
-    console.print(f"label     {manifest.label or '-'}", highlight=False)
-    console.print(f"path      {detail.path}", highlight=False)
+    console.print(f"backup    {manifest.id}  ({', '.join(detail.states)})", highlight=False, markup=False)
+    console.print(f"created   {manifest.created_at} ({age_text(manifest.created)})", highlight=False, markup=False)
+    console.print(f"engine    {manifest.engine}   revision {manifest.revision}   identity {manifest.source_identity}", highlight=False, markup=False)
+    console.print(f"source    {manifest.source_path or manifest.source_url}", highlight=False, markup=False)
+    console.print(f"label     {manifest.label or '-'}", highlight=False, markup=False)
+    console.print(f"path      {detail.path}", highlight=False, markup=False)
     for label, moment in (("intact", detail.state.intact_at), ("deep-verified", detail.state.deep_verified_at),
                           ("clean", detail.state.clean_at), ("dirty", detail.state.dirty_at),
                           ("corrupt", detail.state.corrupt_at), ("deep-failed", detail.state.deep_failed_at)):
         if moment:
-            console.print(f"{label:<13} last at {moment}", highlight=False)
+            console.print(f"{label:<13} last at {moment}", highlight=False, markup=False)
     for problem in detail.state.problems:
-        console.print(f"problem   {problem}", highlight=False)
+        console.print(f"problem   {problem}", highlight=False, markup=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -102,9 +103,10 @@ def render_verify(report, console: Console) -> None:
         if result.violations:
             detail = "; ".join(f"{v['rule']}: {v['failing_rows']} rows" for v in result.violations)
         elif result.fingerprints and not detail:
-            slowest = min(f["rows_per_second"] for f in result.fingerprints.values())
-            detail = f"fingerprinted {sum(f['rows'] for f in result.fingerprints.values()):,} rows (slowest table {slowest:,} rows/s)"
-        table.add_row(result.backup_id, result.quick, result.deep or "-", result.audit or "-", f"{result.seconds:.2f}", detail)
+            rows = sum(f["rows"] for f in result.fingerprints.values())
+            seconds = sum(f["seconds"] for f in result.fingerprints.values())
+            detail = f"fingerprinted {rows:,} rows at {rows / seconds if seconds else rows:,.0f} rows/s"
+        table.add_row(result.backup_id, result.quick, result.deep or "-", result.audit or "-", f"{result.seconds:.2f}", escape(detail))
     console.print(table)
 
 
@@ -122,19 +124,19 @@ def render_prune(result, console: Console) -> None:
             verdict = "would delete"
         else:
             verdict = "deleted" if decision.backup_id in deleted else "delete"
-        table.add_row(decision.backup_id, verdict, ", ".join(decision.reasons))
+        table.add_row(decision.backup_id, verdict, escape(", ".join(decision.reasons)))
     console.print(table)
     if result.removed_leftovers:
-        console.print(f"removed leftovers of interrupted runs: {', '.join(result.removed_leftovers)}", highlight=False)
+        console.print(f"removed leftovers of interrupted runs: {', '.join(result.removed_leftovers)}", highlight=False, markup=False)
     elif result.dry_run and result.plan.leftovers:
-        console.print(f"would remove leftovers of interrupted runs: {', '.join(result.plan.leftovers)}", highlight=False)
+        console.print(f"would remove leftovers of interrupted runs: {', '.join(result.plan.leftovers)}", highlight=False, markup=False)
 
 
 def render_pin(change, console: Console) -> None:
     if change.pinned:
-        console.print(f"pinned {change.backup_id} until {change.until}", highlight=False)
+        console.print(f"pinned {change.backup_id} until {change.until}", highlight=False, markup=False)
     else:
-        console.print(f"unpinned {change.backup_id}", highlight=False)
+        console.print(f"unpinned {change.backup_id}", highlight=False, markup=False)
 
 
 def render_check(report, console: Console) -> None:
@@ -143,5 +145,5 @@ def render_check(report, console: Console) -> None:
         table.add_column(column, overflow="fold")
     for finding in report.findings:
         style = {"ok": "green", "warn": "yellow", "fail": "bold red"}[finding.state]
-        table.add_row(finding.name, f"[{style}]{finding.state}[/]", finding.detail)
+        table.add_row(finding.name, f"[{style}]{finding.state}[/]", escape(finding.detail))
     console.print(table)

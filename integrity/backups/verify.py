@@ -141,6 +141,7 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
                             "rows": fingerprint.rows,
                             "digest": fingerprint.digest,
                             "rows_per_second": round(fingerprint.rows_per_second),
+                            "seconds": round(fingerprint.seconds, 4),
                         }
                     problems += drift_problems(repository, manifest, settings.backups.shrink_tolerance)
                     report = _run_audits(connection)
