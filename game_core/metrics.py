@@ -102,5 +102,11 @@ def level_matches_xp_sql(level, xp):
     """
     import sqlalchemy as sa
 
+    # NUMERIC rather than the columns' own types: PostgreSQL raises "integer out of range"
+    # once n * (49n + 151) leaves int4 (any level above about 6600), and the audits must
+    # report a corrupt level, not crash on it. SQLite keeps small values integers and turns
+    # an overflowing product into a float, which still compares correctly at that scale.
+    level = sa.cast(level, sa.Numeric)
+    xp = sa.cast(xp, sa.Numeric)
     n = level - 1
     return sa.and_(n >= 0, xp >= 0, n * (49 * n + 151) <= 2 * xp, 2 * xp < (n + 1) * (49 * n + 200))

@@ -358,7 +358,9 @@ def test_config_flag_beats_the_environment(tmp_path, monkeypatch):
     assert document(invoke("--json", "status"))["config"] == str(tmp_path / "env.toml")
     result = invoke("--config", str(tmp_path / "flag.toml"), "status")
     assert result.exit_code == 4
-    assert the_error(result) == "invalid value 99 for [backups] compression_level; allowed: a number from 1 to 22"
+    assert the_error(result) == (
+        f"invalid value 99 for [backups] compression_level; allowed: a number from 1 to 22 (in {tmp_path / 'flag.toml'})"
+    )
 
 
 # ---------------------------------------------------------------- --json
@@ -576,7 +578,7 @@ def test_invalid_config_key_in_the_file_is_exit_4_naming_it(tmp_path):
     assert result.exit_code == 4
     assert the_error(result) == (
         "unknown key [objectives] rpo; allowed in [objectives]: "
-        "deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds"
+        f"deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds (in {tmp_path / 'integrity.toml'})"
     )
 
 
