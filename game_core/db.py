@@ -153,7 +153,9 @@ def create_engine(
 def check_reachable(engine: Engine, target: DatabaseTarget) -> None:
     try:
         with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
+            # SQLite's SELECT 1 never reads the file: the schema cookie does, so a file
+            # that is not a database fails here instead of in the first real query.
+            connection.execute(sa.text("PRAGMA schema_version" if target.kind == SQLITE else "SELECT 1"))
     except sa.exc.DBAPIError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
