@@ -8,6 +8,7 @@ stdout carries exactly one JSON document, also on failure.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ PIPE_WIDTH = 200
 
 
 def _console(stream) -> Console:
-    return Console(file=stream, width=None if stream.isatty() else PIPE_WIDTH)
+    if stream.isatty():
+        return Console(file=stream)
+    columns = os.environ.get("COLUMNS", "")
+    return Console(file=stream, width=int(columns) if columns.isdigit() else PIPE_WIDTH)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from enum import Enum
 
 from game_core.errors import ExitCode, Failure
 from game_core.schema_state import SchemaState, head_revision, schema_status
+from integrity.backups.statistics import store_identity
 from integrity.database import open_read_only, table_row_counts, target_of
 from integrity.report import age_text
 from integrity.settings import Settings
@@ -82,6 +83,7 @@ def collect_status(settings: Settings) -> StatusReport:
     checks: list[StatusCheck] = []
     revision = None
     counts: dict[str, int] = {}
+    identity = None
     try:
         _, engine = open_read_only(settings)
     except Failure as exc:
@@ -91,12 +93,13 @@ def collect_status(settings: Settings) -> StatusReport:
             with engine.connect() as connection:
                 schema = schema_status(connection)
                 counts = table_row_counts(connection)
+                identity = store_identity(connection)
         finally:
             engine.dispose()
         revision = schema.revision
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})"))
         checks.append(_schema_check(schema))
-    checks.extend(backup_checks(settings))
+    checks.extend(backup_checks(settings, identity=identity))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -121,8 +124,12 @@ def _schema_check(schema) -> StatusCheck:
     return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: check --database-url")
 
 
-def backup_checks(settings: Settings, now: datetime | None = None) -> list[StatusCheck]:
-    """The newest good backup against the RPO; the newest deep-verified one against its limit."""
+def backup_checks(settings: Settings, *, identity: str | None = None, now: datetime | None = None) -> list[StatusCheck]:
+    """The newest good backup against the RPO; the newest deep-verified one against its limit.
+
+    Only backups of this database count (same store identity): a repository that also
+    holds another database's backups must not make this one look protected.
+    """
     from integrity.backups.catalog import read_catalog
     from integrity.backups.repository import Repository
 
@@ -131,7 +138,7 @@ def backup_checks(settings: Settings, now: datetime | None = None) -> list[Statu
     if not repository.backups_dir.is_dir():
         return [StatusCheck("backups", CheckState.PROBLEM,
                             f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`")]
-    catalog = read_catalog(repository, now)
+    catalog = read_catalog(repository, now).of_store(identity)
     checks = []
     objectives = settings.objectives
     good = catalog.newest_good()

@@ -7,7 +7,7 @@ newest intact one that has not failed deep verification; RPO is measured on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from game_core.errors import Failure
@@ -105,6 +105,7 @@ class BackupInfo:
     state: BackupState
     states: list[str] = field(default_factory=list)
     manifest_problem: str | None = None
+    identity: str | None = None  # the store_identity UUID of the database it came from
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ class Catalog:
     repository: str
     backups: tuple[BackupInfo, ...]  # oldest first
     leftovers: tuple[str, ...] = ()
+
+    def of_store(self, identity: str | None) -> "Catalog":
+        """Only the backups of one database (a repository may hold another's by mistake)."""
+        if identity is None:
+            return self
+        return replace(self, backups=tuple(b for b in self.backups if b.identity in (identity, None)))
 
     def newest_good(self) -> BackupInfo | None:
         return next((b for b in reversed(self.backups) if b.state.good), None)
@@ -154,6 +161,7 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             rows=manifest.row_counts(),
             state=state,
             states=state.labels(now),
+            identity=manifest.source_identity,
         ))
     return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()))
 

@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -70,7 +71,7 @@ def create_backup(settings: Settings, *, label: str | None = None, lock_wait: fl
     target = target_of(settings)
     started = time.perf_counter()
     with repository.writer_lock(command=command, wait_seconds=lock_wait):
-        backup_id = new_backup_id()
+        backup_id = _next_backup_id(repository)
         temp = repository.temp_path(backup_id)
         temp.mkdir()
         crash_point("create:started")
@@ -107,11 +108,29 @@ def create_backup(settings: Settings, *, label: str | None = None, lock_wait: fl
             if exc.errno == errno.ENOSPC:
                 raise _repository_full(settings, repository) from None
             raise
+        except sqlite3.OperationalError as exc:
+            # The SQLite copy into the repository reports a full disk as SQLITE_FULL, not ENOSPC.
+            shutil.rmtree(temp, ignore_errors=True)
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+                raise _repository_full(settings, repository) from None
+            raise
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
         repository.append(backup_id, "intact", {"by": command})
     return CreatedBackup(manifest=manifest, path=str(repository.path_of(backup_id)), seconds=time.perf_counter() - started)
+
+
+def _next_backup_id(repository: Repository) -> str:
+    """A new id that sorts after every existing one: ids have one-second resolution and a
+    random suffix, so a second backup within the same second waits for the next second
+    (under the writer lock) rather than possibly sorting before the first."""
+    newest = repository.backup_ids()[-1:]
+    backup_id = new_backup_id()
+    while newest and backup_id[:16] == newest[0][:16]:
+        time.sleep(0.05)
+        backup_id = new_backup_id()
+    return backup_id
 
 
 def _capture(settings: Settings, target, temp):

@@ -83,5 +83,7 @@ def _dump(pg_dump: str, snapshot: str, target: DatabaseTarget, destination: Path
         if returncode != 0:
             errors.seek(0)
             reason = errors.read().decode("utf-8", "replace").strip().splitlines()
-            raise DumpFailed(f"pg_dump exited with status {returncode}: {reason[-1] if reason else 'no message'}")
+            # pg_dump puts the cause on its "error:" line; "detail:" lines after it only quote the query.
+            cause = next((line for line in reason if "error:" in line), reason[-1] if reason else "no message")
+            raise DumpFailed(f"pg_dump exited with status {returncode}: {cause}")
     return digest
