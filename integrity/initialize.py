@@ -35,23 +35,24 @@ class InitResult:
 
 
 def initialize(settings: Settings, config_path: Path, *, database_url_given: str | None) -> InitResult:
-    written = write_starter_config(config_path, database_url_given)
-    settings.state.dir.mkdir(parents=True, exist_ok=True)
-    settings.backups.repository.mkdir(parents=True, exist_ok=True)
-
+    # The database first: an unreachable server or a foreign database stops init before
+    # it has written anything.
     target, engine = open_for_writing(settings, create_missing=True)
     created = False
     try:
         with engine.begin() as connection:
             status = schema_status(connection)
+            if status.state is SchemaState.UNKNOWN:
+                require_current(status, display_name=target.display)  # raises with the fix
+            written = write_starter_config(config_path, database_url_given)
+            settings.state.dir.mkdir(parents=True, exist_ok=True)
+            settings.backups.repository.mkdir(parents=True, exist_ok=True)
             if status.state is SchemaState.EMPTY:
                 upgrade_to_head(connection)
                 created = True
                 status = schema_status(connection)
     finally:
         engine.dispose()
-    if status.state is SchemaState.UNKNOWN:
-        require_current(status, display_name=target.display)  # raises with the fix
     return InitResult(
         config_path=str(config_path),
         config_written=written,
