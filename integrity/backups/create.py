@@ -35,6 +35,7 @@ from integrity.backups.repository import (
 )
 from integrity.crashpoints import crash_point
 from integrity.database import connection_settings, target_of
+from integrity.database_locks import database_lock
 from integrity.settings import Settings
 
 COMPRESSION_THREADS = 2  # this machine's cores; zstd's own workers, outside the GIL
@@ -70,7 +71,9 @@ def create_backup(settings: Settings, *, label: str | None = None, lock_wait: fl
     repository = Repository(settings.backups.repository)
     target = target_of(settings)
     started = time.perf_counter()
-    with repository.writer_lock(command=command, wait_seconds=lock_wait):
+    with repository.writer_lock(command=command, wait_seconds=lock_wait), database_lock(
+        target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait
+    ):
         backup_id = _next_backup_id(repository)
         temp = repository.temp_path(backup_id)
         temp.mkdir()
