@@ -159,7 +159,12 @@ def check_reachable(engine: Engine, target: DatabaseTarget) -> None:
     except sa.exc.DBAPIError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise DatabaseUnreachable(f"cannot connect to {target.display}: {reason}") from None
+        failure = DatabaseUnreachable(
+            f"cannot connect to {target.display}: {reason}; check that --database-url points at the "
+            "game's database and that it is reachable"
+        )
+        failure.cause = f"cannot connect to {target.display}: {reason}"  # for callers with their own hint
+        raise failure from None
 
 
 def _sqlite_engine(target: DatabaseTarget, *, read_only: bool, settings: ConnectionSettings, create_missing: bool) -> Engine:

@@ -210,37 +210,40 @@ def simulate(
 
     began = time.perf_counter()
     anchor_us = _anchor_us(now)
-    with engine.connect() as connection:
-        start_n = next_player_number(connection, seed)
-    last_n = start_n + players - 1
-    if len(username(seed, last_n)) > USERNAME_MAX_LENGTH:
-        raise InvalidInput(
-            f"usernames {username(seed, start_n)}..{username(seed, last_n)} would exceed "
-            f"{USERNAME_MAX_LENGTH} characters; use a smaller --seed"
-        )
-    total_results = players * tests_per_player
     writer = _writer_for(engine)
+    total_results = players * tests_per_player
     players_per_batch = max(1, batch_size // max(tests_per_player, 1))
     batches_per_transaction = max(1, TRANSACTION_ROWS // (players_per_batch * max(tests_per_player, 1)))
-    batches = _batches(seed, start_n, players, tests_per_player, anchor_us, players_per_batch)
     new_ids: list[int] = []
     done = 0
-    with engine.connect() as connection, _bulk_load_settings(connection):
-        while True:
-            group = list(itertools.islice(batches, batches_per_transaction))
-            if not group:
-                break
-            with connection.begin():
-                for batch in group:
-                    ids = _insert_players(connection, seed, batch)
-                    if tests_per_player:
-                        writer(connection, ids, batch, batch_size)
-                    new_ids.extend(ids)
-                    done += len(batch) * tests_per_player
-                    if progress is not None:
-                        progress(done, total_results)
+    with engine.connect() as connection:
         with connection.begin():
-            rebuild_derived(connection, new_ids, now=now)
+            start_n = next_player_number(connection, seed)
+        last_n = start_n + players - 1
+        if len(username(seed, last_n)) > USERNAME_MAX_LENGTH:
+            raise InvalidInput(
+                f"usernames {username(seed, start_n)}..{username(seed, last_n)} would exceed "
+                f"{USERNAME_MAX_LENGTH} characters; use a smaller --seed"
+            )
+        batches = _batches(seed, start_n, players, tests_per_player, anchor_us, players_per_batch)
+        with _bulk_load_settings(connection):
+            while True:
+                # A transaction takes a few batches; generated as they are written.
+                group = itertools.islice(batches, batches_per_transaction)
+                first = next(group, None)
+                if first is None:
+                    break
+                with connection.begin():
+                    for batch in itertools.chain([first], group):
+                        ids = _insert_players(connection, seed, batch)
+                        if tests_per_player:
+                            writer(connection, ids, batch, batch_size)
+                        new_ids.extend(ids)
+                        done += len(batch) * tests_per_player
+                        if progress is not None:
+                            progress(done, total_results)
+            with connection.begin():
+                rebuild_derived(connection, new_ids, now=now)
     seconds = time.perf_counter() - began
     return SimulationSummary(
         players=players,

@@ -124,7 +124,8 @@ class Ledger:
                 "[state] ledger_url" if ledger_url
                 else f"that {state_dir} is writable, or set [state] dir (INTEGRITY_STATE__DIR) to another directory"
             )
-            raise LedgerUnavailable(f"cannot open the ledger: {exc}; check {setting}") from None
+            cause = getattr(exc, "cause", str(exc))  # without the hint about --database-url
+            raise LedgerUnavailable(f"cannot open the ledger: {cause}; check {setting}") from None
         ledger = cls(engine, location)
         ledger._upgrade()
         return ledger

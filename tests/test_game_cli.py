@@ -273,8 +273,8 @@ def test_a_file_that_is_not_a_database_is_exit_4_without_a_traceback(tmp_path):
     result = invoke("--database-url", str(db), "stats")
     assert result.exit_code == 4
     assert result.stderr.splitlines()[-1] == (
-        f"Error: the database {db} failed: file is not a database; check that --database-url points at "
-        "the game's database and that it is reachable and not locked"
+        f"Error: cannot connect to {db}: file is not a database; check that --database-url points at "
+        "the game's database and that it is reachable"
     )
 
 

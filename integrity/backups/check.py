@@ -170,8 +170,11 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> Ch
     throwaway = repository.root / f"{TEMP_PREFIX}check-{secrets.token_hex(4)}"
     trial = replace(settings, backups=replace(settings.backups, repository=throwaway))
     try:
-        created = create_backup(trial, label="backup check", command=command)
-        quick_verify(Repository(throwaway), created.manifest.id)
+        # The trial lives inside the repository as a `.tmp-` directory: hold the writer lock
+        # so that a concurrent prune does not remove it as a leftover of a killed run.
+        with repository.writer_lock(command=command, wait_seconds=0):
+            created = create_backup(trial, label="backup check", command=command)
+            quick_verify(Repository(throwaway), created.manifest.id)
         return CheckFinding(
             "trial backup", "ok",
             f"wrote, read back and removed a {created.manifest.size / 1e6:.1f} MB backup in {created.seconds:.1f}s",

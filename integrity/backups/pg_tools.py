@@ -95,3 +95,10 @@ def server_major(connection) -> int:
     import sqlalchemy as sa
 
     return int(connection.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
+
+
+def tool_error(stderr: bytes) -> str:
+    """The line of a pg_dump/pg_restore error output that says why: the `error:` line (the
+    `detail:` lines after it only quote the query), else the last line."""
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return next((line for line in lines if "error:" in line), lines[-1] if lines else "no message")

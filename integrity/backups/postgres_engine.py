@@ -18,10 +18,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from game_core.db import ConnectionSettings, DatabaseTarget, create_engine
+from game_core.errors import PreconditionFailed
 from game_core.schema_state import current_revision
 from integrity.backups.archive import compress_stream
 from integrity.backups.capture import Capture
-from integrity.backups.pg_tools import libpq_environment, require_tool, server_major
+from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point
@@ -32,6 +33,10 @@ DATA_FILE = "data.dump.zst"
 
 class DumpFailed(VerificationFailed):
     """pg_dump exited non-zero; nothing was kept."""
+
+
+class DumpRefused(PreconditionFailed):
+    """pg_dump could not read the database: rights or connection (exit 4, not a damaged backup)."""
 
 
 def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettings, level: int, threads: int) -> Capture:
@@ -82,8 +87,8 @@ def _dump(pg_dump: str, snapshot: str, target: DatabaseTarget, destination: Path
             returncode = process.wait()
         if returncode != 0:
             errors.seek(0)
-            reason = errors.read().decode("utf-8", "replace").strip().splitlines()
-            # pg_dump puts the cause on its "error:" line; "detail:" lines after it only quote the query.
-            cause = next((line for line in reason if "error:" in line), reason[-1] if reason else "no message")
+            cause = tool_error(errors.read())
+            if "permission denied" in cause or "could not connect" in cause or "authentication failed" in cause:
+                raise DumpRefused(f"pg_dump exited with status {returncode}: {cause}; check the rights of the user in [database] url (`integrity backup check` lists them)")
             raise DumpFailed(f"pg_dump exited with status {returncode}: {cause}")
     return digest

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
 from integrity.backups.archive import decompress_to
-from integrity.backups.pg_tools import libpq_environment, require_tool, server_major
+from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import Manifest, Repository
 from integrity.errors import VerificationFailed
 
@@ -117,8 +117,7 @@ def _pg_restore(pg_restore: str, repository: Repository, manifest: Manifest, scr
             returncode = process.wait()
         if returncode != 0:
             errors.seek(0)
-            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-            raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {lines[-1] if lines else 'no message'}")
+            raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {tool_error(errors.read())}")
 
 
 def open_copy(copy: ScratchCopy, settings: ConnectionSettings):
