@@ -168,6 +168,7 @@ def _copy_sqlite_into_postgres(database: Path, url: str) -> None:
                     for row in source.execute(f"SELECT {', '.join(columns)} FROM {table}"):
                         copy.write_row(row)
         target.commit()
+        target.autocommit = True  # VACUUM refuses to run inside a transaction
         target.execute("VACUUM ANALYZE")
     source.close()
 
