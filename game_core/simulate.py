@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from game_core import metrics
 from game_core.errors import InvalidInput
+from game_core import schema
 from game_core.schema import players as players_table
 
 USERNAME_MAX_LENGTH = 32
@@ -100,46 +101,10 @@ TRANSACTION_ROWS = 200_000
 # Set on simulate's own connection only, and restored before it goes back to the pool.
 BULK_CACHE_KIB = 65_536
 
-RESULT_COLUMNS = (
-    "player_id",
-    "mode",
-    "mode_param",
-    "started_at",
-    "duration_ms",
-    "correct_word_chars",
-    "correct_spaces",
-    "correct_chars",
-    "incorrect_chars",
-    "extra_chars",
-    "missed_chars",
-    "correct_keystrokes",
-    "incorrect_keystrokes",
-    "wpm",
-    "raw_wpm",
-    "accuracy",
-    "xp",
-    "metrics_version",
-    "created_at",
-)
-# The per-result arrays a block carries (everything but player_id and metrics_version).
-_RESULT_FIELDS = (
-    "mode",
-    "started_at",
-    "duration_ms",
-    "correct_word_chars",
-    "correct_spaces",
-    "correct_chars",
-    "incorrect_chars",
-    "extra_chars",
-    "missed_chars",
-    "correct_keystrokes",
-    "incorrect_keystrokes",
-    "wpm",
-    "raw_wpm",
-    "accuracy",
-    "xp",
-    "created_at",
-)
+# Every column of `results` but its id, in table order (the order rows are built in).
+RESULT_COLUMNS = tuple(column.name for column in schema.results.columns if column.name != "id")
+# The per-result arrays a block carries (mode_param follows from the mode; the rest is fixed).
+_RESULT_FIELDS = tuple(name for name in RESULT_COLUMNS if name not in ("player_id", "mode_param", "metrics_version"))
 
 
 @dataclass(frozen=True)
