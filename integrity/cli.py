@@ -189,6 +189,8 @@ def history(
 from integrity.commands.backup import backup_app  # noqa: E402  (typer only: --help stays light)
 
 app.add_typer(backup_app, name="backup")
+from integrity.commands.audit import audit_app  # noqa: E402
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

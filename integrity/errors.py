@@ -1,22 +1,13 @@
-"""The integrity tool's failures. Each carries its exit code (game_core.errors.ExitCode);
-`integrity.cli` turns them into one `Error:` line in one place.
+"""The integrity tool's own failures. They extend game_core's family (one `Failure` base,
+one `ExitCode` enum for both programs); `integrity.cli` turns them into one `Error:`
+line and the exit code in one place.
 
 The base class is `Failure`, not `IntegrityError`: SQLAlchemy and sqlite3 both have one.
 """
 
 from __future__ import annotations
 
-from game_core.errors import (  # noqa: F401  (re-exported: one family for both packages)
-    EXIT_CODE_MEANINGS,
-    DatabaseMissing,
-    DatabaseUnreachable,
-    ExitCode,
-    Failure,
-    InvalidInput,
-    PreconditionFailed,
-    SchemaNotCurrent,
-    SchemaUnknown,
-)
+from game_core.errors import ExitCode, Failure, PreconditionFailed
 
 
 class ConfigInvalid(PreconditionFailed):

@@ -28,7 +28,7 @@ from integrity.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-LEDGER_SCHEMA_VERSION = 1
+LEDGER_SCHEMA_VERSION = 2
 RUNNING = "running"
 
 _metadata = sa.MetaData()
@@ -58,8 +58,46 @@ def _create_v1(connection: sa.Connection) -> None:
     _metadata.create_all(connection, tables=[runs])
 
 
+# Layout 2: audit history (integrity.audit_history reads and writes it). One row per
+# audit run, linked to its ledger run, and one row per rule it ran. `rules` is NULL for
+# a whole-catalogue run: only those give watermarks to `audit --since-last`.
+audit_runs = sa.Table(
+    "audit_runs",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("engine", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("rules", sa.Text),
+    sa.Column("since", sa.Text),
+    sa.Column("watermarks", sa.Text, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error_rules", sa.Integer, nullable=False),
+    sa.Column("warn_rules", sa.Integer, nullable=False),
+    sa.Column("day", sa.String(10)),
+    sa.Column("mean_wpm_day", sa.Float),
+    sa.Column("rows_per_day", sa.BigInteger),
+    sa.Column("drift", sa.Text, nullable=False),
+)
+audit_rule_counts = sa.Table(
+    "audit_rule_counts",
+    _metadata,
+    sa.Column("audit_id", sa.Integer, sa.ForeignKey("audit_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("rule", sa.String(128), primary_key=True, index=True),
+    sa.Column("severity", sa.String(8), nullable=False),
+    sa.Column("failing_rows", sa.BigInteger, nullable=False),
+    sa.Column("checked_rows", sa.BigInteger, nullable=False),
+)
+
+
+def _create_v2(connection: sa.Connection) -> None:
+    _metadata.create_all(connection, tables=[audit_runs, audit_rule_counts])
+
+
 # Each step takes the ledger from version N-1 to N; only ever append.
-_UPGRADES = {1: _create_v1}
+_UPGRADES = {1: _create_v1, 2: _create_v2}
 
 
 @dataclass(frozen=True)
@@ -102,7 +140,7 @@ class Ledger:
     @classmethod
     def open(cls, state_dir: Path, ledger_url: str = "") -> "Ledger":
         from game_core.db import create_engine, parse_database_url
-        from integrity.errors import Failure
+        from game_core.errors import Failure
 
         try:
             if ledger_url:

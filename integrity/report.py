@@ -81,6 +81,8 @@ def register_renderers() -> None:
     from integrity import report_backups
 
     report_backups.register(render_text)
+    from integrity import report_audits
+    report_audits.register(render_text)
 
 
 def _render_status(report, console: Console) -> None:

@@ -100,6 +100,7 @@ def collect_status(settings: Settings) -> StatusReport:
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})"))
         checks.append(_schema_check(schema))
     checks.extend(backup_checks(settings, identity=identity))
+    checks.extend(audit_checks(settings))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -166,3 +167,57 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
                                   f"{newest.id} failed verification: {'; '.join(newest.state.problems) or newest.manifest_problem}; "
                                   "see runbooks/backup-failed.md"))
     return checks
+
+
+# How many recent whole-catalogue audits `audit_checks` looks through for the newest full one.
+_AUDIT_LOOKBACK = 500
+
+
+def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+    """The last audit: none, failed error rules (also an incremental run's, until a full
+    audit after it is clean), or a full audit older than twice [schedule] audit_full."""
+    from integrity.audit_history import FULL, AuditHistory
+    from integrity.errors import LedgerUnavailable
+    from integrity.ledger import Ledger
+    from integrity.settings import schedule_seconds
+
+    now = now or datetime.now(timezone.utc)
+    try:
+        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable as exc:
+        return [StatusCheck("last audit", CheckState.PRECONDITION, str(exc))]
+    try:
+        runs = AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, whole_catalogue=True)
+    finally:
+        ledger.close()
+    if not runs:
+        return [StatusCheck("last audit", CheckState.PROBLEM, "none recorded: run `integrity audit`")]
+    last = runs[0]
+    described = f"audit {last.id} ({last.scope}, {age_text(last.started_at, now)})"
+    full_index = next((i for i, run in enumerate(runs) if run.scope == FULL), None)
+    since_full = runs if full_index is None else runs[: full_index + 1]
+    dirty = next((run for run in since_full if not run.ok), None)
+    if dirty is not None:
+        failing = sorted(c.rule for c in dirty.counts.values() if c.failing_rows and c.severity == "error")
+        rows = sum(dirty.counts[rule].failing_rows for rule in failing)
+        where = "" if dirty is last else "; the last clean run was incremental and did not look at those rows again"
+        return [StatusCheck(
+            "last audit", CheckState.PROBLEM,
+            f"audit {dirty.id} ({dirty.scope}, {age_text(dirty.started_at, now)}) found {rows:,} rows failing "
+            f"error rules {', '.join(failing)}{where}: see runbooks/audit-findings.md, then run `integrity audit`",
+        )]
+    interval = schedule_seconds(settings.schedule.audit_full)
+    full = runs[full_index] if full_index is not None else None
+    if interval is not None:
+        if full is None:
+            return [StatusCheck("last audit", CheckState.PROBLEM,
+                                f"{described} clean, but no full audit recorded: run `integrity audit`")]
+        age = (now - full.started_at).total_seconds()
+        if age > 2 * interval:
+            return [StatusCheck(
+                "last audit", CheckState.PROBLEM,
+                f"newest full audit {full.id} is {age_text(full.started_at, now)}, older than twice "
+                f"[schedule] audit_full ({settings.schedule.audit_full}): run `integrity audit`",
+            )]
+    extras = f"{last.warn_rules} warn rule(s) failing, {len(last.drift)} drift warning(s)"
+    return [StatusCheck("last audit", CheckState.OK, f"{described} clean; {extras}")]

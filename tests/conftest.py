@@ -148,3 +148,38 @@ def database_url(request):
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+# ---------------------------------------------------------------- schema history
+
+NEXT_REVISION = """
+from alembic import op
+import sqlalchemy as sa
+revision = "0002_next"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+def upgrade():
+    op.add_column("players", sa.Column("country", sa.String(2)))
+def downgrade():
+    op.drop_column("players", "country")
+"""
+
+
+@pytest.fixture
+def newer_history(tmp_path, monkeypatch):
+    """This code's history plus one newer revision, as after a deploy of new code:
+    databases at our head are now behind it."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from game_core import schema_state
+    from game_core.migrations import MIGRATIONS_DIR
+    from game_core.schema_state import head_revision
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "versions" / "0002_next.py").write_text(NEXT_REVISION.format(head=head_revision()))
+    config = Config()
+    config.set_main_option("script_location", str(copy))
+    monkeypatch.setattr(schema_state, "_script_directory", lambda: ScriptDirectory.from_config(config))

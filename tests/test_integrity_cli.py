@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from game_core.db import create_engine
-from game_core.schema_state import SchemaState, head_revision, schema_status
+from game_core.schema_state import SchemaState, schema_status
 from integrity.cli import app
 from integrity.settings import starter_toml
 
@@ -749,40 +749,3 @@ def test_console_script_malformed_url_and_env_config(monkeypatch):
 
     helped = run_process([script, "status", "--help"], INTEGRITY_SCHEDULE__PROBE="often")
     assert helped.returncode == 0 and helped.stdout.startswith("Usage: integrity status")
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-NEXT_REVISION = """
-from alembic import op
-import sqlalchemy as sa
-revision = "0002_next"
-down_revision = "{head}"
-branch_labels = None
-depends_on = None
-def upgrade():
-    op.add_column("players", sa.Column("country", sa.String(2)))
-def downgrade():
-    op.drop_column("players", "country")
-"""
-
-
-@pytest.fixture
-def newer_history(tmp_path, monkeypatch):
-    """This code's history plus one newer revision, as after a deploy of new code
-    (the approach of tests/test_schema.py): databases at our head are now behind."""
-    import shutil
-
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from game_core import schema_state
-    from game_core.migrations import MIGRATIONS_DIR
-
-    copy = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "versions" / "0002_next.py").write_text(NEXT_REVISION.format(head=head_revision()))
-    config = Config()
-    config.set_main_option("script_location", str(copy))
-    monkeypatch.setattr(schema_state, "_script_directory", lambda: ScriptDirectory.from_config(config))

@@ -54,37 +54,6 @@ def test_empty_database_gets_the_schema(tmp_path):
         assert schema_status(connection).revision == head_revision()
 
 
-NEXT_REVISION = """
-from alembic import op
-import sqlalchemy as sa
-revision = "0002_next"
-down_revision = "{head}"
-branch_labels = None
-depends_on = None
-def upgrade():
-    op.add_column("players", sa.Column("country", sa.String(2)))
-def downgrade():
-    op.drop_column("players", "country")
-"""
-
-
-@pytest.fixture
-def newer_history(tmp_path, monkeypatch):
-    """This code's history plus one newer revision, as after a deploy of new code."""
-    import shutil
-
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from game_core import schema_state
-    from game_core.migrations import MIGRATIONS_DIR
-
-    copy = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "versions" / "0002_next.py").write_text(NEXT_REVISION.format(head=head_revision()))
-    config = Config()
-    config.set_main_option("script_location", str(copy))
-    monkeypatch.setattr(schema_state, "_script_directory", lambda: ScriptDirectory.from_config(config))
 
 
 def test_older_revision_is_refused_naming_the_migrate_commands(sqlite_url, newer_history):

@@ -44,7 +44,6 @@ class BackupCheckReport:
 
 def check_backup_path(settings: Settings, *, command: str = "backup check") -> BackupCheckReport:
     findings: list[CheckFinding] = []
-    target = target_of(settings)
     findings += _database_rights(settings)
     repository = Repository(settings.backups.repository)
     findings += _repository_space(settings, repository)

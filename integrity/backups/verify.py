@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from game_core.db import SQLITE
-from game_core.errors import ExitCode, Failure
+from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.archive import check_archive
 from integrity.backups.repository import BackupCorrupt, BackupNotFound, Manifest, Repository
 from integrity.backups.scratch import open_copy, restored_copy
@@ -121,6 +121,14 @@ def verify_one(settings: Settings, repository: Repository, backup_id: str, *, de
 
 
 def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest, *, command: str, started: float) -> BackupVerification:
+    target = target_of(settings)
+    if manifest.engine != target.kind:
+        # Not the backup's fault: there is nowhere to restore it. Say so; journal nothing.
+        raise PreconditionFailed(
+            f"backup {manifest.id} is a {manifest.engine} backup but the configured database is {target.kind}; "
+            f"deep verification restores it next to the configured database: run it with --database-url "
+            f"pointing at a {manifest.engine} database"
+        )
     problems: list[str] = []
     fingerprints: dict[str, dict] = {}
     violations: tuple[dict, ...] = ()
@@ -128,7 +136,7 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     conn_settings = connection_settings(settings)
     try:
         with restored_copy(
-            repository, manifest, source=target_of(settings) if manifest.engine != SQLITE else None,
+            repository, manifest, source=target if manifest.engine != SQLITE else None,
             scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
         ) as copy:
             engine = open_copy(copy, conn_settings)

@@ -1,0 +1,59 @@
+"""`integrity audit ...`: the audits of what the data means, and their history.
+
+`integrity audit` itself runs the audit (the group is invoked without a subcommand);
+`integrity audit history` lists what earlier runs found.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+
+class Engine(str, Enum):
+    sql = "sql"
+    pandera = "pandera"
+
+
+audit_app = typer.Typer(
+    invoke_without_command=True,
+    subcommand_metavar="[history]",
+    no_args_is_help=False,
+)
+
+
+@audit_app.callback()
+def audit(
+    ctx: typer.Context,
+    table: Annotated[list[str] | None, typer.Option("--table", metavar="TABLE", help="Only the rules of this table (repeatable).")] = None,
+    rule: Annotated[list[str] | None, typer.Option("--rule", metavar="RULE", help="Only this rule id (repeatable); see runbooks/audit-findings.md.")] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="sql: everything in SQL; pandera: row rules validated on chunks by Pandera.")] = Engine.sql,
+    since_last: Annotated[bool, typer.Option("--since-last", help="Row rules only on rows added since the last whole-catalogue audit; cross-table rules run whole.")] = False,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", min=1, metavar="ROWS", help="Rows per chunk for --engine pandera (default: [audits] chunk_size).")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=0, metavar="N", help="Sample rows shown per failing rule (default: [audits] samples).")] = None,
+) -> None:
+    """Audit scores, levels and progress on the guarded database (read only) and record the run;
+    `integrity audit history` lists past runs. Exit 0 when no error-severity rule fails, 3 when
+    one does, 4 when the audit could not run; drift warnings never change the exit code."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from integrity.audits import run_audit
+
+    ctx.obj.emit(run_audit(
+        ctx.obj.settings, ctx.obj.ledger, run_id=ctx.obj.run_id, rules=rule, tables=table, engine=engine.value,
+        since_last=since_last, chunk_size=chunk_size, samples=samples,
+    ))
+
+
+@audit_app.command("history")
+def history(
+    ctx: typer.Context,
+    rule: Annotated[str | None, typer.Option("--rule", metavar="RULE", help="One rule's failing rows run by run.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """The recorded audit runs, newest first: scope, engine, failing rules, drift warnings."""
+    from integrity.audits import read_audit_history
+
+    ctx.obj.emit(read_audit_history(ctx.obj.ledger, rule=rule, limit=limit))
