@@ -1,14 +1,20 @@
 """What an audit is made of: rules, the context they run in, findings and the report.
 
-A `Rule` is what a reader sees (id, table, severity, meaning, on-call action). The two
-kinds the SQL engine runs add how to find the failing rows:
+A `Rule` is what a reader sees (id, table, severity, meaning, on-call action, kind). The
+kinds the engines run add how to find the failing rows:
 
-- `RowRule`: a predicate on one row of its table. It is built against a column
-  collection handed in (`t`), not bound to the table, so the same rule can run on the
-  table, on a slice of it (rows above a watermark) or on a copy with another shape of
-  storage; a future Pandera catalogue compiles its column checks into these.
-- `QueryRule`: a SELECT of the failing rows of its table, for what one row cannot tell
-  (orphans, per-player aggregates).
+- `RowRule` (kind "row"): a predicate on one row of its table, compiled from the
+  catalogue (`checks/catalogue_spec.py`, exported from the Pandera contracts). It is built
+  against a column collection handed in (`t`), not bound to the table, so the same rule
+  runs on the table, on the rows above a watermark or on a copy of another shape.
+- `CrossRule` (kind "cross"): a predicate on the rows of a shared SQL source that joins
+  or aggregates several tables (orphans, per-player aggregates, personal bests); rules
+  of one `group` share the source and are counted in one query. Both engines run these
+  in SQL.
+- `QueryRule` (kind "cross"): a SELECT of exactly the failing rows, for a caller's own
+  rules.
+- `SchemaRule` (kind "schema"): the table and the columns the catalogue needs exist with
+  the declared types (`schema.<table>`).
 
 A row passes only when its predicate is TRUE: NULL (a missing value, a NULLIF'd
 division) is a failure, which is why counts use `IS NOT TRUE`, never `NOT (...)`.
@@ -27,7 +33,15 @@ if TYPE_CHECKING:
 ERROR = "error"
 WARN = "warn"
 SEVERITIES = (ERROR, WARN)
-REPORT_SCHEMA_VERSION = 1
+ROW = "row"
+CROSS = "cross"
+SCHEMA = "schema"
+KINDS = (ROW, CROSS, SCHEMA)
+REPORT_SCHEMA_VERSION = 2
+# Recomputed values are compared as |stored - recomputed| <= tolerance + FLOAT_SLACK in
+# IEEE doubles by both engines: 49.61 - 49.6 is 0.010000000000005 in binary, and a
+# documented tolerance of 0.01 must include 0.01.
+FLOAT_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -54,17 +68,26 @@ class AuditContext:
 
 @dataclass(frozen=True)
 class Rule:
-    """One audited property: stable id `<table>.<name>`, severity, meaning, action."""
+    """One audited property: stable id `<table>.<name>`, severity, meaning, action.
+
+    `reads` names what the rule needs, as (table, columns) pairs: a rule whose table or
+    columns are missing from the database is reported as skipped, not run.
+    """
 
     id: str
     table: str
     severity: str
     meaning: str
     action: str
+    reads: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), kw_only=True, compare=False, repr=False)
+
+    kind = "rule"
 
     def __post_init__(self) -> None:
-        # Ids are namespaced by table so that `--table T` and `--rule R` never disagree.
-        if not self.id.startswith(f"{self.table}.") or len(self.id) == len(self.table) + 1:
+        # Ids are namespaced by table so that `--table T` and `--rule R` never disagree
+        # (schema rules are `schema.<table>`).
+        name_ok = self.id.startswith(f"{self.table}.") and len(self.id) > len(self.table) + 1
+        if not name_ok and self.id != f"schema.{self.table}":
             raise ValueError(f"rule id {self.id!r} must be '{self.table}.<name>'")
         if self.severity not in SEVERITIES:
             raise ValueError(f"rule {self.id}: severity {self.severity!r} is not one of {SEVERITIES}")
@@ -73,19 +96,56 @@ class Rule:
             if not text or "\n" in text:
                 raise ValueError(f"rule {self.id}: {name} must be one non-empty line")
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "table": self.table,
+            "kind": self.kind,
+            "severity": self.severity,
+            "meaning": self.meaning,
+            "action": self.action,
+        }
+
 
 @dataclass(frozen=True)
 class RowRule(Rule):
     """A rule a row of `table` passes when `predicate(t, context)` is TRUE.
 
     `t` is a column collection with the table's column names (`table.c`, a subquery's
-    `.c`); the predicate must only read those columns, so it can run in one pass per
-    table together with every other row rule of that table.
+    `.c`); the predicate must only read those columns (`columns`), so it can run in one
+    pass per table together with every other row rule of that table.
     """
 
     predicate: Callable[[ReadOnlyColumnCollection, AuditContext], ColumnElement[bool]] = field(
         kw_only=True, compare=False, repr=False
     )
+    columns: tuple[str, ...] = field(default=(), kw_only=True, compare=False, repr=False)
+
+    kind = ROW
+
+
+@dataclass(frozen=True)
+class CrossRule(Rule):
+    """A rule over a SQL source that joins or aggregates tables: a source row passes when
+    `predicate(s.c)` is TRUE.
+
+    `source(context)` is a SELECT whose first columns are the key (`key`, named as in
+    `table`); rules with the same `group` share one source and are counted together.
+    `explain` names the source columns shown in samples next to the key. `counter`, when
+    set, counts (checked, failing) more cheaply than the shared pass; it must agree with
+    the listing.
+    """
+
+    group: str = field(kw_only=True, compare=False)
+    source: Callable[[AuditContext], Select] = field(kw_only=True, compare=False, repr=False)
+    predicate: Callable[[ReadOnlyColumnCollection], ColumnElement[bool]] = field(
+        kw_only=True, compare=False, repr=False
+    )
+    key: tuple[str, ...] = field(kw_only=True, compare=False)
+    explain: tuple[str, ...] = field(default=(), kw_only=True, compare=False)
+    counter: Callable[[AuditContext], Select] | None = field(default=None, kw_only=True, compare=False, repr=False)
+
+    kind = CROSS
 
 
 @dataclass(frozen=True)
@@ -99,43 +159,87 @@ class QueryRule(Rule):
 
     failing_rows: Callable[[AuditContext], Select] = field(kw_only=True, compare=False, repr=False)
 
+    kind = CROSS
+
+
+@dataclass(frozen=True)
+class SchemaRule(Rule):
+    """The table exists with every column the catalogue reads, of the declared type."""
+
+    kind = SCHEMA
+
 
 @dataclass(frozen=True)
 class Finding:
-    """The outcome of one rule: exact count, bounded samples, and the SQL to list all."""
+    """The outcome of one rule: exact count, bounded samples, and the SQL to list all.
+
+    `failing_rows` is exact, never capped; `samples` holds at most `sample_limit` dicts of
+    the key and the offending values (usernames masked). `skipped` says why a rule could
+    not run (schema drift): it then neither passed nor counted anything. `detail` spells
+    out a schema finding's differences in one line.
+    """
 
     rule: Rule
     failing_rows: int
     checked_rows: int
     sample_keys: tuple = ()
     sql: str = ""
+    samples: tuple[dict, ...] = ()
+    skipped: str = ""
+    detail: str = ""
 
     @property
     def passed(self) -> bool:
-        return self.failing_rows == 0
+        return self.failing_rows == 0 and not self.skipped
+
+    @property
+    def status(self) -> str:
+        """'ok', 'fail' or 'skipped'."""
+        if self.skipped:
+            return "skipped"
+        return "ok" if self.failing_rows == 0 else "fail"
+
+    @property
+    def share(self) -> float:
+        """failing_rows / checked_rows (0 when nothing was checked)."""
+        return self.failing_rows / self.checked_rows if self.checked_rows else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule.id,
             "table": self.rule.table,
+            "kind": self.rule.kind,
             "severity": self.rule.severity,
             "meaning": self.rule.meaning,
             "action": self.rule.action,
+            "status": self.status,
             "passed": self.passed,
             "failing_rows": self.failing_rows,
             "checked_rows": self.checked_rows,
-            "sample_keys": [_json_key(key) for key in self.sample_keys],
+            "share": self.share,
+            "sample_keys": [_json_value(key) for key in self.sample_keys],
+            "samples": [{name: _json_value(value) for name, value in sample.items()} for sample in self.samples],
             "sql": self.sql,
+            "skipped": self.skipped or None,
+            "detail": self.detail or None,
         }
 
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Every finding of one run, in catalogue order, and the engine it ran on."""
+    """Every finding of one run, in catalogue order.
+
+    `engine` is the audit engine ("sql" or "pandera"), `dialect` the database
+    ("sqlite" or "postgresql"); `watermarks` holds the highest players and results id at
+    audit time, read in the audit's transaction: pass it as `since` to the next run.
+    """
 
     findings: tuple[Finding, ...]
     engine: str
     audited_at: datetime | None = None
+    watermarks: dict[str, int] = field(default_factory=dict)
+    dialect: str | None = None
+    since: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -144,7 +248,8 @@ class AuditReport:
 
     @property
     def violations(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if not f.passed)
+        """Findings with failing rows (a schema finding counts its differences)."""
+        return tuple(f for f in self.findings if f.failing_rows > 0)
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -153,6 +258,11 @@ class AuditReport:
     @property
     def warnings(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.violations if f.rule.severity == WARN)
+
+    @property
+    def skipped(self) -> tuple[Finding, ...]:
+        """Rules that could not run (their tables or columns are missing or of another type)."""
+        return tuple(f for f in self.findings if f.skipped)
 
     def finding(self, rule_id: str) -> Finding:
         """The finding of one rule by id (KeyError when that rule did not run)."""
@@ -165,18 +275,33 @@ class AuditReport:
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
             "engine": self.engine,
+            "dialect": self.dialect,
             "audited_at": self.audited_at.isoformat() if self.audited_at else None,
             "ok": self.ok,
             "rules": len(self.findings),
             "errors": len(self.errors),
             "warnings": len(self.warnings),
+            "skipped": len(self.skipped),
+            "watermarks": dict(self.watermarks),
+            "since": dict(self.since),
             "findings": [finding.to_dict() for finding in self.findings],
         }
 
 
-def _json_key(key: Any) -> Any:
-    if isinstance(key, tuple):
-        return [_json_key(part) for part in key]
-    if isinstance(key, datetime):
-        return key.isoformat()
-    return key
+def mask_username(name: Any) -> Any:
+    """'alice' -> 'a***e': enough to tell rows apart, not enough to identify a player."""
+    if not isinstance(name, str):
+        return name
+    if len(name) <= 1:
+        return "***"
+    if len(name) == 2:
+        return name[0] + "***"
+    return f"{name[0]}***{name[-1]}"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_value(part) for part in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

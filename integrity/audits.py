@@ -14,7 +14,6 @@ without schema, statement timeout, ...), 2 for an unknown rule, table or engine.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -39,8 +38,6 @@ from integrity.audit_history import (
 from integrity.database import open_read_only
 from integrity.settings import Settings
 
-log = logging.getLogger(__name__)
-
 ENGINES = ("sql", "pandera")
 # How many earlier runs of the same scope are searched for a rule's previous count.
 _COMPARE_RUNS = 50
@@ -62,7 +59,7 @@ class RuleOutcome:
     table: str
     severity: str
     kind: str  # "row" or "cross"
-    status: str  # "ok" or "fail"
+    status: str  # "ok", "fail", or "skipped" (a schema difference kept the rule from running)
     failing_rows: int
     checked_rows: int
     share: float | None
@@ -325,7 +322,7 @@ def _outcome(finding, earlier: list[StoredAudit]) -> RuleOutcome:
         table=rule.table,
         severity=rule.severity,
         kind=getattr(rule, "kind", "row"),
-        status="ok" if finding.passed else "fail",
+        status=finding.status,  # ok, fail, or skipped (schema drift kept it from running)
         failing_rows=int(finding.failing_rows),
         checked_rows=int(finding.checked_rows),
         share=finding.failing_rows / finding.checked_rows if finding.checked_rows else None,

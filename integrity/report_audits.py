@@ -32,6 +32,8 @@ def change_text(change: int | None) -> str:
 def status_text(outcome) -> str:
     if outcome.status == "ok":
         return "[green]ok[/]"
+    if outcome.status == "skipped":
+        return "[yellow]skipped[/]"
     return "[bold red]FAIL[/]" if outcome.severity == "error" else "[yellow]warn[/]"
 
 
@@ -52,15 +54,26 @@ def render_audit(outcome, console: Console) -> None:
                     f"in {outcome.seconds:.2f}s at {outcome.audited_at:%Y-%m-%d %H:%M:%S} UTC{compared}")
     if outcome.note:
         _plain(console, outcome.note)
-    table = Table(show_header=True, header_style="bold")
-    for column, justify in (("rule", "left"), ("severity", "left"), ("status", "left"), ("failing rows", "right"),
-                            ("share", "right"), ("change", "right"), ("sample keys", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
+    # One screen: the rules that fail or changed since the previous run; the passing,
+    # unchanged rest is one line per table (`--json` has every rule).
+    shown = [r for r in outcome.rules if r.status != "ok" or r.change]
+    if shown:
+        table = Table(show_header=True, header_style="bold")
+        for column, justify in (("rule", "left"), ("severity", "left"), ("status", "left"), ("failing rows", "right"),
+                                ("share", "right"), ("change", "right"), ("sample keys", "left")):
+            table.add_column(column, justify=justify, overflow="fold")
+        for rule in shown:
+            keys = ", ".join(escape(str(key)) for key in rule.sample_keys)
+            table.add_row(escape(rule.rule), rule.severity, status_text(rule), f"{rule.failing_rows:,}",
+                          share_text(rule.share), change_text(rule.change), keys)
+        console.print(table)
+    passing: dict[str, list[int]] = {}
     for rule in outcome.rules:
-        keys = ", ".join(escape(str(key)) for key in rule.sample_keys)
-        table.add_row(escape(rule.rule), rule.severity, status_text(rule), f"{rule.failing_rows:,}",
-                      share_text(rule.share), change_text(rule.change), keys)
-    console.print(table)
+        tally = passing.setdefault(rule.table, [0, 0])
+        tally[1] += 1
+        if rule.status == "ok":
+            tally[0] += 1
+    _plain(console, "rules passing per table: " + ", ".join(f"{t} {ok}/{total}" for t, (ok, total) in passing.items()))
     errors, warnings = len(outcome.failed_errors), len(outcome.failed_warnings)
     verdict = "clean" if not errors else f"{errors} error rule(s) fail"
     _plain(console, f"{verdict}; {warnings} warn rule(s) fail; {len(outcome.drift)} drift warning(s)")
@@ -72,6 +85,9 @@ def render_audit(outcome, console: Console) -> None:
         if rule.status == "ok":
             continue
         _plain(console, "")
+        if rule.status == "skipped":
+            _plain(console, f"{rule.rule} ({rule.severity}): skipped, the schema differs: {rule.meaning}")
+            continue
         _plain(console, f"{rule.rule} ({rule.severity}): {rule.failing_rows:,} of {rule.checked_rows:,} rows fail: {rule.meaning}")
         _plain(console, f"  what to do: {rule.action} (runbooks/audit-findings.md)")
         for sample in rule.samples:
@@ -108,15 +124,15 @@ def render_history(report, console: Console) -> None:
         _plain(console, f"rule {report.rule}")
         console.print(table)
         return
-    for column in ("audit", "started (UTC)", "scope", "engine", "rules", "ok", "error rules", "warn rules",
-                   "day", "results/day", "mean wpm", "drift", "seconds"):
-        table.add_column(column, overflow="fold")
+    for column in ("audit", "started (UTC)", "scope", "engine", "errors", "warns", "day",
+                   "results", "mean wpm", "drift", "s"):
+        table.add_column(column, no_wrap=column in ("started (UTC)", "day", "scope"),
+                         justify="right" if column in ("results", "mean wpm", "drift", "s") else "left")
     for run in report.runs:
         failing = [c.rule for c in run.counts.values() if c.failing_rows and c.severity == "error"]
+        scope = run.scope if run.rules is None else f"{run.scope}, {len(run.rules)} rule(s)"
         table.add_row(
-            str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.scope, run.engine,
-            "all" if run.rules is None else escape(", ".join(run.rules)),
-            "yes" if run.ok else "no",
+            str(run.id), f"{run.started_at:%Y-%m-%d %H:%M:%S}", scope, run.engine,
             escape(", ".join(failing)) if failing else "0",
             str(run.warn_rules),
             run.day or "-",

@@ -260,7 +260,7 @@ def test_forged_value_outside_the_aggregates_is_caught_by_the_audits(tmp_path, s
     assert code == 3, document
     (result,) = document["result"]["results"]
     assert result["audit"] == "dirty"
-    assert [v["rule"] for v in result["violations"]] == ["results.accuracy_range"]
+    assert [v["rule"] for v in result["violations"]] == ["results.accuracy_range", "results.accuracy_recomputed"]
 
 
 @pytest.mark.postgres

@@ -21,9 +21,11 @@ APPS = {"integrity": integrity_app, "typing-game": game_app}
 
 
 def command_paths(command, prefix: tuple[str, ...] = ()):
-    """Every leaf command as (path, command), e.g. (('backup', 'create'), cmd)."""
+    """Every command that runs, as (path, command), e.g. (('backup', 'create'), cmd)."""
     for name, sub in getattr(command, "commands", {}).items():
         if getattr(sub, "commands", None):
+            if getattr(sub, "invoke_without_command", False):
+                yield prefix + (name,), sub  # a group that runs by itself (`integrity audit`)
             yield from command_paths(sub, prefix + (name,))
         else:
             yield prefix + (name,), sub

@@ -150,11 +150,37 @@ def test_the_ledger_is_a_file_in_the_state_directory(ledger, state_dir):
 # ---------------------------------------------------------------- versioned layout
 
 
-def test_fresh_ledger_gets_schema_version_1(ledger):
-    assert LEDGER_SCHEMA_VERSION == 1
-    assert ledger.schema_version() == 1
-    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "1")]
-    assert set(sa.inspect(ledger.engine).get_table_names()) == {"ledger_meta", "runs"}
+def test_fresh_ledger_gets_the_current_layout(ledger):
+    assert LEDGER_SCHEMA_VERSION == 2
+    assert ledger.schema_version() == 2
+    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "2")]
+    assert set(sa.inspect(ledger.engine).get_table_names()) == {"ledger_meta", "runs", "audit_runs", "audit_rule_counts"}
+
+
+def test_a_layout_1_ledger_is_upgraded_in_place_keeping_its_runs(state_dir):
+    """What the first release wrote: runs only. A newer tool reads it and adds its tables."""
+    state_dir.mkdir()
+    import sqlite3
+
+    old = sqlite3.connect(state_dir / "ledger.db")
+    old.executescript(
+        "CREATE TABLE ledger_meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO ledger_meta VALUES ('schema_version', '1');"
+        "CREATE TABLE runs (id VARCHAR(32) PRIMARY KEY, command VARCHAR(128) NOT NULL, started_at DATETIME NOT NULL,"
+        " finished_at DATETIME, outcome VARCHAR(16) NOT NULL, exit_code INTEGER, summary TEXT NOT NULL,"
+        " host VARCHAR(255) NOT NULL, pid INTEGER NOT NULL, tool_version VARCHAR(32) NOT NULL);"
+        "INSERT INTO runs VALUES ('a1', 'backup create', '2026-11-01 10:00:00.000000', '2026-11-01 10:00:05.000000',"
+        " 'ok', 0, '{}', 'db1', 42, '0.1.0');"
+    )
+    old.commit()
+    old.close()
+    ledger = Ledger.open(state_dir)
+    try:
+        assert ledger.schema_version() == 2
+        assert {"audit_runs", "audit_rule_counts"} <= set(sa.inspect(ledger.engine).get_table_names())
+        assert [(r.id, r.command, r.exit_code) for r in ledger.runs()] == [("a1", "backup create", 0)]
+    finally:
+        ledger.close()
 
 
 def test_reopening_is_idempotent(state_dir):
@@ -163,16 +189,19 @@ def test_reopening_is_idempotent(state_dir):
     first.close()
     for _ in range(3):
         again = Ledger.open(state_dir)
-        assert again.schema_version() == 1
-        assert raw_rows(again.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "1")]
+        assert again.schema_version() == LEDGER_SCHEMA_VERSION
+        assert raw_rows(again.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", str(LEDGER_SCHEMA_VERSION))]
         assert [run.id for run in again.runs()] == [run_id]
         again.close()
 
 
+NEWER = LEDGER_SCHEMA_VERSION + 1
+
+
 def stamp_newer(engine) -> None:
-    """What a newer tool would leave: layout 2, an extra column, a row using it."""
+    """What a newer tool would leave: a higher layout, an extra column, a row using it."""
     with engine.begin() as connection:
-        connection.execute(sa.text("UPDATE ledger_meta SET value = '2' WHERE key = 'schema_version'"))
+        connection.execute(sa.text(f"UPDATE ledger_meta SET value = '{NEWER}' WHERE key = 'schema_version'"))
         connection.execute(sa.text("ALTER TABLE runs ADD COLUMN tags TEXT"))
         connection.execute(
             sa.text(
@@ -193,7 +222,7 @@ def test_a_ledger_from_a_newer_tool_is_readable_and_writable_with_a_warning(stat
     newer = Ledger.open(state_dir)
     warnings = [r.getMessage() for r in ledger_logs.records if r.levelno == logging.WARNING]
     assert warnings == [
-        f"ledger {state_dir / 'ledger.db'} was written by a newer tool (layout 2, this tool knows 1)"
+        f"ledger {state_dir / 'ledger.db'} was written by a newer tool (layout {NEWER}, this tool knows {LEDGER_SCHEMA_VERSION})"
     ]
     [old_row] = newer.runs()
     assert (old_row.id, old_row.command, old_row.summary, old_row.tool_version) == (
@@ -202,7 +231,7 @@ def test_a_ledger_from_a_newer_tool_is_readable_and_writable_with_a_warning(stat
     run_id = newer.start("status")
     newer.finish(run_id, 3, {"checks": {"schema": "problem"}})
     assert newer.last("status").exit_code == 3
-    assert newer.schema_version() == 2  # never stamped down
+    assert newer.schema_version() == NEWER  # never stamped down
     assert raw_rows(newer.engine, "SELECT tags FROM runs WHERE id = 'newer0000'") == [("nightly",)]
     newer.close()
 
@@ -224,7 +253,7 @@ def test_ledger_on_postgresql_with_ledger_url(pg_empty_url, tmp_path):
     try:
         assert not state_dir.exists()  # the state lives in the ledger database instead
         assert ledger.location.startswith("postgresql+psycopg://")
-        assert ledger.schema_version() == 1
+        assert ledger.schema_version() == LEDGER_SCHEMA_VERSION
         first = ledger.start("backup create")
         ledger.finish(first, 0, {"bytes": 10})
         second = ledger.start("status")
@@ -239,9 +268,9 @@ def test_ledger_on_postgresql_with_ledger_url(pg_empty_url, tmp_path):
 
     again = Ledger.open(state_dir, pg_empty_url)  # idempotent on PostgreSQL too
     try:
-        assert again.schema_version() == 1
+        assert again.schema_version() == LEDGER_SCHEMA_VERSION
         assert len(again.runs()) == 2
-        assert raw_rows(again.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "1")]
+        assert raw_rows(again.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", str(LEDGER_SCHEMA_VERSION))]
     finally:
         again.close()
 
@@ -254,10 +283,10 @@ def test_newer_ledger_on_postgresql_is_still_usable(pg_empty_url, tmp_path, ledg
     ledger_logs.clear()
     newer = Ledger.open(tmp_path, pg_empty_url)
     try:
-        assert any("written by a newer tool (layout 2, this tool knows 1)" in r.getMessage() for r in ledger_logs.records)
+        assert any(f"written by a newer tool (layout {NEWER}, this tool knows {LEDGER_SCHEMA_VERSION})" in r.getMessage() for r in ledger_logs.records)
         newer.finish(newer.start("status"), 0)
         assert [r.command for r in newer.runs()] == ["status", "backup create"]
-        assert newer.schema_version() == 2
+        assert newer.schema_version() == NEWER
     finally:
         newer.close()
 
