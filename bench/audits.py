@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import build_sqlite_database, machine_line  # noqa: E402
+from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
 
 INCREMENTAL_ROWS = 100_000
 
@@ -157,16 +156,6 @@ FROM progress_counts, best_counts
 
 def sqlite_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def median_seconds(action, repeat: int) -> float:
-    action()  # warm-up: page cache, imports, first-run costs
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def open_engine(database: Path):

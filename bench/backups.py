@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,17 +29,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import build_sqlite_database, machine_line  # noqa: E402
-
-
-def median_seconds(action, repeat: int) -> float:
-    action()  # warm-up: page cache, imports, first-run costs
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
 
 
 def run(command: list[str], **kwargs) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -19,7 +21,22 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    return f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"machine: {cores} cores, {model}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}"
+    )
+
+
+def median_seconds(action, repeat: int) -> float:
+    """The median of `repeat` timed runs after one warm-up run (page cache, imports)."""
+    action()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def build_sqlite_database(work: Path, players: int, tests_per_player: int) -> Path:

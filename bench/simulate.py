@@ -19,8 +19,6 @@ bench/.work/ (gitignored) and are removed at the end.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -35,25 +33,10 @@ GOAL_RATIO = 0.7
 
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from bench.common import machine_line  # noqa: E402
 from game_core.db import create_engine  # noqa: E402
 from game_core.schema_state import upgrade_to_head  # noqa: E402
 from game_core.simulate import RESULT_COLUMNS, simulate, sqlite_result_rows, username  # noqa: E402
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"nproc {nproc}, {model}, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}"
-    )
 
 
 def remove_database(path: Path) -> None:
@@ -114,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     players, tests = args.players, args.tests_per_player
     total = players * tests
-    print(f"machine: {machine()}")
+    print(machine_line())
     print(f"workload: {players:,} players x {tests} tests = {total:,} results, seed {args.seed}")
     print(f"median of {args.repeats} interleaved runs of each")
 

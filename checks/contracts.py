@@ -26,21 +26,12 @@ from checks import pandera_checks
 from checks.model import ERROR, WARN
 from game_core import metrics
 from game_core.schema import MODES
-from game_core.store import USERNAME_PATTERN
+from game_core.store import COUNT_FIELDS, USERNAME_PATTERN
 
 TOLERANCE = metrics.STORED_VALUE_TOLERANCE
 USERNAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 assert USERNAME_PATTERN.pattern == r"[A-Za-z0-9_.-]{1,32}", "update USERNAME_CHARS with the store's pattern"
-COUNT_COLUMNS = (
-    "correct_word_chars",
-    "correct_spaces",
-    "correct_chars",
-    "incorrect_chars",
-    "extra_chars",
-    "missed_chars",
-    "correct_keystrokes",
-    "incorrect_keystrokes",
-)
+COUNT_COLUMNS = COUNT_FIELDS  # the eight counts of a result, as the store validates them
 UTC_US = {"unit": "us", "tz": "UTC"}
 
 RESULT_FIX = "find the writer (created_at, metrics_version) and correct or remove the rows; see `integrity diff`"
