@@ -142,6 +142,18 @@ def pg_restricted_url(pg_admin, pg_url):
         connection.execute(sa.text(f'REVOKE ALL ON DATABASE "{database}" FROM {RESTRICTED_ROLE}'))
 
 
+@pytest.fixture
+def seeded_url(database_url):
+    """`database_url` holding the audits tests' clean seed rows (tests/test_checks_support.py)."""
+    from test_checks_support import seed
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        seed(connection)
+    engine.dispose()
+    return database_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request):
     """The same test on a migrated SQLite file and a migrated PostgreSQL database."""

@@ -26,6 +26,7 @@ from game_core.db import create_engine
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, progress, results
 from integrity.cli import app
+from test_checks_support import run_listing_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "runbooks" / "audit-findings.md"
@@ -142,18 +143,6 @@ def table_row(text: str, first_cell: str) -> list[str]:
         if cells and cells[0] == first_cell:
             return cells
     raise AssertionError(f"no row {first_cell!r} in:\n{text}")
-
-
-def run_listing_sql(url: str, sql: str) -> list[tuple]:
-    """The finding's SQL as on-call pastes it: through the driver, no SQLAlchemy."""
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            cursor = connection.connection.driver_connection.cursor()
-            cursor.execute(sql)
-            return [tuple(row) for row in cursor.fetchall()]
-    finally:
-        engine.dispose()
 
 
 # ---------------------------------------------------------------- exit codes and output

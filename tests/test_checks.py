@@ -36,20 +36,10 @@ from test_checks_support import (
     planting,
     rebuild,
     run_listing_sql,
-    seed,
     violated,
 )
 
 ENGINES = ("sql", "pandera")
-
-
-@pytest.fixture
-def seeded_url(database_url):
-    engine = create_engine(database_url)
-    with engine.begin() as connection:
-        seed(connection)
-    engine.dispose()
-    return database_url
 
 
 # ---------------------------------------------------------------- planting helpers

@@ -40,15 +40,6 @@ from test_checks_support import (
 ENGINES = ("sql", "pandera")
 
 
-@pytest.fixture
-def seeded_url(database_url):
-    engine = create_engine(database_url)
-    with engine.begin() as connection:
-        seed(connection)
-    engine.dispose()
-    return database_url
-
-
 def _execute(url: str, *statements: str) -> None:
     engine = create_engine(url)
     with engine.begin() as connection:
