@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperGroup
 
-from game_core.errors import EXIT_CODE_MEANINGS, ExitCode, Failure, InvalidInput, PreconditionFailed
+from game_core.errors import EXIT_CODE_HELP, ExitCode, Failure, InvalidInput, PreconditionFailed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from game_core.store import RecordedResult
     from game_core.typing_test import TypingTest
 
-EXIT_CODE_TABLE = "\n\n".join(f"{int(code)}: {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 USERNAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 FALLBACK_PLAYER = "player"
 DEFAULT_PARAM = {"words": 25, "time": 30}
@@ -115,8 +114,7 @@ def _database_failure(exc: Exception, settings: object) -> str | None:
 
 app = typer.Typer(
     cls=GameGroup,
-    help="A terminal typing game: play tests, see your stats and the leaderboards.\n\nExit codes:\n\n"
-    + EXIT_CODE_TABLE,
+    help="A terminal typing game: play tests, see your stats and the leaderboards.\n\n" + EXIT_CODE_HELP,
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

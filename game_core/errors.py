@@ -33,6 +33,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "backup, failed restore or drill",
     ExitCode.INTERRUPTED: "interrupted",
 }
+# The table as both programs' `--help` shows it (paragraphs, so the help formatter keeps the lines).
+EXIT_CODE_HELP = "Exit codes:\n\n" + "\n\n".join(f"{int(code)}: {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 
 
 class Failure(Exception):

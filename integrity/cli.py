@@ -15,10 +15,9 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from game_core.errors import EXIT_CODE_MEANINGS, ExitCode, Failure
+from game_core.errors import EXIT_CODE_HELP, ExitCode, Failure
 from integrity.runtime import Runtime
 
-EXIT_CODE_TABLE = "\n\n".join(f"{int(code)}: {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
 
 
 class IntegrityGroup(TyperGroup):
@@ -106,7 +105,7 @@ def _command_path(group: TyperGroup, tokens: list[str]) -> str:
 app = typer.Typer(
     cls=IntegrityGroup,
     help="Keep the typing game's player data safe: backups, verification, restores, drills, "
-    "migration dry runs and audits.\n\nExit codes:\n\n" + EXIT_CODE_TABLE,
+    "migration dry runs and audits.\n\n" + EXIT_CODE_HELP,
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

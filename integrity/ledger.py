@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,11 +250,6 @@ class Ledger:
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return self._record(row) if row else None
-
-    def iter_runs(self) -> Iterator[RunRecord]:
-        with self.engine.connect() as connection:
-            for row in connection.execute(sa.select(runs).order_by(runs.c.started_at)).mappings():
-                yield self._record(row)
 
     @staticmethod
     def _record(row) -> RunRecord:

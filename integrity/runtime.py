@@ -43,7 +43,6 @@ class Runtime:
     ledger: Any = None  # integrity.ledger.Ledger, once opened
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
-    emitted: bool = False
 
     def configure_logging(self) -> None:
         level = logging.WARNING if not self.verbose else logging.DEBUG
@@ -112,7 +111,6 @@ class Runtime:
             render_text(result, self.stdout)
             if error:
                 self.stderr.print(f"Error: {error}", markup=False, highlight=False)
-        self.emitted = True
         if exit_code:
             import typer
 

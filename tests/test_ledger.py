@@ -126,11 +126,6 @@ def test_last_run_of_a_command_optionally_with_an_outcome(ledger):
     assert ledger.last("stat") is None  # exact command, no prefix match
 
 
-def test_iter_runs_is_oldest_first(ledger):
-    ids = [ledger.start("status") for _ in range(3)]
-    assert [run.id for run in ledger.iter_runs()] == ids
-
-
 def test_runs_survive_reopening(state_dir):
     first = Ledger.open(state_dir)
     run_id = first.start("init")
