@@ -15,8 +15,10 @@ What one run does, in order:
 2. row rules, per table: the SQL engine counts every rule's failures in ONE pass
    (`count(*) FILTER (WHERE (p) IS NOT TRUE)`), the Pandera engine validates bounded
    chunks (`checks.pandera_engine`); `since` limits them to rows above a watermark;
-3. cross-table rules, in SQL for both engines, one query per group of rules sharing a
-   source, always over the whole tables;
+3. cross-table rules, in SQL for both engines: the groups of rules sharing a source are
+   counted in one statement (the shared aggregate of results is computed once); with
+   `since`, the rules that aggregate results judge only the players the new rows touch
+   (`checks.cross_rules`);
 4. samples: only failing rules cost a query for their first `sample_limit` rows;
 5. watermarks: the highest players and results id, for the next `since`.
 
@@ -73,7 +75,8 @@ def run_audits(
 
     `engine` is "sql" or "pandera" (row rules only; cross-table rules are SQL in both).
     `since` maps players/results to a watermark id: their row rules then only look at
-    rows with a higher id (cross-table rules always run whole). `now` is when "the
+    rows with a higher id, and the cross-table rules at the new results and the players
+    they touch (the rows of progress and personal_bests row rules are always all read). `now` is when "the
     future" starts for timestamp rules (naive means UTC; default the current UTC time).
     Failing counts are exact; `sample_limit` only bounds the samples taken per rule.
     Unknown rules or tables raise UnknownRule / UnknownTable, impossible options
@@ -89,7 +92,7 @@ def run_audits(
         raise InvalidAuditOption(f"chunk size {chunk_size!r} is not a positive integer of rows")
     watermarks_in = _check_since(since)
     selected = select_rules(rules, tables)
-    context = AuditContext.at(now)
+    context = AuditContext.at(now, watermarks_in)
     layout = read_layout(connection)
     drift = {table: schema_differences(table, layout, connection.dialect.name) for table in catalogue_spec.TABLES}
 
@@ -112,13 +115,9 @@ def run_audits(
         else:
             outcomes.update(_sql_row_findings(connection, table_name, table_rules, context, after, sample_limit, present))
 
-    # Cross-table rules: one query per group.
-    groups: dict[str, list[CrossRule]] = {}
-    for rule in runnable:
-        if isinstance(rule, CrossRule):
-            groups.setdefault(rule.group, []).append(rule)
-    for group_rules in groups.values():
-        outcomes.update(_cross_findings(connection, group_rules, context, sample_limit))
+    cross = [rule for rule in runnable if isinstance(rule, CrossRule)]
+    if cross:
+        outcomes.update(_cross_findings(connection, cross, context, sample_limit))
     for rule in runnable:
         if isinstance(rule, QueryRule):
             outcomes[rule.id] = _query_rule_finding(connection, rule, context, sample_limit)
@@ -405,18 +404,40 @@ def _pandera_row_findings(connection, table_name, rules, context, after, chunk_s
 # ---------------------------------------------------------------- cross-table rules
 
 
+def count_cross_failures(connection, rules: Sequence[CrossRule], context) -> dict[str, tuple[int, int]]:
+    """(checked, failing) per rule. Every group without its own counter becomes one
+    single-row subquery and all of them are read in ONE statement, so the CTEs the
+    groups share (results per player and mode) are computed once, as a hand-written
+    audit would."""
+    groups: dict[str, list[CrossRule]] = {}
+    for rule in rules:
+        if rule.counter is None:
+            groups.setdefault(rule.group, []).append(rule)
+    counted = []
+    for index, group_rules in enumerate(groups.values()):
+        source = group_rules[0].source(context).subquery(f"audited_{index}")
+        columns = [sa.func.count().label(f"g{index}_rows")] + [
+            sa.func.count().filter(rule.predicate(source.c).is_not(True)).label(f"g{index}_{number}")
+            for number, rule in enumerate(group_rules)
+        ]
+        counted.append(sa.select(*columns).select_from(source).subquery(f"group_{index}"))
+    counts: dict[str, tuple[int, int]] = {}
+    if counted:
+        joined = counted[0]
+        for part in counted[1:]:
+            joined = joined.join(part, sa.true())  # single-row subqueries side by side
+        row = connection.execute(sa.select(*(column for part in counted for column in part.c)).select_from(joined)).one()
+        values = iter(row)
+        for group_rules in groups.values():
+            checked = int(next(values))
+            for rule in group_rules:
+                counts[rule.id] = (checked, int(next(values)))
+    return counts
+
+
 def _cross_findings(connection, rules: Sequence[CrossRule], context, sample_limit) -> dict[str, Finding]:
     findings = {}
-    shared = [rule for rule in rules if rule.counter is None]
-    counts: dict[str, tuple[int, int]] = {}
-    if shared:
-        source = shared[0].source(context).subquery("audited")
-        columns = [sa.func.count()] + [
-            sa.func.count().filter(rule.predicate(source.c).is_not(True)) for rule in shared
-        ]
-        row = connection.execute(sa.select(*columns).select_from(source)).one()
-        for rule, failing in zip(shared, row[1:]):
-            counts[rule.id] = (row[0], failing)
+    counts = count_cross_failures(connection, rules, context)
     for rule in rules:
         if rule.counter is not None:
             checked, failing = connection.execute(rule.counter(context)).one()

@@ -2,12 +2,19 @@
 
 Chunked validation cannot see uniqueness, orphans or per-player aggregates (PITFALLS),
 so these are SQL for the SQL engine and the Pandera engine alike. Rules of one `group`
-share one source (a join or an aggregate over `results`) and are counted in one query:
-every player's results are aggregated once for all the progress rules, every player and
-mode once for all the personal-best rules.
+share one source (a join or an aggregate over `results`); the engine counts every group
+in one statement, so the aggregate of results per (player, mode, mode_param), a
+materialised CTE that the progress and personal-best groups share, is computed once.
+
+An incremental run (`AuditContext.results_after` / `players_after`) judges the rules
+that read whole players' results only for the players its new rows touch (new players,
+players with new results): a full scan of results cannot fit a 15-minute schedule on
+tens of millions of rows. The full sweep (`audit_full`) judges everyone.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -28,29 +35,90 @@ def _reads(*pairs) -> tuple[tuple[str, tuple[str, ...]], ...]:
 # ---------------------------------------------------------------- results x players
 
 
-def _results_players(_context) -> sa.Select:
-    return sa.select(
+# ---------------------------------------------------------------- what an incremental run judges
+
+
+def touched_players(context) -> sa.Select | None:
+    """The ids of the players an incremental run's new rows touch; None for a full run."""
+    parts = []
+    if context.results_after is not None:
+        parts.append(sa.select(results.c.player_id).where(results.c.id > context.results_after))
+    if context.players_after is not None:
+        parts.append(sa.select(players.c.id).where(players.c.id > context.players_after))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else sa.union(*parts)
+
+
+def _of_touched(statement: sa.Select, player_id: sa.ColumnElement, context) -> sa.Select:
+    touched = touched_players(context)
+    return statement if touched is None else statement.where(player_id.in_(touched))
+
+
+@lru_cache(maxsize=16)
+def result_aggregates(context) -> tuple[sa.CTE, sa.CTE]:
+    """(per_mode, per_player): results aggregated per (player, mode, mode_param), then per
+    player from that. One pair of CTE objects per context, so that every group of one
+    statement refers to the same CTE and the database computes it once (MATERIALIZED)."""
+    per_mode = _of_touched(
+        sa.select(
+            results.c.player_id,
+            results.c.mode,
+            results.c.mode_param,
+            sa.func.count().label("tests"),
+            sa.func.sum(results.c.xp).label("xp"),
+            sa.func.sum(results.c.duration_ms).label("time_typing_ms"),
+            sa.func.max(results.c.wpm).label("best_wpm"),
+        ).group_by(results.c.player_id, results.c.mode, results.c.mode_param),
+        results.c.player_id,
+        context,
+    ).cte("per_mode").prefix_with("MATERIALIZED")
+    per_player = (
+        sa.select(
+            per_mode.c.player_id,
+            sa.func.sum(per_mode.c.xp).label("xp"),
+            sa.func.sum(per_mode.c.tests).label("tests"),
+            sa.func.sum(per_mode.c.time_typing_ms).label("time_typing_ms"),
+            sa.func.max(per_mode.c.best_wpm).label("best_wpm"),
+        )
+        .group_by(per_mode.c.player_id)
+        .cte("per_player")
+    )
+    return per_mode, per_player
+
+
+def _results_players(context) -> sa.Select:
+    statement = sa.select(
         results.c.id,
         results.c.player_id,
         results.c.started_at,
         players.c.id.label("found_player_id"),
         players.c.created_at.label("player_created_at"),
     ).select_from(results.outerjoin(players, players.c.id == results.c.player_id))
+    if context.results_after is not None:
+        statement = statement.where(results.c.id > context.results_after)
+    return statement
 
 
-def _result_keys(_context) -> sa.Select:
+def _result_keys(context) -> sa.Select:
     same_key = sa.func.count().over(partition_by=(results.c.player_id, results.c.started_at))
-    return sa.select(results.c.id, results.c.player_id, results.c.started_at, same_key.label("rows_with_key"))
+    keyed = _of_touched(
+        sa.select(results.c.id, results.c.player_id, results.c.started_at, same_key.label("rows_with_key")),
+        results.c.player_id,
+        context,
+    )
+    return keyed
 
 
-def _result_keys_counter(_context) -> sa.Select:
+def _result_keys_counter(context) -> sa.Select:
     # GROUP BY is cheaper than the window of the listing: rows, and rows sharing a key.
-    groups = (
+    groups = _of_touched(
         sa.select(sa.func.count().label("rows"))
         .select_from(results)
-        .group_by(results.c.player_id, results.c.started_at)
-        .subquery("key_groups")
-    )
+        .group_by(results.c.player_id, results.c.started_at),
+        results.c.player_id,
+        context,
+    ).subquery("key_groups")
     return sa.select(
         sa.func.coalesce(sa.func.sum(groups.c.rows), 0),
         sa.func.coalesce(sa.func.sum(groups.c.rows).filter(groups.c.rows > 1), 0),
@@ -60,38 +128,28 @@ def _result_keys_counter(_context) -> sa.Select:
 # ---------------------------------------------------------------- progress x results
 
 
-def _player_totals() -> sa.Subquery:
-    return (
+def _progress_vs_results(context) -> sa.Select:
+    _per_mode, totals = result_aggregates(context)
+    return _of_touched(
         sa.select(
-            results.c.player_id,
-            sa.func.sum(results.c.xp).label("xp"),
-            sa.func.count().label("tests"),
-            sa.func.sum(results.c.duration_ms).label("time_typing_ms"),
-            sa.func.max(results.c.wpm).label("best_wpm"),
-        )
-        .group_by(results.c.player_id)
-        .subquery("player_results")
-    )
-
-
-def _progress_vs_results(_context) -> sa.Select:
-    totals = _player_totals()
-    return sa.select(
+            progress.c.player_id,
+            progress.c.xp,
+            progress.c.level,
+            progress.c.tests_completed,
+            progress.c.time_typing_ms,
+            progress.c.best_wpm,
+            sa.func.coalesce(totals.c.xp, 0).label("results_xp"),
+            sa.func.coalesce(totals.c.tests, 0).label("results_tests"),
+            sa.func.coalesce(totals.c.time_typing_ms, 0).label("results_time_typing_ms"),
+            totals.c.best_wpm.label("results_best_wpm"),
+            players.c.id.label("found_player_id"),
+        ).select_from(
+            progress.outerjoin(totals, totals.c.player_id == progress.c.player_id).outerjoin(
+                players, players.c.id == progress.c.player_id
+            )
+        ),
         progress.c.player_id,
-        progress.c.xp,
-        progress.c.level,
-        progress.c.tests_completed,
-        progress.c.time_typing_ms,
-        progress.c.best_wpm,
-        sa.func.coalesce(totals.c.xp, 0).label("results_xp"),
-        sa.func.coalesce(totals.c.tests, 0).label("results_tests"),
-        sa.func.coalesce(totals.c.time_typing_ms, 0).label("results_time_typing_ms"),
-        totals.c.best_wpm.label("results_best_wpm"),
-        players.c.id.label("found_player_id"),
-    ).select_from(
-        progress.outerjoin(totals, totals.c.player_id == progress.c.player_id).outerjoin(
-            players, players.c.id == progress.c.player_id
-        )
+        context,
     )
 
 
@@ -108,57 +166,44 @@ def _players_progress(_context) -> sa.Select:
 # ---------------------------------------------------------------- personal bests x results
 
 
-def _mode_bests() -> sa.Subquery:
-    return (
-        sa.select(
-            results.c.player_id,
-            results.c.mode,
-            results.c.mode_param,
-            sa.func.max(results.c.wpm).label("wpm"),
-        )
-        .group_by(results.c.player_id, results.c.mode, results.c.mode_param)
-        .subquery("mode_bests")
-    )
-
-
-def _bests_vs_results(_context) -> sa.Select:
-    best = _mode_bests()
+def _bests_vs_results(context) -> sa.Select:
+    best, _per_player = result_aggregates(context)
     pointed = results.alias("pointed")
-    return sa.select(
+    return _of_touched(
+        sa.select(
+            personal_bests.c.player_id,
+            personal_bests.c.mode,
+            personal_bests.c.mode_param,
+            personal_bests.c.result_id,
+            personal_bests.c.wpm,
+            personal_bests.c.accuracy,
+            pointed.c.id.label("found_result_id"),
+            pointed.c.player_id.label("result_player_id"),
+            pointed.c.mode.label("result_mode"),
+            pointed.c.mode_param.label("result_mode_param"),
+            pointed.c.wpm.label("result_wpm"),
+            pointed.c.accuracy.label("result_accuracy"),
+            best.c.best_wpm.label("best_wpm"),
+            players.c.id.label("found_player_id"),
+        ).select_from(
+            personal_bests.outerjoin(pointed, pointed.c.id == personal_bests.c.result_id)
+            .outerjoin(
+                best,
+                sa.and_(
+                    best.c.player_id == personal_bests.c.player_id,
+                    best.c.mode == personal_bests.c.mode,
+                    best.c.mode_param == personal_bests.c.mode_param,
+                ),
+            )
+            .outerjoin(players, players.c.id == personal_bests.c.player_id)
+        ),
         personal_bests.c.player_id,
-        personal_bests.c.mode,
-        personal_bests.c.mode_param,
-        personal_bests.c.result_id,
-        personal_bests.c.wpm,
-        personal_bests.c.accuracy,
-        pointed.c.id.label("found_result_id"),
-        pointed.c.player_id.label("result_player_id"),
-        pointed.c.mode.label("result_mode"),
-        pointed.c.mode_param.label("result_mode_param"),
-        pointed.c.wpm.label("result_wpm"),
-        pointed.c.accuracy.label("result_accuracy"),
-        best.c.wpm.label("best_wpm"),
-        players.c.id.label("found_player_id"),
-    ).select_from(
-        personal_bests.outerjoin(pointed, pointed.c.id == personal_bests.c.result_id)
-        .outerjoin(
-            best,
-            sa.and_(
-                best.c.player_id == personal_bests.c.player_id,
-                best.c.mode == personal_bests.c.mode,
-                best.c.mode_param == personal_bests.c.mode_param,
-            ),
-        )
-        .outerjoin(players, players.c.id == personal_bests.c.player_id)
+        context,
     )
 
 
-def _modes_played(_context) -> sa.Select:
-    modes = (
-        sa.select(results.c.player_id, results.c.mode, results.c.mode_param, sa.func.count().label("results"))
-        .group_by(results.c.player_id, results.c.mode, results.c.mode_param)
-        .subquery("modes_played")
-    )
+def _modes_played(context) -> sa.Select:
+    modes, _per_player = result_aggregates(context)
     has_best = (
         sa.exists()
         .where(
@@ -167,7 +212,9 @@ def _modes_played(_context) -> sa.Select:
             personal_bests.c.mode_param == modes.c.mode_param,
         )
     )
-    return sa.select(modes.c.player_id, modes.c.mode, modes.c.mode_param, modes.c.results, has_best.label("has_best"))
+    return sa.select(
+        modes.c.player_id, modes.c.mode, modes.c.mode_param, modes.c.tests.label("results"), has_best.label("has_best")
+    )
 
 
 # ---------------------------------------------------------------- the rules
@@ -194,9 +241,10 @@ def _same_result(c):
 PLAYER_EXISTS = ("players", ("id", "created_at"))
 RESULT_KEY = ("results", ("id", "player_id", "started_at"))
 PROGRESS_ALL = ("progress", ("player_id", "xp", "level", "tests_completed", "time_typing_ms", "best_wpm"))
-RESULT_TOTALS = ("results", ("player_id", "xp", "duration_ms", "wpm"))
+# What `result_aggregates` reads: every rule over it needs all of these columns.
+RESULT_TOTALS = ("results", ("player_id", "mode", "mode_param", "xp", "duration_ms", "wpm"))
 BEST_ALL = ("personal_bests", ("player_id", "mode", "mode_param", "result_id", "wpm", "accuracy"))
-RESULT_BEST = ("results", ("id", "player_id", "mode", "mode_param", "wpm", "accuracy"))
+RESULT_BEST = ("results", ("id", "player_id", "mode", "mode_param", "xp", "duration_ms", "wpm", "accuracy"))
 
 CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(
@@ -326,6 +374,6 @@ CROSS_RULES: tuple[CrossRule, ...] = (
         CACHE_FIX,
         group="modes_played", source=_modes_played, key=("player_id", "mode", "mode_param"), explain=("results",),
         predicate=lambda c: c.has_best.is_(True),
-        reads=_reads(("results", ("player_id", "mode", "mode_param")), ("personal_bests", ("player_id", "mode", "mode_param"))),
+        reads=_reads(RESULT_TOTALS, ("personal_bests", ("player_id", "mode", "mode_param"))),
     ),
 )

@@ -53,17 +53,27 @@ class AuditContext:
     """
 
     now: datetime
+    # An incremental run's watermarks (None: the whole table). Cross-table rules that
+    # aggregate results judge only the players these rows touch.
+    results_after: int | None = None
+    players_after: int | None = None
 
     @classmethod
-    def at(cls, now: datetime | None = None) -> AuditContext:
-        """A context at `now` (naive means UTC), or at the current UTC time."""
+    def at(cls, now: datetime | None = None, since: dict[str, int] | None = None) -> AuditContext:
+        """A context at `now` (naive means UTC), or at the current UTC time; `since` maps
+        players/results to the watermark ids of an incremental run."""
         if now is None:
             now = datetime.now(timezone.utc)
         elif now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
         else:
             now = now.astimezone(timezone.utc)
-        return cls(now=now)
+        since = since or {}
+        return cls(now=now, results_after=since.get("results"), players_after=since.get("players"))
+
+    @property
+    def incremental(self) -> bool:
+        return self.results_after is not None or self.players_after is not None
 
 
 @dataclass(frozen=True)

@@ -321,10 +321,10 @@ def test_a_postgresql_timeout_is_exit_4_naming_the_setting(pg_url, timeouts, nam
 # ---------------------------------------------------------------- --since-last
 
 
-def test_since_last_audits_only_new_rows_for_row_rules_and_everything_for_cross_rules(database_url):
+def test_since_last_audits_new_rows_and_the_players_they_touch(database_url):
     seed_clean(database_url)
     plant_short_durations(database_url, 1, 1, BASE + timedelta(days=3))  # an old bad row
-    plant_xp_off(database_url, 2)  # a cross-table problem
+    plant_xp_off(database_url, 2)  # a cross-table problem of a player without new rows
     code, first = audit_json(database_url)
     assert code == 3
     assert by_rule(first)["results.duration_min"]["failing_rows"] == 1
@@ -333,7 +333,9 @@ def test_since_last_audits_only_new_rows_for_row_rules_and_everything_for_cross_
     with writing(database_url) as connection:
         add_player(connection, 9)
         new_ids = add_results(connection, 9, 3, start=BASE + timedelta(days=5))
+        add_results(connection, 3, 1, start=BASE + timedelta(days=5))
     new_bad = plant_short_durations(database_url, 9, 2, BASE + timedelta(days=6))
+    plant_xp_off(database_url, 3)  # a touched player's cache goes wrong
 
     code, second = audit_json(database_url, "--since-last")
     assert code == 3
@@ -341,15 +343,21 @@ def test_since_last_audits_only_new_rows_for_row_rules_and_everything_for_cross_
     assert result["scope"] == "incremental"
     assert result["since"]["results"] == first["result"]["watermarks"]["results"]
     row_rule = by_rule(second)["results.duration_min"]
-    assert (row_rule["failing_rows"], row_rule["checked_rows"]) == (2, 5)  # not the old bad row
+    assert (row_rule["failing_rows"], row_rule["checked_rows"]) == (2, 6)  # not the old bad row
     assert row_rule["sample_keys"] == new_bad
     assert min(new_ids) > result["since"]["results"]
+    # Cross-table rules judge the touched players (3 and 9), not player 2's older problem.
     cross = by_rule(second)["progress.xp_matches_results"]
-    assert cross["failing_rows"] == 1 and cross["checked_rows"] == 4  # the whole table, old problem included
+    assert (cross["failing_rows"], cross["checked_rows"], cross["sample_keys"]) == (1, 2, [3])
+    assert len(run_listing_sql(database_url, cross["sql"])) == 1
     assert result["watermarks"]["results"] == max(new_bad)
 
     code, third = audit_json(database_url, "--since-last")
     assert by_rule(third)["results.duration_min"]["checked_rows"] == 0
+    assert by_rule(third)["progress.xp_matches_results"]["checked_rows"] == 0
+
+    code, full = audit_json(database_url)
+    assert by_rule(full)["progress.xp_matches_results"]["failing_rows"] == 2  # the sweep sees everyone
 
 
 def test_since_last_without_history_is_a_full_audit_and_says_so(sqlite_url):

@@ -58,7 +58,7 @@ WPM_OR_DURATION = {
     "progress.player_exists", "progress.xp_matches_results", "progress.level_matches_results",
     "progress.tests_completed_matches_results", "progress.time_typing_matches_results",
     "progress.best_wpm_matches_results", "personal_bests.player_exists", "personal_bests.result_exists",
-    "personal_bests.result_matches", "personal_bests.is_best",
+    "personal_bests.result_matches", "personal_bests.is_best", "personal_bests.complete",
 }
 
 
@@ -227,15 +227,17 @@ def test_the_incident_is_reported_with_exact_counts(database_url):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_since_limits_row_rules_to_new_rows_and_cross_rules_stay_whole(seeded_url, engine):
+def test_since_limits_row_rules_to_new_rows_and_cross_rules_to_touched_players(seeded_url, engine):
     first = audit(seeded_url, engine=engine)
     assert first.ok and first.watermarks == {"players": 2, "results": 5}
     with planting(seeded_url) as connection:
         # An old row goes bad behind the watermark: only a full sweep sees it...
         connection.execute(sa.update(results).where(results.c.id == 1).values(accuracy=150))
         new = add_results(connection, 1, [{"accuracy": 101}, {}, {"accuracy": -1}])
-        # ... but a cache that disagrees is a cross-table finding, seen every time.
-        connection.execute(sa.update(progress).where(progress.c.player_id == 2).values(xp=progress.c.xp + 1))
+        # ... a cache of a player with new results that disagrees is seen at once, one
+        # of a player without new rows only by the sweep.
+        for player_id in (1, 2):
+            connection.execute(sa.update(progress).where(progress.c.player_id == player_id).values(xp=progress.c.xp + 1))
         connection.execute(sa.insert(players).values(id=3, username="carol", created_at=NOW + timedelta(days=1)))
     report = audit(seeded_url, engine=engine, since=first.watermarks)
     assert report.since == {"players": 2, "results": 5}
@@ -250,13 +252,18 @@ def test_since_limits_row_rules_to_new_rows_and_cross_rules_stay_whole(seeded_ur
         "players.created_not_in_future": 1,
         "progress.xp_matches_results": 1,
     }
-    assert report.finding("progress.xp_matches_results").checked_rows == 2  # whole tables
-    # The full sweep sees the old row too; a watermark at the top sees no rows at all.
+    xp = report.finding("progress.xp_matches_results")
+    assert (xp.checked_rows, xp.sample_keys) == (1, (1,))  # player 1's row; player 3 has none yet
+    assert [row[0] for row in run_listing_sql(seeded_url, xp.sql)] == [1]
+    assert report.finding("results.player_exists").checked_rows == 3  # the new results
+    # The full sweep sees the old row and player 2 too; a watermark at the top sees nothing.
     full = audit(seeded_url, engine=engine)
     assert full.finding("results.accuracy_range").failing_rows == 3
+    assert full.finding("progress.xp_matches_results").failing_rows == 2
     top = audit(seeded_url, engine=engine, since=report.watermarks)
     assert top.finding("results.accuracy_range").checked_rows == 0
-    assert violated(top) == {"progress.xp_matches_results": 1}
+    assert top.finding("progress.xp_matches_results").checked_rows == 0
+    assert violated(top) == {}
     # A watermark for one table leaves the other table's rows whole.
     results_only = audit(seeded_url, engine=engine, since={"results": 5})
     assert results_only.finding("players.created_not_in_future").checked_rows == 3
