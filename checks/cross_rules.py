@@ -153,13 +153,13 @@ def _progress_vs_results(context) -> sa.Select:
     )
 
 
-def _players_progress(_context) -> sa.Select:
+def _players_progress(context) -> sa.Select:
     has_results = sa.exists().where(results.c.player_id == players.c.id)
     has_progress = sa.exists().where(progress.c.player_id == players.c.id)
-    return sa.select(
+    return _of_touched(
+        sa.select(players.c.id, has_results.label("has_results"), has_progress.label("has_progress")),
         players.c.id,
-        has_results.label("has_results"),
-        has_progress.label("has_progress"),
+        context,
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from game_core import metrics
 from game_core.schema import personal_bests, players, results
 from game_core.schema import progress as progress_table
-from game_core.store import Progress
+from game_core.store import PersonalBest, Progress
 
 # Rows per executemany of progress, and rows fetched per round trip of the aggregate:
 # large enough to amortise the round trips, small enough that memory stays flat.
@@ -139,6 +139,26 @@ def _best_results_query(chunk: list[int] | None) -> sa.Select:
         ranked.c.wpm,
         ranked.c.accuracy,
     ).where(ranked.c.rank == 1)
+
+
+def compute_expected_personal_bests(
+    connection: Connection,
+    player_ids: Collection[int] | None = None,
+) -> Iterator[tuple[int, PersonalBest]]:
+    """Stream the personal_bests rows a rebuild would write, as (player_id, best), in
+    player id order (modes within a player in no particular order). Writes nothing:
+    `integrity repair progress --dry-run` compares them with the stored rows."""
+    for chunk in _id_chunks(player_ids):
+        query = _best_results_query(chunk)
+        query = query.order_by(query.selected_columns.player_id)
+        result = connection.execute(query.execution_options(yield_per=PROGRESS_BATCH_SIZE))
+        try:
+            for row in result:
+                yield row.player_id, PersonalBest(
+                    mode=row.mode, mode_param=row.mode_param, result_id=row.result_id, wpm=row.wpm, accuracy=row.accuracy
+                )
+        finally:
+            result.close()
 
 
 def rebuild_derived(

@@ -139,7 +139,8 @@ def run_audit(
     """Audit the guarded database read-only, record the run in `ledger`, trim the history.
 
     `rules`/`tables` narrow the catalogue; `since_last` audits rows above the watermarks
-    of the newest whole-catalogue run (row rules only; cross-table rules run whole).
+    of the newest whole-catalogue run: row rules on the new rows, cross-table rules on the
+    new results and the players they touch (checks.cross_rules says why).
     `now` is for tests: the audit time ("the future" starts there; the history's clock).
     """
     import checks

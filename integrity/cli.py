@@ -190,6 +190,14 @@ from integrity.commands.backup import backup_app  # noqa: E402  (typer only: --h
 app.add_typer(backup_app, name="backup")
 from integrity.commands.audit import audit_app  # noqa: E402
 app.add_typer(audit_app, name="audit")
+from integrity.commands.drill import drill  # noqa: E402
+app.command("drill")(drill)
+from integrity.commands.restore import restore_app  # noqa: E402
+app.add_typer(restore_app)  # `restore` and `salvage`, each a top-level command
+from integrity.commands.diff import diff_app  # noqa: E402
+app.add_typer(diff_app)  # `diff`, a top-level command
+from integrity.commands.repair import repair_app  # noqa: E402
+app.add_typer(repair_app, name="repair")
 
 
 def main() -> None:

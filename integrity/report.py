@@ -83,6 +83,12 @@ def register_renderers() -> None:
     report_backups.register(render_text)
     from integrity import report_audits
     report_audits.register(render_text)
+    from integrity import report_drill
+    report_drill.register(render_text)
+    from integrity import report_restore
+    report_restore.register(render_text)
+    from integrity import report_recovery_diff
+    report_recovery_diff.register(render_text)
 
 
 def _render_status(report, console: Console) -> None:

@@ -127,6 +127,11 @@ class MetricsSettings:
     path: Path = _option(Path("state/metrics.prom"), "Prometheus textfile written after every run (relative: to the data directory)")
 
 
+@dataclass(frozen=True)
+class RestoreSettings:
+    safety_pin_hours: int = _option(168, "hours the safety backup a restore takes of live first stays pinned (kept out of retention)", _at_least(1))
+
+
 SECTIONS = {
     "database": DatabaseSettings,
     "state": StateSettings,
@@ -135,6 +140,7 @@ SECTIONS = {
     "objectives": ObjectivesSettings,
     "audits": AuditSettings,
     "metrics": MetricsSettings,
+    "restore": RestoreSettings,
 }
 
 
@@ -149,6 +155,7 @@ class Settings:
     objectives: ObjectivesSettings
     audits: AuditSettings
     metrics: MetricsSettings
+    restore: RestoreSettings
     config_path: Path | None  # None: no file, defaults and environment only
     data_dir: Path
 

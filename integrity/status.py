@@ -101,6 +101,7 @@ def collect_status(settings: Settings) -> StatusReport:
         checks.append(_schema_check(schema))
     checks.extend(backup_checks(settings, identity=identity))
     checks.extend(audit_checks(settings))
+    checks.extend(drill_checks(settings))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -221,3 +222,71 @@ def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
             )]
     extras = f"{last.warn_rules} warn rule(s) failing, {len(last.drift)} drift warning(s)"
     return [StatusCheck("last audit", CheckState.OK, f"{described} clean; {extras}")]
+
+
+# How many recent drill runs `drill_checks` looks through for one that reached a verdict.
+_DRILL_LOOKBACK = 50
+# Exit codes of a drill that reached a verdict on its backup (4: it could not run at all).
+_DRILL_VERDICTS = (int(ExitCode.OK), int(ExitCode.PROBLEMS_FOUND), int(ExitCode.VERIFICATION_FAILED))
+
+
+def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+    """The last drill that reached a verdict (integrity.recovery.drill's summary in the ledger).
+
+    Never drilled: a problem (nobody knows how long a restore takes). A failed drill (5):
+    failed. Otherwise its recorded facts are judged against the objectives configured now,
+    as the backup checks are: predicted restore against rto_seconds, the drilled backup's
+    age then against rpo_seconds, dirty data, a compare with live that could not run; and
+    a drill older than twice [schedule] drill is a problem too.
+    """
+    from integrity.errors import LedgerUnavailable
+    from integrity.ledger import Ledger
+    from integrity.settings import schedule_seconds
+
+    now = now or datetime.now(timezone.utc)
+    try:
+        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable as exc:
+        return [StatusCheck("last drill", CheckState.PRECONDITION, str(exc))]
+    try:
+        runs = ledger.runs(kind="drill", limit=_DRILL_LOOKBACK)
+    finally:
+        ledger.close()
+    last = next((run for run in runs if run.exit_code in _DRILL_VERDICTS), None)
+    attempt = runs[0] if runs and runs[0].exit_code is not None and runs[0].exit_code not in _DRILL_VERDICTS else None
+    could_not_run = (
+        f"; the last attempt ({age_text(attempt.started_at, now)}) could not run: {attempt.summary.get('error', attempt.outcome)}"
+        if attempt is not None and (last is None or attempt.started_at > last.started_at) else ""
+    )
+    if last is None:
+        return [StatusCheck("last drill", CheckState.PROBLEM, f"none recorded: run `integrity drill`{could_not_run}")]
+    summary = last.summary
+    objectives = settings.objectives
+    described = f"drill of {summary.get('backup_id', 'a backup')} ({age_text(last.started_at, now)})"
+    if last.exit_code == int(ExitCode.VERIFICATION_FAILED):
+        why = "; ".join(summary.get("problems") or []) or summary.get("error") or "see `integrity history --kind drill`"
+        return [StatusCheck("last drill", CheckState.FAILED,
+                            f"{described} failed: {why}; see runbooks/drill-failed.md{could_not_run}")]
+    problems = []
+    predicted = summary.get("predicted_seconds")
+    if predicted is None:
+        problems.append("no restore time was predicted")
+    elif predicted > objectives.rto_seconds:
+        problems.append(f"predicted full restore {predicted:.1f}s exceeds rto {objectives.rto_seconds}s")
+    backup_age = summary.get("backup_age_seconds")
+    if backup_age is not None and backup_age > objectives.rpo_seconds:
+        problems.append(f"the drilled backup was {backup_age:.0f}s old, over rpo {objectives.rpo_seconds}s")
+    if summary.get("audit") == "dirty":
+        problems.append("the drilled backup holds dirty data")
+    if summary.get("compare_problem"):
+        problems.append(f"live could not be compared: {summary['compare_problem']}")
+    interval = schedule_seconds(settings.schedule.drill)
+    if interval is not None and (now - last.started_at).total_seconds() > 2 * interval:
+        problems.append(f"older than twice [schedule] drill ({settings.schedule.drill})")
+    if problems:
+        return [StatusCheck("last drill", CheckState.PROBLEM,
+                            f"{described}: {'; '.join(problems)}: see runbooks/drill-failed.md{could_not_run}")]
+    return [StatusCheck(
+        "last drill", CheckState.OK,
+        f"{described} passed: predicted full restore {predicted:.1f}s (rto {objectives.rto_seconds}s){could_not_run}",
+    )]

@@ -338,20 +338,17 @@ class WriterHandle:
 
 
 @contextmanager
-def background_writer(url: str, tmp_path: Path, *, min_commits: int = 3) -> Iterator[WriterHandle]:
-    """A separate process that commits one result (and its progress) every ~20 ms.
-
-    Yields once it has committed `min_commits`; on exit stops it with SIGTERM and records
-    how many it committed in `handle.committed`.
-    """
+def writer_process(url: str, tmp_path: Path, *, min_commits: int, mode: str = "writer") -> Iterator[subprocess.Popen]:
+    """Run `python backup_helpers.py MODE URL READY_FILE MIN_COMMITS`; yield once it has committed
+    `min_commits` (it creates READY_FILE then); on exit stop it with SIGTERM, require
+    exit status 0 and leave its standard output in `process.output`."""
     ready = tmp_path / f"writer-ready-{os.getpid()}-{time.monotonic_ns()}"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), str(PROJECT / "tests"), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [sys.executable, str(HELPERS), "writer", url, str(ready), str(min_commits)],
+        [sys.executable, str(HELPERS), mode, url, str(ready), str(min_commits)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
-    handle = WriterHandle(process)
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -360,17 +357,36 @@ def background_writer(url: str, tmp_path: Path, *, min_commits: int = 3) -> Iter
             if time.monotonic() > deadline:
                 raise AssertionError("the writer did not start committing within 60 s")
             time.sleep(0.02)
-        yield handle
+        yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    handle.committed = int(out.strip().splitlines()[-1])
+    process.output = out
 
 
-def _writer_main(url: str, ready: str, min_commits: int) -> None:
+@contextmanager
+def background_writer(url: str, tmp_path: Path, *, min_commits: int = 3) -> Iterator[WriterHandle]:
+    """A separate process that commits one result (and its progress) every ~20 ms.
+
+    Yields once it has committed `min_commits`; on exit stops it with SIGTERM and records
+    how many it committed in `handle.committed`.
+    """
+    with writer_process(url, tmp_path, min_commits=min_commits) as process:
+        handle = WriterHandle(process)
+        yield handle
+    handle.committed = int(process.output.strip().splitlines()[-1])
+
+
+def _writer_main(url: str, ready: str, min_commits: int, *, reconnect: bool = False) -> None:
+    """Record results until SIGTERM; print how many were committed. With `reconnect` a
+    failed write (the session ended, the database renamed by a restore) is counted and
+    the writer reconnects; it prints "committed failed"."""
+    import sqlalchemy as sa
+
     from game_core.db import create_engine
+    from game_core.errors import Failure
     from game_core.store import Store, TestOutcome
 
     stop = False
@@ -385,7 +401,7 @@ def _writer_main(url: str, ready: str, min_commits: int) -> None:
     username = f"writer{os.getpid()}"
     store.get_or_create_player(username)
     rng = random.Random(os.getpid())
-    committed = 0
+    committed = failed = 0
     while not stop:
         typed = rng.randint(50, 300)
         spaces = typed // 6
@@ -394,13 +410,21 @@ def _writer_main(url: str, ready: str, min_commits: int) -> None:
             correct_word_chars=typed - spaces, correct_spaces=spaces, correct_chars=typed - spaces + 2,
             incorrect_chars=2, extra_chars=0, missed_chars=1, correct_keystrokes=typed + 2, incorrect_keystrokes=2,
         )
-        store.record_result(username, outcome)
+        try:
+            store.record_result(username, outcome)
+        except (sa.exc.DBAPIError, Failure):
+            if not reconnect:
+                raise
+            failed += 1
+            engine.dispose()
+            time.sleep(0.05)
+            continue
         committed += 1
         if committed == min_commits:
             Path(ready).write_text("ready")
         time.sleep(0.02)
     engine.dispose()
-    print(committed, flush=True)
+    print(*((committed, failed) if reconnect else (committed,)), flush=True)
 
 
 # ---------------------------------------------------------------- backups on disk
@@ -468,7 +492,8 @@ def wait_for(predicate, *, timeout: float = 60, what: str = "condition") -> None
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "writer":
-        _writer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 3)
+    if len(sys.argv) >= 4 and sys.argv[1] in ("writer", "resilient-writer"):
+        _writer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 3,
+                     reconnect=sys.argv[1] == "resilient-writer")
     else:
-        sys.exit("usage: backup_helpers.py writer URL READY_FILE [MIN_COMMITS]")
+        sys.exit("usage: backup_helpers.py writer|resilient-writer URL READY_FILE [MIN_COMMITS]")

@@ -287,6 +287,7 @@ def test_status_after_create_and_deep_verify_is_exit_0(env):
     assert code == 3 and checks["newest good backup"][0] == "ok" and checks["newest deep-verified backup"][0] == "problem"
     assert env.invoke("backup", "verify", "--deep").returncode == 0
     assert env.invoke("audit").returncode == 0  # status also wants a recorded audit
+    assert env.invoke("drill").returncode == 0  # ...and a recorded drill
     result = env.run("status")  # the real CLI
     assert result.returncode == 0, result.stdout
 
@@ -298,6 +299,7 @@ def test_status_exit_3_when_the_newest_good_backup_is_older_than_the_rpo(env):
     repository.append(old, "deep_verified", {"by": "test"})
     shutil.rmtree(repository.path_of(original))
     assert env.invoke("audit").returncode == 0  # status also wants a recorded audit
+    assert env.invoke("drill").returncode == 3  # ...and a recorded drill (this backup misses the rpo)
 
     code, checks = _checks(env)  # rpo 3600 s by default
     assert code == 3
@@ -313,6 +315,7 @@ def test_status_rpo_measured_on_the_real_clock(env):
     env.create()
     assert env.invoke("backup", "verify", "--deep").returncode == 0
     assert env.invoke("audit").returncode == 0  # status also wants a recorded audit
+    assert env.invoke("drill").returncode == 0  # ...and a recorded drill
     assert _checks(env, INTEGRITY_OBJECTIVES__RPO_SECONDS="3600")[0] == 0
     import time
 

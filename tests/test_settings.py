@@ -17,7 +17,7 @@ from game_core.errors import ExitCode
 from integrity.errors import ConfigInvalid
 from integrity.settings import JOBS, SECTIONS, Settings, resolve_settings, schedule_seconds, starter_toml
 
-ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics]"
+ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore]"
 CRON_OR_INTERVAL = "a 5-field cron expression ('0 * * * *'), an interval ('30s', '15m', '1h', '1d') or 'off'"
 
 
@@ -118,6 +118,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "max_share_jump": 0.001,
         },
         "metrics": {"path": str(data_dir / "state" / "metrics.prom")},
+        "restore": {"safety_pin_hours": 168},
         "config_path": None,
         "data_dir": str(data_dir),
     }
@@ -127,7 +128,7 @@ def test_every_section_has_its_documented_defaults(resolve, data_dir):
     settings = resolve()
     assert settings.describe() == expected_defaults(data_dir)
     assert settings.config_path is None and settings.config_display == "none (defaults)"
-    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics"]
+    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore"]
 
 
 def test_schedule_has_one_entry_per_documented_job(resolve):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from game_core.errors import Failure
-from integrity.backups.repository import JournalEntry, Manifest, Repository, backup_time
+from integrity.backups.repository import BackupNotFound, JournalEntry, Manifest, Repository, backup_time
 
 
 @dataclass(frozen=True)
@@ -212,3 +212,24 @@ def show_backup(repository: Repository, backup_id: str, now: datetime | None = N
     manifest = repository.read_manifest(backup_id)
     state = fold_journal(repository.journal()).get(backup_id, BackupState())
     return BackupDetail(manifest, state.labels(now or datetime.now(timezone.utc)), state, str(repository.path_of(backup_id)))
+
+
+LATEST = "latest"
+
+
+def resolve_backup(repository: Repository, requested: str | None, identity: str | None,
+                   now: datetime | None = None) -> str:
+    """The backup a recovery command (restore, drill, diff) means: an existing id as given,
+    or for `latest` (or none) the newest good backup of this store, the one `status`
+    measures the RPO on (a repository may also hold another database's backups)."""
+    if requested and requested != LATEST:
+        if not repository.path_of(requested).is_dir():  # path_of refuses what is not an id
+            raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
+        return requested
+    good = read_catalog(repository, now).of_store(identity).newest_good()
+    if good is None:
+        raise BackupNotFound(
+            f"no good backup of this database in {repository.root}; take one with `integrity backup create`"
+        )
+    return good.id
+

@@ -16,6 +16,7 @@ import shutil
 import socket
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -67,13 +68,21 @@ def write_file_durably(path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def create_backup(settings: Settings, *, label: str | None = None, lock_wait: float = 0, command: str = "backup create") -> CreatedBackup:
+def create_backup(
+    settings: Settings,
+    *,
+    label: str | None = None,
+    lock_wait: float = 0,
+    command: str = "backup create",
+    locks_held: bool = False,
+) -> CreatedBackup:
+    """`locks_held`: the caller already holds the repository writer lock and the database
+    lock (a restore takes its safety backup inside its own locks; flock and advisory
+    locks are per open file or session, so taking them again here would fail)."""
     repository = Repository(settings.backups.repository)
     target = target_of(settings)
     started = time.perf_counter()
-    with repository.writer_lock(command=command, wait_seconds=lock_wait), database_lock(
-        target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait
-    ):
+    with _locks(repository, target, settings, command=command, lock_wait=lock_wait, held=locks_held):
         backup_id = _next_backup_id(repository)
         temp = repository.temp_path(backup_id)
         temp.mkdir()
@@ -122,6 +131,17 @@ def create_backup(settings: Settings, *, label: str | None = None, lock_wait: fl
             raise
         repository.append(backup_id, "intact", {"by": command})
     return CreatedBackup(manifest=manifest, path=str(repository.path_of(backup_id)), seconds=time.perf_counter() - started)
+
+
+@contextmanager
+def _locks(repository: Repository, target, settings: Settings, *, command: str, lock_wait: float, held: bool):
+    if held:
+        yield
+        return
+    with repository.writer_lock(command=command, wait_seconds=lock_wait), database_lock(
+        target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait
+    ):
+        yield
 
 
 def _next_backup_id(repository: Repository) -> str:

@@ -141,6 +141,7 @@ EVENTS = (
     "pinned",  # kept out of retention (detail: until, or null for ever)
     "unpinned",
     "pruned",  # deleted by retention
+    "drilled",  # restored into scratch by `integrity drill` (detail: its summary)
 )
 
 

@@ -85,7 +85,7 @@ def _postgres_copy(repository: Repository, manifest: Manifest, *, source: Databa
         try:
             tool = require_tool("pg_restore", major)
             scratch = DatabaseTarget(source.url.set(database=name))
-            _pg_restore(tool.path, repository, manifest, scratch)
+            pg_restore_into(tool.path, repository, manifest, scratch)
             yield ScratchCopy(scratch, f"scratch database {name}")
         finally:
             with admin.connect() as connection:
@@ -94,7 +94,9 @@ def _postgres_copy(repository: Repository, manifest: Manifest, *, source: Databa
         admin.dispose()
 
 
-def _pg_restore(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget) -> None:
+def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget) -> None:
+    """Fill the empty database `scratch` from the backup, decompressed on the way into
+    pg_restore (no owners or privileges: the target's roles may not exist)."""
     entry = manifest.files[0]
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(

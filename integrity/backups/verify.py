@@ -142,22 +142,10 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
             engine = open_copy(copy, conn_settings)
             try:
                 with engine.connect() as connection:
-                    problems += engine_check(connection)
-                    problems += compare_statistics(manifest.tables, table_statistics(connection))
-                    for name, fingerprint in database_fingerprints(connection).items():
-                        fingerprints[name] = {
-                            "rows": fingerprint.rows,
-                            "digest": fingerprint.digest,
-                            "rows_per_second": round(fingerprint.rows_per_second),
-                            "seconds": round(fingerprint.seconds, 4),
-                        }
-                    problems += drift_problems(repository, manifest, settings.backups.shrink_tolerance)
-                    report = _run_audits(connection)
-                    audit = "clean" if report.ok else "dirty"
-                    violations = tuple(
-                        {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
-                        for f in report.violations
-                    )
+                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance)
+                    problems += checked.problems
+                    fingerprints = checked.fingerprints
+                    audit, violations = audit_copy(connection)
             finally:
                 engine.dispose()
     except Failure as exc:
@@ -176,10 +164,44 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     )
 
 
-def _run_audits(connection):
+@dataclass(frozen=True)
+class DeepChecks:
+    """What the deep checks found on a restored copy: problems (empty when it passed)
+    and the keyed fingerprint of every table."""
+
+    problems: tuple[str, ...]
+    fingerprints: dict[str, dict]
+
+
+def deep_checks(connection, repository: Repository, manifest: Manifest, *, shrink_tolerance: float) -> DeepChecks:
+    """The deep checks on an opened copy of `manifest`'s backup: the engine's own check,
+    counts and aggregates against the manifest, fingerprints (PostgreSQL's full read),
+    drift against the previous backup. Shared by `backup verify --deep` and `drill`."""
+    problems = engine_check(connection)
+    problems += compare_statistics(manifest.tables, table_statistics(connection))
+    fingerprints = {
+        name: {
+            "rows": fingerprint.rows,
+            "digest": fingerprint.digest,
+            "rows_per_second": round(fingerprint.rows_per_second),
+            "seconds": round(fingerprint.seconds, 4),
+        }
+        for name, fingerprint in database_fingerprints(connection).items()
+    }
+    problems += drift_problems(repository, manifest, shrink_tolerance)
+    return DeepChecks(tuple(problems), fingerprints)
+
+
+def audit_copy(connection) -> tuple[str, tuple[dict, ...]]:
+    """`checks.run_audits` on a restored copy: ("clean" or "dirty", the failing rules)."""
     import checks
 
-    return checks.run_audits(connection)
+    report = checks.run_audits(connection)
+    violations = tuple(
+        {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
+        for f in report.violations
+    )
+    return ("clean" if report.ok else "dirty"), violations
 
 
 def engine_check(connection) -> list[str]:

@@ -30,7 +30,7 @@ def audit(
     table: Annotated[list[str] | None, typer.Option("--table", metavar="TABLE", help="Only the rules of this table (repeatable).")] = None,
     rule: Annotated[list[str] | None, typer.Option("--rule", metavar="RULE", help="Only this rule id (repeatable); see runbooks/audit-findings.md.")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="sql: everything in SQL; pandera: row rules validated on chunks by Pandera.")] = Engine.sql,
-    since_last: Annotated[bool, typer.Option("--since-last", help="Row rules only on rows added since the last whole-catalogue audit; cross-table rules run whole.")] = False,
+    since_last: Annotated[bool, typer.Option("--since-last", help="Only rows added since the last whole-catalogue audit, and the players they touch.")] = False,
     chunk_size: Annotated[int | None, typer.Option("--chunk-size", min=1, metavar="ROWS", help="Rows per chunk for --engine pandera (default: [audits] chunk_size).")] = None,
     samples: Annotated[int | None, typer.Option("--samples", min=0, metavar="N", help="Sample rows shown per failing rule (default: [audits] samples).")] = None,
 ) -> None:

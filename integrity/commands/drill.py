@@ -1,0 +1,30 @@
+"""`integrity drill`: rehearse a restore on a scratch copy and predict a real one's time.
+
+A plain function, registered as a top-level command by `integrity.cli`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+def drill(
+    ctx: typer.Context,
+    backup_id: Annotated[
+        str | None,
+        typer.Option("--backup", metavar="ID", help="The backup to drill (default: the newest good backup of this database)."),
+    ] = None,
+    lock_wait: Annotated[
+        float,
+        typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+    ] = 0,
+) -> None:
+    """Restore a backup into scratch (never touching live), verify and audit it, compare it
+    with live, and predict a full restore's time against [objectives] rto_seconds. Exit 0
+    when all passed and the RTO and RPO hold, 5 when the restore or a check failed, 3 when
+    an objective was missed or the data is dirty."""
+    from integrity.recovery.drill import run_drill
+
+    ctx.obj.emit(run_drill(
+        ctx.obj.settings, backup_id=backup_id, lock_wait=lock_wait, command=ctx.obj.command, ledger=ctx.obj.ledger,
+    ))

@@ -1,0 +1,82 @@
+"""`integrity restore ID|latest` and `integrity salvage --from-backup ID`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+restore_app = typer.Typer()
+
+LockWait = Annotated[
+    float,
+    typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+]
+Yes = Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")]
+
+
+def _notify(runtime):
+    """Each phase as it ends, on stderr (stdout stays the result)."""
+    if runtime.json_output or runtime.quiet:
+        return lambda line: None
+    return lambda line: runtime.stderr.print(line, markup=False, highlight=False)
+
+
+def _plan_lines(plan) -> list[str]:
+    from integrity.report_restore import plan_lines
+
+    return plan_lines(plan)
+
+
+@restore_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    backup: Annotated[str, typer.Argument(metavar="ID|latest", help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (backup, states, changes per table, safety backup) and change nothing.")] = False,
+    yes: Yes = False,
+    no_safety_backup: Annotated[bool, typer.Option("--no-safety-backup", help="Do not back up live first: its current data is lost for good.")] = False,
+    terminate_connections: Annotated[bool, typer.Option("--terminate-connections", help="PostgreSQL: end the sessions connected to live at the swap.")] = False,
+    force_other_source: Annotated[bool, typer.Option("--force-other-source", help="Restore a backup of another store (its identity differs from live's).")] = False,
+    keep_newer: Annotated[bool, typer.Option("--keep-newer", help="After the swap, re-apply rows only the pre-restore data holds that pass the audits (salvage).")] = False,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Restore a backup over the live database: safety backup, staging restore and checks,
+    atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
+    Exit 4 when a precondition or consent is missing, 5 when the backup or the staging copy fails verification."""
+    from integrity.recovery.consent import consent_for
+    from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
+
+    runtime = ctx.obj
+    options = RestoreOptions(
+        backup=backup, safety_backup=not no_safety_backup, terminate_connections=terminate_connections,
+        force_other_source=force_other_source, keep_newer=keep_newer, lock_wait=lock_wait, command=runtime.command,
+    )
+    plan = plan_restore(runtime.settings, options, row_diff=dry_run)
+    if dry_run:
+        runtime.emit(plan)
+        return
+    consent = consent_for(runtime, yes=yes, describe=_plan_lines)
+    runtime.emit(apply_restore(runtime.settings, plan, options, consent=consent, notify=_notify(runtime)))
+
+
+@restore_app.command("salvage")
+def salvage(
+    ctx: typer.Context,
+    from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID", help="The backup holding the pre-restore data (the restore's safety backup).")] = None,
+    from_database: Annotated[str | None, typer.Option("--from-database", metavar="NAME", help="PostgreSQL: the database a restore kept as <live>_before_restore_<time>.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be re-applied and change nothing.")] = False,
+    yes: Yes = False,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Re-apply rows that only the pre-restore data holds (new players, new results) and that
+    pass the audits, then rebuild progress; changed rows are reported, never re-applied."""
+    from integrity.recovery.consent import consent_for
+    from integrity.recovery.salvage import salvage_from
+
+    if (from_backup is None) == (from_database is None):
+        raise typer.BadParameter("give exactly one of --from-backup ID or --from-database NAME")
+    runtime = ctx.obj
+    runtime.emit(salvage_from(
+        runtime.settings, backup_id=from_backup, database=from_database, dry_run=dry_run,
+        consent=consent_for(runtime, yes=yes), lock_wait=lock_wait, command=runtime.command,
+    ))

@@ -1,0 +1,1 @@
+"""Recovery: restore, salvage, drills, backup-vs-live diff and progress repair."""

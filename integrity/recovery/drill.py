@@ -1,0 +1,467 @@
+"""`integrity drill`: rehearse a restore on a scratch copy, never touching live, and
+predict how long a real one would take.
+
+The incident's restore took 30 minutes nobody had measured. A drill takes the newest good
+backup of this database (the one `status` measures the RPO on) or a given one, holds its
+reader lock so that prune leaves it alone, and runs what a restore runs, each phase timed:
+
+1. hash check: the manifest and every file against their hashes (quick verification);
+2. restore: decompress (SQLite) or pg_restore (PostgreSQL) into a scratch copy that is
+   always removed (`integrity.backups.scratch.restored_copy`);
+3. deep checks: the engine's check, counts and aggregates against the manifest, keyed
+   fingerprints, drift against the previous backup (the same code as
+   `backup verify --deep`);
+4. audits: `checks.run_audits` on the copy (clean or dirty);
+5. compare with live: per table rows, and the share of rows that differ, through
+   `integrity.recovery.diff.diff_databases` (live opened read-only);
+6. swap rehearsal: the work of the swap, done on the scratch copy (see the model below).
+
+Prediction of a full restore (`integrity restore`), in seconds:
+
+    predicted = hash check + restore + deep checks + audits      (measured: "recovery")
+              + safety backup                                   (estimated)
+              + swap                                            (measured on the copy)
+
+The measured phases are the restore's own verify, staging and verify-staging; the deep
+checks also fingerprint every table, which the restore does not, and that margin covers
+its post-check (the same counts and aggregates read again on live).
+
+- safety backup: a restore first backs up live. It is estimated as the time the drilled
+  backup took to create, scaled by how much bigger live is now than that backup's source
+  was: create seconds x live bytes / backup bytes. Create seconds come, in this order,
+  from the ledger's `backup create` run that wrote this backup (its own timer), else
+  from the manifest's timings plus the measured hash check (create reads back its output
+  exactly as the hash check does; the timings' sum errs long where SQLite overlaps the
+  statistics scan with compression), else from the measured restore (a backup copies and
+  compresses what a restore decompresses and writes). Bytes: SQLite the logical file
+  size (page_count x page_size) of live against the manifest's raw size (the backup API
+  copies every page); PostgreSQL `pg_database_size` of live against the scratch copy.
+- swap, SQLite: the online backup API copies the staging copy into the live file in one
+  transaction, work proportional to the database size. The drill times exactly that work:
+  a one-step backup-API copy of the scratch copy into a temp file beside it (removed).
+- swap, PostgreSQL: two `ALTER DATABASE ... RENAME` in one transaction, timed on the
+  scratch database (renamed and back in one transaction: a kill leaves its name), plus
+  terminating live's connections, which cannot be rehearsed without ending them:
+  `TERMINATE_ALLOWANCE_SECONDS` is added for it.
+
+The predicted total must be at most `[objectives] rto_seconds`, and the backup's age at
+most `rpo_seconds`. Exit 5 when the hash check, the restore or a deep check failed (the
+backup cannot be trusted: it is journalled `corrupt` or `deep_failed` as verify would);
+3 when it worked but an objective was missed, the copy is dirty, or live could not be
+compared; else 0. Every drill is journalled (`drilled`) and its `summary()` is what
+the ledger keeps and `integrity status` reads.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, SQLITE, create_engine
+from game_core.errors import ExitCode, Failure, PreconditionFailed
+from integrity.backups.catalog import resolve_backup
+from integrity.backups.repository import BackupCorrupt, Manifest, Repository
+from integrity.backups.scratch import ScratchCopy, maintenance_engine, open_copy, restored_copy
+from integrity.backups.statistics import store_identity
+from integrity.backups.verify import audit_copy, deep_checks, quick_verify
+from integrity.database import connection_settings, target_of
+from integrity.settings import Settings
+
+# pg_terminate_backend only signals; backends exit within milliseconds unless stuck in
+# I/O. One second covers it with room to spare, so the prediction errs long, not short.
+TERMINATE_ALLOWANCE_SECONDS = 1.0
+# How many `backup create` runs the ledger is searched for the one that wrote the backup.
+_CREATE_LOOKBACK = 500
+# Sample keys per table kept from the compare (what a restore would lose, for the report).
+_SAMPLES = 5
+
+HASH_CHECK = "hash check"
+RESTORE = "restore"
+DEEP_CHECKS = "deep checks"
+AUDITS = "audits"
+COMPARE = "compare with live"
+SWAP = "swap rehearsal"
+# The measured phases a real restore repeats (the compare is the drill's own).
+RECOVERY_PHASES = (HASH_CHECK, RESTORE, DEEP_CHECKS, AUDITS)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TableComparison:
+    """One table, live against the backup, keyed by primary key."""
+
+    table: str
+    live_rows: int
+    backup_rows: int
+    only_live: int  # what a restore of this backup would lose
+    only_backup: int
+    changed: int
+    changed_columns: dict[str, int]  # column -> rows where it differs
+    differing_rows: int
+    differing_share: float  # differing rows / the larger side's rows
+    samples: dict[str, list] = field(default_factory=dict)  # kind -> a few primary keys
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A full restore's duration: measured phases plus the estimated safety backup and swap."""
+
+    recovery_seconds: float  # measured: hash check, restore, deep checks, audits
+    safety_backup_seconds: float
+    safety_backup_basis: str
+    swap_seconds: float
+    swap_basis: str
+    live_bytes: int
+    backup_bytes: int
+    total_seconds: float = field(init=False)  # a field, so that --json carries it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_seconds", self.recovery_seconds + self.safety_backup_seconds + self.swap_seconds)
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    backup_id: str
+    engine: str
+    backup_created_at: str | None
+    backup_age_seconds: float | None
+    phases: tuple[Phase, ...]
+    problems: tuple[str, ...]  # the restore or a check failed: exit 5
+    audit: str | None  # "clean" | "dirty" | None (not reached)
+    violations: tuple[dict, ...]
+    tables: tuple[TableComparison, ...]
+    compare_problem: str | None
+    prediction: Prediction | None
+    rto_seconds: int
+    rpo_seconds: int
+    # The verdicts, derived from the above; fields so that --json carries them.
+    predicted_seconds: float | None = field(init=False)
+    rto_met: bool | None = field(init=False)
+    rpo_met: bool | None = field(init=False)
+    findings: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        predicted = None if self.prediction is None else self.prediction.total_seconds
+        object.__setattr__(self, "predicted_seconds", predicted)
+        object.__setattr__(self, "rto_met", None if predicted is None else predicted <= self.rto_seconds)
+        age = self.backup_age_seconds
+        object.__setattr__(self, "rpo_met", None if age is None else age <= self.rpo_seconds)
+        object.__setattr__(self, "findings", self._findings())
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems)
+
+    def _findings(self) -> tuple[str, ...]:
+        """Why the drill worked but is not ok (exit 3), one line each."""
+        if self.failed:
+            return ()
+        found = []
+        if self.rto_met is False:
+            found.append(f"predicted full restore {self.predicted_seconds:.1f}s exceeds rto {self.rto_seconds}s")
+        if self.rpo_met is False:
+            found.append(f"backup {self.backup_id} is {self.backup_age_seconds:.0f}s old, over rpo {self.rpo_seconds}s")
+        if self.audit == "dirty":
+            rules = ", ".join(f"{v['rule']} ({v['failing_rows']} rows)" for v in self.violations if v["severity"] == "error")
+            found.append(f"the backup holds dirty data: {rules}")
+        if self.compare_problem:
+            found.append(f"could not compare with live: {self.compare_problem}")
+        return tuple(found)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.failed:
+            return ExitCode.VERIFICATION_FAILED
+        if self.findings:
+            return ExitCode.PROBLEMS_FOUND
+        return ExitCode.OK
+
+    def phase_seconds(self) -> dict[str, float]:
+        return {phase.name: round(phase.seconds, 4) for phase in self.phases}
+
+    def summary(self) -> dict:
+        """What the ledger keeps and `integrity status` reads (see status.drill_checks)."""
+        prediction = self.prediction
+        return {
+            "backup_id": self.backup_id,
+            "backup_age_seconds": None if self.backup_age_seconds is None else round(self.backup_age_seconds, 1),
+            "phases": self.phase_seconds(),
+            "recovery_seconds": None if prediction is None else round(prediction.recovery_seconds, 4),
+            "predicted_seconds": None if prediction is None else round(prediction.total_seconds, 4),
+            "rto_seconds": self.rto_seconds,
+            "rto_met": self.rto_met,
+            "rpo_seconds": self.rpo_seconds,
+            "rpo_met": self.rpo_met,
+            "audit": self.audit,
+            "differing_share": {t.table: t.differing_share for t in self.tables},
+            "problems": list(self.problems),
+            "findings": list(self.findings),
+            "compare_problem": self.compare_problem,
+        }
+
+
+def run_drill(
+    settings: Settings,
+    *,
+    backup_id: str | None = None,
+    lock_wait: float = 0,
+    command: str = "drill",
+    ledger=None,
+    now: datetime | None = None,
+) -> DrillReport:
+    """Drill the newest good backup of the configured database, or `backup_id`.
+
+    Raises BackupNotFound (exit 4) for an unknown id or when there is no good backup,
+    PreconditionFailed (exit 4) when the backup cannot be drilled against this database
+    (another engine, another store), LockHeld (exit 4) when prune holds the backup.
+    Everything the backup itself fails is in the report (exit 5), not raised.
+    """
+    target = target_of(settings)
+    repository = Repository(settings.backups.repository)
+    repository.require_exists()
+    conn_settings = connection_settings(settings)
+    live = create_engine(target, read_only=True, settings=conn_settings)  # never written
+    try:
+        with live.connect() as connection:
+            identity = store_identity(connection)
+        chosen = resolve_backup(repository, backup_id, identity, now)
+        with repository.reading(chosen, command=command, wait_seconds=lock_wait):
+            report = _drill(settings, repository, chosen, live=live, identity=identity,
+                            command=command, ledger=ledger, now=now)
+    finally:
+        live.dispose()
+    repository.append(report.backup_id, "drilled", {"by": command, "exit_code": int(report.exit_code), **report.summary()})
+    return report
+
+
+def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, identity, command: str, ledger, now) -> DrillReport:
+    objectives = settings.objectives
+    phases: list[Phase] = []
+
+    def report(manifest: Manifest | None, **values) -> DrillReport:
+        created = manifest.created if manifest else None
+        moment = now or datetime.now(timezone.utc)
+        defaults = dict(
+            backup_id=backup_id,
+            engine=manifest.engine if manifest else target_of(settings).kind,
+            backup_created_at=manifest.created_at if manifest else None,
+            backup_age_seconds=(moment - created).total_seconds() if created else None,
+            phases=tuple(phases), problems=(), audit=None, violations=(), tables=(), compare_problem=None,
+            prediction=None, rto_seconds=objectives.rto_seconds, rpo_seconds=objectives.rpo_seconds,
+        )
+        defaults.update(values)
+        return DrillReport(**defaults)
+
+    # 1. hash check
+    started = time.perf_counter()
+    try:
+        manifest = quick_verify(repository, backup_id)
+    except BackupCorrupt as exc:
+        phases.append(Phase(HASH_CHECK, time.perf_counter() - started, False, str(exc)))
+        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
+        return report(None, problems=(str(exc),))
+    phases.append(Phase(HASH_CHECK, time.perf_counter() - started, True))
+    repository.append(backup_id, "intact", {"by": command})
+    _require_drillable(manifest, target_of(settings).kind, identity)
+
+    conn_settings = connection_settings(settings)
+    problems: list[str] = []
+    fingerprints: dict[str, dict] = {}
+    audit, violations = None, ()
+    tables: tuple[TableComparison, ...] = ()
+    compare_problem = None
+    prediction = None
+    with ExitStack() as stack:
+        # 2. restore into scratch (removed when the stack closes, whatever happens)
+        started = time.perf_counter()
+        try:
+            copy = stack.enter_context(restored_copy(
+                repository, manifest, source=target_of(settings) if manifest.engine != SQLITE else None,
+                scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+            ))
+        except Failure as exc:
+            phases.append(Phase(RESTORE, time.perf_counter() - started, False, str(exc)))
+            return _failed(repository, report, manifest, [str(exc)], command)
+        where = copy.description if manifest.engine == POSTGRESQL else f"scratch file {copy.target.sqlite_path.name}"
+        phases.append(Phase(RESTORE, time.perf_counter() - started, True, where))
+        restore_seconds = phases[-1].seconds
+
+        try:
+            engine = open_copy(copy, conn_settings)
+            try:
+                with engine.connect() as connection:
+                    # 3. deep checks
+                    started = time.perf_counter()
+                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance)
+                    problems += checked.problems
+                    fingerprints = checked.fingerprints
+                    phases.append(Phase(DEEP_CHECKS, time.perf_counter() - started, not problems, "; ".join(problems)))
+                    if problems:
+                        return _failed(repository, report, manifest, problems, command, fingerprints)
+                    # 4. audits
+                    started = time.perf_counter()
+                    audit, violations = audit_copy(connection)
+                    phases.append(Phase(AUDITS, time.perf_counter() - started, True, audit))
+                # 5. compare with live, on a fresh connection to the copy: with no
+                # transaction open on it, the SQLite diff attaches the file and compares in SQL.
+                started = time.perf_counter()
+                try:
+                    tables = _compare(live, engine)
+                except Failure as exc:
+                    compare_problem = str(exc)
+                except sa.exc.DBAPIError as exc:
+                    compare_problem = _first_line(exc)
+                phases.append(Phase(COMPARE, time.perf_counter() - started, compare_problem is None, compare_problem or ""))
+                live_bytes = _database_bytes(live)
+                backup_bytes = manifest.files[0].raw_size if manifest.engine == SQLITE else _database_bytes(engine)
+            finally:
+                engine.dispose()  # before the swap rehearsal: a PostgreSQL rename needs the copy unused
+        except sa.exc.DBAPIError as exc:
+            problems.append(f"the restored copy cannot be read: {_first_line(exc)}")
+            return _failed(repository, report, manifest, problems, command, fingerprints)
+
+        # 6. swap rehearsal
+        started = time.perf_counter()
+        swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=target_of(settings))
+        swap_seconds = time.perf_counter() - started
+        phases.append(Phase(SWAP, swap_seconds, True, swap_basis))
+        if manifest.engine == POSTGRESQL:
+            swap_seconds += TERMINATE_ALLOWANCE_SECONDS
+
+    recovery = sum(p.seconds for p in phases if p.name in RECOVERY_PHASES)
+    hash_seconds = phases[0].seconds
+    create_seconds, create_basis = _create_seconds(manifest, ledger, hash_seconds=hash_seconds, restore_seconds=restore_seconds)
+    scale = live_bytes / backup_bytes if backup_bytes else 1.0
+    prediction = Prediction(
+        recovery_seconds=recovery,
+        safety_backup_seconds=create_seconds * scale,
+        safety_backup_basis=f"{create_basis} x live {live_bytes:,} / backup {backup_bytes:,} bytes",
+        swap_seconds=swap_seconds,
+        swap_basis=swap_basis,
+        live_bytes=live_bytes,
+        backup_bytes=backup_bytes,
+    )
+    repository.append(manifest.id, "deep_verified", {"by": command, "problems": [], "fingerprints": fingerprints})
+    repository.append(manifest.id, audit, {"by": command, "violations": list(violations)})
+    return report(manifest, audit=audit, violations=violations, tables=tables,
+                  compare_problem=compare_problem, prediction=prediction)
+
+
+def _failed(repository: Repository, report, manifest: Manifest, problems: list[str], command: str, fingerprints=None) -> DrillReport:
+    """The backup could not be restored or failed a check: journal it as verify would."""
+    repository.append(manifest.id, "deep_failed", {"by": command, "problems": problems, "fingerprints": fingerprints or {}})
+    return report(manifest, problems=tuple(problems))
+
+
+def _require_drillable(manifest: Manifest, engine: str, identity: str | None) -> None:
+    if manifest.engine != engine:
+        raise PreconditionFailed(
+            f"backup {manifest.id} is a {manifest.engine} backup but the configured database is {engine}; "
+            f"a drill rehearses restoring the configured database: drill one of its own backups "
+            f"(`integrity backup list`) or point --database-url at the {manifest.engine} database"
+        )
+    if identity and manifest.source_identity and manifest.source_identity != identity:
+        raise PreconditionFailed(
+            f"backup {manifest.id} was taken from another database (store {manifest.source_identity}, this one is "
+            f"{identity}); a drill rehearses restoring this database: drill one of its own backups "
+            f"(`integrity drill` picks the newest good one)"
+        )
+
+
+def _compare(live, copy) -> tuple[TableComparison, ...]:
+    from integrity.recovery.diff import diff_databases
+
+    with live.connect() as live_connection, copy.connect() as copy_connection:
+        if live.dialect.name == POSTGRESQL:
+            # One snapshot of live for every table: the game keeps writing meanwhile.
+            live_connection = live_connection.execution_options(isolation_level="REPEATABLE READ")
+        diffs = diff_databases(live_connection, copy_connection, sample_limit=_SAMPLES)
+    return tuple(
+        TableComparison(
+            table=d.table, live_rows=d.live_rows, backup_rows=d.backup_rows, only_live=d.only_live,
+            only_backup=d.only_backup, changed=d.changed, changed_columns=dict(d.changed_columns),
+            differing_rows=d.differing_rows, differing_share=d.differing_share, samples=dict(d.samples),
+        )
+        for d in diffs
+    )
+
+
+def _database_bytes(engine) -> int:
+    with engine.connect() as connection:
+        if connection.dialect.name == SQLITE:
+            pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+            size = connection.exec_driver_sql("PRAGMA page_size").scalar()
+            return int(pages) * int(size)
+        return int(connection.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+
+
+def _rehearse_swap(copy: ScratchCopy, engine: str, *, scratch_dir: Path, source) -> str:
+    if engine == SQLITE:
+        with _temp_path(scratch_dir, copy.target.sqlite_path.stem + "-swap") as destination:
+            reader = sqlite3.connect(f"file:{quote(str(copy.target.sqlite_path))}?mode=ro", uri=True)
+            try:
+                writer = sqlite3.connect(str(destination))
+                try:
+                    reader.backup(writer, pages=-1)  # one step, as the swap copies into live
+                finally:
+                    writer.close()
+            finally:
+                reader.close()
+        return "backup-API copy of the scratch copy, timed"
+    name = copy.target.url.database
+    renamed = f"{name}_swap"
+    admin = maintenance_engine(source)
+    try:
+        with admin.connect() as connection:
+            # Both renames in one transaction: what the swap commits, and a kill leaves the
+            # scratch database under its own name for the restored_copy cleanup to drop.
+            connection.exec_driver_sql("BEGIN")
+            connection.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{renamed}"')
+            connection.exec_driver_sql(f'ALTER DATABASE "{renamed}" RENAME TO "{name}"')
+            connection.exec_driver_sql("COMMIT")
+    finally:
+        admin.dispose()
+    return f"two renames in one transaction, timed, plus {TERMINATE_ALLOWANCE_SECONDS:.0f}s to terminate connections"
+
+
+@contextmanager
+def _temp_path(directory: Path, stem: str) -> Iterator[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stem}-{secrets.token_hex(4)}.db"
+    try:
+        yield path
+    finally:
+        for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_seconds: float) -> tuple[float, str]:
+    """How long `backup create` took to write this backup, and where that figure comes from."""
+    if ledger is not None:
+        for run in ledger.runs(kind="backup create", limit=_CREATE_LOOKBACK):
+            if run.summary.get("backup_id") == manifest.id and isinstance(run.summary.get("seconds"), (int, float)):
+                return float(run.summary["seconds"]), f"backup create of {manifest.id} took {run.summary['seconds']:.2f}s"
+    if manifest.timings:
+        seconds = sum(manifest.timings.values()) + hash_seconds
+        return seconds, f"manifest timings + hash check {seconds:.2f}s"
+    return restore_seconds, f"measured restore {restore_seconds:.2f}s"
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig or exc).strip().splitlines()[0]

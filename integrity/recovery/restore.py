@@ -1,0 +1,886 @@
+"""`integrity restore`: plan, then apply (Litestream's CalcRestorePlan, then restore).
+
+`plan_restore` only reads: it resolves the backup, checks its hashes (a backup that is
+not intact is refused, exit 5), its engine, store identity and schema revision against
+live and this code, compares the manifest's counts and aggregates with live's, and
+names the safety backup it would take. `--dry-run` prints it and stops.
+
+`apply_restore` performs it, each phase timed, printed and recorded:
+
+    lock            the repository's writer lock and the database's (invariant 6)
+    verify          the backup's hashes again, under the lock (invariant 4)
+    safety-backup   a backup of live as it is now, pinned for [restore] safety_pin_hours
+    staging         the backup restored beside live (a file in the state directory, or
+                    a `<live>_restore_<id>` database), never into live
+    verify-staging  engine check, counts and aggregates against the manifest, revision,
+                    store identity, then `checks.run_audits`
+    swap            SQLite: the backup API into the live file in one transaction;
+                    PostgreSQL: two renames in one transaction (swap_postgres.py)
+    post-check      live now holds what the manifest says
+    salvage         with --keep-newer: rows only the pre-restore data holds (salvage.py)
+    cleanup         the staging copy is removed
+
+Invariant 5: until the swap commits, live is untouched; a failure before it removes the
+staging copy and re-raises, a kill leaves a staging copy that the next restore of the
+same database removes (and says so). Named crash points (`restore:<phase>`) let the
+tests kill the process at each boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, create_engine
+from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PreconditionFailed
+from game_core.schema_state import MIGRATE_HINT, current_revision
+from integrity.backups.catalog import BackupState, fold_journal, pin, resolve_backup
+from integrity.backups.repository import BackupCorrupt, Manifest, Repository
+from integrity.backups.scratch import MAINTENANCE_DATABASE
+from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
+from integrity.backups.verify import engine_check, quick_verify
+from integrity.crashpoints import crash_point
+from integrity.database import connection_settings, table_row_counts, target_of
+from integrity.database_locks import database_lock
+from integrity.errors import VerificationFailed
+from integrity.recovery.consent import Consent, database_name
+from integrity.settings import Settings
+
+
+
+class EngineMismatch(PreconditionFailed):
+    """The backup is of another engine than the live database."""
+
+
+class OtherSource(PreconditionFailed):
+    """The backup is of another store (its identity differs from live's)."""
+
+
+class RevisionUnknown(PreconditionFailed):
+    """The backup's schema revision is not in this code's history (newer code wrote it)."""
+
+
+class BackupNotIntact(VerificationFailed):
+    """The backup's hashes do not match; it is never restored."""
+
+
+class StagingInvalid(VerificationFailed):
+    """The staging copy does not hold what the manifest says; live was not touched."""
+
+
+class PostCheckFailed(VerificationFailed):
+    """After the swap, live does not hold what the manifest says."""
+
+
+# ---------------------------------------------------------------- options and plan
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    backup: str  # a backup id, or "latest"
+    safety_backup: bool = True
+    terminate_connections: bool = False
+    force_other_source: bool = False
+    keep_newer: bool = False
+    lock_wait: float = 0
+    command: str = "restore"
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """One table, live against the backup: rows now, rows after, aggregates that differ."""
+
+    table: str
+    live_rows: int | None  # None: the table is missing from live
+    backup_rows: int
+    differing: tuple[str, ...] = ()
+    # Row by row, keyed by primary key (a dry run compares a scratch copy with live):
+    only_live: int | None = None  # rows the restore removes
+    only_backup: int | None = None  # rows it brings back
+    changed: int | None = None  # rows it rewrites
+    changed_columns: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> int:
+        return self.backup_rows - (self.live_rows or 0)
+
+    @property
+    def changes(self) -> bool:
+        rows = (self.only_live or 0) + (self.only_backup or 0) + (self.changed or 0)
+        return self.live_rows != self.backup_rows or bool(self.differing) or rows > 0
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    backup_id: str
+    created_at: str
+    age_seconds: int
+    label: str | None
+    engine: str
+    database: str  # masked URL or path
+    database_name: str  # what a typed confirmation must match
+    live_exists: bool
+    states: tuple[str, ...]
+    deep_verified: bool
+    audit: str | None  # "clean" / "dirty" / None (never audited)
+    backup_revision: str | None
+    head_revision: str
+    revision: str  # "current" or "older" (a newer or unknown one is refused)
+    backup_identity: str | None
+    live_identity: str | None
+    changes: tuple[TableChange, ...]
+    backup_violations: tuple[dict, ...] = ()
+    live_violations: tuple[dict, ...] | None = None  # audited only for a dirty backup
+    safety_backup: str | None = None  # the label it will get; None when skipped
+    safety_pinned_hours: int | None = None
+    sessions: tuple = ()  # PostgreSQL sessions on live now (swap_postgres.Session)
+    staging: str = ""
+    leftovers: tuple[str, ...] = ()
+    keep_newer: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+    def summary(self) -> dict:
+        return {
+            "backup_id": self.backup_id,
+            "dry_run": True,
+            "states": list(self.states),
+            "revision": self.revision,
+            "changes": {c.table: c.delta for c in self.changes if c.changes},
+            "warnings": len(self.warnings),
+        }
+
+
+def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool = False, now: datetime | None = None) -> RestorePlan:
+    """What a restore would do, or a refusal (exit 4 or 5); reads only.
+
+    `row_diff` (the dry run) also restores the backup into scratch and compares it with
+    live row by row (`integrity.recovery.diff`): the rows the restore would remove,
+    bring back and rewrite. A real restore skips it: it costs a scratch restore, and the
+    staging copy is checked anyway.
+    """
+    now = now or datetime.now(timezone.utc)
+    repository = Repository(settings.backups.repository)
+    repository.require_exists()
+    target = target_of(settings)
+    live = _live_facts(settings, target)
+    backup_id = resolve_backup(repository, options.backup, live.identity)
+    try:
+        manifest = quick_verify(repository, backup_id)
+    except BackupCorrupt as exc:
+        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": options.command})
+        raise BackupNotIntact(f"{exc}; a backup that is not intact is never restored: choose another with `integrity backup list`") from None
+    if manifest.engine != target.kind:
+        raise EngineMismatch(
+            f"backup {backup_id} is a {manifest.engine} backup but the database {target.display} is {target.kind}; "
+            "a restore never converts between engines: restore a backup of this database"
+        )
+    warnings: list[str] = []
+    if live.identity and manifest.source_identity and live.identity != manifest.source_identity:
+        if not options.force_other_source:
+            raise OtherSource(
+                f"backup {backup_id} is of another store (identity {manifest.source_identity}) than {target.display} "
+                f"(identity {live.identity}); check --database-url and [backups] repository, or run again with "
+                "--force-other-source to replace this store's data with the other's"
+            )
+        warnings.append(f"the backup is of another store ({manifest.source_identity}); live's data ({live.identity}) will be replaced")
+    elif live.exists and live.identity is None:
+        warnings.append("live has no readable store identity (store_identity missing or empty): cannot prove the backup is of this store")
+    if target.kind == POSTGRESQL and target.url.database == MAINTENANCE_DATABASE:
+        raise PreconditionFailed(
+            f"the database {MAINTENANCE_DATABASE!r} is the maintenance database the swap runs from; "
+            "keep the game's data in a database of its own"
+        )
+    relation, head = _revision_relation(manifest.revision)
+    if relation == "unknown":
+        raise RevisionUnknown(
+            f"backup {backup_id} is at schema revision {manifest.revision}, which this code does not know (its head is "
+            f"{head}): a newer version of the game wrote it; restore it with that version, or choose an older backup"
+        )
+    if relation == "older":
+        warnings.append(f"the backup is at revision {manifest.revision}, behind this code's head {head}: after the restore, {MIGRATE_HINT}")
+
+    if (manifest.label or "").startswith(safety_label("")):
+        warnings.append(
+            f"this is the safety backup a restore took ({manifest.label!r}): live's data as it was before that "
+            "restore, damage included"
+        )
+    state = fold_journal(repository.journal()).get(backup_id, BackupState())
+    states = tuple(state.labels(now))
+    backup_violations: tuple[dict, ...] = ()
+    live_violations = None
+    if not state.deep_verified:
+        if state.deep_failed:
+            warnings.append(f"the backup FAILED deep verification ({'; '.join(state.problems) or 'see backup show'}); the staging checks will tell whether it can be restored")
+        else:
+            warnings.append("the backup was never deep-verified; the restore verifies its staging copy before the swap")
+    if state.audit == "dirty":
+        backup_violations = _journal_violations(repository, backup_id)
+        live_violations = _live_violations(settings) if live.exists else None
+        warnings.append(
+            "the backup holds DIRTY data (audit violations below): restoring it brings them back; "
+            "prefer a clean backup if there is one (`integrity backup list`)"
+        )
+    if options.keep_newer and not options.safety_backup:
+        # salvage re-applies rows from the pre-restore data: without the safety backup there is none (SQLite).
+        raise PreconditionFailed("--keep-newer re-applies rows from the safety backup; it cannot be combined with --no-safety-backup")
+    if not live.exists:
+        if options.keep_newer:
+            raise PreconditionFailed(f"--keep-newer: the live database {target.display} does not exist, so there is nothing newer to keep; run without it")
+        warnings.append(f"the live database {target.display} does not exist: the restore creates it (no safety backup needed)")
+    elif not options.safety_backup:
+        warnings.append("--no-safety-backup: the data live holds now is lost for good after the swap")
+
+    if target.kind == SQLITE:
+        from integrity.recovery import swap_sqlite
+
+        problems = swap_sqlite.space_problems(settings.state.dir, target.sqlite_path, manifest.files[0].raw_size)
+        if problems:
+            raise swap_sqlite.NotEnoughSpace(problems[0] + "; nothing was changed")
+        staging = f"a staging file in {swap_sqlite.staging_directory(settings.state.dir)}"
+        found = [str(p) for p in swap_sqlite.leftovers(settings.state.dir, target.sqlite_path)]
+    else:
+        from integrity.recovery import swap_postgres
+
+        staging = f"the staging database {swap_postgres.staging_name(target.url.database, backup_id)}"
+        found = live.leftovers
+    if found:
+        warnings.append(f"leftovers of an interrupted restore will be removed: {', '.join(found)}")
+
+    return RestorePlan(
+        backup_id=backup_id,
+        created_at=manifest.created_at,
+        age_seconds=int((now - manifest.created).total_seconds()),
+        label=manifest.label,
+        engine=manifest.engine,
+        database=target.display,
+        database_name=database_name(target),
+        live_exists=live.exists,
+        states=states,
+        deep_verified=state.deep_verified,
+        audit=state.audit,
+        backup_revision=manifest.revision,
+        head_revision=head,
+        revision=relation,
+        backup_identity=manifest.source_identity,
+        live_identity=live.identity,
+        changes=_changes(manifest, live.statistics, _row_differences(settings, repository, manifest, target) if (row_diff and live.exists) else {}),
+        backup_violations=backup_violations,
+        live_violations=live_violations,
+        safety_backup=safety_label(backup_id) if (options.safety_backup and live.exists) else None,
+        safety_pinned_hours=settings.restore.safety_pin_hours if (options.safety_backup and live.exists) else None,
+        sessions=tuple(live.sessions),
+        staging=staging,
+        leftovers=tuple(found),
+        keep_newer=options.keep_newer,
+        warnings=tuple(warnings),
+    )
+
+
+def safety_label(backup_id: str) -> str:
+    return f"safety before restore of {backup_id}"
+
+
+@dataclass(frozen=True)
+class _Live:
+    exists: bool
+    identity: str | None = None
+    statistics: dict = field(default_factory=dict)
+    sessions: list = field(default_factory=list)
+    leftovers: list = field(default_factory=list)
+
+
+def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
+    """Identity, counts and aggregates of live, read only; a missing live is a fact, not an error."""
+    sessions: list = []
+    found: list = []
+    if target.kind == SQLITE:
+        if not target.sqlite_path.exists():
+            return _Live(exists=False)
+    else:
+        from integrity.backups.scratch import maintenance_engine
+        from integrity.recovery import swap_postgres
+
+        admin = maintenance_engine(target)
+        try:
+            with admin.connect() as connection:
+                exists = swap_postgres.database_exists(connection, target.url.database)
+                found = swap_postgres.leftovers(connection, target.url.database)
+                sessions = swap_postgres.sessions(connection, target.url.database) if exists else []
+        except sa.exc.DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseUnreachable(f"cannot connect to the PostgreSQL server of {target.display}: {reason}") from None
+        finally:
+            admin.dispose()
+        if not exists:
+            return _Live(exists=False, leftovers=found)
+    try:
+        engine = create_engine(target, read_only=True, settings=connection_settings(settings))
+    except DatabaseUnreachable as exc:
+        if target.kind != SQLITE:
+            raise
+        raise DatabaseUnreachable(
+            f"{getattr(exc, 'cause', exc)}; if the live file is damaged beyond use, move it aside (with its -wal "
+            "and -shm files) and run the restore again: it then creates the database from the backup"
+        ) from None
+    try:
+        with engine.connect() as connection:
+            try:
+                statistics = table_statistics(connection)
+            except sa.exc.DBAPIError:
+                # A column whose type the incident changed cannot be summed (PostgreSQL
+                # refuses SUM(text)): the counts still say something.
+                connection.rollback()
+                statistics = {t: {"rows": n, "aggregates": None} for t, n in table_row_counts(connection).items()}
+            try:
+                identity = store_identity(connection)
+            except sa.exc.DBAPIError:  # a damaged store_identity table: reported as unknown
+                connection.rollback()
+                identity = None
+    finally:
+        engine.dispose()
+    return _Live(exists=True, identity=identity, statistics=statistics, sessions=sessions, leftovers=found)
+
+
+def _revision_relation(revision: str | None) -> tuple[str, str]:
+    """("current" | "older" | "unknown", head) of a backup's revision against this code."""
+    # The module attribute, looked up at call time: tests swap the history in.
+    from game_core import schema_state
+
+    script = schema_state._script_directory()
+    head = script.get_current_head()
+    if revision == head:
+        return "current", head
+    if revision is None:
+        return "unknown", head
+    try:
+        known = script.get_revision(revision) is not None
+    except Exception:  # alembic raises a ResolutionError subclass for unknown ids
+        known = False
+    return ("older" if known else "unknown"), head
+
+
+def _journal_violations(repository: Repository, backup_id: str) -> tuple[dict, ...]:
+    entries = [e for e in repository.journal() if e.backup_id == backup_id and e.event in ("clean", "dirty")]
+    return tuple(entries[-1].detail.get("violations", ())) if entries else ()
+
+
+def _violations(report) -> tuple[dict, ...]:
+    return tuple(
+        {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows} for f in report.violations
+    )
+
+
+def _live_violations(settings: Settings) -> tuple[dict, ...]:
+    import checks
+
+    engine = create_engine(target_of(settings), read_only=True, settings=connection_settings(settings))
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            return _violations(checks.run_audits(connection))
+    finally:
+        engine.dispose()
+
+
+def _changes(manifest: Manifest, live: dict[str, dict], rows: dict) -> tuple[TableChange, ...]:
+    changes = []
+    for table, info in manifest.tables.items():
+        now = live.get(table)
+        differing = ()
+        if now is not None and now["aggregates"] is not None:
+            differing = tuple(
+                name for name, value in info.get("aggregates", {}).items() if now["aggregates"].get(name) != value
+            )
+        diff = rows.get(table)
+        extra = {} if diff is None else {
+            "only_live": diff.only_live, "only_backup": diff.only_backup, "changed": diff.changed,
+            "changed_columns": dict(diff.changed_columns),
+        }
+        changes.append(TableChange(table, None if now is None else now["rows"], info["rows"], differing, **extra))
+    return tuple(changes)
+
+
+def _row_differences(settings: Settings, repository: Repository, manifest: Manifest, target: DatabaseTarget) -> dict:
+    """{table: TableDiff} of live against a scratch copy of the backup; a table whose
+    layout differs on one side (dropped, altered) is left to the counts."""
+    from integrity.backups.scratch import open_copy, restored_copy
+    from integrity.recovery import diff
+
+    conn_settings = connection_settings(settings)
+    found = {}
+    with repository.reading(manifest.id, command="restore --dry-run"), restored_copy(
+        repository, manifest, source=target if target.kind == POSTGRESQL else None,
+        scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+    ) as copy:
+        backup_engine = open_copy(copy, conn_settings)
+        live_engine = create_engine(target, read_only=True, settings=conn_settings)
+        try:
+            with live_engine.connect() as live, backup_engine.connect() as backup:
+                if target.kind == POSTGRESQL:
+                    live = live.execution_options(isolation_level="REPEATABLE READ")
+                for table in diff.check_tables(None):
+                    try:
+                        found[table] = diff.diff_table(live, backup, table, sample_limit=3)
+                    except (diff.LayoutDiffers, sa.exc.DBAPIError):
+                        # Dropped or retyped by the incident: the counts above say what they can.
+                        live.rollback()
+                        backup.rollback()
+        finally:
+            live_engine.dispose()
+            backup_engine.dispose()
+    return found
+
+
+# ---------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    plan: RestorePlan
+    phases: tuple[PhaseTiming, ...]
+    total_seconds: float
+    consent: str  # how it was given: "--yes" or "typed"
+    safety_backup_id: str | None = None
+    safety_pinned_until: str | None = None
+    staging_audit: str | None = None
+    staging_violations: tuple[dict, ...] = ()
+    old_database: str | None = None  # PostgreSQL: live before the restore, kept
+    drop_old_database: str | None = None
+    terminated: tuple = ()
+    removed_leftovers: tuple[str, ...] = ()
+    post_check: str = ""
+    salvage: object | None = None  # salvage.SalvageReport
+    next_steps: tuple[str, ...] = ()
+    error: str | None = None  # the restore succeeded but salvage did not
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.VERIFICATION_FAILED) if self.error else 0
+
+    def summary(self) -> dict:
+        summary = {
+            "backup_id": self.plan.backup_id,
+            "safety_backup_id": self.safety_backup_id,
+            "phases": {phase.name: round(phase.seconds, 3) for phase in self.phases},
+            "total_seconds": round(self.total_seconds, 3),
+            "consent": self.consent,
+            "audit": self.staging_audit,
+        }
+        if self.old_database:
+            summary["old_database"] = self.old_database
+        if self.salvage is not None:
+            summary["salvage"] = self.salvage.summary()
+        return summary
+
+
+class _Phases:
+    """Times each phase, tells the operator as each one ends, keeps the record."""
+
+    def __init__(self, notify: Callable[[str], None]):
+        self.notify = notify
+        self.done: list[PhaseTiming] = []
+        self.detail = ""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.detail = ""
+        started = time.perf_counter()
+        yield
+        timing = PhaseTiming(name, time.perf_counter() - started, self.detail)
+        self.done.append(timing)
+        self.notify(f"{name:<15}{timing.seconds:8.2f}s  {timing.detail}".rstrip())
+
+
+def apply_restore(
+    settings: Settings,
+    plan: RestorePlan,
+    options: RestoreOptions,
+    *,
+    consent: Consent,
+    notify: Callable[[str], None] = lambda line: None,
+) -> RestoreResult:
+    """Perform a plan; live stays exactly as it was unless the swap commits."""
+    crash_point("restore:planned")
+    target = target_of(settings)
+    repository = Repository(settings.backups.repository)
+    how = consent.confirm(
+        f"restore backup {plan.backup_id} over {plan.database} (its current data is replaced)",
+        expected=plan.database_name, subject=plan,
+    )
+    terminate = options.terminate_connections
+    if plan.sessions and not terminate:
+        terminate = _consent_to_end_sessions(consent, plan, list(plan.sessions))
+    # The recovery time is the machine's: it starts once consent is given, however long
+    # the operator took to type it.
+    started = time.perf_counter()
+    phases = _Phases(notify)
+    outcome: dict = {}
+    with ExitStack() as locks:
+        with phases.phase("lock"):
+            locks.enter_context(repository.writer_lock(command=options.command, wait_seconds=options.lock_wait))
+            locks.enter_context(database_lock(target, state_dir=settings.state.dir, command=options.command,
+                                              wait_seconds=options.lock_wait))
+        crash_point("restore:locked")
+        with phases.phase("verify"):
+            try:
+                manifest = quick_verify(repository, plan.backup_id)
+            except BackupCorrupt as exc:
+                repository.append(plan.backup_id, "corrupt", {"problem": str(exc), "by": options.command})
+                raise BackupNotIntact(f"{exc}; nothing was changed") from None
+            phases.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
+        crash_point("restore:verified")
+        if plan.safety_backup:
+            with phases.phase("safety-backup"):
+                outcome.update(_safety_backup(settings, repository, plan, options))
+                phases.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
+            crash_point("restore:safety-backup-taken")
+        engine_ops = _SqliteRestore(settings, target) if target.kind == SQLITE else _PostgresRestore(settings, target)
+        with phases.phase("staging"):
+            outcome["removed_leftovers"] = tuple(engine_ops.remove_leftovers())
+            engine_ops.stage(repository, manifest)
+            phases.detail = engine_ops.staging_description
+        try:
+            crash_point("restore:staged")
+            with phases.phase("verify-staging"):
+                report = engine_ops.verify_staging(manifest)
+                outcome["staging_audit"] = "clean" if report.ok else "dirty"
+                outcome["staging_violations"] = _violations(report)
+                phases.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
+            if not report.ok and plan.audit != "dirty":
+                # The plan did not know: ask again now that the violations are known.
+                notify("warning: the staging copy holds DIRTY data: " + "; ".join(
+                    f"{v['rule']}: {v['failing_rows']} rows" for v in outcome["staging_violations"] if v["severity"] == "error"))
+                if how != "--yes":
+                    consent.confirm(f"restore DIRTY data over {plan.database}", expected=plan.database_name)
+            crash_point("restore:staging-verified")
+            if target.kind == POSTGRESQL and not terminate:
+                from integrity.recovery.swap_postgres import live_sessions
+
+                current = live_sessions(target)  # the game may have connected since the plan
+                if current:
+                    terminate = _consent_to_end_sessions(consent, plan, current)
+            with phases.phase("swap"):
+                swapped = engine_ops.swap(terminate=terminate)
+                outcome.update(swapped)
+                phases.detail = engine_ops.swap_description
+        except BaseException:
+            engine_ops.discard_staging()
+            raise
+        crash_point("restore:swapped")
+        error = None
+        try:
+            with phases.phase("post-check"):
+                outcome["post_check"] = _post_check(settings, target, manifest)
+                phases.detail = outcome["post_check"]
+            crash_point("restore:checked")
+            if options.keep_newer:
+                with phases.phase("salvage"):
+                    try:
+                        outcome["salvage"] = engine_ops.salvage(repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
+                        phases.detail = _salvage_detail(outcome["salvage"])
+                    except (Failure, sa.exc.DBAPIError) as exc:
+                        error = _salvage_failed(exc, outcome)
+                        phases.detail = "failed"
+                crash_point("restore:salvaged")
+        finally:
+            with phases.phase("cleanup"):
+                engine_ops.discard_staging()
+    next_steps = []
+    if plan.revision == "older":
+        next_steps.append(f"the restored database is at revision {plan.backup_revision}, behind head {plan.head_revision}: {MIGRATE_HINT}")
+    if outcome.get("old_database"):
+        from integrity.recovery.swap_postgres import drop_hint
+
+        outcome["drop_old_database"] = drop_hint(outcome["old_database"])
+        next_steps.append(
+            f"the previous database is kept as {outcome['old_database']}; once you no longer need it: "
+            f"{outcome['drop_old_database']}"
+        )
+    if not options.keep_newer and (outcome.get("old_database") or outcome.get("safety_backup_id")):
+        source = (f"--from-database {outcome['old_database']}" if outcome.get("old_database")
+                  else f"--from-backup {outcome['safety_backup_id']}")
+        next_steps.append(
+            f"rows written since the backup are in the pre-restore data: `integrity salvage {source} --dry-run` "
+            "shows what can be re-applied"
+        )
+    return RestoreResult(
+        plan=plan,
+        phases=tuple(phases.done),
+        total_seconds=time.perf_counter() - started,
+        consent=how,
+        next_steps=tuple(next_steps),
+        error=error,
+        **{k: v for k, v in outcome.items() if k in _RESULT_FIELDS},
+    )
+
+
+def _consent_to_end_sessions(consent: Consent, plan: RestorePlan, sessions: list) -> bool:
+    """The swap ends the sessions on live: only with --terminate-connections or a typed
+    confirmation that names them; otherwise exit 4 listing them, nothing changed."""
+    from integrity.recovery.consent import ConsentRequired
+    from integrity.recovery.swap_postgres import SessionsOpen, sessions_message
+
+    try:
+        consent.confirm(
+            f"end these {len(sessions)} session(s) connected to {plan.database_name} at the swap",
+            expected=plan.database_name, flag="--terminate-connections", given=False,
+            details=["sessions connected to live now:", *(f"  {s.describe()}" for s in sessions)],
+        )
+    except ConsentRequired:
+        raise SessionsOpen(sessions_message(plan.database_name, sessions)) from None
+    return True
+
+
+_RESULT_FIELDS = {
+    "safety_backup_id", "safety_pinned_until", "staging_audit", "staging_violations", "old_database",
+    "drop_old_database", "terminated", "removed_leftovers", "post_check", "salvage",
+}
+
+
+def _salvage_failed(exc: Exception, outcome: dict) -> str:
+    reason = str(exc)
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        reason = str(exc.orig).strip().splitlines()[0]
+    source = (f"--from-database {outcome['old_database']}" if outcome.get("old_database")
+              else f"--from-backup {outcome.get('safety_backup_id')}")
+    return (
+        f"the restore succeeded but salvage failed and re-applied nothing: {reason}; once the cause is fixed, "
+        f"run `integrity salvage {source} --yes`"
+    )
+
+
+def _salvage_detail(report) -> str:
+    left = sum(item.rows for item in report.left_out)
+    return f"re-applied {report.reapplied['players']:,} players, {report.reapplied['results']:,} results; left out {left:,}"
+
+
+def _safety_backup(settings: Settings, repository: Repository, plan: RestorePlan, options: RestoreOptions) -> dict:
+    from integrity.backups.create import create_backup
+
+    try:
+        created = create_backup(settings, label=plan.safety_backup, command=options.command, locks_held=True)
+    except Failure as exc:
+        raise type(exc)(
+            f"the safety backup of live failed, so nothing was restored: {exc} (to restore without one, losing "
+            "live's current data: --no-safety-backup)"
+        ) from None
+    until = datetime.now(timezone.utc) + timedelta(hours=settings.restore.safety_pin_hours)
+    change = pin(repository, created.manifest.id, until=until)
+    return {"safety_backup_id": created.manifest.id, "safety_pinned_until": change.until}
+
+
+# ---------------------------------------------------------------- checks of a database
+
+
+def _check_copy(connection, manifest: Manifest) -> list[str]:
+    """The staging copy holds exactly what the manifest says (before any audit)."""
+    problems = engine_check(connection)
+    problems += compare_statistics(manifest.tables, table_statistics(connection))
+    revision = current_revision(connection)
+    if revision != manifest.revision:
+        problems.append(f"revision is {revision}, the manifest says {manifest.revision}")
+    identity = store_identity(connection)
+    if identity != manifest.source_identity:
+        problems.append(f"store identity is {identity}, the manifest says {manifest.source_identity}")
+    return problems
+
+
+def _audit(connection):
+    import checks
+
+    return checks.run_audits(connection)
+
+
+def _post_check(settings: Settings, target: DatabaseTarget, manifest: Manifest) -> str:
+    """Live holds what the manifest says; rows the game wrote since the swap (ids above
+    the backup's highest) are allowed and counted, anything else fails (exit 5)."""
+    engine = create_engine(target, read_only=True, settings=connection_settings(settings))
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            problems = []
+            if store_identity(connection) != manifest.source_identity:
+                problems.append("the store identity differs from the backup's")
+            if current_revision(connection) != manifest.revision:
+                problems.append("the revision differs from the backup's")
+            statistics = table_statistics(connection)
+            differences = compare_statistics(manifest.tables, statistics)
+            if not differences and not problems:
+                return "live matches the manifest (counts and aggregates)"
+            newer = 0
+            if not problems and all(t in statistics for t in manifest.tables):
+                newer, unexplained = _explained_by_new_rows(connection, manifest, statistics)
+                if not unexplained:
+                    return f"live matches the manifest; the game has written {newer} new rows since the swap"
+                differences = unexplained
+    finally:
+        engine.dispose()
+    raise PostCheckFailed(
+        f"after the swap, live does not hold what backup {manifest.id} holds: {'; '.join([*problems, *differences][:5])}; "
+        "the safety backup holds the previous data"
+    )
+
+
+def _explained_by_new_rows(connection, manifest: Manifest, statistics: dict) -> tuple[int, list[str]]:
+    """Rows with ids above the backup's highest are the game's, written since the swap:
+    below that line players and results must match the manifest exactly, and the caches
+    may differ only if there are such rows."""
+    newer = 0
+    unexplained = []
+    for table in ("players", "results"):
+        info = manifest.tables.get(table)
+        if not info:
+            continue
+        highest = info["aggregates"].get("max_id") or 0
+        expressions = {name: expr for name, expr in AGGREGATES[table].items() if name in info["aggregates"]}
+        select_list = ", ".join(["COUNT(*)", *expressions.values()])
+        row = connection.execute(sa.text(f'SELECT {select_list} FROM "{table}" WHERE id <= :highest'), {"highest": highest}).one()
+        if int(row[0]) != info["rows"]:
+            unexplained.append(f"{table}: {row[0]} rows up to id {highest}, the manifest says {info['rows']}")
+        for (name, value), got in zip(expressions.items(), row[1:]):
+            if name != "max_id" and (None if got is None else int(got)) != value:
+                unexplained.append(f"{table}.{name} up to id {highest} is {got}, the manifest says {value}")
+        newer += statistics[table]["rows"] - int(row[0])
+    if newer == 0:
+        unexplained += compare_statistics(
+            {t: i for t, i in manifest.tables.items() if t not in ("players", "results")}, statistics
+        )
+    return newer, unexplained
+
+
+# ---------------------------------------------------------------- the engines
+
+
+class _SqliteRestore:
+    def __init__(self, settings: Settings, target: DatabaseTarget):
+        self.settings = settings
+        self.target = target
+        self.staging = None
+        self.staging_description = ""
+        self.swap_description = ""
+
+    def remove_leftovers(self) -> list[str]:
+        from integrity.recovery import swap_sqlite
+
+        return swap_sqlite.remove_leftovers(self.settings.state.dir, self.target.sqlite_path)
+
+    def stage(self, repository: Repository, manifest: Manifest) -> None:
+        from integrity.recovery import swap_sqlite
+
+        self.staging = swap_sqlite.stage(repository, manifest, state_dir=self.settings.state.dir, live_path=self.target.sqlite_path)
+        self.staging_description = f"{self.staging} ({self.staging.stat().st_size / 1e6:,.1f} MB)"
+
+    def verify_staging(self, manifest: Manifest):
+        engine = create_engine(str(self.staging), read_only=True, settings=connection_settings(self.settings))
+        try:
+            with engine.connect() as connection:
+                problems = _check_copy(connection, manifest)
+                if problems:
+                    raise _staging_invalid(manifest, problems)
+                return _audit(connection)
+        finally:
+            engine.dispose()
+
+    def swap(self, *, terminate: bool) -> dict:
+        from integrity.recovery import swap_sqlite
+
+        swap_sqlite.swap(self.staging, self.target.sqlite_path, busy_timeout_ms=self.settings.database.busy_timeout_ms)
+        self.swap_description = f"written into {self.target.sqlite_path} through the backup API"
+        return {}
+
+    def salvage(self, repository: Repository, safety_backup_id: str | None, old_database: str | None):
+        from integrity.recovery.salvage import salvage_from_backup_locked
+
+        return salvage_from_backup_locked(self.settings, repository, safety_backup_id)
+
+    def discard_staging(self) -> None:
+        from integrity.recovery import swap_sqlite
+
+        if self.staging is not None:
+            swap_sqlite.remove(self.staging)
+            self.staging = None
+
+
+class _PostgresRestore:
+    def __init__(self, settings: Settings, target: DatabaseTarget):
+        self.settings = settings
+        self.target = target
+        self.staging: DatabaseTarget | None = None
+        self.swapped = False
+        self.staging_description = ""
+        self.swap_description = ""
+
+    def remove_leftovers(self) -> list[str]:
+        from integrity.recovery import swap_postgres
+
+        return swap_postgres.remove_leftovers(self.target)
+
+    def stage(self, repository: Repository, manifest: Manifest) -> None:
+        from integrity.recovery import swap_postgres
+
+        self.staging = swap_postgres.stage(repository, manifest, live=self.target)
+        self.staging_description = f"database {self.staging.url.database}"
+
+    def verify_staging(self, manifest: Manifest):
+        engine = create_engine(self.staging, read_only=True, settings=connection_settings(self.settings))
+        try:
+            with engine.connect() as connection:
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+                problems = _check_copy(connection, manifest)
+                if problems:
+                    raise _staging_invalid(manifest, problems)
+                return _audit(connection)
+        finally:
+            engine.dispose()  # the rename needs staging free of sessions, ours included
+
+    def swap(self, *, terminate: bool) -> dict:
+        from integrity.recovery import swap_postgres
+
+        outcome = swap_postgres.swap(self.target, self.staging.url.database, terminate=terminate)
+        self.swapped = True
+        ended = f"; ended {len(outcome.terminated)} session(s)" if outcome.terminated else ""
+        kept = f"; previous database kept as {outcome.old_database}" if outcome.old_database else ""
+        self.swap_description = f"renamed {self.staging.url.database} to {self.target.url.database}{kept}{ended}"
+        return {"old_database": outcome.old_database, "terminated": outcome.terminated}
+
+    def salvage(self, repository: Repository, safety_backup_id: str | None, old_database: str | None):
+        from integrity.recovery.salvage import salvage_from_database
+
+        if old_database:
+            # The renamed old database is live as it was at the swap: newer than the safety backup.
+            return salvage_from_database(self.settings, old_database)
+        from integrity.recovery.salvage import salvage_from_backup_locked
+
+        return salvage_from_backup_locked(self.settings, repository, safety_backup_id)
+
+    def discard_staging(self) -> None:
+        from integrity.recovery import swap_postgres
+
+        if self.staging is not None and not self.swapped:
+            swap_postgres.drop(self.target, self.staging.url.database)
+        self.staging = None
+
+
+def _staging_invalid(manifest: Manifest, problems: list[str]) -> StagingInvalid:
+    return StagingInvalid(
+        f"the staging copy of backup {manifest.id} does not hold what its manifest says: {'; '.join(problems[:5])}; "
+        "the staging copy was removed and the live database was not touched"
+    )
