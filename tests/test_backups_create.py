@@ -217,18 +217,25 @@ def test_random_sigkills_leave_no_partial_backup(tmp_path, sqlite_url):
         wait_for(lambda: process.poll() is not None or set(_leftovers(env)) - known, what="the backup to start")
         return process
 
-    process = start_and_wait_for_work()  # an uninterrupted run measures how long the work takes
-    started = time.monotonic()
-    process.communicate(timeout=120)
-    work = time.monotonic() - started
-    assert process.returncode == 0
-    (first,) = _visible_dirs(env)
+    # Two uninterrupted runs measure how long the work takes; the shorter one counts (the
+    # first reads a cold file, and a loaded machine makes single runs vary).
+    durations = []
+    for _ in range(2):
+        process = start_and_wait_for_work()
+        started = time.monotonic()
+        process.communicate(timeout=120)
+        durations.append(time.monotonic() - started)
+        assert process.returncode == 0
+    work = min(durations)
+    complete = _visible_dirs(env)
+    assert len(complete) == 2
     mid_work = 0
-    for _ in range(4):
+    for attempt in range(4):
         before = _visible_dirs(env)
         leftovers_before = len(_leftovers(env))
         process = start_and_wait_for_work()
-        time.sleep(rng.uniform(0, 1.1 * work))  # mostly mid-work, now and then just after the end
+        # Three kills well inside the work, the last one anywhere up to just after its end.
+        time.sleep(rng.uniform(0, 0.7 * work) if attempt < 3 else rng.uniform(0, 1.1 * work))
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         after = _visible_dirs(env)
@@ -241,7 +248,7 @@ def test_random_sigkills_leave_no_partial_backup(tmp_path, sqlite_url):
     code, document = env.invoke_json("backup", "verify", "--all")
     assert code == 0, (seed, document)
     assert [r["backup_id"] for r in document["result"]["results"]] == _visible_dirs(env)
-    assert first in _visible_dirs(env)
+    assert set(complete) <= set(_visible_dirs(env))
     assert env.invoke("backup", "prune").returncode == 0
     assert _leftovers(env) == []
 
