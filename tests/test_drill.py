@@ -29,6 +29,7 @@ from backup_helpers import (
     write_manifest,
 )
 from game_core.db import create_engine
+from test_backups_cli import small_filesystem  # noqa: F401  (the fixture: a tmpfs of a chosen size)
 from game_core.rebuild import rebuild_derived
 from integrity.backups.scratch import SCRATCH_PREFIX
 from integrity.ledger import Ledger
@@ -184,6 +185,25 @@ def test_a_flipped_byte_fails_the_drill_at_the_hash_check(drilled, request):
     result = env.invoke("drill")
     assert result.returncode == 4
     assert one_error(result).startswith("no good backup of this database in ")
+
+
+def test_a_swap_that_cannot_be_rehearsed_fails_the_drill_but_not_the_backup(tmp_path, sqlite_url, small_filesystem):
+    """Room for the restored copy but not for the swap's copy (a full disk, as a restore
+    would meet): exit 5, the backup stays good, nothing is left in scratch."""
+    fill_database(sqlite_url, players=10, results_per_player=300)
+    size = (tmp_path / "game.db").stat().st_size
+    point = small_filesystem(int(size * 1.5))
+    env = BackupEnv(tmp_path, sqlite_url)
+    backup_id = env.create()
+    code, document = env.invoke_json("drill", INTEGRITY_STATE__DIR=str(point / "state"))
+    assert code == 5, document
+    result = document["result"]
+    assert [(p["name"], p["ok"]) for p in result["phases"]] == [(name, name != "swap rehearsal") for name in PHASES]
+    (problem,) = result["problems"]
+    assert problem.startswith("the swap rehearsal failed: ") and "full" in problem
+    assert "deep_failed" not in env.journal_events(backup_id)
+    assert list((point / "state" / "scratch").iterdir()) == []
+    assert env.invoke("drill").returncode == 0  # the same backup, with room: still good
 
 
 def test_a_copy_that_does_not_match_its_manifest_fails_the_drill(drilled, request):

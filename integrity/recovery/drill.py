@@ -338,7 +338,14 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
 
         # 6. swap rehearsal
         started = time.perf_counter()
-        swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=target_of(settings))
+        try:
+            swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=target_of(settings))
+        except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
+            # The backup is sound (not journalled as failed), but a restore would fail
+            # here too (a full disk, no right to rename databases): the drill fails.
+            why = _first_line(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+            phases.append(Phase(SWAP, time.perf_counter() - started, False, why))
+            return report(manifest, problems=(f"the swap rehearsal failed: {why}",))
         swap_seconds = time.perf_counter() - started
         phases.append(Phase(SWAP, swap_seconds, True, swap_basis))
         if manifest.engine == POSTGRESQL:
