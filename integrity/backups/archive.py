@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +60,53 @@ class _HashingWriter:
         self.target.flush()
 
 
+class _RawConsumer:
+    """Hashes and hands on the decompressed bytes in a second thread, in order.
+
+    SHA-256 of the raw bytes and the sink's writes (a file, pg_restore's stdin) cost as
+    much as reading, hashing and decompressing the compressed file; hashlib, zstd and
+    file writes release the GIL, so the two halves use both cores. At most
+    `IN_FLIGHT` chunks wait, so memory stays bounded; the first error of the sink is
+    raised in the caller's thread.
+    """
+
+    IN_FLIGHT = 4
+
+    def __init__(self, digest, sink):
+        self.digest = digest
+        self.sink = sink
+        self.pending: deque[Future] = deque()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-raw") if digest or sink else None
+
+    def _consume(self, data: bytes) -> None:
+        if self.digest is not None:
+            self.digest.update(data)
+        if self.sink is not None:
+            self.sink(data)
+
+    def put(self, data: bytes) -> None:
+        if self.pool is None or not data:
+            return
+        if len(self.pending) >= self.IN_FLIGHT:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._consume, data))
+
+    def __enter__(self) -> "_RawConsumer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+
 def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = 0) -> ArchiveDigest:
     """Compress `source` to its end into `destination` (created, fsynced)."""
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
@@ -92,24 +141,19 @@ def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bo
     raw_digest = hashlib.sha256() if check_raw else None
     raw_size = 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-                output = decompressor.decompress(chunk)
-                raw_size += len(output)
-                if raw_digest is not None:
-                    raw_digest.update(output)
-                if sink is not None and output:
-                    sink(output)
-            tail = decompressor.flush()
-            raw_size += len(tail)
-            if raw_digest is not None:
-                raw_digest.update(tail)
-            if sink is not None and tail:
-                sink(tail)
-    except zstandard.ZstdError as exc:
-        raise BackupCorrupt(f"{where} does not decompress: {exc}") from None
+    with _RawConsumer(raw_digest, sink) as consumer:
+        try:
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+                    output = decompressor.decompress(chunk)
+                    raw_size += len(output)
+                    consumer.put(output)
+                tail = decompressor.flush()
+                raw_size += len(tail)
+                consumer.put(tail)
+        except zstandard.ZstdError as exc:
+            raise BackupCorrupt(f"{where} does not decompress: {exc}") from None
     if digest.hexdigest() != entry.sha256:
         raise BackupCorrupt(f"{where} does not match its SHA-256 in the manifest (damaged or swapped)")
     if not decompressor.eof:
