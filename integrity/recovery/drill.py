@@ -9,9 +9,11 @@ reader lock so that prune leaves it alone, and runs what a restore runs, each ph
 2. restore: decompress (SQLite) or pg_restore (PostgreSQL) into a scratch copy that is
    always removed (`integrity.backups.scratch.restored_copy`);
 3. deep checks: the engine's check, counts and aggregates against the manifest, keyed
-   fingerprints, drift against the previous backup (the same code as
-   `backup verify --deep`);
-4. audits: `checks.run_audits` on the copy (clean or dirty);
+   fingerprints (PostgreSQL only: there they are the full read that is its engine check;
+   on SQLite the compare with live reads every row anyway), drift against the previous
+   backup (the same code as `backup verify --deep`);
+4. audits: `checks.run_audits` on the copy (clean or dirty), on a second connection
+   while the deep checks run, so both use the two cores;
 5. compare with live: per table rows, and the share of rows that differ, through
    `integrity.recovery.diff.diff_databases` (live opened read-only);
 6. swap rehearsal: the work of the swap, done on the scratch copy (see the model below).
@@ -22,9 +24,10 @@ Prediction of a full restore (`integrity restore`), in seconds:
               + safety backup                                   (estimated)
               + swap                                            (measured on the copy)
 
-The measured phases are the restore's own verify, staging and verify-staging; the deep
-checks also fingerprint every table, which the restore does not, and that margin covers
-its post-check (the same counts and aggregates read again on live).
+The measured phases are the restore's own verify, staging and verify-staging, added up
+as the restore runs them (one after the other), although the drill overlaps phases 3
+and 4; that margin, and on PostgreSQL the fingerprints the restore does not compute,
+cover its post-check (the same counts and aggregates read again on live).
 
 - safety backup: a restore first backs up live. It is estimated as the time the drilled
   backup took to create, scaled by how much bigger live is now than that backup's source
@@ -58,6 +61,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -305,19 +309,25 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         try:
             engine = open_copy(copy, conn_settings)
             try:
-                with engine.connect() as connection:
-                    # 3. deep checks
+                # 3. deep checks and 4. audits, side by side on two connections: both are
+                # database-bound (the GIL is released while SQLite or PostgreSQL works), so
+                # they share the two cores. The prediction still adds them up, because the
+                # restore runs them one after the other.
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-audit") as pool:
+                    audited = pool.submit(_timed_audit, engine)
                     started = time.perf_counter()
-                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance)
-                    problems += checked.problems
-                    fingerprints = checked.fingerprints
-                    phases.append(Phase(DEEP_CHECKS, time.perf_counter() - started, not problems, "; ".join(problems)))
-                    if problems:
-                        return _failed(repository, report, manifest, problems, command, fingerprints)
-                    # 4. audits
-                    started = time.perf_counter()
-                    audit, violations = audit_copy(connection)
-                    phases.append(Phase(AUDITS, time.perf_counter() - started, True, audit))
+                    with engine.connect() as connection:
+                        checked = deep_checks(connection, repository, manifest,
+                                              shrink_tolerance=settings.backups.shrink_tolerance,
+                                              with_fingerprints=manifest.engine != SQLITE)
+                    deep_seconds = time.perf_counter() - started
+                    (audit, violations), audit_seconds = audited.result()
+                problems += checked.problems
+                fingerprints = checked.fingerprints
+                phases.append(Phase(DEEP_CHECKS, deep_seconds, not problems, "; ".join(problems)))
+                if problems:
+                    return _failed(repository, report, manifest, problems, command, fingerprints)
+                phases.append(Phase(AUDITS, audit_seconds, True, f"{audit} (alongside the deep checks)"))
                 # 5. compare with live, on a fresh connection to the copy: with no
                 # transaction open on it, the SQLite diff attaches the file and compares in SQL.
                 started = time.perf_counter()
@@ -368,6 +378,14 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
     repository.append(manifest.id, audit, {"by": command, "violations": list(violations)})
     return report(manifest, audit=audit, violations=violations, tables=tables,
                   compare_problem=compare_problem, prediction=prediction)
+
+
+def _timed_audit(engine) -> tuple[tuple[str, tuple[dict, ...]], float]:
+    """`audit_copy` on a connection of its own (opened in the calling thread), timed."""
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        outcome = audit_copy(connection)
+    return outcome, time.perf_counter() - started
 
 
 def _failed(repository: Repository, report, manifest: Manifest, problems: list[str], command: str, fingerprints=None) -> DrillReport:
