@@ -56,11 +56,15 @@ def twins(request, database_url, tmp_path):
     drop_pg_database(admin, name)
 
 
-@pytest.fixture(params=["in-database check", "rows only"])
+@pytest.fixture(params=["in-database check", "narrowed to single rows", "rows only"])
 def path(request, monkeypatch):
-    """Both ways a range is compared: the engine's shortcut, and fetching every row."""
+    """Every way a range is compared: the engine's shortcut (a differing page narrowed to
+    FETCH_MIN rows before they are fetched; with FETCH_MIN 1, down to single rows), and
+    fetching every row."""
     if request.param == "rows only":
         monkeypatch.setattr(diff_module, "_choose_check", lambda live, backup, alias: diff_module._NoCheck())
+    if request.param == "narrowed to single rows":
+        monkeypatch.setattr(diff_module, "FETCH_MIN", 1)
     return request.param
 
 
@@ -179,7 +183,7 @@ def test_finds_exactly_the_injected_differences(twins, path):
     assert diffs["players"].differing_share == pytest.approx(2 / diffs["players"].live_rows)
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
 def test_batch_boundaries_change_nothing(twins, path, batch_size):
     live_url, backup_url = twins
     expected = _inject(live_url, backup_url)

@@ -540,6 +540,10 @@ def _pg_collation(live: Connection, backup: Connection) -> str | None:
     return None if live.execute(query).scalar() == backup.execute(query).scalar() else "C"
 
 
+# The smallest page a differing range is narrowed to before its rows are fetched.
+FETCH_MIN = 64
+
+
 class _TableWalk:
     """One table's comparison; iterating yields the differences, then the row counts are known."""
 
@@ -586,9 +590,8 @@ class _TableWalk:
             if alias is not None:
                 _detach(live, alias)
 
-    def _next_bound(self, live: _Side, backup: _Side, after: tuple | None) -> tuple | None:
-        """The upper end of the next range: at most `batch_size` rows of either side in it."""
-        size = self.batch_size
+    def _next_bound(self, live: _Side, backup: _Side, after: tuple | None, size: int) -> tuple | None:
+        """The upper end of the next range: at most `size` rows of either side in it."""
         live_key, _ = live.boundary(after, size)
         backup_key, _ = backup.boundary(after, size)
         if live_key is None or backup_key is None:
@@ -601,17 +604,27 @@ class _TableWalk:
 
     def _walk(self, live: _Side, backup: _Side, check: _RangeCheck) -> Iterator[tuple]:
         after: tuple | None = None
+        # A page that differs is narrowed in the database before any row is fetched: the
+        # page shrinks (down to FETCH_MIN rows) until a prefix is identical, and grows
+        # back after identical pages. A few changed rows spread over a big table then cost
+        # a few small fetches each instead of whole pages through Python.
+        size = self.batch_size
+        narrowing = not isinstance(check, _NoCheck)
         while True:
             # The common case first: the next live page is identical on the backup side.
             # Only when it is not does the backup side's own boundary matter (it may hold
             # far more rows up to the live page's end than a page).
-            identical = check.next_identical(after, self.batch_size)
+            identical = check.next_identical(after, size)
             if identical is not None:
                 upto, (live_count, backup_count) = identical
                 self.live_rows += live_count
                 self.backup_rows += backup_count
+                size = min(self.batch_size, size * 2)
+            elif narrowing and size > FETCH_MIN:
+                size = max(FETCH_MIN, size // 8)
+                continue
             else:
-                upto = self._next_bound(live, backup, after)
+                upto = self._next_bound(live, backup, after, size)
                 live_rows = live.rows(after, upto)
                 backup_rows = backup.rows(after, upto)
                 self.live_rows += len(live_rows)
