@@ -8,10 +8,13 @@ Needs the sqlite3 and zstd command-line tools and, for PostgreSQL, the server at
 127.0.0.1:5432 (BENCH_PG_URL to change it) with pg_restore on the PATH.
 
 One backup of the benchmark database is taken with `create_backup` into a repository
-under bench/.work/recovery/; "live" is always a scratch copy of the benchmark database
+under bench/.work/recovery-PID/; "live" is always a scratch copy of the benchmark database
 (WAL mode, as the game keeps it), never the database itself. Measured, each against its
 own anchor, as the median of --repeat runs after one warm-up of each side, ours and the
-anchor alternating so that a burst of load on the shared machine hits both:
+anchor alternating so that a burst of load on the shared machine hits both. The drills and
+the diff with spread changes take minutes at 1 GB: they run --long-repeat times (default
+1) without a warm-up run, the phases before them having read the same files (the backup's
+data file, the live copy) into the page cache; that keeps the whole run near 25 minutes.
 
 - decompression: the restore's staging step (`swap_sqlite.stage`: `decompress_to`, both
   SHA-256 checked on the way, into a new staging file) vs `zstd -d -f data.db.zst -o out.db`
@@ -39,7 +42,7 @@ The SQLite database is built once with `simulate --seed 1` and kept under bench/
 The PostgreSQL data: bench/backups.py's database of the same SQLite file is reused when
 its row counts match; otherwise it is loaded (bench/backups.py's COPY) into a database of
 this benchmark, dropped at the end unless --keep-postgres. Everything else under
-bench/.work/recovery/ and every other database created is removed at the end.
+bench/.work/recovery-PID/ and every other database created is removed at the end.
 """
 
 from __future__ import annotations
@@ -59,14 +62,15 @@ from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
-ROOT = WORK / "recovery"
+# Per run: another run of this benchmark on the shared machine must not remove our files.
+ROOT = WORK / f"recovery-{os.getpid()}"
 sys.path.insert(0, str(HERE.parent))
 
 from bench.backups import _copy_sqlite_into_postgres, fresh, run, settings_for  # noqa: E402
 from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
 
 CHANGED_ROWS = 1_000
-ANCHOR_DATABASE = "bench_recovery_anchor"
+ANCHOR_DATABASE = f"bench_recovery_anchor_{os.getpid()}"
 
 
 def goal(value: float, limit: float, *, at_most: bool = True) -> str:
@@ -74,10 +78,10 @@ def goal(value: float, limit: float, *, at_most: bool = True) -> str:
     return "met" if met else "MISSED"
 
 
-def side_by_side(ours, anchor, repeat: int, *, prepare=lambda: None) -> tuple[float, float]:
+def side_by_side(ours, anchor, repeat: int, *, prepare=lambda: None, warm_up: bool = True) -> tuple[float, float]:
     """Median seconds of `ours` and of `anchor` (as `median_seconds`: one warm-up each, then
     `repeat` timed runs), the two alternating; `prepare` runs untimed before every run."""
-    for action in (anchor, ours):
+    for action in (anchor, ours) if warm_up else ():
         prepare()
         action()
     times: dict[str, list[float]] = {"ours": [], "anchor": []}
@@ -195,6 +199,7 @@ def bench_swap(staging: Path, live: Path, busy_timeout_ms: int, repeat: int) -> 
 
 
 def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: int) -> None:
+    """`repeat`: the long repeat (no warm-up run)."""
     from integrity.recovery.drill import run_drill
 
     data = repository.path_of(manifest.id) / manifest.files[0].name
@@ -202,7 +207,9 @@ def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: i
     anchor_steps: list[dict] = []
 
     def ours():
-        reports.append(run_drill(settings, backup_id=manifest.id))
+        started = time.perf_counter()
+        report = run_drill(settings, backup_id=manifest.id)
+        reports.append((time.perf_counter() - started, report))
 
     anchor = timed_steps({
         "zstd -d": lambda: run(["zstd", "-q", "-d", "-f", str(data), "-o", str(restored)]),
@@ -215,24 +222,29 @@ def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: i
         restored.unlink(missing_ok=True)
         os.sync()
 
-    ours_s, anchor_s = side_by_side(ours, anchor, repeat, prepare=prepare)
+    ours_s, anchor_s = side_by_side(ours, anchor, repeat, prepare=prepare, warm_up=False)
     run(["zstd", "-q", "-d", "-f", str(data), "-o", str(restored)])  # left for the diff
     print_drill("SQLite", reports, repeat, ours_s, anchor_s, medians(anchor_steps, repeat),
                 "zstd -d + integrity_check + foreign_key_check + SQL audit", 1.5)
 
 
 def print_drill(engine: str, reports: list, repeat: int, ours: float, anchor: float, steps: dict, what: str, limit: float) -> None:
-    from integrity.recovery.drill import RECOVERY_PHASES
+    """`reports`: (wall seconds, DrillReport) of every run."""
+    from integrity.recovery.drill import COMPARE, SWAP
 
-    last = reports[-1]
     timed = reports[-repeat:]
-    phases = {p.name: statistics.median(r.phase_seconds()[p.name] for r in timed) for p in last.phases}
-    recovery = sum(v for k, v in phases.items() if k in RECOVERY_PHASES)
+    last = timed[-1][1]
+    phases = {p.name: statistics.median(r.phase_seconds()[p.name] for _, r in timed) for p in last.phases}
+    # The drill's wall time less the two phases the manual steps have no counterpart for.
+    # (Phases may overlap, deep checks with audits, so they can add up to more than the wall.)
+    restore_part = statistics.median(
+        wall - r.phase_seconds().get(COMPARE, 0) - r.phase_seconds().get(SWAP, 0) for wall, r in timed
+    )
     print(f"{engine} drill{' ' * (12 - len(engine))}ours {ours:6.2f}s   anchor ({what}) {anchor:6.2f}s   "
           f"ratio {ours / anchor:4.2f} (goal <= {limit:.2f}: {goal(ours / anchor, limit)})", flush=True)
-    print(f"  drill phases (median): {phase_line(phases)}")
-    print(f"  drill's restore phases alone ({' + '.join(RECOVERY_PHASES)}) {recovery:.2f}s: "
-          f"ratio {recovery / anchor:4.2f} to the anchor")
+    print(f"  drill phases (median; may overlap): {phase_line(phases)}")
+    print(f"  drill less '{COMPARE}' and '{SWAP}' (no manual counterpart) {restore_part:.2f}s: "
+          f"ratio {restore_part / anchor:4.2f} to the anchor")
     print(f"  anchor steps (median): {phase_line(steps)}")
     problems = "; ".join(last.problems) or "none"
     findings = "; ".join(last.findings) or "none"
@@ -315,7 +327,7 @@ def plant_changes(live: Path, *, clustered: bool, delta: int) -> int:
     return changed
 
 
-def bench_diff(live: Path, restored: Path, repeat: int) -> None:
+def bench_diff(live: Path, restored: Path, repeat: int, long_repeat: int) -> None:
     found: dict = {}
 
     def action():
@@ -326,8 +338,17 @@ def bench_diff(live: Path, restored: Path, repeat: int) -> None:
     for name, clustered in variants:
         if clustered is not None:
             planted = plant_changes(live, clustered=clustered, delta=1)
-        seconds = median_seconds(action, repeat)
-        memory = measure_child(live, restored)
+        if clustered is False:
+            # Every key range differs: minutes at 1 GB. Timed in the child runs themselves.
+            runs = [measure_child(live, restored) for _ in range(long_repeat)]
+            seconds = statistics.median(r["seconds"] for r in runs)
+            memory = max(runs, key=lambda r: r["peak_mb"])
+            found.update(rows=runs[-1]["rows"], differences=runs[-1]["found"])
+            how = f"median of {long_repeat} child run(s)"
+        else:
+            seconds = median_seconds(action, repeat)
+            memory = measure_child(live, restored)
+            how = f"median of {repeat}"
         if clustered is not None:
             plant_changes(live, clustered=clustered, delta=-1)
             expected = {"results": planted}
@@ -335,7 +356,7 @@ def bench_diff(live: Path, restored: Path, repeat: int) -> None:
             expected = {}
         check = "as planted" if found["differences"] == expected else f"EXPECTED {expected}"
         rate = found["rows"] / seconds
-        print(f"diff {name:25} {seconds:6.2f}s   {found['rows']:,} rows   {rate:,.0f} rows/s "
+        print(f"diff {name:25} {seconds:6.2f}s ({how})   {found['rows']:,} rows   {rate:,.0f} rows/s "
               f"(goal >= 500,000: {goal(rate, 500_000, at_most=False)})   found {found['differences'] or 'none'} "
               f"({check})   peak {memory['peak_mb']:.0f} MB (goal < 300: {goal(memory['peak_mb'], 300)}), "
               f"baseline {memory['baseline_mb']:.0f} MB", flush=True)
@@ -371,9 +392,12 @@ def game_counts_postgres(url: str) -> dict[str, int] | None:
         engine.dispose()
 
 
-def postgres_source(database: Path, admin_url: str) -> tuple[str, str | None]:
+def postgres_source(database: Path, admin_url: str, keep: bool) -> tuple[str, str | None]:
     """The URL of a PostgreSQL database holding `database`'s rows, and its name when this
-    run created it (to drop at the end). bench/backups.py's database is reused, never changed."""
+    run created it (to drop at the end). bench/backups.py's database, or one an earlier
+    run kept (--keep-postgres), is reused, never changed; otherwise the rows are loaded
+    into a database of this run (of this process unless kept, so that concurrent runs
+    never drop each other's)."""
     import sqlalchemy as sa
 
     from game_core.db import create_engine
@@ -390,7 +414,9 @@ def postgres_source(database: Path, admin_url: str) -> tuple[str, str | None]:
             if exists and game_counts_postgres(url) == expected:
                 print(f"reusing PostgreSQL database {name} (row counts match)", flush=True)
                 return url, None
-        # Ours (the last name): anything there is a leftover of an interrupted run.
+        # Anything already under our name is a leftover of an interrupted run.
+        name = "bench_recovery_" + stem + ("" if keep else f"_{os.getpid()}")
+        url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         print(f"loading {database.name} into PostgreSQL database {name}...", flush=True)
         started = time.perf_counter()
         with admin.connect() as connection:
@@ -419,6 +445,7 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
+    """`repeat`: the long repeat (no warm-up run)."""
     import sqlalchemy as sa
 
     from integrity.backups.create import create_backup
@@ -459,19 +486,23 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
         drop_database(admin_url, ANCHOR_DATABASE)
 
     try:
-        ours, anchor_s = side_by_side(lambda: reports.append(run_drill(settings, backup_id=manifest.id)),
-                                      anchor, repeat, prepare=prepare)
+        def ours():
+            started = time.perf_counter()
+            report = run_drill(settings, backup_id=manifest.id)
+            reports.append((time.perf_counter() - started, report))
+
+        ours_s, anchor_s = side_by_side(ours, anchor, repeat, prepare=prepare, warm_up=False)
     finally:
         prepare()
         dump.unlink(missing_ok=True)
-    print_drill("PostgreSQL", reports, repeat, ours, anchor_s, medians(anchor_steps, repeat),
+    print_drill("PostgreSQL", reports, repeat, ours_s, anchor_s, medians(anchor_steps, repeat),
                 "create database + pg_restore + SQL audit", 1.3)
 
 
 # ---------------------------------------------------------------- the run
 
 
-def bench(database: Path, repeat: int, skip_postgres: bool, keep_postgres: bool, admin_url: str) -> None:
+def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, keep_postgres: bool, admin_url: str) -> None:
     from integrity.backups.create import create_backup
     from integrity.backups.repository import Repository
 
@@ -496,16 +527,16 @@ def bench(database: Path, repeat: int, skip_postgres: bool, keep_postgres: bool,
         swap_sqlite.remove(staging)
 
     restored = ROOT / "restored.db"
-    bench_sqlite_drill(sqlite_settings(live, repository_path, state), repository, manifest, restored, repeat)
-    bench_diff(live, restored, repeat)
+    bench_sqlite_drill(sqlite_settings(live, repository_path, state), repository, manifest, restored, long_repeat)
+    bench_diff(live, restored, repeat, long_repeat)
     for path in (live, restored):
         swap_sqlite.remove(path)
 
     if skip_postgres:
         return
-    url, created = postgres_source(database, admin_url)
+    url, created = postgres_source(database, admin_url, keep_postgres)
     try:
-        bench_postgres_drill(url, admin_url, repeat)
+        bench_postgres_drill(url, admin_url, long_repeat)
     finally:
         if created and not keep_postgres:
             drop_database(admin_url, created)
@@ -516,6 +547,8 @@ def main() -> None:
     parser.add_argument("--players", type=int, default=100_000)
     parser.add_argument("--tests-per-player", type=int, default=65)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--long-repeat", type=int, default=1,
+                        help="timed runs of the drills and the spread diff (no warm-up run)")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--keep-postgres", action="store_true",
                         help="keep the PostgreSQL copy of the data this run loads, for the next run")
@@ -530,7 +563,7 @@ def main() -> None:
     database = build_sqlite_database(WORK, args.players, args.tests_per_player)
     fresh(ROOT)
     try:
-        bench(database, args.repeat, args.skip_postgres, args.keep_postgres,
+        bench(database, args.repeat, args.long_repeat, args.skip_postgres, args.keep_postgres,
               os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     finally:
         shutil.rmtree(ROOT, ignore_errors=True)

@@ -198,6 +198,12 @@ from integrity.commands.diff import diff_app  # noqa: E402
 app.add_typer(diff_app)  # `diff`, a top-level command
 from integrity.commands.repair import repair_app  # noqa: E402
 app.add_typer(repair_app, name="repair")
+from integrity.commands.schedule import schedule_app  # noqa: E402
+app.add_typer(schedule_app, name="schedule")
+from integrity.commands.probe import probe  # noqa: E402
+app.command("probe")(probe)
+from integrity.commands.metrics import metrics  # noqa: E402
+app.command("metrics")(metrics)
 
 
 def main() -> None:

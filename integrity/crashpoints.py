@@ -21,3 +21,16 @@ def crash_point(phase: str) -> None:
         sys.stderr.write(f"crash point {phase}: SIGKILL\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+PAUSE_VARIABLE = "INTEGRITY_PAUSE_AT"
+
+
+def pause_point(phase: str) -> None:
+    """INTEGRITY_PAUSE_AT=PHASE=SECONDS sleeps there: a test's way to catch a run in the
+    middle (a scheduler fire while a backup still runs, a signal during one)."""
+    named, _, seconds = os.environ.get(PAUSE_VARIABLE, "").partition("=")
+    if named == phase:
+        import time
+
+        time.sleep(float(seconds or 1))

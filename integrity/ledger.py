@@ -27,7 +27,7 @@ from integrity.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-LEDGER_SCHEMA_VERSION = 2
+LEDGER_SCHEMA_VERSION = 3
 RUNNING = "running"
 
 _metadata = sa.MetaData()
@@ -95,8 +95,54 @@ def _create_v2(connection: sa.Connection) -> None:
     _metadata.create_all(connection, tables=[audit_runs, audit_rule_counts])
 
 
+# Layout 3: the scheduler (integrity.scheduler). `claims`: one row per (job, fire time),
+# whoever inserts it first runs that fire, so several scheduler hosts sharing a PostgreSQL
+# ledger run each fire once. `schedule_events`: fires that did not become runs (skipped
+# because the previous run still ran or another host claimed it, missed while no
+# scheduler was up); they stay out of `runs`, which holds only what really ran, so that
+# job health and metrics count runs the same for cron and for the daemon.
+# `heartbeats`: one row per scheduler process, touched every few seconds.
+claims = sa.Table(
+    "claims",
+    _metadata,
+    sa.Column("job", sa.String(32), primary_key=True),
+    sa.Column("fire_time", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+schedule_events = sa.Table(
+    "schedule_events",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(32), nullable=False, index=True),
+    sa.Column("fire_time", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "skipped" or "missed"
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+heartbeats = sa.Table(
+    "heartbeats",
+    _metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("pid", sa.Integer, primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "running" or "stopped"
+)
+
+
+def _create_v3(connection: sa.Connection) -> None:
+    _metadata.create_all(connection, tables=[claims, schedule_events, heartbeats])
+    # The metrics and job health read each command's newest runs after every command:
+    # without this index that is a scan of the whole ledger each time.
+    connection.execute(sa.text("CREATE INDEX IF NOT EXISTS runs_command_started ON runs (command, started_at)"))
+
+
 # Each step takes the ledger from version N-1 to N; only ever append.
-_UPGRADES = {1: _create_v1, 2: _create_v2}
+_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3}
 
 
 @dataclass(frozen=True)

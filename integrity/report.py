@@ -89,6 +89,10 @@ def register_renderers() -> None:
     report_restore.register(render_text)
     from integrity import report_recovery_diff
     report_recovery_diff.register(render_text)
+    from integrity import report_schedule
+    report_schedule.register(render_text)
+    from integrity import report_probe
+    report_probe.register(render_text)
 
 
 def _render_status(report, console: Console) -> None:

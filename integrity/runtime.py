@@ -90,9 +90,27 @@ class Runtime:
             self.ledger.finish(self.run_id, exit_code, summary)
         except Exception as exc:  # the run already happened; losing its record must not hide its result
             log.warning("could not record the run in the ledger %s: %s", self.ledger.location, exc)
+        try:
+            self.write_metrics()
         finally:
             self.ledger.close()
             self.ledger = None
+
+    def write_metrics(self) -> None:
+        """The Prometheus text file after every run, so cron users get it too. Like the
+        ledger record, it must never change the command's exit code: a failure is a warning."""
+        path = getattr(getattr(self.settings, "metrics", None), "path", None)
+        if path is None:
+            return
+        try:
+            from integrity.prometheus import write_metrics_file
+
+            write_metrics_file(self.settings, self.ledger)
+        except Exception as exc:
+            detail = str(exc)
+            if str(path) not in detail:  # MetricsUnwritable names the path; anything else gets it here
+                detail = f"could not write the metrics file {path}: {type(exc).__name__}: {detail}"
+            log.warning("%s", detail)
 
     def emit(self, result: Any) -> None:
         """Render a library result; exit with its exit code when it has one."""

@@ -102,6 +102,7 @@ def collect_status(settings: Settings) -> StatusReport:
     checks.extend(backup_checks(settings, identity=identity))
     checks.extend(audit_checks(settings))
     checks.extend(drill_checks(settings))
+    checks.extend(job_checks(settings))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -290,3 +291,55 @@ def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
         "last drill", CheckState.OK,
         f"{described} passed: predicted full restore {predicted:.1f}s (rto {objectives.rto_seconds}s){could_not_run}",
     )]
+
+
+def job_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+    """One check per scheduled job (`job backup`, ...): a problem when a job that is on has
+    not succeeded within twice its interval, counted from `init` when it never ran; and the
+    scheduler's last heartbeat when one ever ran. Read from the ledger, so cron users get
+    the same answer as the daemon's (integrity.scheduler.health)."""
+    from integrity.errors import ConfigInvalid, LedgerUnavailable
+    from integrity.ledger import Ledger
+    from integrity.scheduler import records
+    from integrity.scheduler.health import job_states
+
+    now = now or datetime.now(timezone.utc)
+    try:
+        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable as exc:
+        return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
+    try:
+        try:
+            states = job_states(settings, ledger, now)
+        except ConfigInvalid as exc:
+            return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
+        heartbeat = records.last_heartbeat(ledger)
+    finally:
+        ledger.close()
+    checks = []
+    for job in states:
+        if job.interval_seconds is None:
+            continue  # off
+        last = (f"last success {age_text(job.last_success.started_at, now)}" if job.last_success
+                else f"never succeeded (counted from {age_text(job.since, now)})" if job.since else "never ran")
+        if job.last_run is not None and job.last_run.exit_code != 0:
+            last += f"; last run {age_text(job.last_run.started_at, now)} exit {job.last_run.exit_code}"
+        if job.skipped_since_success or job.missed_since_success:
+            last += f"; since then {job.skipped_since_success} skipped, {job.missed_since_success} missed"
+        if job.overdue:
+            checks.append(StatusCheck(
+                f"job {job.job}", CheckState.PROBLEM,
+                f"{last}: not within twice its schedule ({job.schedule}); see runbooks/job-stale.md",
+            ))
+        else:
+            checks.append(StatusCheck(f"job {job.job}", CheckState.OK, f"{last} ({job.schedule})"))
+    if heartbeat is not None:
+        from integrity.scheduler.daemon import HEARTBEAT_SECONDS
+
+        detail = f"last heartbeat {age_text(heartbeat.beat_at, now)} from {heartbeat.host} pid {heartbeat.pid} ({heartbeat.state})"
+        if heartbeat.state == "running" and (now - heartbeat.beat_at).total_seconds() > 4 * HEARTBEAT_SECONDS:
+            # Informational: a scheduler killed outright never says "stopped". The job
+            # checks above are the alarm, and they hold for cron users too.
+            detail += ": not beating, the scheduler was killed or hangs"
+        checks.append(StatusCheck("scheduler", CheckState.OK, detail))
+    return checks

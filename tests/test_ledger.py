@@ -146,10 +146,12 @@ def test_the_ledger_is_a_file_in_the_state_directory(ledger, state_dir):
 
 
 def test_fresh_ledger_gets_the_current_layout(ledger):
-    assert LEDGER_SCHEMA_VERSION == 2
-    assert ledger.schema_version() == 2
-    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "2")]
-    assert set(sa.inspect(ledger.engine).get_table_names()) == {"ledger_meta", "runs", "audit_runs", "audit_rule_counts"}
+    assert LEDGER_SCHEMA_VERSION == 3
+    assert ledger.schema_version() == 3
+    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "3")]
+    assert set(sa.inspect(ledger.engine).get_table_names()) == {
+        "ledger_meta", "runs", "audit_runs", "audit_rule_counts", "claims", "schedule_events", "heartbeats",
+    }
 
 
 def test_a_layout_1_ledger_is_upgraded_in_place_keeping_its_runs(state_dir):
@@ -171,9 +173,34 @@ def test_a_layout_1_ledger_is_upgraded_in_place_keeping_its_runs(state_dir):
     old.close()
     ledger = Ledger.open(state_dir)
     try:
-        assert ledger.schema_version() == 2
-        assert {"audit_runs", "audit_rule_counts"} <= set(sa.inspect(ledger.engine).get_table_names())
+        assert ledger.schema_version() == LEDGER_SCHEMA_VERSION
+        assert {"audit_runs", "audit_rule_counts", "claims"} <= set(sa.inspect(ledger.engine).get_table_names())
         assert [(r.id, r.command, r.exit_code) for r in ledger.runs()] == [("a1", "backup create", 0)]
+    finally:
+        ledger.close()
+
+
+def test_a_layout_2_ledger_gets_the_scheduler_tables_keeping_runs_and_audits(state_dir):
+    """What the audit release wrote (layout 2): the scheduler's tables are added beside it."""
+    first = Ledger.open(state_dir)
+    run_id = first.start("audit")
+    first.close()
+    engine = create_engine(str(state_dir / "ledger.db"))
+    with engine.begin() as connection:  # back to exactly layout 2
+        for table in ("claims", "schedule_events", "heartbeats"):
+            connection.execute(sa.text(f"DROP TABLE {table}"))
+        connection.execute(sa.text("UPDATE ledger_meta SET value = '2' WHERE key = 'schema_version'"))
+        connection.execute(sa.text(
+            "INSERT INTO audit_runs (run_id, started_at, seconds, engine, scope, watermarks, ok, error_rules,"
+            " warn_rules, drift) VALUES (:run, '2026-11-01 10:00:00', 1.0, 'sql', 'full', '{}', 1, 0, 0, '[]')"
+        ), {"run": run_id})
+    engine.dispose()
+    ledger = Ledger.open(state_dir)
+    try:
+        assert ledger.schema_version() == 3
+        assert {"claims", "schedule_events", "heartbeats"} <= set(sa.inspect(ledger.engine).get_table_names())
+        assert [run.id for run in ledger.runs()] == [run_id]
+        assert raw_rows(ledger.engine, "SELECT run_id FROM audit_runs") == [(run_id,)]
     finally:
         ledger.close()
 

@@ -34,7 +34,7 @@ from integrity.backups.repository import (
     new_backup_id,
     sha256_bytes,
 )
-from integrity.crashpoints import crash_point
+from integrity.crashpoints import crash_point, pause_point
 from integrity.database import connection_settings, target_of
 from integrity.database_locks import database_lock
 from integrity.settings import Settings
@@ -88,6 +88,7 @@ def create_backup(
         temp.mkdir()
         crash_point("create:started")
         try:
+            pause_point("create:started")
             capture = _capture(settings, target, temp)
             manifest = Manifest(
                 id=backup_id,

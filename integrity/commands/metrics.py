@@ -1,0 +1,16 @@
+"""`integrity metrics`: the Prometheus text of the current state.
+
+A plain function, registered as a top-level command by `integrity.cli`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def metrics(ctx: typer.Context) -> None:
+    """Print the Prometheus text (exposition format 0.0.4) of the current state: jobs' last
+    runs, newest good and deep-verified backups, audit rule failures, the last drill and
+    probe, the objectives. Every run also writes it to [metrics] path. Exit 0."""
+    from integrity.prometheus import metrics_report
+
+    ctx.obj.emit(metrics_report(ctx.obj.settings, ctx.obj.ledger))

@@ -1,0 +1,36 @@
+"""`integrity probe`: the retrieval success rate through the game's store.
+
+A plain function, registered as a top-level command by `integrity.cli`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def probe(
+    ctx: typer.Context,
+    # None: the library's defaults (integrity.probe), kept out of this module so that
+    # `integrity --help` does not import the probe.
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=0, metavar="N", help="How many random players to read, besides the canaries (default: 100)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.001, metavar="SECONDS", help="A player's reads taking longer than this count as failed (default: 2)."),
+    ] = None,
+) -> None:
+    """Read the progress, personal bests and recent history of a random sample of players
+    and of the probe's canary players through the game's store, and check them against
+    their results. Exit 0 when the success ratio meets [objectives] probe_min_success_ratio,
+    3 below it, 4 when the database is missing or unreachable."""
+    from integrity.probe import DEFAULT_SAMPLE, DEFAULT_TIMEOUT_SECONDS, run_probe
+
+    ctx.obj.emit(run_probe(
+        ctx.obj.settings,
+        sample=DEFAULT_SAMPLE if sample is None else sample,
+        timeout=DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout,
+        command=ctx.obj.command,
+    ))

@@ -1,0 +1,171 @@
+"""The routine's jobs and how to find their runs in the ledger.
+
+`[schedule]` names eight jobs (integrity.settings.JOBS). Each one is an `integrity`
+command that records its runs in the ledger, some of them sharing a command: `backup
+verify` is the quick `verify` job or, with `--deep`, the `deep_verify` job; `audit` is the
+incremental `audit` job (`--since-last`) or the whole `audit_full` one. `JOBS` says, for
+each job, which ledger command its runs are recorded under and how a run's summary tells
+the jobs of one command apart. The metrics read it now; the scheduler and the job health
+of `integrity status` read the same table, so the three can never disagree about what
+"the last deep verify" was.
+
+A run answers `matches` with True (a run of this job), False (another job's run, or a
+narrowed run that is no job's: `audit --rule X`), or None: the run failed before its
+summary said which job it was (an `Error:` exit records only the error). Such a run
+counts as a completed, unsuccessful run of every job it could have been, never as a
+success of any: an alert should rather fire once too often than stay silent.
+
+A run recorded by the scheduler names its job in the summary (`"job": "deep_verify"`);
+that name wins over every other rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from integrity.ledger import RunRecord
+
+Verdict = bool | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled job: the ledger command its runs are recorded under, and a filter."""
+
+    name: str
+    command: str
+    matches: Callable[[RunRecord], Verdict]
+    description: str
+
+
+def _always(run: RunRecord) -> Verdict:
+    return True
+
+
+def _verify_is_deep(run: RunRecord) -> Verdict:
+    # VerifyReport.summary(): {backup_id: {"quick": ..., "deep": None | "ok" | "failed", ...}}.
+    # "deep" is None exactly when --deep was not asked (or the quick check failed first:
+    # such a deep run is filed as a failed quick verify, which it also is).
+    verdicts = [v for v in run.summary.values() if isinstance(v, dict) and "quick" in v]
+    if not verdicts:
+        return None
+    return any(v.get("deep") is not None for v in verdicts)
+
+
+def _verify_quick(run: RunRecord) -> Verdict:
+    deep = _verify_is_deep(run)
+    return None if deep is None else not deep
+
+
+def _audit_scope(scope: str) -> Callable[[RunRecord], Verdict]:
+    def matches(run: RunRecord) -> Verdict:
+        # AuditOutcome.summary(): "scope" is "full" or "incremental". A run narrowed with
+        # --rule/--table is no job's: its audit history row lists its rules, and
+        # `iter_finished_runs` copies that onto the run as "whole_catalogue".
+        recorded = run.summary.get("scope")
+        if recorded is None:
+            return None
+        if run.summary.get("whole_catalogue") is False:
+            return False
+        return recorded == scope
+
+    return matches
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (
+        Job("backup", "backup create", _always, "a consistent online backup, quick-verified"),
+        Job("verify", "backup verify", _verify_quick, "quick verification (hashes, decompression)"),
+        Job("deep_verify", "backup verify", _verify_is_deep, "deep verification (restored, checked, audited)"),
+        Job("prune", "backup prune", lambda run: None if "dry_run" not in run.summary else not run.summary["dry_run"],
+            "the retention policy applied (a --dry-run is no prune)"),
+        Job("audit", "audit", _audit_scope("incremental"), "incremental audit (rows since the last run)"),
+        Job("audit_full", "audit", _audit_scope("full"), "full audit of every row"),
+        Job("drill", "drill", _always, "restore drill on a scratch copy"),
+        Job("probe", "probe", _always, "retrieval probe through the game's store"),
+    )
+}
+
+
+def job_verdict(job: Job, run: RunRecord) -> Verdict:
+    """Whether `run` is a run of `job` (see the module docstring for None)."""
+    if run.command != job.command:
+        return False
+    named = run.summary.get("job")
+    if isinstance(named, str):
+        return named == job.name
+    return job.matches(run)
+
+
+@dataclass(frozen=True)
+class JobRuns:
+    """What the ledger knows about one job: its newest completed and newest successful run."""
+
+    job: str
+    last_completed: RunRecord | None  # exit code recorded; may be an unattributed failure
+    last_success: RunRecord | None  # exit 0, attributed to this job
+
+
+# Runs read per round trip while looking further back for a job's newest success.
+_PAGE = 500
+# How far back `job_runs` looks, in runs of the job's command: 2,000 is 83 days of hourly
+# verifies or 21 days of 15-minute audits. A job whose last run is further back (or that
+# is off while its sibling runs, like deep_verify beside verify) reads as never run; the
+# bound keeps the metrics written after every command cheap on a ledger of years.
+SCAN_LIMIT = 2000
+
+
+def iter_finished_runs(ledger, command: str, *, exit_code: int | None = None, limit: int | None = None) -> Iterator[RunRecord]:
+    """Finished runs of exactly `command` (not its subcommands), newest first, paged
+    by keyset so that a job failing for days still finds its last success; at most
+    `limit` runs when given.
+
+    An `audit` run's summary does not say whether --rule/--table narrowed it; its row in
+    the audit history does (`rules` is NULL for the whole catalogue), so it is joined in
+    and added to the summary as "whole_catalogue"."""
+    import sqlalchemy as sa
+
+    from integrity.ledger import audit_runs, runs
+
+    columns = [runs]
+    source = runs
+    if command == "audit":
+        columns.append(audit_runs.c.rules.label("audit_rules"))
+        columns.append(audit_runs.c.id.label("audit_row"))
+        source = runs.outerjoin(audit_runs, audit_runs.c.run_id == runs.c.id)
+    query = sa.select(*columns).select_from(source).where(runs.c.command == command, runs.c.exit_code.is_not(None))
+    if exit_code is not None:
+        query = query.where(runs.c.exit_code == exit_code)
+    query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(_PAGE)
+    after = None
+    seen = 0
+    while True:
+        page = query
+        if after is not None:
+            started, run_id = after
+            page = page.where(sa.or_(runs.c.started_at < started, sa.and_(runs.c.started_at == started, runs.c.id < run_id)))
+        with ledger.engine.connect() as connection:
+            rows = connection.execute(page).mappings().all()
+        for row in rows:
+            record = ledger._record(row)
+            if row.get("audit_row") is not None:
+                record = replace(record, summary={**record.summary, "whole_catalogue": row["audit_rules"] is None})
+            yield record
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        if len(rows) < _PAGE:
+            return
+        after = (rows[-1]["started_at"], rows[-1]["id"])
+
+
+def job_runs(ledger, job: Job, *, scan: int = SCAN_LIMIT) -> JobRuns:
+    """The newest completed run (attributed, or unattributed and possibly this job's)
+    and the newest successful run of `job`, among the newest `scan` runs of its command."""
+    finished = iter_finished_runs(ledger, job.command, limit=scan)
+    last_completed = next((r for r in finished if job_verdict(job, r) is not False), None)
+    successes = iter_finished_runs(ledger, job.command, exit_code=0, limit=scan)
+    last_success = next((r for r in successes if job_verdict(job, r)), None)
+    return JobRuns(job.name, last_completed, last_success)

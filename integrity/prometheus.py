@@ -1,0 +1,329 @@
+"""The Prometheus text of the current state, and its atomic text file.
+
+`integrity metrics` prints it; after every run the runtime writes the same text to
+`[metrics] path` (node_exporter's textfile collector reads `*.prom` files from a
+directory), so that cron users get it as well as the scheduler. Everything comes from
+what the tool already records, never from the daemon's memory:
+
+- per job (integrity.jobs.JOBS): last success, last completion, duration, exit code,
+  from the ledger's runs; whether `[schedule]` runs it, and its interval;
+- the newest good and newest deep-verified backup of this database (its store identity)
+  from the repository's catalogue;
+- failing rows per audit rule of the newest whole-catalogue audit, and the error-rule
+  rows `integrity status` still reports (dirty until a full audit after it is clean);
+- the last drill's predicted full restore, the last probe's success ratio and latency;
+- the objectives, so that alert rules compare with what is configured here instead of
+  copying numbers (alerts/integrity.rules.yml).
+
+Exposition format 0.0.4: `# HELP` and `# TYPE` lines, every family a gauge, names with
+the `integrity_` prefix and a unit suffix, labels only for jobs and audit rules (never a
+player, never a URL: DESIGN.md invariant 7). The job label is `job_name`, not `job`:
+Prometheus attaches its own `job` label to every scraped series and, by default
+(`honor_labels: false`), renames a scraped `job` to `exported_job`, which would break
+every rule that matches on it. A series that has no value yet is left
+out, except the success and backup timestamps, which are 0 ("never") so that the age
+alerts fire on a routine that never ran.
+
+The file is written as a temp file in the same directory (a name node_exporter ignores),
+fsynced, made world-readable, renamed over the old one, and the directory fsynced: a
+reader sees the old text or the new, never half of either.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from game_core.errors import ExitCode, PreconditionFailed
+from integrity.settings import JOBS as SCHEDULED_JOBS
+from integrity.settings import Settings
+
+GAUGE = "gauge"
+
+# Every family the writer can emit, with its help text: the alert rules' test checks that
+# each expression names only these.
+METRICS: dict[str, str] = {
+    "integrity_job_enabled": "1 when [schedule] runs the job, 0 when it is off.",
+    "integrity_job_interval_seconds": "The job's [schedule] interval (jobs on a cron expression have none).",
+    "integrity_job_last_success_timestamp_seconds": "When the job's newest run that exited 0 ended (0: never).",
+    "integrity_job_last_completion_timestamp_seconds": "When the job's newest finished run ended, whatever its exit code.",
+    "integrity_job_last_duration_seconds": "How long the job's newest finished run took.",
+    "integrity_job_last_exit_code": "Exit code of the job's newest finished run (0 ok, 3 problems, 4 precondition, 5 verification failed).",
+    "integrity_backup_newest_good_timestamp_seconds": "Creation time of the newest good (intact, not deep-failed) backup of this database (0: none).",
+    "integrity_backup_newest_good_size_bytes": "Size of the newest good backup.",
+    "integrity_backup_newest_deep_verified_timestamp_seconds": "Creation time of the newest deep-verified backup of this database (0: none).",
+    "integrity_backup_newest_deep_verified_size_bytes": "Size of the newest deep-verified backup.",
+    "integrity_audit_last_timestamp_seconds": "When the newest whole-catalogue audit ran (the one the rule counts come from).",
+    "integrity_audit_rule_failing_rows": "Rows failing each rule in the newest whole-catalogue audit (an incremental one counts new rows only).",
+    "integrity_audit_unresolved_error_rows": "Rows failing error-severity rules as integrity status reports them: found since the newest full audit, until a full audit is clean.",
+    "integrity_drill_predicted_recovery_seconds": "The last drill's predicted full restore time (compare with integrity_objective_rto_seconds).",
+    "integrity_drill_measured_recovery_seconds": "The last drill's measured phases: hash check, restore, deep checks, audits.",
+    "integrity_probe_success_ratio": "Share of the last probe's player retrievals that succeeded and were consistent.",
+    "integrity_probe_latency_p50_seconds": "Median time of one player's reads in the last probe.",
+    "integrity_probe_latency_p95_seconds": "95th percentile time of one player's reads in the last probe.",
+    "integrity_probe_latency_max_seconds": "Slowest player's reads in the last probe.",
+    "integrity_objective_rpo_seconds": "[objectives] rpo_seconds: the newest good backup must be younger.",
+    "integrity_objective_rto_seconds": "[objectives] rto_seconds: a predicted full restore must take less.",
+    "integrity_objective_deep_verify_max_age_seconds": "[objectives] deep_verify_max_age_seconds.",
+    "integrity_objective_probe_success_ratio": "[objectives] probe_min_success_ratio.",
+    "integrity_database_up": "1 when the guarded database answered when these metrics were collected.",
+    "integrity_metrics_generated_timestamp_seconds": "When these metrics were collected.",
+}
+
+# Drill exit codes that reached a verdict on their backup (4: it could not run), as status reads them.
+_DRILL_VERDICTS = (0, 3, 5)
+# Whole-catalogue audits looked through for the newest full one (status does the same).
+_AUDIT_LOOKBACK = 500
+
+
+class MetricsUnwritable(PreconditionFailed):
+    """`[metrics] path` cannot be written."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class MetricsReport:
+    """`integrity metrics`: the exposition text and where the runs write it."""
+
+    path: str
+    text: str
+    samples: tuple[Sample, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    def summary(self) -> dict[str, Any]:
+        return {"samples": len(self.samples), "path": self.path}
+
+
+def _ts(moment: datetime | None) -> float:
+    return 0.0 if moment is None else moment.timestamp()
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+
+    def add(self, name: str, value: float | int | bool | None, **labels: str) -> None:
+        assert name in METRICS, name  # a new family must be declared (and documented) in METRICS
+        if value is None:
+            return
+        self.samples.append(Sample(name, tuple(labels.items()), float(value)))
+
+
+def collect(settings: Settings, ledger, *, now: datetime | None = None) -> tuple[Sample, ...]:
+    """Every sample of the current state, in METRICS order."""
+    from integrity.settings import schedule_seconds
+
+    now = now or datetime.now(timezone.utc)
+    out = _Collector()
+    identity, up = _database(settings)
+    _jobs(out, settings, ledger, schedule_seconds)
+    _backups(out, settings, identity, now)
+    _audits(out, ledger)
+    _drill(out, ledger)
+    _probe(out, ledger)
+    objectives = settings.objectives
+    out.add("integrity_objective_rpo_seconds", objectives.rpo_seconds)
+    out.add("integrity_objective_rto_seconds", objectives.rto_seconds)
+    out.add("integrity_objective_deep_verify_max_age_seconds", objectives.deep_verify_max_age_seconds)
+    out.add("integrity_objective_probe_success_ratio", objectives.probe_min_success_ratio)
+    out.add("integrity_database_up", up)
+    out.add("integrity_metrics_generated_timestamp_seconds", now.timestamp())
+    order = {name: i for i, name in enumerate(METRICS)}
+    return tuple(sorted(out.samples, key=lambda s: order[s.name]))  # stable: labels keep their order
+
+
+def _database(settings: Settings) -> tuple[str | None, bool]:
+    """(store identity, reachable). Backups count only when they are this database's."""
+    import sqlalchemy as sa
+
+    from game_core.errors import Failure
+    from integrity.backups.statistics import store_identity
+    from integrity.database import open_read_only
+
+    try:
+        _, engine = open_read_only(settings)
+    except Failure:
+        return None, False
+    try:
+        with engine.connect() as connection:
+            return store_identity(connection), True
+    except sa.exc.DBAPIError:
+        return None, False
+    finally:
+        engine.dispose()
+
+
+def _jobs(out: _Collector, settings: Settings, ledger, schedule_seconds) -> None:
+    from integrity.jobs import JOBS, job_runs
+
+    for name in SCHEDULED_JOBS:
+        schedule = getattr(settings.schedule, name)
+        out.add("integrity_job_enabled", schedule != "off", job_name=name)
+        out.add("integrity_job_interval_seconds", schedule_seconds(schedule), job_name=name)
+    for name in SCHEDULED_JOBS:
+        runs = job_runs(ledger, JOBS[name])
+        out.add("integrity_job_last_success_timestamp_seconds",
+                _ts(runs.last_success.finished_at if runs.last_success else None), job_name=name)
+        last = runs.last_completed
+        if last is not None:
+            out.add("integrity_job_last_completion_timestamp_seconds", _ts(last.finished_at), job_name=name)
+            out.add("integrity_job_last_duration_seconds", last.duration_seconds, job_name=name)
+            out.add("integrity_job_last_exit_code", last.exit_code, job_name=name)
+
+
+def _backups(out: _Collector, settings: Settings, identity: str | None, now: datetime) -> None:
+    from integrity.backups.catalog import read_catalog
+    from integrity.backups.repository import Repository
+
+    repository = Repository(settings.backups.repository)
+    good = deep = None
+    if repository.backups_dir.is_dir():
+        catalog = read_catalog(repository, now).of_store(identity)
+        good, deep = catalog.newest_good(), catalog.newest_deep_verified()
+    out.add("integrity_backup_newest_good_timestamp_seconds", _ts(good.created_at if good else None))
+    out.add("integrity_backup_newest_good_size_bytes", good.size if good else None)
+    out.add("integrity_backup_newest_deep_verified_timestamp_seconds", _ts(deep.created_at if deep else None))
+    out.add("integrity_backup_newest_deep_verified_size_bytes", deep.size if deep else None)
+
+
+def _audits(out: _Collector, ledger) -> None:
+    from integrity.audit_history import FULL, AuditHistory
+
+    runs = AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, whole_catalogue=True)
+    if not runs:
+        return
+    last = runs[0]
+    out.add("integrity_audit_last_timestamp_seconds", _ts(last.started_at))
+    for rule in sorted(last.counts):
+        count = last.counts[rule]
+        out.add("integrity_audit_rule_failing_rows", count.failing_rows, rule=rule, severity=count.severity)
+    # The same judgement as integrity.status.audit_checks: a dirty run stays unresolved
+    # until a full audit after it is clean (an incremental run never re-reads old rows).
+    full_index = next((i for i, run in enumerate(runs) if run.scope == FULL), None)
+    window = runs if full_index is None else runs[: full_index + 1]
+    dirty = next((run for run in window if not run.ok), None)
+    rows = 0 if dirty is None else sum(
+        c.failing_rows for c in dirty.counts.values() if c.severity == "error" and c.failing_rows
+    )
+    out.add("integrity_audit_unresolved_error_rows", rows)
+
+
+def _drill(out: _Collector, ledger) -> None:
+    from integrity.jobs import SCAN_LIMIT, iter_finished_runs
+
+    last = next((run for run in iter_finished_runs(ledger, "drill", limit=SCAN_LIMIT) if run.exit_code in _DRILL_VERDICTS), None)
+    if last is None:
+        return
+    out.add("integrity_drill_predicted_recovery_seconds", last.summary.get("predicted_seconds"))
+    out.add("integrity_drill_measured_recovery_seconds", last.summary.get("recovery_seconds"))
+
+
+def _probe(out: _Collector, ledger) -> None:
+    from integrity.jobs import SCAN_LIMIT, iter_finished_runs
+
+    # The newest probe that measured something (one that could not reach the database
+    # shows as the probe job's exit code 4 and a stale last success instead).
+    last = next((run for run in iter_finished_runs(ledger, "probe", limit=SCAN_LIMIT) if run.summary.get("success_ratio") is not None), None)
+    if last is None:
+        return
+    summary = last.summary
+    out.add("integrity_probe_success_ratio", summary["success_ratio"])
+    out.add("integrity_probe_latency_p50_seconds", summary.get("latency_p50_seconds"))
+    out.add("integrity_probe_latency_p95_seconds", summary.get("latency_p95_seconds"))
+    out.add("integrity_probe_latency_max_seconds", summary.get("latency_max_seconds"))
+
+
+# ---------------------------------------------------------------- exposition format 0.0.4
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def render(samples: tuple[Sample, ...]) -> str:
+    """The text exposition format: each family's HELP and TYPE once, then its samples."""
+    lines: list[str] = []
+    current = None
+    for sample in samples:
+        if sample.name != current:
+            current = sample.name
+            lines.append(f"# HELP {sample.name} {_escape_help(METRICS[sample.name])}")
+            lines.append(f"# TYPE {sample.name} {GAUGE}")
+        labels = ",".join(f'{key}="{_escape_label(value)}"' for key, value in sample.labels)
+        lines.append(f"{sample.name}{{{labels}}} {format_value(sample.value)}" if labels
+                     else f"{sample.name} {format_value(sample.value)}")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_report(settings: Settings, ledger) -> MetricsReport:
+    samples = collect(settings, ledger)
+    return MetricsReport(path=str(settings.metrics.path), text=render(samples), samples=samples)
+
+
+# ---------------------------------------------------------------- the text file
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (see the module docstring)."""
+    from integrity.backups.repository import fsync_directory
+
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A dot name with a .tmp suffix: node_exporter only reads *.prom.
+        descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes it 0600; the collector often runs as another user
+        os.replace(temp, path)
+        temp = None
+        fsync_directory(path.parent)
+    except OSError as exc:
+        # mkdir under a file says "File exists", which names neither the file nor the fix.
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a directory" if blocker else (exc.strerror or str(exc))
+        raise MetricsUnwritable(
+            f"cannot write the metrics file {path}: {reason}; make its directory writable, "
+            "or set [metrics] path (INTEGRITY_METRICS__PATH) to another file"
+        ) from None
+    finally:
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+
+
+def write_metrics_file(settings: Settings, ledger) -> Path:
+    """Collect and write `[metrics] path`; what the runtime calls after every run."""
+    path = settings.metrics.path
+    write_textfile(path, render(collect(settings, ledger)))
+    return path

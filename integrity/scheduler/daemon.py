@@ -1,0 +1,267 @@
+"""`integrity schedule run`: APScheduler's BlockingScheduler in the foreground.
+
+No APScheduler job store: what the scheduler must remember lives in the ledger, where
+`status` and cron users see it too. On start, the fires missed while no scheduler ran are
+computed from the ledger and the triggers (PITFALLS.md: a job store would not bring them
+back either), recorded as missed, and every overdue job runs once at once.
+
+Each fire is claimed in the ledger before it runs, so several schedulers sharing a ledger
+run it once; the others record a skip. A fire while the job's previous run still runs is
+recorded as skipped too (APScheduler's max_instances skip only logs), and a fire the
+scheduler woke up too late for (misfire) as missed.
+
+SIGTERM or SIGINT: no new job starts, running ones finish, exit 0. A second signal exits
+at once (130); a backup killed mid-way leaves only its invisible `.tmp-` directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from game_core.errors import ExitCode, PreconditionFailed
+from integrity.ledger import Ledger
+from integrity.scheduler import records
+from integrity.scheduler.runner import available_jobs, run_job
+from integrity.scheduler.triggers import (
+    MAX_MISSED_ROWS,
+    JobSchedule,
+    count_fires_between,
+    fires_between,
+    latest_fire,
+)
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+# Misfire grace: a fire the scheduler wakes up for later than this is recorded as missed
+# instead of run late. Half the interval (a late run must not collide with the next fire),
+# at least a second, at most 10 minutes. APScheduler's default of 1 s is set explicitly too.
+_MAX_GRACE_SECONDS = 600
+
+
+def misfire_grace(schedule: JobSchedule) -> int:
+    return int(max(1, min(schedule.interval_seconds / 2, _MAX_GRACE_SECONDS)))
+
+
+@dataclass
+class SchedulerStopped:
+    """What `schedule run` reports when it stops after a signal."""
+
+    started_at: datetime
+    stopped_at: datetime
+    jobs: tuple[str, ...]
+    runs: int = 0
+    failed: int = 0
+    skipped: int = 0
+    missed: int = 0
+    signal_name: str = ""
+    exit_code: ExitCode = ExitCode.OK
+
+    def summary(self) -> dict:
+        return {
+            "jobs": list(self.jobs), "runs": self.runs, "failed": self.failed, "skipped": self.skipped,
+            "missed": self.missed, "signal": self.signal_name,
+        }
+
+
+@dataclass
+class Daemon:
+    settings: object
+    schedules: dict[str, JobSchedule]
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+    _running: set[str] = field(default_factory=set)
+    _catch_up: dict[str, datetime] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
+    _scheduler: object = None
+    _ledger: Ledger | None = None
+    _report: SchedulerStopped | None = None
+    _claims_forgotten: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    # ------------------------------------------------------------ start
+
+    def run(self) -> SchedulerStopped:
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        now = datetime.now(timezone.utc)
+        self._report = SchedulerStopped(started_at=now, stopped_at=now, jobs=tuple(self.schedules))
+        self._ledger = Ledger.open(self.settings.state.dir, self.settings.state.ledger_url)
+        records.beat(self._ledger, now)
+        records.forget_old_claims(self._ledger, now)
+        overdue = self._record_missed(now)
+
+        # One worker per job: jobs never wait for a thread, only for the locks they need.
+        self._scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=len(self.schedules) + 1)}, timezone=timezone.utc,
+        )
+        for job, schedule in self.schedules.items():
+            self._scheduler.add_job(
+                self._fire, trigger=schedule.trigger, args=[job], id=job, name=job,
+                misfire_grace_time=misfire_grace(schedule), coalesce=True, max_instances=1,
+                # An overdue job's first fire is now; the trigger takes over after it.
+                **({"next_run_time": now} if job in overdue else {}),
+            )
+        self._scheduler.add_job(
+            self._beat, trigger="interval", seconds=self.heartbeat_seconds, id="_heartbeat",
+            misfire_grace_time=max(1, int(self.heartbeat_seconds)), coalesce=True, max_instances=1,
+        )
+        self._scheduler.add_listener(self._max_instances, EVENT_JOB_MAX_INSTANCES)
+        self._scheduler.add_listener(self._misfired, EVENT_JOB_MISSED)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        log.info("scheduler started: %s", ", ".join(f"{j} ({s.value})" for j, s in self.schedules.items()))
+        try:
+            self._scheduler.start()  # blocks until a signal shuts it down
+            self._wait_for_running_jobs()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._report.stopped_at = datetime.now(timezone.utc)
+            try:
+                records.beat(self._ledger, self._report.started_at, state="stopped")
+            except Exception as exc:
+                log.warning("could not record the last heartbeat: %s", exc)
+            self._ledger.close()
+        return self._report
+
+    def _record_missed(self, now: datetime) -> set[str]:
+        """Record the fires missed since each job's last run (or init); the jobs to run now."""
+        from integrity.jobs import JOBS, job_runs
+
+        installed = records.init_time(self._ledger)
+        overdue = set()
+        for job, schedule in self.schedules.items():
+            history = job_runs(self._ledger, JOBS[job])
+            seen = [run.started_at for run in (history.last_completed, history.last_success) if run is not None]
+            seen += [event.fire_time for event in records.events(self._ledger, job=job, limit=1)]
+            baseline = max(seen) if seen else installed
+            if baseline is None:
+                continue  # a ledger that never saw init: nothing was expected yet
+            count = count_fires_between(schedule, baseline, now)
+            if not count:
+                continue
+            overdue.add(job)
+            latest = fires_between(schedule, now - timedelta(seconds=schedule.interval_seconds * 1.5), now)[-1:]
+            self._catch_up[job] = latest[0] if latest else now
+            missed = count - 1  # the newest missed fire is run now instead
+            if 0 < missed <= MAX_MISSED_ROWS:
+                fires = fires_between(schedule, baseline, now)[:-1]
+                records.record_events(self._ledger, [
+                    {"job": job, "fire_time": fire, "kind": records.MISSED, "reason": "no scheduler was running"}
+                    for fire in fires
+                ])
+            elif missed:
+                records.record_event(self._ledger, job, self._catch_up[job], records.MISSED,
+                                     f"{missed} fires since {baseline.isoformat(timespec='seconds')}: no scheduler was running")
+            self._report.missed += missed
+            log.warning("%s: %d fire(s) missed while no scheduler ran; running it now", job, missed + 1)
+        return overdue
+
+    # ------------------------------------------------------------ fires
+
+    def _fire(self, job: str) -> None:
+        try:
+            if self._stopping:
+                return
+            schedule = self.schedules[job]
+            now = datetime.now(timezone.utc)
+            fire_time = self._catch_up.pop(job, None) or latest_fire(
+                schedule, now, within=misfire_grace(schedule) + 60
+            ) or now.replace(microsecond=0)
+            with self._lock:
+                busy = job in self._running
+                if not busy:
+                    self._running.add(job)
+            if busy:
+                self._skip(job, fire_time, "the previous run was still running")
+                return
+            try:
+                holder = records.claim(self._ledger, job, fire_time)
+                if holder is not None:
+                    self._skip(job, fire_time, f"claimed by {holder}")
+                    return
+                outcome = run_job(self.settings, job, fire_time=fire_time, ping_url=self.settings.schedule.pings.get(job))
+                self._report.runs += 1
+                self._report.failed += outcome.exit_code != 0
+            finally:
+                with self._lock:
+                    self._running.discard(job)
+        except Exception:  # never let one fire take the scheduler down
+            log.exception("%s: the scheduler could not handle this fire", job)
+
+    def _skip(self, job: str, fire_time: datetime, reason: str) -> None:
+        log.warning("%s: fire at %s skipped: %s", job, fire_time.isoformat(timespec="seconds"), reason)
+        self._report.skipped += 1
+        records.record_event(self._ledger, job, fire_time, records.SKIPPED, reason)
+
+    def _max_instances(self, event) -> None:
+        if event.job_id not in self.schedules:
+            return
+        for fire_time in event.scheduled_run_times or [datetime.now(timezone.utc)]:
+            try:
+                self._skip(event.job_id, fire_time, "the previous run was still running")
+            except Exception:
+                log.exception("%s: could not record a skipped fire", event.job_id)
+
+    def _misfired(self, event) -> None:
+        if event.job_id not in self.schedules:
+            return
+        try:
+            records.record_event(self._ledger, event.job_id, event.scheduled_run_time, records.MISSED,
+                                 "the scheduler woke up after the misfire grace time")
+            self._report.missed += 1
+        except Exception:
+            log.exception("%s: could not record a missed fire", event.job_id)
+
+    def _beat(self) -> None:
+        try:
+            records.beat(self._ledger, self._report.started_at)
+            now = datetime.now(timezone.utc)
+            if now - self._claims_forgotten > timedelta(hours=1):
+                records.forget_old_claims(self._ledger, now)
+                self._claims_forgotten = now
+        except Exception as exc:
+            log.warning("could not record the heartbeat: %s", exc)
+
+    # ------------------------------------------------------------ stop
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping:
+            # The operator insists. Whatever runs dies with the process; a backup leaves
+            # only its `.tmp-` directory, which nothing lists or restores.
+            os.write(2, f"{name} again: exiting at once\n".encode())
+            os._exit(int(ExitCode.INTERRUPTED))
+        self._stopping = True
+        self._report.signal_name = name
+        with self._lock:
+            running = sorted(self._running)
+        os.write(2, (f"{name}: stopping; waiting for {', '.join(running)} to finish (signal again to exit at once)\n"
+                     if running else f"{name}: stopping\n").encode())
+        # Not from inside the handler: it may have interrupted the scheduler holding its locks.
+        threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": False}, daemon=True).start()
+
+    def _wait_for_running_jobs(self) -> None:
+        while True:
+            with self._lock:
+                if not self._running:
+                    return
+            time.sleep(0.1)
+
+
+def run_scheduler(settings, *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> SchedulerStopped:
+    """Build every trigger first (a bad schedule fails now, exit 4), then run until a signal."""
+    from integrity.scheduler.triggers import build_schedules
+
+    schedules = {job: s for job, s in build_schedules(settings.schedule).items() if job in available_jobs()}
+    if not schedules:
+        raise PreconditionFailed("every job in [schedule] is off: nothing to schedule; set at least one job to a cron "
+                                 "expression or an interval")
+    return Daemon(settings, schedules, heartbeat_seconds=heartbeat_seconds).run()
