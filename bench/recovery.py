@@ -14,7 +14,8 @@ own anchor, as the median of --repeat runs after one warm-up of each side, ours 
 anchor alternating so that a burst of load on the shared machine hits both. The drills and
 the diff with spread changes take minutes at 1 GB: they run --long-repeat times (default
 1) without a warm-up run, the phases before them having read the same files (the backup's
-data file, the live copy) into the page cache; that keeps the whole run near 25 minutes.
+data file, the live copy) into the page cache; that keeps the whole run under 25 minutes
+(18 minutes measured, loading PostgreSQL included, on a shared 2-core machine).
 
 - decompression: the restore's staging step (`swap_sqlite.stage`: `decompress_to`, both
   SHA-256 checked on the way, into a new staging file) vs `zstd -d -f data.db.zst -o out.db`
@@ -25,16 +26,19 @@ data file, the live copy) into the page cache; that keeps the whole run near 25 
 - SQLite drill: `run_drill` on the live copy vs the manual steps it replaces, each timed
   in the same run: `zstd -d`, `sqlite3 copy.db "PRAGMA integrity_check"`,
   `sqlite3 copy.db "PRAGMA foreign_key_check"`, `checks.run_audits` on the copy (goal
-  <= 1.5x). The drill also does what the manual steps do not (a hash check, the keyed
-  fingerprints, the compare with live, a swap rehearsal): its phases are printed.
+  <= 1.5x). The drill also does what the manual steps do not (a hash check, counts and
+  aggregates against the manifest, the compare with live, a swap rehearsal): its phases
+  are printed (they may overlap), and its time less the two phases with no manual
+  counterpart at all (the compare with live, the swap rehearsal) against the anchor.
 - PostgreSQL drill: `run_drill` on the benchmark data loaded into PostgreSQL vs
   `pg_restore --no-owner --no-privileges --exit-on-error` (one job, as the drill's
   streamed restore) of the same archive (our backup's data file decompressed beforehand,
   untimed) into a freshly created database, plus `checks.run_audits` on it (goal <= 1.3x).
-  The anchor's database is dropped untimed before each run and at the end.
+  The anchor's database is dropped untimed before each run and at the end. Phases as above.
 - diff: `diff_databases` between the live copy and a restored copy: identical, with
   1,000 changed results rows clustered (consecutive ids) and with 1,000 spread evenly
-  over the table. Rows per second counts the larger side of every table, summed (what
+  over the table (every key range then differs; timed in the --long-repeat child runs
+  that measure its memory). Rows per second counts the larger side of every table, summed (what
   `integrity diff` reports as rows compared) (goal >= 500,000 rows/s); peak memory in a
   child process (this file with --child), the kernel's high-water mark (goal < 300 MB).
 
@@ -107,7 +111,7 @@ def timed_steps(steps: dict, record: list[dict]):
 
 
 def medians(records: list[dict], repeat: int) -> dict[str, float]:
-    """Per key, the median over the timed runs (the last `repeat`; the first is the warm-up)."""
+    """Per key, the median over the timed runs (the last `repeat`, after any warm-up)."""
     timed = records[-repeat:]
     return {name: statistics.median(r[name] for r in timed) for name in timed[0]}
 
