@@ -7,6 +7,7 @@ Each check has a state; the command's exit code is the worst of them, in the ord
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -175,23 +176,42 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
 _AUDIT_LOOKBACK = 500
 
 
+
+class _LedgerUnreadable(Exception):
+    """The ledger could not be opened: carries the status row that says so."""
+
+    def __init__(self, check: StatusCheck):
+        self.check = check
+
+
+@contextmanager
+def _ledger_for(settings: Settings, check_name: str):
+    """The ledger, opened for one status check and closed after it; when it cannot be
+    opened, `_LedgerUnreadable` carries that check's precondition row."""
+    from integrity.errors import LedgerUnavailable
+    from integrity.ledger import Ledger
+
+    try:
+        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable as exc:
+        raise _LedgerUnreadable(StatusCheck(check_name, CheckState.PRECONDITION, str(exc))) from None
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
 def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
     """The last audit: none, failed error rules (also an incremental run's, until a full
     audit after it is clean), or a full audit older than twice [schedule] audit_full."""
     from integrity.audit_history import FULL, AuditHistory
-    from integrity.errors import LedgerUnavailable
-    from integrity.ledger import Ledger
     from integrity.settings import schedule_seconds
 
     now = now or datetime.now(timezone.utc)
     try:
-        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
-    except LedgerUnavailable as exc:
-        return [StatusCheck("last audit", CheckState.PRECONDITION, str(exc))]
-    try:
-        runs = AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, whole_catalogue=True)
-    finally:
-        ledger.close()
+        with _ledger_for(settings, "last audit") as ledger:
+            runs = AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, whole_catalogue=True)
+    except _LedgerUnreadable as exc:
+        return [exc.check]
     if not runs:
         return [StatusCheck("last audit", CheckState.PROBLEM, "none recorded: run `integrity audit`")]
     last = runs[0]
@@ -240,19 +260,14 @@ def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
     age then against rpo_seconds, dirty data, a compare with live that could not run; and
     a drill older than twice [schedule] drill is a problem too.
     """
-    from integrity.errors import LedgerUnavailable
-    from integrity.ledger import Ledger
     from integrity.settings import schedule_seconds
 
     now = now or datetime.now(timezone.utc)
     try:
-        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
-    except LedgerUnavailable as exc:
-        return [StatusCheck("last drill", CheckState.PRECONDITION, str(exc))]
-    try:
-        runs = ledger.runs(kind="drill", limit=_DRILL_LOOKBACK)
-    finally:
-        ledger.close()
+        with _ledger_for(settings, "last drill") as ledger:
+            runs = ledger.runs(kind="drill", limit=_DRILL_LOOKBACK)
+    except _LedgerUnreadable as exc:
+        return [exc.check]
     last = next((run for run in runs if run.exit_code in _DRILL_VERDICTS), None)
     attempt = runs[0] if runs and runs[0].exit_code is not None and runs[0].exit_code not in _DRILL_VERDICTS else None
     could_not_run = (
@@ -298,24 +313,19 @@ def job_checks(settings: Settings, *, now: datetime | None = None) -> list[Statu
     not succeeded within twice its interval, counted from `init` when it never ran; and the
     scheduler's last heartbeat when one ever ran. Read from the ledger, so cron users get
     the same answer as the daemon's (integrity.scheduler.health)."""
-    from integrity.errors import ConfigInvalid, LedgerUnavailable
-    from integrity.ledger import Ledger
+    from integrity.errors import ConfigInvalid
     from integrity.scheduler import records
     from integrity.scheduler.health import job_states
 
     now = now or datetime.now(timezone.utc)
     try:
-        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
-    except LedgerUnavailable as exc:
-        return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
-    try:
-        try:
+        with _ledger_for(settings, "scheduled jobs") as ledger:
             states = job_states(settings, ledger, now)
-        except ConfigInvalid as exc:
-            return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
-        heartbeat = records.last_heartbeat(ledger)
-    finally:
-        ledger.close()
+            heartbeat = records.last_heartbeat(ledger)
+    except _LedgerUnreadable as exc:
+        return [exc.check]
+    except ConfigInvalid as exc:
+        return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
     checks = []
     for job in states:
         if job.interval_seconds is None:

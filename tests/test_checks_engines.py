@@ -56,9 +56,9 @@ def _nullable_metadata() -> sa.MetaData:
     return copy
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def nullable_url(request, tmp_path):
-    if request.param == "sqlite":
+def _nullable_database(kind: str, request, tmp_path) -> str:
+    """An empty SQLite file or PostgreSQL database holding the nullable copy of the schema."""
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'nullable.db'}"
         engine = create_engine(url, create_missing=True)
     else:
@@ -68,6 +68,11 @@ def nullable_url(request, tmp_path):
         _nullable_metadata().create_all(connection)
     engine.dispose()
     return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def nullable_url(request, tmp_path):
+    return _nullable_database(request.param, request, tmp_path)
 
 
 def _fill(url: str, rows: dict[str, list[dict]]) -> None:
@@ -283,15 +288,7 @@ def random_progress(draw):
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_both_engines_agree_on_random_rows(database, request, tmp_path):
-    if database == "sqlite":
-        url = f"sqlite:///{tmp_path / 'random.db'}"
-        engine = create_engine(url, create_missing=True)
-    else:
-        url = request.getfixturevalue("pg_empty_url")
-        engine = create_engine(url)
-    with engine.begin() as connection:
-        _nullable_metadata().create_all(connection)
-    engine.dispose()
+    url = _nullable_database(database, request, tmp_path)
     row_rules = [rule for rule in ROW_RULES if rule.table in ("results", "progress")]
 
     @HYPOTHESIS
