@@ -200,6 +200,8 @@ from integrity.commands.repair import repair_app  # noqa: E402
 app.add_typer(repair_app, name="repair")
 from integrity.commands.schedule import schedule_app  # noqa: E402
 app.add_typer(schedule_app, name="schedule")
+from integrity.commands.migrate import migrate_app  # noqa: E402
+app.add_typer(migrate_app, name="migrate")
 from integrity.commands.probe import probe  # noqa: E402
 app.command("probe")(probe)
 from integrity.commands.metrics import metrics  # noqa: E402

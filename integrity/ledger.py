@@ -27,7 +27,7 @@ from integrity.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-LEDGER_SCHEMA_VERSION = 3
+LEDGER_SCHEMA_VERSION = 4
 RUNNING = "running"
 
 _metadata = sa.MetaData()
@@ -141,8 +141,33 @@ def _create_v3(connection: sa.Connection) -> None:
     connection.execute(sa.text("CREATE INDEX IF NOT EXISTS runs_command_started ON runs (command, started_at)"))
 
 
+# Layout 4: migration dry runs (integrity.migrate.records). One row per dry run that got
+# as far as a verdict, with the file hash of every revision it ran: `migrate apply` only
+# applies revisions that passed a dry run of this store with exactly these files.
+migration_dry_runs = sa.Table(
+    "migration_dry_runs",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), index=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("store_identity", sa.String(36)),
+    sa.Column("engine", sa.String(16), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("start_revision", sa.String(64)),
+    sa.Column("target_revision", sa.String(64), nullable=False),
+    sa.Column("revisions", sa.Text, nullable=False),  # JSON [{"id", "sha256"}] in upgrade order
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("warnings", sa.Integer, nullable=False),
+)
+
+
+def _create_v4(connection: sa.Connection) -> None:
+    _metadata.create_all(connection, tables=[migration_dry_runs])
+
+
 # Each step takes the ledger from version N-1 to N; only ever append.
-_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3}
+_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4}
 
 
 @dataclass(frozen=True)

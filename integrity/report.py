@@ -93,6 +93,8 @@ def register_renderers() -> None:
     report_schedule.register(render_text)
     from integrity import report_probe
     report_probe.register(render_text)
+    from integrity import report_migrate
+    report_migrate.register(render_text)
 
 
 def _render_status(report, console: Console) -> None:

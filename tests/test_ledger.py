@@ -146,11 +146,12 @@ def test_the_ledger_is_a_file_in_the_state_directory(ledger, state_dir):
 
 
 def test_fresh_ledger_gets_the_current_layout(ledger):
-    assert LEDGER_SCHEMA_VERSION == 3
-    assert ledger.schema_version() == 3
-    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "3")]
+    assert LEDGER_SCHEMA_VERSION == 4
+    assert ledger.schema_version() == 4
+    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "4")]
     assert set(sa.inspect(ledger.engine).get_table_names()) == {
         "ledger_meta", "runs", "audit_runs", "audit_rule_counts", "claims", "schedule_events", "heartbeats",
+        "migration_dry_runs",
     }
 
 
@@ -187,7 +188,7 @@ def test_a_layout_2_ledger_gets_the_scheduler_tables_keeping_runs_and_audits(sta
     first.close()
     engine = create_engine(str(state_dir / "ledger.db"))
     with engine.begin() as connection:  # back to exactly layout 2
-        for table in ("claims", "schedule_events", "heartbeats"):
+        for table in ("claims", "schedule_events", "heartbeats", "migration_dry_runs"):
             connection.execute(sa.text(f"DROP TABLE {table}"))
         connection.execute(sa.text("UPDATE ledger_meta SET value = '2' WHERE key = 'schema_version'"))
         connection.execute(sa.text(
@@ -197,8 +198,8 @@ def test_a_layout_2_ledger_gets_the_scheduler_tables_keeping_runs_and_audits(sta
     engine.dispose()
     ledger = Ledger.open(state_dir)
     try:
-        assert ledger.schema_version() == 3
-        assert {"claims", "schedule_events", "heartbeats"} <= set(sa.inspect(ledger.engine).get_table_names())
+        assert ledger.schema_version() == LEDGER_SCHEMA_VERSION
+        assert {"claims", "schedule_events", "heartbeats", "migration_dry_runs"} <= set(sa.inspect(ledger.engine).get_table_names())
         assert [run.id for run in ledger.runs()] == [run_id]
         assert raw_rows(ledger.engine, "SELECT run_id FROM audit_runs") == [(run_id,)]
     finally:

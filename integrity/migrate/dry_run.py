@@ -1,0 +1,717 @@
+"""`integrity migrate dry-run`: run pending revisions on a copy of real data and prove
+what they did to it.
+
+Phases (each timed, in the report): the static pass (no data); two copies of one
+snapshot, the work copy proven identical to its source; the before state (schema,
+statistics, audits); the real upgrade, revision by revision; the after state and the
+content diff keyed by primary key of every table whose content changed; the round trip
+(downgrade to the start, compare with before; upgrade again, compare with the first
+after); declared intent; the verdict. The source is never written: afterwards its
+revision is read again and must not have moved, and the copy's must have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine
+from game_core.errors import ExitCode, PreconditionFailed
+from integrity.fingerprint import TableFingerprint, database_fingerprints
+from integrity.migrate.findings import Finding, Severity
+from integrity.migrate.rules import RULES
+from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, Phase, SourceChoice
+
+FAIL_ON = ("error", "warning")
+REPORT_VERSION = 1
+
+
+class DryRunCouldNotRun(PreconditionFailed):
+    """The dry run could not run as asked (its copy did not move, the source moved...)."""
+
+
+@dataclass(frozen=True)
+class RevisionRun:
+    id: str
+    path: str
+    sha256: str
+    message: str
+    seconds: float | None = None
+    statements: tuple[dict, ...] = ()
+    locks_held: tuple[dict, ...] = ()
+    rewritten: tuple[dict, ...] = ()
+    needs_data_pass: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    """Everything a dry run established; JSON is versioned and deterministic apart from
+    timings (findings sorted, tables by name)."""
+
+    report_version: int
+    project: str
+    engine: str | None
+    source: str | None
+    store_identity: str | None
+    start_revision: str | None
+    target_revision: str | None
+    revisions: tuple[RevisionRun, ...]
+    phases: tuple[Phase, ...]
+    schema_changes: tuple[dict, ...]
+    tables: tuple[dict, ...]
+    audits: dict[str, Any]
+    round_trip: dict[str, Any]
+    findings: tuple[Finding, ...]
+    fail_on: str
+    kept_copies: tuple[str, ...]
+    data_pass: bool
+    seconds: float
+    note: str | None = None  # e.g. "no pending revisions"
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.counts and f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.counts and f.severity is Severity.WARNING)
+
+    @property
+    def passed(self) -> bool:
+        return self.errors == 0 and not (self.fail_on == "warning" and self.warnings)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.passed else ExitCode.PROBLEMS_FOUND
+
+    def summary(self) -> dict:
+        return {
+            "start_revision": self.start_revision,
+            "target_revision": self.target_revision,
+            "revisions": [r.id for r in self.revisions],
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "passed": self.passed,
+            "data_pass": self.data_pass,
+        }
+
+    def revision_hashes(self) -> tuple[tuple[str, str], ...]:
+        return tuple((r.id, r.sha256) for r in self.revisions)
+
+
+def check_fail_on(fail_on: str) -> None:
+    from integrity.errors import ConfigInvalid
+
+    if fail_on not in FAIL_ON:
+        raise ConfigInvalid(f"--fail-on {fail_on!r} is not one of {', '.join(FAIL_ON)}")
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def dry_run(
+    settings,
+    *,
+    alembic_config: Path | None = None,
+    to: str | None = None,
+    choice: SourceChoice | None = None,
+    fail_on: str = "error",
+    keep_copy: bool = False,
+    sample_limit: int = 10,
+    command: str = "migrate dry-run",
+    lock_wait: float = 0,
+) -> DryRunReport:
+    from integrity.database import connection_settings, target_of
+    from integrity.migrate.project import MigrationProject
+    from integrity.migrate.snapshot import snapshot_copies
+    from integrity.migrate.static_pass import lint_revisions
+
+    check_fail_on(fail_on)
+    started = time.perf_counter()
+    project = MigrationProject.load(alembic_config)
+    project.check_graph()
+    live = target_of(settings)
+    conn_settings = connection_settings(settings)
+    choice = choice or SourceChoice(BACKUP if live.kind == POSTGRESQL else LIVE, backup_id="latest" if live.kind == POSTGRESQL else None)
+    start, identity = _source_facts(settings, live, choice, conn_settings)
+    pending = project.pending(start, to)
+    target = to or (pending[-1].id if pending else start)
+    if not pending:
+        return _report(project, live.kind, _describe(choice, live), identity, start, target, [], [], fail_on,
+                       started, data_pass=False, note=f"no pending revisions: the source is at {start or 'base'}, the target is {target or 'base'}")
+    phases: list[Phase] = []
+    clock = time.perf_counter()
+    lint = lint_revisions(project, pending, start_revision=start)
+    phases.append(Phase("static pass", time.perf_counter() - clock))
+    runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
+
+    with _reading_backup(settings, choice, command, lock_wait) as restored_backup:
+        with snapshot_copies(
+            live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+            keep_copy=keep_copy, restored_backup=restored_backup,
+        ) as copies:
+            phases.extend(copies.phases)
+            data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases)
+            _check_revisions_moved(copies, start, target, data["run_failed"], conn_settings)
+
+    from integrity.migrate.intent import apply_intent
+
+    findings = apply_intent([*lint.findings, *data["findings"]], pending, data_pass=True)
+    return DryRunReport(
+        report_version=REPORT_VERSION,
+        project=project.description,
+        engine=live.kind,
+        source=copies.source,
+        store_identity=identity,
+        start_revision=start,
+        target_revision=target,
+        revisions=tuple(runs[r.id] for r in pending),
+        phases=tuple(_rounded(p) for p in phases),
+        schema_changes=tuple(data["schema_changes"]),
+        tables=tuple(data["tables"]),
+        audits=data["audits"],
+        round_trip=data["round_trip"],
+        findings=tuple(sorted(findings, key=Finding.key)),
+        fail_on=fail_on,
+        kept_copies=copies.kept,
+        data_pass=True,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def lint(settings, *, alembic_config: Path | None = None, to: str | None = None, start: str | None = None,
+         fail_on: str = "error", use_database: bool = True) -> DryRunReport:
+    """The static pass alone: no copy, no data. The start is `start`, else the configured
+    database's revision (read only), else base."""
+    from integrity.migrate.intent import apply_intent
+    from integrity.migrate.project import MigrationProject
+    from integrity.migrate.static_pass import lint_revisions
+
+    check_fail_on(fail_on)
+    started = time.perf_counter()
+    project = MigrationProject.load(alembic_config)
+    project.check_graph()
+    engine_kind = None
+    if start is None and use_database:
+        from integrity.database import connection_settings, target_of
+
+        live = target_of(settings)
+        engine_kind = live.kind
+        start = _revision_of(live, connection_settings(settings))
+    pending = project.pending(start, to)
+    target = to or (pending[-1].id if pending else start)
+    if not pending:
+        return _report(project, engine_kind, None, None, start, target, [], [], fail_on, started,
+                       data_pass=False, note=f"no pending revisions after {start or 'base'}")
+    clock = time.perf_counter()
+    result = lint_revisions(project, pending, start_revision=start)
+    phases = [Phase("static pass", time.perf_counter() - clock)]
+    findings = apply_intent(list(result.findings), pending, data_pass=False)
+    runs = [_revision_run(r, lint_for=result) for r in pending]
+    return _report(project, engine_kind, None, None, start, target, runs, findings, fail_on, started,
+                   data_pass=False, phases=phases)
+
+
+def _report(project, engine, source, identity, start, target, runs, findings, fail_on, started, *, data_pass, note=None, phases=()):
+    return DryRunReport(
+        report_version=REPORT_VERSION, project=project.description, engine=engine, source=source,
+        store_identity=identity, start_revision=start, target_revision=target, revisions=tuple(runs),
+        phases=tuple(_rounded(p) for p in phases), schema_changes=(), tables=(), audits={}, round_trip={},
+        findings=tuple(sorted(findings, key=Finding.key)), fail_on=fail_on, kept_copies=(),
+        data_pass=data_pass, seconds=round(time.perf_counter() - started, 3), note=note,
+    )
+
+
+def _rounded(phase: Phase) -> Phase:
+    return Phase(phase.name, round(phase.seconds, 3), phase.rows)
+
+
+def _describe(choice: SourceChoice, live: DatabaseTarget) -> str:
+    if choice.kind == BACKUP:
+        return f"backup {choice.backup_id or 'latest'}"
+    if choice.kind == SNAPSHOT:
+        return f"snapshot {choice.snapshot}"
+    return f"live {live.display}"
+
+
+def _revision_run(revision, *, lint_for) -> RevisionRun:
+    lint = next((r for r in lint_for.revisions if r.revision == revision.id), None)
+    return RevisionRun(
+        id=revision.id, path=str(revision.path), sha256=revision.sha256, message=revision.message,
+        needs_data_pass=dict(lint.needs_data_pass) if lint else {},
+    )
+
+
+# ---------------------------------------------------------------- the source
+
+
+def _revision_of(target: DatabaseTarget, conn_settings: ConnectionSettings) -> str | None:
+    from game_core.schema_state import current_revision
+
+    engine = create_engine(target, read_only=True, settings=conn_settings)
+    try:
+        with engine.connect() as connection:
+            return current_revision(connection)
+    finally:
+        engine.dispose()
+
+
+def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings) -> tuple[str | None, str | None]:
+    """The revision the copy will start at, and the store identity, read before any copy
+    is made so that a revision not in the history fails fast."""
+    from integrity.backups.statistics import store_identity
+    from game_core.schema_state import current_revision
+
+    if choice.kind == BACKUP:
+        from integrity.backups.repository import Repository
+
+        repository = Repository(settings.backups.repository)
+        repository.require_exists()
+        backup_id = _chosen_backup(settings, repository, choice.backup_id, live, conn_settings)
+        manifest = repository.read_manifest(backup_id)
+        if manifest.engine != live.kind:
+            raise DryRunCouldNotRun(f"backup {backup_id} is a {manifest.engine} backup but the configured database is {live.kind}; pick a backup of this database (`integrity backup list`)")
+        return manifest.revision, manifest.source_identity
+    if choice.kind == SNAPSHOT:
+        from integrity.migrate.snapshot import _snapshot_target
+        from game_core.db import parse_database_url
+
+        source = _snapshot_target(live, choice.snapshot) if live.kind == POSTGRESQL else parse_database_url(choice.snapshot)
+    else:
+        source = live
+    engine = create_engine(source, read_only=True, settings=conn_settings)
+    try:
+        with engine.connect() as connection:
+            return current_revision(connection), store_identity(connection)
+    finally:
+        engine.dispose()
+
+
+def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTarget, conn_settings) -> str:
+    """An id as given; for "latest" the newest deep-verified backup of this store (a dry
+    run on a backup that never passed a restore proves nothing about production)."""
+    from integrity.backups.catalog import BackupNotFound, read_catalog
+
+    if requested and requested != "latest":
+        if not repository.path_of(requested).is_dir():
+            raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
+        return requested
+    identity = None
+    try:
+        from integrity.backups.statistics import store_identity
+
+        engine = create_engine(live, read_only=True, settings=conn_settings)
+        try:
+            with engine.connect() as connection:
+                identity = store_identity(connection)
+        finally:
+            engine.dispose()
+    except PreconditionFailed:
+        pass  # live unreachable: any deep-verified backup in the repository will do
+    newest = read_catalog(repository).of_store(identity).newest_deep_verified()
+    if newest is None:
+        raise BackupNotFound(
+            f"no deep-verified backup of this database in {repository.root}; run `integrity backup verify --deep`, "
+            "or dry-run another source (--from-live, --snapshot)"
+        )
+    return newest.id
+
+
+@contextmanager
+def _reading_backup(settings, choice: SourceChoice, command: str, lock_wait: float):
+    """A callable that restores the chosen backup into scratch, held against prune and
+    hash-checked first (invariants 3 and 4), for the snapshot module."""
+    from integrity.backups.repository import BackupCorrupt, Repository
+    from integrity.backups.scratch import restored_copy
+    from integrity.backups.verify import verify_one
+    from integrity.database import connection_settings, target_of
+
+    @contextmanager
+    def restored(requested):
+        repository = Repository(settings.backups.repository)
+        live = target_of(settings)
+        backup_id = _chosen_backup(settings, repository, requested, live, connection_settings(settings))
+        with repository.reading(backup_id, command=command, wait_seconds=lock_wait):
+            verification = verify_one(settings, repository, backup_id, deep=False, command=command)
+            if verification.quick != "ok":
+                raise BackupCorrupt("; ".join(verification.problems) + "; it cannot be used for a dry run")
+            manifest = repository.read_manifest(backup_id)
+            with restored_copy(repository, manifest, source=live, scratch_dir=settings.state.dir / "scratch",
+                               settings=connection_settings(settings)) as copy:
+                yield backup_id, copy
+
+    yield restored
+
+
+# ---------------------------------------------------------------- the data pass
+
+
+def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase]) -> dict:
+    from integrity.migrate.observe import capture_schema
+
+    now = datetime.now(timezone.utc)
+    before_engine = create_engine(copies.before, read_only=True, settings=conn_settings)
+    work_engine = create_engine(copies.work, settings=conn_settings)
+    findings: list[Finding] = []
+    out: dict[str, Any] = {"findings": findings, "schema_changes": [], "tables": [], "audits": {}, "round_trip": {}, "run_failed": False}
+    try:
+        clock = time.perf_counter()
+        with before_engine.connect() as connection:
+            schema_before = capture_schema(connection)
+            audits_before = data_audit_failures(connection, now)
+        phases.append(Phase("before: schema and audits", time.perf_counter() - clock, copies.rows))
+        before_prints = copies.fingerprints
+
+        clock = time.perf_counter()
+        traces = _run(project, work_engine, pending, "upgrade", sample_limit)
+        phases.append(Phase("migration", time.perf_counter() - clock))
+        for trace in traces:
+            runs[trace.revision] = _with_trace(runs[trace.revision], trace)
+        failed = next((t for t in traces if t.failed), None)
+        if failed is not None:
+            out["run_failed"] = True
+            findings.append(_failure_finding(failed, "migration-failed", "run"))
+            return out
+
+        clock = time.perf_counter()
+        with work_engine.connect() as connection:
+            schema_after = capture_schema(connection)
+            after_prints = database_fingerprints(connection)
+        phases.append(Phase("after: schema and fingerprints", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
+        changes = _schema_changes(schema_before, schema_after)
+        out["schema_changes"] = [_as_dict(c) for c in changes]
+
+        clock = time.perf_counter()
+        changed_tables = _changed_tables(before_prints, after_prints)
+        named = _named_tables(lint)
+        diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit)
+        phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
+        out["tables"] = [_table_summary(d) for d in diffs]
+        findings.extend(_diff_findings(diffs, changes, named, pending, lint, before_engine, work_engine, schema_before, schema_after))
+
+        clock = time.perf_counter()
+        with work_engine.connect() as connection:
+            audits_after = data_audit_failures(connection, now)
+        phases.append(Phase("after: audits", time.perf_counter() - clock))
+        out["audits"] = {"before": audits_before, "after": audits_after}
+        findings.extend(_audit_findings(audits_before, audits_after, pending))
+
+        clock = time.perf_counter()
+        out["round_trip"] = _round_trip(project, work_engine, pending, schema_before, before_prints, schema_after,
+                                        after_prints, sample_limit, findings)
+        phases.append(Phase("round trip", time.perf_counter() - clock))
+        findings.extend(_lock_findings(runs, pending, after_prints))
+        return out
+    finally:
+        before_engine.dispose()
+        work_engine.dispose()
+
+
+def _run(project, engine, revisions, direction: str, sample_limit: int):
+    from integrity.migrate.runner import run_revisions
+
+    if direction == "upgrade":
+        steps = [(r.id, r.id) for r in revisions]
+    else:
+        steps = [(r.id, (r.down_revisions[0] if r.down_revisions else "base")) for r in reversed(revisions)]
+    return run_revisions(project, engine, steps, direction=direction, sample_limit=sample_limit)
+
+
+def _with_trace(run: RevisionRun, trace) -> RevisionRun:
+    from dataclasses import asdict, replace
+
+    return replace(
+        run,
+        seconds=round(trace.seconds, 3),
+        statements=tuple(asdict(s) for s in trace.statements),
+        locks_held=tuple(asdict(lock) for lock in trace.locks_held),
+        rewritten=tuple(asdict(r) for r in trace.rewritten),
+        error=trace.error,
+    )
+
+
+def _failure_finding(trace, rule: str, phase: str) -> Finding:
+    where = f" in `{trace.failing_statement}`" if trace.failing_statement else ""
+    rows = f"; {trace.offending_rows:,} rows make it fail" if trace.offending_rows else ""
+    return Finding(
+        rule=rule, severity=RULES[rule].severity, revision=trace.revision,
+        message=f"{trace.direction} of {trace.revision} failed on the copy{where}: {trace.error}{rows}",
+        rows=trace.offending_rows, samples=tuple(trace.offending_samples), phase=phase,
+    )
+
+
+def _check_revisions_moved(copies: Copies, start, target, run_failed: bool, conn_settings) -> None:
+    """Invariant 8: the copy's revision moved and the source's did not. An env.py that
+    ignores the handed connection fails here instead of reporting a clean run."""
+    if copies.source_target is not None:
+        now_at = _revision_of(copies.source_target, conn_settings)
+        if now_at != start:
+            raise DryRunCouldNotRun(
+                f"the source {copies.source} moved from revision {start} to {now_at} during the dry run: something "
+                "else migrated it, or env.py ignores the connection handed in config.attributes['connection']"
+            )
+    if run_failed:
+        return
+    copy_at = _revision_of(copies.work, conn_settings)
+    if copy_at != target:
+        raise DryRunCouldNotRun(
+            f"the copy is at revision {copy_at} after the upgrade to {target}: env.py does not use the connection handed "
+            "in config.attributes['connection'] (the Alembic cookbook pattern); change env.py to use it"
+        )
+
+
+def _schema_changes(before, after):
+    from integrity.migrate.observe import schema_changes
+
+    return schema_changes(before, after)
+
+
+def _as_dict(value) -> dict:
+    from dataclasses import asdict
+
+    return asdict(value)
+
+
+def _changed_tables(before: dict[str, TableFingerprint], after: dict[str, TableFingerprint]) -> list[str]:
+    return sorted(
+        name for name in set(before) | set(after)
+        if name != "alembic_version" and (name not in before or name not in after or before[name].digest != after[name].digest)
+    )
+
+
+def _named_tables(lint) -> set[str] | None:
+    """Tables the revisions' operations name; None when a revision's are unknown."""
+    named: set[str] = set()
+    for revision in lint.revisions:
+        if revision.touched_tables is None:
+            return None
+        named |= set(revision.touched_tables)
+    return named
+
+
+def _content_diffs(before_engine, work_engine, tables: list[str], schema_before, schema_after, sample_limit: int):
+    from integrity.migrate.content_diff import diff_table_content
+
+    diffs = []
+    for table in tables:
+        if table not in schema_before.tables:
+            continue  # a new table: all its rows are additions, reported by the schema change
+        diffs.append(diff_table_content(
+            before_engine, work_engine, table,
+            before_shape=schema_before.tables[table], after_shape=schema_after.tables.get(table),
+            sample_limit=sample_limit,
+        ))
+    return diffs
+
+
+def _table_summary(diff) -> dict:
+    return {
+        "table": diff.table, "key": list(diff.key), "rows_before": diff.rows_before, "rows_after": diff.rows_after,
+        "lost": diff.lost, "added": diff.added, "changed": diff.changed,
+        "columns": {c.column: {"changed": c.changed, **c.kinds} for c in diff.columns},
+        "dropped_columns": dict(diff.dropped_columns), "added_columns": list(diff.added_columns),
+        "seconds": round(diff.seconds, 3),
+    }
+
+
+def _owner(table: str, pending, lint) -> str | None:
+    """The revision a data change belongs to: the only pending one, else the last whose
+    operations name the table (the data pass measures all pending revisions together)."""
+    if len(pending) == 1:
+        return pending[0].id
+    owner = None
+    for revision in lint.revisions:
+        if revision.touched_tables is None or table in revision.touched_tables:
+            owner = revision.revision
+    return owner
+
+
+def _diff_findings(diffs, changes, named, pending, lint, before_engine, work_engine, schema_before, schema_after) -> list[Finding]:
+    from integrity.migrate.observe import tables_reaching
+
+    findings = []
+    renamed = _renamed_columns(changes, before_engine, work_engine, schema_before, schema_after)
+    cascading = (tables_reaching(schema_before, named) - named) if named is not None else set()
+    for diff in diffs:
+        table = diff.table
+        owner = _owner(table, pending, lint)
+        if diff.lost:
+            cascade = table in cascading
+            rule = "cascade-rows-lost" if cascade else "rows-lost"
+            how = " through a foreign key cascade" if cascade else ""
+            gone = "the table was dropped: " if table not in schema_after.tables else ""
+            findings.append(Finding(
+                rule=rule, severity=RULES[rule].severity, revision=owner, table=table, rows=diff.lost,
+                message=f"{table}: {gone}{diff.lost:,} of {diff.rows_before:,} rows lost{how}",
+                samples=tuple(diff.lost_samples), phase="diff",
+            ))
+        if diff.added:
+            findings.append(Finding(
+                rule="rows-added", severity=RULES["rows-added"].severity, revision=owner, table=table, rows=diff.added,
+                message=f"{table}: {diff.added:,} rows added", samples=tuple(diff.added_samples), phase="diff",
+            ))
+        for column in diff.columns:
+            kinds = ", ".join(f"{kind.replace('_', ' ')} {count:,}" for kind, count in sorted(column.kinds.items()))
+            findings.append(Finding(
+                rule="values-changed", severity=RULES["values-changed"].severity, revision=owner, table=table,
+                column=column.column, rows=column.changed, samples=tuple(column.samples), phase="diff",
+                message=f"{table}.{column.column}: {column.changed:,} values changed ({kinds})",
+            ))
+        for column, values in sorted(diff.dropped_columns.items()):
+            if (table, column) in renamed or not values:
+                continue
+            findings.append(Finding(
+                rule="column-values-lost", severity=RULES["column-values-lost"].severity, revision=owner, table=table,
+                column=column, rows=values, phase="diff",
+                message=f"{table}.{column}: dropped with {values:,} values that no other column keeps",
+            ))
+    return findings
+
+
+def _renamed_columns(changes, before_engine, work_engine, schema_before, schema_after) -> set[tuple[str, str]]:
+    """(table, old column) pairs whose values live on unchanged under a new name: a
+    rename keeps the data, so the dropped column's values are not lost."""
+    from integrity.migrate.column_compare import same_values
+
+    dropped: dict[str, list[str]] = {}
+    added: dict[str, list[str]] = {}
+    for change in changes:
+        if change.kind == "column_dropped":
+            dropped.setdefault(change.table, []).append(change.column)
+        elif change.kind == "column_added":
+            added.setdefault(change.table, []).append(change.column)
+    renamed = set()
+    for table, columns in dropped.items():
+        key = schema_before.tables[table].primary_key
+        for old in columns:
+            for new in added.get(table, []):
+                if key and same_values(before_engine, work_engine, table, key, old, new):
+                    renamed.add((table, old))
+                    break
+    return renamed
+
+
+# ---------------------------------------------------------------- audits
+
+
+def data_audit_failures(connection, now: datetime | None = None) -> dict[str, int]:
+    """Failing rows per data rule (schema rules left out: the schema diff reports the
+    schema, and every schema change would otherwise look like a new audit failure)."""
+    from checks import run_audits
+
+    report = run_audits(connection, now=now, sample_limit=0)
+    return {
+        finding.rule.id: finding.failing_rows
+        for finding in report.findings
+        if finding.rule.kind != "schema" and not finding.skipped and finding.rule.severity == "error"
+    }
+
+
+def _audit_findings(before: dict[str, int], after: dict[str, int], pending) -> list[Finding]:
+    owner = pending[0].id if len(pending) == 1 else None
+    findings = []
+    for rule_id, failing in sorted(after.items()):
+        new = failing - before.get(rule_id, 0)
+        if new > 0:
+            findings.append(Finding(
+                rule="new-audit-failures", severity=RULES["new-audit-failures"].severity, revision=owner,
+                rows=new, phase="audit", table=rule_id.split(".")[0] if "." in rule_id else None,
+                message=f"audit {rule_id}: {new:,} more failing rows after the migration ({before.get(rule_id, 0):,} before)",
+            ))
+    return findings
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def _round_trip(project, engine, pending, schema_before, before_prints, schema_after, after_prints, sample_limit, findings) -> dict:
+    from integrity.migrate.observe import capture_schema
+
+    owner = pending[0].id if len(pending) == 1 else pending[-1].id
+    result: dict[str, Any] = {"downgrade": None, "upgrade_again": None}
+    traces = _run(project, engine, pending, "downgrade", sample_limit)
+    failed = next((t for t in traces if t.failed), None)
+    result["downgrade_seconds"] = round(sum(t.seconds for t in traces), 3)
+    if failed is not None:
+        result["downgrade"] = "failed"
+        findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
+        return result
+    with engine.connect() as connection:
+        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), schema_before, before_prints)
+    result["downgrade"] = "lossy" if lossy else "identical"
+    if lossy:
+        findings.append(Finding(
+            rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
+            message=f"after the downgrade the copy differs from before the upgrade: {lossy}",
+        ))
+    traces = _run(project, engine, pending, "upgrade", sample_limit)
+    failed = next((t for t in traces if t.failed), None)
+    result["upgrade_again_seconds"] = round(sum(t.seconds for t in traces), 3)
+    if failed is not None:
+        result["upgrade_again"] = "failed"
+        findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
+        return result
+    with engine.connect() as connection:
+        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), schema_after, after_prints)
+    result["upgrade_again"] = "lossy" if lossy else "identical"
+    if lossy:
+        findings.append(Finding(
+            rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
+            message=f"upgrading again after the downgrade differs from the first upgrade: {lossy}",
+        ))
+    return result
+
+
+def _state_differences(schema, prints, expected_schema, expected_prints) -> str:
+    """'' when schema and content are the same, else one line saying where they differ."""
+    from integrity.migrate.observe import schema_changes
+
+    parts = []
+    changes = schema_changes(expected_schema, schema)
+    if changes:
+        shown = ", ".join(f"{c.kind} {c.table}{'.' + c.column if c.column else ''}" for c in changes[:5])
+        more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+        parts.append(f"schema ({shown}{more})")
+    tables = [t for t in _changed_tables(expected_prints, prints)]
+    if tables:
+        detail = ", ".join(
+            f"{t} ({expected_prints[t].rows:,} -> {prints[t].rows:,} rows)" if t in expected_prints and t in prints else t
+            for t in tables
+        )
+        parts.append(f"content of {detail}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- locks (PostgreSQL)
+
+LOCK_BUDGET_SECONDS = 1.0
+
+
+def _lock_findings(runs: dict, pending, after_prints: dict[str, TableFingerprint]) -> list[Finding]:
+    findings = []
+    populated = {name for name, fp in after_prints.items() if fp.rows}
+    for revision in pending:
+        run = runs[revision.id]
+        for rewrite in run.rewritten:
+            if rewrite["kind"] == "table" and rewrite["relation"] in populated:
+                findings.append(Finding(
+                    rule="table-rewritten", severity=RULES["table-rewritten"].severity, revision=revision.id,
+                    table=rewrite["relation"], rows=rewrite["rows"], phase="run",
+                    message=f"{rewrite['relation']}: rewritten ({rewrite['rows']:,} rows) while the revision held its lock",
+                ))
+        for lock in run.locks_held:
+            if lock["mode"] == "AccessExclusiveLock" and lock["relation"] in populated and lock["seconds"] > LOCK_BUDGET_SECONDS:
+                findings.append(Finding(
+                    rule="long-exclusive-lock", severity=RULES["long-exclusive-lock"].severity, revision=revision.id,
+                    table=lock["relation"], phase="run",
+                    message=f"{lock['relation']}: ACCESS EXCLUSIVE held {lock['seconds']:.1f} s until commit (budget {LOCK_BUDGET_SECONDS:.0f} s)",
+                ))
+    return findings

@@ -1,0 +1,389 @@
+"""The two copies a dry run works on: `before`, never migrated, and `work`, migrated.
+
+Both come from one consistent snapshot of the source, and `work` is proven identical to
+the source (per-table fingerprints) before anything runs on it (DESIGN.md invariant 8).
+The source is only ever read; both copies are removed afterwards unless `--keep-copy`.
+
+- SQLite (live database or a snapshot file): one read transaction on the source pins
+  its state; the backup API copies it twice from that transaction (source -> before ->
+  work, page for page) and the source's fingerprints are taken inside the same
+  transaction, so a game writing meanwhile cannot make the proof fail or lie.
+- SQLite from a backup: the backup is restored into scratch (hashes checked), which is
+  then the source of the two copies.
+- PostgreSQL from a backup (the default: the newest deep-verified one): pg_restore into
+  a scratch database (`before`), then `CREATE DATABASE work TEMPLATE before`, which is
+  possible because nobody else knows that database: never a template of live.
+- PostgreSQL live: pg_dump in an exported REPEATABLE READ snapshot of live, piped into
+  pg_restore; live's fingerprints are taken in that same snapshot.
+- PostgreSQL snapshot database: a database nobody uses; it serves as `before` (read only)
+  and is the template of `work`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
+from game_core.errors import PreconditionFailed
+from integrity.errors import VerificationFailed
+from integrity.fingerprint import TableFingerprint, database_fingerprints
+
+SCRATCH_PREFIX = "integrity_scratch_dry_"
+
+LIVE, BACKUP, SNAPSHOT = "live", "backup", "snapshot"
+
+
+class SnapshotUnavailable(PreconditionFailed):
+    """The copies could not be made (rights, a missing snapshot, a database in use)."""
+
+
+class CopyDiffers(VerificationFailed):
+    """The work copy's fingerprints differ from its source's: nothing may run on it."""
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    kind: str  # live | backup | snapshot
+    backup_id: str | None = None  # an id or "latest" (the newest deep-verified backup)
+    snapshot: str | None = None  # a SQLite file, or a PostgreSQL database name or URL
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    rows: int | None = None
+
+    @property
+    def rows_per_second(self) -> float | None:
+        if self.rows is None or self.seconds <= 0:
+            return None
+        return round(self.rows / self.seconds)
+
+
+@dataclass
+class Copies:
+    engine: str
+    source: str  # what was copied, for humans (masked)
+    source_kind: str
+    backup_id: str | None
+    source_target: DatabaseTarget | None  # the database the run must never write (None for a backup)
+    before: DatabaseTarget
+    work: DatabaseTarget
+    fingerprints: dict[str, TableFingerprint]  # the source's = the work copy's before the run
+    phases: list[Phase] = field(default_factory=list)
+    kept: tuple[str, ...] = ()  # where the copies stay with --keep-copy
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.fingerprints.values())
+
+
+def _fingerprint_rows(fingerprints: dict[str, TableFingerprint]) -> int:
+    return sum(f.rows for f in fingerprints.values())
+
+
+def prove_identical(source: dict[str, TableFingerprint], copy: dict[str, TableFingerprint], what: str) -> None:
+    differing = sorted(
+        name for name in set(source) | set(copy)
+        if name not in source or name not in copy or source[name].digest != copy[name].digest
+    )
+    if differing:
+        raise CopyDiffers(
+            f"the work copy differs from {what} in {', '.join(differing)} before anything ran; "
+            "the copy is not trustworthy, so the dry run stops (check the disk and run it again)"
+        )
+
+
+@contextmanager
+def snapshot_copies(
+    *,
+    live: DatabaseTarget,
+    choice: SourceChoice,
+    scratch_dir: Path,
+    settings: ConnectionSettings,
+    keep_copy: bool,
+    restored_backup,  # callable(backup_id) -> context manager yielding (backup id, ScratchCopy)
+) -> Iterator[Copies]:
+    """The two copies, made and proven; removed on the way out unless `keep_copy`."""
+    with ExitStack() as stack:
+        if live.kind == POSTGRESQL:
+            copies = stack.enter_context(_postgres_copies(live, choice, settings, keep_copy, restored_backup))
+        else:
+            copies = stack.enter_context(_sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup))
+        yield copies
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+@contextmanager
+def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup) -> Iterator[Copies]:
+    folder = scratch_dir / f"dry-run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise SnapshotUnavailable(f"cannot create the scratch folder {folder}: {exc.strerror}; set [state] dir to a writable directory with room for two copies") from None
+    phases: list[Phase] = []
+    try:
+        with ExitStack() as stack:
+            backup_id = None
+            if choice.kind == BACKUP:
+                started = time.perf_counter()
+                backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
+                phases.append(Phase("restore backup", time.perf_counter() - started))
+                source = restored.target
+                described = f"backup {backup_id}"
+            elif choice.kind == SNAPSHOT:
+                source = parse_database_url(choice.snapshot)
+                if source.kind == POSTGRESQL:
+                    raise SnapshotUnavailable(f"--snapshot {source.masked} is a PostgreSQL database but the configured database is SQLite; give a SQLite file")
+                described = f"snapshot {source.display}"
+            else:
+                source = live
+                described = f"live {live.display}"
+            before, work = folder / "before.db", folder / "work.db"
+            fingerprints = _copy_sqlite(source, before, work, settings, phases)
+            copies = Copies(
+                engine="sqlite", source=described, source_kind=choice.kind, backup_id=backup_id,
+                source_target=None if choice.kind == BACKUP else source,
+                before=parse_database_url(str(before)), work=parse_database_url(str(work)),
+                fingerprints=fingerprints, phases=phases,
+                kept=(str(before), str(work)) if keep_copy else (),
+            )
+            yield copies
+    finally:
+        if not keep_copy:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, phases: list[Phase]) -> dict[str, TableFingerprint]:
+    import sqlite3
+
+    engine = create_engine(source, read_only=True, settings=settings)
+    try:
+        with engine.connect() as connection:
+            # The first read starts the transaction that pins what every step below sees.
+            connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
+            reader = connection.connection.driver_connection
+            started = time.perf_counter()
+            _sqlite_backup(reader, before)
+            phases.append(Phase("snapshot", time.perf_counter() - started))
+            started = time.perf_counter()
+            with sqlite3.connect(f"file:{before}?mode=ro", uri=True) as frozen:
+                _sqlite_backup(frozen, work)
+            frozen.close()
+            phases.append(Phase("work copy", time.perf_counter() - started))
+            started = time.perf_counter()
+            source_prints = database_fingerprints(connection)
+            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+    finally:
+        engine.dispose()
+    started = time.perf_counter()
+    work_engine = create_engine(str(work), read_only=True, settings=settings)
+    try:
+        with work_engine.connect() as connection:
+            work_prints = database_fingerprints(connection)
+    finally:
+        work_engine.dispose()
+    phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
+    prove_identical(source_prints, work_prints, f"its source {source.display}")
+    return source_prints
+
+
+def _sqlite_backup(reader, destination: Path) -> None:
+    import sqlite3
+
+    writer = sqlite3.connect(str(destination))
+    try:
+        reader.backup(writer, pages=-1)
+        # A plain rollback-journal file: nothing beside it to lose or to leave behind.
+        writer.execute("PRAGMA journal_mode = DELETE")
+    except sqlite3.OperationalError as exc:
+        raise SnapshotUnavailable(f"cannot write the copy {destination}: {exc}; free space under [state] dir (two copies of the database are needed)") from None
+    finally:
+        writer.close()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _admin(target: DatabaseTarget):
+    from integrity.backups.scratch import maintenance_engine
+
+    return maintenance_engine(target)
+
+
+def _create_database(target: DatabaseTarget, name: str, template: str | None = None) -> None:
+    clause = f' TEMPLATE "{template}"' if template else ""
+    admin = _admin(target)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"{clause}'))
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        if "permission denied" in reason:
+            raise SnapshotUnavailable(
+                f"cannot create the scratch database {name}: {reason}; the dry run needs a role with CREATEDB "
+                "(ALTER ROLE ... CREATEDB) in [database] url"
+            ) from None
+        if "being accessed by other users" in reason:
+            raise SnapshotUnavailable(
+                f"cannot copy {template}: {reason}; a snapshot database must have no connections while it is copied"
+            ) from None
+        raise SnapshotUnavailable(f"cannot create the scratch database {name}: {reason}") from None
+    finally:
+        admin.dispose()
+
+
+def _drop_database(target: DatabaseTarget, name: str) -> None:
+    admin = _admin(target)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _fingerprints_of(target: DatabaseTarget, settings) -> dict[str, TableFingerprint]:
+    engine = create_engine(target, read_only=True, settings=settings)
+    try:
+        with engine.connect() as connection:
+            return database_fingerprints(connection)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -> Iterator[Copies]:
+    token = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
+    work_name = f"{SCRATCH_PREFIX}{token}_work"
+    made: list[str] = []
+    phases: list[Phase] = []
+    try:
+        with ExitStack() as stack:
+            backup_id = None
+            source_target = None
+            if choice.kind == BACKUP:
+                started = time.perf_counter()
+                backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
+                phases.append(Phase("restore backup", time.perf_counter() - started))
+                before = restored.target
+                described = f"backup {backup_id}"
+                if keep_copy:
+                    # The restored scratch database is dropped by its owner: keep a copy of it.
+                    kept_before = f"{SCRATCH_PREFIX}{token}_before"
+                    _create_database(live, kept_before, template=before.url.database)
+                    made.append(kept_before)
+                started = time.perf_counter()
+                source_prints = _fingerprints_of(before, settings)
+                phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+            elif choice.kind == SNAPSHOT:
+                before = _snapshot_target(live, choice.snapshot)
+                source_target = before
+                described = f"snapshot database {before.url.database}"
+                started = time.perf_counter()
+                source_prints = _fingerprints_of(before, settings)
+                phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+            else:
+                source_target = live
+                before_name = f"{SCRATCH_PREFIX}{token}_before"
+                _create_database(live, before_name)
+                made.append(before_name)
+                before = DatabaseTarget(live.url.set(database=before_name))
+                described = f"live {live.masked}"
+                source_prints = _dump_live_into(live, before, settings, phases)
+            started = time.perf_counter()
+            _create_database(live, work_name, template=before.url.database)
+            made.append(work_name)
+            work = DatabaseTarget(live.url.set(database=work_name))
+            phases.append(Phase("work copy", time.perf_counter() - started))
+            started = time.perf_counter()
+            work_prints = _fingerprints_of(work, settings)
+            phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
+            prove_identical(source_prints, work_prints, described)
+            if choice.kind == BACKUP and keep_copy:
+                before = DatabaseTarget(live.url.set(database=made[0]))
+            yield Copies(
+                engine="postgresql", source=described, source_kind=choice.kind, backup_id=backup_id,
+                source_target=source_target, before=before, work=work, fingerprints=source_prints,
+                phases=phases, kept=tuple(made) if keep_copy else (),
+            )
+    finally:
+        if not keep_copy:
+            for name in made:
+                _drop_database(live, name)
+
+
+def _snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
+    if "://" in snapshot:
+        target = parse_database_url(snapshot)
+        if target.kind != POSTGRESQL:
+            raise SnapshotUnavailable(f"--snapshot {target.display} is a SQLite file but the configured database is PostgreSQL; give a database name")
+    else:
+        target = DatabaseTarget(live.url.set(database=snapshot))
+    if target.url.database == live.url.database and target.url.host == live.url.host:
+        raise SnapshotUnavailable(
+            f"--snapshot {target.url.database} is the live database; a snapshot must be a copy nobody uses "
+            "(or use --from-live, which copies live without touching it)"
+        )
+    admin = _admin(live)
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.url.database}).first()
+    finally:
+        admin.dispose()
+    if not exists:
+        raise SnapshotUnavailable(f"no snapshot database {target.url.database} on {live.url.host}; create it with createdb -T, or use --from-backup")
+    return target
+
+
+def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phases: list[Phase]) -> dict[str, TableFingerprint]:
+    """pg_dump of an exported snapshot of live piped into pg_restore; live's fingerprints
+    are taken in that same snapshot, so they describe exactly what was copied."""
+    from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
+
+    engine = create_engine(live, read_only=True, settings=settings)
+    try:
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            major = server_major(connection)
+            pg_dump = require_tool("pg_dump", major)
+            pg_restore = require_tool("pg_restore", major)
+            snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
+            started = time.perf_counter()
+            with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as restore_errors:
+                dump = subprocess.Popen(
+                    [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"],
+                    stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(live.url),
+                )
+                restore = subprocess.Popen(
+                    [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+                     f"--dbname={before.url.database}"],
+                    stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_errors,
+                    env=libpq_environment(before.url),
+                )
+                dump.stdout.close()  # pg_restore holds the pipe now: pg_dump sees it close
+                restore_status, dump_status = restore.wait(), dump.wait()
+                for name, status, errors in (("pg_dump", dump_status, dump_errors), ("pg_restore", restore_status, restore_errors)):
+                    if status != 0:
+                        errors.seek(0)
+                        raise SnapshotUnavailable(f"{name} exited with status {status} while copying live: {tool_error(errors.read())}")
+            phases.append(Phase("snapshot", time.perf_counter() - started))
+            started = time.perf_counter()
+            prints = database_fingerprints(connection)
+            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(prints)))
+            connection.rollback()
+            return prints
+    finally:
+        engine.dispose()
