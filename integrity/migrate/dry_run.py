@@ -376,6 +376,11 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         for trace in traces:
             runs[trace.revision] = _with_trace(runs[trace.revision], trace)
         failed = next((t for t in traces if t.failed), None)
+        if failed is not None and not failed.database_error:
+            raise DryRunCouldNotRun(
+                f"revision {failed.revision} raised on the copy: {failed.error}; fix the revision (the database did not "
+                "refuse anything, so there is nothing to learn about the data)"
+            )
         if failed is not None:
             out["run_failed"] = True
             findings.append(_failure_finding(failed, "migration-failed", "run"))
