@@ -644,7 +644,6 @@ def _round_trip(project, engine, pending, schema_before, before_prints, schema_a
     result: dict[str, Any] = {"downgrade": None, "upgrade_again": None}
     traces = _run(project, engine, pending, "downgrade", sample_limit)
     failed = next((t for t in traces if t.failed), None)
-    result["downgrade_seconds"] = round(sum(t.seconds for t in traces), 3)
     if failed is not None:
         result["downgrade"] = "failed"
         findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
@@ -659,7 +658,6 @@ def _round_trip(project, engine, pending, schema_before, before_prints, schema_a
         ))
     traces = _run(project, engine, pending, "upgrade", sample_limit)
     failed = next((t for t in traces if t.failed), None)
-    result["upgrade_again_seconds"] = round(sum(t.seconds for t in traces), 3)
     if failed is not None:
         result["upgrade_again"] = "failed"
         findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
