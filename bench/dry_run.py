@@ -70,7 +70,7 @@ def alembic_ini(folder: Path, revision_text: str) -> Path:
     versions.mkdir(parents=True)
     (versions / "case.py").write_text(revision_text)
     ini = folder / "alembic.ini"
-    ini.write_text(f"[alembic]\nscript_location = {MIGRATIONS_DIR}\nversion_locations = {MIGRATIONS_DIR / 'versions'} {versions}\n")
+    ini.write_text(f"[alembic]\nscript_location = {MIGRATIONS_DIR}\npath_separator = space\nversion_locations = {MIGRATIONS_DIR / 'versions'} {versions}\n")
     return ini
 
 

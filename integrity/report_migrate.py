@@ -47,7 +47,7 @@ def verdict(report) -> str:
 def _finding_line(finding) -> str:
     flag = " (declared)" if finding.declared else f" (ignored: {finding.ignored_by})" if finding.ignored_by else ""
     rows = f" [{finding.rows:,} rows]" if finding.rows is not None else ""
-    samples = f" e.g. {', '.join(finding.samples[:3])}" if finding.samples else ""
+    samples = f" e.g. {'; '.join(finding.samples[:3])}" if finding.samples else ""
     return f"{finding.severity.value:7} {finding.rule:24} {finding.revision or '-'}: {finding.message}{rows}{samples}{flag}"
 
 

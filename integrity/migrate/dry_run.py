@@ -396,11 +396,10 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
 
         clock = time.perf_counter()
         changed_tables = _changed_tables(before_prints, after_prints)
-        named = _named_tables(lint)
         diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit)
         phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
         out["tables"] = [_table_summary(d) for d in diffs]
-        findings.extend(_diff_findings(diffs, changes, named, pending, lint, before_engine, work_engine, schema_before, schema_after))
+        findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
 
         clock = time.perf_counter()
         with work_engine.connect() as connection:
@@ -492,16 +491,6 @@ def _changed_tables(before: dict[str, TableFingerprint], after: dict[str, TableF
     )
 
 
-def _named_tables(lint) -> set[str] | None:
-    """Tables the revisions' operations name; None when a revision's are unknown."""
-    named: set[str] = set()
-    for revision in lint.revisions:
-        if revision.touched_tables is None:
-            return None
-        named |= set(revision.touched_tables)
-    return named
-
-
 def _content_diffs(before_engine, work_engine, tables: list[str], schema_before, schema_after, sample_limit: int):
     from integrity.migrate.content_diff import diff_table_content
 
@@ -539,12 +528,15 @@ def _owner(table: str, pending, lint) -> str | None:
     return owner
 
 
-def _diff_findings(diffs, changes, named, pending, lint, before_engine, work_engine, schema_before, schema_after) -> list[Finding]:
+def _diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after) -> list[Finding]:
     from integrity.migrate.observe import tables_reaching
 
     findings = []
     renamed = _renamed_columns(changes, before_engine, work_engine, schema_before, schema_after)
-    cascading = (tables_reaching(schema_before, named) - named) if named is not None else set()
+    # A table that lost rows without any operation naming it lost them through a foreign
+    # key: a child of a table the revisions did name (a SQLite batch rebuild, a DELETE).
+    operated = {op.table for revision in lint.revisions for op in revision.operations if op.table}
+    cascading = tables_reaching(schema_before, operated) - operated
     for diff in diffs:
         table = diff.table
         owner = _owner(table, pending, lint)
