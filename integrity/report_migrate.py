@@ -77,6 +77,9 @@ def render_dry_run(report, console: Console) -> None:
         for t in report.tables:
             tables.add_row(t["table"], f"{t['rows_before']:,}", f"{t['rows_after']:,}", f"{t['lost']:,}", f"{t['added']:,}", f"{t['changed']:,}")
         console.print(tables)
+    for table in report.tables:
+        for column, moved in table.get("statistics", {}).items():
+            console.print(f"statistics {table['table']}.{column}: {_statistics_line(moved['before'])} -> {_statistics_line(moved['after'])}", **_PLAIN)
     for change in report.schema_changes:
         target = change["table"] or ""
         if change["column"]:
@@ -90,6 +93,16 @@ def render_dry_run(report, console: Console) -> None:
     for kept in report.kept_copies:
         console.print(f"kept copy: {kept}", **_PLAIN)
     console.print(verdict(report), **_PLAIN)
+
+
+def _statistics_line(figures: dict | None) -> str:
+    if figures is None:
+        return "(gone)"
+    classes = ", ".join(f"{name} {count:,}" for name, count in sorted(figures["storage_classes"].items()))
+    text = f"nulls {figures['nulls']:,}, min {figures['minimum']}, max {figures['maximum']}"
+    if figures["total"] is not None:
+        text += f", sum {figures['total']}"
+    return text + (f", {classes}" if classes else "")
 
 
 def markdown(report) -> str:

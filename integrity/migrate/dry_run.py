@@ -398,7 +398,12 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         changed_tables = _changed_tables(before_prints, after_prints)
         diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit)
         phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
-        out["tables"] = [_table_summary(d) for d in diffs]
+        clock = time.perf_counter()
+        out["tables"] = [
+            {**_table_summary(d), "statistics": _statistics_change(before_engine, work_engine, d.table, schema_after)}
+            for d in diffs
+        ]
+        phases.append(Phase("column statistics", time.perf_counter() - clock, sum(d.rows_before + d.rows_after for d in diffs)))
         findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
 
         clock = time.perf_counter()
@@ -514,6 +519,28 @@ def _table_summary(diff) -> dict:
         "dropped_columns": dict(diff.dropped_columns), "added_columns": list(diff.added_columns),
         "seconds": round(diff.seconds, 3),
     }
+
+
+def _statistics_change(before_engine, work_engine, table: str, schema_after) -> dict:
+    """Per-column figures (rows, NULLs, min, max, sum, SQLite storage classes) before and
+    after, for the columns whose figures moved. The before copy is frozen, so reading it
+    now gives exactly the before state, and only for the tables whose content changed."""
+    from dataclasses import asdict
+
+    from integrity.migrate.observe import table_statistics
+
+    with before_engine.connect() as connection:
+        before = table_statistics(connection, table)
+    after = {}
+    if table in schema_after.tables:
+        with work_engine.connect() as connection:
+            after = table_statistics(connection, table)
+    moved = {}
+    for column in sorted(set(before) | set(after)):
+        old, new = before.get(column), after.get(column)
+        if old != new:
+            moved[column] = {"before": asdict(old) if old else None, "after": asdict(new) if new else None}
+    return moved
 
 
 def _owner(table: str, pending, lint) -> str | None:
