@@ -46,8 +46,7 @@ depends_on = None
 def upgrade():
     op.add_column("players", sa.Column("country", sa.String(2)))
 def downgrade():
-    with op.batch_alter_table("players") as batch:
-        batch.drop_column("country")
+    op.drop_column("players", "country")
 '''
 
 ONE_ROW_REVISION = '''"""Change the wpm of one result (what the dry run must find)."""

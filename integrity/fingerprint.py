@@ -43,12 +43,15 @@ def table_fingerprint(connection: Connection, table: str) -> TableFingerprint:
     digest.update(repr(columns).encode())
     rows = 0
     started = time.perf_counter()
-    result = connection.execution_options(stream_results=True, yield_per=BATCH).execute(
-        sa.text(f'SELECT {quoted} FROM "{table}" ORDER BY {order}')
-    )
-    for partition in result.partitions(BATCH):
-        digest.update("\n".join(map(repr, partition)).encode())
-        rows += len(partition)
+    # The driver's own cursor, in the same transaction: SQLAlchemy's Row objects cost as
+    # much again as reading the rows (57,000 against 122,000 rows/s on `results`).
+    cursor = connection.connection.driver_connection.execute(f'SELECT {quoted} FROM "{table}" ORDER BY {order}')
+    try:
+        while partition := cursor.fetchmany(BATCH):
+            digest.update(repr(partition).encode())
+            rows += len(partition)
+    finally:
+        cursor.close()
     return TableFingerprint(table=table, rows=rows, digest=digest.hexdigest(), seconds=time.perf_counter() - started)
 
 

@@ -56,11 +56,13 @@ def render_dry_run(report, console: Console) -> None:
     console.print(f"{report.project}: {report.start_revision or 'base'} -> {report.target_revision or 'base'}{where}", **_PLAIN)
     if report.revisions:
         revisions = Table(show_header=True, header_style="bold")
-        for column in ("revision", "seconds", "statements", "sha256", "message"):
+        columns = ("revision", "seconds", "statements", "sha256", "message") if report.data_pass else ("revision", "sha256", "message")
+        for column in columns:
             revisions.add_column(column, justify="right" if column in ("seconds", "statements") else "left", overflow="fold")
         for r in report.revisions:
             seconds = "-" if r.seconds is None else f"{r.seconds:.3f}"
-            revisions.add_row(r.id, seconds, str(len(r.statements)), r.sha256[:12], r.message)
+            measured = (seconds, str(len(r.statements))) if report.data_pass else ()
+            revisions.add_row(r.id, *measured, r.sha256[:12], r.message)
         console.print(revisions)
     if report.phases:
         phases = Table(show_header=True, header_style="bold")

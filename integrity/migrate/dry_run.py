@@ -159,12 +159,12 @@ def dry_run(
             keep_copy=keep_copy, restored_backup=restored_backup,
         ) as copies:
             phases.extend(copies.phases)
-            data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases)
-            _check_revisions_moved(copies, start, target, data["run_failed"], conn_settings)
+            data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target)
+            _check_source_unmoved(copies, start, conn_settings)
 
     from integrity.migrate.intent import apply_intent
 
-    findings = apply_intent([*lint.findings, *data["findings"]], pending, data_pass=True)
+    findings = apply_intent([*for_engine(lint.findings, live.kind), *data["findings"]], pending, data_pass=True)
     return DryRunReport(
         report_version=REPORT_VERSION,
         project=project.description,
@@ -214,10 +214,21 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     clock = time.perf_counter()
     result = lint_revisions(project, pending, start_revision=start)
     phases = [Phase("static pass", time.perf_counter() - clock)]
-    findings = apply_intent(list(result.findings), pending, data_pass=False)
+    findings = apply_intent(for_engine(result.findings, engine_kind), pending, data_pass=False)
     runs = [_revision_run(r, lint_for=result) for r in pending]
     return _report(project, engine_kind, None, None, start, target, runs, findings, fail_on, started,
                    data_pass=False, phases=phases)
+
+
+# Static rules about one engine's behaviour; a run on the other engine does not have the hazard.
+_ENGINE_RULES = {"batch-rebuild-cascade": "sqlite", "pg-index-not-concurrent": POSTGRESQL,
+                 "pg-constraint-validated": POSTGRESQL, "pg-table-rewrite": POSTGRESQL}
+
+
+def for_engine(findings, engine: str | None) -> list[Finding]:
+    """The static findings that concern `engine` (all of them when it is unknown: a lint
+    without a database warns about both engines)."""
+    return [f for f in findings if engine is None or _ENGINE_RULES.get(f.rule, engine) == engine]
 
 
 def _report(project, engine, source, identity, start, target, runs, findings, fail_on, started, *, data_pass, note=None, phases=()):
@@ -354,14 +365,14 @@ def _reading_backup(settings, choice: SourceChoice, command: str, lock_wait: flo
 # ---------------------------------------------------------------- the data pass
 
 
-def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase]) -> dict:
+def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase], target: str) -> dict:
     from integrity.migrate.observe import capture_schema
 
     now = datetime.now(timezone.utc)
     before_engine = create_engine(copies.before, read_only=True, settings=conn_settings)
     work_engine = create_engine(copies.work, settings=conn_settings)
     findings: list[Finding] = []
-    out: dict[str, Any] = {"findings": findings, "schema_changes": [], "tables": [], "audits": {}, "round_trip": {}, "run_failed": False}
+    out: dict[str, Any] = {"findings": findings, "schema_changes": [], "tables": [], "audits": {}, "round_trip": {}}
     try:
         clock = time.perf_counter()
         with before_engine.connect() as connection:
@@ -382,9 +393,9 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
                 "refuse anything, so there is nothing to learn about the data)"
             )
         if failed is not None:
-            out["run_failed"] = True
             findings.append(_failure_finding(failed, "migration-failed", "run"))
             return out
+        _check_copy_moved(copies, target, conn_settings)
 
         clock = time.perf_counter()
         with work_engine.connect() as connection:
@@ -397,6 +408,7 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         clock = time.perf_counter()
         changed_tables = _changed_tables(before_prints, after_prints)
         diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit)
+        findings.extend(_new_table_findings(changed_tables, schema_before, after_prints, pending, lint))
         phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
         clock = time.perf_counter()
         out["tables"] = [
@@ -450,25 +462,29 @@ def _with_trace(run: RevisionRun, trace) -> RevisionRun:
 def _failure_finding(trace, rule: str, phase: str) -> Finding:
     where = f" in `{trace.failing_statement}`" if trace.failing_statement else ""
     rows = f"; {trace.offending_rows:,} rows make it fail" if trace.offending_rows else ""
+    table = trace.offending_samples[0].split(".", 1)[0] if trace.offending_samples and "." in trace.offending_samples[0] else None
     return Finding(
-        rule=rule, severity=RULES[rule].severity, revision=trace.revision,
+        rule=rule, severity=RULES[rule].severity, revision=trace.revision, table=table,
         message=f"{trace.direction} of {trace.revision} failed on the copy{where}: {trace.error}{rows}",
         rows=trace.offending_rows, samples=tuple(trace.offending_samples), phase=phase,
     )
 
 
-def _check_revisions_moved(copies: Copies, start, target, run_failed: bool, conn_settings) -> None:
-    """Invariant 8: the copy's revision moved and the source's did not. An env.py that
-    ignores the handed connection fails here instead of reporting a clean run."""
-    if copies.source_target is not None:
-        now_at = _revision_of(copies.source_target, conn_settings)
-        if now_at != start:
-            raise DryRunCouldNotRun(
-                f"the source {copies.source} moved from revision {start} to {now_at} during the dry run: something "
-                "else migrated it, or env.py ignores the connection handed in config.attributes['connection']"
-            )
-    if run_failed:
-        return
+def _check_source_unmoved(copies: Copies, start, conn_settings) -> None:
+    """Invariant 8, first half: the source's revision did not move."""
+    if copies.source_target is None:
+        return  # a backup: its files are immutable and were hash-checked
+    now_at = _revision_of(copies.source_target, conn_settings)
+    if now_at != start:
+        raise DryRunCouldNotRun(
+            f"the source {copies.source} moved from revision {start} to {now_at} during the dry run: something "
+            "else migrated it, or env.py ignores the connection handed in config.attributes['connection']"
+        )
+
+
+def _check_copy_moved(copies: Copies, target: str, conn_settings) -> None:
+    """Invariant 8, second half, right after the upgrade (the round trip moves it again):
+    an env.py that ignores the handed connection fails here instead of passing clean."""
     copy_at = _revision_of(copies.work, conn_settings)
     if copy_at != target:
         raise DryRunCouldNotRun(
@@ -519,6 +535,20 @@ def _table_summary(diff) -> dict:
         "dropped_columns": dict(diff.dropped_columns), "added_columns": list(diff.added_columns),
         "seconds": round(diff.seconds, 3),
     }
+
+
+def _new_table_findings(tables, schema_before, after_prints, pending, lint) -> list[Finding]:
+    """Rows in tables the revisions created: inserts, so that an `expect` of them matches."""
+    findings = []
+    for table in tables:
+        if table in schema_before.tables or table not in after_prints or not after_prints[table].rows:
+            continue
+        rows = after_prints[table].rows
+        findings.append(Finding(
+            rule="rows-added", severity=RULES["rows-added"].severity, revision=_owner(table, pending, lint), table=table,
+            rows=rows, phase="diff", message=f"{table}: new table filled with {rows:,} rows",
+        ))
+    return findings
 
 
 def _statistics_change(before_engine, work_engine, table: str, schema_after) -> dict:

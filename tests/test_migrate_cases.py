@@ -1,0 +1,618 @@
+"""The acceptance corpus of `integrity migrate dry-run` (issue 6): our own dangerous and
+safe migrations against the game's schema, on SQLite and PostgreSQL.
+
+Every file in tests/migration_cases/ is one Alembic revision on top of our head
+(0001_initial_schema), with a docstring saying what it does and its verdict. Per case
+and engine, the dry run (`--from-live --format json`, in process) runs on a copy of a
+small populated database (40 simulated players, 5 results each) with an alembic.ini
+whose version_locations hold the game's history plus that one file, and the test asserts
+
+- the exit code: 3 for a dangerous case, 0 for a safe one (the lock-heavy PostgreSQL
+  cases are warnings: 0 by default, 3 with --fail-on warning);
+- the rule ids the case must raise (a subset: more findings are fine), each as a
+  finding that counts (not declared, not ignored), and rules a safe case must not raise;
+- the affected row counts the case knows exactly, counted on the seeded source with SQL
+  before the run (the NOT NULL failure names every results row, a DELETE without WHERE
+  loses the table's row count, a cascade loses the results of the deleted players...);
+- declared changes reported as declared, not failed;
+- the source untouched: same content, same revision.
+
+A second, fast group checks the corpus itself with plain Alembic (no integrity code):
+every case file is in the table and well formed, every safe case's downgrade restores
+the exact schema and data, and the cases that must fail on the existing data do.
+
+The seeded databases are built once per session (a SQLite template file, a PostgreSQL
+template database); each test gets its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import drop_pg_database, pg_url_for
+from game_core.db import create_engine
+
+CASES_DIR = Path(__file__).resolve().parent / "migration_cases"
+HEAD = "0001_initial_schema"
+SEED = {"players": 40, "tests_per_player": 5, "seed": 1}
+
+# ---------------------------------------------------------------- expectations
+
+Rule = str | tuple[str, ...]  # a rule id, or alternatives (any one of them satisfies)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A finding of `rule` on `table` (and `column`) naming exactly `count` rows; `count`
+    is an int or SQL counted on the seeded source before the run."""
+
+    rule: Rule
+    table: str | None
+    count: int | str
+    column: str | None = None
+    declared: bool = False  # the finding must be reported as declared (not counted)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    exit_code: int
+    rules: tuple[Rule, ...] = ()  # must be present, counting
+    rows: tuple[Rows, ...] = ()
+    absent: tuple[str, ...] = ()  # must not be present as counting findings
+    on_warning: int | None = None  # the exit code with --fail-on warning, when checked
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "dangerous" or "safe"
+    sqlite: Verdict | None
+    postgresql: Verdict | None
+
+
+SAFE = Verdict(0)
+
+
+def both(name: str, verdict: Verdict, kind: str = "dangerous") -> Case:
+    return Case(name, kind, verdict, verdict)
+
+
+def safe(name: str, sqlite: Verdict = SAFE, postgresql: Verdict = SAFE) -> Case:
+    return Case(name, "safe", sqlite, postgresql)
+
+
+COUNT_RESULTS = "SELECT COUNT(*) FROM results"
+COUNT_PROGRESS = "SELECT COUNT(*) FROM progress"
+COUNT_BESTS = "SELECT COUNT(*) FROM personal_bests"
+WPM_WITH_DECIMALS = "SELECT COUNT(*) FROM results WHERE wpm <> CAST(wpm AS INTEGER)"
+
+CASES: tuple[Case, ...] = (
+    # ------------------------------------------------------------ data loss
+    both("loss_drop_column_raw_wpm", Verdict(
+        3, rules=("drop-column", "column-values-lost", "round-trip-lossy"),
+        rows=(Rows("column-values-lost", "results", "SELECT COUNT(*) FROM results WHERE raw_wpm IS NOT NULL", "raw_wpm"),),
+    )),
+    both("loss_drop_table_personal_bests", Verdict(
+        3, rules=("drop-table", "rows-lost", "round-trip-lossy"),
+        rows=(Rows("rows-lost", "personal_bests", COUNT_BESTS),),
+    )),
+    both("loss_delete_without_where", Verdict(
+        3, rules=("unbounded-data-change", "rows-lost"),
+        rows=(Rows("rows-lost", "progress", COUNT_PROGRESS),),
+    )),
+    both("loss_rename_as_drop_add", Verdict(3, rules=("drop-add-rename", "column-values-lost"))),
+    # ------------------------------------------------------------ silent value or format change
+    Case("value_wpm_numeric_to_integer", "dangerous",
+         sqlite=Verdict(
+             3, rules=("type-narrowing", "values-changed", "batch-rebuild-cascade", "cascade-rows-lost"),
+             rows=(Rows("values-changed", "results", WPM_WITH_DECIMALS, "wpm"),
+                   Rows("cascade-rows-lost", "personal_bests", COUNT_BESTS)),
+         ),
+         postgresql=Verdict(
+             3, rules=("type-narrowing", "values-changed"),
+             rows=(Rows("values-changed", "results", WPM_WITH_DECIMALS, "wpm"),),
+         )),
+    both("value_accuracy_rescaled", Verdict(
+        3, rules=("values-changed", "new-audit-failures"),
+        rows=(Rows("values-changed", "results", "SELECT COUNT(*) FROM results WHERE accuracy > 1", "accuracy"),),
+    )),
+    both("value_mode_param_integer_to_text", Verdict(3, rules=("type-meaning-change",))),
+    Case("value_username_varchar_4", "dangerous",
+         sqlite=Verdict(
+             3, rules=("type-narrowing", "batch-rebuild-cascade", "cascade-rows-lost"),
+             rows=(Rows("cascade-rows-lost", "results", COUNT_RESULTS),),
+         ),
+         postgresql=Verdict(
+             3, rules=("type-narrowing", "migration-failed"),
+             rows=(Rows("migration-failed", "players", "SELECT COUNT(*) FROM players WHERE LENGTH(username) > 4"),),
+         )),
+    Case("value_mode_truncated_by_cast", "dangerous",
+         sqlite=Verdict(3, rules=("type-narrowing",)),
+         # mode is part of personal_bests' primary key: keyed by it, a truncated row is
+         # either a changed value or a lost (and an added) row.
+         postgresql=Verdict(
+             3, rules=("type-narrowing", ("values-changed", "rows-lost")),
+             rows=(Rows(("values-changed", "rows-lost"), "personal_bests",
+                        "SELECT COUNT(*) FROM personal_bests WHERE LENGTH(mode) > 4"),),
+         )),
+    Case("value_timestamp_to_text", "dangerous",
+         # SQLite: the batch copy back CASTs the text AS DATETIME (numeric affinity: 2026).
+         sqlite=Verdict(3, rules=("type-meaning-change", "round-trip-lossy")),
+         postgresql=Verdict(3, rules=("type-meaning-change",))),
+    both("value_set_null_by_update", Verdict(
+        3, rules=("values-changed",),
+        rows=(Rows("values-changed", "progress", "SELECT COUNT(*) FROM progress WHERE player_id % 4 = 0", "best_wpm"),),
+    )),
+    # ------------------------------------------------------------ cascade deletes
+    Case("cascade_sqlite_batch_players", "dangerous",
+         sqlite=Verdict(
+             3, rules=("batch-rebuild-cascade", "cascade-rows-lost"),
+             rows=(Rows("cascade-rows-lost", "results", COUNT_RESULTS),
+                   Rows("cascade-rows-lost", "progress", COUNT_PROGRESS),
+                   Rows("cascade-rows-lost", "personal_bests", COUNT_BESTS)),
+         ),
+         postgresql=Verdict(0, absent=("type-narrowing", "cascade-rows-lost", "rows-lost"))),
+    both("cascade_delete_some_players", Verdict(
+        3, rules=("cascade-rows-lost",),
+        rows=(Rows("rows-lost", "players", 5, declared=True),
+              Rows("cascade-rows-lost", "results", "SELECT COUNT(*) FROM results WHERE player_id <= 5"),
+              Rows("cascade-rows-lost", "progress", "SELECT COUNT(*) FROM progress WHERE player_id <= 5"),
+              Rows("cascade-rows-lost", "personal_bests", "SELECT COUNT(*) FROM personal_bests WHERE player_id <= 5")),
+    )),
+    # ------------------------------------------------------------ failure on existing data
+    both("fail_not_null_without_default", Verdict(
+        3, rules=("not-null-no-default", "migration-failed"),
+        rows=(Rows("migration-failed", "results", COUNT_RESULTS),),
+    )),
+    both("fail_unique_over_duplicates", Verdict(3, rules=("migration-failed",))),
+    both("fail_check_violated", Verdict(
+        3, rules=("migration-failed",),
+        rows=(Rows("migration-failed", "progress", "SELECT COUNT(*) FROM progress WHERE NOT (best_wpm < 60)"),),
+    )),
+    # ------------------------------------------------------------ lossy round trip
+    both("roundtrip_update_not_restored", Verdict(
+        3, rules=("round-trip-lossy",),
+        rows=(Rows("values-changed", "progress", 3, "updated_at", declared=True),),
+    )),
+    both("roundtrip_downgrade_raises", Verdict(3, rules=("round-trip-failed", "empty-downgrade"))),
+    Case("roundtrip_enum_not_dropped", "dangerous", sqlite=None,
+         postgresql=Verdict(3, rules=("enum-not-dropped", "round-trip-failed"))),
+    # ------------------------------------------------------------ lock-heavy statements (PostgreSQL warnings)
+    Case("lock_index_not_concurrent", "dangerous", sqlite=SAFE,
+         postgresql=Verdict(0, rules=("pg-index-not-concurrent",), on_warning=3)),
+    Case("lock_alter_type_rewrite", "dangerous", sqlite=None,
+         postgresql=Verdict(0, rules=("pg-table-rewrite", "table-rewritten"), on_warning=3)),
+    Case("lock_check_validated_one_step", "dangerous", sqlite=None,
+         postgresql=Verdict(0, rules=("pg-constraint-validated",), on_warning=3)),
+    # ------------------------------------------------------------ declared intent exceeded
+    both("declared_update_exceeds_max_rows", Verdict(
+        3, rules=("declared-change-exceeded",),
+        rows=(Rows("declared-change-exceeded", "progress", "SELECT COUNT(*) FROM progress WHERE player_id <= 20"),),
+    )),
+    # ------------------------------------------------------------ safe
+    safe("safe_add_nullable_column"),
+    safe("safe_add_column_server_default", postgresql=Verdict(0, absent=("not-null-no-default", "table-rewritten"))),
+    safe("safe_add_index_concurrently", postgresql=Verdict(0, absent=("pg-index-not-concurrent",))),
+    safe("safe_add_index_plain", postgresql=Verdict(0, rules=("pg-index-not-concurrent",))),
+    safe("safe_create_table_with_fk"),
+    safe("safe_widen_varchar", sqlite=Verdict(0, absent=("type-narrowing", "cascade-rows-lost")),
+         postgresql=Verdict(0, absent=("type-narrowing",))),
+    safe("safe_integer_to_bigint", sqlite=Verdict(0, absent=("type-narrowing", "cascade-rows-lost")),
+         postgresql=Verdict(0, absent=("type-narrowing",))),
+    safe("safe_check_constraint_not_valid", postgresql=Verdict(0, absent=("pg-constraint-validated",))),
+    safe("safe_declared_backfill", *[Verdict(
+        0, rows=(Rows("values-changed", "progress", "SELECT COUNT(*) FROM progress WHERE player_id <= 10",
+                      "updated_at", declared=True),),
+    )] * 2),
+    safe("safe_lookup_table_rows"),
+    safe("safe_comments"),
+    safe("safe_create_view"),
+    safe("safe_nullable_fk_column", postgresql=Verdict(0, absent=("pg-constraint-validated",))),
+    safe("safe_unique_expression_index"),
+    safe("safe_summary_table_populated"),
+    safe("safe_backfill_new_column", *[Verdict(0, absent=("unbounded-data-change", "values-changed"))] * 2),
+    safe("safe_numeric_widen", *[Verdict(0, absent=("type-narrowing",))] * 2),
+    safe("safe_partial_index"),
+    safe("safe_delete_matching_nothing", *[Verdict(0, absent=("rows-lost", "unbounded-data-change"))] * 2),
+)
+
+CASES_BY_NAME = {case.name: case for case in CASES}
+ENGINES = ("sqlite", "postgresql")
+
+
+def _params():
+    """(case, engine, --fail-on) for every case and engine it has a verdict for; the cases
+    with a --fail-on warning verdict also run with it."""
+    params = []
+    for case in CASES:
+        for engine in ENGINES:
+            verdict = getattr(case, engine)
+            if verdict is None:
+                continue
+            marks = [pytest.mark.postgres] if engine == "postgresql" else []
+            params.append(pytest.param(case.name, engine, "error", id=f"{case.name}-{engine}", marks=marks))
+            if verdict.on_warning is not None:
+                params.append(pytest.param(
+                    case.name, engine, "warning", id=f"{case.name}-{engine}-fail-on-warning", marks=marks
+                ))
+    return params
+
+
+# ---------------------------------------------------------------- seeded databases
+
+
+def _seed(url: str) -> None:
+    from game_core.simulate import simulate
+
+    engine = create_engine(url)
+    try:
+        simulate(engine, **SEED)
+    finally:
+        engine.dispose()  # the last connection checkpoints the SQLite WAL into the file
+
+
+@pytest.fixture(scope="session")
+def seeded_sqlite_template(tmp_path_factory, sqlite_template) -> Path:
+    path = tmp_path_factory.mktemp("migrate-cases") / "seeded.db"
+    shutil.copyfile(sqlite_template, path)
+    _seed(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def seeded_pg_template(pg_admin, pg_template):
+    name = f"tg_cases_{uuid.uuid4().hex[:10]}"
+    with pg_admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    _seed(pg_url_for(name))
+    yield name
+    drop_pg_database(pg_admin, name)
+
+
+@pytest.fixture
+def seeded_database(request, tmp_path):
+    """A URL of this test's own copy of the seeded database, for the engine asked."""
+
+    def make(engine: str) -> str:
+        if engine == "sqlite":
+            path = tmp_path / "game.db"
+            shutil.copyfile(request.getfixturevalue("seeded_sqlite_template"), path)
+            return f"sqlite:///{path}"
+        admin = request.getfixturevalue("pg_admin")
+        template = request.getfixturevalue("seeded_pg_template")
+        name = f"tg_case_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        request.addfinalizer(lambda: drop_pg_database(admin, name))
+        return pg_url_for(name)
+
+    return make
+
+
+def _count(url: str, sql: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _source_state(url: str) -> tuple[str | None, dict[str, str]]:
+    """The source's revision and per-table content digests."""
+    from integrity.fingerprint import database_fingerprints
+
+    engine = create_engine(url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            revision = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return revision, {name: f"{fp.rows}:{fp.digest}" for name, fp in database_fingerprints(connection).items()}
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- the project under test
+
+
+def write_alembic_ini(directory: Path, case_name: str) -> Path:
+    """An alembic.ini for the game's history plus this one case file (as on a branch)."""
+    from game_core.migrations import MIGRATIONS_DIR
+
+    versions = directory / "case_versions"
+    versions.mkdir(parents=True)
+    shutil.copyfile(CASES_DIR / f"{case_name}.py", versions / f"{case_name}.py")
+    ini = directory / "alembic.ini"
+    ini.write_text(
+        "[alembic]\n"
+        f"script_location = {MIGRATIONS_DIR}\n"
+        "path_separator = space\n"
+        f"version_locations = {MIGRATIONS_DIR / 'versions'} {versions}\n"
+    )
+    return ini
+
+
+def _environment(tmp_path: Path, url: str) -> dict[str, str | None]:
+    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("INTEGRITY_")}
+    env.update({
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "INTEGRITY_BACKUPS__REPOSITORY": str(tmp_path / "repo"),
+        "INTEGRITY_DATABASE_URL": url,
+        "COLUMNS": "250",
+    })
+    return env
+
+
+def invoke(tmp_path: Path, url: str, *args: str):
+    """`integrity --database-url URL ARGS` in this process (typer's CliRunner)."""
+    from typer.testing import CliRunner
+
+    from integrity.cli import app
+
+    return CliRunner().invoke(app, ["--database-url", url, *args], env=_environment(tmp_path, url))
+
+
+def _crash(result) -> str:
+    if result.exception is None or isinstance(result.exception, SystemExit):
+        return ""
+    import traceback
+
+    return "".join(traceback.format_exception(result.exception))
+
+
+def _describe(findings: list[dict]) -> str:
+    lines = []
+    for f in findings:
+        flags = " declared" if f.get("declared") else ""
+        flags += f" ignored({f['ignored_by']})" if f.get("ignored_by") else ""
+        where = ".".join(x for x in (f.get("table"), f.get("column")) if x)
+        lines.append(
+            f"  {f['severity']:<7} {f['rule']:<26} {where or '-':<32} rows={f.get('rows')} "
+            f"phase={f.get('phase')}{flags}: {f.get('message', '')[:160]}"
+        )
+    return "\n".join(lines) or "  (no findings)"
+
+
+def _counts(finding: dict) -> bool:
+    return not finding.get("declared") and finding.get("ignored_by") is None
+
+
+def _matches(rule: Rule, finding: dict) -> bool:
+    return finding["rule"] in ((rule,) if isinstance(rule, str) else rule)
+
+
+def dry_run(tmp_path: Path, url: str, case_name: str, fail_on: str = "error") -> tuple[int, dict]:
+    ini = write_alembic_ini(tmp_path / "project", case_name)
+    result = invoke(
+        tmp_path, url, "migrate", "dry-run", "--alembic-config", str(ini), "--from-live", "--format", "json",
+        "--fail-on", fail_on,
+    )
+    crash = _crash(result)
+    assert not crash, f"the dry run crashed (exit {result.exit_code}):\n{crash}\n{result.output[-3000:]}"
+    try:
+        document = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"stdout is not one JSON document (exit {result.exit_code}):\n{result.output[-3000:]}")
+    return result.exit_code, document
+
+
+# ---------------------------------------------------------------- the dry run, per case and engine
+
+
+@pytest.mark.parametrize(("case_name", "engine", "fail_on"), _params())
+def test_dry_run_verdict(case_name, engine, fail_on, seeded_database, tmp_path):
+    case = CASES_BY_NAME[case_name]
+    verdict: Verdict = getattr(case, engine)
+    url = seeded_database(engine)
+    expected_rows = [(spec, spec.count if isinstance(spec.count, int) else _count(url, spec.count)) for spec in verdict.rows]
+    before = _source_state(url)
+
+    exit_code, document = dry_run(tmp_path, url, case_name, fail_on)
+
+    findings = document.get("result", {}).get("findings", [])
+    context = (
+        f"\n{case_name} on {engine} (--fail-on {fail_on}): exit {exit_code}\n{_describe(findings)}\n"
+        f"error: {document.get('error')}\n"
+    )
+    expected_exit = verdict.on_warning if fail_on == "warning" else verdict.exit_code
+    problems = []
+    if exit_code != expected_exit:
+        problems.append(f"exit code {exit_code}, expected {expected_exit}")
+    if document.get("schema_version") != 1 or document.get("command") != "migrate dry-run":
+        problems.append(f"envelope: schema_version={document.get('schema_version')} command={document.get('command')!r}")
+    if document.get("exit_code") != exit_code:
+        problems.append(f"document exit_code {document.get('exit_code')} differs from the process's {exit_code}")
+    counting = [f for f in findings if _counts(f)]
+    for rule in verdict.rules:
+        if not any(_matches(rule, f) for f in counting):
+            problems.append(f"missing finding {rule}")
+    for rule in verdict.absent:
+        if any(f["rule"] == rule for f in counting):
+            problems.append(f"unexpected finding {rule}")
+    if expected_exit == 0:
+        errors = [f["rule"] for f in counting if f["severity"] == "error"]
+        if errors:
+            problems.append(f"error findings on a case expected clean: {errors}")
+    for spec, count in expected_rows:
+        pool = [f for f in findings if (f.get("declared") is True) == spec.declared and f.get("ignored_by") is None]
+        candidates = [
+            f for f in pool
+            # A finding may leave table or column out (a failed statement names its rows
+            # only); one that names them must name the expected ones.
+            if _matches(spec.rule, f) and (spec.table is None or f.get("table") in (spec.table, None))
+            and (spec.column is None or f.get("column") in (spec.column, None))
+        ]
+        if not any(f.get("rows") == count for f in candidates):
+            found = [(f["rule"], f.get("table"), f.get("column"), f.get("rows")) for f in candidates]
+            state = "declared " if spec.declared else ""
+            problems.append(f"no {state}{spec.rule} on {spec.table}.{spec.column or '*'} with rows={count} (found {found})")
+    after = _source_state(url)
+    if after != before:
+        problems.append("the source database changed")
+    assert not problems, "; ".join(problems) + context
+
+
+# ---------------------------------------------------------------- the corpus itself, with plain Alembic
+
+
+def test_every_case_file_is_in_the_table_and_well_formed():
+    import ast
+
+    files = sorted(path.stem for path in CASES_DIR.glob("*.py"))
+    assert files == sorted(CASES_BY_NAME), "case files and the CASES table disagree"
+    assert len([c for c in CASES if c.kind == "safe"]) >= 15
+    for name in files:
+        tree = ast.parse((CASES_DIR / f"{name}.py").read_text())
+        docstring = ast.get_docstring(tree) or ""
+        assert ("SAFE" in docstring) or ("DANGEROUS" in docstring), f"{name}: the docstring must state the verdict"
+        assigned = {
+            node.targets[0].id: node.value for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        }
+        assert ast.literal_eval(assigned["revision"]) == name, f"{name}: revision id must be the file name"
+        assert len(name) <= 32, f"{name}: alembic_version.version_num is VARCHAR(32)"
+        assert ast.literal_eval(assigned["down_revision"]) == HEAD
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert {"upgrade", "downgrade"} <= functions, f"{name}: needs upgrade and downgrade"
+
+
+def _alembic_config(connection, directory: Path, case_name: str):
+    from alembic.config import Config
+
+    config = Config(str(write_alembic_ini(directory, case_name)))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _alembic(url: str, directory: Path, case_name: str, action: str, revision: str) -> None:
+    """One upgrade or downgrade with plain Alembic, on a connection handed to env.py
+    outside any transaction (so autocommit blocks work), with the production settings."""
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            getattr(command, action)(_alembic_config(connection, directory / f"{action}-{uuid.uuid4().hex[:6]}", case_name), revision)
+            if connection.in_transaction():
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def _schema_and_content(url: str) -> dict:
+    """Every table's columns, keys, indexes and constraints, the views and (PostgreSQL)
+    enum types and comments, and every row, as comparable values (multi-table
+    reflection: one catalog query per kind, not per table)."""
+    engine = create_engine(url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+
+            def per_table(found: dict) -> dict:
+                return {key[1]: value for key, value in found.items()}
+
+            columns = per_table(inspector.get_multi_columns())
+            pks = per_table(inspector.get_multi_pk_constraint())
+            fks = per_table(inspector.get_multi_foreign_keys())
+            indexes = per_table(inspector.get_multi_indexes())
+            uniques = per_table(inspector.get_multi_unique_constraints())
+            checks = per_table(inspector.get_multi_check_constraints())
+            state: dict = {"views": sorted(inspector.get_view_names())}
+            for table in sorted(columns):
+                state[table] = {
+                    "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default")), c.get("comment"))
+                                for c in columns[table]],
+                    "pk": pks[table]["constrained_columns"],
+                    "fks": sorted(
+                        (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options")))
+                        for f in fks[table]
+                    ),
+                    "indexes": sorted(
+                        (i["name"], tuple(map(str, i["column_names"])), bool(i["unique"]), str(i.get("expressions")))
+                        for i in indexes[table]
+                    ),
+                    "uniques": sorted((u["name"] or "", tuple(u["column_names"])) for u in uniques[table]),
+                    "checks": sorted((k["name"] or "", k["sqltext"]) for k in checks[table]),
+                    "rows": sorted(
+                        tuple((type(v).__name__, repr(v)) for v in row)
+                        for row in connection.execute(sa.text(f'SELECT * FROM "{table}"'))
+                    ),
+                }
+            if connection.dialect.name == "postgresql":
+                state["enums"] = sorted(connection.execute(sa.text(
+                    "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                    "WHERE n.nspname = 'public' AND t.typtype = 'e'"
+                )).scalars())
+                state["comments"] = sorted(
+                    (key[1], value.get("text") or "") for key, value in inspector.get_multi_table_comment().items()
+                )
+            return state
+    finally:
+        engine.dispose()
+
+
+# Cases that must fail on the seeded data itself (plain Alembic), per engine.
+FAILS_ON_DATA = {
+    "fail_not_null_without_default": ENGINES,
+    "fail_unique_over_duplicates": ENGINES,
+    "fail_check_violated": ENGINES,
+    "value_username_varchar_4": ("postgresql",),
+}
+
+
+def _corpus_params():
+    """Every safe case, and every case that must fail on the data, per engine."""
+    params = []
+    for case in CASES:
+        for engine in ENGINES:
+            if getattr(case, engine) is None:
+                continue
+            if case.kind == "safe" or engine in FAILS_ON_DATA.get(case.name, ()):
+                marks = [pytest.mark.postgres] if engine == "postgresql" else []
+                params.append(pytest.param(case.name, engine, id=f"{case.name}-{engine}", marks=marks))
+    return params
+
+
+@pytest.fixture(scope="session")
+def seeded_state(request):
+    """The schema and content of the seeded database, per engine (every copy is identical)."""
+    states: dict[str, dict] = {}
+
+    def state(engine: str, url: str) -> dict:
+        if engine not in states:
+            states[engine] = _schema_and_content(url)
+        return states[engine]
+
+    return state
+
+
+@pytest.mark.parametrize(("case_name", "engine"), _corpus_params())
+def test_case_under_plain_alembic(case_name, engine, seeded_database, seeded_state, tmp_path):
+    """The corpus is right before any dry run judges it: a safe case upgrades, its
+    downgrade restores the exact schema and data, and upgrading again gives the same
+    state as the first upgrade; a case that must fail on the existing data fails and
+    leaves nothing behind."""
+    import warnings
+
+    url = seeded_database(engine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.exc.SAWarning)  # expression indexes are not reflected on SQLite
+        before = seeded_state(engine, url)
+        if engine in FAILS_ON_DATA.get(case_name, ()):
+            with pytest.raises(sa.exc.DBAPIError):
+                _alembic(url, tmp_path, case_name, "upgrade", case_name)
+            assert _schema_and_content(url) == before, "a failed upgrade must leave nothing behind"
+            return
+        _alembic(url, tmp_path, case_name, "upgrade", case_name)
+        after = _schema_and_content(url)
+        _alembic(url, tmp_path, case_name, "downgrade", HEAD)
+        assert _schema_and_content(url) == before, f"{case_name}: the downgrade does not restore the exact state"
+        _alembic(url, tmp_path, case_name, "upgrade", case_name)
+        assert _schema_and_content(url) == after, f"{case_name}: upgrading again differs from the first upgrade"
