@@ -31,7 +31,8 @@ def register(render_text) -> None:
     from integrity.migrate.apply import ApplyReport
 
     render_text.register(DryRunReport, render_dry_run)
-    render_text.register(MarkdownReport, lambda wrapped, console: console.print(markdown(wrapped.report), **_PLAIN))
+    # Never folded at the terminal's width: a folded table row is no longer Markdown.
+    render_text.register(MarkdownReport, lambda wrapped, console: console.print(markdown(wrapped.report), soft_wrap=True, **_PLAIN))
     render_text.register(RulesListing, render_rules)
     render_text.register(ApplyReport, render_apply)
 
@@ -81,7 +82,7 @@ def render_dry_run(report, console: Console) -> None:
         console.print(tables)
     for table in report.tables:
         for column, moved in table.get("statistics", {}).items():
-            console.print(f"statistics {table['table']}.{column}: {_statistics_line(moved['before'])} -> {_statistics_line(moved['after'])}", **_PLAIN)
+            console.print(f"statistics {table['table']}.{column}: {_statistics_line(moved['before'], '(new column)')} -> {_statistics_line(moved['after'], '(gone)')}", **_PLAIN)
     for change in report.schema_changes:
         target = change["table"] or ""
         if change["column"]:
@@ -97,9 +98,9 @@ def render_dry_run(report, console: Console) -> None:
     console.print(verdict(report), **_PLAIN)
 
 
-def _statistics_line(figures: dict | None) -> str:
+def _statistics_line(figures: dict | None, missing: str) -> str:
     if figures is None:
-        return "(gone)"
+        return missing
     classes = ", ".join(f"{name} {count:,}" for name, count in sorted(figures["storage_classes"].items()))
     text = f"nulls {figures['nulls']:,}, min {figures['minimum']}, max {figures['maximum']}"
     if figures["total"] is not None:

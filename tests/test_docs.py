@@ -52,13 +52,15 @@ def parse_command_line(line: str) -> str:
 
 
 def runbook_command_lines(path: Path) -> list[str]:
-    lines, fenced = [], False
+    lines, fenced, shell = [], False, False
     for raw in path.read_text(encoding="utf-8").splitlines():
         if raw.strip().startswith("```"):
             fenced = not fenced
+            # A ```python block (a revision's declared intent) holds code, not commands.
+            shell = fenced and raw.strip().removeprefix("```") in ("", "bash", "sh", "console")
             continue
         text = raw.strip().removeprefix("$ ")
-        if fenced and text.split(" ", 1)[0] in APPS:
+        if fenced and shell and text.split(" ", 1)[0] in APPS:
             lines.append(text)
     return lines
 
