@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, fill_database, one_error
+from backup_helpers import BackupEnv, fill_database, one_error, writer_process
 from conftest import drop_pg_database, pg_url_for
 from game_core.migrations import MIGRATIONS_DIR
 from game_core.schema_state import head_revision
@@ -293,3 +293,61 @@ def test_apply_needs_a_passing_dry_run_of_the_same_files(played, tmp_path):
     assert revision_of(env.url) == "0002_country"
     listed = env.repository().read_manifest(document["result"]["backup_id"])
     assert listed.revision == head_revision()  # the pinned backup is of the state before
+
+
+RENAME_EXTRA = '''"""Rename results.extra_chars to results.surplus_chars."""
+from alembic import op
+revision = "0002_rename"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+def upgrade():
+    op.alter_column("results", "extra_chars", new_column_name="surplus_chars")
+def downgrade():
+    op.alter_column("results", "surplus_chars", new_column_name="extra_chars")
+'''
+
+
+def test_a_renamed_column_keeps_its_values_and_only_warns(played, tmp_path):
+    code, document = dry_run(played, history(tmp_path, RENAME_EXTRA))
+    rules = {f["rule"]: f for f in document["result"]["findings"]}
+    assert code == 0, rules
+    assert "rename-column" in rules and rules["rename-column"]["severity"] == "warning"
+    assert "column-values-lost" not in rules
+    assert document["result"]["round_trip"] == {"downgrade": "identical", "upgrade_again": "identical"}
+
+
+def test_a_copy_that_differs_from_its_source_stops_before_anything_runs(tmp_path, sqlite_url, monkeypatch):
+    """Invariant 8: the work copy is proven identical first. A copy step that writes one
+    wrong value (a stand-in for a bad disk) must stop the dry run (exit 5) with the table."""
+    import sqlite3
+
+    from integrity.migrate import snapshot
+
+    fill_database(sqlite_url, players=3, results_per_player=4)
+    real_backup = snapshot._sqlite_backup
+
+    def damaging_backup(reader, destination):
+        real_backup(reader, destination)
+        if destination.name == "work.db":
+            with sqlite3.connect(destination) as damaged:
+                damaged.execute("UPDATE results SET wpm = wpm + 1 WHERE id = 2")
+            damaged.close()
+
+    monkeypatch.setattr(snapshot, "_sqlite_backup", damaging_backup)
+    env = BackupEnv(tmp_path, sqlite_url)
+    result = env.invoke("migrate", "dry-run", "--alembic-config", str(history(tmp_path, ADD_COUNTRY)), "--from-live")
+    assert result.returncode == 5
+    assert "differs from its source" in one_error(result) and "results" in one_error(result)
+    assert revision_of(sqlite_url) == head_revision()
+
+
+def test_a_dry_run_while_the_game_writes_proves_its_copy_and_leaves_the_writes(played, tmp_path):
+    """The copies come from one snapshot of the source, its fingerprints taken in the same
+    read transaction (SQLite) or exported snapshot (PostgreSQL): writes meanwhile neither
+    fail the proof nor get lost."""
+    with writer_process(played.url, tmp_path, min_commits=20) as writer:
+        code, document = dry_run(played, history(tmp_path, ADD_COUNTRY))
+    assert code == 0, document
+    assert int(writer.output.strip().splitlines()[-1]) > 20  # the game went on committing throughout
+    assert revision_of(played.url) == head_revision()
