@@ -351,3 +351,20 @@ def test_a_dry_run_while_the_game_writes_proves_its_copy_and_leaves_the_writes(p
     assert code == 0, document
     assert int(writer.output.strip().splitlines()[-1]) > 20  # the game went on committing throughout
     assert revision_of(played.url) == head_revision()
+
+
+def test_from_a_backup_uses_the_newest_deep_verified_one(played, tmp_path, request):
+    env = played
+    ini = history(tmp_path, DROP_ACCURACY)
+    backup_id = env.create()
+    missing = env.invoke("migrate", "dry-run", "--alembic-config", str(ini), "--from-backup", "latest")
+    assert missing.returncode == 4 and "no deep-verified backup" in one_error(missing)
+    assert env.invoke("backup", "verify", backup_id, "--deep").returncode == 0
+    code, document = env.invoke_json("migrate", "dry-run", "--alembic-config", str(ini), "--from-backup", "latest")
+    assert code == 3
+    assert document["result"]["source"] == f"backup {backup_id}"
+    assert any(f["rule"] == "column-values-lost" and f["rows"] == 60 for f in document["result"]["findings"])
+    assert scratch_left(env, request) == []
+    if env.url.startswith("postgresql"):  # the default source on PostgreSQL
+        code, document = env.invoke_json("migrate", "dry-run", "--alembic-config", str(ini))
+        assert code == 3 and document["result"]["source"] == f"backup {backup_id}"
