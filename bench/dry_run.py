@@ -77,7 +77,7 @@ def bench_snapshot(database: Path, scratch: Path, repeat: int) -> None:
     from game_core.db import create_engine
     import sqlalchemy as sa
 
-    from integrity.migrate.snapshot import _sqlite_backup
+    from integrity.migrate.snapshot import backup_api_copy
 
     copy = scratch / "copy.db"
 
@@ -91,7 +91,7 @@ def bench_snapshot(database: Path, scratch: Path, repeat: int) -> None:
         try:
             with engine.connect() as connection:
                 connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
-                _sqlite_backup(connection.connection.driver_connection, copy)
+                backup_api_copy(connection.connection.driver_connection, copy)
         finally:
             engine.dispose()
         subprocess.run(["sync"], check=True)

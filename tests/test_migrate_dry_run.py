@@ -325,7 +325,7 @@ def test_a_copy_that_differs_from_its_source_stops_before_anything_runs(tmp_path
     from integrity.migrate import snapshot
 
     fill_database(sqlite_url, players=3, results_per_player=4)
-    real_backup = snapshot._sqlite_backup
+    real_backup = snapshot.backup_api_copy
 
     def damaging_backup(reader, destination):
         real_backup(reader, destination)
@@ -334,7 +334,7 @@ def test_a_copy_that_differs_from_its_source_stops_before_anything_runs(tmp_path
                 damaged.execute("UPDATE results SET wpm = wpm + 1 WHERE id = 2")
             damaged.close()
 
-    monkeypatch.setattr(snapshot, "_sqlite_backup", damaging_backup)
+    monkeypatch.setattr(snapshot, "backup_api_copy", damaging_backup)
     env = BackupEnv(tmp_path, sqlite_url)
     result = env.invoke("migrate", "dry-run", "--alembic-config", str(history(tmp_path, ADD_COUNTRY)), "--from-live")
     assert result.returncode == 5

@@ -141,7 +141,7 @@ def dry_run(
     live = target_of(settings)
     conn_settings = connection_settings(settings)
     choice = choice or SourceChoice(BACKUP if live.kind == POSTGRESQL else LIVE, backup_id="latest" if live.kind == POSTGRESQL else None)
-    start, identity = _source_facts(settings, live, choice, conn_settings)
+    start, identity, choice = _source_facts(settings, live, choice, conn_settings)
     pending = project.pending(start, to)
     target = to or (pending[-1].id if pending else start)
     if not pending:
@@ -153,7 +153,7 @@ def dry_run(
     phases.append(Phase("static pass", time.perf_counter() - clock))
     runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
 
-    with _reading_backup(settings, choice, command, lock_wait) as restored_backup:
+    with _reading_backup(settings, command, lock_wait) as restored_backup:
         with snapshot_copies(
             live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
             keep_copy=keep_copy, restored_backup=restored_backup,
@@ -275,9 +275,10 @@ def _revision_of(target: DatabaseTarget, conn_settings: ConnectionSettings) -> s
         engine.dispose()
 
 
-def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings) -> tuple[str | None, str | None]:
-    """The revision the copy will start at, and the store identity, read before any copy
-    is made so that a revision not in the history fails fast."""
+def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings) -> tuple[str | None, str | None, SourceChoice]:
+    """The revision the copy will start at, the store identity, and the source with a
+    backup's id resolved ("latest" now, not again later), read before any copy is made
+    so that a revision not in the history fails fast."""
     from integrity.backups.statistics import store_identity
     from game_core.schema_state import current_revision
 
@@ -290,18 +291,18 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
         manifest = repository.read_manifest(backup_id)
         if manifest.engine != live.kind:
             raise DryRunCouldNotRun(f"backup {backup_id} is a {manifest.engine} backup but the configured database is {live.kind}; pick a backup of this database (`integrity backup list`)")
-        return manifest.revision, manifest.source_identity
+        return manifest.revision, manifest.source_identity, SourceChoice(BACKUP, backup_id=backup_id)
     if choice.kind == SNAPSHOT:
-        from integrity.migrate.snapshot import _snapshot_target
+        from integrity.migrate.snapshot import snapshot_target
         from game_core.db import parse_database_url
 
-        source = _snapshot_target(live, choice.snapshot) if live.kind == POSTGRESQL else parse_database_url(choice.snapshot)
+        source = snapshot_target(live, choice.snapshot) if live.kind == POSTGRESQL else parse_database_url(choice.snapshot)
     else:
         source = live
     engine = create_engine(source, read_only=True, settings=conn_settings)
     try:
         with engine.connect() as connection:
-            return current_revision(connection), store_identity(connection)
+            return current_revision(connection), store_identity(connection), choice
     finally:
         engine.dispose()
 
@@ -337,7 +338,7 @@ def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTa
 
 
 @contextmanager
-def _reading_backup(settings, choice: SourceChoice, command: str, lock_wait: float):
+def _reading_backup(settings, command: str, lock_wait: float):
     """A callable that restores the chosen backup into scratch, held against prune and
     hash-checked first (invariants 3 and 4), for the snapshot module."""
     from integrity.backups.repository import BackupCorrupt, Repository

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,12 +177,11 @@ def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, pha
             connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
             reader = connection.connection.driver_connection
             started = time.perf_counter()
-            _sqlite_backup(reader, before)
+            backup_api_copy(reader, before)
             phases.append(Phase("snapshot", time.perf_counter() - started))
             started = time.perf_counter()
-            with sqlite3.connect(f"file:{before}?mode=ro", uri=True) as frozen:
-                _sqlite_backup(frozen, work)
-            frozen.close()
+            with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen:
+                backup_api_copy(frozen, work)
             phases.append(Phase("work copy", time.perf_counter() - started))
             started = time.perf_counter()
             source_prints = database_fingerprints(connection)
@@ -201,7 +200,7 @@ def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, pha
     return source_prints
 
 
-def _sqlite_backup(reader, destination: Path) -> None:
+def backup_api_copy(reader, destination: Path) -> None:
     import sqlite3
 
     writer = sqlite3.connect(str(destination))
@@ -289,7 +288,7 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
                 source_prints = _fingerprints_of(before, settings)
                 phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
             elif choice.kind == SNAPSHOT:
-                before = _snapshot_target(live, choice.snapshot)
+                before = snapshot_target(live, choice.snapshot)
                 source_target = before
                 described = f"snapshot database {before.url.database}"
                 started = time.perf_counter()
@@ -325,7 +324,7 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
                 _drop_database(live, name)
 
 
-def _snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
+def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
     if "://" in snapshot:
         target = parse_database_url(snapshot)
         if target.kind != POSTGRESQL:
