@@ -368,3 +368,17 @@ def test_from_a_backup_uses_the_newest_deep_verified_one(played, tmp_path, reque
     if env.url.startswith("postgresql"):  # the default source on PostgreSQL
         code, document = env.invoke_json("migrate", "dry-run", "--alembic-config", str(ini))
         assert code == 3 and document["result"]["source"] == f"backup {backup_id}"
+
+
+def test_fingerprints_from_a_child_process_equal_the_in_process_ones(tmp_path, sqlite_url, monkeypatch):
+    """The path big SQLite copies take (a spawned child reads the file beside other work)."""
+    from game_core.db import ConnectionSettings, parse_database_url
+    from integrity.migrate import beside
+
+    fill_database(sqlite_url, players=3, results_per_player=5)
+    target = parse_database_url(sqlite_url)
+    in_process = beside.fingerprints_beside(target, ConnectionSettings())()
+    monkeypatch.setattr(beside, "PARALLEL_BYTES", 0)
+    from_child = beside.fingerprints_beside(target, ConnectionSettings())()
+    assert {n: (f.rows, f.digest) for n, f in from_child.items()} == {n: (f.rows, f.digest) for n, f in in_process.items()}
+    assert from_child["results"].rows == 15

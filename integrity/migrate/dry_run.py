@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine
 from game_core.errors import ExitCode, PreconditionFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
+from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.findings import Finding, Severity
 from integrity.migrate.rules import RULES
 from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, Phase, SourceChoice
@@ -398,11 +399,18 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
             return out
         _check_copy_moved(copies, target, conn_settings)
 
+        # The audits of the migrated copy run while a child fingerprints it (big SQLite copies).
         clock = time.perf_counter()
+        after_prints_of = fingerprints_beside(copies.work, conn_settings)
         with work_engine.connect() as connection:
             schema_after = capture_schema(connection)
-            after_prints = database_fingerprints(connection)
-        phases.append(Phase("after: schema and fingerprints", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
+            audits_after = data_audit_failures(connection, now)
+        phases.append(Phase("after: schema and audits", time.perf_counter() - clock))
+        out["audits"] = {"before": audits_before, "after": audits_after}
+        findings.extend(_audit_findings(audits_before, audits_after, pending))
+        clock = time.perf_counter()
+        after_prints = after_prints_of()
+        phases.append(Phase("after: fingerprints (beside the audits)", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
         changes = _schema_changes(schema_before, schema_after)
         out["schema_changes"] = [_as_dict(c) for c in changes]
 
@@ -418,13 +426,6 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         ]
         phases.append(Phase("column statistics", time.perf_counter() - clock, sum(d.rows_before + d.rows_after for d in diffs)))
         findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
-
-        clock = time.perf_counter()
-        with work_engine.connect() as connection:
-            audits_after = data_audit_failures(connection, now)
-        phases.append(Phase("after: audits", time.perf_counter() - clock))
-        out["audits"] = {"before": audits_before, "after": audits_after}
-        findings.extend(_audit_findings(audits_before, audits_after, pending))
 
         clock = time.perf_counter()
         out["round_trip"] = _round_trip(project, work_engine, pending, schema_before, before_prints, schema_after,

@@ -37,6 +37,7 @@ from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_
 from game_core.errors import PreconditionFailed
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
+from integrity.migrate.beside import fingerprints_beside
 
 SCRATCH_PREFIX = "integrity_scratch_dry_"
 
@@ -184,18 +185,14 @@ def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, pha
                 backup_api_copy(frozen, work)
             phases.append(Phase("work copy", time.perf_counter() - started))
             started = time.perf_counter()
+            work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
             source_prints = database_fingerprints(connection)
             phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
     finally:
         engine.dispose()
     started = time.perf_counter()
-    work_engine = create_engine(str(work), read_only=True, settings=settings)
-    try:
-        with work_engine.connect() as connection:
-            work_prints = database_fingerprints(connection)
-    finally:
-        work_engine.dispose()
-    phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
+    work_prints = work_prints()
+    phases.append(Phase("fingerprint copy (beside the source's)", time.perf_counter() - started, _fingerprint_rows(work_prints)))
     prove_identical(source_prints, work_prints, f"its source {source.display}")
     return source_prints
 
