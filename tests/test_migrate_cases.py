@@ -185,13 +185,18 @@ CASES: tuple[Case, ...] = (
     both("roundtrip_downgrade_raises", Verdict(3, rules=("round-trip-failed", "empty-downgrade"))),
     Case("roundtrip_enum_not_dropped", "dangerous", sqlite=None,
          postgresql=Verdict(3, rules=("enum-not-dropped", "round-trip-failed"))),
-    # ------------------------------------------------------------ lock-heavy statements (PostgreSQL warnings)
+    # ------------------------------------------------------------ lock-heavy statements (PostgreSQL errors on populated tables)
     Case("lock_index_not_concurrent", "dangerous", sqlite=SAFE,
-         postgresql=Verdict(0, rules=("pg-index-not-concurrent",), on_warning=3)),
+         postgresql=Verdict(3, rules=("pg-index-not-concurrent",))),
     Case("lock_alter_type_rewrite", "dangerous", sqlite=None,
-         postgresql=Verdict(0, rules=("pg-table-rewrite", "table-rewritten"), on_warning=3)),
+         postgresql=Verdict(3, rules=("pg-table-rewrite", "table-rewritten"))),
     Case("lock_check_validated_one_step", "dangerous", sqlite=None,
-         postgresql=Verdict(0, rules=("pg-constraint-validated",), on_warning=3)),
+         postgresql=Verdict(3, rules=("pg-constraint-validated",))),
+    # A plain index and a widening to BIGINT are safe for the data, and on SQLite; on a
+    # populated PostgreSQL table they lock writes out for the whole build or rewrite.
+    Case("safe_add_index_plain", "dangerous", sqlite=SAFE, postgresql=Verdict(3, rules=("pg-index-not-concurrent",))),
+    Case("safe_integer_to_bigint", "dangerous", sqlite=Verdict(0, absent=("type-narrowing", "cascade-rows-lost")),
+         postgresql=Verdict(3, rules=("pg-table-rewrite",), absent=("type-narrowing",))),
     # ------------------------------------------------------------ declared intent exceeded
     both("declared_update_exceeds_max_rows", Verdict(
         3, rules=("declared-change-exceeded",),
@@ -201,11 +206,8 @@ CASES: tuple[Case, ...] = (
     safe("safe_add_nullable_column"),
     safe("safe_add_column_server_default", postgresql=Verdict(0, absent=("not-null-no-default", "table-rewritten"))),
     safe("safe_add_index_concurrently", postgresql=Verdict(0, absent=("pg-index-not-concurrent",))),
-    safe("safe_add_index_plain", postgresql=Verdict(0, rules=("pg-index-not-concurrent",))),
     safe("safe_create_table_with_fk"),
     safe("safe_widen_varchar", sqlite=Verdict(0, absent=("type-narrowing", "cascade-rows-lost")),
-         postgresql=Verdict(0, absent=("type-narrowing",))),
-    safe("safe_integer_to_bigint", sqlite=Verdict(0, absent=("type-narrowing", "cascade-rows-lost")),
          postgresql=Verdict(0, absent=("type-narrowing",))),
     safe("safe_check_constraint_not_valid", postgresql=Verdict(0, absent=("pg-constraint-validated",))),
     safe("safe_declared_backfill", *[Verdict(

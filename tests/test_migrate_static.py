@@ -190,7 +190,9 @@ def test_a_dangerous_revision_raises_its_rule(tmp_path, rule, upgrade):
 def test_a_safe_variant_stays_silent(tmp_path, rule, upgrade):
     lint = lint_one(tmp_path, upgrade)
     assert rule not in rules_of(lint)
-    assert [f.message for f in lint.findings if f.severity is Severity.ERROR] == []
+    # A widening is safe for the data, yet still rewrites a PostgreSQL table under its lock.
+    lock_rules = {"pg-table-rewrite", "pg-index-not-concurrent", "pg-constraint-validated"}
+    assert [f.message for f in lint.findings if f.severity is Severity.ERROR and f.rule not in lock_rules] == []
 
 
 def test_messages_name_the_column_and_the_change(tmp_path):

@@ -165,7 +165,8 @@ def dry_run(
 
     from integrity.migrate.intent import apply_intent
 
-    findings = apply_intent([*for_engine(lint.findings, live.kind), *data["findings"]], pending, data_pass=True)
+    static = _lock_rules_on_empty_tables(for_engine(lint.findings, live.kind), copies.fingerprints)
+    findings = apply_intent([*static, *data["findings"]], pending, data_pass=True)
     return DryRunReport(
         report_version=REPORT_VERSION,
         project=project.description,
@@ -230,6 +231,21 @@ def for_engine(findings, engine: str | None) -> list[Finding]:
     """The static findings that concern `engine` (all of them when it is unknown: a lint
     without a database warns about both engines)."""
     return [f for f in findings if engine is None or _ENGINE_RULES.get(f.rule, engine) == engine]
+
+
+_LOCK_RULES = {"pg-index-not-concurrent", "pg-constraint-validated", "pg-table-rewrite"}
+
+
+def _lock_rules_on_empty_tables(findings, prints: dict[str, TableFingerprint]) -> list[Finding]:
+    """A strong lock on a table that holds no rows blocks nobody for long: the data pass
+    knows the row counts, so there the lock rules are warnings, not errors."""
+    from dataclasses import replace
+
+    return [
+        replace(f, severity=Severity.WARNING, message=f"{f.message} (the table is empty on this copy)")
+        if f.rule in _LOCK_RULES and f.table in prints and prints[f.table].rows == 0 else f
+        for f in findings
+    ]
 
 
 def _report(project, engine, source, identity, start, target, runs, findings, fail_on, started, *, data_pass, note=None, phases=()):
@@ -421,7 +437,7 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
         clock = time.perf_counter()
         out["tables"] = [
-            {**_table_summary(d), "statistics": _statistics_change(before_engine, work_engine, d.table, schema_after)}
+            {**_table_summary(d), "statistics": _statistics_change(before_engine, work_engine, d, schema_after)}
             for d in diffs
         ]
         phases.append(Phase("column statistics", time.perf_counter() - clock, sum(d.rows_before + d.rows_after for d in diffs)))
@@ -553,20 +569,27 @@ def _new_table_findings(tables, schema_before, after_prints, pending, lint) -> l
     return findings
 
 
-def _statistics_change(before_engine, work_engine, table: str, schema_after) -> dict:
+def _statistics_change(before_engine, work_engine, diff, schema_after) -> dict:
     """Per-column figures (rows, NULLs, min, max, sum, SQLite storage classes) before and
-    after, for the columns whose figures moved. The before copy is frozen, so reading it
-    now gives exactly the before state, and only for the tables whose content changed."""
+    after, of the columns the diff saw change, dropped or added (every column when rows
+    were lost or added). The before copy is frozen, so reading it now gives exactly the
+    before state."""
     from dataclasses import asdict
 
     from integrity.migrate.observe import table_statistics
 
+    table = diff.table
+    columns = None
+    if not (diff.lost or diff.added):
+        columns = {c.column for c in diff.columns} | set(diff.dropped_columns) | set(diff.added_columns)
+        if not columns:
+            return {}
     with before_engine.connect() as connection:
-        before = table_statistics(connection, table)
+        before = table_statistics(connection, table, columns)
     after = {}
     if table in schema_after.tables:
         with work_engine.connect() as connection:
-            after = table_statistics(connection, table)
+            after = table_statistics(connection, table, columns)
     moved = {}
     for column in sorted(set(before) | set(after)):
         old, new = before.get(column), after.get(column)

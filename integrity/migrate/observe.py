@@ -335,21 +335,24 @@ _PG_SUMMABLE = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8",
 _PG_ORDERED_CATEGORIES = frozenset({"N", "S", "D", "T", "E"})
 
 
-def table_statistics(connection: Connection, table: str) -> dict[str, ColumnStatistics]:
-    """Per-column figures of `table`, from one SELECT of aggregates (one scan).
+def table_statistics(connection: Connection, table: str, columns: Iterable[str] | None = None) -> dict[str, ColumnStatistics]:
+    """Per-column figures of `table` (of `columns` only, when given: each column costs
+    about as much as the scan), from one SELECT of aggregates (one scan).
 
     SQLite: MIN and MAX over every column (SQLite orders mixed storage classes too), the
     sum of columns with numeric affinity, and the storage-class counts that show a
     number turned into text. PostgreSQL: MIN and MAX where the type is ordered
     (bool_and and bool_or for booleans), sums of numeric types.
     """
+    wanted = None if columns is None else set(columns)
     if connection.dialect.name == "sqlite":
-        return _sqlite_statistics(connection, table)
-    return _postgres_statistics(connection, table)
+        return _sqlite_statistics(connection, table, wanted)
+    return _postgres_statistics(connection, table, wanted)
 
 
-def _sqlite_statistics(connection: Connection, table: str) -> dict[str, ColumnStatistics]:
-    columns = [(row[1], row[2]) for row in connection.exec_driver_sql(f"PRAGMA table_info({quote(table)})")]
+def _sqlite_statistics(connection: Connection, table: str, wanted: set[str] | None) -> dict[str, ColumnStatistics]:
+    columns = [(row[1], row[2]) for row in connection.exec_driver_sql(f"PRAGMA table_info({quote(table)})")
+               if wanted is None or row[1] in wanted]
     summed = [name for name, declared in columns if sqlite_affinity(declared) in ("INTEGER", "REAL", "NUMERIC")]
 
     def select(sum_function: str) -> str:
@@ -385,8 +388,8 @@ def _sqlite_statistics(connection: Connection, table: str) -> dict[str, ColumnSt
     return statistics
 
 
-def _postgres_statistics(connection: Connection, table: str) -> dict[str, ColumnStatistics]:
-    types = postgres_column_types(connection, table)
+def _postgres_statistics(connection: Connection, table: str, wanted: set[str] | None) -> dict[str, ColumnStatistics]:
+    types = {name: kind for name, kind in postgres_column_types(connection, table).items() if wanted is None or name in wanted}
     parts = ["COUNT(*)"]
     for name, (_rendered, category, base) in types.items():
         column = quote(name)

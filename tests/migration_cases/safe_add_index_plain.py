@@ -1,8 +1,8 @@
 """A plain index on progress(level), without CONCURRENTLY.
 
-SAFE (both engines, exit 0 with the default --fail-on error): no data changes. On
-PostgreSQL the build blocks writes to progress meanwhile, a warning only
-(pg-index-not-concurrent). The downgrade drops it (exact).
+DANGEROUS on PostgreSQL, SAFE on SQLite (exit 0). On PostgreSQL the build blocks writes to the
+populated progress table meanwhile: pg-index-not-concurrent, an error there (exit 3).
+The downgrade drops it (exact).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """progress.tests_completed from INTEGER to BIGINT.
 
-SAFE (both engines, exit 0 with the default --fail-on error): a widening, every value
-kept. PostgreSQL rewrites the small progress table (warnings at most); SQLite rebuilds
-progress through a batch copy, and no table references progress. The downgrade
+DANGEROUS on PostgreSQL, SAFE on SQLite: a widening, every value kept (exit 0; it rebuilds progress
+through a batch copy, and no table references progress). PostgreSQL rewrites the
+populated progress table under ACCESS EXCLUSIVE: pg-table-rewrite, an error (exit 3). The downgrade
 converts back, every value fits (exact).
 """
 
