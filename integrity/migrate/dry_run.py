@@ -13,14 +13,11 @@ revision is read again and must not have moved, and the copy's must have.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine
 from game_core.errors import ExitCode, PreconditionFailed
@@ -130,6 +127,10 @@ def dry_run(
     command: str = "migrate dry-run",
     lock_wait: float = 0,
 ) -> DryRunReport:
+    """Rehearse the revisions pending after the source's revision (up to `to`) on copies
+    of `choice` (default: live on SQLite, the newest deep-verified backup on PostgreSQL)
+    and report every finding. Raises MigrationProjectInvalid, DryRunCouldNotRun,
+    SnapshotUnavailable, BackupNotFound (exit 4), CopyDiffers or BackupCorrupt (exit 5)."""
     from integrity.database import connection_settings, target_of
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.snapshot import snapshot_copies
