@@ -382,3 +382,17 @@ def test_fingerprints_from_a_child_process_equal_the_in_process_ones(tmp_path, s
     from_child = beside.fingerprints_beside(target, ConnectionSettings())()
     assert {n: (f.rows, f.digest) for n, f in from_child.items()} == {n: (f.rows, f.digest) for n, f in in_process.items()}
     assert from_child["results"].rows == 15
+
+
+def test_lint_without_a_database_lints_from_base(tmp_path):
+    """From base, `results` is created by the linted history itself: dropping one of its
+    columns loses nothing yet. `--from` names where production stands."""
+    env = BackupEnv(tmp_path, f"sqlite:///{tmp_path / 'absent.db'}")
+    ini = str(history(tmp_path, DROP_ACCURACY))
+    code, document = env.invoke_json("migrate", "lint", "--alembic-config", ini)
+    assert code == 0
+    assert document["result"]["start_revision"] is None
+    assert [r["id"] for r in document["result"]["revisions"]] == [head_revision(), "0002_drop_accuracy"]
+    assert not (tmp_path / "absent.db").exists()
+    code, document = env.invoke_json("migrate", "lint", "--alembic-config", ini, "--from", head_revision())
+    assert code == 3 and "drop-column" in {f["rule"] for f in document["result"]["findings"]}

@@ -191,9 +191,9 @@ def dry_run(
 
 
 def lint(settings, *, alembic_config: Path | None = None, to: str | None = None, start: str | None = None,
-         fail_on: str = "error", use_database: bool = True) -> DryRunReport:
+         fail_on: str = "error") -> DryRunReport:
     """The static pass alone: no copy, no data. The start is `start`, else the configured
-    database's revision (read only), else base."""
+    database's revision (read only), else (no database reachable) base."""
     from integrity.migrate.intent import apply_intent
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.static_pass import lint_revisions
@@ -203,12 +203,15 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     project = MigrationProject.load(alembic_config)
     project.check_graph()
     engine_kind = None
-    if start is None and use_database:
+    if start is None:
         from integrity.database import connection_settings, target_of
 
         live = target_of(settings)
-        engine_kind = live.kind
-        start = _revision_of(live, connection_settings(settings))
+        try:
+            start = _revision_of(live, connection_settings(settings))
+            engine_kind = live.kind
+        except PreconditionFailed:
+            pass  # no database here (a CI job linting a branch): every revision from base
     pending = project.pending(start, to)
     target = to or (pending[-1].id if pending else start)
     if not pending:
