@@ -448,7 +448,7 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
 
         clock = time.perf_counter()
-        out["round_trip"] = _round_trip(project, work_engine, pending, schema_before, before_prints, schema_after,
+        out["round_trip"] = _round_trip(project, before_engine, work_engine, pending, schema_before, before_prints, schema_after,
                                         after_prints, sample_limit, findings)
         phases.append(Phase("round trip", time.perf_counter() - clock))
         findings.extend(_lock_findings(runs, pending, after_prints))
@@ -715,7 +715,8 @@ def _audit_findings(before: dict[str, int], after: dict[str, int], pending) -> l
 # ---------------------------------------------------------------- round trip
 
 
-def _round_trip(project, engine, pending, schema_before, before_prints, schema_after, after_prints, sample_limit, findings) -> dict:
+def _round_trip(project, before_engine, engine, pending, schema_before, before_prints, schema_after, after_prints,
+                sample_limit, findings) -> dict:
     from integrity.migrate.observe import capture_schema
 
     owner = pending[0].id if len(pending) == 1 else pending[-1].id
@@ -727,12 +728,15 @@ def _round_trip(project, engine, pending, schema_before, before_prints, schema_a
         findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
         return result
     with engine.connect() as connection:
-        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), schema_before, before_prints)
+        schema_back, prints_back = capture_schema(connection), database_fingerprints(connection)
+    lossy = _state_differences(schema_back, prints_back, schema_before, before_prints)
     result["downgrade"] = "lossy" if lossy else "identical"
     if lossy:
+        rows, samples = _rows_not_restored(before_engine, engine, schema_before, schema_back,
+                                           _changed_tables(before_prints, prints_back), sample_limit)
         findings.append(Finding(
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
-            message=f"after the downgrade the copy differs from before the upgrade: {lossy}",
+            message=f"after the downgrade the copy differs from before the upgrade: {lossy}", rows=rows, samples=samples,
         ))
     traces = _run(project, engine, pending, "upgrade", sample_limit)
     failed = next((t for t in traces if t.failed), None)
@@ -749,6 +753,24 @@ def _round_trip(project, engine, pending, schema_before, before_prints, schema_a
             message=f"upgrading again after the downgrade differs from the first upgrade: {lossy}",
         ))
     return result
+
+
+def _rows_not_restored(before_engine, engine, schema_before, schema_back, tables: list[str], sample_limit: int) -> tuple[int | None, tuple[str, ...]]:
+    """Rows the downgrade did not bring back (lost, added or still changed), keyed, for the
+    tables present before and after; None when no such table can be compared by rows."""
+    from integrity.migrate.content_diff import diff_table_content
+
+    rows, samples, compared = 0, [], False
+    for table in tables:
+        if table not in schema_before.tables or table not in schema_back.tables:
+            continue
+        diff = diff_table_content(before_engine, engine, table, before_shape=schema_before.tables[table],
+                                  after_shape=schema_back.tables[table], sample_limit=sample_limit)
+        compared = True
+        rows += diff.lost + diff.added + diff.changed
+        samples += [f"{table}: {key}" for key in (*diff.lost_samples, *diff.added_samples,
+                                                  *(k for c in diff.columns for k in c.samples))]
+    return (rows if compared else None), tuple(dict.fromkeys(samples))[:sample_limit]
 
 
 def _state_differences(schema, prints, expected_schema, expected_prints) -> str:
