@@ -12,11 +12,9 @@ import hashlib
 
 import sqlalchemy as sa
 
+from integrity.migrate.observe import quote as _quote
+
 BATCH = 10_000
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def column_digest(connection, table: str, key: tuple[str, ...], column: str) -> str:

@@ -67,6 +67,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from game_core.errors import InvalidInput, PreconditionFailed
 from integrity.migrate.observe import TableShape, postgres_column_types, quote, sqlite_affinity
+from integrity.recovery.diff import keyset_range
 
 CHANGE_KINDS = ("precision_lost", "truncated", "became_null", "storage_class", "sort_order", "rewritten")
 # The value kinds, each with its code in the SQLite classification (sort_order is a flag, 8).
@@ -582,17 +583,7 @@ class _PgSide:
 
     def where(self, after: tuple | None, upto: tuple | None, params: dict) -> str:
         parts = [self.not_null] if self.not_null else []
-        lhs = self.keys[0] if len(self.keys) == 1 else "(" + ", ".join(self.keys) + ")"
-        for operator, bound, prefix in ((">", after, "a"), ("<=", upto, "u")):
-            if bound is None:
-                continue
-            names = []
-            for index, value in enumerate(bound):
-                params[f"{prefix}{index}"] = value
-                names.append(f":{prefix}{index}")
-            rhs = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
-            parts.append(f"{lhs} {operator} {rhs}")
-        return " AND ".join(parts) or "TRUE"
+        return " AND ".join(parts + keyset_range(self.keys, after, upto, params)) or "TRUE"
 
     def summary(self, after: tuple | None, limit: int, *, hashed: bool) -> _Summary:
         """The next `limit` rows after `after`: how many, their last key, and (hashed) the

@@ -155,14 +155,13 @@ def dry_run(
     phases.append(Phase("static pass", time.perf_counter() - clock))
     runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
 
-    with _reading_backup(settings, command, lock_wait) as restored_backup:
-        with snapshot_copies(
-            live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
-            keep_copy=keep_copy, restored_backup=restored_backup,
-        ) as copies:
-            phases.extend(copies.phases)
-            data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target)
-            _check_source_unmoved(copies, start, conn_settings)
+    with snapshot_copies(
+        live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+        keep_copy=keep_copy, restored_backup=_backup_restorer(settings, command, lock_wait),
+    ) as copies:
+        phases.extend(copies.phases)
+        data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target)
+        _check_source_unmoved(copies, start, conn_settings)
 
     from integrity.migrate.intent import apply_intent
 
@@ -331,12 +330,10 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
 def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTarget, conn_settings) -> str:
     """An id as given; for "latest" the newest deep-verified backup of this store (a dry
     run on a backup that never passed a restore proves nothing about production)."""
-    from integrity.backups.catalog import BackupNotFound, read_catalog
+    from integrity.backups.catalog import LATEST, BackupNotFound, read_catalog, resolve_backup
 
-    if requested and requested != "latest":
-        if not repository.path_of(requested).is_dir():
-            raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
-        return requested
+    if requested and requested != LATEST:
+        return resolve_backup(repository, requested, None)
     identity = None
     try:
         from integrity.backups.statistics import store_identity
@@ -358,10 +355,9 @@ def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTa
     return newest.id
 
 
-@contextmanager
-def _reading_backup(settings, command: str, lock_wait: float):
-    """A callable that restores the chosen backup into scratch, held against prune and
-    hash-checked first (invariants 3 and 4), for the snapshot module."""
+def _backup_restorer(settings, command: str, lock_wait: float):
+    """A context manager factory that restores the chosen backup into scratch, held
+    against prune and hash-checked first (invariants 3 and 4), for the snapshot module."""
     from integrity.backups.repository import BackupCorrupt, Repository
     from integrity.backups.scratch import restored_copy
     from integrity.backups.verify import verify_one
@@ -381,14 +377,16 @@ def _reading_backup(settings, command: str, lock_wait: float):
                                settings=connection_settings(settings)) as copy:
                 yield backup_id, copy
 
-    yield restored
+    return restored
 
 
 # ---------------------------------------------------------------- the data pass
 
 
 def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase], target: str) -> dict:
-    from integrity.migrate.observe import capture_schema
+    from dataclasses import asdict
+
+    from integrity.migrate.observe import capture_schema, schema_changes
 
     now = datetime.now(timezone.utc)
     before_engine = create_engine(copies.before, read_only=True, settings=conn_settings)
@@ -431,8 +429,8 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         clock = time.perf_counter()
         after_prints = after_prints_of()
         phases.append(Phase("after: fingerprints (beside the audits)", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
-        changes = _schema_changes(schema_before, schema_after)
-        out["schema_changes"] = [_as_dict(c) for c in changes]
+        changes = schema_changes(schema_before, schema_after)
+        out["schema_changes"] = [asdict(c) for c in changes]
 
         clock = time.perf_counter()
         changed_tables = _changed_tables(before_prints, after_prints)
@@ -513,18 +511,6 @@ def _check_copy_moved(copies: Copies, target: str, conn_settings) -> None:
             f"the copy is at revision {copy_at} after the upgrade to {target}: env.py does not use the connection handed "
             "in config.attributes['connection'] (the Alembic cookbook pattern); change env.py to use it"
         )
-
-
-def _schema_changes(before, after):
-    from integrity.migrate.observe import schema_changes
-
-    return schema_changes(before, after)
-
-
-def _as_dict(value) -> dict:
-    from dataclasses import asdict
-
-    return asdict(value)
 
 
 def _changed_tables(before: dict[str, TableFingerprint], after: dict[str, TableFingerprint]) -> list[str]:

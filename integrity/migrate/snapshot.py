@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
 from game_core.errors import PreconditionFailed
+from integrity.backups.scratch import maintenance_engine
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
@@ -87,7 +88,7 @@ class Copies:
 
     @property
     def rows(self) -> int:
-        return sum(f.rows for f in self.fingerprints.values())
+        return _fingerprint_rows(self.fingerprints)
 
 
 def _fingerprint_rows(fingerprints: dict[str, TableFingerprint]) -> int:
@@ -117,12 +118,12 @@ def snapshot_copies(
     restored_backup,  # callable(backup_id) -> context manager yielding (backup id, ScratchCopy)
 ) -> Iterator[Copies]:
     """The two copies, made and proven; removed on the way out unless `keep_copy`."""
-    with ExitStack() as stack:
-        if live.kind == POSTGRESQL:
-            copies = stack.enter_context(_postgres_copies(live, choice, settings, keep_copy, restored_backup))
-        else:
-            copies = stack.enter_context(_sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup))
-        yield copies
+    if live.kind == POSTGRESQL:
+        copies = _postgres_copies(live, choice, settings, keep_copy, restored_backup)
+    else:
+        copies = _sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup)
+    with copies as made:
+        yield made
 
 
 # ---------------------------------------------------------------- SQLite
@@ -214,15 +215,9 @@ def backup_api_copy(reader, destination: Path) -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def _admin(target: DatabaseTarget):
-    from integrity.backups.scratch import maintenance_engine
-
-    return maintenance_engine(target)
-
-
 def _create_database(target: DatabaseTarget, name: str, template: str | None = None) -> None:
     clause = f' TEMPLATE "{template}"' if template else ""
-    admin = _admin(target)
+    admin = maintenance_engine(target)
     try:
         with admin.connect() as connection:
             connection.execute(sa.text(f'CREATE DATABASE "{name}"{clause}'))
@@ -243,7 +238,7 @@ def _create_database(target: DatabaseTarget, name: str, template: str | None = N
 
 
 def _drop_database(target: DatabaseTarget, name: str) -> None:
-    admin = _admin(target)
+    admin = maintenance_engine(target)
     try:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -333,7 +328,7 @@ def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
             f"--snapshot {target.url.database} is the live database; a snapshot must be a copy nobody uses "
             "(or use --from-live, which copies live without touching it)"
         )
-    admin = _admin(live)
+    admin = maintenance_engine(live)
     try:
         with admin.connect() as connection:
             exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.url.database}).first()

@@ -220,6 +220,23 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def keyset_range(keys: Sequence[str], after: tuple | None, upto: tuple | None, params: dict) -> list[str]:
+    """The conditions `keys > after` and `keys <= upto` (row values for a composite key),
+    their bounds bound into `params`: one page of a keyset walk, never OFFSET."""
+    lhs = keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ")"
+    parts = []
+    for operator, bound, prefix in ((">", after, "a"), ("<=", upto, "u")):
+        if bound is None:
+            continue
+        names = []
+        for index, value in enumerate(bound):
+            params[f"{prefix}{index}"] = value
+            names.append(f":{prefix}{index}")
+        rhs = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+        parts.append(f"{lhs} {operator} {rhs}")
+    return parts
+
+
 class _Side:
     """SQL for one side of the comparison: key ranges, boundaries and row fetches."""
 
@@ -241,19 +258,7 @@ class _Side:
         return expressions
 
     def range_condition(self, after: tuple | None, upto: tuple | None, params: dict, alias: str = "") -> str:
-        keys = self.key_expressions(alias)
-        lhs = keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ")"
-        parts = []
-        for operator, bound, prefix in ((">", after, "a"), ("<=", upto, "u")):
-            if bound is None:
-                continue
-            names = []
-            for index, value in enumerate(bound):
-                params[f"{prefix}{index}"] = value
-                names.append(f":{prefix}{index}")
-            rhs = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
-            parts.append(f"{lhs} {operator} {rhs}")
-        return " AND ".join(parts) or "1 = 1"
+        return " AND ".join(keyset_range(self.key_expressions(alias), after, upto, params)) or "1 = 1"
 
     def order(self, alias: str = "") -> str:
         return ", ".join(self.key_expressions(alias))
