@@ -183,6 +183,19 @@ def test_finds_exactly_the_injected_differences(twins, path):
     assert diffs["players"].differing_share == pytest.approx(2 / diffs["players"].live_rows)
 
 
+def test_a_moved_row_is_found_on_both_sides_when_the_counts_agree(twins, path):
+    """Both sides hold as many rows, yet one key is only in live and one only in the
+    backup: equal counts alone must not end the search for backup-only rows."""
+    live_url, backup_url = twins
+    moved = _free_results(live_url, 1)[0]
+    top = scalar(live_url, "SELECT MAX(id) FROM results")
+    execute(live_url, f"UPDATE results SET id = {top + 50} WHERE id = {moved}")
+    results = _diff(live_url, backup_url, tables=["results"])["results"]
+    assert results.live_rows == results.backup_rows
+    assert (results.only_live, results.only_backup, results.changed) == (1, 1, 0)
+    assert results.samples[ONLY_LIVE] == [[top + 50]] and results.samples[ONLY_BACKUP] == [[moved]]
+
+
 @pytest.mark.parametrize("batch_size", [1, 5, 64])
 def test_batch_boundaries_change_nothing(twins, path, batch_size):
     live_url, backup_url = twins
@@ -201,8 +214,10 @@ def test_row_differences_carry_both_rows_and_the_columns(twins):
     finally:
         live.dispose()
         backup.dispose()
-    keys = [d.key for d in found]
-    assert keys == sorted(keys)  # primary key order, across batches
+    for kind in (ONLY_LIVE, ONLY_BACKUP, CHANGED):
+        keys = [d.key for d in found if d.kind == kind]
+        assert keys == sorted(keys)  # primary key order within each kind, across batches
+    assert {d.kind for d in found} == {ONLY_BACKUP, CHANGED}
     changed = {d.key: d for d in found if d.kind == CHANGED}
     assert changed[tuple(longer)].columns == ("duration_ms", "xp")
     assert changed[tuple(longer)].live["xp"] == changed[tuple(longer)].backup["xp"] + 9
