@@ -424,10 +424,10 @@ class _SqliteJoin:
 
     One LEFT JOIN on the key returns only the live rows without an identical backup twin
     (`IS NOT`: NULL-safe, and compares stored values as SQLite does, 5 = 5.0). The live
-    side is scanned in key order and every lookup on the other side is the key after the
-    previous one, which SQLite's b-tree serves by stepping forward rather than searching
-    again: in effect a merge join in C, about twice the rows per second of checking key
-    ranges (which also counted and bounded every range). Rows only in the backup need a
+    side is scanned in key order; with an integer key every lookup on the other side is
+    the key after the previous one, which SQLite's b-tree serves by stepping forward
+    rather than searching again: in effect a merge join in C, about twice the rows per
+    second of checking key ranges (which also counted and bounded every range). Rows only in the backup need a
     second scan of the backup side, run only when the row counts say some exist: backup
     rows = live rows - rows only in live + rows only in the backup (keys are unique).
     Everything is read in the connection's one transaction, so the counts and the rows
