@@ -75,6 +75,7 @@ from bench.common import build_sqlite_database, machine_line, median_seconds  # 
 
 CHANGED_ROWS = 1_000
 ANCHOR_DATABASE = f"bench_recovery_anchor_{os.getpid()}"
+DIFF_DATABASE = f"bench_recovery_diff_{os.getpid()}"
 
 
 def goal(value: float, limit: float, *, at_most: bool = True) -> str:
@@ -310,32 +311,46 @@ def measure_child(live: Path, backup: Path) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def plant_changes(live: Path, *, clustered: bool, delta: int) -> int:
-    """Change `duration_ms` by `delta` in CHANGED_ROWS results rows (reverted with -delta):
-    consecutive ids from the middle of the table, or every n-th id."""
-    connection = sqlite3.connect(live)
+def plant_changes(url: str, *, clustered: bool, delta: int) -> int:
+    """Change `duration_ms` by `delta` in CHANGED_ROWS results rows (reverted with -delta),
+    on either engine: consecutive ids from the middle of the table, or every n-th id."""
+    import sqlalchemy as sa
+
+    from game_core.db import create_engine
+
+    engine = create_engine(url)
     try:
-        low, high = connection.execute("SELECT min(id), max(id) FROM results").fetchone()
-        if clustered:
-            start = (low + high) // 2
-            where, params = "id BETWEEN ? AND ?", (start, start + CHANGED_ROWS - 1)
-        else:
-            step = max((high - low + 1) // CHANGED_ROWS, 1)
-            where, params = "id IN (SELECT id FROM results WHERE (id - ?) % ? = 0 LIMIT ?)", (low, step, CHANGED_ROWS)
-        with connection:
-            changed = connection.execute(f"UPDATE results SET duration_ms = duration_ms + ? WHERE {where}",
-                                         (delta, *params)).rowcount
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with engine.begin() as connection:
+            low, high = connection.execute(sa.text("SELECT min(id), max(id) FROM results")).one()
+            if clustered:
+                start = (low + high) // 2
+                where, params = "id BETWEEN :a AND :b", {"a": start, "b": start + CHANGED_ROWS - 1}
+            else:
+                step = max((high - low + 1) // CHANGED_ROWS, 1)
+                where = "id IN (SELECT id FROM results WHERE (id - :low) % :step = 0 LIMIT :n)"
+                params = {"low": low, "step": step, "n": CHANGED_ROWS}
+            changed = connection.execute(
+                sa.text(f"UPDATE results SET duration_ms = duration_ms + :delta WHERE {where}"), {"delta": delta, **params}
+            ).rowcount
+        if engine.dialect.name == "sqlite":
+            # On the driver's connection: SQLite refuses a checkpoint inside the BEGIN
+            # that an engine's connection starts.
+            raw = engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
     finally:
-        connection.close()
+        engine.dispose()
     return changed
 
 
-def bench_diff(live: Path, restored: Path, repeat: int, long_repeat: int) -> None:
+def bench_diff(engine: str, live: str, backup: str, repeat: int, long_repeat: int) -> None:
+    """`live` and `backup`: SQLite paths or database URLs; changes are planted in `live`."""
     found: dict = {}
 
     def action():
-        rows, differences = diff_rows(str(live), str(restored))
+        rows, differences = diff_rows(live, backup)
         found.update(rows=rows, differences=differences)
 
     variants = (("identical", None), ("1,000 changed, clustered", True), ("1,000 changed, spread", False))
@@ -343,15 +358,15 @@ def bench_diff(live: Path, restored: Path, repeat: int, long_repeat: int) -> Non
         if clustered is not None:
             planted = plant_changes(live, clustered=clustered, delta=1)
         if clustered is False:
-            # Every key range differs: minutes at 1 GB. Timed in the child runs themselves.
-            runs = [measure_child(live, restored) for _ in range(long_repeat)]
+            # Every key range differs: the slowest case. Timed in the child runs themselves.
+            runs = [measure_child(live, backup) for _ in range(long_repeat)]
             seconds = statistics.median(r["seconds"] for r in runs)
             memory = max(runs, key=lambda r: r["peak_mb"])
             found.update(rows=runs[-1]["rows"], differences=runs[-1]["found"])
             how = f"median of {long_repeat} child run(s)"
         else:
             seconds = median_seconds(action, repeat)
-            memory = measure_child(live, restored)
+            memory = measure_child(live, backup)
             how = f"median of {repeat}"
         if clustered is not None:
             plant_changes(live, clustered=clustered, delta=-1)
@@ -360,10 +375,31 @@ def bench_diff(live: Path, restored: Path, repeat: int, long_repeat: int) -> Non
             expected = {}
         check = "as planted" if found["differences"] == expected else f"EXPECTED {expected}"
         rate = found["rows"] / seconds
-        print(f"diff {name:25} {seconds:6.2f}s ({how})   {found['rows']:,} rows   {rate:,.0f} rows/s "
+        print(f"{engine} diff {name:25} {seconds:6.2f}s ({how})   {found['rows']:,} rows   {rate:,.0f} rows/s "
               f"(goal >= 500,000: {goal(rate, 500_000, at_most=False)})   found {found['differences'] or 'none'} "
               f"({check})   peak {memory['peak_mb']:.0f} MB (goal < 300: {goal(memory['peak_mb'], 300)}), "
               f"baseline {memory['baseline_mb']:.0f} MB", flush=True)
+
+
+def bench_postgres_diff(url: str, admin_url: str, repeat: int, long_repeat: int) -> None:
+    """The diff on PostgreSQL: a copy of the benchmark database (CREATE DATABASE ... TEMPLATE,
+    untimed) is "live" and takes the planted changes; the benchmark database is the backup
+    side and is never changed."""
+    import sqlalchemy as sa
+
+    source = sa.make_url(url)
+    copy_url = source.set(database=DIFF_DATABASE).render_as_string(hide_password=False)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{DIFF_DATABASE}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{DIFF_DATABASE}" TEMPLATE "{source.database}"'))
+    finally:
+        admin.dispose()
+    try:
+        bench_diff("PostgreSQL", copy_url, url, repeat, long_repeat)
+    finally:
+        drop_database(admin_url, DIFF_DATABASE)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -532,7 +568,7 @@ def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, ke
 
     restored = ROOT / "restored.db"
     bench_sqlite_drill(sqlite_settings(live, repository_path, state), repository, manifest, restored, long_repeat)
-    bench_diff(live, restored, repeat, long_repeat)
+    bench_diff("SQLite", str(live), str(restored), repeat, long_repeat)
     for path in (live, restored):
         swap_sqlite.remove(path)
 
@@ -541,6 +577,7 @@ def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, ke
     url, created = postgres_source(database, admin_url, keep_postgres)
     try:
         bench_postgres_drill(url, admin_url, long_repeat)
+        bench_postgres_diff(url, admin_url, repeat, long_repeat)
     finally:
         if created and not keep_postgres:
             drop_database(admin_url, created)
