@@ -15,7 +15,7 @@ anchor alternating so that a burst of load on the shared machine hits both. The 
 the diff with spread changes take minutes at 1 GB: they run --long-repeat times (default
 1) without a warm-up run, the phases before them having read the same files (the backup's
 data file, the live copy) into the page cache; that keeps the whole run under 25 minutes
-(18 minutes measured, loading PostgreSQL included, on a shared 2-core machine).
+(11 to 16 minutes measured, loading PostgreSQL included, on a 2-core machine).
 
 - decompression: the restore's staging step (`swap_sqlite.stage`: `decompress_to`, both
   SHA-256 checked on the way, into a new staging file) vs `zstd -d -f data.db.zst -o out.db`
@@ -35,7 +35,9 @@ data file, the live copy) into the page cache; that keeps the whole run under 25
   streamed restore) of the same archive (our backup's data file decompressed beforehand,
   untimed) into a freshly created database, plus `checks.run_audits` on it (goal <= 1.3x).
   The anchor's database is dropped untimed before each run and at the end. Phases as above.
-- diff: `diff_databases` between the live copy and a restored copy: identical, with
+- diff, on SQLite and on PostgreSQL (a TEMPLATE copy of the benchmark database as live,
+  the benchmark database as the backup side): `diff_databases` between the live copy and
+  a restored copy: identical, with
   1,000 changed results rows clustered (consecutive ids) and with 1,000 spread evenly
   over the table (every key range then differs; timed in the --long-repeat child runs
   that measure its memory). Rows per second counts the larger side of every table, summed (what
