@@ -56,15 +56,18 @@ def twins(request, database_url, tmp_path):
     drop_pg_database(admin, name)
 
 
-@pytest.fixture(params=["in-database check", "narrowed to single rows", "rows only"])
+@pytest.fixture(params=["in-database check", "narrowed to single rows", "buckets of 4 keys", "rows only"])
 def path(request, monkeypatch):
     """Every way a range is compared: the engine's shortcut (a differing page narrowed to
-    FETCH_MIN rows before they are fetched; with FETCH_MIN 1, down to single rows), and
-    fetching every row."""
+    FETCH_MIN rows before they are fetched; with FETCH_MIN 1, down to single rows; on
+    PostgreSQL with an integer key, per-bucket sums, here over buckets of 4 keys so that
+    pages end inside buckets), and fetching every row."""
     if request.param == "rows only":
         monkeypatch.setattr(diff_module, "_choose_check", lambda live, backup, alias: diff_module._NoCheck())
     if request.param == "narrowed to single rows":
         monkeypatch.setattr(diff_module, "FETCH_MIN", 1)
+    if request.param == "buckets of 4 keys":
+        monkeypatch.setattr(diff_module, "BUCKET_BITS", 2)
     return request.param
 
 
