@@ -12,8 +12,10 @@ Memory never holds a table: only differing rows reach Python, a batch at a time.
   walks both in primary-key order one key range at a time (keyset pagination: every
   range starts after the last key of the previous one, never OFFSET). Both servers sum
   `hash_record_extended` over the range, concurrently (two backends, two cores); a few
-  hundred bytes cross the wire per range instead of the rows, and only a range whose
-  sums differ is narrowed and fetched into Python, where its rows are merged.
+  hundred bytes cross the wire per range instead of the rows. With one integer key the
+  sums come per bucket of 256 consecutive keys and only differing buckets are fetched
+  (`_bucket_walk`); otherwise a range whose sums differ is narrowed step by step. The
+  fetched rows are merged in Python.
 - Otherwise (an old server, a SQLite connection holding an open transaction whose
   uncommitted rows an attachment could not see): the rows of every range are fetched
   and compared as plain tuples, which is exact, only slower.
