@@ -3,7 +3,8 @@
 SQLite: the data file is decompressed (both hashes checked on the way) into a temp file
 in the state directory. PostgreSQL: a scratch database is created next to the source
 (through the maintenance database `postgres`), filled by pg_restore fed from the
-decompressing stream, and dropped WITH (FORCE) whatever happens.
+decompressing stream, and dropped WITH (FORCE) whatever happens. Both are claimed while
+they exist (`scratch_claims`), so that a killed run's copy is removed by the next one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_
 from integrity.backups.archive import decompress_to
 from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import Manifest, Repository
+from integrity.backups.scratch_claims import SCRATCH_PREFIX, claimed_path, scratch_databases
 from integrity.errors import VerificationFailed
 
 MAINTENANCE_DATABASE = "postgres"
-SCRATCH_PREFIX = "integrity_scratch_"
 
 
 class RestoreFailed(VerificationFailed):
@@ -57,16 +58,11 @@ def restored_copy(
 
 @contextmanager
 def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path) -> Iterator[ScratchCopy]:
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    path = scratch_dir / f"{manifest.id}-{secrets.token_hex(4)}.db"
     entry = manifest.files[0]
-    try:
+    with claimed_path(scratch_dir, f"{manifest.id}-{secrets.token_hex(4)}.db") as path:
         with path.open("xb") as handle:
             decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id)
         yield ScratchCopy(parse_database_url(str(path)), str(path))
-    finally:
-        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
-            leftover.unlink(missing_ok=True)
 
 
 def maintenance_engine(source: DatabaseTarget):
@@ -81,15 +77,12 @@ def _postgres_copy(repository: Repository, manifest: Manifest, *, source: Databa
     try:
         with admin.connect() as connection:
             major = server_major(connection)
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        try:
+        with scratch_databases(admin) as databases:
+            databases.create(name)
             tool = require_tool("pg_restore", major)
             scratch = DatabaseTarget(source.url.set(database=name))
             pg_restore_into(tool.path, repository, manifest, scratch)
             yield ScratchCopy(scratch, f"scratch database {name}")
-        finally:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
 

@@ -2,7 +2,9 @@
 
 Both come from one consistent snapshot of the source, and `work` is proven identical to
 the source (per-table fingerprints) before anything runs on it (DESIGN.md invariant 8).
-The source is only ever read; both copies are removed afterwards unless `--keep-copy`.
+The source is only ever read; both copies are removed afterwards unless `--keep-copy`,
+and both are claimed while they exist, so that a killed run's are removed by the next
+(`integrity.backups.scratch_claims`).
 
 - SQLite (live database or a snapshot file): one read transaction on the source pins
   its state; the backup API copies it twice from that transaction (source -> before ->
@@ -22,7 +24,6 @@ The source is only ever read; both copies are removed afterwards unless `--keep-
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
@@ -36,11 +37,13 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
 from game_core.errors import PreconditionFailed
 from integrity.backups.scratch import maintenance_engine
+from integrity.backups.scratch_claims import SCRATCH_PREFIX as SCRATCH_DATABASE_PREFIX
+from integrity.backups.scratch_claims import ScratchDatabases, claimed_path, scratch_databases
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
 
-SCRATCH_PREFIX = "integrity_scratch_dry_"
+SCRATCH_PREFIX = f"{SCRATCH_DATABASE_PREFIX}dry_"
 
 LIVE, BACKUP, SNAPSHOT = "live", "backup", "snapshot"
 
@@ -131,42 +134,41 @@ def snapshot_copies(
 
 @contextmanager
 def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup) -> Iterator[Copies]:
-    folder = scratch_dir / f"dry-run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-    try:
-        folder.mkdir(parents=True)
-    except OSError as exc:
-        raise SnapshotUnavailable(f"cannot create the scratch folder {folder}: {exc.strerror}; set [state] dir to a writable directory with room for two copies") from None
-    phases: list[Phase] = []
-    try:
-        with ExitStack() as stack:
-            backup_id = None
-            if choice.kind == BACKUP:
-                started = time.perf_counter()
-                backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
-                phases.append(Phase("restore backup", time.perf_counter() - started))
-                source = restored.target
-                described = f"backup {backup_id}"
-            elif choice.kind == SNAPSHOT:
-                source = parse_database_url(choice.snapshot)
-                if source.kind == POSTGRESQL:
-                    raise SnapshotUnavailable(f"--snapshot {source.masked} is a PostgreSQL database but the configured database is SQLite; give a SQLite file")
-                described = f"snapshot {source.display}"
-            else:
-                source = live
-                described = f"live {live.display}"
-            before, work = folder / "before.db", folder / "work.db"
-            fingerprints = _copy_sqlite(source, before, work, settings, phases)
-            copies = Copies(
-                engine="sqlite", source=described, source_kind=choice.kind, backup_id=backup_id,
-                source_target=None if choice.kind == BACKUP else source,
-                before=parse_database_url(str(before)), work=parse_database_url(str(work)),
-                fingerprints=fingerprints, phases=phases,
-                kept=(str(before), str(work)) if keep_copy else (),
-            )
-            yield copies
-    finally:
-        if not keep_copy:
-            shutil.rmtree(folder, ignore_errors=True)
+    name = f"dry-run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    with ExitStack() as stack:
+        try:
+            folder = stack.enter_context(claimed_path(scratch_dir, name, keep=keep_copy))
+            folder.mkdir()
+        except OSError as exc:
+            raise SnapshotUnavailable(
+                f"cannot create the scratch folder {scratch_dir / name}: {exc.strerror}; "
+                "set [state] dir to a writable directory with room for two copies"
+            ) from None
+        phases: list[Phase] = []
+        backup_id = None
+        if choice.kind == BACKUP:
+            started = time.perf_counter()
+            backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
+            phases.append(Phase("restore backup", time.perf_counter() - started))
+            source = restored.target
+            described = f"backup {backup_id}"
+        elif choice.kind == SNAPSHOT:
+            source = parse_database_url(choice.snapshot)
+            if source.kind == POSTGRESQL:
+                raise SnapshotUnavailable(f"--snapshot {source.masked} is a PostgreSQL database but the configured database is SQLite; give a SQLite file")
+            described = f"snapshot {source.display}"
+        else:
+            source = live
+            described = f"live {live.display}"
+        before, work = folder / "before.db", folder / "work.db"
+        fingerprints = _copy_sqlite(source, before, work, settings, phases)
+        yield Copies(
+            engine="sqlite", source=described, source_kind=choice.kind, backup_id=backup_id,
+            source_target=None if choice.kind == BACKUP else source,
+            before=parse_database_url(str(before)), work=parse_database_url(str(work)),
+            fingerprints=fingerprints, phases=phases,
+            kept=(str(before), str(work)) if keep_copy else (),
+        )
 
 
 def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, phases: list[Phase]) -> dict[str, TableFingerprint]:
@@ -215,12 +217,9 @@ def backup_api_copy(reader, destination: Path) -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def _create_database(target: DatabaseTarget, name: str, template: str | None = None) -> None:
-    clause = f' TEMPLATE "{template}"' if template else ""
-    admin = maintenance_engine(target)
+def _create_database(databases: ScratchDatabases, name: str, *, template: str | None = None, keep: bool) -> None:
     try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"{clause}'))
+        databases.create(name, template=template, keep=keep)
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         if "permission denied" in reason:
@@ -233,17 +232,6 @@ def _create_database(target: DatabaseTarget, name: str, template: str | None = N
                 f"cannot copy {template}: {reason}; a snapshot database must have no connections while it is copied"
             ) from None
         raise SnapshotUnavailable(f"cannot create the scratch database {name}: {reason}") from None
-    finally:
-        admin.dispose()
-
-
-def _drop_database(target: DatabaseTarget, name: str) -> None:
-    admin = maintenance_engine(target)
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def _fingerprints_of(target: DatabaseTarget, settings) -> dict[str, TableFingerprint]:
@@ -261,59 +249,57 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
     work_name = f"{SCRATCH_PREFIX}{token}_work"
     made: list[str] = []
     phases: list[Phase] = []
-    try:
-        with ExitStack() as stack:
-            backup_id = None
-            source_target = None
-            if choice.kind == BACKUP:
-                started = time.perf_counter()
-                backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
-                phases.append(Phase("restore backup", time.perf_counter() - started))
-                before = restored.target
-                described = f"backup {backup_id}"
-                if keep_copy:
-                    # The restored scratch database is dropped by its owner: keep a copy of it.
-                    kept_before = f"{SCRATCH_PREFIX}{token}_before"
-                    _create_database(live, kept_before, template=before.url.database)
-                    made.append(kept_before)
-                started = time.perf_counter()
-                source_prints = _fingerprints_of(before, settings)
-                phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
-            elif choice.kind == SNAPSHOT:
-                before = snapshot_target(live, choice.snapshot)
-                source_target = before
-                described = f"snapshot database {before.url.database}"
-                started = time.perf_counter()
-                source_prints = _fingerprints_of(before, settings)
-                phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
-            else:
-                source_target = live
-                before_name = f"{SCRATCH_PREFIX}{token}_before"
-                _create_database(live, before_name)
-                made.append(before_name)
-                before = DatabaseTarget(live.url.set(database=before_name))
-                described = f"live {live.masked}"
-                source_prints = _dump_live_into(live, before, settings, phases)
+    with ExitStack() as stack:
+        admin = maintenance_engine(live)
+        stack.callback(admin.dispose)
+        databases = stack.enter_context(scratch_databases(admin))  # dropped last, after the restored backup's
+        backup_id = None
+        source_target = None
+        if choice.kind == BACKUP:
             started = time.perf_counter()
-            _create_database(live, work_name, template=before.url.database)
-            made.append(work_name)
-            work = DatabaseTarget(live.url.set(database=work_name))
-            phases.append(Phase("work copy", time.perf_counter() - started))
+            backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
+            phases.append(Phase("restore backup", time.perf_counter() - started))
+            before = restored.target
+            described = f"backup {backup_id}"
+            if keep_copy:
+                # The restored scratch database is dropped by its owner: keep a copy of it.
+                kept_before = f"{SCRATCH_PREFIX}{token}_before"
+                _create_database(databases, kept_before, template=before.url.database, keep=True)
+                made.append(kept_before)
             started = time.perf_counter()
-            work_prints = _fingerprints_of(work, settings)
-            phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
-            prove_identical(source_prints, work_prints, described)
-            if choice.kind == BACKUP and keep_copy:
-                before = DatabaseTarget(live.url.set(database=made[0]))
-            yield Copies(
-                engine="postgresql", source=described, source_kind=choice.kind, backup_id=backup_id,
-                source_target=source_target, before=before, work=work, fingerprints=source_prints,
-                phases=phases, kept=tuple(made) if keep_copy else (),
-            )
-    finally:
-        if not keep_copy:
-            for name in made:
-                _drop_database(live, name)
+            source_prints = _fingerprints_of(before, settings)
+            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+        elif choice.kind == SNAPSHOT:
+            before = snapshot_target(live, choice.snapshot)
+            source_target = before
+            described = f"snapshot database {before.url.database}"
+            started = time.perf_counter()
+            source_prints = _fingerprints_of(before, settings)
+            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+        else:
+            source_target = live
+            before_name = f"{SCRATCH_PREFIX}{token}_before"
+            _create_database(databases, before_name, keep=keep_copy)
+            made.append(before_name)
+            before = DatabaseTarget(live.url.set(database=before_name))
+            described = f"live {live.masked}"
+            source_prints = _dump_live_into(live, before, settings, phases)
+        started = time.perf_counter()
+        _create_database(databases, work_name, template=before.url.database, keep=keep_copy)
+        made.append(work_name)
+        work = DatabaseTarget(live.url.set(database=work_name))
+        phases.append(Phase("work copy", time.perf_counter() - started))
+        started = time.perf_counter()
+        work_prints = _fingerprints_of(work, settings)
+        phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
+        prove_identical(source_prints, work_prints, described)
+        if choice.kind == BACKUP and keep_copy:
+            before = DatabaseTarget(live.url.set(database=made[0]))
+        yield Copies(
+            engine="postgresql", source=described, source_kind=choice.kind, backup_id=backup_id,
+            source_target=source_target, before=before, work=work, fingerprints=source_prints,
+            phases=phases, kept=tuple(made) if keep_copy else (),
+        )
 
 
 def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:

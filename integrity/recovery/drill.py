@@ -60,9 +60,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,8 +74,10 @@ from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
 from integrity.backups.repository import BackupCorrupt, Manifest, Repository
 from integrity.backups.scratch import ScratchCopy, maintenance_engine, open_copy, restored_copy
+from integrity.backups.scratch_claims import claimed_path
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import audit_copy, deep_checks, quick_verify
+from integrity.crashpoints import crash_point
 from integrity.database import connection_settings, target_of
 from integrity.settings import Settings
 
@@ -305,6 +306,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         where = copy.description if manifest.engine == POSTGRESQL else f"scratch file {copy.target.sqlite_path.name}"
         phases.append(Phase(RESTORE, time.perf_counter() - started, True, where))
         restore_seconds = phases[-1].seconds
+        crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
 
         try:
             engine = open_copy(copy, conn_settings)
@@ -438,7 +440,7 @@ def _database_bytes(engine) -> int:
 
 def _rehearse_swap(copy: ScratchCopy, engine: str, *, scratch_dir: Path, source) -> str:
     if engine == SQLITE:
-        with _temp_path(scratch_dir, copy.target.sqlite_path.stem + "-swap") as destination:
+        with claimed_path(scratch_dir, f"{copy.target.sqlite_path.stem}-swap-{secrets.token_hex(4)}.db") as destination:
             reader = sqlite3.connect(f"file:{quote(str(copy.target.sqlite_path))}?mode=ro", uri=True)
             try:
                 writer = sqlite3.connect(str(destination))
@@ -463,17 +465,6 @@ def _rehearse_swap(copy: ScratchCopy, engine: str, *, scratch_dir: Path, source)
     finally:
         admin.dispose()
     return f"two renames in one transaction, timed, plus {TERMINATE_ALLOWANCE_SECONDS:.0f}s to terminate connections"
-
-
-@contextmanager
-def _temp_path(directory: Path, stem: str) -> Iterator[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{stem}-{secrets.token_hex(4)}.db"
-    try:
-        yield path
-    finally:
-        for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
-            leftover.unlink(missing_ok=True)
 
 
 def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_seconds: float) -> tuple[float, str]:
