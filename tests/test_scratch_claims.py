@@ -11,11 +11,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, fill_database
 from conftest import drop_pg_database, pg_url_for
+from test_drill import _scratch_left  # files in the state dir's scratch, or scratch databases
 from integrity.backups.scratch_claims import (
     CLAIM_SUFFIX,
     KEPT_COMMENT,
@@ -25,14 +25,6 @@ from integrity.backups.scratch_claims import (
     reclaim_files,
     scratch_databases,
 )
-
-
-def _scratch_left(env: BackupEnv, request) -> list[str]:
-    """What is in the state directory's scratch, or the scratch databases on the server."""
-    if env.url.startswith("postgresql"):
-        return _scratch_databases(request.getfixturevalue("pg_admin"))
-    scratch = env.settings().state.dir / "scratch"
-    return sorted(p.name for p in scratch.iterdir()) if scratch.exists() else []
 
 
 def _scratch_databases(admin) -> list[str]:
@@ -115,19 +107,14 @@ def test_a_kept_copy_and_an_unclaimed_one_are_left_alone(tmp_path):
 # ---------------------------------------------------------------- PostgreSQL scratch databases
 
 
-@pytest.fixture
-def admin(pg_admin):
-    """An AUTOCOMMIT engine on the maintenance database, as `maintenance_engine` makes."""
-    return pg_admin
-
-
 def _create(admin, name: str) -> str:
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     return name
 
 
-def test_an_orphaned_scratch_database_is_dropped(admin, request):
+def test_an_orphaned_scratch_database_is_dropped(pg_admin, request):
+    admin = pg_admin
     name = _create(admin, f"{SCRATCH_PREFIX}test_orphan")  # nobody holds its claim
     request.addfinalizer(lambda: drop_pg_database(admin, name))
     with admin.connect() as connection:
@@ -135,7 +122,8 @@ def test_an_orphaned_scratch_database_is_dropped(admin, request):
     assert name not in _scratch_databases(admin)
 
 
-def test_a_scratch_database_in_use_kept_or_visited_is_left_alone(admin, request):
+def test_a_scratch_database_in_use_kept_or_visited_is_left_alone(pg_admin, request):
+    admin = pg_admin  # an AUTOCOMMIT engine on the maintenance database, as `maintenance_engine` makes
     visited = f"{SCRATCH_PREFIX}test_visited"
     kept = f"{SCRATCH_PREFIX}test_kept"
     live = f"{SCRATCH_PREFIX}test_live"

@@ -74,16 +74,17 @@ def reclaim_files(scratch_dir: Path) -> list[str]:
         claim = _claim_path(entry)
         try:
             descriptor = os.open(claim, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # kept on purpose, or older than claims
+        except OSError:
+            continue  # no claim: kept on purpose or older than claims; or another user's
         try:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its run is alive
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             _remove_copy(entry)
             claim.unlink(missing_ok=True)
             reclaimed.append(entry.name)
+        except BlockingIOError:
+            continue  # its run is alive
+        except OSError:
+            continue  # not ours to remove: a sweep must never fail the run that makes it
         finally:
             os.close(descriptor)
     return reclaimed

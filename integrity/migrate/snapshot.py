@@ -129,6 +129,15 @@ def snapshot_copies(
         yield made
 
 
+def _restore_backup(stack: ExitStack, restored_backup, backup_id: str, phases: list[Phase]) -> tuple[str, DatabaseTarget]:
+    """The backup restored into scratch until `stack` closes, timed as a phase; its id
+    (`latest` resolved) and the scratch copy."""
+    started = time.perf_counter()
+    resolved_id, restored = stack.enter_context(restored_backup(backup_id))
+    phases.append(Phase("restore backup", time.perf_counter() - started))
+    return resolved_id, restored.target
+
+
 # ---------------------------------------------------------------- SQLite
 
 
@@ -147,10 +156,7 @@ def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, r
         phases: list[Phase] = []
         backup_id = None
         if choice.kind == BACKUP:
-            started = time.perf_counter()
-            backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
-            phases.append(Phase("restore backup", time.perf_counter() - started))
-            source = restored.target
+            backup_id, source = _restore_backup(stack, restored_backup, choice.backup_id, phases)
             described = f"backup {backup_id}"
         elif choice.kind == SNAPSHOT:
             source = parse_database_url(choice.snapshot)
@@ -234,13 +240,16 @@ def _create_database(databases: ScratchDatabases, name: str, *, template: str | 
         raise SnapshotUnavailable(f"cannot create the scratch database {name}: {reason}") from None
 
 
-def _fingerprints_of(target: DatabaseTarget, settings) -> dict[str, TableFingerprint]:
+def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], phase: str) -> dict[str, TableFingerprint]:
+    started = time.perf_counter()
     engine = create_engine(target, read_only=True, settings=settings)
     try:
         with engine.connect() as connection:
-            return database_fingerprints(connection)
+            prints = database_fingerprints(connection)
     finally:
         engine.dispose()
+    phases.append(Phase(phase, time.perf_counter() - started, _fingerprint_rows(prints)))
+    return prints
 
 
 @contextmanager
@@ -256,26 +265,19 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
         backup_id = None
         source_target = None
         if choice.kind == BACKUP:
-            started = time.perf_counter()
-            backup_id, restored = stack.enter_context(restored_backup(choice.backup_id))
-            phases.append(Phase("restore backup", time.perf_counter() - started))
-            before = restored.target
+            backup_id, before = _restore_backup(stack, restored_backup, choice.backup_id, phases)
             described = f"backup {backup_id}"
             if keep_copy:
                 # The restored scratch database is dropped by its owner: keep a copy of it.
                 kept_before = f"{SCRATCH_PREFIX}{token}_before"
                 _create_database(databases, kept_before, template=before.url.database, keep=True)
                 made.append(kept_before)
-            started = time.perf_counter()
-            source_prints = _fingerprints_of(before, settings)
-            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source")
         elif choice.kind == SNAPSHOT:
             before = snapshot_target(live, choice.snapshot)
             source_target = before
             described = f"snapshot database {before.url.database}"
-            started = time.perf_counter()
-            source_prints = _fingerprints_of(before, settings)
-            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
+            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source")
         else:
             source_target = live
             before_name = f"{SCRATCH_PREFIX}{token}_before"
@@ -289,9 +291,7 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
         made.append(work_name)
         work = DatabaseTarget(live.url.set(database=work_name))
         phases.append(Phase("work copy", time.perf_counter() - started))
-        started = time.perf_counter()
-        work_prints = _fingerprints_of(work, settings)
-        phases.append(Phase("fingerprint copy", time.perf_counter() - started, _fingerprint_rows(work_prints)))
+        work_prints = _timed_fingerprints(work, settings, phases, "fingerprint copy")
         prove_identical(source_prints, work_prints, described)
         if choice.kind == BACKUP and keep_copy:
             before = DatabaseTarget(live.url.set(database=made[0]))

@@ -713,12 +713,7 @@ class _TableWalk:
                 continue
             else:
                 upto = self._next_bound(live, backup, after, size)
-                live_rows = live.rows(after, upto)
-                backup_rows = backup.rows(after, upto)
-                self.live_rows += len(live_rows)
-                self.backup_rows += len(backup_rows)
-                if live_rows != backup_rows:
-                    yield from self._merge(live_rows, backup_rows)
+                yield from self._fetched(live, backup, after, upto, count=True)
             if upto is None:
                 return
             after = upto
@@ -743,15 +738,13 @@ class _TableWalk:
                 # The page covers less than one whole bucket: compare its rows directly
                 # (at most a page per side up to that end).
                 upto = (min(ends),)
-                live_rows, backup_rows = live.rows(after, upto), backup.rows(after, upto)
-                self.live_rows += len(live_rows)
-                self.backup_rows += len(backup_rows)
-                if live_rows != backup_rows:
-                    yield from self._merge(live_rows, backup_rows)
+                yield from self._fetched(live, backup, after, upto, count=True)
                 after = upto
                 continue
-            live_sums = {b: (n, total) for b, n, total, _ in live_page if cut_bucket is None or b < cut_bucket}
-            backup_sums = {b: (n, total) for b, n, total, _ in backup_page if cut_bucket is None or b < cut_bucket}
+            live_sums, backup_sums = (
+                {b: (n, total) for b, n, total, _ in page if cut_bucket is None or b < cut_bucket}
+                for page in (live_page, backup_page)
+            )
             self.live_rows += sum(n for n, _ in live_sums.values())
             self.backup_rows += sum(n for n, _ in backup_sums.values())
             for bucket in sorted(live_sums.keys() | backup_sums.keys()):
@@ -759,13 +752,21 @@ class _TableWalk:
                     continue
                 start = bucket * width - 1  # keys > start: the bucket's first key
                 lower = after if after is not None and after[0] > start else (start,)
-                upper = (bucket * width + width - 1,)
-                live_rows, backup_rows = live.rows(lower, upper), backup.rows(lower, upper)
-                if live_rows != backup_rows:
-                    yield from self._merge(live_rows, backup_rows)
+                # Counted above from the bucket's sums.
+                yield from self._fetched(live, backup, lower, (bucket * width + width - 1,), count=False)
             if cut_bucket is None:
                 return
             after = (cut_bucket * width - 1,)
+
+    def _fetched(self, live: _Side, backup: _Side, after: tuple | None, upto: tuple | None, *, count: bool) -> Iterator[tuple]:
+        """Fetch both sides' rows in the range (after, upto] and yield their differences;
+        with `count`, add them to the rows compared."""
+        live_rows, backup_rows = live.rows(after, upto), backup.rows(after, upto)
+        if count:
+            self.live_rows += len(live_rows)
+            self.backup_rows += len(backup_rows)
+        if live_rows != backup_rows:
+            yield from self._merge(live_rows, backup_rows)
 
     def _merge(self, live_rows: list[tuple], backup_rows: list[tuple]) -> Iterator[tuple]:
         """Both lists hold one key range in the database's key order. Keys are matched by
