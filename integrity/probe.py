@@ -2,37 +2,36 @@
 
 The incident's only alarm was a drop in the data-retrieval success rate. This probe
 measures that rate on purpose: for a random sample of players, and for a few canary
-players with known content, it reads what `typing-game stats` shows (progress, bests and
-recent history) through `game_core.store.Store`, the game's own read path, and counts a
-retrieval as failed when
-
-- a read raises (`error`), or the three reads of one player take longer than the timeout
-  or the server cancels them at it (`timeout`);
-- the data does not agree with the player's results, the source of truth, as
-  `game_core.rebuild` recomputes them in one read transaction: no progress for a player
-  with results (`missing_progress`), totals that differ (`progress_mismatch`), a level
-  that is not the level of the xp per `game_core.metrics` (`level_mismatch`), history rows
-  missing or out of order (`history_mismatch`), a personal best missing, extra, or not the
-  best result of its mode (`best_mismatch`);
-- a canary reads back other than what the probe wrote (`canary_content`): that catches a
-  change of the stored format even where the caches still agree with `results`, which is
-  exactly what the incident's migration did.
+players with known content, it does every read the game does for a player through
+`game_core.store.Store`, the game's own read path: the profile, then what `typing-game
+stats` shows (progress, personal bests, recent history), then the player's place on the
+leaderboard of each of their modes. A player's retrieval fails when any read has a
+problem (`integrity.probe_checks` says how each is checked), counted by kind:
+`exception`, `timeout`, `wrong-type` (a level stored as text: the incident's damage),
+`missing-row` and `mismatch` (against the player's results, recomputed in a separate
+read-only transaction, stored wpm against the counts it was computed from included, and
+for a canary against what the probe wrote). Nothing the data holds makes the probe
+crash: the report, and with it the success ratio and the per-kind counts in the ledger
+and the metrics, is written on every run that reached the database.
 
 A player the game writes to while the probe reads may look inconsistent for a moment
-(each store call is its own transaction), so a player whose data disagrees is read again
-once, results included, and counts as failed only if it still disagrees.
+(each store call is its own transaction), so a player with only `missing-row` or
+`mismatch` problems is read again once, results included, and counts as failed only if
+it still disagrees.
 
 The canaries: `CANARIES` players named with the reserved prefix `CANARY_PREFIX`, created
 on the first run through the store's write path (`create_player`, `record_result`), so
 they are ordinary, valid game data that audits, backups, restores and drills treat like
 any other player (a restore to a backup older than them removes them; the next probe
 creates them again). Their modest speeds keep them off the top of the leaderboards.
-This is the probe's only write to the guarded database and an exception to DESIGN.md
-invariant 1, which lists who writes: it happens only while a canary is missing (or
-was left incomplete by an interrupted first run), under the database writer lock
-(invariant 6), and a canary that cannot be written (read-only role or file, lock held)
-is a note in the report, never a failure: the sample is still measured. Everything else
-runs on a read-only engine.
+They catch a change of the stored format that keeps every value consistent with the
+others (timestamps shifted by a time zone, counts rescaled with the metrics), which no
+recomputation can. This is the probe's only write to the guarded database and an
+exception to DESIGN.md invariant 1, which lists who writes: it happens only while a
+canary is missing (or was left incomplete by an interrupted first run), under the
+database writer lock (invariant 6), and a canary that cannot be written (read-only role
+or file, lock held) is a note in the report, never a failure: the sample is still
+measured. Every read, including all the checks, runs on read-only engines.
 
 Exit codes: 0 when the success ratio is at least `[objectives] probe_min_success_ratio`,
 3 below it (or when there was nothing to probe), 4 when the database is missing,
@@ -50,6 +49,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PlayerNotFound, PreconditionFailed
+from integrity.probe_checks import (
+    COUNT_COLUMNS,
+    KINDS,
+    LEADERBOARD_LIMIT,
+    READS,
+    TOLERANCE,
+    TRANSIENT,
+    Problem,
+    check_bests,
+    check_history,
+    check_leaderboard,
+    check_profile,
+    check_progress,
+    two,
+    type_problem,
+    when,
+)
 from integrity.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,23 +77,9 @@ DEFAULT_TIMEOUT_SECONDS = 2.0
 HISTORY_LIMIT = 10
 # Player ids listed per failure kind in the report and the ledger.
 SAMPLE_IDS = 10
-# Stored wpm and accuracy have 2 decimals; a recomputed value agrees within this.
-TOLERANCE = 0.005
 # How long before the first run the canaries are dated: their results must lie after
 # their creation and before now, whenever an interrupted setup is completed later.
 _CANARY_AGE = timedelta(hours=1)
-
-KINDS: dict[str, str] = {
-    "error": "a read raised an error",
-    "timeout": "the player's reads took longer than the timeout, or the server cancelled them",
-    "missing_progress": "no progress for a player with results",
-    "progress_mismatch": "progress totals (xp, tests, typing time, best wpm) differ from the results",
-    "level_mismatch": "the level is not the level of the xp (game_core.metrics)",
-    "history_mismatch": "history rows missing, extra or out of order",
-    "best_mismatch": "a personal best missing, extra, or not the best result of its mode",
-    "canary_content": "a canary reads back other than what the probe wrote",
-}
-_RETRIED = frozenset(KINDS) - {"error", "timeout"}
 
 
 # ---------------------------------------------------------------- canaries
@@ -164,17 +166,27 @@ def canary_content(name: str, created_at: datetime) -> CanaryContent:
     )
 
 
-def _history_tuple(entry) -> tuple:
-    from game_core.store import as_utc
+def as_utc(value: datetime) -> datetime:
+    from game_core.store import as_utc as store_as_utc
 
+    return store_as_utc(value)
+
+
+def _history_tuple(entry) -> tuple:
     return (entry.mode, entry.mode_param, as_utc(entry.started_at), entry.duration_ms,
             entry.wpm, entry.raw_wpm, entry.accuracy, entry.xp)
 
 
 def _same(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(
-        abs(x - y) <= TOLERANCE if isinstance(x, float) or isinstance(y, float) else x == y for x, y in zip(a, b)
-    )
+    return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+
+
+def _same_value(x, y) -> bool:
+    numbers = (int, float)
+    if isinstance(x, float) or isinstance(y, float):
+        # Within the stored precision; a value of another type (text) is never the same.
+        return isinstance(x, numbers) and isinstance(y, numbers) and abs(x - y) <= TOLERANCE
+    return type(x) is type(y) and x == y
 
 
 def _missing_tests(store, name: str) -> tuple[datetime | None, list[CanaryTest]] | None:
@@ -186,8 +198,11 @@ def _missing_tests(store, name: str) -> tuple[datetime | None, list[CanaryTest]]
     except PlayerNotFound:
         return None, list(CANARIES[name])
     tests = CANARIES[name]
-    present = sorted((_history_tuple(e) for e in store.history(name, limit=len(tests) + 1)), key=lambda r: r[2])
     expected = sorted(canary_content(name, player.created_at).history, key=lambda r: r[2])
+    try:
+        present = sorted((_history_tuple(e) for e in store.history(name, limit=len(tests) + 1)), key=lambda r: r[2])
+    except Exception:  # damaged rows (a read error, a wrong type): the probe's reads report them
+        return None
     if len(present) >= len(expected):
         return None
     # Only a prefix of what the probe writes, in order, is an interrupted setup. Anything
@@ -235,12 +250,12 @@ def ensure_canaries(settings: Settings, read_store, *, command: str, now: dateti
     return tuple(written), ()
 
 
-# ---------------------------------------------------------------- one retrieval
+# ---------------------------------------------------------------- one player's reads
 
 
 @dataclass(frozen=True)
 class Expected:
-    """What a player's caches must say, recomputed from their results."""
+    """What a player's reads must say, recomputed from their results."""
 
     progress: Any  # game_core.store.Progress | None
     bests: dict[tuple[str, int], Any]  # (mode, mode_param) -> game_core.store.PersonalBest
@@ -250,7 +265,11 @@ class Expected:
 class Retrieval:
     player_id: int
     seconds: float
-    failures: dict[str, str]  # kind -> detail
+    problems: tuple[Problem, ...]
+
+    @property
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
 
 
 def expected_for(connection, player_ids: list[int]) -> dict[int, Expected]:
@@ -263,87 +282,204 @@ def expected_for(connection, player_ids: list[int]) -> dict[int, Expected]:
     return {pid: Expected(progress.get(pid), bests.get(pid, {})) for pid in player_ids}
 
 
-def check_retrieval(progress, history, bests, expected: Expected, *, limit: int = HISTORY_LIMIT) -> dict[str, str]:
-    """The failure kinds of one player's reads against their results (empty: consistent)."""
-    from game_core import metrics
+def result_counts(connection, result_ids: list[int]) -> dict[int, Any]:
+    """The `results` rows behind a history read: what their stored metrics come from."""
+    from game_core.schema import results
 
-    found: dict[str, str] = {}
-    want = expected.progress
-    if want is not None and progress is None:
-        found["missing_progress"] = f"no progress, {want.tests_completed} results"
-    elif want is None and progress is not None:
-        found["progress_mismatch"] = "a progress row without results"
-    elif progress is not None:
-        if not metrics.level_matches_xp(progress.level, progress.xp) or progress.level != want.level:
-            found["level_mismatch"] = f"level {progress.level} for xp {progress.xp} (results: level {want.level}, xp {want.xp})"
-        differ = [f"{name} {getattr(progress, name)} != {getattr(want, name)}"
-                  for name in ("xp", "tests_completed", "time_typing_ms") if getattr(progress, name) != getattr(want, name)]
-        if abs(progress.best_wpm - want.best_wpm) > TOLERANCE:
-            differ.append(f"best_wpm {progress.best_wpm} != {want.best_wpm}")
-        if differ:
-            found["progress_mismatch"] = ", ".join(differ)
-
-    rows = min(want.tests_completed if want is not None else 0, limit)
-    order = [(e.started_at, e.id) for e in history]
-    if len(history) != rows:
-        found["history_mismatch"] = f"{len(history)} recent results, the results hold {rows}"
-    elif order != sorted(order, reverse=True) or len(set(order)) != len(order):
-        found["history_mismatch"] = "recent results not newest first"
-
-    got = {(b.mode, b.mode_param): b for b in bests}
-    problems = [f"{m} {p} missing" for m, p in sorted(expected.bests.keys() - got.keys())]
-    problems += [f"{m} {p} without a result of that mode" for m, p in sorted(got.keys() - expected.bests.keys())]
-    for key in sorted(got.keys() & expected.bests.keys()):
-        have, best = got[key], expected.bests[key]
-        if have.result_id != best.result_id or abs(have.wpm - best.wpm) > TOLERANCE:
-            problems.append(f"{key[0]} {key[1]} is result {have.result_id} at {have.wpm} wpm, the best is "
-                            f"result {best.result_id} at {best.wpm}")
-    if problems:
-        found["best_mismatch"] = "; ".join(problems)
-    return found
+    if not result_ids:
+        return {}
+    columns = [results.c.id, results.c.player_id, *(results.c[name] for name in COUNT_COLUMNS)]
+    return {row.id: row for row in connection.execute(sa.select(*columns).where(results.c.id.in_(result_ids)))}
 
 
-def check_canary(name: str, created_at: datetime, progress, history, bests) -> str | None:
-    """How a canary's reads differ from what the probe wrote, or None."""
+def check_canary(name: str, created_at: datetime, progress, history, bests) -> list[Problem]:
+    """How a canary's reads differ from what the probe wrote (well-typed reads only)."""
     content = canary_content(name, created_at)
     problems = []
-    read = tuple(_history_tuple(e) for e in history)
-    if len(read) != len(content.history) or not all(_same(a, b) for a, b in zip(read, content.history)):
-        problems.append(f"history {read!r} is not what was written")
-    if progress is None:
-        problems.append("no progress")
+    read = [_history_tuple(e) for e in history]
+    if len(read) != len(content.history):
+        problems.append(f"{len(read)} results read back, {len(content.history)} written")
     else:
-        wanted = (content.xp, content.level, content.tests_completed, content.time_typing_ms, content.best_wpm)
+        for have, want in zip(read, content.history):
+            differ = _differences(have, want, _HISTORY_FIELDS)
+            if differ:
+                problems.append(f"the result typed {when(want[2])}: {differ}")
+                break
+    if progress is None:
+        problems.append("no progress row")
+    else:
         have = (progress.xp, progress.level, progress.tests_completed, progress.time_typing_ms, progress.best_wpm)
-        if not _same(have, wanted):
-            problems.append(f"progress (xp, level, tests, ms, best wpm) {have} != {wanted}")
-    by_id = {e.id: _history_tuple(e)[2] for e in history}
-    have_bests = {(b.mode, b.mode_param): (by_id.get(b.result_id), b.wpm, b.accuracy) for b in bests}
-    if have_bests.keys() != content.bests.keys() or not all(
-        _same(have_bests[k], content.bests[k]) for k in content.bests
+        want = (content.xp, content.level, content.tests_completed, content.time_typing_ms, content.best_wpm)
+        differ = _differences(have, want, _PROGRESS_FIELDS)
+        if differ:
+            problems.append(f"progress: {differ}")
+    started = {e.id: as_utc(e.started_at) for e in history}
+    have_bests = {(b.mode, b.mode_param): (started.get(b.result_id), b.wpm, b.accuracy) for b in bests}
+    if have_bests.keys() != content.bests.keys():
+        listed = ", ".join(f"{m} {p}" for m, p in sorted(have_bests)) or "none"
+        problems.append(f"personal bests for {listed}; written: {', '.join(f'{m} {p}' for m, p in sorted(content.bests))}")
+    else:
+        for key in sorted(content.bests):
+            differ = _differences(have_bests[key], content.bests[key], _BEST_FIELDS)
+            if differ:
+                problems.append(f"best of {key[0]} {key[1]}: {differ}")
+                break
+    return [Problem("mismatch", "canary", "; ".join(problems))] if problems else []
+
+
+def _optional_when(value: datetime | None) -> str:
+    return "a result not in the history" if value is None else when(value)
+
+
+_HISTORY_FIELDS = (("mode", str), ("mode parameter", str), ("started", when), ("duration", lambda ms: f"{ms / 1000:.1f} s"),
+                   ("wpm", two), ("raw wpm", two), ("accuracy", two), ("xp", str))
+_PROGRESS_FIELDS = (("xp", str), ("level", str), ("tests", str), ("time typing", lambda ms: f"{ms / 1000:.1f} s"),
+                    ("best wpm", two))
+_BEST_FIELDS = (("result started", _optional_when), ("wpm", two), ("accuracy", two))
+
+
+def _differences(have: tuple, want: tuple, labels) -> str:
+    """The fields that differ, each as the game shows it: "wpm 48.00, written 47.73"."""
+    return ", ".join(f"{label} {shown(h)}, written {shown(w)}"
+                     for (label, shown), h, w in zip(labels, have, want) if not _same((h,), (w,)))
+
+
+class _Boards:
+    """The leaderboards read in this run, each once: every sampled player on a mode's
+    board sees the same places, and reading a board per player would cost as much again
+    as the players' own reads. The first player to need a board pays for its read."""
+
+    def __init__(self, store, limit: int):
+        self._store = store
+        self._limit = limit
+        self._read: dict[tuple[str, int], list | BaseException] = {}
+
+    def get(self, mode: str, mode_param: int) -> tuple[list | BaseException, float]:
+        key = (mode, mode_param)
+        if key in self._read:
+            return self._read[key], 0.0
+        started = time.perf_counter()
+        try:
+            self._read[key] = self._store.leaderboard(mode, mode_param, limit=self._limit)
+        except Exception as exc:  # any failure is a counted exception, never a crash
+            self._read[key] = exc
+        return self._read[key], time.perf_counter() - started
+
+
+@dataclass
+class _Reads:
+    """One player's reads, in the game's order: each a value or the exception it raised."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _read_player(store, username: str) -> _Reads:
+    """What the game reads for a player: the profile (`play` looks the player up), then
+    what `typing-game stats` shows, in its order (progress, bests, history)."""
+    reads = _Reads()
+    for read, call in (
+        ("profile", lambda: store.get_player(username)),
+        ("progress", lambda: store.progress(username)),
+        ("bests", lambda: store.bests(username)),
+        ("history", lambda: store.history(username, limit=HISTORY_LIMIT)),
     ):
-        problems.append(f"bests {sorted(have_bests.items())} != {sorted(content.bests.items())}")
-    return "; ".join(problems) or None
+        started = time.perf_counter()
+        try:
+            reads.values[read] = call()
+        except Exception as exc:  # any failure is a counted exception, never a crash
+            reads.errors[read] = exc
+        reads.seconds[read] = time.perf_counter() - started
+    return reads
 
 
-def _reads(store, username: str) -> tuple[Any, list, list]:
-    """What `typing-game stats` reads for one player, in its order."""
-    progress = store.progress(username)
-    history = store.history(username, limit=HISTORY_LIMIT)
-    bests = store.bests(username)
-    return progress, history, bests
-
-
-def _error_kind(exc: Exception) -> tuple[str, str]:
+def _exception_problem(read: str, exc: BaseException) -> Problem:
     orig = getattr(exc, "orig", None)
     # 57014 query_canceled: PostgreSQL stopped the read at the probe's statement_timeout.
     if getattr(orig, "sqlstate", None) == "57014":
-        return "timeout", "cancelled by the server at the timeout"
+        return Problem("timeout", read, f"{read}: cancelled by the server at the timeout")
+    if isinstance(exc, PlayerNotFound):
+        return Problem("missing-row", read, f"{read}: the player is not found")
     if isinstance(exc, Failure):
         # The store's own errors name the username; the report names player ids only.
-        return "error", type(exc).__name__
+        return Problem("exception", read, f"{read}: {type(exc).__name__}")
     text = str(orig or exc).strip().splitlines()
-    return "error", f"{type(orig or exc).__name__}: {text[0] if text else ''}"[:200]
+    return Problem("exception", read, f"{read}: {type(orig or exc).__name__}: {text[0] if text else ''}"[:200])
+
+
+def _check_reads(reads: _Reads, boards: _Boards, truth, player_id: int, username: str, expected: Expected | None,
+                 truth_error: str | None, canary_created: datetime | None) -> list[Problem]:
+    """Every problem of one player's reads; reads whose types are wrong are not compared."""
+    problems = [_exception_problem(read, exc) for read, exc in reads.errors.items()]
+    typed: dict[str, Any] = {}
+    for read, value in reads.values.items():
+        rows = _rows(read, value)
+        problem = type_problem(read, rows)
+        if problem is None:
+            typed[read] = value
+        else:
+            problems.append(problem)
+    if expected is None:
+        problems.append(Problem("exception", "results", f"results: {truth_error}"))
+    profile = typed.get("profile")
+    if profile is not None:
+        problems += check_profile(profile, player_id, username)
+    if expected is not None:
+        if "progress" in typed:
+            problems += check_progress(typed["progress"], expected.progress)
+        if "bests" in typed:
+            problems += check_bests(typed["bests"], expected.bests)
+    if "history" in typed and expected is not None:
+        history = typed["history"]
+        try:
+            with truth.connect() as connection:
+                counts = result_counts(connection, [e.id for e in history])
+        except sa.exc.DBAPIError as exc:
+            problems.append(_exception_problem("results", exc))
+        else:
+            tests = 0 if expected.progress is None else expected.progress.tests_completed
+            problems += check_history(history, tests, counts, player_id, limit=HISTORY_LIMIT)
+    problems += _check_boards(reads, boards, username, expected, typed.get("bests"))
+    if canary_created is not None and {"progress", "bests", "history"} <= typed.keys():
+        problems += check_canary(username, canary_created, typed["progress"], typed["history"], typed["bests"])
+    return problems
+
+
+def _rows(read: str, value) -> list[tuple[str, Any]]:
+    """A read's store dataclasses with labels naming each row in a detail."""
+    if read in ("profile", "progress"):
+        return [] if value is None else [("", value)]
+    if read == "bests":
+        return [(f" of {b.mode} {b.mode_param}", b) for b in value]
+    return [(f" of result {e.id}", e) for e in value]  # history
+
+
+def _check_boards(reads: _Reads, boards: _Boards, username: str, expected: Expected | None, bests) -> list[Problem]:
+    """The leaderboards of the player's modes: those of their results, and of the bests
+    the store returned (a best without a result must not place them on a board)."""
+    keys = set(expected.bests) if expected is not None else set()
+    keys |= {(b.mode, b.mode_param) for b in bests or ()}
+    problems: list[Problem] = []
+    wrong = []
+    seconds = 0.0
+    for mode, mode_param in sorted(keys):
+        entries, spent = boards.get(mode, mode_param)
+        seconds += spent
+        board = f"{mode} {mode_param}"
+        if isinstance(entries, BaseException):
+            problem = _exception_problem("leaderboard", entries)
+            problems.append(replace(problem, detail=problem.detail.replace("leaderboard:", f"leaderboard {board}:", 1)))
+            continue
+        problem = type_problem("leaderboard", [(f" of {board} place {i}", e) for i, e in enumerate(entries, start=1)])
+        if problem is not None:
+            wrong.append(problem)
+            continue
+        if expected is not None:
+            problems += check_leaderboard(board, entries, username, expected.bests.get((mode, mode_param)),
+                                          limit=LEADERBOARD_LIMIT)
+    reads.seconds["leaderboard"] = seconds
+    return problems + wrong[:1]
 
 
 # ---------------------------------------------------------------- the report
@@ -355,7 +491,8 @@ class FailureKind:
     meaning: str
     players: int
     player_ids: tuple[int, ...]  # up to SAMPLE_IDS of them
-    example: str
+    reads: tuple[str, ...]  # the reads it was found in, in READS order
+    example: str  # the first one seen: "player 12: progress level is text "4", not an integer"
 
 
 @dataclass(frozen=True)
@@ -389,8 +526,10 @@ class ProbeReport:
         return ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
-        """What the ledger keeps; integrity.prometheus reads success_ratio and the latencies."""
+        """What the ledger keeps; integrity.prometheus reads success_ratio, the latencies
+        and failed_players_by_kind (every kind, 0 included, so that a series exists)."""
         latency = self.latency
+        by_kind = {f.kind: f.players for f in self.failures}
         return {
             "success_ratio": self.success_ratio,
             "objective": self.objective,
@@ -402,7 +541,9 @@ class ProbeReport:
             "latency_p50_seconds": None if latency is None else latency.p50_seconds,
             "latency_p95_seconds": None if latency is None else latency.p95_seconds,
             "latency_max_seconds": None if latency is None else latency.max_seconds,
-            "failures": {f.kind: {"players": f.players, "player_ids": list(f.player_ids)} for f in self.failures},
+            "failures": {f.kind: {"players": f.players, "player_ids": list(f.player_ids), "reads": list(f.reads)}
+                         for f in self.failures},
+            "failed_players_by_kind": {kind: by_kind.get(kind, 0) for kind in KINDS},
         }
 
 
@@ -459,10 +600,23 @@ def _sample(connection, size: int) -> list[tuple[int, str]]:
     return [(row.id, row.username) for row in connection.execute(query)]
 
 
-@dataclass
-class _Tally:
-    retrievals: list[Retrieval] = field(default_factory=list)
-    examples: dict[str, str] = field(default_factory=dict)
+def _canaries(truth, notes: list[str]) -> list[tuple[int, str, datetime]]:
+    """The canaries to probe: those complete (one that could not be written has a note)."""
+    from game_core.store import Store
+
+    found = []
+    for name in CANARIES:
+        if _missing_tests(Store(truth), name) is not None:
+            continue  # could not be written: the note says why
+        try:
+            player = Store(truth).get_player(name)
+        except sa.exc.DBAPIError:
+            raise
+        except Exception as exc:  # damaged data: the sampled players' reads show it, counted
+            notes.append(f"canary {name} was not probed: {type(exc).__name__} reading it")
+            continue
+        found.append((player.id, name, player.created_at))
+    return found
 
 
 def run_probe(
@@ -473,7 +627,7 @@ def run_probe(
     command: str = "probe",
     now: datetime | None = None,
 ) -> ProbeReport:
-    """Probe `sample` random players and the canaries through the store's read path."""
+    """Probe `sample` random players and the canaries through the store's reads."""
     from game_core.store import Store
 
     if sample < 0:
@@ -489,7 +643,7 @@ def run_probe(
     from integrity.database import open_read_only
 
     # Two read-only engines: the players' reads stop at the probe's timeout; the ground
-    # truth (sampling, recomputing caches from results) runs with the configured settings,
+    # truth (sampling, recomputing from results) runs with the configured settings,
     # since a slow aggregate over a large sample is not a failed retrieval.
     target, truth = open_read_only(settings)
     engine = None
@@ -499,25 +653,22 @@ def run_probe(
             _require_schema(truth, target.display)
             store = Store(engine)
             written, notes = ensure_canaries(settings, Store(truth), command=command, now=now)
-            canaries: list[tuple[int, str, datetime]] = []
-            for name in CANARIES:
-                if _missing_tests(Store(truth), name) is not None:
-                    continue  # could not be written: the note says why
-                player = Store(truth).get_player(name)
-                canaries.append((player.id, name, player.created_at))
+            notes = list(notes)
+            canaries = _canaries(truth, notes)
             with truth.connect() as connection:
                 chosen = _sample(connection, sample)
-                ids = [pid for pid, _ in chosen] + [pid for pid, _, _ in canaries]
-                expected = expected_for(connection, ids) if ids else {}
         except sa.exc.DBAPIError as exc:
             raise _unreachable(exc, target.display) from None
+        ids = [pid for pid, _ in chosen] + [pid for pid, _, _ in canaries]
+        expected, truth_error = _expected_or_error(truth, target, ids)
 
         tally = _Tally()
+        boards = _Boards(store, LEADERBOARD_LIMIT)
         created = {name: created_at for _, name, created_at in canaries}
         for player_id, username in chosen + [(pid, name) for pid, name, _ in canaries]:
-            tally.retrievals.append(_retrieve(truth, store, player_id, username, expected[player_id],
-                                              created.get(username), timeout, tally.examples))
-        if tally.retrievals and all("error" in r.failures for r in tally.retrievals):
+            tally.add(_retrieve(truth, store, boards, player_id, username, expected.get(player_id), truth_error,
+                                created.get(username), timeout))
+        if tally.retrievals and all(r.problems and r.kinds == {"exception"} for r in tally.retrievals):
             _recheck_reachable(truth, target)  # the database went away while probing: exit 4
     finally:
         truth.dispose()
@@ -526,42 +677,61 @@ def run_probe(
     return _report(settings, target, chosen, canaries, written, notes, tally, timeout, time.perf_counter() - started)
 
 
-def _retrieve(truth, store, player_id: int, username: str, expected: Expected, canary_created: datetime | None,
-              timeout: float, examples: dict[str, str]) -> Retrieval:
-    """One player's reads through `store`, checked against their results read on `truth`;
-    a disagreement is read again once, results included (see the module docstring)."""
+def _expected_or_error(truth, target, ids: list[int]) -> tuple[dict[int, Expected], str | None]:
+    """What each player's reads must say, recomputed from the results; or, when the
+    results cannot be aggregated (a column of the wrong type), none and why: every
+    player then counts an `exception` on `results`, the source of truth itself."""
+    if not ids:
+        return {}, None
+    try:
+        with truth.connect() as connection:
+            return expected_for(connection, ids), None
+    except sa.exc.DBAPIError as exc:
+        _recheck_reachable(truth, target)  # down, not damaged: exit 4
+        return {}, _exception_problem("results", exc).detail.removeprefix("results: ")
+
+
+@dataclass
+class _Tally:
+    retrievals: list[Retrieval] = field(default_factory=list)
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> the first detail seen
+
+    def add(self, retrieval: Retrieval) -> None:
+        self.retrievals.append(retrieval)
+        for problem in retrieval.problems:
+            self.examples.setdefault(problem.kind, f"player {retrieval.player_id}: {problem.detail}")
+
+
+def _retrieve(truth, store, boards: _Boards, player_id: int, username: str, expected: Expected | None,
+              truth_error: str | None, canary_created: datetime | None, timeout: float) -> Retrieval:
+    """One player's reads through `store`, checked against their results read on `truth`.
+    Each store call is its own transaction, so a player the game writes to while the
+    probe reads may disagree for a moment: such a player is read again once, results
+    included, and counts as failed only if it still disagrees."""
     first_seconds = None
+    problems: list[Problem] = []
     for attempt in (1, 2):
-        started = time.perf_counter()
+        reads = _read_player(store, username)
         try:
-            progress, history, bests = _reads(store, username)
-        except (sa.exc.DBAPIError, Failure) as exc:
-            seconds = time.perf_counter() - started
-            kind, detail = _error_kind(exc)
-            examples.setdefault(kind, f"player {player_id}: {detail}")
-            return Retrieval(player_id, first_seconds if first_seconds is not None else seconds, {kind: detail})
-        seconds = time.perf_counter() - started
+            problems = _check_reads(reads, boards, truth, player_id, username, expected, truth_error, canary_created)
+        except Exception as exc:  # a value no check foresaw: counted, never a crash
+            problems = [Problem("exception", "results", f"checking the reads: {type(exc).__name__}: {exc}"[:200])]
+        seconds = sum(reads.seconds.values())
         first_seconds = seconds if first_seconds is None else first_seconds
-        failures = check_retrieval(progress, history, bests, expected)
-        if canary_created is not None:
-            differs = check_canary(username, canary_created, progress, history, bests)
-            if differs:
-                failures["canary_content"] = differs
         if seconds > timeout:
-            failures["timeout"] = f"{seconds:.3f}s for the three reads (timeout {timeout}s)"
-        if attempt == 1 and failures and set(failures) <= _RETRIED:
+            slowest = max(reads.seconds, key=reads.seconds.get)
+            problems.append(Problem("timeout", slowest, f"{seconds:.3f}s for the player's reads, {slowest} the slowest "
+                                                        f"(timeout {timeout:g}s)"))
+        if attempt == 1 and problems and {p.kind for p in problems} <= TRANSIENT and expected is not None:
             try:
                 with truth.connect() as connection:
                     expected = expected_for(connection, [player_id])[player_id]
             except sa.exc.DBAPIError as exc:
-                kind, detail = _error_kind(exc)
-                failures = {kind: detail}
+                problems.append(_exception_problem("results", exc))
                 break
             continue
         break
-    for kind, detail in failures.items():
-        examples.setdefault(kind, f"player {player_id}: {detail}")
-    return Retrieval(player_id, first_seconds, failures)
+    return Retrieval(player_id, first_seconds, tuple(problems))
 
 
 def _unreachable(exc: sa.exc.DBAPIError, display: str) -> Failure:
@@ -577,12 +747,14 @@ def _recheck_reachable(engine, target) -> None:
 
 def _report(settings, target, chosen, canaries, written, notes, tally: _Tally, timeout: float, seconds: float) -> ProbeReport:
     retrievals = tally.retrievals
-    failed = [r for r in retrievals if r.failures]
+    failed = [r for r in retrievals if r.problems]
     kinds = []
     for kind, meaning in KINDS.items():
-        players = [r.player_id for r in retrievals if kind in r.failures]
-        if players:
-            kinds.append(FailureKind(kind, meaning, len(players), tuple(sorted(players)[:SAMPLE_IDS]), tally.examples.get(kind, "")))
+        hit = [r for r in retrievals if kind in r.kinds]
+        if hit:
+            reads = {p.read for r in hit for p in r.problems if p.kind == kind}
+            kinds.append(FailureKind(kind, meaning, len(hit), tuple(sorted(r.player_id for r in hit)[:SAMPLE_IDS]),
+                                     tuple(read for read in READS if read in reads), tally.examples.get(kind, "")))
     probed = len(retrievals)
     notes = list(notes)
     if not probed:

@@ -31,16 +31,16 @@ def render_probe(report, console: Console) -> None:
                   f"objective {_ratio(report.objective)}: {verdict})", **plain)
     if report.latency is not None:
         latency = report.latency
-        console.print(f"latency per player (progress, history, bests): p50 {latency.p50_seconds * 1000:.1f} ms, "
+        console.print(f"latency per player (profile, progress, bests, history, leaderboards): p50 {latency.p50_seconds * 1000:.1f} ms, "
                       f"p95 {latency.p95_seconds * 1000:.1f} ms, max {latency.max_seconds * 1000:.1f} ms "
                       f"(timeout {report.timeout_seconds:g}s)", **plain)
     if report.failures:
         table = Table(show_header=True, header_style="bold", title="failed retrievals by kind")
-        for column in ("kind", "players", "player ids", "first seen"):
+        for column in ("kind", "players", "reads", "player ids", "first seen"):
             table.add_column(column, justify="right" if column == "players" else "left", overflow="fold")
         for failure in report.failures:
             ids = ", ".join(str(i) for i in failure.player_ids) + (" ..." if failure.players > len(failure.player_ids) else "")
-            table.add_row(failure.kind, f"{failure.players:,}", ids, escape(failure.example))
+            table.add_row(failure.kind, f"{failure.players:,}", ", ".join(failure.reads), ids, escape(failure.example))
         console.print(table)
         console.print("see runbooks/retrieval-drop.md", **plain)
     for note in report.notes:

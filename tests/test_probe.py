@@ -1,14 +1,18 @@
 """`integrity probe`: the retrieval success rate through the game's store.
 
 A clean database reads 1.0 and exits 0; corrupting the caches of exactly k players
-(levels reset, bests deleted) makes exactly those k retrievals fail, and exits 3 below
-the objective; a changed stored value of a canary is caught even when every cache agrees
-with it; an unreachable database exits 4. The canaries are valid game data: a full
-audit after a probe is clean, and drills and restores treat them like any player.
+(levels reset, bests deleted) makes exactly those k retrievals fail, by kind, and exits 3
+below the objective; a changed stored value of a canary is caught even when every cache
+agrees with it; a read that raises or returns a value of the wrong type is counted, never
+a crash; an unreachable database exits 4. The canaries are valid game data: a full audit
+after a probe is clean, and drills and restores treat them like any player. The
+incident's own damage is in test_probe_incident.py.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -86,7 +90,12 @@ def test_corrupting_k_of_n_players_fails_exactly_those_k(env):
     assert code == 3
     assert (result["probed"], result["failed"]) == (n, k)
     assert result["success_ratio"] == round((n - k) / n, 6)
-    assert _kinds(result) == {"level_mismatch": reset, "best_mismatch": no_bests}
+    assert _kinds(result) == {"mismatch": reset, "missing-row": no_bests}
+    reads = {f["kind"]: f["reads"] for f in result["failures"]}
+    # No best, so no place on the leaderboards either (the board is not full: 13 players).
+    assert reads == {"mismatch": ["progress"], "missing-row": ["bests", "leaderboard"]}
+    example = next(f["example"] for f in result["failures"] if f["kind"] == "mismatch")
+    assert re.fullmatch(r"player \d+: level 1 with xp \d+; the results give level \d+, xp \d+", example), example
 
     # The same failures above a lower objective: exit 0, still reported.
     code, lenient = _probe(env, INTEGRITY_OBJECTIVES__PROBE_MIN_SUCCESS_RATIO="0.7")
@@ -98,7 +107,8 @@ def test_text_output_names_the_kinds_and_the_runbook(env):
     completed = env.invoke("probe")
     assert completed.returncode == 3
     assert "objective 99.00%: MISSED" in completed.stdout
-    assert "progress_mismatch" in completed.stdout
+    assert "mismatch" in completed.stdout
+    assert re.search(r"player \d+: xp \d+, the results give \d+", completed.stdout), completed.stdout
     assert "see runbooks/retrieval-drop.md" in completed.stdout
 
 
@@ -120,7 +130,12 @@ def test_a_changed_stored_value_of_a_canary_is_caught_even_with_consistent_cache
 
     code, result = _probe(env)
     assert code == 3
-    assert _kinds(result) == {"canary_content": [player]}
+    assert _kinds(result) == {"mismatch": [player]}
+    mismatch = result["failures"][0]
+    # The counts no longer give the stored wpm, and the canary is not what was written.
+    assert mismatch["reads"] == ["history", "canary"]
+    assert mismatch["example"].startswith(f"player {player}: result ")
+    assert "datetime" not in json.dumps(result["failures"])
     assert result["canaries_written"] == []  # a damaged canary is reported, never rewritten
 
 
