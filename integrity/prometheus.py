@@ -16,8 +16,9 @@ what the tool already records, never from the daemon's memory:
   copying numbers (alerts/integrity.rules.yml).
 
 Exposition format 0.0.4: `# HELP` and `# TYPE` lines, every family a gauge, names with
-the `integrity_` prefix and a unit suffix, labels only for jobs and audit rules (never a
-player, never a URL: DESIGN.md invariant 7). The job label is `job_name`, not `job`:
+the `integrity_` prefix and a unit suffix, labels only for jobs, audit rules and probe
+failure kinds (never a player, never a URL: DESIGN.md invariant 7). The job label is
+`job_name`, not `job`:
 Prometheus attaches its own `job` label to every scraped series and, by default
 (`honor_labels: false`), renames a scraped `job` to `exported_job`, which would break
 every rule that matches on it. A series that has no value yet is left
@@ -67,6 +68,7 @@ METRICS: dict[str, str] = {
     "integrity_probe_latency_p50_seconds": "Median time of one player's reads in the last probe.",
     "integrity_probe_latency_p95_seconds": "95th percentile time of one player's reads in the last probe.",
     "integrity_probe_latency_max_seconds": "Slowest player's reads in the last probe.",
+    "integrity_probe_failed_players": "Players whose reads failed in the last probe, by kind (exception, timeout, wrong-type, missing-row, mismatch); 0 for a kind not seen.",
     "integrity_objective_rpo_seconds": "[objectives] rpo_seconds: the newest good backup must be younger.",
     "integrity_objective_rto_seconds": "[objectives] rto_seconds: a predicted full restore must take less.",
     "integrity_objective_deep_verify_max_age_seconds": "[objectives] deep_verify_max_age_seconds.",
@@ -245,6 +247,8 @@ def _probe(out: _Collector, ledger) -> None:
     out.add("integrity_probe_latency_p50_seconds", summary.get("latency_p50_seconds"))
     out.add("integrity_probe_latency_p95_seconds", summary.get("latency_p95_seconds"))
     out.add("integrity_probe_latency_max_seconds", summary.get("latency_max_seconds"))
+    for kind, players in summary.get("failed_players_by_kind", {}).items():
+        out.add("integrity_probe_failed_players", players, kind=kind)
 
 
 # ---------------------------------------------------------------- exposition format 0.0.4
