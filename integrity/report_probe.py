@@ -31,7 +31,7 @@ def render_probe(report, console: Console) -> None:
                   f"objective {_ratio(report.objective)}: {verdict})", **plain)
     if report.latency is not None:
         latency = report.latency
-        console.print(f"latency per player (profile, progress, bests, history, leaderboards): p50 {latency.p50_seconds * 1000:.1f} ms, "
+        console.print(f"latency of one player's reads: p50 {latency.p50_seconds * 1000:.1f} ms, "
                       f"p95 {latency.p95_seconds * 1000:.1f} ms, max {latency.max_seconds * 1000:.1f} ms "
                       f"(timeout {report.timeout_seconds:g}s)", **plain)
     if report.failures:
