@@ -22,10 +22,12 @@ def probe(
         typer.Option("--timeout", min=0.001, metavar="SECONDS", help="A player's reads taking longer than this count as failed (default: 2)."),
     ] = None,
 ) -> None:
-    """Read the progress, personal bests and recent history of a random sample of players
-    and of the probe's canary players through the game's store, and check them against
-    their results. Exit 0 when the success ratio meets [objectives] probe_min_success_ratio,
-    3 below it, 4 when the database is missing or unreachable."""
+    """Do every read the game does (profile, progress, personal bests, recent history,
+    leaderboard places) for a random sample of players and the probe's canary players
+    through the game's store, and check them against their results; failures are counted
+    by kind (exception, timeout, wrong-type, missing-row, mismatch). Exit 0 when the
+    success ratio meets [objectives] probe_min_success_ratio, 3 below it, 4 when the
+    database is missing or unreachable."""
     from integrity.probe import DEFAULT_SAMPLE, DEFAULT_TIMEOUT_SECONDS, run_probe
 
     ctx.obj.emit(run_probe(
