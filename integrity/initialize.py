@@ -10,6 +10,7 @@ from pathlib import Path
 from game_core.db import parse_database_url
 from game_core.errors import ExitCode
 from game_core.schema_state import SchemaState, require_current, schema_status, upgrade_to_head
+from integrity.backups.statistics import store_identity
 from integrity.database import open_for_writing
 from integrity.settings import Settings, starter_toml
 
@@ -24,6 +25,10 @@ class InitResult:
     schema: str
     schema_state: SchemaState
     schema_created: bool
+    # Recorded in the ledger when init created the schema: integrity.schema_check counts
+    # the revisions made on an empty database as checked (there were no rows to change).
+    store_identity: str | None = None
+    created_revision: str | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -31,7 +36,8 @@ class InitResult:
         return ExitCode.PROBLEMS_FOUND if self.schema_state is SchemaState.BEHIND else ExitCode.OK
 
     def summary(self) -> dict:
-        return {"config_written": self.config_written, "schema_created": self.schema_created, "schema": self.schema}
+        created = {"store_identity": self.store_identity, "created_revision": self.created_revision} if self.schema_created else {}
+        return {"config_written": self.config_written, "schema_created": self.schema_created, "schema": self.schema, **created}
 
 
 def initialize(settings: Settings, config_path: Path, *, database_url_given: str | None) -> InitResult:
@@ -39,6 +45,7 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
     # it has written anything.
     target, engine = open_for_writing(settings, create_missing=True)
     created = False
+    identity = None
     try:
         with engine.begin() as connection:
             status = schema_status(connection)
@@ -51,6 +58,7 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
                 upgrade_to_head(connection)
                 created = True
                 status = schema_status(connection)
+                identity = store_identity(connection)
     finally:
         engine.dispose()
     return InitResult(
@@ -62,6 +70,8 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
         schema=status.describe(),
         schema_state=status.state,
         schema_created=created,
+        store_identity=identity,
+        created_revision=status.revision if created else None,
     )
 
 

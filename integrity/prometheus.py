@@ -55,15 +55,21 @@ METRICS: dict[str, str] = {
     "integrity_job_last_completion_timestamp_seconds": "When the job's newest finished run ended, whatever its exit code.",
     "integrity_job_last_duration_seconds": "How long the job's newest finished run took.",
     "integrity_job_last_exit_code": "Exit code of the job's newest finished run (0 ok, 3 problems, 4 precondition, 5 verification failed).",
-    "integrity_backup_newest_good_timestamp_seconds": "Creation time of the newest good (intact, not deep-failed) backup of this database (0: none).",
-    "integrity_backup_newest_good_size_bytes": "Size of the newest good backup.",
-    "integrity_backup_newest_deep_verified_timestamp_seconds": "Creation time of the newest deep-verified backup of this database (0: none).",
+    "integrity_backup_newest_good_timestamp_seconds": "Creation time of the newest restorable backup of this database (intact, not suspect, not failed or deep-failed, not a safety backup, not dirty; 0: none): the RPO's measure.",
+    "integrity_backup_newest_good_size_bytes": "Size of the newest restorable backup.",
+    "integrity_backup_newest_deep_verified_timestamp_seconds": "Creation time of the newest restorable backup that passed deep verification (0: none).",
     "integrity_backup_newest_deep_verified_size_bytes": "Size of the newest deep-verified backup.",
+    "integrity_backups_suspect": "Backups of this database in the repository that are suspect (implausible when taken: shrunk, stale, another source).",
+    "integrity_backups_deep_failed": "Backups of this database in the repository whose deep verification failed.",
+    "integrity_backups_failed": "Backups of this database in the repository that a restore or drill found failing verification.",
     "integrity_audit_last_timestamp_seconds": "When the newest whole-catalogue audit ran (the one the rule counts come from).",
     "integrity_audit_rule_failing_rows": "Rows failing each rule in the newest whole-catalogue audit (an incremental one counts new rows only).",
     "integrity_audit_unresolved_error_rows": "Rows failing error-severity rules as integrity status reports them: found since the newest full audit, until a full audit is clean.",
     "integrity_drill_predicted_recovery_seconds": "The last drill's predicted full restore time (compare with integrity_objective_rto_seconds).",
     "integrity_drill_measured_recovery_seconds": "The last drill's measured phases: hash check, restore, deep checks, audits.",
+    "integrity_drill_last_timestamp_seconds": "When the newest drill that reached a verdict ended (0: never).",
+    "integrity_drill_last_exit_code": "Exit code of the newest drill that reached a verdict (0 passed, 3 problems, 5 verification failed).",
+    "integrity_drill_failed": "1 while the newest drill's verdict is a failed verification and no successful restore came after it (status's last drill row), else 0.",
     "integrity_probe_success_ratio": "Share of the last probe's player retrievals that succeeded and were consistent.",
     "integrity_probe_latency_p50_seconds": "Median time of one player's reads in the last probe.",
     "integrity_probe_latency_p95_seconds": "95th percentile time of one player's reads in the last probe.",
@@ -73,7 +79,10 @@ METRICS: dict[str, str] = {
     "integrity_objective_rto_seconds": "[objectives] rto_seconds: a predicted full restore must take less.",
     "integrity_objective_deep_verify_max_age_seconds": "[objectives] deep_verify_max_age_seconds.",
     "integrity_objective_probe_success_ratio": "[objectives] probe_min_success_ratio.",
+    "integrity_probe_last_timestamp_seconds": "When the newest probe that measured anything ended (0: never): its figures are this old.",
     "integrity_database_up": "1 when the guarded database answered when these metrics were collected.",
+    "integrity_schema_unchecked": "1 when a revision live went through never passed a dry run on this store (applied behind the tool's back), else 0.",
+    "integrity_schema_drift": "1 when live's tables, columns or column types differ from the model of its revision, else 0 (absent: not comparable).",
     "integrity_metrics_generated_timestamp_seconds": "When these metrics were collected.",
 }
 
@@ -131,40 +140,46 @@ def collect(settings: Settings, ledger, *, now: datetime | None = None) -> tuple
 
     now = now or datetime.now(timezone.utc)
     out = _Collector()
-    identity, up = _database(settings)
+    identity, up, verdict = _database(settings, ledger)
     _jobs(out, settings, ledger, schedule_seconds)
     _backups(out, settings, identity, now)
     _audits(out, ledger)
     _drill(out, ledger)
     _probe(out, ledger)
+    _probe_age(out, ledger)
     objectives = settings.objectives
     out.add("integrity_objective_rpo_seconds", objectives.rpo_seconds)
     out.add("integrity_objective_rto_seconds", objectives.rto_seconds)
     out.add("integrity_objective_deep_verify_max_age_seconds", objectives.deep_verify_max_age_seconds)
     out.add("integrity_objective_probe_success_ratio", objectives.probe_min_success_ratio)
     out.add("integrity_database_up", up)
+    if verdict is not None:
+        out.add("integrity_schema_unchecked", None if verdict.unchecked is None else verdict.is_unchecked)
+        out.add("integrity_schema_drift", None if verdict.differences is None else verdict.drift)
     out.add("integrity_metrics_generated_timestamp_seconds", now.timestamp())
     order = {name: i for i, name in enumerate(METRICS)}
     return tuple(sorted(out.samples, key=lambda s: order[s.name]))  # stable: labels keep their order
 
 
-def _database(settings: Settings) -> tuple[str | None, bool]:
-    """(store identity, reachable). Backups count only when they are this database's."""
+def _database(settings: Settings, ledger):
+    """(store identity, reachable, schema verdict). Backups count only when they are this
+    database's; the verdict is integrity status's schema row (integrity.schema_check)."""
     import sqlalchemy as sa
 
     from game_core.errors import Failure
-    from integrity.backups.statistics import store_identity
     from integrity.database import open_read_only
+    from integrity.schema_check import judge_schema
 
     try:
         _, engine = open_read_only(settings)
     except Failure:
-        return None, False
+        return None, False, None
     try:
         with engine.connect() as connection:
-            return store_identity(connection), True
+            verdict = judge_schema(connection, ledger)
+            return verdict.identity, True, verdict
     except sa.exc.DBAPIError:
-        return None, False
+        return None, False, None
     finally:
         engine.dispose()
 
@@ -192,14 +207,18 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
     from integrity.backups.repository import Repository
 
     repository = Repository(settings.backups.repository)
-    good = deep = None
+    good = deep = catalog = None
     if repository.backups_dir.is_dir():
         catalog = read_catalog(repository, now).of_store(identity)
-        good, deep = catalog.newest_good(), catalog.newest_deep_verified()
+        good, deep = catalog.newest_restorable(), catalog.newest_deep_verified()
     out.add("integrity_backup_newest_good_timestamp_seconds", _ts(good.created_at if good else None))
     out.add("integrity_backup_newest_good_size_bytes", good.size if good else None)
     out.add("integrity_backup_newest_deep_verified_timestamp_seconds", _ts(deep.created_at if deep else None))
     out.add("integrity_backup_newest_deep_verified_size_bytes", deep.size if deep else None)
+    counts = catalog.counts() if catalog is not None else {}
+    out.add("integrity_backups_suspect", counts.get("suspect", 0))
+    out.add("integrity_backups_deep_failed", counts.get("deep_failed", 0))
+    out.add("integrity_backups_failed", counts.get("failed", 0))
 
 
 def _audits(out: _Collector, ledger) -> None:
@@ -225,13 +244,33 @@ def _audits(out: _Collector, ledger) -> None:
 
 
 def _drill(out: _Collector, ledger) -> None:
+    """The last drill's verdict as integrity status judges it (a failure stays 1 until a
+    later drill or a successful restore, so the alert cannot go quiet while status says 5),
+    and the newest prediction, which a failed drill (it predicts nothing) does not erase."""
+    from integrity.jobs import SCAN_LIMIT, iter_finished_runs
+    from integrity.status import drill_evidence
+
+    evidence = drill_evidence(ledger)
+    last = evidence.last
+    out.add("integrity_drill_last_timestamp_seconds", _ts(last.finished_at if last else None))
+    out.add("integrity_drill_last_exit_code", last.exit_code if last else None)
+    out.add("integrity_drill_failed", evidence.failed)
+    predicted = next((run for run in iter_finished_runs(ledger, "drill", limit=SCAN_LIMIT)
+                      if run.exit_code in _DRILL_VERDICTS and run.summary.get("predicted_seconds") is not None), None)
+    if predicted is None:
+        return
+    out.add("integrity_drill_predicted_recovery_seconds", predicted.summary.get("predicted_seconds"))
+    out.add("integrity_drill_measured_recovery_seconds", predicted.summary.get("recovery_seconds"))
+
+
+def _probe_age(out: _Collector, ledger) -> None:
+    """When the probe last measured (0: never): a probe that stops running (or cannot reach
+    the database) leaves its last ratio in the file, so the ratio alone cannot go stale."""
     from integrity.jobs import SCAN_LIMIT, iter_finished_runs
 
-    last = next((run for run in iter_finished_runs(ledger, "drill", limit=SCAN_LIMIT) if run.exit_code in _DRILL_VERDICTS), None)
-    if last is None:
-        return
-    out.add("integrity_drill_predicted_recovery_seconds", last.summary.get("predicted_seconds"))
-    out.add("integrity_drill_measured_recovery_seconds", last.summary.get("recovery_seconds"))
+    last = next((run for run in iter_finished_runs(ledger, "probe", limit=SCAN_LIMIT)
+                 if run.summary.get("success_ratio") is not None), None)
+    out.add("integrity_probe_last_timestamp_seconds", _ts(last.finished_at if last else None))
 
 
 def _probe(out: _Collector, ledger) -> None:

@@ -1,20 +1,35 @@
 """`integrity status`: one screen that says whether the data is safe right now.
 
 Each check has a state; the command's exit code is the worst of them, in the order
-5 (verification failed), 4 (precondition), 3 (problems), 0. Later issues add checks
-(backups against the RPO, audits, drills, scheduled jobs) to `collect_status`.
+5 (verification failed), 4 (precondition), 3 (problems), 0 (DESIGN.md section 4).
+
+The exit code says how bad the worst state is; it does not say what to read first. An
+old drill failure is a 5 and live corruption a 3, yet the on-call engineer must act on
+the corruption first. So each check also has an urgency, and the `Error:` line (and the
+JSON `problems` list) names the problems most urgent first:
+
+1. the database itself: unreachable, missing, empty, at a revision this code does not know;
+2. live data: the audits found rows failing error rules in live (present corruption);
+3. the schema: live differs from its revision's model, or a revision was applied without
+   a passing dry run on this store (integrity.schema_check), or it is behind head;
+4. protection: no restorable backup within the RPO, the newest backups suspect;
+5. the tool's own records: the ledger or the schedule cannot be read;
+6. history: the last drill, deep verification, the newest backup's verification, audits
+   and jobs that ran too long ago.
+
+Within one urgency the worse state comes first. A failed drill is history, and a
+successful restore or a later drill supersedes it (`drill_checks`).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, IntEnum
 
 from game_core.errors import ExitCode, Failure
-from game_core.schema_state import SchemaState, head_revision, schema_status
-from integrity.backups.statistics import store_identity
+from game_core.schema_state import SchemaState, head_revision
 from integrity.database import open_read_only, table_row_counts, target_of
 from integrity.report import age_text
 from integrity.settings import Settings
@@ -46,11 +61,35 @@ def worst_exit_code(codes) -> ExitCode:
     return next((code for code in _WORST_FIRST if code in present), ExitCode.OK)
 
 
+class Urgency(IntEnum):
+    """What an on-call engineer must read first (lowest first); see the module docstring."""
+
+    DATABASE = 1
+    LIVE_DATA = 2
+    SCHEMA = 3
+    PROTECTION = 4
+    RECORDS = 5
+    HISTORY = 6
+
+
 @dataclass(frozen=True)
 class StatusCheck:
     name: str
     state: CheckState
     detail: str
+    # Not a field: the JSON of a check stays name, state and detail; the report's
+    # `problems` carries the order it implies.
+    urgency: InitVar[Urgency] = Urgency.HISTORY
+
+    def __post_init__(self, urgency: Urgency) -> None:
+        object.__setattr__(self, "urgency", urgency)
+
+
+def most_urgent_first(checks) -> list[StatusCheck]:
+    """The checks that are not ok, most urgent first; within an urgency, worst state first
+    (stable: then in the order status shows them)."""
+    problems = [check for check in checks if check.state is not CheckState.OK]
+    return sorted(problems, key=lambda c: (c.urgency, _WORST_FIRST.index(c.state.exit_code)))
 
 
 @dataclass(frozen=True)
@@ -62,6 +101,7 @@ class StatusReport:
     head: str
     row_counts: dict[str, int] = field(default_factory=dict)
     checks: tuple[StatusCheck, ...] = ()
+    problems: tuple[str, ...] = ()  # names of the checks that are not ok, most urgent first
 
     @property
     def exit_code(self) -> ExitCode:
@@ -69,13 +109,21 @@ class StatusReport:
 
     @property
     def error(self) -> str | None:
-        """The blocking check's detail (exit 4 or 5), shown as the one `Error:` line."""
+        """The `Error:` line when a check blocks or failed (exit 4 or 5): the most urgent
+        problem's detail first, whatever its exit code, then the check that decided the
+        exit code when that is another one."""
         if self.exit_code < ExitCode.PRECONDITION:
             return None
-        return next(c.detail for c in self.checks if c.state.exit_code == self.exit_code)
+        ranked = most_urgent_first(self.checks)
+        first = ranked[0]
+        if first.state.exit_code == self.exit_code:
+            return first.detail
+        deciding = next(c for c in ranked if c.state.exit_code == self.exit_code)
+        return f"{first.detail}; also {deciding.name} (exit {int(self.exit_code)}): {deciding.detail}"
 
     def summary(self) -> dict:
-        return {"exit_code": int(self.exit_code), "checks": {c.name: c.state.value for c in self.checks}}
+        return {"exit_code": int(self.exit_code), "checks": {c.name: c.state.value for c in self.checks},
+                "problems": list(self.problems)}
 
 
 def collect_status(settings: Settings) -> StatusReport:
@@ -88,18 +136,18 @@ def collect_status(settings: Settings) -> StatusReport:
     try:
         _, engine = open_read_only(settings)
     except Failure as exc:
-        checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc)))
+        checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc), Urgency.DATABASE))
     else:
         try:
             with engine.connect() as connection:
-                schema = schema_status(connection)
+                verdict = _judge_schema(settings, connection)
                 counts = table_row_counts(connection)
-                identity = store_identity(connection)
         finally:
             engine.dispose()
-        revision = schema.revision
-        checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})"))
-        checks.append(_schema_check(schema))
+        identity = verdict.identity
+        revision = verdict.status.revision
+        checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})", Urgency.DATABASE))
+        checks.append(schema_check(verdict))
     checks.extend(backup_checks(settings, identity=identity))
     checks.extend(audit_checks(settings))
     checks.extend(drill_checks(settings))
@@ -112,24 +160,65 @@ def collect_status(settings: Settings) -> StatusReport:
         head=head,
         row_counts=counts,
         checks=tuple(checks),
+        problems=tuple(check.name for check in most_urgent_first(checks)),
     )
 
 
-def _schema_check(schema) -> StatusCheck:
-    if schema.state is SchemaState.CURRENT:
-        return StatusCheck("schema", CheckState.OK, schema.describe())
+def _judge_schema(settings: Settings, connection):
+    """The schema verdict; without a readable ledger the dry runs stay unknown (the
+    ledger's own problem is reported by the checks that read it)."""
+    from integrity.errors import LedgerUnavailable
+    from integrity.ledger import Ledger
+    from integrity.schema_check import judge_schema
+
+    try:
+        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable:
+        return judge_schema(connection, None)
+    try:
+        return judge_schema(connection, ledger)
+    finally:
+        ledger.close()
+
+
+SCHEMA_RUNBOOK = "runbooks/schema-unchecked.md"
+
+
+def schema_check(verdict) -> StatusCheck:
+    """The schema row: where live stands against head, whether its columns are its
+    revision's model, and whether every revision it went through passed a dry run here."""
+    schema = verdict.status
+    findings = verdict.describe_findings()
+    if schema.state is SchemaState.EMPTY:
+        return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: run `integrity init`", Urgency.DATABASE)
+    if schema.state is SchemaState.UNKNOWN:
+        applied = f"; {findings[-1]}: see {SCHEMA_RUNBOOK}" if verdict.is_unchecked else ""
+        return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: check --database-url{applied}",
+                           Urgency.DATABASE)
+    if findings:
+        behind = f"; it is also behind head {schema.head}" if schema.state is SchemaState.BEHIND else ""
+        return StatusCheck("schema", CheckState.PROBLEM,
+                           f"at {schema.revision}, but {'; '.join(findings)}{behind}: see {SCHEMA_RUNBOOK}",
+                           Urgency.SCHEMA)
     if schema.state is SchemaState.BEHIND:
         return StatusCheck(
             "schema", CheckState.PROBLEM,
-            f"{schema.describe()}: run `integrity migrate dry-run`, then `integrity migrate apply`",
+            f"{schema.describe()}: run `integrity migrate dry-run`, then `integrity migrate apply`", Urgency.SCHEMA,
         )
-    if schema.state is SchemaState.EMPTY:
-        return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: run `integrity init`")
-    return StatusCheck("schema", CheckState.PRECONDITION, f"{schema.describe()}: check --database-url")
+    notes = []
+    if verdict.differences is None:
+        notes.append(verdict.model_problem or "not compared with its model")
+    else:
+        notes.append(f"columns match the model of {schema.revision}")
+    notes.append("dry runs unknown (the ledger cannot be read)" if verdict.unchecked is None
+                 else "every revision checked on this store")
+    return StatusCheck("schema", CheckState.OK, f"{schema.describe()}; {', '.join(notes)}", Urgency.SCHEMA)
 
 
 def backup_checks(settings: Settings, *, identity: str | None = None, now: datetime | None = None) -> list[StatusCheck]:
-    """The newest good backup against the RPO; the newest deep-verified one against its limit.
+    """The newest restorable backup against the RPO; the newest deep-verified one against
+    its limit; suspect backups newer than the newest restorable one (the backup job is
+    producing unusable backups now); the newest backup's own verification.
 
     Only backups of this database count (same store identity): a repository that also
     holds another database's backups must not make this one look protected.
@@ -141,19 +230,32 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
     repository = Repository(settings.backups.repository)
     if not repository.backups_dir.is_dir():
         return [StatusCheck("backups", CheckState.PROBLEM,
-                            f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`")]
+                            f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`",
+                            Urgency.PROTECTION)]
     catalog = read_catalog(repository, now).of_store(identity)
     checks = []
     objectives = settings.objectives
-    good = catalog.newest_good()
+    good = catalog.newest_restorable()
     if good is None:
         checks.append(StatusCheck("newest good backup", CheckState.PROBLEM,
-                                  f"none in {repository.root}: run `integrity backup create`"))
+                                  f"none restorable in {repository.root}: run `integrity backup create`",
+                                  Urgency.PROTECTION))
     else:
         age = (now - good.created_at).total_seconds()
         state = CheckState.OK if age <= objectives.rpo_seconds else CheckState.PROBLEM
         checks.append(StatusCheck("newest good backup", state,
-                                  f"{good.id}, {age_text(good.created_at, now)} (rpo {objectives.rpo_seconds}s)"))
+                                  f"{good.id}, {age_text(good.created_at, now)} (rpo {objectives.rpo_seconds}s)",
+                                  Urgency.PROTECTION))
+    newer = [b for b in catalog.backups if good is None or b.created_at > good.created_at]
+    suspect = [b for b in newer if b.state.suspect]
+    if suspect:
+        latest = suspect[-1]
+        checks.append(StatusCheck(
+            "suspect backups", CheckState.PROBLEM,
+            f"{len(suspect)} backup(s) newer than the newest restorable one are suspect, the newest {latest.id}: "
+            f"{'; '.join(latest.state.suspect_reasons)}; check the backup job's source, see runbooks/backup-failed.md",
+            Urgency.PROTECTION,
+        ))
     deep = catalog.newest_deep_verified()
     if deep is None:
         checks.append(StatusCheck("newest deep-verified backup", CheckState.PROBLEM,
@@ -194,7 +296,7 @@ def _ledger_for(settings: Settings, check_name: str):
     try:
         ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
     except LedgerUnavailable as exc:
-        raise _LedgerUnreadable(StatusCheck(check_name, CheckState.PRECONDITION, str(exc))) from None
+        raise _LedgerUnreadable(StatusCheck(check_name, CheckState.PRECONDITION, str(exc), Urgency.RECORDS)) from None
     try:
         yield ledger
     finally:
@@ -227,6 +329,7 @@ def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
             "last audit", CheckState.PROBLEM,
             f"audit {dirty.id} ({dirty.scope}, {age_text(dirty.started_at, now)}) found {rows:,} rows failing "
             f"error rules {', '.join(failing)}{where}: see runbooks/audit-findings.md, then run `integrity audit`",
+            Urgency.LIVE_DATA,  # present corruption: read before any history
         )]
     interval = schedule_seconds(settings.schedule.audit_full)
     full = runs[full_index] if full_index is not None else None
@@ -249,40 +352,79 @@ def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
 _DRILL_LOOKBACK = 50
 # Exit codes of a drill that reached a verdict on its backup (4: it could not run at all).
 _DRILL_VERDICTS = (int(ExitCode.OK), int(ExitCode.PROBLEMS_FOUND), int(ExitCode.VERIFICATION_FAILED))
+# How many recent restore runs are looked through for one that supersedes a failed drill.
+_RESTORE_LOOKBACK = 50
+
+
+@dataclass(frozen=True)
+class DrillEvidence:
+    """What the ledger says about restores rehearsed and done (status and metrics read it)."""
+
+    last: object | None  # the newest drill run that reached a verdict (RunRecord)
+    attempt: object | None  # a newer drill run that could not run at all
+    restore: object | None  # a successful real restore after a failed `last`: it supersedes it
+
+    @property
+    def failed(self) -> bool:
+        """The last drill failed verification and nothing has proven a restore since."""
+        return self.last is not None and self.last.exit_code == int(ExitCode.VERIFICATION_FAILED) and self.restore is None
+
+
+def drill_evidence(ledger) -> DrillEvidence:
+    runs = ledger.runs(kind="drill", limit=_DRILL_LOOKBACK)
+    last = next((run for run in runs if run.exit_code in _DRILL_VERDICTS), None)
+    attempt = runs[0] if runs and runs[0].exit_code is not None and runs[0].exit_code not in _DRILL_VERDICTS else None
+    if attempt is not None and last is not None and attempt.started_at <= last.started_at:
+        attempt = None
+    restore = None
+    if last is not None and last.exit_code == int(ExitCode.VERIFICATION_FAILED):
+        # A restore that verified its staging copy and swapped it in proves what the
+        # failed drill put in doubt: the recovery path works, with a backup that restores.
+        restore = next((
+            run for run in ledger.runs(kind="restore", limit=_RESTORE_LOOKBACK)
+            if run.command == "restore" and run.exit_code == 0 and not run.summary.get("dry_run")
+            and run.started_at > last.started_at
+        ), None)
+    return DrillEvidence(last, attempt, restore)
 
 
 def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
     """The last drill that reached a verdict (integrity.recovery.drill's summary in the ledger).
 
     Never drilled: a problem (nobody knows how long a restore takes). A failed drill (5):
-    failed. Otherwise its recorded facts are judged against the objectives configured now,
-    as the backup checks are: predicted restore against rto_seconds, the drilled backup's
-    age then against rpo_seconds, dirty data, a compare with live that could not run; and
-    a drill older than twice [schedule] drill is a problem too.
+    failed, until a later drill reaches a verdict or a real restore succeeds after it (the
+    restore's measured time is then judged against rto_seconds). Otherwise its recorded
+    facts are judged against the objectives configured now, as the backup checks are:
+    predicted restore against rto_seconds, the drilled backup's age then against
+    rpo_seconds, dirty data, a compare with live that could not run; and a drill (or
+    superseding restore) older than twice [schedule] drill is a problem too.
     """
     from integrity.settings import schedule_seconds
 
     now = now or datetime.now(timezone.utc)
     try:
         with _ledger_for(settings, "last drill") as ledger:
-            runs = ledger.runs(kind="drill", limit=_DRILL_LOOKBACK)
+            evidence = drill_evidence(ledger)
     except _LedgerUnreadable as exc:
         return [exc.check]
-    last = next((run for run in runs if run.exit_code in _DRILL_VERDICTS), None)
-    attempt = runs[0] if runs and runs[0].exit_code is not None and runs[0].exit_code not in _DRILL_VERDICTS else None
+    last, attempt = evidence.last, evidence.attempt
     could_not_run = (
         f"; the last attempt ({age_text(attempt.started_at, now)}) could not run: {attempt.summary.get('error', attempt.outcome)}"
-        if attempt is not None and (last is None or attempt.started_at > last.started_at) else ""
+        if attempt is not None else ""
     )
     if last is None:
         return [StatusCheck("last drill", CheckState.PROBLEM, f"none recorded: run `integrity drill`{could_not_run}")]
     summary = last.summary
     objectives = settings.objectives
+    interval = schedule_seconds(settings.schedule.drill)
     described = f"drill of {summary.get('backup_id', 'a backup')} ({age_text(last.started_at, now)})"
     if last.exit_code == int(ExitCode.VERIFICATION_FAILED):
         why = "; ".join(summary.get("problems") or []) or summary.get("error") or "see `integrity history --kind drill`"
-        return [StatusCheck("last drill", CheckState.FAILED,
-                            f"{described} failed: {why}; see runbooks/drill-failed.md{could_not_run}")]
+        if evidence.restore is None:
+            return [StatusCheck("last drill", CheckState.FAILED,
+                                f"{described} failed: {why}; see runbooks/drill-failed.md{could_not_run}")]
+        return [_superseded_drill(f"{described} failed ({why})", evidence.restore, objectives, interval,
+                                  settings.schedule.drill, now, could_not_run)]
     problems = []
     predicted = summary.get("predicted_seconds")
     if predicted is None:
@@ -296,7 +438,6 @@ def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
         problems.append("the drilled backup holds dirty data")
     if summary.get("compare_problem"):
         problems.append(f"live could not be compared: {summary['compare_problem']}")
-    interval = schedule_seconds(settings.schedule.drill)
     if interval is not None and (now - last.started_at).total_seconds() > 2 * interval:
         problems.append(f"older than twice [schedule] drill ({settings.schedule.drill})")
     if problems:
@@ -306,6 +447,25 @@ def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
         "last drill", CheckState.OK,
         f"{described} passed: predicted full restore {predicted:.1f}s (rto {objectives.rto_seconds}s){could_not_run}",
     )]
+
+
+def _superseded_drill(failed: str, restore, objectives, interval: float | None, schedule: str,
+                      now: datetime, could_not_run: str) -> StatusCheck:
+    """A failed drill after which a real restore succeeded: the restore is the evidence."""
+    took = restore.summary.get("total_seconds")
+    described = (f"{failed}; superseded by the restore of {restore.summary.get('backup_id', 'a backup')} "
+                 f"({age_text(restore.started_at, now)}), verified and swapped in")
+    problems = []
+    if took is not None and took > objectives.rto_seconds:
+        problems.append(f"it took {took:.1f}s, over rto {objectives.rto_seconds}s")
+    if interval is not None and (now - restore.started_at).total_seconds() > 2 * interval:
+        problems.append(f"older than twice [schedule] drill ({schedule})")
+    if problems:
+        return StatusCheck("last drill", CheckState.PROBLEM,
+                           f"{described}: {'; '.join(problems)}: run `integrity drill`{could_not_run}")
+    timing = f" in {took:.1f}s (rto {objectives.rto_seconds}s)" if took is not None else ""
+    return StatusCheck("last drill", CheckState.OK,
+                       f"{described}{timing}; run `integrity drill` to rehearse again{could_not_run}")
 
 
 def job_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
@@ -325,7 +485,7 @@ def job_checks(settings: Settings, *, now: datetime | None = None) -> list[Statu
     except _LedgerUnreadable as exc:
         return [exc.check]
     except ConfigInvalid as exc:
-        return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc))]
+        return [StatusCheck("scheduled jobs", CheckState.PRECONDITION, str(exc), Urgency.RECORDS)]
     checks = []
     for job in states:
         if job.interval_seconds is None:

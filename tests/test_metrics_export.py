@@ -136,6 +136,12 @@ def test_the_file_holds_the_ledger_and_repository_facts(scenario):
     drill = expected_runs["drill"].summary
     assert values[("integrity_drill_predicted_recovery_seconds", ())] == pytest.approx(drill["predicted_seconds"])
     assert values[("integrity_drill_measured_recovery_seconds", ())] == pytest.approx(drill["recovery_seconds"])
+    assert values[("integrity_drill_last_timestamp_seconds", ())] == pytest.approx(expected_runs["drill"].finished_at.timestamp())
+    assert values[("integrity_drill_last_exit_code", ())] == values[("integrity_drill_failed", ())] == 0
+    assert values[("integrity_probe_last_timestamp_seconds", ())] == pytest.approx(expected_runs["probe"].finished_at.timestamp())
+    for state in ("suspect", "deep_failed", "failed"):
+        assert values[(f"integrity_backups_{state}", ())] == 0
+    assert values[("integrity_schema_unchecked", ())] == values[("integrity_schema_drift", ())] == 0
     probe = expected_runs["probe"].summary
     assert values[("integrity_probe_success_ratio", ())] == probe["success_ratio"] == 1.0
     for quantile in ("p50", "p95", "max"):
@@ -235,7 +241,15 @@ def test_metrics_with_no_state_at_all(tmp_path):
         assert ("integrity_job_last_exit_code", job(name)) not in values
     assert values[("integrity_backup_newest_good_timestamp_seconds", ())] == 0
     assert ("integrity_backup_newest_good_size_bytes", ()) not in values
-    assert not [name for name, _ in values if name.startswith(("integrity_audit", "integrity_drill", "integrity_probe"))]
+    # Nothing measured yet: no figures, but the "never" timestamps and the drill verdict are
+    # there (0), so that the alerts on them can fire instead of finding no series.
+    assert not [name for name, _ in values if name.startswith(("integrity_audit", "integrity_drill", "integrity_probe"))
+                and name not in ("integrity_drill_last_timestamp_seconds", "integrity_drill_failed",
+                                 "integrity_probe_last_timestamp_seconds")]
+    assert values[("integrity_drill_failed", ())] == values[("integrity_drill_last_timestamp_seconds", ())] == 0
+    assert values[("integrity_probe_last_timestamp_seconds", ())] == 0
+    # The database is missing: its schema cannot be judged, so no schema series at all.
+    assert not [name for name, _ in values if name.startswith("integrity_schema")]
     assert values[("integrity_database_up", ())] == 0
     assert not missing.exists()  # read-only: never creates the database
     assert str(missing) not in completed.stdout  # no paths or URLs in metrics
@@ -387,6 +401,8 @@ def test_the_alert_rules_name_only_metrics_the_writer_emits():
     assert {rule["alert"] for rule in rules} == {
         "IntegrityBackupTooOld", "IntegrityDeepVerifyTooOld", "IntegrityJobStale", "IntegrityCronJobStale",
         "IntegrityAuditErrorRulesFailing", "IntegrityDrillRtoMissed", "IntegrityRetrievalDrop",
+        "IntegrityDrillFailed", "IntegrityDeepVerifyFailed", "IntegrityBackupSuspect", "IntegrityJobFailed",
+        "IntegrityProbeStale", "IntegritySchemaUnchecked", "IntegritySchemaDrift",
     }
     for rule in rules:
         used = metrics_in(rule["expr"])
