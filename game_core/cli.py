@@ -9,9 +9,14 @@ exit 130. Heavy imports stay inside the commands so that `--help` is fast.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 import sys
+import traceback
+import types
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,13 +26,24 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperGroup
 
-from game_core.errors import EXIT_CODE_HELP, ExitCode, Failure, InvalidInput, PreconditionFailed
+from typer.exceptions import TyperException
+
+from game_core.errors import (
+    EXIT_CODE_HELP,
+    EXIT_CODE_MEANINGS,
+    DataDamaged,
+    ExitCode,
+    Failure,
+    InvalidInput,
+    PreconditionFailed,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy.engine import Engine
 
     from game_core.db import DatabaseTarget
+    from game_core.schema_state import SchemaStatus
     from game_core.store import RecordedResult
     from game_core.typing_test import TypingTest
 
@@ -36,6 +52,13 @@ FALLBACK_PLAYER = "player"
 DEFAULT_PARAM = {"words": 25, "time": 30}
 MAX_WORDS = 1000
 MAX_SECONDS = 3600
+# What to do about data the game cannot read: see every damaged row, then recover.
+# Where each field of a leaderboard row is read from (game_core.store.Store.leaderboard).
+LEADERBOARD_TABLES = {"username": "players", "wpm": "personal_bests", "accuracy": "personal_bests", "started_at": "results"}
+DATA_HINT = (
+    "the stored data does not match the game's schema: run `integrity status` and `integrity audit` "
+    "to see the damage, then restore the last good backup (runbooks/restore.md) or repair (runbooks/audit-findings.md)"
+)
 
 
 class Mode(str, Enum):
@@ -71,13 +94,20 @@ class TestInterrupted(Failure):
 
 
 class GameGroup(TyperGroup):
-    """The root group: turns expected failures and Ctrl-C into a message and an exit code."""
+    """The root group: turns every failure into one `Error:` line and its exit code.
+
+    No traceback reaches the player: expected failures carry their code; a database
+    that refuses a statement is exit 4 with the driver's reason; anything else is a bug,
+    exit 1 in one line, with the traceback only under --verbose.
+    """
 
     def invoke(self, ctx: typer.Context):
         tokens = [*ctx._protected_args, *ctx.args]
         ctx.meta["game.help"] = any(t in ("--help", "-h") for t in tokens)
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # Typer's own exits and usage errors (exit 2) keep their handling
         except Failure as exc:
             _error(str(exc))
             raise typer.Exit(int(exc.exit_code)) from None
@@ -86,30 +116,48 @@ class GameGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:
             failure = _database_failure(exc, ctx.obj)
-            if failure is None:
-                raise  # a bug: the traceback is the report
-            _error(failure)
-            raise typer.Exit(int(ExitCode.PRECONDITION)) from None
+            if failure is not None:
+                _error(failure)
+                raise typer.Exit(int(ExitCode.PRECONDITION)) from None
+            if ctx.params.get("verbose"):
+                traceback.print_exception(exc, file=sys.stderr)
+            hint = "" if ctx.params.get("verbose") else "; run again with --verbose for the traceback"
+            _error(f"{EXIT_CODE_MEANINGS[ExitCode.BUG]}: {type(exc).__name__}: {_first_line(exc)}{hint}")
+            raise typer.Exit(int(ExitCode.BUG)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _database_failure(exc: Exception, settings: object) -> str | None:
-    """A database that is locked, stopped answering or is not a database at all is a
-    precondition (exit 4), not a bug. Constraint and SQL errors stay bugs."""
+    """A database error that escaped the store, as one line; None for anything else.
+
+    The schema was checked against the model before the command ran (`open_checked`), so
+    a statement the database still refuses meets data or schema the check cannot see: a
+    value of another storage class in a SQLite column, a constraint or trigger added
+    outside the migrations, a column type changed while the command ran. The driver's
+    reason is printed whole, so a bug in our SQL is still recognisable.
+    """
     if not type(exc).__module__.startswith("sqlalchemy"):
         return None
     import sqlalchemy as sa
 
-    # The bare DatabaseError is what SQLite raises for "file is not a database" and
-    # "database disk image is malformed"; its subclasses other than OperationalError
-    # (IntegrityError, ProgrammingError, ...) point at our code.
-    if not (isinstance(exc, sa.exc.OperationalError) or type(exc) is sa.exc.DatabaseError):
-        return None
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None  # a StatementError of our own making (a bad parameter): a bug
+    reason = _first_line(exc.orig) if exc.orig is not None else type(exc).__name__
     where = f" {settings.target.display}" if isinstance(settings, GameSettings) else ""
-    return (
-        f"the database{where} failed: {reason}; check that --database-url points at the game's "
-        "database and that it is reachable and not locked"
-    )
+    # The bare DatabaseError is what SQLite raises for "file is not a database" and
+    # "database disk image is malformed"; OperationalError is locks, timeouts, lost servers.
+    if isinstance(exc, sa.exc.OperationalError) or type(exc) is sa.exc.DatabaseError:
+        return (
+            f"the database{where} failed: {reason}; check that --database-url points at the game's "
+            "database and that it is reachable and not locked"
+        )
+    if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
+        return f"the database{where} refused access: {reason}; grant the game's role its rights on the game's tables"
+    return f"the database{where} refused the game's statement: {reason}; {DATA_HINT}"
 
 
 app = typer.Typer(
@@ -135,6 +183,9 @@ def main_callback(
             show_default=False,
         ),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the traceback of an unexpected error (a bug).")
+    ] = False,
 ) -> None:
     """A terminal typing game: play tests, see your stats and the leaderboards."""
     if ctx.resilient_parsing or ctx.meta.get("game.help"):
@@ -151,12 +202,38 @@ def main_callback(
 # ---------------------------------------------------------------------- opening the database
 
 
+def open_checked(connection, target: DatabaseTarget, *, allow_empty: bool) -> SchemaStatus:
+    """The database is the game's, at this code's head, with the model's tables; else a
+    Failure naming what is wrong and what to do. Empty passes only with `allow_empty`."""
+    from game_core.schema_match import require_matching_schema
+    from game_core.schema_state import SchemaState, require_current, schema_status
+
+    status = schema_status(connection)
+    if status.state is SchemaState.EMPTY:
+        if allow_empty:
+            return status
+        raise PreconditionFailed(
+            f"database {target.display} has no game schema yet; play a test "
+            "(`typing-game play`) or run `integrity init` to create it"
+        )
+    require_current(status, display_name=target.display)
+    require_matching_schema(connection, revision=status.revision, display_name=target.display)
+    return status
+
+
 @contextmanager
 def writer(target: DatabaseTarget) -> Iterator[Engine]:
-    """A writer engine; creates the schema on an empty database, refuses an old one."""
+    """A writer engine; creates the schema on an empty database, refuses any other one
+    that is not the game's schema at this code's head."""
     from game_core.db import create_engine
     from game_core.schema_state import ensure_schema
 
+    # Checked read-only before the writer opens: its connect hook switches a SQLite file
+    # to WAL, which must never happen to a file we are about to refuse (another
+    # application's, or a damaged one an on-call engineer will want as it is).
+    if target.sqlite_path is None or target.sqlite_path.exists():
+        with reader(target, allow_empty=True):
+            pass
     engine = create_engine(target, create_missing=True)
     try:
         ensure_schema(engine, display_name=target.display)
@@ -166,24 +243,59 @@ def writer(target: DatabaseTarget) -> Iterator[Engine]:
 
 
 @contextmanager
-def reader(target: DatabaseTarget) -> Iterator[Engine]:
+def reader(target: DatabaseTarget, *, allow_empty: bool = False) -> Iterator[Engine]:
     """A read-only engine on a database at this code's schema; never creates anything."""
     from game_core.db import create_engine
-    from game_core.schema_state import SchemaState, require_current, schema_status
 
     engine = create_engine(target, read_only=True)
     try:
         with engine.connect() as connection:
-            status = schema_status(connection)
-        if status.state is SchemaState.EMPTY:
-            raise PreconditionFailed(
-                f"database {target.display} has no game schema yet; play a test "
-                "(`typing-game play`) or run `integrity init` to create it"
-            )
-        require_current(status, display_name=target.display)
+            open_checked(connection, target, allow_empty=allow_empty)
         yield engine
     finally:
         engine.dispose()
+
+
+@contextmanager
+def reading(target: DatabaseTarget) -> Iterator[None]:
+    """Reads through the store whose stored values do not convert to the schema's types
+    (text in a NUMERIC column on SQLite, a garbled timestamp) are damaged data, not bugs."""
+    try:
+        yield
+    except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:
+        raise DataDamaged(
+            f"database {target.display}: a stored value cannot be read as the game's schema says "
+            f"({type(exc).__name__}: {_first_line(exc)}); {DATA_HINT}"
+        ) from None
+
+
+def _type_ok(value: object, hint: object) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:  # an int is a float here (PEP 484); a float is never an int below
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def verified(target: DatabaseTarget, value, tables: str | dict[str, str], whose: str):
+    """`value` (a store dataclass) with every field of its declared type, else DataDamaged
+    naming the column and the row. A level read back as text ('5', 'Level 5') or a count as
+    a float would otherwise crash the rendering with a TypeError far from its cause."""
+    hints = typing.get_type_hints(type(value))
+    for field in dataclasses.fields(value):
+        found = getattr(value, field.name)
+        if not _type_ok(found, hints[field.name]):
+            table = tables if isinstance(tables, str) else tables.get(field.name, "results")
+            expected = getattr(hints[field.name], "__name__", str(hints[field.name]))
+            raise DataDamaged(
+                f"database {target.display}: {table}.{field.name} of {whose} is {found!r} "
+                f"({type(found).__name__}), expected {expected}; {DATA_HINT}"
+            )
+    return value
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -217,9 +329,9 @@ def play(
     saving). With stdin not a terminal it runs in line mode: the prompt is printed on
     stdout and the typed words are read from stdin.
     """
-    from game_core import terminal
+    from game_core import metrics, terminal
     from game_core.store import Store
-    from game_core.typing_test import TypingTest, prompt_words, time_mode_word_count
+    from game_core.typing_test import TypingTest, prompt_words, shortest_prompt_keys, time_mode_word_count
 
     settings: GameSettings = ctx.obj
     mode_param = words if mode is Mode.words else seconds
@@ -227,14 +339,28 @@ def play(
     option = "--words" if mode is Mode.words else "--seconds"
     if not 1 <= mode_param <= limit:
         raise InvalidInput(f"{option} must be between 1 and {limit}, not {mode_param}")
-    if duration_ms is not None and duration_ms < 0:
-        raise InvalidInput(f"--duration-ms cannot be negative, not {duration_ms}")
+    # A test shorter than a second is refused before it starts, not kept: see
+    # `typing_test.shortest_prompt_keys` for why, and below for input that arrives faster
+    # than anyone types.
+    if duration_ms is not None and duration_ms < metrics.MIN_DURATION_MS:
+        raise InvalidInput(
+            f"--duration-ms must be at least {metrics.MIN_DURATION_MS} (a test lasts at least "
+            f"{metrics.MIN_DURATION_MS // 1000} s to be saved), not {duration_ms}"
+        )
     username = player if player is not None else settings.default_player
     count = mode_param if mode is Mode.words else time_mode_word_count(mode_param)
     test = TypingTest(prompt_words(count, seed=seed), mode=mode.value, mode_param=mode_param)
+    if mode is Mode.words and duration_ms is None and test.prompt_keys < shortest_prompt_keys():
+        raise InvalidInput(
+            f"this prompt of {mode_param} word{'s' if mode_param != 1 else ''} is {test.prompt_keys} keys long, which "
+            f"a fast typist finishes in under {metrics.MIN_DURATION_MS // 1000} s, and a test shorter than that "
+            f"is not saved: play a prompt of at least {shortest_prompt_keys()} keys (more --words), or a time "
+            "test (--mode time); nothing was started"
+        )
     with writer(settings.target) as engine:
         store = Store(engine)
-        store.get_or_create_player(username)  # before the test: a result never predates its player
+        with reading(settings.target):
+            store.get_or_create_player(username)  # before the test: a result never predates its player
         try:
             if terminal.is_interactive(sys.stdin, sys.stdout):
                 title = f"typing-game · {mode.value} {mode_param} · {username}"
@@ -248,7 +374,17 @@ def play(
         if played.abandoned:
             sys.stderr.write("test abandoned; nothing saved\n")
             return
-        recorded = store.record_result(username, test.outcome(played.started_at))
+        if test.elapsed_ms < metrics.MIN_DURATION_MS:
+            # The prompt was long enough for a second, so the keys came faster than typing:
+            # pasted, piped in without --duration-ms, or the words skipped with spaces.
+            raise InvalidInput(
+                f"the test ended {test.elapsed_ms:.3f} ms after its first key, and a test lasts at least "
+                f"{metrics.MIN_DURATION_MS // 1000} s to be saved (pasted or piped input arrives at once): type the "
+                "words (scripts: give --duration-ms); nothing saved"
+            )
+        with reading(settings.target):
+            recorded = store.record_result(username, test.outcome(played.started_at))
+        verified(settings.target, recorded.progress, "progress", f"player {username!r}")
     render_result(_console(), username, test, recorded)
 
 
@@ -323,9 +459,17 @@ def stats(
     username = player if player is not None else settings.default_player
     with reader(settings.target) as engine:
         store = Store(engine)
-        progress = store.progress(username)  # PlayerNotFound (exit 2) for an unknown name
-        bests = store.bests(username)
-        recent = store.history(username, limit=history)
+        whose = f"player {username!r}"
+        with reading(settings.target):
+            progress = store.progress(username)  # PlayerNotFound (exit 2) for an unknown name
+            bests = store.bests(username)
+            recent = store.history(username, limit=history)
+        if progress is not None:
+            verified(settings.target, progress, "progress", whose)
+        for best in bests:
+            verified(settings.target, best, "personal_bests", whose)
+        for entry in recent:
+            verified(settings.target, entry, "results", f"result {entry.id!r} of {whose}")
     console = _console()
     console.print(f"[bold]{username}[/bold]")
     if progress is None:
@@ -386,7 +530,10 @@ def leaderboard(
     if limit < 1:
         raise InvalidInput(f"--limit must be at least 1, not {limit}")
     with reader(settings.target) as engine:
-        entries = Store(engine).leaderboard(mode.value, mode_param, limit=limit)
+        with reading(settings.target):
+            entries = Store(engine).leaderboard(mode.value, mode_param, limit=limit)
+    for entry in entries:
+        verified(settings.target, entry, LEADERBOARD_TABLES, f"player {entry.username!r}")
     console = _console()
     title = f"Leaderboard · {mode.value} {mode_param}"
     if not entries:

@@ -81,3 +81,13 @@ class SchemaNotCurrent(PreconditionFailed):
 
 class SchemaUnknown(PreconditionFailed):
     """The database is at a revision this code does not know, or holds foreign tables."""
+
+
+class SchemaMismatch(PreconditionFailed):
+    """The database says it is at this code's revision, but its tables differ from that
+    revision's model: changed behind the migrations' back, or another application's."""
+
+
+class DataDamaged(PreconditionFailed):
+    """A value read from the database is not what the game's schema allows (a text level,
+    a float count): the data was written or converted outside the game."""

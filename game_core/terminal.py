@@ -6,7 +6,8 @@ Raw mode (stdin and stdout are TTYs): the terminal is switched to non-canonical,
 no-echo, no-signal mode on the alternate screen, and restored on every way out (the
 test ends, Esc, Ctrl-C, an exception, SIGTERM or SIGHUP). Ctrl-C arrives as a byte and
 is raised as KeyboardInterrupt after the terminal is restored; Esc abandons the test.
-Key presses are timed with the monotonic clock when they are read.
+Key presses are timed with the monotonic clock when they are read. Pasted text (bracketed
+paste) is ignored with a notice, so a paste never starts or ends a test.
 
 Line mode (stdin is not a TTY): the prompt is printed as one line on stdout, typed lines
 are read from stdin; whitespace separates words (a line's end acts as a space), BS/DEL
@@ -44,6 +45,13 @@ ALT_SCREEN_OFF = CSI + "?1049l"
 SHOW_CURSOR = CSI + "?25h"
 STEADY_BAR_CURSOR = CSI + "6 q"  # a thin bar between letters, where the next one goes
 DEFAULT_CURSOR = CSI + "0 q"
+# Bracketed paste: the terminal wraps pasted text in PASTE_START ... PASTE_END, so a paste
+# can be told from typing and ignored: a pasted prompt would end the test at once.
+BRACKETED_PASTE_ON = CSI + "?2004h"
+BRACKETED_PASTE_OFF = CSI + "?2004l"
+PASTE_START = CSI + "200~"
+PASTE_END = CSI + "201~"
+PASTE_NOTICE = "pasting is not typing: the paste was ignored"
 
 ESC = "\x1b"
 CTRL_C = "\x03"
@@ -149,11 +157,11 @@ def raw_terminal(fd_in: int, fd_out: int) -> Iterator[None]:
         attrs[6][termios.VMIN] = 1
         attrs[6][termios.VTIME] = 0
         termios.tcsetattr(fd_in, termios.TCSAFLUSH, attrs)
-        _write(fd_out, ALT_SCREEN_ON + SHOW_CURSOR + STEADY_BAR_CURSOR + CSI + "2J")
+        _write(fd_out, ALT_SCREEN_ON + BRACKETED_PASTE_ON + SHOW_CURSOR + STEADY_BAR_CURSOR + CSI + "2J")
         yield
     finally:
         try:
-            _write(fd_out, RESET + DEFAULT_CURSOR + SHOW_CURSOR + ALT_SCREEN_OFF)
+            _write(fd_out, RESET + DEFAULT_CURSOR + SHOW_CURSOR + BRACKETED_PASTE_OFF + ALT_SCREEN_OFF)
         except OSError:  # the terminal went away (SIGHUP): nothing left to restore
             pass
         try:
@@ -190,12 +198,14 @@ def play_raw(
     fd_out = sys.stdout.fileno() if fd_out is None else fd_out
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     started_at: datetime | None = None
+    pasting = False  # inside a bracketed paste, which may span several reads
+    notice: str | None = None
     with raw_terminal(fd_in, fd_out):
         while True:
             now = clock()
             if test.tick(now):
                 break
-            _write(fd_out, render(test, now, title=title, size=_terminal_size(fd_out)))
+            _write(fd_out, render(test, now, title=title, size=_terminal_size(fd_out), notice=notice))
             timeout = 0.1 if test.time_limit_ms is not None and test.started else 0.25
             if not select.select([fd_in], [], [], timeout)[0]:
                 continue
@@ -207,6 +217,12 @@ def play_raw(
             now = clock()
             was_started = test.started
             for key in decode_keys(decoder.decode(data)):
+                if key in (PASTE_START, PASTE_END):
+                    pasting = key == PASTE_START
+                    notice = PASTE_NOTICE
+                    continue
+                if pasting:
+                    continue
                 if key == CTRL_C:
                     raise KeyboardInterrupt
                 if key == ESC:
@@ -229,7 +245,7 @@ def decode_keys(text: str) -> list[str]:
     """Keys the game understands from decoded terminal input.
 
     Printable characters, SPACE and BACKSPACE (DEL or BS) for the engine; ESC (alone),
-    CTRL_C and CTRL_W for the UI. Escape sequences (arrows, function keys, Alt+key),
+    CTRL_C, CTRL_W, PASTE_START and PASTE_END for the UI. Escape sequences (arrows, function keys, Alt+key),
     Enter, Tab and other control characters are dropped.
     """
     keys: list[str] = []
@@ -241,10 +257,13 @@ def decode_keys(text: str) -> list[str]:
             if i >= len(text):
                 keys.append(ESC)
             elif text[i] == "[":  # CSI: parameters, then one final byte in @..~
+                start = i - 1
                 i += 1
                 while i < len(text) and not ("@" <= text[i] <= "~"):
                     i += 1
                 i += 1
+                if text[start:i] in (PASTE_START, PASTE_END):
+                    keys.append(text[start:i])
             elif text[i] == "O":  # SS3: one more character (F1-F4, some arrows)
                 i += 2
             else:  # Alt+key
@@ -323,7 +342,7 @@ def _styled(cells: list[Cell]) -> str:
     return "".join(out)
 
 
-def render(test: TypingTest, now_ms: float, *, title: str, size: os.terminal_size) -> str:
+def render(test: TypingTest, now_ms: float, *, title: str, size: os.terminal_size, notice: str | None = None) -> str:
     """One full frame: header, three lines of words, a hint, and the cursor placed after
     the last typed letter of the current word.
 
@@ -339,6 +358,8 @@ def render(test: TypingTest, now_ms: float, *, title: str, size: os.terminal_siz
     else:
         status = f"{test.index}/{len(test.words)}"
     hint = "start typing   esc: quit" if not test.started else "esc: quit without saving   ctrl-c: interrupt"
+    if notice:
+        hint = f"{notice}   {hint}"
     rows: list[list[Cell]] = [_text(title, DIM), _text(status, BOLD_YELLOW), []]
     cursor = (1, 1)
     for n in range(first, min(first + VISIBLE_LINES, len(lines))):

@@ -50,11 +50,14 @@ Where we differ from Monkeytype: its raw wpm counts every space, while DESIGN.md
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Iterable, Sequence
+
+from game_core import metrics
 
 if TYPE_CHECKING:  # the engine stays importable without the store (and SQLAlchemy)
     from game_core.store import TestOutcome
@@ -141,6 +144,18 @@ class TypingTest:
     @property
     def keystrokes(self) -> int:
         return self.correct_keystrokes + self.incorrect_keystrokes
+
+    @property
+    def prompt_keys(self) -> int:
+        """Keys that type the whole prompt: its letters and the spaces between words."""
+        return sum(len(word) for word in self.words) + len(self.words) - 1
+
+    @property
+    def elapsed_ms(self) -> float:
+        """From the first key to the end, unrounded (the duration before it is stored)."""
+        if self.started_ms is None or self.ended_ms is None:
+            raise TestNotFinished("the test has not ended")
+        return self.ended_ms - self.started_ms
 
     def remaining_ms(self, now_ms: float) -> float | None:
         """Time mode: what is left of the limit (the whole limit before the start)."""
@@ -314,6 +329,23 @@ def prompt_words(count: int, *, seed: int | None, vocabulary: Sequence[str] | No
             continue
         chosen.append(word)
     return chosen
+
+
+def shortest_prompt_keys() -> int:
+    """The fewest keys a words-mode prompt needs so that nobody types it in under a second.
+
+    A test shorter than a second is refused before it starts rather than kept. DESIGN's
+    plausible range is a duration of 1 s or more: the store refuses less, and the audit rule
+    `results.duration_min` flags it, which is how a writer storing seconds instead of
+    milliseconds is caught. And a sub-second wpm means little: t runs from the first key to
+    the last, so k keys span k - 1 intervals, and a two-letter word typed at 150 wpm scores
+    300. So the game refuses, before the test, a prompt that even `metrics.IMPOSSIBLE_WPM`
+    (5 keys a word) would finish in under `metrics.MIN_DURATION_MS`; a time test always lasts
+    its whole limit. What still ends sooner was not typed (a paste, piped input): the game
+    says so and saves nothing.
+    """
+    keys_per_ms = metrics.IMPOSSIBLE_WPM * metrics.CHARS_PER_WORD / 60_000
+    return 1 + math.ceil(metrics.MIN_DURATION_MS * keys_per_ms)
 
 
 def time_mode_word_count(seconds: int) -> int:

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from game_core import metrics
+from game_core import metrics, terminal
 from game_core.cli import app, default_player_name, xp_for_level
 from game_core.db import create_engine
 from game_core.store import Store
@@ -113,13 +113,45 @@ def test_an_unfinished_words_test_is_an_error_and_saves_nothing(tmp_path):
     assert result_rows(db) == []
 
 
-def test_line_mode_measures_the_clock_so_instant_piped_input_is_too_short(tmp_path):
+def test_line_mode_measures_the_clock_so_instant_piped_input_is_refused_clearly(tmp_path):
     db = tmp_path / "game.db"
-    line = " ".join(prompt_words(3, seed=4)) + "\n"
-    result = invoke(*play_args(db, "--words", "3", "--seed", "4"), input=line)
+    line = " ".join(prompt_words(8, seed=4)) + "\n"
+    result = invoke(*play_args(db, "--words", "8", "--seed", "4"), input=line)
     assert result.exit_code == 2
-    assert re.search(r"^Error: invalid result: duration_ms is \d+; a test lasts at least 1000 ms$", result.stderr, re.M)
+    assert re.fullmatch(
+        r"Error: the test ended \d+\.\d{3} ms after its first key, and a test lasts at least 1 s to be saved "
+        r"\(pasted or piped input arrives at once\): type the words \(scripts: give --duration-ms\); nothing saved",
+        result.stderr.splitlines()[-1],
+    )
+    assert "Traceback" not in result.output
     assert result_rows(db) == []
+
+
+@pytest.mark.parametrize("words", ["1", "3", "4"])
+def test_a_words_test_that_could_end_within_a_second_is_refused_before_it_starts(tmp_path, words):
+    # Was: the test ran, then "Error: invalid result: duration_ms is 0" and the result was lost.
+    db = tmp_path / "game.db"
+    keys = len(" ".join(prompt_words(int(words), seed=4)))
+    result = invoke(*play_args(db, "--words", words, "--seed", "4"), input="anything\n")
+    assert result.exit_code == 2
+    plural = "s" if words != "1" else ""
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: this prompt of {words} word{plural} is {keys} keys long, which a fast typist finishes in under 1 s, "
+        "and a test shorter than that is not saved: play a prompt of at least 31 keys (more --words), or a time "
+        "test (--mode time); nothing was started"
+    )
+    assert result.stdout == ""  # no prompt was shown
+    assert not db.exists()
+
+
+def test_a_duration_under_a_second_is_refused_before_the_test(tmp_path):
+    db = tmp_path / "game.db"
+    result = invoke(*play_args(db, "--words", "2", "--duration-ms", "999"), input="x\n")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: --duration-ms must be at least 1000 (a test lasts at least 1 s to be saved), not 999"
+    )
+    assert result.stdout == "" and not db.exists()
 
 
 def test_time_mode_in_line_mode_lasts_the_time_limit(tmp_path):
@@ -516,25 +548,29 @@ def pty_game(tmp_path):
 
 def test_raw_mode_words_test_saves_and_shows_the_results(tmp_path, pty_game):
     db = tmp_path / "game.db"
-    game = pty_game(*play_args(db, "--player", "tty", "--words", "4", "--seed", "31"))
+    game = pty_game(*play_args(db, "--player", "tty", "--words", "7", "--seed", "31"))
     words = game.prompt()
-    assert words == prompt_words(4, seed=31)  # what the screen shows is the seeded prompt
-    game.type("x\x7f" + " ".join(words[:3]) + " " + words[3][:-1])  # a typo, fixed
-    game.read_until(lambda t: "3/4" in t)  # live feedback: the counter moved on
+    assert words == prompt_words(7, seed=31)  # what the screen shows is the seeded prompt
+    game.type("x\x7f" + " ".join(words[:6]) + " " + words[6][:-1])  # a typo, fixed
+    game.read_until(lambda t: "6/7" in t)  # live feedback: the counter moved on
+    # A pasted word is ignored, with a notice: it neither counts nor ends the test.
+    game.type(terminal.PASTE_START + words[6][-1] + terminal.PASTE_END)
+    game.read_until(lambda t: terminal.PASTE_NOTICE in t)
     # The game has read the first key by now. A test lasts at least a second: keep
     # reading the screen until more than that has passed since.
     seen = time.monotonic()
     game.read_until(lambda _t: time.monotonic() - seen > 1.05)
-    game.type(words[3][-1])  # the last letter of the last word ends the test
+    game.type(words[6][-1])  # the last letter of the last word ends the test
     assert game.finish() == 0, game.text
-    assert "Result · tty · words 4" in game.screen and "New personal best!" in game.screen
+    assert "Result · tty · words 7" in game.screen and "New personal best!" in game.screen
+    assert "\x1b[?2004h" in game.text and "\x1b[?2004l" in game.text  # bracketed paste on, then off
     assert "\x1b[?1049l" in game.text  # left the alternate screen
     assert termios.tcgetattr(game.slave) == game.termios_before  # terminal restored
     (row,) = result_rows(db)
     letters = sum(len(w) for w in words)
-    assert (row["username"], row["mode"], row["mode_param"]) == ("tty", "words", 4)
-    assert (row["correct_word_chars"], row["correct_spaces"]) == (letters, 3)
-    assert (row["correct_keystrokes"], row["incorrect_keystrokes"]) == (letters + 3, 1)
+    assert (row["username"], row["mode"], row["mode_param"]) == ("tty", "words", 7)
+    assert (row["correct_word_chars"], row["correct_spaces"]) == (letters, 6)
+    assert (row["correct_keystrokes"], row["incorrect_keystrokes"]) == (letters + 6, 1)
     assert 1000 <= row["duration_ms"] < 20_000
 
 
@@ -553,7 +589,7 @@ def test_raw_mode_time_test_ends_at_the_limit(tmp_path, pty_game):
 
 def test_raw_mode_ctrl_c_is_130_restores_the_terminal_and_saves_nothing(tmp_path, pty_game):
     db = tmp_path / "game.db"
-    game = pty_game(*play_args(db, "--player", "tty", "--words", "3", "--seed", "33"))
+    game = pty_game(*play_args(db, "--player", "tty", "--words", "8", "--seed", "33"))
     words = game.prompt()
     game.type(words[0][:2])
     game.read_until(lambda t: "ctrl-c: interrupt" in t)
@@ -567,7 +603,7 @@ def test_raw_mode_ctrl_c_is_130_restores_the_terminal_and_saves_nothing(tmp_path
 
 def test_raw_mode_escape_abandons_the_test(tmp_path, pty_game):
     db = tmp_path / "game.db"
-    game = pty_game(*play_args(db, "--player", "tty", "--words", "3", "--seed", "34"))
+    game = pty_game(*play_args(db, "--player", "tty", "--words", "8", "--seed", "34"))
     game.prompt()
     game.type("\x1b[A")  # an arrow key is an escape sequence, not Esc
     game.type("ab")
@@ -643,6 +679,10 @@ def test_decode_keys():
         "a", "b", BACKSPACE, "c", BACKSPACE, " ", "d", "e", "f", terminal.CTRL_C, terminal.CTRL_W,
     ]
     assert terminal.decode_keys("é\x1b") == ["é", terminal.ESC]
+    # Bracketed paste: the markers reach the game, which ignores what lies between them.
+    assert terminal.decode_keys("a\x1b[200~bc\x1b[201~d") == [
+        "a", terminal.PASTE_START, "b", "c", terminal.PASTE_END, "d",
+    ]
 
 
 def test_ctrl_c_outside_a_test_is_exit_130_too(sqlite_path, monkeypatch):
