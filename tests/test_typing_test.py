@@ -320,3 +320,27 @@ def test_time_mode_prompts_outlast_any_human():
     # 8 words a second of 5 letters plus a space is 480 wpm.
     assert time_mode_word_count(30) * 6 / 5 / 0.5 > metrics.IMPOSSIBLE_WPM
     assert time_mode_word_count(1) >= 50
+
+
+def test_a_prompt_of_the_shortest_length_takes_a_second_even_at_an_impossible_speed():
+    from game_core import metrics
+    from game_core.typing_test import shortest_prompt_keys
+
+    keys = shortest_prompt_keys()
+    interval_ms = 60_000 / (metrics.IMPOSSIBLE_WPM * metrics.CHARS_PER_WORD)  # one key at 350 wpm
+    # The clock starts at the first key: k keys span k - 1 intervals.
+    assert (keys - 1) * interval_ms >= metrics.MIN_DURATION_MS
+    assert (keys - 2) * interval_ms < metrics.MIN_DURATION_MS  # and it is the shortest such prompt
+
+
+def test_prompt_keys_and_the_unrounded_elapsed_time():
+    import pytest
+
+    from game_core.typing_test import KeyEvent, TestNotFinished, TypingTest
+
+    test = TypingTest(["ab", "c"], mode="words", mode_param=2)
+    assert test.prompt_keys == 4  # a, b, space, c
+    with pytest.raises(TestNotFinished):
+        test.elapsed_ms
+    test.feed([KeyEvent("a", 10.25), KeyEvent("b", 10.5), KeyEvent(" ", 10.75), KeyEvent("c", 10.75)])
+    assert test.finished and test.elapsed_ms == 0.5
