@@ -132,8 +132,11 @@ def render_result(result, console: Console) -> None:
 
 def render_salvage(report, console: Console) -> None:
     verb = "would re-apply" if report.dry_run else "re-applied"
+    results, recomputed = report.reapplied["results"], report.recomputed.get("results", 0)
+    # Recomputed rows are counted apart: their derived values are not the stored ones.
+    split = f" ({results - recomputed:,} as is, recomputed {recomputed:,})" if results else ""
     _print(console, f"salvage from {report.source}: {verb} {report.reapplied['players']:,} players and "
-                    f"{report.reapplied['results']:,} results; progress rebuilt for {report.rebuilt_players:,} players"
+                    f"{results:,} results{split}; progress rebuilt for {report.rebuilt_players:,} players"
                     + (" (dry run: nothing was changed)" if report.dry_run else ""))
     for table in ("players", "results"):
         if report.reapplied.get(table):
@@ -141,6 +144,11 @@ def render_salvage(report, console: Console) -> None:
             renumbered = report.renumbered.get(table, 0)
             extra = f"; {renumbered} under a new id (theirs was taken)" if renumbered else ""
             _print(console, f"  {table}: {report.reapplied[table]:,} {verb}, e.g. ids {samples}{extra}")
+    if recomputed:
+        columns = ", ".join(f"{name} {count:,}" for name, count in report.recomputed_columns.items() if count)
+        samples = ", ".join(str(i) for i in report.recomputed_sample_ids)
+        _print(console, f"  results: recomputed {recomputed:,} from their counts and duration ({columns} differed), "
+                        f"e.g. ids {samples}")
     if report.left_out:
         left = Table(show_header=True, header_style="bold", title="left out")
         for column in ("table", "reason", "rows", "sample ids"):

@@ -64,8 +64,9 @@ def play(url: str, username: str, tests: int, *, seed: int = 1) -> list[int]:
 
 def plant(url: str) -> dict[str, list[int]]:
     """What the game's validation would refuse, written behind its back: a result of a
-    known player with wpm in another unit, and a player created in the future with two
-    results."""
+    known player with wpm in another unit (its counts still give the right one), one
+    with its duration in seconds (nothing gives the right one), and a player created in
+    the future with two results."""
     from game_core.schema import players, results
 
     engine = _engine(url)
@@ -75,15 +76,25 @@ def plant(url: str) -> dict[str, list[int]]:
             known = connection.execute(sa.select(players.c.id).where(players.c.username == "p0_2")).scalar_one()
             bad = result_rows(rng, known, 1, datetime.now(timezone.utc) - timedelta(hours=1))[0]
             bad["wpm"] = round(bad["wpm"] * 5, 2)  # characters per minute
-            bad_result = connection.execute(results.insert().values(**bad).returning(results.c.id)).scalar_one()
+            rescaled = connection.execute(results.insert().values(**bad).returning(results.c.id)).scalar_one()
+            seconds = result_rows(rng, known, 1, datetime.now(timezone.utc) - timedelta(minutes=30))[0]
+            seconds["duration_ms"] //= 1000
+            in_seconds = connection.execute(results.insert().values(**seconds).returning(results.c.id)).scalar_one()
             future = connection.execute(players.insert().values(
                 username="from_the_future", created_at=datetime.now(timezone.utc) + timedelta(days=1),
             ).returning(players.c.id)).scalar_one()
             rows = result_rows(rng, future, 2, datetime.now(timezone.utc) - timedelta(minutes=5))
             future_results = [connection.execute(results.insert().values(**row).returning(results.c.id)).scalar_one() for row in rows]
-        return {"bad_result": [bad_result], "future_player": [future], "future_results": future_results}
+        return {"rescaled": [rescaled], "in_seconds": [in_seconds], "future_player": [future], "future_results": future_results}
     finally:
         engine.dispose()
+
+
+def results_columns() -> list:
+    """The result columns `rows_by_key` gives, in order."""
+    from game_core.schema import results
+
+    return [c for c in results.c if c.name not in ("id", "player_id", "started_at")]
 
 
 def rows_by_key(url: str) -> dict[tuple, tuple]:
@@ -93,7 +104,7 @@ def rows_by_key(url: str) -> dict[tuple, tuple]:
     engine = _engine(url)
     try:
         with engine.connect() as connection:
-            values = [c for c in results.c if c.name not in ("id", "player_id", "started_at")]
+            values = results_columns()
             rows = connection.execute(
                 sa.select(players.c.username, results.c.started_at, *values).join(players, players.c.id == results.c.player_id)
             ).all()
@@ -116,32 +127,41 @@ def test_restore_keep_newer_reapplies_exactly_the_new_rows_that_pass_the_audits(
     assert code == 0, document
     salvage = document["result"]["salvage"]
     assert [p["name"] for p in document["result"]["phases"]][-3:] == ["post-check", "salvage", "cleanup"]
-    assert salvage["reapplied"] == {"players": 1, "results": 8}
+    assert salvage["reapplied"] == {"players": 1, "results": 9}
     assert salvage["renumbered"] == {"players": 0, "results": 0}
+    # The result in characters per minute comes back with the wpm its counts give.
+    assert salvage["recomputed"] == {"players": 0, "results": 1}
+    assert salvage["recomputed_columns"] == {"wpm": 1, "raw_wpm": 0, "accuracy": 0, "xp": 0}
+    assert salvage["recomputed_sample_ids"] == planted["rescaled"]
     left = {(item["table"], item["reason"]): item for item in salvage["left_out"]}
     assert set(left) == {
         ("results", "changed"),
         ("players", "players.created_not_in_future"),
         ("results", "player left out"),
-        *[key for key in left if key[0] == "results" and "results.wpm_recomputed" in key[1]],
+        *[key for key in left if key[0] == "results" and "results.duration_min" in key[1]],
     }
     assert left[("results", "changed")]["rows"] == 50
     assert left[("players", "players.created_not_in_future")]["sample_ids"] == planted["future_player"]
     assert left[("results", "player left out")]["sample_ids"] == planted["future_results"]
-    (bad,) = [item for key, item in left.items() if "results.wpm_recomputed" in key[1]]
-    assert bad["sample_ids"] == planted["bad_result"]
+    (bad,) = [item for key, item in left.items() if "results.duration_min" in key[1]]
+    assert bad["sample_ids"] == planted["in_seconds"]
 
-    # Exactly: the backup's rows, plus the new good ones as they were written.
+    # Exactly: the backup's rows, plus the new good ones as they were written, plus the
+    # rescaled one with its wpm recomputed (the rest of it as written).
     now = rows_by_key(env.url)
     new_keys = set(before_restore) - set(in_backup)
     good = {key: before_restore[key] for key in new_keys if key[0] in ("newbie", "p0_1")}
     assert len(good) == 8
-    assert now == {**in_backup, **good}
+    (rescaled_key,) = [key for key in now if key not in in_backup and key not in good]
+    assert now == {**in_backup, **good, rescaled_key: now[rescaled_key]}
+    wpm = [c.name for c in results_columns()].index("wpm")
+    assert now[rescaled_key][wpm] == round(before_restore[rescaled_key][wpm] / 5, 2)
+    assert now[rescaled_key][:wpm] + now[rescaled_key][wpm + 1:] == before_restore[rescaled_key][:wpm] + before_restore[rescaled_key][wpm + 1:]
     assert sorted(salvage["sample_ids"]["results"]) == sorted((newbie + known)[:5])
     code, audit = env.invoke_json("audit")
     assert code == 0, [r["rule"] for r in audit["result"]["rules"] if r["status"] == "fail"]
     code, history = env.invoke_json("history", "--kind", "restore", "--limit", "1")
-    assert history["result"]["runs"][0]["summary"]["salvage"]["reapplied"] == {"players": 1, "results": 8}
+    assert history["result"]["runs"][0]["summary"]["salvage"]["reapplied"] == {"players": 1, "results": 9}
 
 
 def test_salvage_command_renumbers_rows_whose_ids_the_game_reused(env):

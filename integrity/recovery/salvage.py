@@ -12,11 +12,26 @@ restored live database and re-applies:
   (player, started_at) the restored data does not hold;
 
 each only when it passes the audits' error-severity row rules (`checks` catalogue,
-evaluated in SQL on the source, restricted to the candidate ids) and
-`results.not_before_player` against the player it is attached to. Rows that exist on
-both sides with other values are the ones the incident changed: they are never
-re-applied, only reported. Then progress and personal bests of the touched players are
-rebuilt with `game_core.rebuild`, and everything happens in ONE transaction on live.
+evaluated in SQL, restricted to the candidate ids) and `results.not_before_player`
+against the player it is attached to. Rows that exist on both sides with other values
+are the ones the incident changed: they are never re-applied, only reported. Then
+progress and personal bests of the touched players are rebuilt with `game_core.rebuild`
+(from live's results only: nothing of the source's progress, whatever its type, is
+read), and everything happens in ONE transaction on live.
+
+A result's counts and duration determine its wpm, raw_wpm, accuracy and xp
+(`game_core.store.derive_metrics`, the game's own function), and the incident's
+migration damaged exactly those derived values (wpm rounded to integers) on rows
+written before it. So a result is re-applied with the values its counts give, and
+"recomputed" when any stored one differed. The comparison is exact, never within the
+audits' tolerance: a 67.01 rounded to 67 is 0.01 off, inside the tolerance, and would
+otherwise come back wrong. The rules then judge the values as they will be written
+(the candidates as a VALUES list in SQL, so the catalogue's own predicates decide).
+Left out, each kind counted with sample ids: a NULL in a column that is not derived, a
+count that is not a whole number, counts that contradict each other (more characters
+in correct words than correct characters, which the game refuses at write time), a
+recomputed raw wpm too large to store, and whatever the rules refuse (a duration
+under a second, another metrics version, an impossible speed, a time in the future).
 
 First a keyed diff of players and results (`integrity.recovery.diff`, on a read-only
 connection to live) finds the candidates: rows only the source holds, and rows whose id
@@ -31,15 +46,18 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from checks.model import ERROR, AuditContext, RowRule
+from game_core import metrics
 from game_core.db import POSTGRESQL, DatabaseTarget, create_engine
 from game_core.errors import PreconditionFailed
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, results
+from game_core.store import COUNT_FIELDS, MAX_INT32, MAX_STORED_WPM, TestOutcome, derive_metrics
 from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import quick_verify
@@ -50,12 +68,21 @@ from integrity.settings import Settings
 
 PAGE = 2000
 SAMPLES = 5
+# Candidate results per VALUES list the rules judge: 20 parameters a row stays far below
+# SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+VALUES_PAGE = 500
 # Columns that identify a row rather than describe it: id and player_id lead the table,
 # so a row's values are its slice from the third column (`select(results)` order).
 _PLAYER_VALUES = ("username", "created_at")
 _RESULT_VALUES = tuple(results.c.keys()[2:])
 assert results.c.keys()[:2] == ["id", "player_id"], "salvage compares results by their columns after these"
 NOT_BEFORE_PLAYER = "results.not_before_player"
+# What a result's counts and duration determine (game_core.metrics); every other column
+# must be present for a result to come back.
+DERIVED = ("wpm", "raw_wpm", "accuracy", "xp")
+_RESULT_GIVEN = tuple(name for name in results.c.keys()[1:] if name not in DERIVED)
+CONTRADICTION = "counts contradict (correct_word_chars > correct_chars)"
+TOO_LARGE = f"recomputed values too large to store (raw_wpm over {MAX_STORED_WPM} or xp over {MAX_INT32})"
 
 
 @dataclass(frozen=True)
@@ -72,9 +99,14 @@ class LeftOut:
 class SalvageReport:
     source: str  # "backup <id>" or "database <name>"
     dry_run: bool
-    reapplied: dict[str, int]
+    reapplied: dict[str, int]  # written back, as they were or recomputed
     sample_ids: dict[str, tuple[int, ...]]
     renumbered: dict[str, int]  # re-applied under a new id: theirs was taken since the restore
+    # Of `reapplied`, those written with the values their counts and duration give
+    # because a stored one differed; per derived column, how many differed.
+    recomputed: dict[str, int]
+    recomputed_columns: dict[str, int]
+    recomputed_sample_ids: tuple[int, ...]  # ids in the source (pre-restore) data
     left_out: tuple[LeftOut, ...]
     rebuilt_players: int
     seconds: float = 0.0
@@ -89,6 +121,8 @@ class SalvageReport:
             "dry_run": self.dry_run,
             "reapplied": dict(self.reapplied),
             "renumbered": dict(self.renumbered),
+            "recomputed": dict(self.recomputed),
+            "recomputed_columns": dict(self.recomputed_columns),
             "left_out": {f"{item.table}:{item.reason}": item.rows for item in self.left_out},
             "rebuilt_players": self.rebuilt_players,
             "seconds": round(self.seconds, 3),
@@ -170,6 +204,87 @@ def _failing_rules(source: Connection, table: sa.Table, ids: list[int], context:
     return {row_id: ", ".join(names) for row_id, names in failing.items()}
 
 
+def _failing_as_written(connection: Connection, written: list[dict], context: AuditContext) -> dict[int, str]:
+    """{source id: the error rules it fails, comma-separated} among results as they will
+    be written (`written`: every column of `results`, id the source id), judged by the
+    catalogue's predicates over a VALUES list: one query per page of rows."""
+    failing: dict[int, str] = {}
+    rules = _error_rules(results.name)
+    names = results.c.keys()
+    for start in range(0, len(written), VALUES_PAGE):
+        chunk = written[start:start + VALUES_PAGE]
+        relation = (
+            sa.values(*(sa.column(column.name, column.type) for column in results.c), name="salvaged")
+            .data([tuple(row[name] for name in names) for row in chunk])
+            .cte("salvaged")
+        )
+        # 1 where a rule fails: its predicate is not TRUE (NULL fails, as in the audits).
+        flags = [sa.case((rule.predicate(relation.c, context).is_(True), 0), else_=1) for rule in rules]
+        for row_id, *failed in connection.execute(sa.select(relation.c.id, *flags)):
+            found = [rule.id for rule, flag in zip(rules, failed) if flag]
+            if found:
+                failing[row_id] = ", ".join(found)
+    return failing
+
+
+def _whole(value) -> int | None:
+    """An integer count, or None when the value is not a whole number (a damaged type)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return None
+
+
+def _same(stored, exact: float | int) -> bool:
+    """Exactly the value the counts give. The metrics are stored with 2 decimals and
+    recomputed to 2 decimals, so equality is the test, not the audits' tolerance."""
+    if isinstance(stored, bool) or not isinstance(stored, (int, float, Decimal)):
+        return False  # NULL, or text in a damaged column
+    return float(stored) == float(exact)
+
+
+def _reconstruct(row) -> tuple[dict, tuple[str, ...], str | None]:
+    """A source result as salvage would write it: (its values, the derived columns whose
+    stored value differed from the recomputed one, why it cannot be reconstructed).
+
+    Its values must all be present (checked by the caller). Rows whose derived values
+    the counts do not determine (another metrics version, a duration under the game's
+    one second, in seconds perhaps) keep their stored values, which the rules then
+    refuse with their own reason (`metrics_version_known`, `duration_min`).
+    """
+    values = {name: getattr(row, name) for name in _RESULT_VALUES}
+    counts = {name: _whole(values[name]) for name in ("mode_param", "duration_ms", *COUNT_FIELDS)}
+    not_whole = [name for name, value in counts.items() if value is None]
+    if not_whole:
+        return values, (), "not a whole number: " + ", ".join(not_whole)
+    if values["metrics_version"] != metrics.METRICS_VERSION or counts["duration_ms"] < metrics.MIN_DURATION_MS:
+        odd = [name for name in DERIVED
+               if isinstance(values[name], bool) or not isinstance(values[name], (int, float, Decimal))]
+        return values, (), ("NULL or not a number: " + ", ".join(odd)) if odd else None
+    if counts["correct_word_chars"] > counts["correct_chars"]:
+        return values, (), CONTRADICTION
+    derived = derive_metrics(TestOutcome(
+        mode=values["mode"], started_at=values["started_at"],
+        **{name: counts[name] for name in ("mode_param", "duration_ms", *COUNT_FIELDS)},
+    ))
+    exact = {name: getattr(derived, name) for name in DERIVED}
+    if exact["raw_wpm"] > MAX_STORED_WPM or exact["xp"] > MAX_INT32:
+        return values, (), TOO_LARGE
+    differing = tuple(name for name in DERIVED if not _same(values[name], exact[name]))
+    return {**values, **counts, **exact}, differing, None
+
+
+def _missing(row, names: tuple[str, ...]) -> str | None:
+    """"NULL a, b" when the row lacks values it cannot come back without, else None."""
+    missing = [name for name in names if getattr(row, name) is None]
+    return "NULL " + ", ".join(missing) if missing else None
+
+
 def _values(row) -> tuple:
     """A result's values, without its id and player (a plain slice: this runs per row)."""
     return tuple(row)[2:]
@@ -198,12 +313,21 @@ def salvage_into(
     player_map: dict[int, int] = {}  # source player id -> live player id
     created: dict[int, object] = {}  # live player id -> created_at (for not_before_player)
     candidates: dict[int, tuple[object, bool]] = {}  # source id -> (row, its id is taken in live)
+    left_players: set[int] = set()
     for page in _rows(source, players, found["players"]):
-        by_name = {row.username: row for row in live.execute(
-            sa.select(players).where(players.c.username.in_([row.username for row in page])))}
-        by_id = {row.id: row for row in live.execute(
-            sa.select(players).where(players.c.id.in_([row.id for row in page])))}
+        complete = []
         for row in page:
+            missing = _missing(row, _PLAYER_VALUES)
+            if missing:
+                tally.add("players", missing, row.id)
+                left_players.add(row.id)
+            else:
+                complete.append(row)
+        by_name = {row.username: row for row in live.execute(
+            sa.select(players).where(players.c.username.in_([row.username for row in complete])))}
+        by_id = {row.id: row for row in live.execute(
+            sa.select(players).where(players.c.id.in_([row.id for row in complete])))}
+        for row in complete:
             match = by_name.get(row.username)
             if match is not None:
                 player_map[row.id] = match.id
@@ -221,7 +345,6 @@ def salvage_into(
                 continue
             candidates[row.id] = (row, taken is not None)
     failing = _failing_rules(source, players, sorted(candidates), context)
-    left_players: set[int] = set()
     keep_id: list[dict] = []
     new_id: list[dict] = []
     for source_id, (row, id_taken) in candidates.items():
@@ -239,12 +362,22 @@ def salvage_into(
     result_new: list[dict] = []
     result_samples: list[int] = []
     reapplied_results = 0
+    recomputed_results = 0
+    recomputed_columns = {name: 0 for name in DERIVED}
+    recomputed_samples: list[int] = []
     for page in _rows(source, results, found["results"]):
-        _map_players(live, source, {row.player_id for row in page} - set(player_map) - left_players, player_map, created)
-        by_id = {row.id: row for row in live.execute(
-            sa.select(results).where(results.c.id.in_([row.id for row in page])))}
-        unmatched = []
+        complete = []
         for row in page:
+            missing = _missing(row, _RESULT_GIVEN)
+            if missing:  # no key to match, or a value nothing can give back
+                tally.add("results", missing, row.id)
+            else:
+                complete.append(row)
+        _map_players(live, source, {row.player_id for row in complete} - set(player_map) - left_players, player_map, created)
+        by_id = {row.id: row for row in live.execute(
+            sa.select(results).where(results.c.id.in_([row.id for row in complete])))}
+        unmatched = []
+        for row in complete:
             player = player_map.get(row.player_id)
             if player is None:
                 reason = "player left out" if row.player_id in left_players else "player missing"
@@ -268,16 +401,20 @@ def salvage_into(
                 if _values(existing) != _values(row):
                     tally.add("results", "changed", row.id)
                 continue
-            fresh.append((row, player, id_taken))
-        failing = _failing_rules(source, results, [row.id for row, _, _ in fresh], context)
-        for row, player, id_taken in fresh:
+            values, differing, problem = _reconstruct(row)
+            if problem:
+                tally.add("results", problem, row.id)
+                continue
+            fresh.append((row, player, id_taken, values, differing))
+        failing = _failing_as_written(
+            source, [{"id": row.id, "player_id": player, **values} for row, player, _, values, _ in fresh], context)
+        for row, player, id_taken, values, differing in fresh:
             if row.id in failing:
                 tally.add("results", failing[row.id], row.id)
                 continue
             if player in created and created[player] is not None and row.started_at < created[player]:
                 tally.add("results", NOT_BEFORE_PLAYER, row.id)
                 continue
-            values = {name: getattr(row, name) for name in _RESULT_VALUES}
             entry = {"player_id": player, **values}
             if id_taken:
                 result_new.append(entry)
@@ -287,6 +424,12 @@ def salvage_into(
             reapplied_results += 1
             if len(result_samples) < SAMPLES:
                 result_samples.append(row.id)
+            if differing:
+                recomputed_results += 1
+                for name in differing:
+                    recomputed_columns[name] += 1
+                if len(recomputed_samples) < SAMPLES:
+                    recomputed_samples.append(row.id)
         # Rows keeping their id go in first: an id handed out for a renumbered row must
         # never be one a later kept row needs.
         if len(result_keep) >= PAGE and not dry_run:
@@ -310,6 +453,9 @@ def salvage_into(
         reapplied={"players": len(reapplied_players["ids"]), "results": reapplied_results},
         sample_ids={"players": tuple(reapplied_players["samples"]), "results": tuple(result_samples)},
         renumbered={"players": reapplied_players["renumbered"], "results": len(result_new)},
+        recomputed={"players": 0, "results": recomputed_results},
+        recomputed_columns=recomputed_columns,
+        recomputed_sample_ids=tuple(recomputed_samples),
         left_out=tally.left_out(),
         rebuilt_players=rebuilt,
         seconds=time.perf_counter() - started,
