@@ -10,6 +10,7 @@ from pathlib import Path
 from game_core.db import parse_database_url
 from game_core.errors import ExitCode
 from game_core.schema_state import SchemaState, require_current, schema_status, upgrade_to_head
+from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
 from integrity.database import open_for_writing
 from integrity.settings import Settings, starter_toml
@@ -53,7 +54,7 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
                 require_current(status, display_name=target.display)  # raises with the fix
             written = write_starter_config(config_path, database_url_given)
             settings.state.dir.mkdir(parents=True, exist_ok=True)
-            settings.backups.repository.mkdir(parents=True, exist_ok=True)
+            Repository(settings.backups.repository).ensure()  # the one command that creates a repository
             if status.state is SchemaState.EMPTY:
                 upgrade_to_head(connection)
                 created = True

@@ -87,7 +87,8 @@ class RetentionSettings:
 class BackupSettings:
     repository: Path = _option(Path("backups"), "the backup repository (relative: to the data directory)")
     compression_level: int = _option(3, "zstd level of backup files", _between(1, 22))
-    shrink_tolerance: float = _option(0.10, "a table shrinking by more than this share since the previous backup fails deep verification", _between(0.0, 1.0))
+    shrink_tolerance: float = _option(0.10, "a table shrinking by more than this share since the previous backup fails deep verification, and makes a new backup suspect", _between(0.0, 1.0))
+    size_drop_tolerance: float = _option(0.50, "the data of a new backup shrinking by more than this share since the previous restorable one makes it suspect", _between(0.0, 1.0))
     retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 

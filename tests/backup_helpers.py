@@ -56,6 +56,10 @@ class BackupEnv:
     url: str
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # What `integrity init` does: only init creates a repository (a missing one is exit 4).
+        self.repo.mkdir(parents=True, exist_ok=True)
+
     @property
     def repo(self) -> Path:
         return self.tmp_path / "repo"
@@ -139,10 +143,12 @@ class BackupEnv:
         assert code == 0, document
         return [backup["id"] for backup in document["result"]["backups"]]
 
-    def create(self, *args: str, **extra: str) -> str:
-        """A backup through the CLI; returns its id."""
+    def create(self, *args: str, suspect: bool = False, **extra: str) -> str:
+        """A backup through the CLI; returns its id. `suspect`: expect it written but
+        implausible (exit 3 with its reasons)."""
         code, document = self.invoke_json("backup", "create", *args, **extra)
-        assert code == 0, document
+        assert code == (3 if suspect else 0), document
+        assert bool(document["result"]["manifest"]["suspect_reasons"]) == suspect, document
         return document["result"]["manifest"]["id"]
 
     def journal_events(self, backup_id: str) -> list[str]:

@@ -45,16 +45,31 @@ def _checks(env: BackupEnv, **extra: str) -> tuple[int, dict[str, tuple[str, str
 
 
 def test_repository_missing_is_exit_4_for_readers(env):
+    env.repo.rmdir()
     for command in (("backup", "list"), ("backup", "verify"), ("backup", "prune")):
         result = env.invoke(*command)
         assert result.returncode == 4, (command, result.output)
         assert f"backup repository {env.repo} does not exist" in one_error(result)
 
 
+def test_a_missing_repository_is_never_created_by_a_backup(env, tmp_path):
+    """Issue 13.3: a repository on an unmounted share (`/mnt/nfs-backups/x`) was silently
+    created on the root file system. Only `integrity init` creates one."""
+    unmounted = tmp_path / "mnt" / "nfs-backups" / "x"
+    created = env.run("backup", "create", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
+    assert created.returncode == 4, (created.stdout, created.stderr)
+    message = one_error(created)
+    assert f"backup repository {unmounted} does not exist" in message and "integrity init" in message
+    checked = env.run("backup", "check", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
+    assert checked.returncode == 4
+    assert f"backup repository {unmounted} does not exist" in " ".join(checked.stdout.split())
+    assert not (tmp_path / "mnt").exists()
+
+
 def test_repository_that_cannot_be_created_is_exit_4(env, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    result = env.run("backup", "create", INTEGRITY_BACKUPS__REPOSITORY=str(blocker / "repo"))
+    result = env.run("init", INTEGRITY_BACKUPS__REPOSITORY=str(blocker / "repo"))
     assert result.returncode == 4
     message = one_error(result)
     assert f"cannot create the backup repository {blocker / 'repo'}" in message
@@ -103,6 +118,7 @@ def test_repository_full_removes_the_partial_backup_and_says_how_much_was_needed
     # The staged copy is the database's size; the compressed file comes beside it.
     point = small_filesystem(size // 2 if room == "copy-does-not-fit" else size + size // 8)
     env = BackupEnv(tmp_path, sqlite_url, extra_env={"INTEGRITY_BACKUPS__REPOSITORY": str(point / "repo")})
+    (point / "repo").mkdir()
     result = env.run("backup", "create")
     assert result.returncode == 4, result.stderr
     message = one_error(result)

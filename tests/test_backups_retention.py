@@ -1,5 +1,6 @@
-"""Retention (DESIGN.md invariant 9) on a synthetic calendar: exactly what the policy
-keeps survives; the newest good, the newest deep-verified and pinned backups never go;
+"""Retention (DESIGN.md invariants 9 and 11) on a synthetic calendar: exactly what the policy
+keeps survives; the newest restorable, the newest deep-verified and pinned backups never go;
+bad backups never count toward keep_*;
 a pin that expired no longer protects; `--dry-run` deletes nothing; and prune skips a
 backup that a reader holds.
 """
@@ -59,7 +60,8 @@ POLICY_ENV = {
 def _catalog(states: dict[str, BackupState], calendar=CALENDAR) -> tuple[Catalog, dict[str, str]]:
     ids = {name: new_backup_id(when) for name, when in calendar.items()}
     backups = tuple(
-        BackupInfo(ids[name], when, "sqlite", 1000, "0001_initial_schema", None, {}, states.get(name, BackupState(intact_at=VERIFIED_AT)))
+        BackupInfo(ids[name], when, "sqlite", 1000, "0001_initial_schema", None, {}, states.get(name, BackupState(intact_at=VERIFIED_AT)),
+                   identity="a-store")
         for name, when in sorted(calendar.items(), key=lambda item: item[1])
     )
     return Catalog("/synthetic", backups), ids
@@ -83,12 +85,12 @@ def test_the_calendar_keeps_exactly_what_the_policy_says():
     kept, deleted, reasons = _plan(states)
     assert kept == EXPECTED_KEPT
     assert deleted == EXPECTED_DELETED
-    assert "keep_last" in reasons["o"] and "keep_last" in reasons["n"] and "newest good backup" in reasons["o"]
+    assert "keep_last" in reasons["o"] and "keep_last" in reasons["n"] and "newest restorable backup" in reasons["o"]
     assert reasons["n"] == ("keep_last", "keep_hourly (2026-03-18 10)")
     assert reasons["l"] == ("keep_hourly (2026-03-17 23)", "keep_daily (2026-03-17)")
     assert reasons["h"] == ("keep_weekly (2026-W10)",)
     assert reasons["d"] == ("keep_monthly (2025-12)",)
-    assert reasons["c"] == ("newest deep-verified backup",)
+    assert reasons["c"] == ("newest deep-verified clean backup",)
     assert reasons["a"] == ("pinned until forever",)
     assert reasons["b"] == ("matches no keep rule",)  # pinned until a time that has passed
     assert reasons["m"] == ("matches no keep rule",)
@@ -105,8 +107,28 @@ def test_newest_good_survives_when_newer_ones_are_bad():
     minimal = RetentionSettings(keep_last=1, keep_hourly=0, keep_daily=0, keep_weekly=0, keep_monthly=0)
     kept, deleted, reasons = _plan(states, minimal)
     assert kept == {"o", "m", "c"}
-    assert reasons["m"] == ("newest good backup",)
+    assert reasons["m"] == ("keep_last", "newest restorable backup")
+    assert reasons["o"] == ("recent, not counted toward keep_last (corrupt)",)
     assert "n" in deleted
+
+
+@pytest.mark.parametrize("bad", [
+    BackupState(intact_at=VERIFIED_AT, deep_failed_at=VERIFIED_AT),
+    BackupState(intact_at=VERIFIED_AT, failed_at=VERIFIED_AT),
+    BackupState(intact_at=VERIFIED_AT, suspect_reasons=("results: 6,509 -> 0 rows",)),
+    BackupState(intact_at=VERIFIED_AT, dirty_at=VERIFIED_AT),
+], ids=["deep-failed", "failed", "suspect", "dirty"])
+def test_bad_backups_never_count_toward_keep_last(bad):
+    """Issue 13.4: two deep-failed empty backups were kept under keep_last and the
+    deep-verified clean one before them marked "would delete"."""
+    states = {"o": bad, "n": bad, "m": BackupState(intact_at=VERIFIED_AT, deep_verified_at=VERIFIED_AT, clean_at=VERIFIED_AT)}
+    policy = RetentionSettings(keep_last=2, keep_hourly=0, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    kept, deleted, reasons = _plan(states, policy)
+    assert {"m", "l"} <= kept  # the two newest restorable ones fill keep_last
+    assert reasons["m"] == ("keep_last", "newest restorable backup", "newest deep-verified clean backup")
+    assert reasons["l"] == ("keep_last",)
+    assert reasons["o"][0].startswith("recent, not counted toward keep_last")
+    assert "k" in deleted
 
 
 def test_known_bad_backups_do_not_fill_buckets():
@@ -115,8 +137,8 @@ def test_known_bad_backups_do_not_fill_buckets():
     kept, _, reasons = _plan(states, daily)
     # o is kept only as the newest; the 03-18 bucket goes to n, the next day to l.
     assert kept == {"o", "n", "l"}
-    assert reasons["o"] == ("keep_last",)
-    assert reasons["n"] == ("keep_daily (2026-03-18)", "newest good backup")
+    assert reasons["o"] == ("recent, not counted toward keep_last (corrupt)",)
+    assert reasons["n"] == ("keep_last", "keep_daily (2026-03-18)", "newest restorable backup")
 
 
 def test_pins_from_the_journal_future_past_and_unpinned():
@@ -135,7 +157,8 @@ def test_pins_from_the_journal_future_past_and_unpinned():
     ]
     states = {name: state for backup_id, state in fold_journal(journal).items() for name in ids if ids[name] == backup_id}
     catalog = Catalog("/synthetic", tuple(
-        BackupInfo(ids[n], CALENDAR[n], "sqlite", 1, None, None, {}, states[n]) for n in sorted(CALENDAR, key=CALENDAR.get)
+        BackupInfo(ids[n], CALENDAR[n], "sqlite", 1, None, None, {}, states[n], identity="a-store")
+        for n in sorted(CALENDAR, key=CALENDAR.get)
     ))
     none = RetentionSettings(keep_last=1, keep_hourly=0, keep_daily=0, keep_weekly=0, keep_monthly=0)
     plan = plan_retention(catalog, none, NOW)
@@ -168,7 +191,7 @@ def test_invariants_hold_on_random_calendars(seed):
     assert [d.backup_id for d in plan.decisions] == [b.id for b in reversed(catalog.backups)]
     for backup in catalog.backups[-policy.keep_last:]:
         assert backup.id in kept
-    for special in (catalog.newest_good(), catalog.newest_deep_verified()):
+    for special in (catalog.newest_restorable(), catalog.newest_deep_verified()):
         if special is not None:
             assert special.id in kept
     for backup in catalog.backups:

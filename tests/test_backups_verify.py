@@ -175,7 +175,9 @@ def test_deep_verify_fails_when_a_table_shrank_past_the_tolerance(database_url, 
     env = BackupEnv(tmp_path, database_url)
     before = env.create()
     # 10% or less is within the default tolerance; more than 10% is not.
-    execute(database_url, "DELETE FROM results WHERE id % 20 = 0")  # 5%
+    # 5%, never the newest result (results are append-only: a newest row older than the
+    # previous backup's makes a backup suspect as a stale copy)
+    execute(database_url, "DELETE FROM results WHERE id % 20 = 0 AND created_at < (SELECT MAX(created_at) FROM results)")
     from game_core.rebuild import rebuild_derived
     from game_core.db import create_engine
 
@@ -188,9 +190,10 @@ def test_deep_verify_fails_when_a_table_shrank_past_the_tolerance(database_url, 
     rebuild()
     within = env.create()
     assert env.invoke("backup", "verify", "--deep", within).returncode == 0
-    execute(database_url, "DELETE FROM results WHERE id % 5 = 1")  # about 20% more
+    execute(database_url, "DELETE FROM results WHERE id % 5 = 1 AND created_at < (SELECT MAX(created_at) FROM results)")  # about 20% more
     rebuild()
-    shrunk = env.create()
+    shrunk = env.create(suspect=True)  # the same tolerance makes it suspect when taken
+    assert "results" in " ".join(env.invoke_json("backup", "show", shrunk)[1]["result"]["manifest"]["suspect_reasons"])
     code, document = env.invoke_json("backup", "verify", "--deep", shrunk)
     assert code == 5, document
     (result,) = document["result"]["results"]

@@ -15,3 +15,5 @@ class Capture:
     revision: str | None
     timings: dict[str, float]
     tool: dict[str, str]  # external tools used and their versions (pg_dump)
+    source: dict  # where it came from: {"path"} or {"host", "port", "database", "system_identifier"}
+    tables_without_data: tuple[str, ...] = ()  # tables the data files hold no rows for (a schema-only dump)

@@ -1,8 +1,10 @@
 """What the repository holds and what is known about each backup (from the journal).
 
 States (DESIGN.md section 5): intact (hashes verified), deep-verified, clean or dirty
-(audits on the restored copy), corrupt or deep-failed. The newest good backup is the
-newest intact one that has not failed deep verification; RPO is measured on it.
+(audits on the restored copy), corrupt or deep-failed, suspect (implausible when taken),
+failed (a restore or drill of it failed verification). `BackupInfo.restorable` is the one
+definition of a backup an automatic choice may pick: `restore latest`, the drill, the dry
+run's default source, `status`, metrics and retention all go through it (invariant 11).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ class BackupState:
     deep_failed_at: str | None = None
     clean_at: str | None = None
     dirty_at: str | None = None
+    failed_at: str | None = None  # a restore or drill failed verification; never cleared
     pinned_until: str | None = None  # ISO time, "forever", or None
     problems: tuple[str, ...] = ()
+    suspect_reasons: tuple[str, ...] = ()  # from the manifest and later "suspect" events
 
     @property
     def intact(self) -> bool:
@@ -44,8 +48,12 @@ class BackupState:
         return self.deep_failed_at is not None and not self.deep_verified
 
     @property
-    def good(self) -> bool:
-        return self.intact and not self.deep_failed
+    def suspect(self) -> bool:
+        return bool(self.suspect_reasons)
+
+    @property
+    def failed(self) -> bool:
+        return self.failed_at is not None
 
     @property
     def audit(self) -> str | None:
@@ -70,6 +78,10 @@ class BackupState:
             labels.append("DEEP-FAILED")
         elif self.deep_verified:
             labels.append("deep-verified")
+        if self.failed:
+            labels.append("FAILED")
+        if self.suspect:
+            labels.append("SUSPECT")
         if self.audit:
             labels.append(self.audit)
         if self.pinned(now):
@@ -81,11 +93,14 @@ def fold_journal(entries: list[JournalEntry]) -> dict[str, BackupState]:
     states: dict[str, dict] = {}
     for entry in entries:
         state = states.setdefault(entry.backup_id, {})
-        if entry.event in ("intact", "corrupt", "deep_verified", "deep_failed", "clean", "dirty"):
-            state[f"{entry.event}_at"] = entry.at
-            if entry.event in ("corrupt", "deep_failed"):
+        if entry.event in ("intact", "corrupt", "deep_verified", "deep_failed", "clean", "dirty", "failed"):
+            if entry.event != "failed" or "failed_at" not in state:  # the first failure is the one to explain
+                state[f"{entry.event}_at"] = entry.at
+            if entry.event in ("corrupt", "deep_failed", "failed"):
                 problem = entry.detail.get("problem") or "; ".join(entry.detail.get("problems", []))
                 state["problems"] = (problem,) if problem else ()
+        elif entry.event == "suspect":
+            state["suspect_reasons"] = state.get("suspect_reasons", ()) + tuple(entry.detail.get("reasons", ()))
         elif entry.event == "pinned":
             state["pinned_until"] = entry.detail.get("until") or "forever"
         elif entry.event == "unpinned":
@@ -106,6 +121,42 @@ class BackupInfo:
     states: list[str] = field(default_factory=list)
     manifest_problem: str | None = None
     identity: str | None = None  # the store_identity UUID of the database it came from
+    safety: bool = False  # taken by a restore of live before its swap
+
+    @property
+    def restorable(self) -> bool:
+        """What an automatic choice may pick: intact, not suspect, not failed by a restore
+        or drill, not deep-failed, not a safety backup (those hold live as it was before a
+        restore, possibly the damage itself: restored only when named by id), clean when
+        it was audited, and of a proven store (no identity: no proof it is this game's)."""
+        state = self.state
+        return (
+            self.manifest_problem is None
+            and self.identity is not None
+            and state.intact
+            and not state.suspect
+            and not state.failed
+            and not state.deep_failed
+            and not self.safety
+            and state.audit != "dirty"
+        )
+
+    @property
+    def why_not_restorable(self) -> str | None:
+        """The first reason an automatic choice skips this backup, in words."""
+        state = self.state
+        reasons = (
+            (self.manifest_problem is not None, f"damaged manifest: {self.manifest_problem}"),
+            (self.identity is None, "no store identity: not proven to be this game's database"),
+            (state.corrupt, "corrupt"),
+            (not state.intact, "not verified intact"),
+            (state.suspect, "suspect: " + "; ".join(state.suspect_reasons)),
+            (state.failed, "a restore or drill of it failed verification"),
+            (state.deep_failed, "deep verification failed"),
+            (self.safety, "a safety backup (restored only when named by id)"),
+            (state.audit == "dirty", "its audit found violations"),
+        )
+        return next((text for failing, text in reasons if failing), None)
 
 
 @dataclass(frozen=True)
@@ -115,16 +166,31 @@ class Catalog:
     leftovers: tuple[str, ...] = ()
 
     def of_store(self, identity: str | None) -> "Catalog":
-        """Only the backups of one database (a repository may hold another's by mistake)."""
-        if identity is None:
-            return self
-        return replace(self, backups=tuple(b for b in self.backups if b.identity in (identity, None)))
+        """Only the backups proven to be of one database (a repository may hold another's by
+        mistake, and a backup whose readable manifest has no identity is nobody's). `identity`
+        None (live is gone or has no identity): every backup that has one. Backups whose
+        manifest cannot be read stay: whose they are is unknown, and status must still say
+        that the newest backup is damaged (they are never restorable)."""
+        return replace(self, backups=tuple(
+            b for b in self.backups
+            if b.manifest_problem is not None or (b.identity is not None and (identity is None or b.identity == identity))
+        ))
 
-    def newest_good(self) -> BackupInfo | None:
-        return next((b for b in reversed(self.backups) if b.state.good), None)
+    def newest_restorable(self) -> BackupInfo | None:
+        return next((b for b in reversed(self.backups) if b.restorable), None)
 
     def newest_deep_verified(self) -> BackupInfo | None:
-        return next((b for b in reversed(self.backups) if b.state.deep_verified), None)
+        """The newest restorable backup that also passed deep verification."""
+        return next((b for b in reversed(self.backups) if b.restorable and b.state.deep_verified), None)
+
+    def counts(self) -> dict[str, int]:
+        """How many backups are in each bad state (for status and metrics)."""
+        return {
+            "suspect": sum(b.state.suspect for b in self.backups),
+            "deep_failed": sum(b.state.deep_failed for b in self.backups),
+            "failed": sum(b.state.failed for b in self.backups),
+            "corrupt": sum(b.state.corrupt or b.manifest_problem is not None for b in self.backups),
+        }
 
     @property
     def exit_code(self) -> int:
@@ -151,6 +217,8 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             backups.append(BackupInfo(backup_id, backup_time(backup_id), None, None, None, None, {}, state,
                                       ["CORRUPT"], manifest_problem=str(exc)))
             continue
+        state = with_manifest_facts(state, manifest)
+        safety = is_safety(manifest)
         backups.append(BackupInfo(
             id=backup_id,
             created_at=manifest.created,
@@ -160,10 +228,25 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             label=manifest.label,
             rows=manifest.row_counts(),
             state=state,
-            states=state.labels(now),
+            states=state.labels(now) + (["safety"] if safety else []),
             identity=manifest.source_identity,
+            safety=safety,
         ))
     return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()))
+
+
+SAFETY_LABEL_PREFIX = "safety before restore of "
+
+
+def is_safety(manifest: Manifest) -> bool:
+    """Manifests written before `purpose` existed carry the safety backup's label only."""
+    return manifest.purpose == "safety" or (manifest.label or "").startswith(SAFETY_LABEL_PREFIX)
+
+
+def with_manifest_facts(state: BackupState, manifest: Manifest) -> BackupState:
+    """The journal's state plus what the manifest recorded when the backup was taken."""
+    reasons = tuple(manifest.suspect_reasons or ()) + state.suspect_reasons
+    return replace(state, suspect_reasons=reasons) if reasons != state.suspect_reasons else state
 
 
 @dataclass(frozen=True)
@@ -210,8 +293,9 @@ class BackupDetail:
 
 def show_backup(repository: Repository, backup_id: str, now: datetime | None = None) -> BackupDetail:
     manifest = repository.read_manifest(backup_id)
-    state = fold_journal(repository.journal()).get(backup_id, BackupState())
-    return BackupDetail(manifest, state.labels(now or datetime.now(timezone.utc)), state, str(repository.path_of(backup_id)))
+    state = with_manifest_facts(fold_journal(repository.journal()).get(backup_id, BackupState()), manifest)
+    labels = state.labels(now or datetime.now(timezone.utc)) + (["safety"] if is_safety(manifest) else [])
+    return BackupDetail(manifest, labels, state, str(repository.path_of(backup_id)))
 
 
 LATEST = "latest"
@@ -219,17 +303,27 @@ LATEST = "latest"
 
 def resolve_backup(repository: Repository, requested: str | None, identity: str | None,
                    now: datetime | None = None) -> str:
-    """The backup a recovery command (restore, drill, diff) means: an existing id as given,
-    or for `latest` (or none) the newest good backup of this store, the one `status`
-    measures the RPO on (a repository may also hold another database's backups)."""
-    if requested and requested != LATEST:
+    """The backup a recovery command (restore, drill, diff, dry run) means: an existing id as
+    given, or for `latest` (or none) the newest restorable backup of this store, the one
+    `status` measures the RPO on (a repository may also hold another database's backups)."""
+    if requested is not None and requested != LATEST:
         if not repository.path_of(requested).is_dir():  # path_of refuses what is not an id
             raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
         return requested
-    good = read_catalog(repository, now).of_store(identity).newest_good()
-    if good is None:
+    catalog = read_catalog(repository, now).of_store(identity)
+    if identity is None and len({b.identity for b in catalog.backups if b.restorable}) > 1:
         raise BackupNotFound(
-            f"no good backup of this database in {repository.root}; take one with `integrity backup create`"
+            f"{repository.root} holds backups of several databases and live's identity is unknown, so `latest` "
+            "is ambiguous; name the backup id (see `integrity backup list`)"
         )
-    return good.id
+    chosen = catalog.newest_restorable()
+    if chosen is None:
+        skipped = [b for b in reversed(catalog.backups)][:3]
+        why = "; ".join(f"{b.id}: {b.why_not_restorable}" for b in skipped)
+        raise BackupNotFound(
+            f"no restorable backup of this database in {repository.root}"
+            + (f" (newest skipped: {why})" if why else "")
+            + "; take one with `integrity backup create`, or name a backup id after checking it with `integrity backup show`"
+        )
+    return chosen.id
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, create_engine
 from game_core.errors import ExitCode, Failure
 from integrity.backups.catalog import read_catalog
+from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import TEMP_PREFIX, Repository
 from integrity.database import connection_settings, target_of
 from integrity.settings import Settings, schedule_seconds
@@ -50,7 +51,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
     findings += _settings_sanity(settings)
     findings += _same_disk(settings, repository)
     if not any(f.state == "fail" for f in findings):
-        findings.append(_real_backup(settings, repository, command))
+        findings += _real_backup(settings, repository, command)
     return BackupCheckReport(tuple(findings))
 
 
@@ -114,7 +115,9 @@ def _estimated_next_size(settings: Settings, repository: Repository) -> int | No
 
 def _repository_space(settings: Settings, repository: Repository) -> list[CheckFinding]:
     try:
-        repository.ensure()
+        # Never create it here: a repository on an unmounted path would silently land on
+        # the root file system (only `integrity init` creates one).
+        repository.require_exists()
         probe = repository.root / f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
         probe.write_bytes(b"probe")
         probe.unlink()
@@ -151,18 +154,44 @@ def _settings_sanity(settings: Settings) -> list[CheckFinding]:
 
 def _same_disk(settings: Settings, repository: Repository) -> list[CheckFinding]:
     target = target_of(settings)
+    if not repository.root.is_dir():
+        return []  # reported by the repository finding
+    where = f"repository on {describe_filesystem(repository.root)}"
     if target.sqlite_path is None or not target.sqlite_path.exists():
-        return []
+        server = "" if target.sqlite_path else f"; the database is on the server {target.url.host or 'local socket'}"
+        return [CheckFinding("filesystems", "ok", where + server)]
+    findings = [CheckFinding("filesystems", "ok", f"{where}; database on {describe_filesystem(target.sqlite_path)}")]
     if os.stat(target.sqlite_path).st_dev == os.stat(repository.root).st_dev:
-        return [CheckFinding(
+        return findings + [CheckFinding(
             "placement", "warn",
             f"the repository {repository.root} is on the same filesystem as the database: one disk failure loses "
             "both; set [backups] repository to another disk, or copy backups off this machine",
         )]
-    return [CheckFinding("placement", "ok", "repository and database are on different filesystems")]
+    return findings + [CheckFinding("placement", "ok", "repository and database are on different filesystems")]
 
 
-def _real_backup(settings: Settings, repository: Repository, command: str) -> CheckFinding:
+def describe_filesystem(path) -> str:
+    """"/dev/vdb (ext4, mounted at /mnt/backups, device 254:16)": which mount a path is
+    really on, so an unmounted network share shows up as the root file system."""
+    real = os.path.realpath(path)
+    mount, device_name, fs_type = "/", "?", "?"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(mount):
+                    mount, device_name, fs_type = point, fields[0], fields[2]
+    except OSError:
+        pass
+    device = os.stat(real).st_dev
+    return f"{device_name} ({fs_type}, mounted at {mount}, device {os.major(device)}:{os.minor(device)})"
+
+
+def _real_backup(settings: Settings, repository: Repository, command: str) -> list[CheckFinding]:
     from integrity.backups.create import create_backup
     from integrity.backups.verify import quick_verify
 
@@ -172,13 +201,28 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> Ch
         # The trial lives inside the repository as a `.tmp-` directory: hold the writer lock
         # so that a concurrent prune does not remove it as a leftover of a killed run.
         with repository.writer_lock(command=command, wait_seconds=0):
-            created = create_backup(trial, label="backup check", command=command)
-            quick_verify(Repository(throwaway), created.manifest.id)
-        return CheckFinding(
+            throwaway.mkdir()
+            created = create_backup(trial, label="backup check", command=command, purpose="check")
+            manifest = quick_verify(Repository(throwaway), created.manifest.id)
+            # The same plausibility a real backup gets, against the real repository's history.
+            reasons = list(dict.fromkeys([*(manifest.suspect_reasons or ()), *assess_against_repository(
+                settings.backups, repository, identity=manifest.source_identity, tables=manifest.tables,
+                files=manifest.files, source=manifest.source,
+            )]))
+        findings = [CheckFinding(
             "trial backup", "ok",
             f"wrote, read back and removed a {created.manifest.size / 1e6:.1f} MB backup in {created.seconds:.1f}s",
-        )
+        )]
+        if reasons:
+            findings.append(CheckFinding(
+                "plausibility", "fail",
+                "a backup taken now would be SUSPECT: " + "; ".join(reasons)
+                + "; check [database] url (is it the database the game writes?) and the pg_dump on PATH",
+            ))
+        else:
+            findings.append(CheckFinding("plausibility", "ok", "rows, data size, newest rows and source agree with the previous backups"))
+        return findings
     except Failure as exc:
-        return CheckFinding("trial backup", "fail", str(exc))
+        return [CheckFinding("trial backup", "fail", str(exc))]
     finally:
         shutil.rmtree(throwaway, ignore_errors=True)

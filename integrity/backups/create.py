@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from game_core.db import POSTGRESQL
-from game_core.errors import DatabaseMissing
+from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
 from integrity import __version__
 from integrity.backups.archive import check_archive
+from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import (
     MANIFEST,
     MANIFEST_HASH,
@@ -37,6 +38,7 @@ from integrity.backups.repository import (
 from integrity.crashpoints import crash_point, pause_point
 from integrity.database import connection_settings, target_of
 from integrity.database_locks import database_lock
+from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
 COMPRESSION_THREADS = 2  # this machine's cores; zstd's own workers, outside the GIL
@@ -49,8 +51,13 @@ class CreatedBackup:
     seconds: float
 
     @property
+    def suspect_reasons(self) -> list[str]:
+        return list(self.manifest.suspect_reasons or ())
+
+    @property
     def exit_code(self) -> int:
-        return 0
+        # Written and intact, but implausible: a problem found, and cron must hear of it.
+        return ExitCode.PROBLEMS_FOUND if self.suspect_reasons else ExitCode.OK
 
     def summary(self) -> dict:
         return {
@@ -58,7 +65,12 @@ class CreatedBackup:
             "size": self.manifest.size,
             "rows": self.manifest.row_counts(),
             "seconds": round(self.seconds, 3),
+            "suspect": self.suspect_reasons,
         }
+
+
+class NotAGameDatabase(PreconditionFailed):
+    """The configured database is not the game's (no store identity or revision)."""
 
 
 def write_file_durably(path, data: bytes) -> None:
@@ -75,21 +87,35 @@ def create_backup(
     lock_wait: float = 0,
     command: str = "backup create",
     locks_held: bool = False,
+    purpose: str = "backup",
+    progress: Reporter = NO_PROGRESS,
 ) -> CreatedBackup:
     """`locks_held`: the caller already holds the repository writer lock and the database
     lock (a restore takes its safety backup inside its own locks; flock and advisory
-    locks are per open file or session, so taking them again here would fail)."""
+    locks are per open file or session, so taking them again here would fail).
+    `purpose`: "backup", "safety" (a restore's copy of live, which may be of a database
+    that is not the game's: it must always be restorable to where it came from) or
+    "check" (`backup check`'s test backup)."""
     repository = Repository(settings.backups.repository)
+    repository.require_exists()
     target = target_of(settings)
     started = time.perf_counter()
     with _locks(repository, target, settings, command=command, lock_wait=lock_wait, held=locks_held):
+        if purpose != "safety":
+            _require_game_database(settings, target)
         backup_id = _next_backup_id(repository)
         temp = repository.temp_path(backup_id)
         temp.mkdir()
         crash_point("create:started")
         try:
             pause_point("create:started")
-            capture = _capture(settings, target, temp)
+            capture = _capture(settings, target, temp, progress)
+            if purpose != "safety" and (capture.identity is None or capture.revision is None):
+                raise NotAGameDatabase(_not_the_game(target))
+            suspect_reasons = None if purpose == "safety" else assess_against_repository(
+                settings.backups, repository, identity=capture.identity, tables=capture.tables, files=capture.files,
+                source=capture.source, tables_without_data=capture.tables_without_data,
+            )
             manifest = Manifest(
                 id=backup_id,
                 engine=target.kind,
@@ -103,6 +129,9 @@ def create_backup(
                 files=capture.files,
                 tool={"name": "integrity", "version": __version__, "host": socket.gethostname(), **capture.tool},
                 timings={name: round(value, 3) for name, value in capture.timings.items()},
+                suspect_reasons=suspect_reasons,
+                purpose=purpose,
+                source=capture.source,
             )
             data = manifest.to_json()
             write_file_durably(temp / MANIFEST, data)
@@ -110,8 +139,9 @@ def create_backup(
             write_file_durably(temp / MANIFEST_HASH, f"{sha256_bytes(data)}  {MANIFEST}\n".encode())
             fsync_directory(temp)
             # Read everything back before anyone can see it: create verifies its own output.
-            for entry in manifest.files:
-                check_archive(temp / entry.name, entry, backup_id=backup_id)
+            with progress.task("verifying the backup", total=sum(e.size for e in manifest.files), unit="bytes") as task:
+                for entry in manifest.files:
+                    check_archive(temp / entry.name, entry, backup_id=backup_id, advance=task.advance)
             crash_point("create:verified")
             os.rename(temp, repository.path_of(backup_id))
             fsync_directory(repository.backups_dir)
@@ -145,6 +175,27 @@ def _locks(repository: Repository, target, settings: Settings, *, command: str, 
         yield
 
 
+def _require_game_database(settings: Settings, target) -> None:
+    """Refuse what is not the game's database before anything is copied (a 0-byte file,
+    /dev/null, another application's SQLite file). PostgreSQL is checked on the snapshot
+    the dump reads, after capture."""
+    if target.kind == POSTGRESQL:
+        return
+    from integrity.backups.sqlite_engine import game_identity
+
+    if not target.sqlite_path.exists():
+        raise DatabaseMissing(f"database {target.sqlite_path} does not exist; nothing to back up (check --database-url)")
+    if target.sqlite_path.is_dir() or game_identity(target.sqlite_path, busy_timeout_ms=settings.database.busy_timeout_ms) is None:
+        raise NotAGameDatabase(_not_the_game(target))
+
+
+def _not_the_game(target) -> str:
+    return (
+        f"{target.display} is not the typing game's database (no store identity or schema revision); "
+        "check --database-url / [database] url, or run `integrity init` on an empty database"
+    )
+
+
 def _next_backup_id(repository: Repository) -> str:
     """A new id that sorts after every existing one: ids have one-second resolution and a
     random suffix, so a second backup within the same second waits for the next second
@@ -157,20 +208,20 @@ def _next_backup_id(repository: Repository) -> str:
     return backup_id
 
 
-def _capture(settings: Settings, target, temp):
+def _capture(settings: Settings, target, temp, progress: Reporter = NO_PROGRESS):
     level = settings.backups.compression_level
     if target.kind == POSTGRESQL:
         from integrity.backups import postgres_engine
 
         return postgres_engine.capture(
-            target, temp, settings=connection_settings(settings), level=level, threads=COMPRESSION_THREADS
+            target, temp, settings=connection_settings(settings), level=level, threads=COMPRESSION_THREADS,
+            progress=progress,
         )
     from integrity.backups import sqlite_engine
 
-    if not target.sqlite_path.exists():
-        raise DatabaseMissing(f"database {target.sqlite_path} does not exist; nothing to back up (check --database-url)")
     return sqlite_engine.capture(
-        target.sqlite_path, temp, busy_timeout_ms=settings.database.busy_timeout_ms, level=level, threads=COMPRESSION_THREADS
+        target.sqlite_path, temp, busy_timeout_ms=settings.database.busy_timeout_ms, level=level, threads=COMPRESSION_THREADS,
+        progress=progress,
     )
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
+import zstandard
 
 from game_core.db import ConnectionSettings, DatabaseTarget, create_engine
 from game_core.errors import PreconditionFailed
@@ -27,6 +29,7 @@ from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point
 from integrity.errors import VerificationFailed
+from integrity.progress import NO_PROGRESS, Reporter
 
 DATA_FILE = "data.dump.zst"
 
@@ -39,7 +42,8 @@ class DumpRefused(PreconditionFailed):
     """pg_dump could not read the database: rights or connection (exit 4, not a damaged backup)."""
 
 
-def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettings, level: int, threads: int) -> Capture:
+def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettings, level: int, threads: int,
+            progress: Reporter = NO_PROGRESS) -> Capture:
     timings: dict[str, float] = {}
     engine = create_engine(target, read_only=True, settings=settings)
     try:
@@ -50,7 +54,9 @@ def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettin
             snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
 
             started = time.perf_counter()
-            digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads)
+            with progress.task("pg_dump, compressing", unit="bytes") as task:  # the dump's size is known at its end
+                digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads,
+                               advance=task.advance)
             timings["dump_seconds"] = time.perf_counter() - started
             crash_point("create:compressed")
 
@@ -58,10 +64,15 @@ def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettin
             statistics = table_statistics(connection)
             identity = store_identity(connection)
             revision = current_revision(connection)
+            source = _source(connection, target)
             timings["statistics_seconds"] = time.perf_counter() - started
             connection.rollback()
     finally:
         engine.dispose()
+    started = time.perf_counter()
+    with_data = _tables_with_data(require_tool("pg_restore", major).path, workdir / DATA_FILE)
+    without_data = () if with_data is None else tuple(sorted(set(statistics) - with_data))
+    timings["contents_seconds"] = time.perf_counter() - started
     entry = FileEntry(
         name=DATA_FILE, kind="pg-custom", size=digest.size, sha256=digest.sha256,
         raw_size=digest.raw_size, raw_sha256=digest.raw_sha256,
@@ -69,10 +80,66 @@ def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettin
     return Capture(
         files=(entry,), tables=statistics, identity=identity, revision=revision,
         timings=timings, tool={"pg_dump": tool.version, "server_major": str(major)},
+        source=source, tables_without_data=without_data,
     )
 
 
-def _dump(pg_dump: str, snapshot: str, target: DatabaseTarget, destination: Path, *, level: int, threads: int):
+def _source(connection, target: DatabaseTarget) -> dict:
+    """Which server and database this is. The system identifier tells two clusters apart
+    even behind one host name; reading it needs a superuser or pg_read_all_settings on some
+    servers, so a role without that records None rather than failing the backup."""
+    try:
+        with connection.begin_nested():
+            system = connection.execute(sa.text("SELECT system_identifier::text FROM pg_control_system()")).scalar()
+    except sa.exc.DBAPIError:
+        system = None
+    return {
+        "host": target.url.host or "local socket",
+        "port": target.url.port or 5432,
+        "database": connection.execute(sa.text("SELECT current_database()")).scalar(),
+        "system_identifier": system,
+    }
+
+
+def _tables_with_data(pg_restore: str, archive: Path) -> set[str] | None:
+    """The tables whose rows the dump holds ("TABLE DATA" entries of its table of
+    contents). pg_restore reads the TOC from the head of the stream and exits, so only the
+    first frames are decompressed, whatever the dump's size."""
+    process = subprocess.Popen([pg_restore, "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    feeder = threading.Thread(target=_feed, args=(archive, process.stdin), daemon=True)
+    feeder.start()
+    listing = process.stdout.read().decode("utf-8", "replace")
+    returncode = process.wait()
+    feeder.join()
+    if returncode != 0:
+        return None  # unknown, not empty: the hashes and the deep verification still judge the dump
+    tables = set()
+    for line in listing.splitlines():
+        # e.g. "3345; 0 16390 TABLE DATA public results postgres"
+        _, _, rest = line.partition(" TABLE DATA ")
+        if rest and not line.startswith(";"):
+            parts = rest.split()
+            if len(parts) >= 2:
+                tables.add(parts[1])
+    return tables
+
+
+def _feed(archive: Path, sink) -> None:
+    try:
+        with archive.open("rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle) as reader:
+            while chunk := reader.read(1 << 20):
+                sink.write(chunk)
+    except (BrokenPipeError, OSError):
+        pass  # pg_restore has read its table of contents and gone
+    finally:
+        try:
+            sink.close()
+        except OSError:
+            pass
+
+
+def _dump(pg_dump: str, snapshot: str, target: DatabaseTarget, destination: Path, *, level: int, threads: int, advance=None):
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"],
@@ -81,7 +148,7 @@ def _dump(pg_dump: str, snapshot: str, target: DatabaseTarget, destination: Path
             env=libpq_environment(target.url),
         )
         try:
-            digest = compress_stream(process.stdout, destination, level=level, threads=threads)
+            digest = compress_stream(process.stdout, destination, level=level, threads=threads, advance=advance)
         finally:
             process.stdout.close()
             returncode = process.wait()

@@ -1,9 +1,13 @@
 """`integrity backup prune`: the retention policy (DESIGN.md invariant 9), planned then applied.
 
-Kept, each with its reasons: the `keep_last` newest; the newest backup of each of the
-last `keep_hourly` hours, `keep_daily` days, `keep_weekly` ISO weeks and `keep_monthly`
-months that have one (only backups not known to be bad fill these); the newest good
-backup; the newest deep-verified one; every pinned one. Everything else expires. A
+Kept, each with its reasons: the `keep_last` newest restorable backups; the newest
+restorable backup of each of the last `keep_hourly` hours, `keep_daily` days,
+`keep_weekly` ISO weeks and `keep_monthly` months that have one; the newest restorable
+backup; the newest deep-verified clean one; every pinned one. Backups that are not
+restorable (failed, suspect, corrupt, deep-failed, dirty, safety, of no proven store)
+never count toward `keep_*` (invariant 11): a run of bad backups must not push the good
+ones out. They are kept while they are among the `keep_last` newest of all, for whoever
+investigates them, then expire. Everything else expires. A
 backup that a reader (verify, drill, diff, dry run) holds is skipped, never deleted
 under it. Leftovers of killed runs (`.tmp-*`) are removed: under the writer lock no
 create is running, so nothing else can own them.
@@ -16,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from integrity.backups.catalog import BackupInfo, Catalog, read_catalog
+from integrity.backups.catalog import Catalog, read_catalog
 from integrity.backups.repository import TEMP_PREFIX, Repository, fsync_directory
 from integrity.locks import LockHeld
 from integrity.settings import RetentionSettings, Settings
@@ -68,8 +72,12 @@ def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | 
     newest_first = list(reversed(catalog.backups))
     reasons: dict[str, list[str]] = {b.id: [] for b in newest_first}
 
-    for backup in newest_first[: policy.keep_last]:
+    restorable = [b for b in newest_first if b.restorable]
+    for backup in restorable[: policy.keep_last]:
         reasons[backup.id].append("keep_last")
+    for backup in newest_first[: policy.keep_last]:
+        if not backup.restorable:
+            reasons[backup.id].append(f"recent, not counted toward keep_last ({backup.why_not_restorable})")
     buckets = (
         ("keep_hourly", policy.keep_hourly, lambda t: t.strftime("%Y-%m-%d %H")),
         ("keep_daily", policy.keep_daily, lambda t: t.strftime("%Y-%m-%d")),
@@ -81,18 +89,18 @@ def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | 
         for backup in newest_first:
             if len(seen) >= count:
                 break
-            if _known_bad(backup):
+            if not backup.restorable:
                 continue
             bucket = bucket_of(backup.created_at.astimezone(timezone.utc))
             if bucket not in seen:
                 seen.add(bucket)
                 reasons[backup.id].append(f"{rule} ({bucket})")
-    newest_good = catalog.newest_good()
-    if newest_good:
-        reasons[newest_good.id].append("newest good backup")
+    newest_restorable = catalog.newest_restorable()
+    if newest_restorable:
+        reasons[newest_restorable.id].append("newest restorable backup")
     newest_deep = catalog.newest_deep_verified()
     if newest_deep:
-        reasons[newest_deep.id].append("newest deep-verified backup")
+        reasons[newest_deep.id].append("newest deep-verified clean backup")
     for backup in newest_first:
         if backup.state.pinned(now):
             reasons[backup.id].append(f"pinned until {backup.state.pinned_until}")
@@ -102,10 +110,6 @@ def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | 
         for b in newest_first
     )
     return PrunePlan(catalog.repository, decisions, catalog.leftovers)
-
-
-def _known_bad(backup: BackupInfo) -> bool:
-    return backup.manifest_problem is not None or backup.state.corrupt or backup.state.deep_failed
 
 
 def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: str = "backup prune", now: datetime | None = None) -> PruneResult:

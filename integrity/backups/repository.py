@@ -98,6 +98,13 @@ class Manifest:
     tool: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    # Why the backup looked implausible when it was taken (empty: plausible; None: taken
+    # before plausibility was checked). See integrity/backups/plausibility.py.
+    suspect_reasons: list[str] | None = None
+    # "backup" (made by `backup create` or a job), "safety" (taken by a restore of live
+    # before its swap: restored only when named by id), "check" (`backup check`'s test).
+    purpose: str = "backup"
+    source: dict[str, Any] = field(default_factory=dict)  # host, port, database, system identifier or path
 
     def to_json(self) -> bytes:
         document = dict(self.__dict__)
@@ -142,6 +149,8 @@ EVENTS = (
     "unpinned",
     "pruned",  # deleted by retention
     "drilled",  # restored into scratch by `integrity drill` (detail: its summary)
+    "failed",  # a restore or drill of it failed verification (never cleared)
+    "suspect",  # found implausible after it was written (detail: reasons)
 )
 
 
@@ -171,7 +180,8 @@ class Repository:
     def require_exists(self) -> None:
         if not self.backups_dir.is_dir():
             raise RepositoryUnusable(
-                f"backup repository {self.root} does not exist; run `integrity init` or set [backups] repository"
+                f"backup repository {self.root} does not exist (an unmounted share?); mount it, set [backups] "
+                "repository (or INTEGRITY_BACKUPS__REPOSITORY) to the right path, or create it with `integrity init`"
             )
 
     def path_of(self, backup_id: str) -> Path:
@@ -251,8 +261,11 @@ class Repository:
 
     @contextmanager
     def writer_lock(self, *, command: str, wait_seconds: float) -> Iterator[None]:
-        """One writer (create, prune, restore) per repository at a time."""
-        self.ensure()
+        """One writer (create, prune, restore) per repository at a time. The repository must
+        exist: only `integrity init` creates one (a path on an unmounted share must fail,
+        not fill the root file system)."""
+        self.require_exists()
+        self.locks_dir.mkdir(exist_ok=True)
         with file_lock(self.locks_dir / "writer.lock", exclusive=True, wait_seconds=wait_seconds,
                        command=command, what=f"backup repository {self.root}"):
             yield

@@ -21,6 +21,7 @@ from integrity.backups.capture import Capture
 from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point
+from integrity.progress import NO_PROGRESS, Reporter
 
 DATA_FILE = "data.db.zst"
 
@@ -57,11 +58,13 @@ def _read_facts(copy_path: Path):
         engine.dispose()
 
 
-def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, threads: int) -> Capture:
+def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, threads: int,
+            progress: Reporter = NO_PROGRESS) -> Capture:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     copy_path = workdir / "copy.db"
-    copy_database(source, copy_path, busy_timeout_ms=busy_timeout_ms)
+    with progress.task("copying the database (one step)", unit="bytes"):
+        copy_database(source, copy_path, busy_timeout_ms=busy_timeout_ms)
     timings["copy_seconds"] = time.perf_counter() - started
     crash_point("create:copied")
 
@@ -70,8 +73,10 @@ def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, th
     with ThreadPoolExecutor(max_workers=1) as pool:
         facts = pool.submit(_read_facts, copy_path)
         started = time.perf_counter()
-        with copy_path.open("rb") as raw:
-            digest = compress_stream(raw, workdir / DATA_FILE, level=level, threads=threads)
+        with copy_path.open("rb") as raw, progress.task(
+            "compressing", total=copy_path.stat().st_size, unit="bytes"
+        ) as task:
+            digest = compress_stream(raw, workdir / DATA_FILE, level=level, threads=threads, advance=task.advance)
         timings["compress_seconds"] = time.perf_counter() - started
         statistics, identity, revision, timings["statistics_seconds"] = facts.result()
     copy_path.unlink()
@@ -80,4 +85,23 @@ def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, th
         name=DATA_FILE, kind="sqlite-db", size=digest.size, sha256=digest.sha256,
         raw_size=digest.raw_size, raw_sha256=digest.raw_sha256,
     )
-    return Capture(files=(entry,), tables=statistics, identity=identity, revision=revision, timings=timings, tool={})
+    return Capture(files=(entry,), tables=statistics, identity=identity, revision=revision, timings=timings, tool={},
+                   source={"path": str(source.resolve())})
+
+
+def game_identity(source: Path, *, busy_timeout_ms: int) -> str | None:
+    """The store identity of a SQLite file, read-only and before anything is copied; None
+    when the file is no SQLite database or not the game's (a 0-byte file, /dev/null,
+    another application's database all open as SQLite, so ask for the game's own row)."""
+    try:
+        reader = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000)
+    except sqlite3.Error:
+        return None
+    try:
+        row = reader.execute("SELECT identity_uuid FROM store_identity WHERE id = 1").fetchone()
+        reader.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        reader.close()
+    return row[0] if row else None

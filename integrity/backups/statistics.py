@@ -7,6 +7,8 @@ aggregates: they are exact on both engines, where sums of floats would not be.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -26,8 +28,14 @@ AGGREGATES: dict[str, dict[str, str]] = {
 }
 
 
+# table -> the column that says when its newest row was written: a backup whose newest row
+# is older than the previous backup's is a stale copy (integrity/backups/plausibility.py).
+NEWEST_COLUMNS: dict[str, str] = {"players": "created_at", "results": "created_at", "progress": "updated_at"}
+
+
 def table_statistics(connection: Connection) -> dict[str, dict]:
-    """{table: {"rows": n, "aggregates": {...}}} for every game table present."""
+    """{table: {"rows": n, "aggregates": {...}, "newest": ISO time or None}} for every game
+    table present ("newest" only for the tables of NEWEST_COLUMNS)."""
     inspector = sa.inspect(connection)
     present = set(inspector.get_table_names())
     statistics: dict[str, dict] = {}
@@ -36,13 +44,32 @@ def table_statistics(connection: Connection) -> dict[str, dict]:
             continue
         columns = {column["name"] for column in inspector.get_columns(table)}
         usable = {name: expr for name, expr in aggregates.items() if expr[expr.index("(") + 1:-1] in columns}
-        select_list = ", ".join(["COUNT(*)", *(f"{expr}" for expr in usable.values())])
+        newest_column = NEWEST_COLUMNS.get(table) if NEWEST_COLUMNS.get(table) in columns else None
+        select_list = ", ".join(["COUNT(*)", *(f"{expr}" for expr in usable.values())]
+                                + ([f'MAX("{newest_column}")'] if newest_column else []))
         row = connection.execute(sa.text(f'SELECT {select_list} FROM "{table}"')).one()
+        values = row[1:1 + len(usable)]
         statistics[table] = {
             "rows": int(row[0]),
-            "aggregates": {name: (None if value is None else int(value)) for name, value in zip(usable, row[1:])},
+            "aggregates": {name: (None if value is None else int(value)) for name, value in zip(usable, values)},
         }
+        if newest_column:
+            statistics[table]["newest"] = _iso_time(row[-1])
     return statistics
+
+
+def _iso_time(value) -> str | None:
+    """One spelling of a timestamp for both engines (SQLite stores text, PostgreSQL returns
+    datetimes), naive values taken as UTC as the game writes them; None when unreadable."""
+    if value is None:
+        return None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def store_identity(connection: Connection) -> str | None:

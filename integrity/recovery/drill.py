@@ -79,6 +79,7 @@ from integrity.backups.statistics import store_identity
 from integrity.backups.verify import audit_copy, deep_checks, quick_verify
 from integrity.crashpoints import crash_point
 from integrity.database import connection_settings, target_of
+from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
 # pg_terminate_backend only signals; backends exit within milliseconds unless stuck in
@@ -229,6 +230,7 @@ def run_drill(
     command: str = "drill",
     ledger=None,
     now: datetime | None = None,
+    progress: Reporter = NO_PROGRESS,
 ) -> DrillReport:
     """Drill the newest good backup of the configured database, or `backup_id`.
 
@@ -248,14 +250,15 @@ def run_drill(
         chosen = resolve_backup(repository, backup_id, identity, now)
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
             report = _drill(settings, repository, chosen, live=live, identity=identity,
-                            command=command, ledger=ledger, now=now)
+                            command=command, ledger=ledger, now=now, progress=progress)
     finally:
         live.dispose()
     repository.append(report.backup_id, "drilled", {"by": command, "exit_code": int(report.exit_code), **report.summary()})
     return report
 
 
-def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, identity, command: str, ledger, now) -> DrillReport:
+def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, identity, command: str, ledger, now,
+           progress: Reporter = NO_PROGRESS) -> DrillReport:
     objectives = settings.objectives
     phases: list[Phase] = []
 
@@ -276,7 +279,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
     # 1. hash check
     started = time.perf_counter()
     try:
-        manifest = quick_verify(repository, backup_id)
+        manifest = quick_verify(repository, backup_id, progress)
     except BackupCorrupt as exc:
         phases.append(Phase(HASH_CHECK, time.perf_counter() - started, False, str(exc)))
         repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
@@ -298,7 +301,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         try:
             copy = stack.enter_context(restored_copy(
                 repository, manifest, source=target_of(settings) if manifest.engine != SQLITE else None,
-                scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+                scratch_dir=settings.state.dir / "scratch", settings=conn_settings, progress=progress,
             ))
         except Failure as exc:
             phases.append(Phase(RESTORE, time.perf_counter() - started, False, str(exc)))
@@ -316,12 +319,12 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                 # they share the two cores. The prediction still adds them up, because the
                 # restore runs them one after the other.
                 with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-audit") as pool:
-                    audited = pool.submit(_timed_audit, engine)
+                    audited = pool.submit(_timed_audit, engine, progress)
                     started = time.perf_counter()
                     with engine.connect() as connection:
                         checked = deep_checks(connection, repository, manifest,
                                               shrink_tolerance=settings.backups.shrink_tolerance,
-                                              with_fingerprints=manifest.engine != SQLITE)
+                                              with_fingerprints=manifest.engine != SQLITE, progress=progress)
                     deep_seconds = time.perf_counter() - started
                     (audit, violations), audit_seconds = audited.result()
                 problems += checked.problems
@@ -334,7 +337,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                 # transaction open on it, the SQLite diff attaches the file and compares in SQL.
                 started = time.perf_counter()
                 try:
-                    tables = _compare(live, engine)
+                    with progress.task("comparing with live", unit="tables"):
+                        tables = _compare(live, engine)
                 except Failure as exc:
                     compare_problem = str(exc)
                 except sa.exc.DBAPIError as exc:
@@ -382,17 +386,19 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                   compare_problem=compare_problem, prediction=prediction)
 
 
-def _timed_audit(engine) -> tuple[tuple[str, tuple[dict, ...]], float]:
+def _timed_audit(engine, progress: Reporter = NO_PROGRESS) -> tuple[tuple[str, tuple[dict, ...]], float]:
     """`audit_copy` on a connection of its own (opened in the calling thread), timed."""
     started = time.perf_counter()
     with engine.connect() as connection:
-        outcome = audit_copy(connection)
+        outcome = audit_copy(connection, progress)
     return outcome, time.perf_counter() - started
 
 
 def _failed(repository: Repository, report, manifest: Manifest, problems: list[str], command: str, fingerprints=None) -> DrillReport:
-    """The backup could not be restored or failed a check: journal it as verify would."""
+    """The backup could not be restored or failed a check: journal it as verify would, and as
+    failed by a drill, so that no automatic choice picks it again (invariant 11)."""
     repository.append(manifest.id, "deep_failed", {"by": command, "problems": problems, "fingerprints": fingerprints or {}})
+    repository.append(manifest.id, "failed", {"by": command, "problem": "drill: " + "; ".join(problems)})
     return report(manifest, problems=tuple(problems))
 
 

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, create_engine
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PreconditionFailed
 from game_core.schema_state import MIGRATE_HINT, current_revision
-from integrity.backups.catalog import BackupState, fold_journal, pin, resolve_backup
+from integrity.backups.catalog import SAFETY_LABEL_PREFIX, BackupState, fold_journal, is_safety, pin, resolve_backup, with_manifest_facts
 from integrity.backups.repository import BackupCorrupt, Manifest, Repository
 from integrity.backups.scratch import MAINTENANCE_DATABASE
 from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
@@ -208,13 +208,17 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     if relation == "older":
         warnings.append(f"the backup is at revision {manifest.revision}, behind this code's head {head}: after the restore, {MIGRATE_HINT}")
 
-    if (manifest.label or "").startswith(safety_label("")):
+    if is_safety(manifest):
         warnings.append(
             f"this is the safety backup a restore took ({manifest.label!r}): live's data as it was before that "
             "restore, damage included"
         )
-    state = fold_journal(repository.journal()).get(backup_id, BackupState())
+    state = with_manifest_facts(fold_journal(repository.journal()).get(backup_id, BackupState()), manifest)
     states = tuple(state.labels(now))
+    if state.suspect:
+        warnings.append("the backup is SUSPECT: " + "; ".join(state.suspect_reasons))
+    if state.failed:
+        warnings.append(f"a restore or drill of this backup FAILED verification ({'; '.join(state.problems) or 'see backup show'})")
     backup_violations: tuple[dict, ...] = ()
     live_violations = None
     if not state.deep_verified:
@@ -286,7 +290,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
 
 
 def safety_label(backup_id: str) -> str:
-    return f"safety before restore of {backup_id}"
+    return f"{SAFETY_LABEL_PREFIX}{backup_id}"
 
 
 @dataclass(frozen=True)
@@ -558,7 +562,7 @@ def apply_restore(
             phases.detail = engine_ops.staging_description
         try:
             crash_point("restore:staged")
-            with phases.phase("verify-staging"):
+            with phases.phase("verify-staging"), _journal_failure(repository, plan.backup_id, options.command, "restore"):
                 report = engine_ops.verify_staging(manifest)
                 outcome["staging_audit"] = "clean" if report.ok else "dirty"
                 outcome["staging_violations"] = _violations(report)
@@ -586,7 +590,7 @@ def apply_restore(
         crash_point("restore:swapped")
         error = None
         try:
-            with phases.phase("post-check"):
+            with phases.phase("post-check"), _journal_failure(repository, plan.backup_id, options.command, "restore post-check"):
                 outcome["post_check"] = _post_check(settings, target, manifest)
                 phases.detail = outcome["post_check"]
             crash_point("restore:checked")
@@ -666,6 +670,17 @@ def _salvage_failed(exc: Exception, outcome: dict) -> str:
     )
 
 
+@contextmanager
+def _journal_failure(repository: Repository, backup_id: str, command: str, what: str):
+    """A backup whose restored copy fails verification is journalled `failed`, so that no
+    automatic choice (`latest`, the drill) picks it again (invariant 11)."""
+    try:
+        yield
+    except VerificationFailed as exc:
+        repository.append(backup_id, "failed", {"problem": f"{what}: {exc}", "by": command})
+        raise
+
+
 def _salvage_detail(report) -> str:
     left = sum(item.rows for item in report.left_out)
     return f"re-applied {report.reapplied['players']:,} players, {report.reapplied['results']:,} results; left out {left:,}"
@@ -675,7 +690,7 @@ def _safety_backup(settings: Settings, repository: Repository, plan: RestorePlan
     from integrity.backups.create import create_backup
 
     try:
-        created = create_backup(settings, label=plan.safety_backup, command=options.command, locks_held=True)
+        created = create_backup(settings, label=plan.safety_backup, command=options.command, locks_held=True, purpose="safety")
     except Failure as exc:
         raise type(exc)(
             f"the safety backup of live failed, so nothing was restored: {exc} (to restore without one, losing "
