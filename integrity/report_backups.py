@@ -38,6 +38,11 @@ def render_created(result, console: Console) -> None:
     console.print(f"  {_megabytes(manifest.size)} ({_megabytes(manifest.files[0].raw_size)} raw), revision {manifest.revision}", highlight=False, markup=False)
     console.print(f"  rows: {rows}", highlight=False, markup=False)
     console.print(f"  {result.path}", highlight=False, markup=False)
+    for reason in result.suspect_reasons:
+        console.print(f"  SUSPECT: {reason}", highlight=False, markup=False)
+    if result.suspect_reasons:
+        console.print("  never chosen as `latest` nor counted for the RPO; see `integrity backup check` and runbooks/backup-failed.md",
+                      highlight=False, markup=False)
 
 
 def render_catalog(catalog, console: Console) -> None:
@@ -77,8 +82,13 @@ def render_detail(detail, console: Console) -> None:
                           ("corrupt", detail.state.corrupt_at), ("deep-failed", detail.state.deep_failed_at)):
         if moment:
             console.print(f"{label:<13} last at {moment}", highlight=False, markup=False)
+    for label, moment in (("failed", detail.state.failed_at),):
+        if moment:
+            console.print(f"{label:<13} first at {moment}", highlight=False, markup=False)
     for problem in detail.state.problems:
         console.print(f"problem   {problem}", highlight=False, markup=False)
+    for reason in detail.state.suspect_reasons:
+        console.print(f"suspect   {reason}", highlight=False, markup=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -99,7 +109,7 @@ def render_verify(report, console: Console) -> None:
     for column in ("backup", "quick", "deep", "audit", "seconds", "detail"):
         table.add_column(column, overflow="fold")
     for result in report.results:
-        detail = "; ".join(result.problems)
+        detail = "; ".join((*result.problems, *result.known_problems))
         if result.violations:
             detail = "; ".join(f"{v['rule']}: {v['failing_rows']} rows" for v in result.violations)
         elif result.fingerprints and not detail:

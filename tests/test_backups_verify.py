@@ -115,6 +115,25 @@ def test_verify_all_reports_the_damaged_one_and_passes_the_rest(two_backups):
     assert {r["backup_id"]: r["quick"] for r in document["result"]["results"]} == {older: "failed", newer: "ok"}
 
 
+@pytest.mark.parametrize("event, code, shown", [
+    ("deep_failed", 5, "DEEP-FAILED"), ("failed", 5, "FAILED by a restore or drill"), ("dirty", 3, "dirty"),
+])
+def test_verify_all_never_prints_a_bare_ok_beside_a_backup_known_to_be_bad(two_backups, event, code, shown):
+    """Issue 13.8: `backup verify --all` printed "ok" for deep-failed backups. Their bytes
+    are fine; the backup is not: the detail says why and the exit code counts it."""
+    env, older, newer = two_backups
+    env.repository().append(older, event, {"problem": "planted by the test", "by": "test"})
+    completed = env.invoke("backup", "verify", "--all")
+    assert completed.returncode == code, completed.output
+    (line,) = [line for line in completed.output.splitlines() if older in line]
+    assert shown in line and "planted by the test" in line or event == "dirty"
+    (clean_line,) = [line for line in completed.output.splitlines() if newer in line]
+    assert shown not in clean_line
+    document = env.invoke_json("backup", "verify", "--all")[1]
+    known = {r["backup_id"]: r["known_problems"] for r in document["result"]["results"]}
+    assert known[older][0].startswith(shown) and known[newer] == []
+
+
 @pytest.mark.postgres
 def test_quick_verify_catches_a_flipped_byte_in_a_postgresql_dump(tmp_path, pg_url):
     fill_database(pg_url, players=3, results_per_player=20)
