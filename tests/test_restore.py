@@ -8,6 +8,7 @@ ledger, consent without a terminal); in-process (CliRunner) for refusals.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import random
@@ -422,3 +423,43 @@ def test_postgresql_swap_keeps_settings_grants_and_owner_and_the_old_database(tm
     assert code == 0, salvage
     assert salvage["result"]["reapplied"] == {"players": 0, "results": 0}
     assert {(i["table"], i["reason"]): i["rows"] for i in salvage["result"]["left_out"]} == {("results", "changed"): 50}
+
+
+# ---------------------------------------------------------------- a dump that holds no data
+
+
+def _schema_only_pg_dump(tmp_path) -> dict[str, str]:
+    """A misconfigured job's PATH: a `pg_dump` first on it that adds --schema-only."""
+    from integrity.backups.pg_tools import find_tool
+
+    real = find_tool("pg_dump")
+    wrapper_dir = tmp_path / "misconfigured-bin"
+    wrapper_dir.mkdir()
+    wrapper = wrapper_dir / "pg_dump"
+    wrapper.write_text(f'#!/bin/sh\nexec "{real}" "$@" --schema-only\n')
+    wrapper.chmod(0o755)
+    return {"PATH": f"{wrapper_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.postgres
+def test_a_schema_only_dump_is_suspect_never_latest_and_its_dry_run_fails_it(tmp_path, pg_url, pg_admin, request):
+    """Issue 13.2: `restore latest` chose a schema-only dump (manifest claiming its rows,
+    0.0 MB of data), and its dry run said "after restore 6,909 rows" beside "brought back 0"."""
+    fill_database(pg_url, players=10, results_per_player=20)
+    request.addfinalizer(lambda: drop_restore_leftovers(pg_admin, sa.make_url(pg_url).database))
+    env = BackupEnv(tmp_path, pg_url)
+    good = env.create()
+    misconfigured = _schema_only_pg_dump(tmp_path)
+    completed = subprocess.run([*INTEGRITY, "--json", "backup", "create"], capture_output=True, text=True,
+                               env={**env.process_env(), **misconfigured})
+    assert completed.returncode == 3, completed.stderr
+    empty = json.loads(completed.stdout)["result"]["manifest"]
+    assert any("results: the backup holds no data" in reason for reason in empty["suspect_reasons"])
+
+    code, plan = env.invoke_json("restore", "latest", "--dry-run")
+    assert code == 0 and plan["result"]["backup_id"] == good
+
+    code, plan = env.invoke_json("restore", empty["id"], "--dry-run")
+    assert code == 5, plan
+    assert "does not hold what its manifest says" in plan["error"]
+    assert "failed" in env.journal_events(empty["id"])

@@ -276,7 +276,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         revision=relation,
         backup_identity=manifest.source_identity,
         live_identity=live.identity,
-        changes=_changes(manifest, live.statistics, _row_differences(settings, repository, manifest, target) if (row_diff and live.exists) else {}),
+        changes=_changes(manifest, live.statistics, _row_differences(settings, repository, manifest, target, options.command) if (row_diff and live.exists) else {}),
         backup_violations=backup_violations,
         live_violations=live_violations,
         safety_backup=safety_label(backup_id) if (options.safety_backup and live.exists) else None,
@@ -414,9 +414,13 @@ def _changes(manifest: Manifest, live: dict[str, dict], rows: dict) -> tuple[Tab
     return tuple(changes)
 
 
-def _row_differences(settings: Settings, repository: Repository, manifest: Manifest, target: DatabaseTarget) -> dict:
+def _row_differences(settings: Settings, repository: Repository, manifest: Manifest, target: DatabaseTarget,
+                     command: str) -> dict:
     """{table: TableDiff} of live against a scratch copy of the backup; a table whose
-    layout differs on one side (dropped, altered) is left to the counts."""
+    layout differs on one side (dropped, altered) is left to the counts. The copy is first
+    checked against its manifest, as the real restore's staging copy would be: a plan that
+    says "after restore N rows" must never stand beside a copy that holds none (a
+    schema-only dump), so such a backup fails here (exit 5) and is journalled failed."""
     from integrity.backups.scratch import open_copy, restored_copy
     from integrity.recovery import diff
 
@@ -429,6 +433,13 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
         backup_engine = open_copy(copy, conn_settings)
         live_engine = create_engine(target, read_only=True, settings=conn_settings)
         try:
+            with backup_engine.connect() as backup, _journal_failure(repository, manifest.id, command, "restore --dry-run"):
+                problems = compare_statistics(manifest.tables, table_statistics(backup))
+                if problems:
+                    raise StagingInvalid(
+                        f"the restored copy of backup {manifest.id} does not hold what its manifest says: "
+                        f"{'; '.join(problems[:5])}; it cannot be restored: choose another with `integrity backup list`"
+                    )
             with live_engine.connect() as live, backup_engine.connect() as backup:
                 if target.kind == POSTGRESQL:
                     live = live.execution_options(isolation_level="REPEATABLE READ")
