@@ -307,7 +307,8 @@ def test_a_dirty_backup_shows_its_violations_next_to_live_and_warns(sqlite_env):
     assert live["progress.level_matches_xp"] == 3
     assert any("DIRTY" in w for w in plan["warnings"])
     result = sqlite_env.invoke("restore", backup_id, "--yes")
-    assert result.returncode == 0, result.output
+    # Restored with consent, but live now fails its audits: exit 3, never 0 (issue 13.2).
+    assert result.returncode == 3, result.output
     assert "DIRTY" in result.stdout and "audit          dirty: progress.level_matches_xp" in result.stdout
 
 

@@ -487,7 +487,11 @@ class RestoreResult:
 
     @property
     def exit_code(self) -> int:
-        return int(ExitCode.VERIFICATION_FAILED) if self.error else 0
+        if self.error:
+            return int(ExitCode.VERIFICATION_FAILED)
+        # Restored, but what live holds now fails its audits (a dirty backup, restored with
+        # consent): a script and the on-call engineer must not read that as "all well".
+        return int(ExitCode.PROBLEMS_FOUND) if self.staging_audit == "dirty" else 0
 
     def summary(self) -> dict:
         summary = {
