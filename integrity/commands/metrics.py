@@ -9,8 +9,10 @@ import typer
 
 def metrics(ctx: typer.Context) -> None:
     """Print the Prometheus text (exposition format 0.0.4) of the current state: jobs' last
-    runs, newest good and deep-verified backups, audit rule failures, the last drill and
-    probe, the objectives. Every run also writes it to [metrics] path. Exit 0."""
+    runs and exit codes, newest restorable and deep-verified backups and how many are
+    suspect, deep-failed or failed, audit rule failures, the last drill's verdict and
+    prediction, the probe's figures and age, the schema verdict (unchecked, drift), the
+    objectives. Every run also writes it to [metrics] path. Exit 0."""
     from integrity.prometheus import metrics_report
 
     ctx.obj.emit(metrics_report(ctx.obj.settings, ctx.obj.ledger))
