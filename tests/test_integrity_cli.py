@@ -81,7 +81,8 @@ def assert_database_current(doc: dict) -> None:
     may report problems (3) but must not fail the run (4, 5) on a healthy database."""
     checks = checks_of(doc)
     assert checks["database"]["state"] == "ok"
-    assert checks["schema"] == {"name": "schema", "state": "ok", "detail": f"at head {HEAD}"}
+    assert checks["schema"] == {"name": "schema", "state": "ok",
+                                "detail": f"at head {HEAD}; columns match the model of {HEAD}, every revision checked on this store"}
     states = {check["state"] for check in checks.values()}
     assert states <= {"ok", "problem"}, checks
     assert doc["exit_code"] == next(code for state, code in WORST_FIRST if state in states)
@@ -318,7 +319,10 @@ def test_status_on_an_unknown_revision_is_exit_4(sqlite_url):
     engine.dispose()
     result = invoke("--database-url", sqlite_url, "status")
     assert result.exit_code == 4
-    assert the_error(result) == f"at unknown revision 0000_missing (this code's head is {HEAD}): check --database-url"
+    assert the_error(result) == (
+        f"at unknown revision 0000_missing (this code's head is {HEAD}): check --database-url; 0000_missing never "
+        "passed a dry run on this store (applied behind the tool's back?): see runbooks/schema-unchecked.md"
+    )
 
 
 def test_status_on_an_empty_database_is_exit_4_naming_init(tmp_path):
