@@ -27,7 +27,7 @@ The SQL engine imports neither pandas nor pandera (a test runs it in a fresh int
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -69,6 +69,7 @@ def run_audits(
     sample_limit: int = 5,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     now: datetime | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
 ) -> AuditReport:
     """Run the audits (the whole catalogue, or `rules`, narrowed to `tables`) and report
     every rule's outcome.
@@ -78,6 +79,7 @@ def run_audits(
     rows with a higher id, and the cross-table rules at the new results and the players
     they touch (the rows of progress and personal_bests row rules are always all read). `now` is when "the
     future" starts for timestamp rules (naive means UTC; default the current UTC time).
+    `on_progress(done, total)` is told how many of the rules that run are done (a progress bar).
     Failing counts are exact; `sample_limit` only bounds the samples taken per rule.
     Unknown rules or tables raise UnknownRule / UnknownTable, impossible options
     InvalidInput (all exit 2).
@@ -100,6 +102,12 @@ def run_audits(
     skipped = {rule.id: _skip_reason(rule, layout, drift) for rule in selected}
     runnable = [rule for rule in selected if not skipped[rule.id]]
 
+    def done() -> None:
+        if on_progress is not None:
+            on_progress(len(outcomes), len(runnable))
+
+    done()
+
     # Row rules, per table.
     row_rules: dict[str, list[RowRule]] = {}
     for rule in runnable:
@@ -114,10 +122,12 @@ def run_audits(
             )
         else:
             outcomes.update(_sql_row_findings(connection, table_name, table_rules, context, after, sample_limit, present))
+        done()
 
     cross = [rule for rule in runnable if isinstance(rule, CrossRule)]
     if cross:
         outcomes.update(_cross_findings(connection, cross, context, sample_limit))
+        done()
     for rule in runnable:
         if isinstance(rule, QueryRule):
             outcomes[rule.id] = _query_rule_finding(connection, rule, context, sample_limit)
@@ -125,6 +135,7 @@ def run_audits(
             outcomes[rule.id] = _schema_finding(rule, drift[rule.table], connection.dialect.name, sample_limit)
         elif not isinstance(rule, (RowRule, CrossRule)):
             raise TypeError(f"rule {rule.id} is of no kind the engines can run")
+        done()
 
     findings: list[Finding] = []
     explained: set[str] = {rule.id for rule in selected}

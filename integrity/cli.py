@@ -9,6 +9,7 @@ Exceptions become one `Error:` line and the documented exit code in one place:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -125,7 +126,7 @@ def main_callback(
         typer.Option("--database-url", envvar="INTEGRITY_DATABASE_URL", help="The guarded database (default: [database] url, GAME_DATABASE_URL, else the embedded database)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, also on failure.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when the run succeeds (no report, notes or progress bars); a failure still prints its report and the Error: line. --json still prints its document.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks of bugs.")] = False,
     no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; refuse what needs consent unless --yes.")] = False,
 ) -> None:
@@ -209,7 +210,17 @@ app.command("metrics")(metrics)
 
 
 def main() -> None:
-    app()
+    from integrity.runtime import guard_standard_streams
+
+    # `integrity ... | head -1`: a reader that leaves early must not turn a finished
+    # operation into exit 1 (rich's own handler) or a traceback at exit.
+    saved = sys.stdout, sys.stderr
+    guard_standard_streams()
+    try:
+        app()
+    finally:
+        sys.stdout.flush()
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":

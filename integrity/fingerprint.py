@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from integrity.progress import NO_PROGRESS, Reporter, Task
+
 BATCH = 10_000
 
 
@@ -31,11 +33,16 @@ class TableFingerprint:
         return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
 
 
-def table_fingerprint(connection: Connection, table: str) -> TableFingerprint:
+def table_fingerprint(connection: Connection, table: str, task: Task | None = None) -> TableFingerprint:
+    """`task` advances by the rows read (SQLite, batch by batch; PostgreSQL, the table's
+    rows once the server has hashed them all)."""
     inspector = sa.inspect(connection)
     columns = [column["name"] for column in inspector.get_columns(table)]
     if connection.dialect.name == "postgresql":
-        return _postgres_fingerprint(connection, table, columns)
+        fingerprint = _postgres_fingerprint(connection, table, columns)
+        if task is not None:
+            task.advance(fingerprint.rows)
+        return fingerprint
     key = inspector.get_pk_constraint(table).get("constrained_columns") or columns
     quoted = ", ".join(f'"{name}"' for name in columns)
     order = ", ".join(f'"{name}"' for name in key)
@@ -50,6 +57,8 @@ def table_fingerprint(connection: Connection, table: str) -> TableFingerprint:
         while partition := cursor.fetchmany(BATCH):
             digest.update(repr(partition).encode())
             rows += len(partition)
+            if task is not None:
+                task.advance(len(partition))
     finally:
         cursor.close()
     return TableFingerprint(table=table, rows=rows, digest=digest.hexdigest(), seconds=time.perf_counter() - started)
@@ -70,7 +79,22 @@ def _postgres_fingerprint(connection: Connection, table: str, columns: list[str]
     return TableFingerprint(table=table, rows=int(rows), digest=digest.hexdigest(), seconds=time.perf_counter() - started)
 
 
-def database_fingerprints(connection: Connection, tables: list[str] | None = None) -> dict[str, TableFingerprint]:
+def database_fingerprints(
+    connection: Connection,
+    tables: list[str] | None = None,
+    *,
+    progress: Reporter = NO_PROGRESS,
+    expected_rows: dict[str, int] | None = None,
+    what: str = "fingerprinting",
+) -> dict[str, TableFingerprint]:
+    """Every table's fingerprint (or `tables`'). `expected_rows` (a manifest's counts)
+    gives the progress bar its total, hence an ETA; without it the bar counts rows."""
     present = sa.inspect(connection).get_table_names()
     names = [name for name in (tables or sorted(present)) if name in present]
-    return {name: table_fingerprint(connection, name) for name in names}
+    total = sum(expected_rows.get(name, 0) for name in names) if expected_rows else None
+    prints = {}
+    with progress.task(what, total=total, unit="rows") as task:
+        for name in names:
+            task.describe(f"{what} {name}")
+            prints[name] = table_fingerprint(connection, name, task)
+    return prints

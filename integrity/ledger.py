@@ -5,6 +5,12 @@ directory (SQLite) or in `[state] ledger_url` (PostgreSQL, shared by several hos
 Its layout is versioned in `ledger_meta`; changes are additive steps in `_UPGRADES`,
 so a newer tool upgrades an older ledger in place and an older tool can still write a
 newer one (it warns, and ignores the columns it does not know).
+
+A run is `running` while its process lives. A process killed (SIGKILL, the OOM killer, a
+host that went down) cannot record its end, so every open of the ledger looks at the
+`running` rows and marks those whose process is gone `killed` (`reap_killed`): the same
+host checks the pid (and the process's start time, so a reused pid does not pass for it);
+on a PostgreSQL ledger any host checks the advisory lock the run holds while it lives.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,9 @@ from integrity.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-LEDGER_SCHEMA_VERSION = 4
+LEDGER_SCHEMA_VERSION = 5
 RUNNING = "running"
+KILLED = "killed"
 
 _metadata = sa.MetaData()
 ledger_meta = sa.Table(
@@ -37,24 +44,37 @@ ledger_meta = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+
+def _run_columns_v1() -> list[sa.Column]:
+    return [
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("command", sa.String(128), nullable=False, index=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("exit_code", sa.Integer),
+        sa.Column("summary", sa.Text, nullable=False, default="{}"),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("tool_version", sa.String(32), nullable=False),
+    ]
+
+
+# `runs` as layout 1 created it, frozen: later layouts add to it only through their step.
+_runs_v1 = sa.Table("runs", sa.MetaData(), *_run_columns_v1())
 runs = sa.Table(
     "runs",
     _metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("command", sa.String(128), nullable=False, index=True),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("exit_code", sa.Integer),
-    sa.Column("summary", sa.Text, nullable=False, default="{}"),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("tool_version", sa.String(32), nullable=False),
+    *_run_columns_v1(),
+    # Layout 5 (see _create_v5).
+    sa.Column("process", sa.String(96)),
+    sa.Column("run_lock", sa.BigInteger),
 )
 
 
 def _create_v1(connection: sa.Connection) -> None:
-    _metadata.create_all(connection, tables=[runs])
+    _runs_v1.metadata.create_all(connection, tables=[_runs_v1])
 
 
 # Layout 2: audit history (integrity.audit_history reads and writes it). One row per
@@ -166,8 +186,27 @@ def _create_v4(connection: sa.Connection) -> None:
     _metadata.create_all(connection, tables=[migration_dry_runs])
 
 
+# Layout 5: how the next run tells a killed run from a running one. `process` is
+# "<boot id>:<start time in clock ticks>" of the run's process on Linux (NULL elsewhere):
+# with the pid and host it names one process, so neither a pid reused after the run died
+# nor a reboot passes for it. `run_lock` is the second key of the session advisory lock
+# (RUN_LOCK_CLASS, run_lock) the run holds in a PostgreSQL ledger while it lives (NULL on
+# SQLite): free means its process is gone, which any scheduler host can test. The partial
+# index keeps the check of `running` rows at every open cheap on a ledger of years.
+def _create_v5(connection: sa.Connection) -> None:
+    present = {column["name"] for column in sa.inspect(connection).get_columns("runs")}
+    for name, sql_type in (("process", "VARCHAR(96)"), ("run_lock", "BIGINT")):
+        if name not in present:  # a concurrent upgrade on PostgreSQL may have added it
+            connection.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"))
+    connection.execute(sa.text(f"CREATE INDEX IF NOT EXISTS runs_running ON runs (id) WHERE outcome = '{RUNNING}'"))
+
+
 # Each step takes the ledger from version N-1 to N; only ever append.
-_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4}
+_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5}
+
+# The first key of the two-key advisory lock a run holds in a PostgreSQL ledger ("LEDG");
+# scratch claims use another class (integrity.backups.scratch_claims.CLAIM_LOCK_CLASS).
+RUN_LOCK_CLASS = 0x4C454447
 
 
 @dataclass(frozen=True)
@@ -182,10 +221,42 @@ class RunRecord:
     host: str
     pid: int
     tool_version: str
+    process: str | None = None
+    run_lock: int | None = None
 
     @property
     def duration_seconds(self) -> float | None:
         return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+def process_token(pid: int) -> str | None:
+    """'<boot id>:<start time>' of a live process (Linux), else None: with the pid and the
+    host it names exactly one process, across pid reuse and reboots. A zombie (killed, not
+    yet reaped by its parent) has no token: it is gone."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command name, may hold spaces and ')': count the fields after its end.
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return f"{boot}:{fields[19]}"  # field 22, starttime, in clock ticks since boot
+
+
+def process_gone(pid: int, token: str | None) -> bool:
+    """Whether the process that recorded (pid, token) on this host has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, and another user's: still compare its start time
+    if token is None:
+        return False  # recorded where /proc was not readable: a live pid is all we know
+    current = process_token(pid)
+    return current != token and (current is not None or Path("/proc/self/stat").exists())
 
 
 def outcome_for(exit_code: int) -> str:
@@ -206,6 +277,8 @@ class Ledger:
     def __init__(self, engine: Engine, location: str):
         self.engine = engine
         self.location = location
+        # The connection holding this process's run lock (a PostgreSQL ledger), by run id.
+        self._run_locks: dict[str, sa.Connection] = {}
 
     @classmethod
     def open(cls, state_dir: Path, ledger_url: str = "") -> "Ledger":
@@ -236,10 +309,17 @@ class Ledger:
             raise LedgerUnavailable(f"cannot open the ledger: {cause}; check {setting}") from None
         ledger = cls(engine, location)
         ledger._upgrade()
+        ledger.reap_killed()
         return ledger
 
     def close(self) -> None:
+        for run_id in list(self._run_locks):
+            self._release_run_lock(run_id)
         self.engine.dispose()
+
+    @property
+    def _postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     def _upgrade(self) -> None:
         try:
@@ -277,33 +357,122 @@ class Ledger:
 
     def start(self, command: str) -> str:
         run_id = uuid.uuid4().hex
-        with self.engine.begin() as connection:
-            connection.execute(
-                runs.insert().values(
-                    id=run_id,
-                    command=command,
-                    started_at=utc_now(),
-                    outcome=RUNNING,
-                    summary="{}",
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    tool_version=__version__,
+        run_lock = self._take_run_lock(run_id) if self._postgres else None  # before the row exists
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    runs.insert().values(
+                        id=run_id,
+                        command=command,
+                        started_at=utc_now(),
+                        outcome=RUNNING,
+                        summary="{}",
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        tool_version=__version__,
+                        process=process_token(os.getpid()),
+                        run_lock=run_lock,
+                    )
                 )
-            )
+        except BaseException:
+            self._release_run_lock(run_id)
+            raise
         return run_id
 
     def finish(self, run_id: str, exit_code: int, summary: dict[str, Any] | None = None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(
-                    finished_at=utc_now(),
-                    exit_code=int(exit_code),
-                    outcome=outcome_for(int(exit_code)),
-                    summary=json.dumps(summary or {}, default=str, sort_keys=True),
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(
+                        finished_at=utc_now(),
+                        exit_code=int(exit_code),
+                        outcome=outcome_for(int(exit_code)),
+                        summary=json.dumps(summary or {}, default=str, sort_keys=True),
+                    )
                 )
-            )
+        finally:
+            # Only after the outcome is written: a free lock with a `running` row means killed.
+            self._release_run_lock(run_id)
+
+    def reap_killed(self) -> list[RunRecord]:
+        """Mark `killed` every `running` run whose process is gone; return them as marked.
+
+        Same host: the pid no longer names the process that started the run (see
+        `process_gone`). Any host, on a PostgreSQL ledger: the run's advisory lock is free.
+        A run of another host on a SQLite ledger cannot be judged and stays `running` (a
+        SQLite ledger belongs to one host; several hosts share a PostgreSQL one). The
+        update only touches rows still `running`, so a run that finished meanwhile keeps
+        its real outcome."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(runs).where(runs.c.outcome == RUNNING)).mappings().all()
+        if not rows:
+            return []
+        host = socket.gethostname()
+        gone = [self._record(row) for row in rows if self._run_gone(row, host)]
+        marked = []
+        now = utc_now()
+        for run in gone:
+            where = f"pid {run.pid} on {run.host}"
+            summary = {
+                **run.summary,
+                "error": f"the run's process ({where}) ended without recording an outcome: killed, or its host "
+                f"went down; found at {now.isoformat(timespec='seconds')} by pid {os.getpid()} on {host}",
+            }
+            with self.engine.begin() as connection:
+                updated = connection.execute(
+                    runs.update()
+                    .where(runs.c.id == run.id, runs.c.outcome == RUNNING)
+                    .values(outcome=KILLED, summary=json.dumps(summary, default=str, sort_keys=True))
+                ).rowcount
+            if updated:
+                marked.append(replace(run, outcome=KILLED, summary=summary))
+                log.warning("run %s (%s, started %s, %s) was killed before it finished; marked killed",
+                            run.id, run.command, run.started_at.isoformat(timespec="seconds"), where)
+        return marked
+
+    def _run_gone(self, row, host: str) -> bool:
+        if row["host"] == host:
+            return process_gone(row["pid"], row.get("process"))
+        if row.get("run_lock") is None or not self._postgres:
+            return False
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            key = {"c": RUN_LOCK_CLASS, "k": row["run_lock"]}
+            if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:c, :k)"), key).scalar():
+                return False
+            connection.execute(sa.text("SELECT pg_advisory_unlock(:c, :k)"), key)
+            return True
+
+    def _take_run_lock(self, run_id: str) -> int:
+        """A session advisory lock held on a connection of its own until the run ends: the
+        server frees it when the process dies (its socket closes), which is how another
+        host knows. Server-side keepalives make a host that vanished count as dead within
+        about a minute instead of the kernel's default two hours."""
+        key = int(run_id[:8], 16) - (1 << 31)  # the second key is a signed 32-bit integer
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            for setting in ("tcp_keepalives_idle = 30", "tcp_keepalives_interval = 10", "tcp_keepalives_count = 3"):
+                connection.execute(sa.text(f"SET {setting}"))
+            connection.execute(sa.text("SELECT pg_advisory_lock(:c, :k)"), {"c": RUN_LOCK_CLASS, "k": key})
+        except BaseException:
+            connection.close()
+            raise
+        self._run_locks[run_id] = connection
+        return key
+
+    def _release_run_lock(self, run_id: str) -> None:
+        connection = self._run_locks.pop(run_id, None)
+        if connection is None:
+            return
+        try:
+            # Closing the DBAPI connection ends the session, and the lock with it; a plain
+            # close() would hand the session, lock held, back to the pool.
+            connection.invalidate()
+            connection.close()
+        except sa.exc.DBAPIError as exc:
+            log.debug("closing the run lock connection of %s: %s", run_id, exc)
 
     def runs(self, *, kind: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Newest first; `kind` matches a command or a command group ('backup')."""
@@ -335,4 +504,6 @@ class Ledger:
             host=row["host"],
             pid=row["pid"],
             tool_version=row["tool_version"],
+            process=row.get("process"),
+            run_lock=row.get("run_lock"),
         )

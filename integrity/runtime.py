@@ -1,12 +1,19 @@
 """The environment a command runs in (httpie's pattern): output mode, consoles,
 resolved settings and the ledger run, handed to commands as `ctx.obj`.
 
-Data goes to stdout; the resolved paths, warnings and errors to stderr. With `--json`
-stdout carries exactly one JSON document, also on failure.
+Data goes to stdout; the resolved paths, warnings, progress bars and errors to stderr.
+With `--json` stdout carries exactly one JSON document, also on failure. With `-q` a run
+that succeeds prints nothing at all (cron mails only when something is wrong); a run that
+fails still prints its report and its `Error:` line, and `--json` still its document.
+
+A reader that goes away (`integrity backup create | head -1`) never changes a run's
+outcome: `ReaderSafeStream` swallows the broken pipe, so the operation finishes, the ledger
+records what really happened and the exit code is the operation's.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -21,6 +28,79 @@ from game_core.errors import ExitCode
 log = logging.getLogger("integrity")
 # Piped output is for scripts and log files: never cut an id to fit 80 columns.
 PIPE_WIDTH = 200
+
+
+class ReaderSafeStream(io.TextIOBase):
+    """A standard stream whose reader may go away. On the first broken pipe (EPIPE) the
+    file descriptor is pointed at /dev/null, so later writes, the children that inherited
+    it and the interpreter's final flush all succeed quietly, and `reader_gone` says
+    what happened; nothing is raised into the operation. Each write is flushed at once:
+    a pipe that breaks shows here, not in a flush at exit after the outcome is recorded."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except BrokenPipeError:
+                self._abandon()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        self.reader_gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass  # no descriptor of its own (a test's stream): nothing more to quiet
+
+    def isatty(self) -> bool:
+        return not self.reader_gone and self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    @property
+    def errors(self):
+        return self.stream.errors
+
+    @property
+    def buffer(self):
+        return self.stream.buffer
+
+
+def guard_standard_streams() -> tuple[ReaderSafeStream, ReaderSafeStream]:
+    """Put reader-safe wrappers over sys.stdout and sys.stderr (the program's edge)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, ReaderSafeStream):
+            setattr(sys, name, ReaderSafeStream(stream))
+    return sys.stdout, sys.stderr
+
+
+def _reader_gone(stream) -> bool:
+    return bool(getattr(stream, "reader_gone", False))
 
 
 def _console(stream) -> Console:
@@ -43,6 +123,22 @@ class Runtime:
     ledger: Any = None  # integrity.ledger.Ledger, once opened
     run_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    _progress: Any = None
+
+    def __post_init__(self) -> None:
+        # -q: nothing on stderr but errors, whoever prints (commands print phase notes here).
+        self.stderr.quiet = self.quiet
+
+    @property
+    def progress(self):
+        """The progress reporter the commands hand to the library: bars on a terminal's
+        stderr, nothing otherwise, under -q, or for scheduled jobs (built on first use, so
+        `--help` loads none of rich's progress machinery)."""
+        if self._progress is None:
+            from integrity.progress import reporter_for
+
+            self._progress = reporter_for(sys.stderr, quiet=self.quiet)
+        return self._progress
 
     def configure_logging(self) -> None:
         level = logging.WARNING if not self.verbose else logging.DEBUG
@@ -86,6 +182,8 @@ class Runtime:
         summary = dict(self.summary)
         if error:
             summary["error"] = error
+        if _reader_gone(sys.stdout):
+            summary["stdout_closed"] = True  # why whoever ran it saw less than the whole report
         try:
             self.ledger.finish(self.run_id, exit_code, summary)
         except Exception as exc:  # the run already happened; losing its record must not hide its result
@@ -124,11 +222,11 @@ class Runtime:
             self.summary["error"] = error
         if self.json_output:
             print(json_document(command=self.command, exit_code=exit_code, context=self.context(), result=result, error=error))
-        else:
+        elif exit_code or not self.quiet:  # -q: a success prints nothing; a failure its report
             register_renderers()
             render_text(result, self.stdout)
             if error:
-                self.stderr.print(f"Error: {error}", markup=False, highlight=False)
+                self.error_line(error)
         if exit_code:
             import typer
 
@@ -140,7 +238,11 @@ class Runtime:
 
             print(json_document(command=self.command, exit_code=exit_code, context=self.context(), error=message))
         else:
-            self.stderr.print(f"Error: {message}", markup=False, highlight=False)
+            self.error_line(message)
+
+    def error_line(self, message: str) -> None:
+        # Not through self.stderr, which -q silences: errors always reach stderr.
+        Console(file=sys.stderr, soft_wrap=True).print(f"Error: {message}", markup=False, highlight=False)
 
     def bug(self, exc: BaseException) -> str:
         message = f"unexpected error (a bug): {type(exc).__name__}: {exc}; run again with -v for the traceback"

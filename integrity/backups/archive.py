@@ -33,15 +33,18 @@ class ArchiveDigest:
 
 
 class _HashingReader:
-    def __init__(self, source: BinaryIO):
+    def __init__(self, source: BinaryIO, advance: Callable[[int], object] | None = None):
         self.source = source
         self.digest = hashlib.sha256()
         self.size = 0
+        self.advance = advance
 
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size)
         self.digest.update(data)
         self.size += len(data)
+        if self.advance is not None:
+            self.advance(len(data))
         return data
 
 
@@ -107,10 +110,12 @@ class _ChunkConsumer:
             self.pool.shutdown(wait=True)
 
 
-def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = 0) -> ArchiveDigest:
-    """Compress `source` to its end into `destination` (created, fsynced)."""
+def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = 0,
+                    advance: Callable[[int], object] | None = None) -> ArchiveDigest:
+    """Compress `source` to its end into `destination` (created, fsynced); `advance` is
+    told each raw byte count read (a progress bar)."""
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-    reader = _HashingReader(source)
+    reader = _HashingReader(source, advance)
     with destination.open("xb") as handle:
         writer = _HashingWriter(handle)
         compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
@@ -119,17 +124,19 @@ def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads:
     return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, reader.digest.hexdigest())
 
 
-def check_archive(path: Path, entry: FileEntry, *, backup_id: str) -> None:
-    """Quick verification of one file: size, SHA-256 of its bytes, decompression to the end."""
-    _stream(path, entry, backup_id=backup_id, sink=None, check_raw=False)
+def check_archive(path: Path, entry: FileEntry, *, backup_id: str, advance: Callable[[int], object] | None = None) -> None:
+    """Quick verification of one file: size, SHA-256 of its bytes, decompression to the end.
+    `advance` is told each compressed byte count read (a progress bar)."""
+    _stream(path, entry, backup_id=backup_id, sink=None, check_raw=False, advance=advance)
 
 
-def decompress_to(path: Path, entry: FileEntry, sink: Callable[[bytes], object], *, backup_id: str) -> None:
+def decompress_to(path: Path, entry: FileEntry, sink: Callable[[bytes], object], *, backup_id: str,
+                  advance: Callable[[int], object] | None = None) -> None:
     """Restore a file's raw bytes into `sink`, checking both hashes (raise BackupCorrupt)."""
-    _stream(path, entry, backup_id=backup_id, sink=sink, check_raw=True)
+    _stream(path, entry, backup_id=backup_id, sink=sink, check_raw=True, advance=advance)
 
 
-def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bool) -> None:
+def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bool, advance=None) -> None:
     where = f"backup {backup_id}: {entry.name}"
     try:
         actual_size = path.stat().st_size
@@ -148,6 +155,8 @@ def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bo
                     output = decompressor.decompress(chunk)
                     raw_size += len(output)
                     consumer.put(chunk, output)
+                    if advance is not None:
+                        advance(len(chunk))
                 tail = decompressor.flush()
                 raw_size += len(tail)
                 consumer.put(b"", tail)

@@ -25,6 +25,7 @@ from integrity.backups.pg_tools import libpq_environment, require_tool, server_m
 from integrity.backups.repository import Manifest, Repository
 from integrity.backups.scratch_claims import SCRATCH_PREFIX, claimed_path, scratch_databases
 from integrity.errors import VerificationFailed
+from integrity.progress import NO_PROGRESS, Reporter
 
 MAINTENANCE_DATABASE = "postgres"
 
@@ -47,21 +48,23 @@ def restored_copy(
     source: DatabaseTarget,
     scratch_dir: Path,
     settings: ConnectionSettings,
+    progress: Reporter = NO_PROGRESS,
 ) -> Iterator[ScratchCopy]:
     if manifest.engine == POSTGRESQL:
-        with _postgres_copy(repository, manifest, source=source, settings=settings) as copy:
+        with _postgres_copy(repository, manifest, source=source, settings=settings, progress=progress) as copy:
             yield copy
     else:
-        with _sqlite_copy(repository, manifest, scratch_dir=scratch_dir) as copy:
+        with _sqlite_copy(repository, manifest, scratch_dir=scratch_dir, progress=progress) as copy:
             yield copy
 
 
 @contextmanager
-def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path) -> Iterator[ScratchCopy]:
+def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
     entry = manifest.files[0]
     with claimed_path(scratch_dir, f"{manifest.id}-{secrets.token_hex(4)}.db") as path:
-        with path.open("xb") as handle:
-            decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id)
+        with path.open("xb") as handle, progress.task(f"restoring {manifest.id}", total=entry.size, unit="bytes") as task:
+            decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id,
+                          advance=task.advance)
         yield ScratchCopy(parse_database_url(str(path)), str(path))
 
 
@@ -71,7 +74,8 @@ def maintenance_engine(source: DatabaseTarget):
 
 
 @contextmanager
-def _postgres_copy(repository: Repository, manifest: Manifest, *, source: DatabaseTarget, settings: ConnectionSettings) -> Iterator[ScratchCopy]:
+def _postgres_copy(repository: Repository, manifest: Manifest, *, source: DatabaseTarget, settings: ConnectionSettings,
+                   progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
     name = f"{SCRATCH_PREFIX}{manifest.id[:15].lower()}_{secrets.token_hex(3)}"
     admin = maintenance_engine(source)
     try:
@@ -81,13 +85,14 @@ def _postgres_copy(repository: Repository, manifest: Manifest, *, source: Databa
             databases.create(name)
             tool = require_tool("pg_restore", major)
             scratch = DatabaseTarget(source.url.set(database=name))
-            pg_restore_into(tool.path, repository, manifest, scratch)
+            pg_restore_into(tool.path, repository, manifest, scratch, progress=progress)
             yield ScratchCopy(scratch, f"scratch database {name}")
     finally:
         admin.dispose()
 
 
-def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget) -> None:
+def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget,
+                    progress: Reporter = NO_PROGRESS) -> None:
     """Fill the empty database `scratch` from the backup, decompressed on the way into
     pg_restore (no owners or privileges: the target's roles may not exist)."""
     entry = manifest.files[0]
@@ -101,7 +106,9 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
             env=libpq_environment(scratch.url),
         )
         try:
-            decompress_to(repository.path_of(manifest.id) / entry.name, entry, process.stdin.write, backup_id=manifest.id)
+            with progress.task(f"restoring {manifest.id} (pg_restore)", total=entry.size, unit="bytes") as task:
+                decompress_to(repository.path_of(manifest.id) / entry.name, entry, process.stdin.write,
+                              backup_id=manifest.id, advance=task.advance)
         except BrokenPipeError:
             pass  # pg_restore stopped reading: its exit status below says why
         finally:

@@ -16,7 +16,7 @@ Every outcome goes to the repository journal; the ledger gets the summary.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
@@ -28,6 +28,7 @@ from integrity.backups.scratch import open_copy, restored_copy
 from integrity.backups.statistics import compare_statistics, table_statistics
 from integrity.database import connection_settings, target_of
 from integrity.fingerprint import database_fingerprints
+from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
 
@@ -41,12 +42,18 @@ class BackupVerification:
     violations: tuple[dict, ...] = ()
     fingerprints: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    # What the journal and manifest already say against it (DEEP-FAILED, FAILED, SUSPECT,
+    # dirty): a quick verify that passes proves the bytes, not that the backup is usable,
+    # so `verify --all` must never print a bare "ok" beside a backup known to be bad.
+    known_problems: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
         if self.quick == "failed" or self.deep == "failed":
             return ExitCode.VERIFICATION_FAILED
-        if self.audit == "dirty":
+        if self.deep is None and any(p.startswith(("DEEP-FAILED", "FAILED")) for p in self.known_problems):
+            return ExitCode.VERIFICATION_FAILED
+        if self.audit == "dirty" or (self.deep is None and self.known_problems):
             return ExitCode.PROBLEMS_FOUND
         return ExitCode.OK
 
@@ -89,38 +96,67 @@ def verify_backups(
     deep: bool = False,
     command: str = "backup verify",
     lock_wait: float = 0,
+    progress: Reporter = NO_PROGRESS,
 ) -> VerifyReport:
     repository = Repository(settings.backups.repository)
     repository.require_exists()
     results = []
     for chosen in select_backups(repository, backup_id=backup_id, latest=latest, all_=all_):
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
-            results.append(verify_one(settings, repository, chosen, deep=deep, command=command))
+            results.append(verify_one(settings, repository, chosen, deep=deep, command=command, progress=progress))
+    known = known_problems(repository)
+    results = [replace(result, known_problems=tuple(
+        problem for problem in known.get(result.backup_id, ())
+        if result.deep is None or not problem.startswith(("DEEP-FAILED", "dirty"))  # this run's own verdict says it
+    )) for result in results]
     return VerifyReport(repository=str(repository.root), deep=deep, results=tuple(results))
 
 
-def quick_verify(repository: Repository, backup_id: str) -> Manifest:
+def known_problems(repository: Repository) -> dict[str, tuple[str, ...]]:
+    """Per backup, the states that make it unusable whatever its bytes say, with why."""
+    from integrity.backups.catalog import read_catalog
+
+    found: dict[str, tuple[str, ...]] = {}
+    for backup in read_catalog(repository).backups:
+        state, problems = backup.state, []
+        if state.deep_failed:
+            problems.append("DEEP-FAILED: " + ("; ".join(state.problems) or "see `integrity backup show`"))
+        if state.failed:
+            problems.append("FAILED by a restore or drill: " + ("; ".join(state.problems) or "see `integrity backup show`"))
+        if state.suspect:
+            problems.append("SUSPECT: " + "; ".join(state.suspect_reasons))
+        if state.audit == "dirty":
+            problems.append("dirty: its last audit found violations")
+        if problems:
+            found[backup.id] = tuple(problems)
+    return found
+
+
+def quick_verify(repository: Repository, backup_id: str, progress: Reporter = NO_PROGRESS) -> Manifest:
     """Raise BackupCorrupt unless the manifest and every file match their hashes."""
     manifest = repository.read_manifest(backup_id)
-    for entry in manifest.files:
-        check_archive(repository.path_of(backup_id) / entry.name, entry, backup_id=backup_id)
+    with progress.task(f"hashing {backup_id}", total=sum(e.size for e in manifest.files), unit="bytes") as task:
+        for entry in manifest.files:
+            check_archive(repository.path_of(backup_id) / entry.name, entry, backup_id=backup_id, advance=task.advance)
     return manifest
 
 
-def verify_one(settings: Settings, repository: Repository, backup_id: str, *, deep: bool, command: str) -> BackupVerification:
+def verify_one(settings: Settings, repository: Repository, backup_id: str, *, deep: bool, command: str,
+               progress: Reporter = NO_PROGRESS) -> BackupVerification:
     started = time.perf_counter()
     try:
-        manifest = quick_verify(repository, backup_id)
+        manifest = quick_verify(repository, backup_id, progress)
     except BackupCorrupt as exc:
         repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
         return BackupVerification(backup_id, quick="failed", problems=(str(exc),), seconds=time.perf_counter() - started)
     repository.append(backup_id, "intact", {"by": command})
     if not deep:
         return BackupVerification(backup_id, quick="ok", seconds=time.perf_counter() - started)
-    return _deep_verify(settings, repository, manifest, command=command, started=started)
+    return _deep_verify(settings, repository, manifest, command=command, started=started, progress=progress)
 
 
-def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest, *, command: str, started: float) -> BackupVerification:
+def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest, *, command: str, started: float,
+                 progress: Reporter = NO_PROGRESS) -> BackupVerification:
     target = target_of(settings)
     if manifest.engine != target.kind:
         # Not the backup's fault: there is nowhere to restore it. Say so; journal nothing.
@@ -137,15 +173,16 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     try:
         with restored_copy(
             repository, manifest, source=target if manifest.engine != SQLITE else None,
-            scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
+            scratch_dir=settings.state.dir / "scratch", settings=conn_settings, progress=progress,
         ) as copy:
             engine = open_copy(copy, conn_settings)
             try:
                 with engine.connect() as connection:
-                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance)
+                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance,
+                                          progress=progress)
                     problems += checked.problems
                     fingerprints = checked.fingerprints
-                    audit, violations = audit_copy(connection)
+                    audit, violations = audit_copy(connection, progress)
             finally:
                 engine.dispose()
     except Failure as exc:
@@ -174,7 +211,7 @@ class DeepChecks:
 
 
 def deep_checks(connection, repository: Repository, manifest: Manifest, *, shrink_tolerance: float,
-                with_fingerprints: bool = True) -> DeepChecks:
+                with_fingerprints: bool = True, progress: Reporter = NO_PROGRESS) -> DeepChecks:
     """The deep checks on an opened copy of `manifest`'s backup: the engine's own check,
     counts and aggregates against the manifest, fingerprints (PostgreSQL's full read),
     drift against the previous backup. Shared by `backup verify --deep` and `drill`; a
@@ -191,17 +228,20 @@ def deep_checks(connection, repository: Repository, manifest: Manifest, *, shrin
             "rows_per_second": round(fingerprint.rows_per_second),
             "seconds": round(fingerprint.seconds, 4),
         }
-        for name, fingerprint in database_fingerprints(connection).items()
+        for name, fingerprint in database_fingerprints(
+            connection, progress=progress, expected_rows=manifest.row_counts(), what="fingerprinting the copy",
+        ).items()
     }
     problems += drift_problems(repository, manifest, shrink_tolerance)
     return DeepChecks(tuple(problems), fingerprints)
 
 
-def audit_copy(connection) -> tuple[str, tuple[dict, ...]]:
+def audit_copy(connection, progress: Reporter = NO_PROGRESS) -> tuple[str, tuple[dict, ...]]:
     """`checks.run_audits` on a restored copy: ("clean" or "dirty", the failing rules)."""
     import checks
 
-    report = checks.run_audits(connection)
+    with progress.task("auditing the copy", unit="rules") as task:
+        report = checks.run_audits(connection, on_progress=task.set)
     violations = tuple(
         {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
         for f in report.violations

@@ -24,7 +24,8 @@ def create(
     """Take a consistent online backup of the game database, verified before it is called done."""
     from integrity.backups.create import create_backup
 
-    ctx.obj.emit(create_backup(ctx.obj.settings, label=label, lock_wait=lock_wait, command=ctx.obj.command))
+    ctx.obj.emit(create_backup(ctx.obj.settings, label=label, lock_wait=lock_wait, command=ctx.obj.command,
+                               progress=ctx.obj.progress))
 
 
 @backup_app.command("list")
@@ -64,7 +65,7 @@ def verify(
         raise typer.BadParameter("give one of ID, --latest or --all")
     ctx.obj.emit(verify_backups(
         ctx.obj.settings, backup_id=backup_id, latest=latest, all_=all_, deep=deep,
-        command=ctx.obj.command, lock_wait=lock_wait,
+        command=ctx.obj.command, lock_wait=lock_wait, progress=ctx.obj.progress,
     ))
 
 

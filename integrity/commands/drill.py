@@ -27,4 +27,5 @@ def drill(
 
     ctx.obj.emit(run_drill(
         ctx.obj.settings, backup_id=backup_id, lock_wait=lock_wait, command=ctx.obj.command, ledger=ctx.obj.ledger,
+        progress=ctx.obj.progress,
     ))

@@ -78,6 +78,7 @@ def dry_run(
     report = run_dry_run(
         runtime.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
         keep_copy=keep_copy, sample_limit=limit, command=runtime.command, lock_wait=lock_wait,
+        progress=runtime.progress,
     )
     if report.data_pass and runtime.ledger is not None:
         from integrity.ledger import utc_now

@@ -26,6 +26,7 @@ from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.findings import Finding, Severity
 from integrity.migrate.rules import RULES
 from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, Phase, SourceChoice
+from integrity.progress import NO_PROGRESS, Reporter
 
 FAIL_ON = ("error", "warning")
 REPORT_VERSION = 1
@@ -126,6 +127,7 @@ def dry_run(
     sample_limit: int = 10,
     command: str = "migrate dry-run",
     lock_wait: float = 0,
+    progress: Reporter = NO_PROGRESS,
 ) -> DryRunReport:
     """Rehearse the revisions pending after the source's revision (up to `to`) on copies
     of `choice` (default: live on SQLite, the newest deep-verified backup on PostgreSQL)
@@ -157,10 +159,10 @@ def dry_run(
 
     with snapshot_copies(
         live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
-        keep_copy=keep_copy, restored_backup=_backup_restorer(settings, command, lock_wait),
+        keep_copy=keep_copy, restored_backup=_backup_restorer(settings, command, lock_wait, progress), progress=progress,
     ) as copies:
         phases.extend(copies.phases)
-        data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target)
+        data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target, progress)
         _check_source_unmoved(copies, start, conn_settings)
 
     from integrity.migrate.intent import apply_intent
@@ -355,7 +357,7 @@ def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTa
     return newest.id
 
 
-def _backup_restorer(settings, command: str, lock_wait: float):
+def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporter = NO_PROGRESS):
     """A context manager factory that restores the chosen backup into scratch, held
     against prune and hash-checked first (invariants 3 and 4), for the snapshot module."""
     from integrity.backups.repository import BackupCorrupt, Repository
@@ -369,12 +371,12 @@ def _backup_restorer(settings, command: str, lock_wait: float):
         live = target_of(settings)
         backup_id = _chosen_backup(settings, repository, requested, live, connection_settings(settings))
         with repository.reading(backup_id, command=command, wait_seconds=lock_wait):
-            verification = verify_one(settings, repository, backup_id, deep=False, command=command)
+            verification = verify_one(settings, repository, backup_id, deep=False, command=command, progress=progress)
             if verification.quick != "ok":
                 raise BackupCorrupt("; ".join(verification.problems) + "; it cannot be used for a dry run")
             manifest = repository.read_manifest(backup_id)
             with restored_copy(repository, manifest, source=live, scratch_dir=settings.state.dir / "scratch",
-                               settings=connection_settings(settings)) as copy:
+                               settings=connection_settings(settings), progress=progress) as copy:
                 yield backup_id, copy
 
     return restored
@@ -383,7 +385,8 @@ def _backup_restorer(settings, command: str, lock_wait: float):
 # ---------------------------------------------------------------- the data pass
 
 
-def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase], target: str) -> dict:
+def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase], target: str,
+               progress: Reporter = NO_PROGRESS) -> dict:
     from dataclasses import asdict
 
     from integrity.migrate.observe import capture_schema, schema_changes
@@ -397,12 +400,13 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         clock = time.perf_counter()
         with before_engine.connect() as connection:
             schema_before = capture_schema(connection)
-            audits_before = data_audit_failures(connection, now)
+            audits_before = data_audit_failures(connection, now, progress, "auditing the copy before")
         phases.append(Phase("before: schema and audits", time.perf_counter() - clock, copies.rows))
         before_prints = copies.fingerprints
 
         clock = time.perf_counter()
-        traces = _run(project, work_engine, pending, "upgrade", sample_limit)
+        with progress.task(f"migrating the work copy ({len(pending)} revision(s))", unit="revisions"):
+            traces = _run(project, work_engine, pending, "upgrade", sample_limit)
         phases.append(Phase("migration", time.perf_counter() - clock))
         for trace in traces:
             runs[trace.revision] = _with_trace(runs[trace.revision], trace)
@@ -422,19 +426,20 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         after_prints_of = fingerprints_beside(copies.work, conn_settings)
         with work_engine.connect() as connection:
             schema_after = capture_schema(connection)
-            audits_after = data_audit_failures(connection, now)
+            audits_after = data_audit_failures(connection, now, progress, "auditing the migrated copy")
         phases.append(Phase("after: schema and audits", time.perf_counter() - clock))
         out["audits"] = {"before": audits_before, "after": audits_after}
         findings.extend(_audit_findings(audits_before, audits_after, pending))
         clock = time.perf_counter()
-        after_prints = after_prints_of()
+        with progress.task("fingerprinting the migrated copy (beside)", unit="rows"):
+            after_prints = after_prints_of()
         phases.append(Phase("after: fingerprints (beside the audits)", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
         changes = schema_changes(schema_before, schema_after)
         out["schema_changes"] = [asdict(c) for c in changes]
 
         clock = time.perf_counter()
         changed_tables = _changed_tables(before_prints, after_prints)
-        diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit)
+        diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit, progress)
         findings.extend(_new_table_findings(changed_tables, schema_before, after_prints, pending, lint))
         phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
         clock = time.perf_counter()
@@ -446,8 +451,9 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
 
         clock = time.perf_counter()
-        out["round_trip"] = _round_trip(project, before_engine, work_engine, pending, schema_before, before_prints, schema_after,
-                                        after_prints, sample_limit, findings)
+        with progress.task("round trip (downgrade, upgrade again)", unit="revisions"):
+            out["round_trip"] = _round_trip(project, before_engine, work_engine, pending, schema_before, before_prints,
+                                            schema_after, after_prints, sample_limit, findings)
         phases.append(Phase("round trip", time.perf_counter() - clock))
         findings.extend(_lock_findings(runs, pending, after_prints))
         return out
@@ -520,18 +526,21 @@ def _changed_tables(before: dict[str, TableFingerprint], after: dict[str, TableF
     )
 
 
-def _content_diffs(before_engine, work_engine, tables: list[str], schema_before, schema_after, sample_limit: int):
+def _content_diffs(before_engine, work_engine, tables: list[str], schema_before, schema_after, sample_limit: int,
+                   progress: Reporter = NO_PROGRESS):
     from integrity.migrate.content_diff import diff_table_content
 
     diffs = []
-    for table in tables:
-        if table not in schema_before.tables:
-            continue  # a new table: all its rows are additions, reported by the schema change
-        diffs.append(diff_table_content(
-            before_engine, work_engine, table,
-            before_shape=schema_before.tables[table], after_shape=schema_after.tables.get(table),
-            sample_limit=sample_limit,
-        ))
+    compared = [table for table in tables if table in schema_before.tables]  # a new table's rows are all additions
+    with progress.task("content diff", total=len(compared), unit="tables") as task:
+        for table in compared:
+            task.describe(f"content diff {table}")
+            diffs.append(diff_table_content(
+                before_engine, work_engine, table,
+                before_shape=schema_before.tables[table], after_shape=schema_after.tables.get(table),
+                sample_limit=sample_limit,
+            ))
+            task.advance()
     return diffs
 
 
@@ -671,12 +680,14 @@ def _renamed_columns(changes, before_engine, work_engine, schema_before, schema_
 # ---------------------------------------------------------------- audits
 
 
-def data_audit_failures(connection, now: datetime | None = None) -> dict[str, int]:
+def data_audit_failures(connection, now: datetime | None = None, progress: Reporter = NO_PROGRESS,
+                        what: str = "auditing") -> dict[str, int]:
     """Failing rows per data rule (schema rules left out: the schema diff reports the
     schema, and every schema change would otherwise look like a new audit failure)."""
     from checks import run_audits
 
-    report = run_audits(connection, now=now, sample_limit=0)
+    with progress.task(what, unit="rules") as task:
+        report = run_audits(connection, now=now, sample_limit=0, on_progress=task.set)
     return {
         finding.rule.id: finding.failing_rows
         for finding in report.findings

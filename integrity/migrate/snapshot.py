@@ -42,6 +42,7 @@ from integrity.backups.scratch_claims import ScratchDatabases, claimed_path, scr
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
+from integrity.progress import NO_PROGRESS, Reporter
 
 SCRATCH_PREFIX = f"{SCRATCH_DATABASE_PREFIX}dry_"
 
@@ -119,12 +120,13 @@ def snapshot_copies(
     settings: ConnectionSettings,
     keep_copy: bool,
     restored_backup,  # callable(backup_id) -> context manager yielding (backup id, ScratchCopy)
+    progress: Reporter = NO_PROGRESS,
 ) -> Iterator[Copies]:
     """The two copies, made and proven; removed on the way out unless `keep_copy`."""
     if live.kind == POSTGRESQL:
-        copies = _postgres_copies(live, choice, settings, keep_copy, restored_backup)
+        copies = _postgres_copies(live, choice, settings, keep_copy, restored_backup, progress)
     else:
-        copies = _sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup)
+        copies = _sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup, progress)
     with copies as made:
         yield made
 
@@ -142,7 +144,8 @@ def _restore_backup(stack: ExitStack, restored_backup, backup_id: str, phases: l
 
 
 @contextmanager
-def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup) -> Iterator[Copies]:
+def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup,
+                   progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
     name = f"dry-run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     with ExitStack() as stack:
         try:
@@ -167,7 +170,7 @@ def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, r
             source = live
             described = f"live {live.display}"
         before, work = folder / "before.db", folder / "work.db"
-        fingerprints = _copy_sqlite(source, before, work, settings, phases)
+        fingerprints = _copy_sqlite(source, before, work, settings, phases, progress)
         yield Copies(
             engine="sqlite", source=described, source_kind=choice.kind, backup_id=backup_id,
             source_target=None if choice.kind == BACKUP else source,
@@ -177,7 +180,8 @@ def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, r
         )
 
 
-def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, phases: list[Phase]) -> dict[str, TableFingerprint]:
+def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, phases: list[Phase],
+                 progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     import sqlite3
 
     engine = create_engine(source, read_only=True, settings=settings)
@@ -187,20 +191,23 @@ def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, pha
             connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
             reader = connection.connection.driver_connection
             started = time.perf_counter()
-            backup_api_copy(reader, before)
+            with progress.task("snapshot copy (one step)", unit="bytes"):
+                backup_api_copy(reader, before)
             phases.append(Phase("snapshot", time.perf_counter() - started))
             started = time.perf_counter()
-            with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen:
+            with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen, \
+                    progress.task("work copy (one step)", unit="bytes"):
                 backup_api_copy(frozen, work)
             phases.append(Phase("work copy", time.perf_counter() - started))
             started = time.perf_counter()
             work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
-            source_prints = database_fingerprints(connection)
+            source_prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
             phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
     finally:
         engine.dispose()
     started = time.perf_counter()
-    work_prints = work_prints()
+    with progress.task("fingerprinting the work copy (beside)", unit="rows"):
+        work_prints = work_prints()
     phases.append(Phase("fingerprint copy (beside the source's)", time.perf_counter() - started, _fingerprint_rows(work_prints)))
     prove_identical(source_prints, work_prints, f"its source {source.display}")
     return source_prints
@@ -240,12 +247,13 @@ def _create_database(databases: ScratchDatabases, name: str, *, template: str | 
         raise SnapshotUnavailable(f"cannot create the scratch database {name}: {reason}") from None
 
 
-def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], phase: str) -> dict[str, TableFingerprint]:
+def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], phase: str,
+                        progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     started = time.perf_counter()
     engine = create_engine(target, read_only=True, settings=settings)
     try:
         with engine.connect() as connection:
-            prints = database_fingerprints(connection)
+            prints = database_fingerprints(connection, progress=progress, what=phase.replace("fingerprint", "fingerprinting the"))
     finally:
         engine.dispose()
     phases.append(Phase(phase, time.perf_counter() - started, _fingerprint_rows(prints)))
@@ -253,7 +261,7 @@ def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], p
 
 
 @contextmanager
-def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -> Iterator[Copies]:
+def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
     token = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     work_name = f"{SCRATCH_PREFIX}{token}_work"
     made: list[str] = []
@@ -272,12 +280,12 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
                 kept_before = f"{SCRATCH_PREFIX}{token}_before"
                 _create_database(databases, kept_before, template=before.url.database, keep=True)
                 made.append(kept_before)
-            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source")
+            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source", progress)
         elif choice.kind == SNAPSHOT:
             before = snapshot_target(live, choice.snapshot)
             source_target = before
             described = f"snapshot database {before.url.database}"
-            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source")
+            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source", progress)
         else:
             source_target = live
             before_name = f"{SCRATCH_PREFIX}{token}_before"
@@ -285,13 +293,14 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup) -
             made.append(before_name)
             before = DatabaseTarget(live.url.set(database=before_name))
             described = f"live {live.masked}"
-            source_prints = _dump_live_into(live, before, settings, phases)
+            source_prints = _dump_live_into(live, before, settings, phases, progress)
         started = time.perf_counter()
-        _create_database(databases, work_name, template=before.url.database, keep=keep_copy)
+        with progress.task("work copy (CREATE DATABASE ... TEMPLATE)", unit="bytes"):
+            _create_database(databases, work_name, template=before.url.database, keep=keep_copy)
         made.append(work_name)
         work = DatabaseTarget(live.url.set(database=work_name))
         phases.append(Phase("work copy", time.perf_counter() - started))
-        work_prints = _timed_fingerprints(work, settings, phases, "fingerprint copy")
+        work_prints = _timed_fingerprints(work, settings, phases, "fingerprint copy", progress)
         prove_identical(source_prints, work_prints, described)
         if choice.kind == BACKUP and keep_copy:
             before = DatabaseTarget(live.url.set(database=made[0]))
@@ -325,7 +334,8 @@ def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
     return target
 
 
-def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phases: list[Phase]) -> dict[str, TableFingerprint]:
+def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phases: list[Phase],
+                    progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     """pg_dump of an exported snapshot of live piped into pg_restore; live's fingerprints
     are taken in that same snapshot, so they describe exactly what was copied."""
     from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
@@ -351,14 +361,15 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phas
                     env=libpq_environment(before.url),
                 )
                 dump.stdout.close()  # pg_restore holds the pipe now: pg_dump sees it close
-                restore_status, dump_status = restore.wait(), dump.wait()
+                with progress.task("snapshot copy (pg_dump | pg_restore)", unit="bytes"):
+                    restore_status, dump_status = restore.wait(), dump.wait()
                 for name, status, errors in (("pg_dump", dump_status, dump_errors), ("pg_restore", restore_status, restore_errors)):
                     if status != 0:
                         errors.seek(0)
                         raise SnapshotUnavailable(f"{name} exited with status {status} while copying live: {tool_error(errors.read())}")
             phases.append(Phase("snapshot", time.perf_counter() - started))
             started = time.perf_counter()
-            prints = database_fingerprints(connection)
+            prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
             phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(prints)))
             connection.rollback()
             return prints
