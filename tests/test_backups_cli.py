@@ -288,6 +288,7 @@ def test_pin_and_unpin_show_in_list_and_show(env):
 
 
 def test_status_with_no_backups_is_exit_3(env):
+    env.repo.rmdir()  # as before `integrity init`
     code, checks = _checks(env)
     assert code == 3
     assert checks["backups"][0] == "problem" and "no repository" in checks["backups"][1]
