@@ -357,7 +357,10 @@ class Ledger:
 
     def start(self, command: str) -> str:
         run_id = uuid.uuid4().hex
-        run_lock = self._take_run_lock(run_id) if self._postgres else None  # before the row exists
+        run_lock = None
+        if self._postgres:  # before the row exists, so that no one ever sees it running and unlocked
+            while (run_lock := self._take_run_lock(run_id)) is None:
+                run_id = uuid.uuid4().hex  # the 32-bit key of a live run: another id
         try:
             with self.engine.begin() as connection:
                 connection.execute(
@@ -406,7 +409,9 @@ class Ledger:
         update only touches rows still `running`, so a run that finished meanwhile keeps
         its real outcome."""
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(runs).where(runs.c.outcome == RUNNING)).mappings().all()
+            # A literal, not a parameter: a prepared generic plan would not use the partial index.
+            running = runs.c.outcome == sa.literal_column(f"'{RUNNING}'")
+            rows = connection.execute(sa.select(runs).where(running)).mappings().all()
         if not rows:
             return []
         host = socket.gethostname()
@@ -445,20 +450,26 @@ class Ledger:
             connection.execute(sa.text("SELECT pg_advisory_unlock(:c, :k)"), key)
             return True
 
-    def _take_run_lock(self, run_id: str) -> int:
+    def _take_run_lock(self, run_id: str) -> int | None:
         """A session advisory lock held on a connection of its own until the run ends: the
         server frees it when the process dies (its socket closes), which is how another
         host knows. Server-side keepalives make a host that vanished count as dead within
-        about a minute instead of the kernel's default two hours."""
+        about a minute instead of the kernel's default two hours. None when a live run
+        holds the same key already."""
         key = int(run_id[:8], 16) - (1 << 31)  # the second key is a signed 32-bit integer
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             for setting in ("tcp_keepalives_idle = 30", "tcp_keepalives_interval = 10", "tcp_keepalives_count = 3"):
                 connection.execute(sa.text(f"SET {setting}"))
-            connection.execute(sa.text("SELECT pg_advisory_lock(:c, :k)"), {"c": RUN_LOCK_CLASS, "k": key})
+            taken = connection.execute(sa.text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": RUN_LOCK_CLASS, "k": key}).scalar()
         except BaseException:
+            connection.invalidate()
             connection.close()
             raise
+        if not taken:
+            connection.invalidate()
+            connection.close()
+            return None
         self._run_locks[run_id] = connection
         return key
 
