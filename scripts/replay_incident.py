@@ -1,0 +1,661 @@
+#!/usr/bin/env python3
+"""Replay the incident this project exists for, end to end, through the real command lines.
+
+    .venv/bin/python scripts/replay_incident.py                       # SQLite, in a new temp dir
+    .venv/bin/python scripts/replay_incident.py --engine postgresql \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/incident   # an EMPTY database
+    ... --workdir DIR --json-summary PATH
+
+The story (DESIGN.md section 1), each step a real `typing-game`, `integrity` or `alembic`
+process with a private XDG_DATA_HOME and INTEGRITY_* environment:
+
+1. The game is played (simulate, then line-mode play), a good backup is taken and deeply
+   verified.
+2. The backup job is misconfigured the way real teams do it: on PostgreSQL a `pg_dump`
+   wrapper first on PATH adds `--schema-only`, and a job points at a stale copy of the
+   database; on SQLite jobs point at an emptied copy and at an old copy of the file. All
+   carry the store's identity; each backup must come out suspect (exit 3).
+3. More play; then a revision "to optimise retrieval" (levels as text, wpm rounded to
+   whole numbers in a rebuilt table, missed characters of time tests dropped) written
+   into a copy of the migration history. `integrity migrate dry-run` fails it; it is
+   applied anyway with a hand-written alembic.ini and plain `alembic upgrade head`. The
+   game tries to keep writing.
+4. Detection: status, probe (and its metric), audit, and the alert rules in alerts/
+   through `promtool test rules` on the metrics file those commands wrote.
+5. Recovery: a first restore is killed after its safety backup; `restore latest` must
+   still pick the good backup (never a suspect or safety one); `--keep-newer` salvages
+   every result written since that can be rebuilt (rounded wpm recomputed from counts).
+6. Afterwards audit, probe and drill pass, and the rows lost are exactly the ones nothing
+   can rebuild (the time tests whose missed characters the migration dropped), counted.
+
+Each step prints its command, exit code and a few key lines. The script exits 1 when any
+step does not behave as the story expects, and writes what it saw to --json-summary.
+It reads the database directly only to keep its own books (which results existed before
+and after), never to change it: every change goes through the programs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: typing-game, integrity, alembic
+REVISION = "0002_optimise_retrieval"
+PLAYERS, TESTS_PER_PLAYER = 200, 10  # before the good backup
+LATE_PLAYERS, LATE_TESTS = 12, 5  # after it, before the migration
+KILLED = -9  # a subprocess killed by SIGKILL
+
+REVISION_SOURCE = '''"""Optimise data retrieval: levels as labels, whole-number wpm, lean time tests.
+
+(The change of the incident. Every line of it reads reasonably in a review.)
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0002_optimise_retrieval"
+down_revision = "0001_initial_schema"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # The profile shows the level as a label: store it as one (a rebuilt table).
+    with op.batch_alter_table("progress", recreate="always") as batch:
+        batch.alter_column("level", type_=sa.Text(), existing_type=sa.Integer(), existing_nullable=False,
+                           postgresql_using="level::text")
+    # Leaderboards sort whole numbers faster than decimals.
+    op.execute("UPDATE results SET wpm = ROUND(wpm)")
+    with op.batch_alter_table("results") as batch:
+        batch.alter_column("wpm", type_=sa.Integer(), existing_type=sa.Numeric(7, 2), existing_nullable=False)
+        batch.alter_column("missed_chars", nullable=True, existing_type=sa.Integer())
+    # A time test has no end of the prompt to miss: nobody reads its missed characters.
+    op.execute("UPDATE results SET missed_chars = NULL WHERE mode = 'time'")
+
+
+def downgrade():
+    op.execute("UPDATE results SET missed_chars = 0 WHERE missed_chars IS NULL")
+    with op.batch_alter_table("results") as batch:
+        batch.alter_column("missed_chars", nullable=False, existing_type=sa.Integer())
+        batch.alter_column("wpm", type_=sa.Numeric(7, 2), existing_type=sa.Integer(), existing_nullable=False)
+    with op.batch_alter_table("progress", recreate="always") as batch:
+        batch.alter_column("level", type_=sa.Integer(), existing_type=sa.Text(), existing_nullable=False,
+                           postgresql_using="level::integer")
+'''
+
+
+@dataclass
+class Step:
+    act: int
+    command: str
+    exit_code: int
+    expected: list[int] | None  # None: any (shown, not judged)
+    ok: bool
+    lines: list[str]
+    problem: str = ""
+
+
+@dataclass
+class Story:
+    engine: str
+    workdir: Path
+    url: str
+    quiet: bool = False
+    steps: list[Step] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    act: int = 0
+    extra_path: str | None = None
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            print(self.shorten(text), flush=True)
+
+    def shorten(self, text: str) -> str:
+        """Paths under the work directory as $WORK, the database URL as $DATABASE_URL:
+        the same story reads the same wherever it ran."""
+        text = text.replace(str(self.workdir), "$WORK")
+        if self.engine == "postgresql":
+            text = text.replace(self.url, "$DATABASE_URL")
+        return text
+
+    def heading(self, act: int, title: str) -> None:
+        self.act = act
+        self.say()
+        self.say(f"== {act}. {title}")
+
+    def fail(self, problem: str) -> None:
+        self.failures.append(f"act {self.act}: {problem}")
+        self.say(f"   !! {problem}")
+
+    def check(self, condition: bool, problem: str) -> bool:
+        if not condition:
+            self.fail(problem)
+        return condition
+
+    # ------------------------------------------------------------------ processes
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRITY_") and k != "GAME_DATABASE_URL"}
+        env.update(
+            XDG_DATA_HOME=str(self.workdir / "xdg"),
+            COLUMNS="130",
+            # The project first: an old editable install may map a package elsewhere.
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        )
+        if self.engine == "postgresql":
+            env.update(INTEGRITY_DATABASE_URL=self.url, GAME_DATABASE_URL=self.url)
+        env.update(extra)
+        return env
+
+    def run(self, argv: list[str], expect: tuple[int, ...] | None, *, keep: str | None = None, show: int = 4,
+            always: str | None = r"^Error:", stdin: str | None = None, env: dict[str, str] | None = None,
+            prefix: str = "") -> subprocess.CompletedProcess:
+        """Run one program of the story; print the command, its exit code and the first
+        `show` lines matching `keep` (a regex; else the first `show` lines), plus every
+        line matching `always` (a verdict)."""
+        program = argv[0]
+        command = [str(BIN / program), *argv[1:]]
+        shown = prefix + " ".join(argv)
+        self.say(f"$ {shown}")
+        started = time.monotonic()
+        completed = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=self.workdir,
+                                   env=env or self.environ(), timeout=300)
+        seconds = time.monotonic() - started
+        output = (completed.stdout + completed.stderr).splitlines()
+        # Every run names its database and config on stderr: known, and noise here.
+        output = [line.rstrip() for line in output if line.strip() and not re.match(r"^(database|config)\s*[:=]", line)]
+        shown_lines = [line for line in output if re.search(keep, line)] if keep else output
+        chosen = set(shown_lines[:show]) | {line for line in output if always and re.search(always, line)}
+        lines = [line for line in output if line in chosen]
+        for line in lines:
+            self.say("  " + line)
+        self.say(f"  -> exit {completed.returncode}  ({seconds:.1f}s)")
+        ok = expect is None or completed.returncode in expect
+        step = Step(self.act, self.shorten(shown), completed.returncode, list(expect) if expect else None, ok,
+                    [self.shorten(line) for line in lines])
+        if "Traceback (most recent call last)" in completed.stdout + completed.stderr:
+            step.ok = False
+            step.problem = "printed a traceback"
+            self.fail(f"`{step.command}` printed a traceback")
+        if not ok:
+            step.problem = f"expected exit {' or '.join(map(str, expect))}, got {completed.returncode}"
+            self.fail(f"`{step.command}`: {step.problem}")
+            for line in output[-8:]:
+                self.say("     | " + line)
+        self.steps.append(step)
+        completed.output_lines = output
+        return completed
+
+    def integrity(self, *args: str, expect: tuple[int, ...] | None = (0,), **kwargs) -> subprocess.CompletedProcess:
+        return self.run(["integrity", *args], expect, **kwargs)
+
+    def game(self, *args: str, expect: tuple[int, ...] | None = (0,), **kwargs) -> subprocess.CompletedProcess:
+        return self.run(["typing-game", *args], expect, **kwargs)
+
+    def integrity_json(self, *args: str) -> dict:
+        """A read whose output the script needs (not a step of the story)."""
+        completed = subprocess.run([str(BIN / "integrity"), "--json", *args], capture_output=True, text=True,
+                                   cwd=self.workdir, env=self.environ(), timeout=300)
+        try:
+            return json.loads(completed.stdout)
+        except json.JSONDecodeError:
+            self.fail(f"`integrity --json {' '.join(args)}` printed no JSON (exit {completed.returncode}): "
+                      f"{completed.stderr.strip()[-300:]}")
+            return {}
+
+    # ------------------------------------------------------------------ the database, read for the books
+
+    @property
+    def live_url(self) -> str:
+        return self.url if self.engine == "postgresql" else f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.workdir / "xdg" / "typing-game" / "game.db"
+
+    def query(self, sql: str, url: str | None = None) -> list[tuple]:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url or self.live_url)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(sa.text(sql))]
+        finally:
+            engine.dispose()
+
+    def results_by_key(self) -> dict[tuple, tuple]:
+        """{(username, started_at): (wpm, missed_chars, mode)} of every result in live."""
+        rows = self.query(
+            "SELECT p.username, r.started_at, r.wpm, r.missed_chars, r.mode "
+            "FROM results r JOIN players p ON p.id = r.player_id"
+        )
+        return {(u, str(s)): (float(w), m, mode) for u, s, w, m, mode in rows}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def typed_words(count: int, seed: int, typo_at: int | None = None) -> str:
+    """What a player types for the game's prompt of `count` words with this seed."""
+    from game_core.typing_test import prompt_words
+
+    words = prompt_words(count, seed=seed)
+    if typo_at is not None:
+        words[typo_at] = words[typo_at][::-1] if len(words[typo_at]) > 1 else words[typo_at] + "x"
+    return " ".join(words) + "\n"
+
+
+def parse_int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def backup_ids(story: Story) -> dict[str, dict]:
+    document = story.integrity_json("backup", "list")
+    return {b["id"]: b for b in document.get("result", {}).get("backups", [])}
+
+
+def created_id(story: Story, completed) -> str | None:
+    for line in completed.output_lines:
+        match = re.match(r"backup (\S+) (created|written)", line.strip())
+        if match:
+            return match.group(1)
+    match = re.search(r"backup (\d{8}T\d{6}Z-[0-9a-f]{6})", "\n".join(completed.output_lines))
+    return match.group(1) if match else None
+
+
+def write_pg_dump_wrapper(story: Story) -> Path:
+    """The misconfigured job's `pg_dump`: someone added --schema-only "to make backups
+    faster" in a wrapper that comes first on the job's PATH."""
+    from integrity.backups.pg_tools import find_tool
+
+    real = find_tool("pg_dump")  # the real one, found before the wrapper is on PATH
+    if real is None:
+        raise SystemExit("pg_dump not found: install the PostgreSQL client tools")
+    folder = story.workdir / "job-bin"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "pg_dump"
+    wrapper.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        # backup job wrapper: schema only, the data "is in the replicas anyway"
+        case "$1" in --version|-V) exec {real} "$@";; esac
+        exec {real} --schema-only "$@"
+        """))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return folder
+
+
+def sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite file (the backup API: the live file is in WAL mode)."""
+    src, dst = sqlite3.connect(f"file:{source}?mode=ro", uri=True), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def pg_admin_url(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).set(database="postgres").render_as_string(hide_password=False)
+
+
+def pg_execute(url: str, *statements: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------- the acts
+
+
+def act_1_play_and_back_up(story: Story) -> None:
+    story.heading(1, "The game is played; a good backup is taken and deeply verified")
+    story.integrity("init", keep=r"^(schema|repository)")
+    story.game("simulate", "--players", str(PLAYERS), "--tests-per-player", str(TESTS_PER_PLAYER), "--seed", "1",
+               keep=r"^(players|results) ")
+    # The old copy the misconfigured job will back up later: the store as it was then.
+    if story.engine == "sqlite":
+        (story.workdir / "old").mkdir(exist_ok=True)
+        sqlite_copy(story.sqlite_path, story.workdir / "old" / "game.db")
+    else:
+        import sqlalchemy as sa
+
+        live = sa.make_url(story.url).database
+        story.facts["stale_database"] = f"{live}_stale_copy"
+        pg_execute(pg_admin_url(story.url), f'DROP DATABASE IF EXISTS "{live}_stale_copy"',
+                   f'CREATE DATABASE "{live}_stale_copy" TEMPLATE "{live}"')
+    story.game("play", "--player", "alice", "--mode", "words", "--words", "12", "--seed", "3", "--duration-ms", "7300",
+               stdin=typed_words(12, 3, typo_at=4), prefix='echo "<12 words, one typo>" | ', keep=r"^\s+(wpm|accuracy) ")
+    story.integrity("probe", keep=r"success|objective", show=2)  # the canaries exist before any damage
+    good = story.integrity("backup", "create", keep=r"created|rows:")
+    story.facts["good_backup"] = created_id(story, good)
+    story.integrity("backup", "verify", "--deep", keep=r"deep|clean|ok", show=3)
+    story.facts["results_in_good_backup"] = sorted(map(list, story.results_by_key()))
+
+
+def act_2_misconfigured_backups(story: Story) -> None:
+    story.heading(2, "The backup job is misconfigured: an empty and a stale backup, both suspect")
+    suspects = []
+    if story.engine == "postgresql":
+        job_bin = write_pg_dump_wrapper(story)
+        story.say(f"(the job's PATH starts with $WORK/job-bin, whose pg_dump runs the real one with --schema-only)")
+        env = story.environ(PATH=f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+        completed = story.integrity("backup", "create", "--label", "nightly", expect=(3,), env=env,
+                                    prefix="PATH=$WORK/job-bin:$PATH ", keep=r"SUSPECT|suspect|no data|schema-only", show=3)
+        suspects.append(created_id(story, completed))
+        stale_url = story.url.rsplit("/", 1)[0] + "/" + story.facts["stale_database"]
+        env = story.environ(INTEGRITY_DATABASE_URL=stale_url)
+        completed = story.integrity("backup", "create", "--label", "nightly", expect=(3,), env=env,
+                                    prefix=f"INTEGRITY_DATABASE_URL=.../{story.facts['stale_database']} ",
+                                    keep=r"SUSPECT|suspect|stale|taken from", show=3)
+        suspects.append(created_id(story, completed))
+    else:
+        emptied = story.workdir / "emptied" / "game.db"
+        emptied.parent.mkdir(exist_ok=True)
+        sqlite_copy(story.sqlite_path, emptied)
+        connection = sqlite3.connect(emptied)
+        with connection:  # an "anonymised" copy for staging: every row but the store's identity gone
+            for table in ("personal_bests", "progress", "results", "players"):
+                connection.execute(f"DELETE FROM {table}")
+        connection.close()
+        for copy in (emptied, story.workdir / "old" / "game.db"):
+            env = story.environ(INTEGRITY_DATABASE_URL=str(copy))
+            completed = story.integrity("backup", "create", "--label", "nightly", expect=(3,), env=env,
+                                        prefix=f"INTEGRITY_DATABASE_URL=$WORK/{copy.parent.name}/game.db ",
+                                        keep=r"SUSPECT|suspect|stale|taken from|->", show=3)
+            suspects.append(created_id(story, completed))
+    story.facts["suspect_backups"] = suspects
+    listed = backup_ids(story)
+    for backup_id in suspects:
+        if story.check(backup_id in listed, f"suspect backup {backup_id} not in `backup list`"):
+            state = json.dumps(listed[backup_id]).lower()
+            story.check("suspect" in state, f"backup {backup_id} is not listed as suspect: {listed[backup_id]}")
+    story.integrity("backup", "list", keep=r"suspect|nightly|\d{8}T", show=4)
+
+
+def write_revision(story: Story) -> tuple[Path, Path]:
+    """The revision in a copy of the project's migration history, an alembic.ini for it
+    (what the developer dry-runs), and the hand-written one with production's URL."""
+    from game_core.migrations import MIGRATIONS_DIR
+
+    history = story.workdir / "project" / "migrations"
+    if history.exists():
+        shutil.rmtree(history)
+    shutil.copytree(MIGRATIONS_DIR, history, ignore=shutil.ignore_patterns("__pycache__"))
+    (history / "versions" / f"{REVISION}.py").write_text(REVISION_SOURCE)
+    project_ini = story.workdir / "project" / "alembic.ini"
+    project_ini.write_text(f"[alembic]\nscript_location = {history}\n")
+    hand_ini = story.workdir / "hand" / "alembic.ini"
+    hand_ini.parent.mkdir(exist_ok=True)
+    hand_ini.write_text(f"[alembic]\nscript_location = {history}\nsqlalchemy.url = {story.live_url}\n")
+    return project_ini, hand_ini
+
+
+def act_3_unchecked_migration(story: Story) -> None:
+    story.heading(3, 'More play; a revision "to optimise retrieval" fails its dry run and is applied anyway')
+    story.game("simulate", "--players", str(LATE_PLAYERS), "--tests-per-player", str(LATE_TESTS), "--seed", "2",
+               keep=r"^(players|results) ")
+    story.game("play", "--player", "alice", "--mode", "time", "--seconds", "15", "--seed", "4", "--duration-ms", "15000",
+               stdin=typed_words(11, 4), prefix='echo "<11 words>" | ', keep=r"^\s+(wpm|accuracy) ")
+    story.game("play", "--player", "bob", "--mode", "words", "--words", "15", "--seed", "5", "--duration-ms", "9100",
+               stdin=typed_words(15, 5, typo_at=2), prefix='echo "<15 words, one typo>" | ', keep=r"^\s+(wpm|accuracy) ")
+    story.facts["results_before_migration"] = {"|".join(k): v for k, v in story.results_by_key().items()}
+
+    project_ini, hand_ini = write_revision(story)
+    story.say(f"(revision {REVISION} written into a copy of the history: $WORK/project/migrations)")
+    story.integrity("migrate", "dry-run", "--alembic-config", str(project_ini), expect=(3,),
+                    keep=r"^error", show=5, always=r"^dry run")
+    story.run(["alembic", "-c", str(hand_ini), "upgrade", "head"], (0,), keep=r"Running upgrade", show=2)
+    # The game keeps being used: on a damaged schema it must now refuse, in one line.
+    story.game("play", "--player", "carol", "--mode", "words", "--words", "12", "--seed", "6", "--duration-ms", "8000",
+               stdin=typed_words(12, 6), prefix='echo "<12 words>" | ', expect=(4,), keep=r"^Error", show=0)
+    story.game("simulate", "--players", "5", "--tests-per-player", "3", "--seed", "3", expect=(4,),
+               keep=r"^Error", show=0)
+
+
+def act_4_detection(story: Story) -> None:
+    story.heading(4, "Detection: status, probe, audit and the alert rules fire")
+    status = story.integrity("status", expect=(3, 4, 5), keep=r"^│ (schema|suspect)", show=2)
+    story.check(re.search(r"unchecked|no (passing )?dry run|without (a )?dry run", "\n".join(status.output_lines), re.I)
+                is not None, "status does not say the migration was applied without a dry run")
+    story.integrity("probe", expect=(3,), keep=r"success|objective|wrong-type|mismatch|missing-row|exception", show=5)
+    metrics_path = story.workdir / "xdg" / "typing-game" / "state" / "metrics.prom"
+    ratio = _metric(metrics_path, "integrity_probe_success_ratio")
+    story.facts["probe_success_ratio"] = ratio
+    story.say(f"  metrics file: integrity_probe_success_ratio {ratio}")
+    story.check(ratio is not None and ratio < 1, f"integrity_probe_success_ratio is {ratio}, expected < 1")
+    story.integrity("audit", expect=(3,), keep=r"│ FAIL ", show=3)
+    evaluate_alerts(story, metrics_path, firing=True)
+
+
+def _metric(path: Path, name: str) -> float | None:
+    if not path.exists():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{}"):
+            return float(line.split()[-1])
+    return None
+
+
+INCIDENT_ALERTS = ("IntegrityRetrievalDrop", "IntegrityAuditErrorRulesFailing", "IntegritySchemaUnchecked",
+                   "IntegrityBackupSuspect")
+
+
+def evaluate_alerts(story: Story, metrics_path: Path, *, firing: bool) -> None:
+    """`promtool test rules` on the metrics file the commands just wrote, with the
+    input-series helper of tests/test_alert_rules.py: the incident's alerts fire (or,
+    after the recovery, the live-damage ones are quiet)."""
+    promtool = shutil.which("promtool")
+    what = "fire" if firing else "are quiet"
+    if promtool is None:
+        story.say(f"$ promtool test rules ...  (skipped: promtool not installed; Debian's prometheus package)")
+        story.facts.setdefault("promtool", "missing")
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import test_alert_rules as rules_test
+    except ImportError as exc:
+        story.fail(f"cannot import tests/test_alert_rules.py for its input-series helper: {exc}")
+        return
+    text = metrics_path.read_text(encoding="utf-8")
+    values = rules_test.samples(text)
+    failed_jobs = sorted(dict(labels)["job_name"] for (name, labels), value in values.items()
+                         if name == "integrity_job_last_exit_code" and value != 0)
+    now = rules_test.NOW_MINUTES
+    if firing:
+        names = [*INCIDENT_ALERTS, "IntegrityJobFailed"]
+        cases = [(now, name, rules_test.expect(name, {})) for name in INCIDENT_ALERTS]
+        cases.append((now, "IntegrityJobFailed",
+                      rules_test.expect("IntegrityJobFailed", *({"job_name": j} for j in failed_jobs))))
+    else:
+        names = ["IntegrityRetrievalDrop", "IntegrityAuditErrorRulesFailing", "IntegritySchemaUnchecked",
+                 "IntegrityDrillFailed"]
+        cases = [(now, name, []) for name in names]
+    folder = story.workdir / f"promtool-{'incident' if firing else 'after'}"
+    folder.mkdir(exist_ok=True)
+    story.say(f"$ promtool test rules alerts/  (on the metrics file: {', '.join(names)} {what})")
+    wrong: list[str] = []
+    try:
+        rules_test.run_promtool(promtool, folder, text, cases)
+    except AssertionError as exc:
+        # promtool names each alert whose outcome differed from the expectation.
+        wrong = sorted(set(re.findall(r"alertname: (\w+)", str(exc)))) or ["(promtool failed: see the output)"]
+        for line in [line for line in str(exc).splitlines() if line.strip()][:6]:
+            story.say("     | " + line)
+    right = [name for name in names if name not in wrong]
+    if firing:
+        story.facts["alerts_firing"] = right
+        story.facts["alerts_not_firing"] = wrong
+        story.facts["jobs_failed"] = failed_jobs
+        story.say(f"  fire: {', '.join(right) or 'none'}" + (f" (IntegrityJobFailed for {', '.join(failed_jobs)})"
+                                                          if "IntegrityJobFailed" in right else ""))
+    else:
+        story.facts["alerts_quiet_after"] = right
+        story.facts["alerts_firing_after"] = wrong
+        story.say(f"  quiet: {', '.join(right) or 'none'}")
+    if wrong:
+        story.fail(f"promtool: {', '.join(wrong)} {'did not fire' if firing else 'still fire'}")
+
+
+def act_5_recovery(story: Story) -> None:
+    story.heading(5, "Recovery: latest is the good backup; salvage brings back what can be rebuilt")
+    good = story.facts.get("good_backup")
+    # The first attempt dies after its safety backup (the on-call laptop lost its VPN):
+    # that safety backup holds the damaged data and must never become `latest`.
+    killed = story.integrity("--no-input", "restore", "latest", "--yes", expect=(KILLED,),
+                    env=story.environ(INTEGRITY_CRASH_AT="restore:safety-backup-taken"),
+                    prefix="INTEGRITY_CRASH_AT=restore:safety-backup-taken ", keep=r"crash point|safety", show=2)
+    safety = re.search(r"safety-backup\s+[\d.]+s\s+(\S+)", "\n".join(killed.output_lines))
+    story.facts["killed_restore_safety_backup"] = safety and safety.group(1)
+    story.check(safety is not None, "the killed restore did not report its safety backup")
+    dry = story.integrity("restore", "latest", "--dry-run", keep=r"^restore plan|^\s+backup |^\s+changes", show=3)
+    chosen = next((m.group(1) for line in dry.output_lines if (m := re.match(r"restore plan for backup (\S+)", line))), None)
+    story.facts["dry_run_chose"] = chosen
+    story.check(chosen == good, f"restore latest --dry-run chose {chosen}, not the good backup {good}")
+
+    before = story.results_by_key()
+    restore = story.integrity("--no-input", "restore", "latest", "--yes", "--keep-newer",
+                              *(["--terminate-connections"] if story.engine == "postgresql" else []),
+                              keep=r"^restored backup|^salvage from|recomputed \d|^audit|│ results|│ players", show=8)
+    text = re.sub(r"\s+", " ", " ".join(restore.output_lines))  # rich wraps long lines at COLUMNS
+    chosen = re.search(r"restored backup (\S+) over", text)
+    story.facts["restore_chose"] = chosen and chosen.group(1)
+    story.check(story.facts["restore_chose"] == good,
+                f"restore latest restored {story.facts['restore_chose']}, not the good backup {good}")
+    salvage = re.search(r"re-applied ([\d,]+) players and ([\d,]+) results \(([\d,]+) as is, recomputed ([\d,]+)\)", text)
+    if story.check(salvage is not None, "no salvage summary line in the restore's output"):
+        players, results, as_is, recomputed = map(parse_int, salvage.groups())
+        story.facts["salvage"] = {"players": players, "results": results, "as_is": as_is, "recomputed": recomputed}
+    left_out = {}
+    for line in restore.output_lines:
+        row = re.match(r"│\s*(\w+)\s*│\s*(.+?)\s*│\s*([\d,]+)\s*│", line)
+        if row:
+            left_out[f"{row.group(1)}:{row.group(2)}"] = parse_int(row.group(3))
+    story.facts["left_out"] = left_out
+    after = story.results_by_key()
+    story.facts["_before_restore"], story.facts["_after_restore"] = before, after
+
+
+def act_6_afterwards(story: Story) -> None:
+    story.heading(6, "Afterwards: the audits are clean, the drill passes, and only what cannot be rebuilt is lost")
+    story.integrity("audit", keep=r"clean|FAIL|^audit", show=2)
+    story.integrity("probe", keep=r"success|objective", show=2)
+    story.integrity("drill", keep=r"^drill of|^predicted|^audit of", show=3)
+    metrics_path = story.workdir / "xdg" / "typing-game" / "state" / "metrics.prom"
+    evaluate_alerts(story, metrics_path, firing=False)
+    tally(story)
+
+
+def tally(story: Story) -> None:
+    """The books: which results existed before the restore and after the salvage."""
+    in_backup = {tuple(key) for key in story.facts.pop("results_in_good_backup", [])}
+    before_migration = {tuple(k.split("|", 1)): v for k, v in story.facts.pop("results_before_migration", {}).items()}
+    before = story.facts.pop("_before_restore", {})
+    after = story.facts.pop("_after_restore", {})
+    late = {key: value for key, value in before_migration.items() if key not in in_backup}
+    # Nothing can rebuild a late result whose missed characters the migration dropped.
+    unrecoverable = {key for key in late if before.get(key, (None, None))[1] is None}
+    lost = {key for key in before_migration if key not in after}
+    wrong = sorted(f"{u} {s}: {after[(u, s)][0]} (was {late[(u, s)][0]})" for (u, s) in late
+                   if (u, s) in after and after[(u, s)][0] != late[(u, s)][0])
+    changed = {key for key in in_backup if key in before and before[key][:2] != before_migration.get(key, (None,))[:2]}
+    recomputed_expected = sum(1 for key in late if key not in unrecoverable and before[key][0] != late[key][0])
+    facts = {
+        "results_in_good_backup": len(in_backup),
+        "results_written_after_it": len(late),
+        "late_results_unrecoverable": len(unrecoverable),
+        "late_results_recomputable": len(late) - len(unrecoverable),
+        "late_results_whose_wpm_the_migration_changed": recomputed_expected,
+        "backed_up_results_the_migration_changed": len(changed),
+        "results_lost": len(lost),
+        "late_results_back_with_another_wpm": len(wrong),
+    }
+    story.facts["books"] = facts
+    salvage = story.facts.get("salvage", {})
+    left_out = story.facts.get("left_out", {})
+    unrecoverable_left_out = sum(n for reason, n in left_out.items() if reason.startswith("results:") and
+                                 reason != "results:changed")
+    story.say(f"  results in the good backup {len(in_backup):,}; written after it {len(late):,}: "
+              f"{len(late) - len(unrecoverable):,} rebuildable, {len(unrecoverable):,} not (missed characters dropped)")
+    story.say(f"  salvage: {salvage.get('results', '?')} results back ({salvage.get('recomputed', '?')} recomputed), "
+              f"left out {', '.join(f'{k} {v:,}' for k, v in sorted(left_out.items())) or 'nothing'}")
+    story.say(f"  results lost: {len(lost):,} (exactly the unrecoverable ones: {lost == unrecoverable})")
+    story.check(lost == unrecoverable, f"{len(lost)} results lost, but {len(unrecoverable)} were unrecoverable "
+                f"(lost and rebuildable: {sorted(lost - unrecoverable)[:3]}; unrecoverable kept: {sorted(unrecoverable - lost)[:3]})")
+    story.check(len(unrecoverable) > 0, "the story produced no unrecoverable result: it proves nothing about them")
+    story.check(not wrong, f"late results back with another wpm than the game wrote: {wrong[:3]}")
+    story.check(salvage.get("results") == len(late) - len(unrecoverable),
+                f"salvage re-applied {salvage.get('results')} results, {len(late) - len(unrecoverable)} can be rebuilt")
+    story.check(salvage.get("recomputed") == recomputed_expected,
+                f"salvage recomputed {salvage.get('recomputed')} results, the migration changed the wpm of "
+                f"{recomputed_expected} rebuildable late results")
+    story.check(unrecoverable_left_out == len(unrecoverable),
+                f"salvage left out {unrecoverable_left_out} late results as unrecoverable, expected {len(unrecoverable)}")
+    story.check(left_out.get("results:changed", 0) == len(changed),
+                f"salvage reports {left_out.get('results:changed', 0)} changed results, the migration changed "
+                f"{len(changed)} that the backup holds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--database-url", help="PostgreSQL: an EMPTY database the story may fill, damage and restore")
+    parser.add_argument("--workdir", type=Path, help="where the data directory, copies and files go (default: a new temp dir)")
+    parser.add_argument("--json-summary", type=Path, help="write every step, fact and failure here as JSON")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but the verdict")
+    args = parser.parse_args(argv)
+    if args.engine == "postgresql" and not args.database_url:
+        parser.error("--engine postgresql needs --database-url of an empty database")
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="incident-"))).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    story = Story(args.engine, workdir, args.database_url or "", quiet=args.quiet)
+    story.say(f"replaying the incident on {args.engine} in {workdir}")
+    started = time.monotonic()
+    try:
+        for act in (act_1_play_and_back_up, act_2_misconfigured_backups, act_3_unchecked_migration,
+                    act_4_detection, act_5_recovery, act_6_afterwards):
+            act(story)
+    finally:
+        if story.facts.get("stale_database"):
+            pg_execute(pg_admin_url(story.url), f'DROP DATABASE IF EXISTS "{story.facts["stale_database"]}" WITH (FORCE)')
+        for key in [k for k in story.facts if k.startswith("_") or k in ("results_in_good_backup", "results_before_migration")]:
+            story.facts.pop(key)
+        seconds = time.monotonic() - started
+        verdict = "the story held" if not story.failures else f"{len(story.failures)} step(s) did not behave as the story expects"
+        story.say()
+        story.say(f"== {verdict} ({seconds:.0f}s)")
+        for failure in story.failures:
+            print(story.shorten(f"   - {failure}"), file=sys.stderr if story.quiet else sys.stdout)
+        if args.json_summary:
+            args.json_summary.write_text(json.dumps({
+                "engine": story.engine, "ok": not story.failures, "seconds": round(seconds, 1),
+                "steps": [asdict(step) for step in story.steps], "facts": story.facts, "failures": story.failures,
+            }, indent=2, default=str))
+    return 0 if not story.failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
