@@ -360,7 +360,7 @@ def act_2_misconfigured_backups(story: Story) -> None:
     suspects = []
     if story.engine == "postgresql":
         job_bin = write_pg_dump_wrapper(story)
-        story.say(f"(the job's PATH starts with $WORK/job-bin, whose pg_dump runs the real one with --schema-only)")
+        story.say("(the job's PATH starts with $WORK/job-bin, whose pg_dump runs the real one with --schema-only)")
         env = story.environ(PATH=f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}")
         completed = story.integrity("backup", "create", "--label", "nightly", expect=(3,), env=env,
                                     prefix="PATH=$WORK/job-bin:$PATH ", keep=r"SUSPECT|suspect|no data|schema-only", show=3)
@@ -470,7 +470,7 @@ def evaluate_alerts(story: Story, metrics_path: Path, *, firing: bool) -> None:
     promtool = shutil.which("promtool")
     what = "fire" if firing else "are quiet"
     if promtool is None:
-        story.say(f"$ promtool test rules ...  (skipped: promtool not installed; Debian's prometheus package)")
+        story.say("$ promtool test rules ...  (skipped: promtool not installed; Debian's prometheus package)")
         story.facts.setdefault("promtool", "missing")
         return
     sys.path.insert(0, str(ROOT / "tests"))
@@ -501,9 +501,9 @@ def evaluate_alerts(story: Story, metrics_path: Path, *, firing: bool) -> None:
         rules_test.run_promtool(promtool, folder, text, cases)
     except AssertionError as exc:
         # promtool names each alert whose outcome differed from the expectation.
-        wrong = sorted(set(re.findall(r"alertname: (\w+)", str(exc)))) or ["(promtool failed: see the output)"]
-        for line in [line for line in str(exc).splitlines() if line.strip()][:6]:
-            story.say("     | " + line)
+        wrong = sorted(set(re.findall(r"alertname: (\w+)", str(exc)))) or ["(promtool failed: see its output)"]
+        (folder / "promtool-output.txt").write_text(str(exc))
+        story.say(f"  (promtool's input and output: {folder})")
     right = [name for name in names if name not in wrong]
     if firing:
         story.facts["alerts_firing"] = right
@@ -597,6 +597,7 @@ def tally(story: Story) -> None:
     left_out = story.facts.get("left_out", {})
     unrecoverable_left_out = sum(n for reason, n in left_out.items() if reason.startswith("results:") and
                                  reason != "results:changed")
+    story.say("the books (the script's own count of results, read before the migration, before the restore and after it):")
     story.say(f"  results in the good backup {len(in_backup):,}; written after it {len(late):,}: "
               f"{len(late) - len(unrecoverable):,} rebuildable, {len(unrecoverable):,} not (missed characters dropped)")
     story.say(f"  salvage: {salvage.get('results', '?')} results back ({salvage.get('recomputed', '?')} recomputed), "
