@@ -576,14 +576,23 @@ def _probe_engine(settings: Settings, timeout: float):
     return target, create_engine(target, read_only=True, settings=probe)
 
 
-def _require_schema(engine, display: str) -> None:
+def _require_schema(engine, display: str) -> str | None:
+    """Refuse what is not the game's database at all (exit 4). A game database at a revision
+    this code does not know, or behind it, is probed anyway: that is how the original
+    incident's migration reached production (applied behind the tool's back), and the
+    probe is the alarm that must then fire, by counting what the game's reads get wrong.
+    Returns why canaries must not be written (None: they may)."""
     from game_core.schema_state import SchemaState, require_current, schema_status
 
     with engine.connect() as connection:
         status = schema_status(connection)
     if status.state is SchemaState.EMPTY:
         raise PreconditionFailed(f"database {display} has no schema; run `integrity init` (or point --database-url at the game's database)")
-    require_current(status, display_name=display)
+    if status.state is SchemaState.CURRENT:
+        return None
+    if status.revision is None:
+        require_current(status, display_name=display)  # tables without a revision: not the game's
+    return f"canaries not written: the database is {status.describe()}"
 
 
 def _sample(connection, size: int) -> list[tuple[int, str]]:
@@ -650,9 +659,12 @@ def run_probe(
     try:
         _, engine = _probe_engine(settings, timeout)
         try:
-            _require_schema(truth, target.display)
+            no_writes = _require_schema(truth, target.display)
             store = Store(engine)
-            written, notes = ensure_canaries(settings, Store(truth), command=command, now=now)
+            if no_writes:
+                written, notes = (), [no_writes]
+            else:
+                written, notes = ensure_canaries(settings, Store(truth), command=command, now=now)
             notes = list(notes)
             canaries = _canaries(truth, notes)
             with truth.connect() as connection:

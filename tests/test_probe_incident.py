@@ -130,6 +130,25 @@ def test_the_incident_exits_3_counts_by_kind_and_the_metric_drops(env):
     assert [run["exit_code"] for run in history["result"]["runs"]][:2] == [3, 0]
 
 
+def test_a_revision_applied_behind_the_tools_back_is_probed_not_refused(env):
+    """The incident's migration was applied with plain Alembic: live stood at a revision
+    this code did not know, the probe refused it with exit 4 and wrote no ratio, and the
+    retrieval-drop alert stayed quiet. It must probe what the game reads and fire."""
+    store_level_as_text(env.url)
+    execute(env.url, "UPDATE alembic_version SET version_num = '0002_optimise_retrieval'")
+    completed = env.invoke("probe")
+    assert completed.returncode == 3, completed.output
+    assert "canaries not written: the database is at unknown revision 0002_optimise_retrieval" in completed.output
+    values = _metrics(env)
+    assert values[("integrity_probe_success_ratio", ())] == 0.0
+    assert _failed_by_kind(values)["wrong-type"] == PLAYERS + CANARIES
+
+
+def test_a_database_that_is_not_the_games_is_still_refused(env):
+    execute(env.url, "DELETE FROM alembic_version")
+    assert env.invoke("probe").returncode == 4
+
+
 def test_a_healthy_database_stays_at_one_with_every_kind_at_zero(env):
     code, document = env.invoke_json("probe")
     assert (code, document["result"]["success_ratio"], document["result"]["failures"]) == (0, 1.0, [])
