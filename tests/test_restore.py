@@ -270,7 +270,7 @@ def test_keep_newer_needs_the_safety_backup(sqlite_env):
 
 def test_latest_is_the_newest_good_backup_and_no_safety_backup_takes_none(sqlite_env):
     sqlite_env.create()
-    execute(sqlite_env.url, "DELETE FROM results WHERE id > 150")
+    fill_database(sqlite_env.url, players=2, results_per_player=10, seed=9)  # the game wrote on
     newest = sqlite_env.create()
     expected = content(sqlite_env.url)
     damage_like_the_incident(sqlite_env.url)

@@ -90,6 +90,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "repository": str(data_dir / "backups"),
             "compression_level": 3,
             "shrink_tolerance": 0.10,
+            "size_drop_tolerance": 0.50,
             "retention": {"keep_last": 7, "keep_hourly": 24, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6},
         },
         "schedule": {
@@ -380,7 +381,7 @@ def test_unknown_key_in_toml_is_rejected_naming_it_and_what_is_allowed(resolve, 
     message = config_error(resolve, "[backups]\ncompresion_level = 3\n", cwd=cwd)
     assert message == (
         "unknown key [backups] compresion_level; allowed in [backups]: "
-        "compression_level, repository, retention, shrink_tolerance"
+        "compression_level, repository, retention, shrink_tolerance, size_drop_tolerance"
     )
 
 
