@@ -129,21 +129,11 @@ class BackupInfo:
         or drill, not deep-failed, not a safety backup (those hold live as it was before a
         restore, possibly the damage itself: restored only when named by id), clean when
         it was audited, and of a proven store (no identity: no proof it is this game's)."""
-        state = self.state
-        return (
-            self.manifest_problem is None
-            and self.identity is not None
-            and state.intact
-            and not state.suspect
-            and not state.failed
-            and not state.deep_failed
-            and not self.safety
-            and state.audit != "dirty"
-        )
+        return self.why_not_restorable is None
 
     @property
     def why_not_restorable(self) -> str | None:
-        """The first reason an automatic choice skips this backup, in words."""
+        """The first reason an automatic choice skips this backup, in words (None: restorable)."""
         state = self.state
         reasons = (
             (self.manifest_problem is not None, f"damaged manifest: {self.manifest_problem}"),
