@@ -18,7 +18,6 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from game_core.db import POSTGRESQL
 from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
@@ -31,6 +30,7 @@ from integrity.backups.repository import (
     Manifest,
     Repository,
     RepositoryUnusable,
+    backup_time,
     fsync_directory,
     new_backup_id,
     sha256_bytes,
@@ -119,7 +119,7 @@ def create_backup(
             manifest = Manifest(
                 id=backup_id,
                 engine=target.kind,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                created_at=backup_time(backup_id).isoformat(),  # one time per backup: its id's, read before the copy
                 label=label,
                 source_url=target.masked,
                 source_path=str(target.sqlite_path) if target.sqlite_path else None,
