@@ -18,8 +18,8 @@ control that passes.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
+import subprocess
 import stat
 import time
 import uuid
@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from backup_helpers import BackupEnv, execute, fill_database, one_error, scalar
 from conftest import drop_pg_database, pg_url_for
 from restore_helpers import content
+from test_backups_cli import small_filesystem  # noqa: F401  (the fixture: a tmpfs of a chosen size)
 
 
 @pytest.fixture
@@ -54,10 +55,14 @@ def _latest(env: BackupEnv) -> str:
     return document["result"]["backup_id"]
 
 
-def _listed_states(env: BackupEnv) -> dict[str, list[str]]:
+def _listed(env: BackupEnv) -> dict[str, dict]:
     code, document = env.invoke_json("backup", "list")
     assert code == 0, document
-    return {backup["id"]: backup["states"] for backup in document["result"]["backups"]}
+    return {backup["id"]: backup for backup in document["result"]["backups"]}
+
+
+def _listed_states(env: BackupEnv) -> dict[str, list[str]]:
+    return {backup_id: backup["states"] for backup_id, backup in _listed(env).items()}
 
 
 def _play_one_test(url: str, username: str = "latecomer") -> None:
@@ -250,6 +255,34 @@ def test_a_stale_file_back_at_the_configured_path_is_suspect_for_its_age_alone(t
     assert reasons and all(r.endswith("(a stale copy?)") for r in reasons), reasons
     assert {r.split(":")[0] for r in reasons} >= {"players", "results", "progress"}
     assert _latest(env) == good
+    # status and metrics measure the RPO on the good one and say the newest is suspect.
+    _, document = env.invoke_json("status")
+    checks = {check["name"]: check for check in document["result"]["checks"]}
+    assert checks["newest good backup"]["detail"].startswith(f"{good}, ")
+    assert checks["suspect backups"]["state"] == "problem"
+    assert checks["suspect backups"]["detail"].startswith(
+        f"1 backup(s) newer than the newest restorable one are suspect, the newest {manifest['id']}: players: newest row")
+    metrics = env.invoke("metrics").stdout.splitlines()
+    assert "integrity_backups_suspect 1" in metrics
+    good_at = datetime.fromisoformat(_listed(env)[good]["created_at"]).timestamp()
+    assert f"integrity_backup_newest_good_timestamp_seconds {good_at:.0f}" in metrics
+
+
+def test_a_backups_time_is_the_moment_its_id_names(tmp_path, sqlite_url):
+    """A backup has one time. Its id was read before the copy and `created_at` after it, so
+    a backup taken across a second boundary carried a `created_at` equal to the next
+    backup's, and `status`, which finds the suspect backups newer than the newest good one
+    by `created_at`, missed a suspect backup taken right after a good one (seen once in
+    every few runs of the stale-file test above). A pause after the id is chosen makes the
+    copy cross the boundary every time."""
+    from integrity.backups.repository import backup_time
+
+    fill_database(sqlite_url, players=3, results_per_player=5)
+    env = BackupEnv(tmp_path, sqlite_url)
+    code, manifest = _created(env, INTEGRITY_PAUSE_AT="create:started=1.2")
+    assert code == 0, manifest
+    assert datetime.fromisoformat(manifest["created_at"]) == backup_time(manifest["id"])
+    assert _listed(env)[manifest["id"]]["created_at"] == manifest["created_at"]
 
 
 # ---------------------------------------------------------------- shrinking rows and data
@@ -426,3 +459,39 @@ def test_a_missing_repository_is_exit_4_until_init_creates_it(tmp_path, sqlite_u
     assert initialized.returncode == 0, initialized.output
     assert unmounted.is_dir()
     assert env.invoke("backup", "create").returncode == 0
+
+
+def _mount_of(path: Path) -> str:
+    """`findmnt`'s view of the file system holding `path`, as backup check words it."""
+    source, fstype, target = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE,TARGET", "--target", str(path)], capture_output=True, text=True, check=True,
+    ).stdout.split()
+    device = os.stat(path).st_dev
+    return f"{source} ({fstype}, mounted at {target}, device {os.major(device)}:{os.minor(device)})"
+
+
+def test_backup_check_names_the_file_systems_and_an_unmounted_share_is_exit_4(tmp_path, sqlite_url, small_filesystem):
+    """The replay's repository on `/mnt/nfs-backups/x` was created on the root file system
+    while the share was not mounted, and `backup check` passed."""
+    fill_database(sqlite_url, players=3, results_per_player=5)
+    share = small_filesystem(32 * 1024 * 1024)
+    repository = share / "x"
+    env = BackupEnv(tmp_path, sqlite_url, extra_env={"INTEGRITY_BACKUPS__REPOSITORY": str(repository)})
+    assert env.invoke("init").returncode == 0
+
+    code, findings = _findings(env)
+    assert code == 0, findings
+    assert findings["filesystems"]["detail"] == (
+        f"repository on {_mount_of(repository)}; database on {_mount_of(Path(sa.make_url(sqlite_url).database))}"
+    )
+    assert f"mounted at {share}" in findings["filesystems"]["detail"]
+    env.create()
+
+    subprocess.run(["umount", str(share)], check=True)  # the share goes away; its mount point stays
+    code, findings = _findings(env)
+    assert code == 4, findings
+    assert findings["repository"]["state"] == "fail"
+    assert findings["repository"]["detail"].startswith(f"backup repository {repository} does not exist (an unmounted share?)")
+    result = env.invoke("backup", "create")
+    assert result.returncode == 4 and "integrity init" in one_error(result)
+    assert not repository.exists()  # nothing written to the root file system under the mount point
