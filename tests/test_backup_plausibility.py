@@ -11,16 +11,16 @@ show as SUSPECT, and never be what `latest` (restore, drill) picks:
 And `backup create` refuses what is not the game's database at all (exit 4, the source
 untouched, nothing in the repository), and a repository that does not exist (an
 unmounted share) is exit 4 for every command that writes or restores, until `integrity
-init` creates it. Every check is shown failing on a fixture that breaks it, beside a
-control that passes.
+init` creates it; `backup check` names the file systems, so an unmounted share shows.
+Every check is shown failing on a fixture that breaks it, beside a control that passes.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import stat
+import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
@@ -179,16 +179,23 @@ def test_backup_check_fails_plausibility_with_the_schema_only_pg_dump(tmp_path, 
 # ---------------------------------------------------------------- a stale copy
 
 
+def _sqlite_copy(source: Path, destination: Path) -> None:
+    """A consistent copy of a SQLite file (WAL included) through the backup API."""
+    reader, writer = sqlite3.connect(source), sqlite3.connect(destination)
+    try:
+        reader.backup(writer)
+    finally:
+        reader.close()
+        writer.close()
+
+
 def _stale_copy(env: BackupEnv, request) -> str:
     """A copy of the database as it is now, with the same store identity: a SQLite file
     copied with the backup API, a PostgreSQL database created from it as a template."""
     if env.url.startswith("sqlite"):
         source = Path(sa.make_url(env.url).database)
         copy = env.tmp_path / "old-copy.db"
-        with sqlite3.connect(source) as reader, sqlite3.connect(copy) as writer:
-            reader.backup(writer)
-        reader.close()
-        writer.close()
+        _sqlite_copy(source, copy)
         return f"sqlite:///{copy}"
     admin = request.getfixturevalue("pg_admin")
     name = f"tg_stale_{uuid.uuid4().hex[:12]}"
@@ -238,17 +245,11 @@ def test_a_stale_file_back_at_the_configured_path_is_suspect_for_its_age_alone(t
     live = Path(sa.make_url(sqlite_url).database)
     env = BackupEnv(tmp_path, sqlite_url)
     old = tmp_path / "old.db"
-    with sqlite3.connect(live) as reader, sqlite3.connect(old) as writer:
-        reader.backup(writer)
-    reader.close()
-    writer.close()
+    _sqlite_copy(live, old)
     _play_one_test(sqlite_url)
     good = env.create()  # the control: newer rows, plausible
 
-    with sqlite3.connect(old) as reader, sqlite3.connect(live) as writer:
-        reader.backup(writer)  # the old data back under the configured path
-    reader.close()
-    writer.close()
+    _sqlite_copy(old, live)  # the old data back under the configured path
     code, manifest = _created(env)
     assert code == 3, manifest
     reasons = manifest["suspect_reasons"]
