@@ -68,7 +68,7 @@ def assess(
 ) -> list[str]:
     """The reasons a backup with these facts is implausible (empty: plausible)."""
     reasons = [
-        f"{table}: the backup holds no data for its {tables[table]['rows']:,} rows (a schema-only or filtered dump?)"
+        f"{table}: the backup holds no data for its {_rows(tables[table]['rows'])} (a schema-only or filtered dump?)"
         for table in sorted(tables_without_data)
         if tables.get(table, {}).get("rows")
     ]
@@ -99,10 +99,18 @@ def assess(
     before_size = raw_size(previous_restorable.files)
     if before_size and data_size < before_size * (1 - tolerances.size_drop):
         reasons.append(
-            f"data {before_size / 1e6:,.1f} MB -> {data_size / 1e6:,.1f} MB since backup {previous_restorable.id} "
+            f"data {_size(before_size)} -> {_size(data_size)} since backup {previous_restorable.id} "
             f"(more than size_drop_tolerance {tolerances.size_drop:.0%})"
         )
     return reasons
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" + ("" if count == 1 else "s")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB" if count >= 1e6 else f"{count / 1e3:,.1f} kB"
 
 
 def _differs(before: dict, now: dict) -> bool:
