@@ -15,6 +15,16 @@ def _megabytes(size: int | None) -> str:
     return "-" if size is None else f"{size / 1e6:,.1f} MB"
 
 
+def _journal_problems(problems, console: Console, *, limit: int = 5) -> None:
+    """Journal lines that were skipped: readers go on without them, retention refuses."""
+    for problem in problems[:limit]:
+        console.print(f"journal: {problem}", highlight=False, markup=False)
+    if len(problems) > limit:
+        console.print(f"journal: and {len(problems) - limit} more unreadable line(s)", highlight=False, markup=False)
+    if problems:
+        console.print("journal: `integrity backup prune` refuses until it can be read completely", highlight=False, markup=False)
+
+
 def register(render_text) -> None:
     from integrity.backups.catalog import BackupDetail, Catalog, PinChange
     from integrity.backups.check import BackupCheckReport
@@ -29,6 +39,17 @@ def register(render_text) -> None:
     render_text.register(PruneResult, render_prune)
     render_text.register(PinChange, render_pin)
     render_text.register(BackupCheckReport, render_check)
+    from integrity.backups.signing import GeneratedKey
+
+    render_text.register(GeneratedKey, render_keygen)
+
+
+def render_keygen(key, console: Console) -> None:
+    console.print(f"wrote a new Ed25519 private key to {key.key_file} (mode 0600, key {key.key_id})", highlight=False, markup=False)
+    console.print("keep it only on the hosts that make backups, never in the repository; add to integrity.toml:", highlight=False, markup=False)
+    for line in key.config_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
+    console.print("hosts that only read the repository need signing_public_key alone", highlight=False, markup=False)
 
 
 def render_created(result, console: Console) -> None:
@@ -48,6 +69,7 @@ def render_created(result, console: Console) -> None:
 def render_catalog(catalog, console: Console) -> None:
     if not catalog.backups:
         console.print(f"no backups in {catalog.repository}; take one with `integrity backup create`")
+        _journal_problems(catalog.journal_problems, console)
         return
     now = datetime.now(timezone.utc)
     table = Table(show_header=True, header_style="bold")
@@ -65,8 +87,12 @@ def render_catalog(catalog, console: Console) -> None:
             escape(backup.label or ""),
         )
     console.print(table)
+    for backup in reversed(catalog.backups):
+        if backup.manifest_problem:
+            console.print(f"{backup.id}: {backup.manifest_problem}", highlight=False, markup=False)
     if catalog.leftovers:
         console.print(f"{len(catalog.leftovers)} leftover(s) of interrupted runs; `integrity backup prune` removes them")
+    _journal_problems(catalog.journal_problems, console)
 
 
 def render_detail(detail, console: Console) -> None:
@@ -89,6 +115,7 @@ def render_detail(detail, console: Console) -> None:
         console.print(f"problem   {problem}", highlight=False, markup=False)
     for reason in detail.state.suspect_reasons:
         console.print(f"suspect   {reason}", highlight=False, markup=False)
+    _journal_problems(detail.journal_problems, console)
     table = Table(show_header=True, header_style="bold")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -118,6 +145,7 @@ def render_verify(report, console: Console) -> None:
             detail = f"fingerprinted {rows:,} rows at {rows / seconds if seconds else rows:,.0f} rows/s"
         table.add_row(result.backup_id, result.quick, result.deep or "-", result.audit or "-", f"{result.seconds:.2f}", escape(detail))
     console.print(table)
+    _journal_problems(report.journal_problems, console)
 
 
 def render_prune(result, console: Console) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -139,9 +140,23 @@ def decompress_to(path: Path, entry: FileEntry, sink: Callable[[bytes], object],
 def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bool, advance=None) -> None:
     where = f"backup {backup_id}: {entry.name}"
     try:
-        actual_size = path.stat().st_size
-    except OSError:
+        # Never through a symbolic link (a copy elsewhere is not this backup's file) and
+        # never blocking on a FIFO: the descriptor's own type is checked before a read.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         raise BackupCorrupt(f"{where} is missing") from None
+    except OSError as exc:
+        why = "is a symbolic link, not a file of the backup" if os.path.islink(path) else f"cannot be read ({exc.strerror})"
+        raise BackupCorrupt(f"{where} {why}") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        _stream_open(handle, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+
+
+def _stream_open(handle: BinaryIO, entry: FileEntry, *, where: str, sink, check_raw: bool, advance=None) -> None:
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        raise BackupCorrupt(f"{where} is not a regular file")
+    actual_size = info.st_size
     if actual_size != entry.size:
         raise BackupCorrupt(f"{where} is {actual_size} bytes, the manifest says {entry.size} (truncated or replaced)")
     digest = hashlib.sha256()
@@ -150,16 +165,15 @@ def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bo
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     with _ChunkConsumer(digest, raw_digest, sink) as consumer:
         try:
-            with path.open("rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    output = decompressor.decompress(chunk)
-                    raw_size += len(output)
-                    consumer.put(chunk, output)
-                    if advance is not None:
-                        advance(len(chunk))
-                tail = decompressor.flush()
-                raw_size += len(tail)
-                consumer.put(b"", tail)
+            while chunk := handle.read(CHUNK):
+                output = decompressor.decompress(chunk)
+                raw_size += len(output)
+                consumer.put(chunk, output)
+                if advance is not None:
+                    advance(len(chunk))
+            tail = decompressor.flush()
+            raw_size += len(tail)
+            consumer.put(b"", tail)
         except zstandard.ZstdError as exc:
             raise BackupCorrupt(f"{where} does not decompress: {exc}") from None
     if digest.hexdigest() != entry.sha256:

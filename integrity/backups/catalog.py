@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from game_core.errors import Failure
-from integrity.backups.repository import BackupNotFound, JournalEntry, Manifest, Repository, backup_time
+from integrity.backups.repository import BackupNotFound, Event, JournalEntry, Manifest, Repository, backup_time
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,27 @@ class BackupState:
         return labels
 
 
-def fold_journal(entries: list[JournalEntry]) -> dict[str, BackupState]:
+_VERDICTS = (Event.INTACT, Event.CORRUPT, Event.DEEP_VERIFIED, Event.DEEP_FAILED, Event.CLEAN, Event.DIRTY, Event.FAILED)
+_FAILURES = (Event.CORRUPT, Event.DEEP_FAILED, Event.FAILED)
+
+
+def fold_journal(entries: list[JournalEntry] | tuple[JournalEntry, ...]) -> dict[str, BackupState]:
+    """Per backup, the latest word of the journal. The entries are validated when read
+    (`parse_journal_line`), so every detail used here has its type."""
     states: dict[str, dict] = {}
     for entry in entries:
         state = states.setdefault(entry.backup_id, {})
-        if entry.event in ("intact", "corrupt", "deep_verified", "deep_failed", "clean", "dirty", "failed"):
-            if entry.event != "failed" or "failed_at" not in state:  # the first failure is the one to explain
-                state[f"{entry.event}_at"] = entry.at
-            if entry.event in ("corrupt", "deep_failed", "failed"):
+        if entry.event in _VERDICTS:
+            if entry.event != Event.FAILED or "failed_at" not in state:  # the first failure is the one to explain
+                state[f"{entry.event.value}_at"] = entry.at
+            if entry.event in _FAILURES:
                 problem = entry.detail.get("problem") or "; ".join(entry.detail.get("problems", []))
                 state["problems"] = (problem,) if problem else ()
-        elif entry.event == "suspect":
+        elif entry.event == Event.SUSPECT:
             state["suspect_reasons"] = state.get("suspect_reasons", ()) + tuple(entry.detail.get("reasons", ()))
-        elif entry.event == "pinned":
+        elif entry.event == Event.PINNED:
             state["pinned_until"] = entry.detail.get("until") or "forever"
-        elif entry.event == "unpinned":
+        elif entry.event == Event.UNPINNED:
             state["pinned_until"] = None
     return {backup_id: BackupState(**values) for backup_id, values in states.items()}
 
@@ -154,6 +160,9 @@ class Catalog:
     repository: str
     backups: tuple[BackupInfo, ...]  # oldest first
     leftovers: tuple[str, ...] = ()
+    # Journal lines (or the whole journal) that could not be read: skipped here, and
+    # retention refuses while there are any (a lost line may have been a pin).
+    journal_problems: tuple[str, ...] = ()
 
     def of_store(self, identity: str | None) -> "Catalog":
         """Only the backups proven to be of one database (a repository may hold another's by
@@ -187,7 +196,7 @@ class Catalog:
         return 0
 
     def summary(self) -> dict:
-        return {"backups": len(self.backups)}
+        return {"backups": len(self.backups), "journal_problems": len(self.journal_problems)}
 
 
 def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog:
@@ -197,7 +206,8 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
     files: that is what `backup verify` is for.
     """
     now = now or datetime.now(timezone.utc)
-    states = fold_journal(repository.journal())
+    journal = repository.read_journal()
+    states = fold_journal(journal.entries)
     backups = []
     for backup_id in repository.backup_ids():
         state = states.get(backup_id, BackupState())
@@ -222,7 +232,8 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             identity=manifest.source_identity,
             safety=safety,
         ))
-    return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()))
+    return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()),
+                   journal_problems=journal.problems)
 
 
 SAFETY_LABEL_PREFIX = "safety before restore of "
@@ -256,13 +267,13 @@ class PinChange:
 def pin(repository: Repository, backup_id: str, *, until: datetime | None) -> PinChange:
     repository.read_manifest(backup_id)  # exists and is a backup
     until_text = until.astimezone(timezone.utc).isoformat() if until else None
-    repository.append(backup_id, "pinned", {"until": until_text})
+    repository.append(backup_id, Event.PINNED, {"until": until_text})
     return PinChange(backup_id, True, until_text or "forever")
 
 
 def unpin(repository: Repository, backup_id: str) -> PinChange:
     repository.read_manifest(backup_id)
-    repository.append(backup_id, "unpinned")
+    repository.append(backup_id, Event.UNPINNED)
     return PinChange(backup_id, False, None)
 
 
@@ -272,6 +283,7 @@ class BackupDetail:
     states: list[str]
     state: BackupState
     path: str
+    journal_problems: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -283,9 +295,10 @@ class BackupDetail:
 
 def show_backup(repository: Repository, backup_id: str, now: datetime | None = None) -> BackupDetail:
     manifest = repository.read_manifest(backup_id)
-    state = with_manifest_facts(fold_journal(repository.journal()).get(backup_id, BackupState()), manifest)
+    journal = repository.read_journal()
+    state = with_manifest_facts(fold_journal(journal.entries).get(backup_id, BackupState()), manifest)
     labels = state.labels(now or datetime.now(timezone.utc)) + (["safety"] if is_safety(manifest) else [])
-    return BackupDetail(manifest, labels, state, str(repository.path_of(backup_id)))
+    return BackupDetail(manifest, labels, state, str(repository.path_of(backup_id)), journal.problems)
 
 
 LATEST = "latest"
@@ -297,7 +310,7 @@ def resolve_backup(repository: Repository, requested: str | None, identity: str 
     given, or for `latest` (or none) the newest restorable backup of this store, the one
     `status` measures the RPO on (a repository may also hold another database's backups)."""
     if requested is not None and requested != LATEST:
-        if not repository.path_of(requested).is_dir():  # path_of refuses what is not an id
+        if not repository.has_backup(requested):  # path_of refuses what is not an id; a damaged one is found, then refused
             raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
         return requested
     catalog = read_catalog(repository, now).of_store(identity)

@@ -11,6 +11,11 @@ investigates them, then expire. Everything else expires. A
 backup that a reader (verify, drill, diff, dry run) holds is skipped, never deleted
 under it. Leftovers of killed runs (`.tmp-*`) are removed: under the writer lock no
 create is running, so nothing else can own them.
+
+Retention refuses (exit 4) while the journal cannot be read completely: a line it cannot
+read may have been a pin, and deleting a pinned backup because its pin was unreadable is
+the one mistake retention must never make (issue 14, item 4). A damaged backup that
+expires is removed as what it is: a symbolic link is unlinked, never followed.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from integrity.backups.catalog import Catalog, read_catalog
-from integrity.backups.repository import TEMP_PREFIX, Repository, fsync_directory
+from integrity.backups.repository import TEMP_PREFIX, JournalIncomplete, Repository, fsync_directory
 from integrity.locks import LockHeld
 from integrity.settings import RetentionSettings, Settings
 
@@ -113,10 +118,13 @@ def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | 
 
 
 def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: str = "backup prune", now: datetime | None = None) -> PruneResult:
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     with repository.writer_lock(command=command, wait_seconds=lock_wait):
-        plan = plan_retention(read_catalog(repository, now), settings.backups.retention, now)
+        catalog = read_catalog(repository, now)
+        if catalog.journal_problems:
+            raise JournalIncomplete(_refusal(catalog.journal_problems))
+        plan = plan_retention(catalog, settings.backups.retention, now)
         if dry_run:
             return PruneResult(plan, dry_run=True)
         deleted, skipped = [], []
@@ -131,11 +139,19 @@ def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: s
             deleted.append(decision.backup_id)
         removed = []
         for leftover in repository.leftovers():
-            shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(leftover.name)
+            _remove(leftover)
+            if not os.path.lexists(leftover):
+                removed.append(leftover.name)
         if deleted or removed:
             fsync_directory(repository.backups_dir)
     return PruneResult(plan, dry_run=False, deleted=tuple(deleted), skipped=tuple(skipped), removed_leftovers=tuple(removed))
+
+
+def _refusal(problems: tuple[str, ...]) -> str:
+    more = f" (and {len(problems) - 1} more problem(s); `integrity backup list` shows them all)" if len(problems) > 1 else ""
+    return (f"retention refused: the backup journal cannot be read completely: {problems[0]}{more}; an unreadable line "
+            "may be a pin, so nothing was deleted. Keep a copy of the journal, remove or repair the damaged line(s), "
+            "re-pin what must be kept, then run again")
 
 
 def _delete(repository: Repository, backup_id: str) -> None:
@@ -143,4 +159,16 @@ def _delete(repository: Repository, backup_id: str) -> None:
     doomed = repository.backups_dir / f"{TEMP_PREFIX}pruned-{backup_id}"
     os.rename(repository.path_of(backup_id), doomed)
     fsync_directory(repository.backups_dir)
-    shutil.rmtree(doomed)
+    _remove(doomed, strict=True)
+
+
+def _remove(path, *, strict: bool = False) -> None:
+    """A directory tree, or a symbolic link or file as itself: a damaged backup replaced by
+    a link to a copy elsewhere loses the link, never what it points at."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(path, ignore_errors=not strict)

@@ -5,26 +5,39 @@
         data.<kind>.zst          the data file, zstd-compressed
         manifest.json            written last: what the backup holds and every file's hash
         manifest.sha256          the manifest's own hash, `sha256sum -c` format
+        manifest.sig             the manifest's Ed25519 signature, when signing is configured
       .tmp-<id>/               a backup being written (or left by a killed run)
       journal.jsonl            what happened later: verifications, pins, failures
       locks/                   writer.lock, backup-<id>.lock and their holder notes
 
+A backup is exactly its directory (a real one, not a symbolic link) holding its manifest,
+the manifest's hash and the regular files the manifest lists, nothing else, with a
+format this code knows and its own id. Every value of a manifest and of a journal line is
+validated when read: a repository is data someone may have damaged or tampered with, and
+one bad backup or line must be reported as such, never crash a reader or block the others.
+
 Backup directories never change after the rename; everything learnt later goes to the
-journal, one JSON object per line, appended and fsynced (a torn last line from a crash
-is ignored).
+journal, one JSON object per line, appended under an flock and fsynced. An append always
+starts on a fresh line (a line torn by a crash mid-append never swallows the next event),
+and a journal that cannot be read completely says so (`JournalContents.problems`):
+readers skip the bad lines and keep the rest, retention refuses to guess.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +47,18 @@ from integrity.locks import file_lock
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
+MANIFEST_SIGNATURE = "manifest.sig"  # optional: present when signing is configured (integrity/backups/signing.py)
 MANIFEST_FORMAT = 1
+JOURNAL = "journal.jsonl"
 TEMP_PREFIX = ".tmp-"
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+# A data file's name: a plain name inside its backup directory (no separators, no dot
+# first, so never "..", a hidden file or the manifest), ending in the compression's suffix.
+FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.zst$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+ENGINES = ("sqlite", "postgresql")  # game_core.db.SQLITE, POSTGRESQL
+FILE_KINDS = {"sqlite": "sqlite-db", "postgresql": "pg-custom"}  # the data file each engine writes
+PURPOSES = ("backup", "safety", "check")
 
 
 class BackupNotFound(PreconditionFailed):
@@ -44,11 +66,17 @@ class BackupNotFound(PreconditionFailed):
 
 
 class BackupCorrupt(VerificationFailed):
-    """A manifest or data file does not match its hash, or does not decompress."""
+    """A manifest or data file does not match its hash, or does not decompress, or the
+    backup's directory holds something other than exactly its listed regular files."""
 
 
 class RepositoryUnusable(PreconditionFailed):
-    """The repository is missing, unwritable or full."""
+    """The repository is missing, unwritable or full, or its journal cannot be written."""
+
+
+class JournalIncomplete(PreconditionFailed):
+    """The journal has lines that cannot be read: a decision that depends on every event
+    (retention and its pins) is refused rather than guessed."""
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -58,6 +86,17 @@ def new_backup_id(now: datetime | None = None) -> str:
 
 def backup_time(backup_id: str) -> datetime:
     return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def is_backup_id(text: object) -> bool:
+    """A string shaped like an id whose time exists (`20261399T...` matches the pattern only)."""
+    if not isinstance(text, str) or not ID_PATTERN.match(text):
+        return False
+    try:
+        backup_time(text)
+    except ValueError:
+        return False
+    return True
 
 
 def fsync_directory(path: Path) -> None:
@@ -72,6 +111,76 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file, never through a symbolic link (O_NOFOLLOW) and never
+    blocking on a FIFO (O_NONBLOCK, then the type checked on the open descriptor)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
+
+
+def describe_entry(path: Path) -> str | None:
+    """Why `path` is not a regular file of the repository, in words (None: it is one)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            return f"is a symbolic link to {os.readlink(path)}, not a file of the repository"
+        except OSError:
+            return "is a symbolic link, not a file of the repository"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+# ------------------------------------------------------------------ manifests
+
+
+class ManifestInvalid(ValueError):
+    """A manifest value that is missing, of the wrong type or out of its range."""
+
+
+def _check(condition: bool, reason: str) -> None:
+    if not condition:
+        raise ManifestInvalid(reason)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _optional_text(document: dict, key: str) -> None:
+    _check(document.get(key) is None or isinstance(document[key], str), f"{key} is not text or null")
+
+
+def aware_time(value: object, what: str) -> datetime:
+    """An ISO 8601 time with its UTC offset (a naive one cannot be compared with now)."""
+    if not isinstance(value, str):
+        raise ManifestInvalid(f"{what} is not a time ({value!r})")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ManifestInvalid(f"{what} is not an ISO time ({value[:40]!r})") from None
+    if moment.tzinfo is None:
+        raise ManifestInvalid(f"{what} has no UTC offset ({value[:40]!r})")
+    return moment
+
+
 @dataclass(frozen=True)
 class FileEntry:
     name: str
@@ -81,6 +190,27 @@ class FileEntry:
     raw_size: int  # bytes after decompression
     raw_sha256: str  # of the bytes after decompression
     compression: str = "zstd"
+
+    @classmethod
+    def from_document(cls, document: object, engine: str) -> "FileEntry":
+        _check(isinstance(document, dict), "a files entry is not an object")
+        names = {f.name for f in cls.__dataclass_fields__.values()}
+        unknown = sorted(set(document) - names)
+        _check(not unknown, f"a files entry has unknown fields {unknown}")
+        missing = sorted(names - {"compression"} - set(document))
+        _check(not missing, f"a files entry lacks {missing}")
+        name = document["name"]
+        _check(isinstance(name, str) and FILE_NAME_PATTERN.match(name) is not None,
+               f"file name {str(name)[:80]!r} is not a plain file name inside the backup's directory")
+        _check(document["kind"] == FILE_KINDS[engine], f"file kind {document['kind']!r} is not a {engine} backup's "
+               f"({FILE_KINDS[engine]!r})")
+        for key in ("size", "raw_size"):
+            _check(_is_int(document[key]) and document[key] >= 0, f"file {key} {document[key]!r} is not a byte count")
+        for key in ("sha256", "raw_sha256"):
+            _check(isinstance(document[key], str) and SHA256_PATTERN.match(document[key]) is not None,
+                   f"file {key} is not a SHA-256 in hex")
+        _check(document.get("compression", "zstd") == "zstd", f"compression {document.get('compression')!r} is not zstd")
+        return cls(**document)
 
 
 @dataclass(frozen=True)
@@ -113,8 +243,53 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
-        document = json.loads(data)
-        document["files"] = tuple(FileEntry(**entry) for entry in document["files"])
+        """A manifest with every value checked (ManifestInvalid says which is wrong): the
+        readers index, compare and print these values, and one of the wrong type must make
+        this backup damaged, not crash `list` for every backup."""
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise ManifestInvalid("is not JSON") from None
+        _check(isinstance(document, dict), "is not a JSON object")
+        fmt = document.get("format", MANIFEST_FORMAT)
+        _check(_is_int(fmt), f"format {fmt!r} is not a number")
+        _check(fmt == MANIFEST_FORMAT, f"is format {fmt}; this tool reads format {MANIFEST_FORMAT}"
+               + (" (written by a newer version of integrity?)" if fmt > MANIFEST_FORMAT else ""))
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(document) - names)
+        _check(not unknown, f"has unknown fields {unknown}")
+        required = {"id", "engine", "created_at", "label", "source_url", "source_path", "source_identity",
+                    "revision", "tables", "files", "tool"}
+        missing = sorted(required - set(document))
+        _check(not missing, f"lacks {missing}")
+        _check(is_backup_id(document["id"]), f"id {str(document['id'])[:40]!r} is not a backup id")
+        _check(document["engine"] in ENGINES, f"engine {document['engine']!r} is not one of {list(ENGINES)}")
+        aware_time(document["created_at"], "created_at")
+        for key in ("label", "source_path", "source_identity", "revision"):
+            _optional_text(document, key)
+        _check(isinstance(document["source_url"], str), "source_url is not text")
+        tables = document["tables"]
+        _check(isinstance(tables, dict), "tables is not an object of table -> rows and aggregates")
+        for table, info in tables.items():
+            _check(isinstance(info, dict), f"tables.{table} is not an object")
+            _check(_is_int(info.get("rows")) and info["rows"] >= 0, f"tables.{table}.rows {info.get('rows')!r} is not a row count")
+            aggregates = info.get("aggregates")
+            _check(isinstance(aggregates, dict) and all(_is_scalar(v) for v in aggregates.values()),
+                   f"tables.{table}.aggregates is not an object of values")
+        files = document["files"]
+        _check(isinstance(files, list) and len(files) == 1,
+               "files does not list exactly one data file (format 1 has one per backup)")
+        document["files"] = tuple(FileEntry.from_document(entry, document["engine"]) for entry in files)
+        for key in ("tool", "source"):
+            value = document.get(key, {})
+            _check(isinstance(value, dict) and all(_is_scalar(v) for v in value.values()), f"{key} is not an object of values")
+        timings = document.get("timings", {})
+        _check(isinstance(timings, dict) and all(_is_int(v) or isinstance(v, float) for v in timings.values()),
+               "timings is not an object of seconds")
+        reasons = document.get("suspect_reasons")
+        _check(reasons is None or (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)),
+               "suspect_reasons is not a list of text")
+        _check(document.get("purpose", "backup") in PURPOSES, f"purpose {document.get('purpose')!r} is not one of {list(PURPOSES)}")
         return cls(**document)
 
     @property
@@ -129,39 +304,122 @@ class Manifest:
         return {table: info["rows"] for table, info in self.tables.items()}
 
 
+# ------------------------------------------------------------------ the journal
+
+
+class Event(StrEnum):
+    """What the journal records about a backup after it was written. A StrEnum: a line
+    holds its value, and `entry.event == "pinned"` still reads naturally."""
+
+    INTACT = "intact"  # quick verification passed (hashes, decompression)
+    CORRUPT = "corrupt"  # quick verification failed
+    DEEP_VERIFIED = "deep_verified"  # restored into scratch, engine check, counts, drift passed
+    DEEP_FAILED = "deep_failed"  # deep verification failed
+    CLEAN = "clean"  # the audits passed on the restored copy
+    DIRTY = "dirty"  # the audits found error-severity violations
+    PINNED = "pinned"  # kept out of retention (detail: until, or null for ever)
+    UNPINNED = "unpinned"
+    PRUNED = "pruned"  # deleted by retention
+    DRILLED = "drilled"  # restored into scratch by `integrity drill` (detail: its summary)
+    FAILED = "failed"  # a restore or drill of it failed verification (never cleared)
+    SUSPECT = "suspect"  # found implausible after it was written (detail: reasons)
+
+
+EVENTS = tuple(event.value for event in Event)
+
+
 @dataclass(frozen=True)
 class JournalEntry:
-    at: str
+    at: str  # ISO time in UTC, microseconds: entries compare as text
     backup_id: str
-    event: str  # see EVENTS
+    event: Event
     detail: dict[str, Any]
 
+    def to_line(self) -> bytes:
+        document = {"at": self.at, "backup_id": self.backup_id, "event": self.event.value, "detail": self.detail}
+        return (json.dumps(document, sort_keys=True, default=str) + "\n").encode("utf-8")
 
-# What the journal records about a backup after it was written.
-EVENTS = (
-    "intact",  # quick verification passed (hashes, decompression)
-    "corrupt",  # quick verification failed
-    "deep_verified",  # restored into scratch, engine check, counts, drift passed
-    "deep_failed",  # deep verification failed
-    "clean",  # the audits passed on the restored copy
-    "dirty",  # the audits found error-severity violations
-    "pinned",  # kept out of retention (detail: until, or null for ever)
-    "unpinned",
-    "pruned",  # deleted by retention
-    "drilled",  # restored into scratch by `integrity drill` (detail: its summary)
-    "failed",  # a restore or drill of it failed verification (never cleared)
-    "suspect",  # found implausible after it was written (detail: reasons)
-)
+
+def _text_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The detail fields each event's readers use, and what they must be. Other fields are
+# free (a drill's summary, fingerprints) and read by nobody who could crash on them.
+_DETAIL_RULES: dict[Event, tuple[tuple[str, Any, str], ...]] = {
+    Event.CORRUPT: (("problem", lambda v: isinstance(v, str), "text"), ("problems", _text_list, "a list of text")),
+    Event.DEEP_FAILED: (("problem", lambda v: isinstance(v, str), "text"), ("problems", _text_list, "a list of text")),
+    Event.FAILED: (("problem", lambda v: isinstance(v, str), "text"), ("problems", _text_list, "a list of text")),
+    Event.SUSPECT: (("reasons", _text_list, "a list of text"),),
+    Event.CLEAN: (("violations", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of objects"),),
+    Event.DIRTY: (("violations", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of objects"),),
+}
+
+
+def parse_journal_line(raw: bytes) -> JournalEntry:
+    """One journal line as an entry (ValueError says what is wrong with it)."""
+    try:
+        document = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError included
+        raise ValueError("is not JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError("is not a JSON object")
+    if set(document) != {"at", "backup_id", "event", "detail"}:
+        raise ValueError(f"has the fields {sorted(document)}, not at, backup_id, event and detail")
+    try:
+        at = aware_time(document["at"], "at").astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except ManifestInvalid as exc:
+        raise ValueError(str(exc)) from None
+    if not is_backup_id(document["backup_id"]):
+        raise ValueError(f"backup_id {str(document['backup_id'])[:40]!r} is not a backup id")
+    try:
+        event = Event(document["event"])
+    except ValueError:
+        raise ValueError(f"event {str(document['event'])[:40]!r} is not one of {list(EVENTS)}") from None
+    detail = document["detail"]
+    if not isinstance(detail, dict):
+        raise ValueError("detail is not an object")
+    for key, valid, what in _DETAIL_RULES.get(event, ()):
+        if key in detail and not valid(detail[key]):
+            raise ValueError(f"detail.{key} of a {event.value} event is not {what}")
+    if event is Event.PINNED and detail.get("until") is not None:
+        try:
+            aware_time(detail["until"], "detail.until of a pin")
+        except ManifestInvalid as exc:
+            raise ValueError(str(exc)) from None
+    return JournalEntry(at, document["backup_id"], event, detail)
+
+
+@dataclass(frozen=True)
+class JournalContents:
+    """The journal's readable events, and one line per thing that could not be read."""
+
+    entries: tuple[JournalEntry, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
 
 
 class Repository:
     """One backup repository directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, verifier=None):
         self.root = root
+        # integrity.backups.signing.ManifestVerifier when [backups] signing_public_key is set:
+        # then every manifest read must carry a valid signature (Repository.of builds it).
+        self.verifier = verifier
         self.backups_dir = root
-        self.journal_path = root / "journal.jsonl"
+        self.journal_path = root / JOURNAL
         self.locks_dir = root / "locks"
+
+    @classmethod
+    def of(cls, settings) -> "Repository":
+        """The configured repository, checking manifest signatures when signing is configured."""
+        from integrity.backups.signing import verifier_of
+
+        return cls(settings.backups.repository, verifier=verifier_of(settings.backups))
 
     # ------------------------------------------------------------- layout
 
@@ -186,7 +444,7 @@ class Repository:
 
     def path_of(self, backup_id: str) -> Path:
         """The directory of a backup; refuses ids that are not ids (`../x`, absolute paths)."""
-        if not ID_PATTERN.match(backup_id or ""):
+        if not is_backup_id(backup_id):
             raise BackupNotFound(
                 f"{backup_id!r} is not a backup id (like 20261127T030118Z-a1b2c3); list them with `integrity backup list`"
             )
@@ -196,10 +454,16 @@ class Repository:
         return self.backups_dir / f"{TEMP_PREFIX}{backup_id}"
 
     def backup_ids(self) -> list[str]:
-        """Finished backups (renamed into place), oldest first."""
+        """Finished backups (renamed into place), oldest first: every entry named like an id,
+        whatever it is, so that one replaced by a file or a symbolic link is listed as damaged
+        rather than silently missing."""
         if not self.backups_dir.is_dir():
             return []
-        return sorted(p.name for p in self.backups_dir.iterdir() if p.is_dir() and ID_PATTERN.match(p.name))
+        return sorted(p.name for p in self.backups_dir.iterdir() if is_backup_id(p.name))
+
+    def has_backup(self, backup_id: str) -> bool:
+        """Something stands under this id (a damaged backup too: reading it says what is wrong)."""
+        return os.path.lexists(self.path_of(backup_id))
 
     def leftovers(self) -> list[Path]:
         """Directories of killed or failed runs; only prune, holding the writer lock, removes them."""
@@ -210,52 +474,177 @@ class Repository:
     # ------------------------------------------------------------- manifests
 
     def read_manifest(self, backup_id: str) -> Manifest:
-        """The manifest, after checking it against manifest.sha256 (invariant 4)."""
+        """The manifest, after checking it against manifest.sha256 (invariant 4), every value
+        in it, and that the backup is exactly its directory's listed regular files."""
         directory = self.path_of(backup_id)
-        if not directory.is_dir():
+        if not os.path.lexists(directory):
             raise BackupNotFound(f"no backup {backup_id} in {self.root}; list them with `integrity backup list`")
+        where = f"backup {backup_id}"
+        if os.path.islink(directory):
+            raise BackupCorrupt(f"{where} is a symbolic link to {os.readlink(directory)}, not a directory of the "
+                                f"repository; it cannot be trusted or restored")
+        if not directory.is_dir():
+            raise BackupCorrupt(f"{where} is not a directory; it cannot be trusted or restored")
+        for name in (MANIFEST, MANIFEST_HASH):
+            problem = describe_entry(directory / name)
+            if problem == "is missing":
+                raise BackupCorrupt(f"{where} has a missing or empty manifest ({name} is missing); it cannot be trusted or restored")
+            if problem:
+                raise BackupCorrupt(f"{where}: {name} {problem}; it cannot be trusted or restored")
         try:
-            data = (directory / MANIFEST).read_bytes()
-            recorded = (directory / MANIFEST_HASH).read_text(encoding="utf-8").split()[0]
-        except (OSError, IndexError):
-            raise BackupCorrupt(f"backup {backup_id} has a missing or empty manifest; it cannot be trusted or restored") from None
+            data = read_regular_file(directory / MANIFEST)
+            recorded = read_regular_file(directory / MANIFEST_HASH).decode("utf-8").split()[0]
+        except (OSError, IndexError, UnicodeDecodeError):
+            raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
         if sha256_bytes(data) != recorded:
-            raise BackupCorrupt(f"backup {backup_id}: manifest.json does not match manifest.sha256; it was edited or damaged")
+            raise BackupCorrupt(f"{where}: manifest.json does not match manifest.sha256; it was edited or damaged")
+        if self.verifier is not None:  # hashes prove intact, only the signature proves who made it
+            self.verifier.check(backup_id, data, directory / MANIFEST_SIGNATURE)
         try:
-            return Manifest.from_json(data)
-        except (ValueError, TypeError, KeyError):
-            raise BackupCorrupt(f"backup {backup_id}: manifest.json is not a manifest this tool can read") from None
+            manifest = Manifest.from_json(data)
+        except ManifestInvalid as exc:
+            raise BackupCorrupt(f"{where}: manifest.json {exc}; it cannot be trusted or restored") from None
+        if manifest.id != backup_id:
+            # A manifest moved, copied or edited into another backup's directory (two
+            # directories swapped): what it describes is not what this directory is.
+            raise BackupCorrupt(f"{where}: its manifest is that of backup {manifest.id} (directories swapped or copied); "
+                                "it cannot be trusted or restored")
+        self._check_contents(directory, manifest, where)
+        return manifest
+
+    def _check_contents(self, directory: Path, manifest: Manifest, where: str) -> None:
+        """Exactly the manifest, its hash, an optional signature and the listed files, each a
+        regular file: anything else (a stray file, a second data file, a directory, a
+        symbolic link to a copy elsewhere) means someone changed a backup that never changes."""
+        listed = {entry.name for entry in manifest.files}
+        expected = {MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE} | listed
+        try:
+            present = set(os.listdir(directory))
+        except OSError as exc:
+            raise BackupCorrupt(f"{where} cannot be read ({exc.strerror})") from None
+        stray = sorted(present - expected)
+        if stray:
+            shown = ", ".join(repr(name) for name in stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+            raise BackupCorrupt(f"{where} holds {shown}, which its manifest does not list (a backup is exactly its "
+                                "listed files); it cannot be trusted or restored")
+        for name in sorted(listed | ({MANIFEST_SIGNATURE} & present)):
+            problem = describe_entry(directory / name)
+            if problem:
+                raise BackupCorrupt(f"{where}: {name} {problem}; it cannot be trusted or restored")
 
     # ------------------------------------------------------------- journal
 
-    def append(self, backup_id: str, event: str, detail: dict[str, Any] | None = None) -> JournalEntry:
-        assert event in EVENTS, event
+    def append(self, backup_id: str, event: Event | str, detail: dict[str, Any] | None = None) -> JournalEntry:
+        """Record one event: under an flock on the journal, on a fresh line (a line torn by
+        a crash is closed first, so it never swallows this one), every byte written
+        (a short write is continued, a failed one raised), then fsynced."""
         entry = JournalEntry(
             at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             backup_id=backup_id,
-            event=event,
+            event=Event(event),  # ValueError on a misspelt event: a bug, caught by the tests
             detail=detail or {},
         )
-        line = (json.dumps(entry.__dict__, sort_keys=True, default=str) + "\n").encode("utf-8")
-        descriptor = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        line = entry.to_line()
+        parse_journal_line(line)  # what is written must read back: a bad detail is a bug here, not damage later
+        if entry.event not in (Event.PINNED, Event.UNPINNED):  # a person re-pinning starts a lost journal again
+            self._refuse_lost_journal(besides=backup_id)
         try:
-            os.write(descriptor, line)  # one write of one line: appends do not interleave
+            descriptor = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._journal_unwritable(exc) from None
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise RepositoryUnusable(self._journal_unwritable_text("it is not a regular file"))
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # released by close; appenders are brief
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            _write_all(descriptor, line)
             os.fsync(descriptor)
+        except OSError as exc:
+            raise self._journal_unwritable(exc) from None
         finally:
             os.close(descriptor)
         return entry
 
+    def _journal_unwritable(self, exc: OSError) -> RepositoryUnusable:
+        problem = describe_entry(self.journal_path)
+        if exc.errno == errno.ELOOP or (problem and problem != "is missing"):
+            return RepositoryUnusable(self._journal_unwritable_text(f"it {problem}"))
+        return RepositoryUnusable(self._journal_unwritable_text(exc.strerror or str(exc)))
+
+    def _journal_unwritable_text(self, why: str) -> str:
+        return (f"cannot record in the backup journal {self.journal_path}: {why}; events written elsewhere would be "
+                "lost (pins among them): make it the regular, writable file it was (move the damaged one aside and "
+                "put the journal back), then run again")
+
+    def require_journal_writable(self, *, automatic: bool = True) -> None:
+        """Before work whose outcome must be journalled: fail now, not after the work.
+        `automatic` work (verify, create) also refuses to start a lost journal again."""
+        problem = describe_entry(self.journal_path)
+        if problem and problem != "is missing":
+            raise RepositoryUnusable(self._journal_unwritable_text(f"it {problem}"))
+        if automatic:
+            self._refuse_lost_journal(besides=None)
+
+    def _refuse_lost_journal(self, *, besides: str | None) -> None:
+        """A journal that vanished or was emptied while backups exist is not started again
+        by an automatic event (a scheduled verify): the new one would hold none of the old
+        pins, and retention would read that as "nothing pinned". A person re-pinning
+        (`backup pin`/`unpin`) starts it again knowingly."""
+        try:
+            if os.lstat(self.journal_path).st_size > 0:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # not a readable file: the caller's own checks say what is wrong
+        others = [b for b in self.backup_ids() if b != besides]
+        if others:
+            raise RepositoryUnusable(self._journal_unwritable_text(
+                f"it is missing or empty while the repository holds {len(others)} other backup(s), so their pins "
+                "and verifications are lost; put it back if it was moved, otherwise re-pin what must be kept with "
+                "`integrity backup pin` (which starts a new journal) before anything else is recorded"
+            ))
+
+    def read_journal(self) -> JournalContents:
+        """Every readable event, oldest first, and what could not be read: a bad line is
+        skipped (the lines after it still count), a journal that is not a regular file is
+        not read at all (a symlink to /dev/null reads as empty: every pin gone)."""
+        problem = describe_entry(self.journal_path)
+        if problem == "is missing":
+            count = len(self.backup_ids())
+            if not count:
+                return JournalContents(())
+            return JournalContents((), (f"{JOURNAL} is missing while the repository holds {count} backup(s): their pins and "
+                                        "verifications are gone; put it back if it was moved, otherwise re-pin what must be "
+                                        "kept with `integrity backup pin` (which starts a new journal)",))
+        if problem:
+            return JournalContents((), (f"{JOURNAL} {problem}: its events cannot be read; make it the regular file it was",))
+        try:
+            data = read_regular_file(self.journal_path)
+        except OSError as exc:
+            return JournalContents((), (f"{JOURNAL} cannot be read: {exc.strerror or exc}",))
+        entries, problems = [], []
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            last = number == len(lines)
+            if not raw.strip():
+                continue
+            try:
+                entries.append(parse_journal_line(raw))
+            except ValueError as exc:
+                why = "is incomplete (torn by a crash mid-append)" if last else str(exc)
+                problems.append(f"{JOURNAL} line {number} {why}; it was skipped")
+        if not entries and not problems and self.backup_ids():
+            problems.append(f"{JOURNAL} holds no events while the repository holds {len(self.backup_ids())} backup(s): "
+                            "it was emptied; put it back if you can, otherwise re-pin what must be kept with "
+                            "`integrity backup pin` (which starts a new journal)")
+        return JournalContents(tuple(entries), tuple(problems))
+
     def journal(self) -> list[JournalEntry]:
-        if not self.journal_path.exists():
-            return []
-        entries = []
-        with self.journal_path.open("rb") as handle:
-            for raw in handle:
-                try:
-                    entries.append(JournalEntry(**json.loads(raw)))
-                except (ValueError, TypeError):
-                    continue  # a line torn by a crash mid-append
-        return entries
+        """The readable events (see `read_journal` for what could not be read)."""
+        return list(self.read_journal().entries)
 
     # ------------------------------------------------------------- locks
 
@@ -265,15 +654,23 @@ class Repository:
         exist: only `integrity init` creates one (a path on an unmounted share must fail,
         not fill the root file system)."""
         self.require_exists()
-        self.locks_dir.mkdir(exist_ok=True)
+        self.require_journal_writable(automatic=False)  # a writer journals what it did (a pin, a safety backup)
+        self._make_locks_dir()
         with file_lock(self.locks_dir / "writer.lock", exclusive=True, wait_seconds=wait_seconds,
                        command=command, what=f"backup repository {self.root}"):
             yield
 
+    def _make_locks_dir(self) -> None:
+        try:
+            self.locks_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise RepositoryUnusable(f"cannot use {self.locks_dir}: {exc.strerror}; it must be a writable directory "
+                                     "(move whatever is there aside)") from None
+
     @contextmanager
     def reading(self, backup_id: str, *, command: str, wait_seconds: float = 0) -> Iterator[None]:
         """A shared hold on one backup: prune skips it while anyone reads it."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        self._make_locks_dir()
         with file_lock(self.locks_dir / f"backup-{backup_id}.lock", exclusive=False,
                        wait_seconds=wait_seconds, command=command, what=f"backup {backup_id}"):
             yield
@@ -285,3 +682,13 @@ class Repository:
                        wait_seconds=0, command=command, what=f"backup {backup_id}"):
             yield
 
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """os.write may write less than asked (a signal, a full disk on the way): continue
+    from where it stopped; a write of nothing is an error, never a silent loss."""
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "the journal write wrote nothing")
+        view = view[written:]

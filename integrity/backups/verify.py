@@ -63,6 +63,7 @@ class VerifyReport:
     repository: str
     deep: bool
     results: tuple[BackupVerification, ...]
+    journal_problems: tuple[str, ...] = ()  # lines skipped: shown, they do not change the verdicts
 
     @property
     def exit_code(self) -> ExitCode:
@@ -79,7 +80,7 @@ class VerifyReport:
 def select_backups(repository: Repository, *, backup_id: str | None, latest: bool, all_: bool) -> list[str]:
     ids = repository.backup_ids()
     if backup_id:
-        if not repository.path_of(backup_id).is_dir():
+        if not repository.has_backup(backup_id):
             raise BackupNotFound(f"no backup {backup_id} in {repository.root}; list them with `integrity backup list`")
         return [backup_id]
     if not ids:
@@ -98,26 +99,33 @@ def verify_backups(
     lock_wait: float = 0,
     progress: Reporter = NO_PROGRESS,
 ) -> VerifyReport:
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
+    repository.require_journal_writable()  # verdicts that cannot be recorded are not worth the wait
     results = []
     for chosen in select_backups(repository, backup_id=backup_id, latest=latest, all_=all_):
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
             results.append(verify_one(settings, repository, chosen, deep=deep, command=command, progress=progress))
-    known = known_problems(repository)
+    catalog = _catalog(repository)
+    known = known_problems(repository, catalog)
     results = [replace(result, known_problems=tuple(
         problem for problem in known.get(result.backup_id, ())
         if result.deep is None or not problem.startswith(("DEEP-FAILED", "dirty"))  # this run's own verdict says it
     )) for result in results]
-    return VerifyReport(repository=str(repository.root), deep=deep, results=tuple(results))
+    return VerifyReport(repository=str(repository.root), deep=deep, results=tuple(results),
+                        journal_problems=catalog.journal_problems)
 
 
-def known_problems(repository: Repository) -> dict[str, tuple[str, ...]]:
-    """Per backup, the states that make it unusable whatever its bytes say, with why."""
+def _catalog(repository: Repository):
     from integrity.backups.catalog import read_catalog
 
+    return read_catalog(repository)
+
+
+def known_problems(repository: Repository, catalog=None) -> dict[str, tuple[str, ...]]:
+    """Per backup, the states that make it unusable whatever its bytes say, with why."""
     found: dict[str, tuple[str, ...]] = {}
-    for backup in read_catalog(repository).backups:
+    for backup in (catalog or _catalog(repository)).backups:
         state, problems = backup.state, []
         if state.deep_failed:
             problems.append("DEEP-FAILED: " + ("; ".join(state.problems) or "see `integrity backup show`"))
@@ -133,7 +141,8 @@ def known_problems(repository: Repository) -> dict[str, tuple[str, ...]]:
 
 
 def quick_verify(repository: Repository, backup_id: str, progress: Reporter = NO_PROGRESS) -> Manifest:
-    """Raise BackupCorrupt unless the manifest and every file match their hashes."""
+    """Raise BackupCorrupt unless the backup is exactly its listed regular files with a
+    valid manifest of its own id (`read_manifest`) and every file matches its hashes."""
     manifest = repository.read_manifest(backup_id)
     with progress.task(f"hashing {backup_id}", total=sum(e.size for e in manifest.files), unit="bytes") as task:
         for entry in manifest.files:
