@@ -206,7 +206,7 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
     from integrity.backups.catalog import read_catalog
     from integrity.backups.repository import Repository
 
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     good = deep = catalog = None
     if repository.backups_dir.is_dir():
         catalog = read_catalog(repository, now).of_store(identity)

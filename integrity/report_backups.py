@@ -39,6 +39,17 @@ def register(render_text) -> None:
     render_text.register(PruneResult, render_prune)
     render_text.register(PinChange, render_pin)
     render_text.register(BackupCheckReport, render_check)
+    from integrity.backups.signing import GeneratedKey
+
+    render_text.register(GeneratedKey, render_keygen)
+
+
+def render_keygen(key, console: Console) -> None:
+    console.print(f"wrote a new Ed25519 private key to {key.key_file} (mode 0600, key {key.key_id})", highlight=False, markup=False)
+    console.print("keep it only on the hosts that make backups, never in the repository; add to integrity.toml:", highlight=False, markup=False)
+    for line in key.config_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
+    console.print("hosts that only read the repository need signing_public_key alone", highlight=False, markup=False)
 
 
 def render_created(result, console: Console) -> None:

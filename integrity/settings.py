@@ -89,6 +89,8 @@ class BackupSettings:
     compression_level: int = _option(3, "zstd level of backup files", _between(1, 22))
     shrink_tolerance: float = _option(0.10, "a table shrinking by more than this share since the previous backup fails deep verification, and makes a new backup suspect", _between(0.0, 1.0))
     size_drop_tolerance: float = _option(0.50, "the data of a new backup shrinking by more than this share since the previous restorable one makes it suspect", _between(0.0, 1.0))
+    signing_public_key: str = _option("", "Ed25519 public key (base64, from `integrity backup keygen`) every manifest must be signed with; empty: signing off, unsigned backups accepted")
+    signing_key_file: str = _option("", "the private key that signs new backups: only on hosts that make backups, outside the repository, mode 0600 (relative: to the data directory); empty: this host does not sign")
     retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 

@@ -227,7 +227,7 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
     from integrity.backups.repository import Repository
 
     now = now or datetime.now(timezone.utc)
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     if not repository.backups_dir.is_dir():
         return [StatusCheck("backups", CheckState.PROBLEM,
                             f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`",

@@ -91,6 +91,8 @@ def expected_defaults(data_dir: Path) -> dict:
             "compression_level": 3,
             "shrink_tolerance": 0.10,
             "size_drop_tolerance": 0.50,
+            "signing_public_key": "",
+            "signing_key_file": "",
             "retention": {"keep_last": 7, "keep_hourly": 24, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6},
         },
         "schedule": {
@@ -381,7 +383,7 @@ def test_unknown_key_in_toml_is_rejected_naming_it_and_what_is_allowed(resolve, 
     message = config_error(resolve, "[backups]\ncompresion_level = 3\n", cwd=cwd)
     assert message == (
         "unknown key [backups] compresion_level; allowed in [backups]: "
-        "compression_level, repository, retention, shrink_tolerance, size_drop_tolerance"
+        "compression_level, repository, retention, shrink_tolerance, signing_key_file, signing_public_key, size_drop_tolerance"
     )
 
 

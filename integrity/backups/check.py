@@ -20,6 +20,7 @@ from game_core.errors import ExitCode, Failure
 from integrity.backups.catalog import read_catalog
 from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import TEMP_PREFIX, Repository
+from integrity.backups.signing import signing_finding
 from integrity.database import connection_settings, target_of
 from integrity.settings import Settings, schedule_seconds
 
@@ -49,6 +50,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
     repository = Repository(settings.backups.repository)
     findings += _repository_space(settings, repository)
     findings += _settings_sanity(settings)
+    findings += [CheckFinding("signing", *signing_finding(settings))]
     findings += _same_disk(settings, repository)
     if not any(f.state == "fail" for f in findings):
         findings += _real_backup(settings, repository, command)
@@ -203,7 +205,7 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> li
         with repository.writer_lock(command=command, wait_seconds=0):
             throwaway.mkdir()
             created = create_backup(trial, label="backup check", command=command, purpose="check")
-            manifest = quick_verify(Repository(throwaway), created.manifest.id)
+            manifest = quick_verify(Repository.of(trial), created.manifest.id)  # its signature too
             # The same plausibility a real backup gets, against the real repository's history.
             reasons = list(dict.fromkeys([*(manifest.suspect_reasons or ()), *assess_against_repository(
                 settings.backups, repository, identity=manifest.source_identity, tables=manifest.tables,

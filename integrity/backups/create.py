@@ -24,9 +24,11 @@ from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
 from integrity import __version__
 from integrity.backups.archive import check_archive
 from integrity.backups.plausibility import assess_against_repository
+from integrity.backups.signing import signer_of
 from integrity.backups.repository import (
     MANIFEST,
     MANIFEST_HASH,
+    MANIFEST_SIGNATURE,
     Manifest,
     Repository,
     RepositoryUnusable,
@@ -96,8 +98,9 @@ def create_backup(
     `purpose`: "backup", "safety" (a restore's copy of live, which may be of a database
     that is not the game's: it must always be restorable to where it came from) or
     "check" (`backup check`'s test backup)."""
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
+    signer = signer_of(settings)  # refused (exit 4) before anything is copied; None: signing off
     target = target_of(settings)
     started = time.perf_counter()
     with _locks(repository, target, settings, command=command, lock_wait=lock_wait, held=locks_held):
@@ -137,6 +140,8 @@ def create_backup(
             write_file_durably(temp / MANIFEST, data)
             crash_point("create:manifest-written")
             write_file_durably(temp / MANIFEST_HASH, f"{sha256_bytes(data)}  {MANIFEST}\n".encode())
+            if signer is not None:  # before the rename: a signed backup is never visible unsigned
+                write_file_durably(temp / MANIFEST_SIGNATURE, signer.signature_file(data))
             fsync_directory(temp)
             # Read everything back before anyone can see it: create verifies its own output.
             with progress.task("verifying the backup", total=sum(e.size for e in manifest.files), unit="bytes") as task:

@@ -118,7 +118,7 @@ def plan_retention(catalog: Catalog, policy: RetentionSettings, now: datetime | 
 
 
 def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: str = "backup prune", now: datetime | None = None) -> PruneResult:
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     with repository.writer_lock(command=command, wait_seconds=lock_wait):
         catalog = read_catalog(repository, now)

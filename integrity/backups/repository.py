@@ -405,11 +405,21 @@ class JournalContents:
 class Repository:
     """One backup repository directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, verifier=None):
         self.root = root
+        # integrity.backups.signing.ManifestVerifier when [backups] signing_public_key is set:
+        # then every manifest read must carry a valid signature (Repository.of builds it).
+        self.verifier = verifier
         self.backups_dir = root
         self.journal_path = root / JOURNAL
         self.locks_dir = root / "locks"
+
+    @classmethod
+    def of(cls, settings) -> "Repository":
+        """The configured repository, checking manifest signatures when signing is configured."""
+        from integrity.backups.signing import verifier_of
+
+        return cls(settings.backups.repository, verifier=verifier_of(settings.backups))
 
     # ------------------------------------------------------------- layout
 
@@ -488,6 +498,8 @@ class Repository:
             raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
         if sha256_bytes(data) != recorded:
             raise BackupCorrupt(f"{where}: manifest.json does not match manifest.sha256; it was edited or damaged")
+        if self.verifier is not None:  # hashes prove intact, only the signature proves who made it
+            self.verifier.check(backup_id, data, directory / MANIFEST_SIGNATURE)
         try:
             manifest = Manifest.from_json(data)
         except ManifestInvalid as exc:

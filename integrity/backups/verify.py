@@ -99,7 +99,7 @@ def verify_backups(
     lock_wait: float = 0,
     progress: Reporter = NO_PROGRESS,
 ) -> VerifyReport:
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     repository.require_journal_writable()  # verdicts that cannot be recorded are not worth the wait
     results = []

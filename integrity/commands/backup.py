@@ -1,12 +1,13 @@
-"""`integrity backup ...`: create, list, show, verify, prune, pin, unpin, check."""
+"""`integrity backup ...`: create, list, show, verify, prune, pin, unpin, keygen, check."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, check.", no_args_is_help=True)
+backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, keygen, check.", no_args_is_help=True)
 
 LockWait = Annotated[
     float,
@@ -34,7 +35,7 @@ def list_backups(ctx: typer.Context) -> None:
     from integrity.backups.catalog import read_catalog
     from integrity.backups.repository import Repository
 
-    repository = Repository(ctx.obj.settings.backups.repository)
+    repository = Repository.of(ctx.obj.settings)
     repository.require_exists()
     ctx.obj.emit(read_catalog(repository))
 
@@ -45,7 +46,7 @@ def show(ctx: typer.Context, backup_id: BackupId) -> None:
     from integrity.backups.catalog import show_backup
     from integrity.backups.repository import Repository
 
-    ctx.obj.emit(show_backup(Repository(ctx.obj.settings.backups.repository), backup_id))
+    ctx.obj.emit(show_backup(Repository.of(ctx.obj.settings), backup_id))
 
 
 @backup_app.command("verify")
@@ -93,7 +94,7 @@ def pin(
     from integrity.backups.repository import Repository
     from integrity.timeparse import parse_until
 
-    repository = Repository(ctx.obj.settings.backups.repository)
+    repository = Repository.of(ctx.obj.settings)
     with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
         ctx.obj.emit(pin_backup(repository, backup_id, until=parse_until(until) if until else None))
 
@@ -104,9 +105,25 @@ def unpin(ctx: typer.Context, backup_id: BackupId, lock_wait: LockWait = 0) -> N
     from integrity.backups.catalog import unpin as unpin_backup
     from integrity.backups.repository import Repository
 
-    repository = Repository(ctx.obj.settings.backups.repository)
+    repository = Repository.of(ctx.obj.settings)
     with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
         ctx.obj.emit(unpin_backup(repository, backup_id))
+
+
+@backup_app.command("keygen")
+def keygen(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Where to write the new private key (mode 0600, never overwritten, outside the repository).")],
+) -> None:
+    """Make an Ed25519 key pair that signs backup manifests: the private key goes to --out,
+    the lines for integrity.toml are printed (the public key on every host that reads the
+    repository, the key file only on hosts that make backups). Exit 4 when --out exists
+    or is inside the repository.
+
+    Example: integrity backup keygen --out /etc/integrity/signing.key"""
+    from integrity.backups.signing import generate_key
+
+    ctx.obj.emit(generate_key(out, repository=ctx.obj.settings.backups.repository))
 
 
 @backup_app.command("check")

@@ -104,7 +104,7 @@ def _pinned_backup(settings, target: str, command: str) -> tuple[str, str]:
 
     created = create_backup(settings, label=f"before migrate to {target}", command=command)
     until = datetime.now(timezone.utc) + timedelta(hours=settings.restore.safety_pin_hours)
-    change = pin(Repository(settings.backups.repository), created.manifest.id, until=until)
+    change = pin(Repository.of(settings), created.manifest.id, until=until)
     return created.manifest.id, change.until
 
 

@@ -307,7 +307,7 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
     if choice.kind == BACKUP:
         from integrity.backups.repository import Repository
 
-        repository = Repository(settings.backups.repository)
+        repository = Repository.of(settings)
         repository.require_exists()
         backup_id = _chosen_backup(settings, repository, choice.backup_id, live, conn_settings)
         manifest = repository.read_manifest(backup_id)
@@ -367,7 +367,7 @@ def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporte
 
     @contextmanager
     def restored(requested):
-        repository = Repository(settings.backups.repository)
+        repository = Repository.of(settings)
         live = target_of(settings)
         backup_id = _chosen_backup(settings, repository, requested, live, connection_settings(settings))
         with repository.reading(backup_id, command=command, wait_seconds=lock_wait):

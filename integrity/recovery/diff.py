@@ -958,7 +958,7 @@ def diff_backup(
     chosen_tables = check_tables(tables)  # a typo fails before any work
     if not isinstance(sample_limit, int) or isinstance(sample_limit, bool) or sample_limit < 0:
         raise InvalidInput(f"--limit {sample_limit!r} is not a non-negative integer")
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     started = time.perf_counter()
     target, live_engine = open_read_only(settings)

@@ -240,7 +240,7 @@ def run_drill(
     Everything the backup itself fails is in the report (exit 5), not raised.
     """
     target = target_of(settings)
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     conn_settings = connection_settings(settings)
     live = create_engine(target, read_only=True, settings=conn_settings)  # never written

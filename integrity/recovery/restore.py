@@ -168,7 +168,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     staging copy is checked anyway.
     """
     now = now or datetime.now(timezone.utc)
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     repository.require_exists()
     target = target_of(settings)
     live = _live_facts(settings, target)
@@ -538,7 +538,7 @@ def apply_restore(
     """Perform a plan; live stays exactly as it was unless the swap commits."""
     crash_point("restore:planned")
     target = target_of(settings)
-    repository = Repository(settings.backups.repository)
+    repository = Repository.of(settings)
     how = consent.confirm(
         f"restore backup {plan.backup_id} over {plan.database} (its current data is replaced)",
         expected=plan.database_name, subject=plan,

@@ -577,7 +577,7 @@ def salvage_from(
         source_identity = _identity_of(settings, source)
         what = f"database {database}"
     else:
-        repository = Repository(settings.backups.repository)
+        repository = Repository.of(settings)
         repository.require_exists()
         manifest = quick_verify(repository, backup_id)  # BackupCorrupt: exit 5, nothing read from it
         if manifest.engine != target.kind:
