@@ -624,8 +624,7 @@ def test_a_journal_that_is_a_fifo_never_hangs_a_reader(world):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["stray-file", "data-symlink-outside", "format-999", "name-escapes-own-file-kept",
-                                  "id-garbage", "files-empty"])
+@pytest.mark.parametrize("kind", ["stray-file", "data-symlink-outside", "format-999", "name-escapes-own-file-kept"])
 def test_a_damaged_postgresql_backup_is_refused(tmp_path, pg_url, kind):
     fill_database(pg_url, players=3, results_per_player=5, seed=3)
     env = BackupEnv(tmp_path, pg_url)

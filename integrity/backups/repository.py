@@ -335,6 +335,9 @@ class JournalEntry:
     event: Event
     detail: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event", Event(self.event))  # a misspelt event fails here, not in a fold
+
     def to_line(self) -> bytes:
         document = {"at": self.at, "backup_id": self.backup_id, "event": self.event.value, "detail": self.detail}
         return (json.dumps(document, sort_keys=True, default=str) + "\n").encode("utf-8")
