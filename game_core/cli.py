@@ -52,6 +52,15 @@ FALLBACK_PLAYER = "player"
 DEFAULT_PARAM = {"words": 25, "time": 30}
 MAX_WORDS = 1000
 MAX_SECONDS = 3600
+# Every number an option takes has both bounds, checked while the command line is parsed
+# (exit 2) and shown in --help: unchecked, a huge value overflows a C int in the driver or
+# asks numpy for terabytes (a traceback, or a run that never ends).
+MAX_SEED = 2**63 - 1  # what PostgreSQL's BIGINT and numpy's generators take
+MAX_DURATION_MS = 86_400_000  # a day: even 1,000 words at 10 wpm fit
+MAX_HISTORY = 10_000
+MAX_PLACES = 10_000
+MAX_SIMULATED_PLAYERS = 10_000_000  # 100 times the benchmarks' 100,000
+MAX_TESTS_PER_PLAYER = 10_000
 # What to do about data the game cannot read: see every damaged row, then recover.
 # Where each field of a leaderboard row is read from (game_core.store.Store.leaderboard).
 LEADERBOARD_TABLES = {"username": "players", "wpm": "personal_bests", "accuracy": "personal_bests", "started_at": "results"}
@@ -193,6 +202,9 @@ def main_callback(
     from game_core.db import parse_database_url
     from game_core.paths import default_database_url
 
+    if database_url is not None and not database_url.strip():
+        # An empty flag (an unset shell variable) is a mistake, never "use the default database".
+        raise InvalidInput("--database-url is empty; give the database's URL or leave the option out")
     target = parse_database_url(database_url or default_database_url())
     sys.stderr.write(f"database: {target.display}\n")
     sys.stderr.flush()
@@ -315,12 +327,17 @@ def play(
         str | None, typer.Option("--player", help="Who plays (default: $USER made into a valid name); created if new.")
     ] = None,
     mode: Annotated[Mode, typer.Option("--mode", help="words: type N words; time: type for N seconds.")] = Mode.words,
-    words: Annotated[int, typer.Option("--words", help="Words in a words test.")] = 25,
-    seconds: Annotated[int, typer.Option("--seconds", help="Seconds in a time test.")] = 30,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random prompt (the same seed, the same words).")] = None,
+    words: Annotated[int, typer.Option("--words", min=1, max=MAX_WORDS, help="Words in a words test.")] = 25,
+    seconds: Annotated[int, typer.Option("--seconds", min=1, max=MAX_SECONDS, help="Seconds in a time test.")] = 30,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the random prompt (the same seed, the same words).")
+    ] = None,
     duration_ms: Annotated[
         int | None,
-        typer.Option("--duration-ms", hidden=True, help="Line mode only: the test's duration instead of the clock (for scripts)."),
+        typer.Option(
+            "--duration-ms", min=1, max=MAX_DURATION_MS, hidden=True,
+            help="Line mode only: the test's duration instead of the clock (for scripts).",
+        ),
     ] = None,
 ) -> None:
     """Play one typing test and save the result.
@@ -334,11 +351,7 @@ def play(
     from game_core.typing_test import TypingTest, prompt_words, shortest_prompt_keys, time_mode_word_count
 
     settings: GameSettings = ctx.obj
-    mode_param = words if mode is Mode.words else seconds
-    limit = MAX_WORDS if mode is Mode.words else MAX_SECONDS
-    option = "--words" if mode is Mode.words else "--seconds"
-    if not 1 <= mode_param <= limit:
-        raise InvalidInput(f"{option} must be between 1 and {limit}, not {mode_param}")
+    mode_param = words if mode is Mode.words else seconds  # both in range: checked by the parser
     # A test shorter than a second is refused before it starts, not kept: see
     # `typing_test.shortest_prompt_keys` for why, and below for input that arrives faster
     # than anyone types.
@@ -446,7 +459,7 @@ def _duration(ms: int) -> str:
 def stats(
     ctx: typer.Context,
     player: Annotated[str | None, typer.Option("--player", help="Whose stats (default: $USER made into a valid name).")] = None,
-    history: Annotated[int, typer.Option("--history", help="How many recent results to list.")] = 10,
+    history: Annotated[int, typer.Option("--history", min=1, max=MAX_HISTORY, help="How many recent results to list.")] = 10,
 ) -> None:
     """A player's level, xp, totals, personal bests and recent results (read-only)."""
     from rich.table import Table
@@ -454,8 +467,6 @@ def stats(
     from game_core.store import Store
 
     settings: GameSettings = ctx.obj
-    if history < 1:
-        raise InvalidInput(f"--history must be at least 1, not {history}")
     username = player if player is not None else settings.default_player
     with reader(settings.target) as engine:
         store = Store(engine)
@@ -516,9 +527,13 @@ def leaderboard(
     ctx: typer.Context,
     mode: Annotated[Mode, typer.Option("--mode", help="Which mode's board.")] = Mode.words,
     param: Annotated[
-        int | None, typer.Option("--param", help="Word count or seconds (default: 25 words, 30 seconds).", show_default=False)
+        int | None,
+        typer.Option(
+            "--param", min=1, max=max(MAX_WORDS, MAX_SECONDS), help="Word count or seconds (default: 25 words, 30 seconds).",
+            show_default=False,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many places.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_PLACES, help="How many places.")] = 10,
 ) -> None:
     """The fastest players of one mode, each with their best result (read-only)."""
     from rich.table import Table
@@ -527,8 +542,6 @@ def leaderboard(
 
     settings: GameSettings = ctx.obj
     mode_param = DEFAULT_PARAM[mode.value] if param is None else param
-    if limit < 1:
-        raise InvalidInput(f"--limit must be at least 1, not {limit}")
     with reader(settings.target) as engine:
         with reading(settings.target):
             entries = Store(engine).leaderboard(mode.value, mode_param, limit=limit)
@@ -555,16 +568,16 @@ def leaderboard(
 @app.command()
 def simulate(
     ctx: typer.Context,
-    players: Annotated[int, typer.Option("--players", help="How many new simulated players.", show_default=False)],
-    tests_per_player: Annotated[int, typer.Option("--tests-per-player", help="Results per player.", show_default=False)],
-    seed: Annotated[int, typer.Option("--seed", help="The same seed gives the same data.", show_default=False)],
+    players: Annotated[
+        int, typer.Option("--players", min=1, max=MAX_SIMULATED_PLAYERS, help="How many new simulated players.", show_default=False)
+    ],
+    tests_per_player: Annotated[
+        int, typer.Option("--tests-per-player", min=0, max=MAX_TESTS_PER_PLAYER, help="Results per player.", show_default=False)
+    ],
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="The same seed gives the same data.", show_default=False)],
 ) -> None:
     """Fill the database with realistic simulated players and results (deterministic per seed)."""
     settings: GameSettings = ctx.obj
-    if players < 1:
-        raise InvalidInput(f"--players must be at least 1, not {players}")
-    if tests_per_player < 0:
-        raise InvalidInput(f"--tests-per-player cannot be negative, not {tests_per_player}")
     from game_core.simulate import simulate as run_simulation
 
     with writer(settings.target) as engine, _progress_bar() as progress:

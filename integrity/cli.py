@@ -178,7 +178,7 @@ def status(ctx: typer.Context) -> None:
 def history(
     ctx: typer.Context,
     kind: Annotated[str | None, typer.Option("--kind", help="Only runs of this command or command group, e.g. 'status' or 'backup'.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="How many runs, newest first.")] = 20,
 ) -> None:
     """The ledger of `integrity` runs: command, outcome, exit code, duration, host."""
     from integrity.ledger_report import read_history

@@ -259,6 +259,20 @@ def process_gone(pid: int, token: str | None) -> bool:
     return current != token and (current is not None or Path("/proc/self/stat").exists())
 
 
+def _require_writable(path: Path) -> None:
+    """A SQLite ledger the tool cannot write is refused before SQLite opens it, naming the
+    file and the fix. Opened anyway, SQLite falls back to reading it and creates the -wal
+    and -shm files with the database file's (read-only) mode, so that after ledger.db is
+    fixed the next runs still fail, on a -shm file nobody was told about."""
+    for candidate in (path.parent, path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            what = "the state directory" if candidate == path.parent else "the ledger file"
+            raise LedgerUnavailable(
+                f"{what} {candidate} is not writable; make it writable by the user running integrity "
+                f"(chmod u+w {candidate}), or set [state] dir (INTEGRITY_STATE__DIR) to a writable directory"
+            )
+
+
 def outcome_for(exit_code: int) -> str:
     return {0: "ok", 3: "problems", 4: "precondition", 5: "failed", 130: "interrupted"}.get(exit_code, "error")
 
@@ -293,6 +307,7 @@ class Ledger:
             else:
                 state_dir.mkdir(parents=True, exist_ok=True)
                 path = state_dir / "ledger.db"
+                _require_writable(path)
                 engine = create_engine(str(path), create_missing=True)
                 location = str(path)
         except OSError as exc:
@@ -300,6 +315,8 @@ class Ledger:
                 f"cannot create the state directory {state_dir}: {exc.strerror}; set [state] dir "
                 "(or INTEGRITY_STATE__DIR) to a writable directory"
             ) from None
+        except LedgerUnavailable:
+            raise  # names its file and its fix already
         except Failure as exc:
             setting = (
                 "[state] ledger_url" if ledger_url
@@ -346,7 +363,23 @@ class Ledger:
                             ledger_meta.update().where(ledger_meta.c.key == "schema_version").values(value=values["value"])
                         )
         except sa.exc.DBAPIError as exc:
-            raise LedgerUnavailable(f"cannot write the ledger at {self.location}: {exc.orig}") from None
+            raise self._unwritable(exc) from None
+
+    def _unwritable(self, exc: sa.exc.DBAPIError) -> LedgerUnavailable:
+        """A write the ledger refused, as exit 4 naming the file to fix (a SQLite ledger's
+        -wal or -shm file or its directory may be the read-only one, not ledger.db)."""
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        if not self._postgres:
+            path = Path(self.location)
+            try:
+                _require_writable(path)
+            except LedgerUnavailable as precise:
+                return precise
+            return LedgerUnavailable(
+                f"cannot write the ledger {path}: {reason}; make it and its directory writable by the user running "
+                "integrity, or set [state] dir (INTEGRITY_STATE__DIR) to a writable directory"
+            )
+        return LedgerUnavailable(f"cannot write the ledger at {self.location}: {reason}; check [state] ledger_url")
 
     def schema_version(self) -> int:
         with self.engine.connect() as connection:
@@ -377,6 +410,9 @@ class Ledger:
                         run_lock=run_lock,
                     )
                 )
+        except sa.exc.DBAPIError as exc:
+            self._release_run_lock(run_id)
+            raise self._unwritable(exc) from None
         except BaseException:
             self._release_run_lock(run_id)
             raise

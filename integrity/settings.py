@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from game_core.db import mask_text_url
+from game_core.errors import InvalidInput
 from game_core.paths import data_dir as game_data_dir
 from game_core.paths import default_database_url
 from integrity.errors import ConfigInvalid
@@ -31,6 +32,17 @@ JOBS = ("backup", "verify", "deep_verify", "prune", "audit", "audit_full", "dril
 
 _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _INTERVAL_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Upper bounds of the numeric keys (see `_between`).
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+YEAR_SECONDS = 366 * 86400
+CENTURY_DAYS = 36_500
+MAX_COUNT = 100_000
+MAX_INTERVAL_SECONDS = YEAR_SECONDS  # '366d'; longer is a typo, and overflows the scheduler's dates
+SCHEDULE_ALLOWED = (
+    "a 5-field cron expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'"
+)
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February 29 fires in leap years
 # minute, hour, day of month, month, day of week
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _CRON_NAMES = (None, None, None, "jan feb mar apr may jun jul aug sep oct nov dec", "sun mon tue wed thu fri sat")
@@ -42,18 +54,26 @@ def _option(default, help: str, check: Callable[[Any], str | None] | None = None
     return field(metadata={"help": help, "check": check}, **kwargs)
 
 
-def _at_least(minimum):
-    return lambda v: None if v >= minimum else f"a number >= {minimum}"
-
-
 def _between(low, high):
-    return lambda v: None if low <= v <= high else f"a number from {low} to {high}"
+    # Every number has both bounds: a huge value (9e18 days, 10**8 hours) must be refused
+    # here, with its key, not overflow a datetime or a C int deep inside a command. NaN
+    # compares false and is refused too.
+    def check(value):
+        return None if low <= value <= high else f"a number from {low:,} to {high:,}"
+
+    check.allowed = f"{low:,} to {high:,}"  # shown in the starter file beside the key's help
+    return check
 
 
 def _schedule_value(value: str) -> str | None:
-    return None if schedule_seconds(value) is not None or value == "off" or _valid_cron(value) else (
-        "a 5-field cron expression ('0 * * * *'), an interval ('30s', '15m', '1h', '1d') or 'off'"
-    )
+    value = value.strip()
+    if value == "off" or _valid_cron(value):
+        return None
+    seconds = schedule_seconds(value)
+    return None if seconds is not None and seconds <= MAX_INTERVAL_SECONDS else SCHEDULE_ALLOWED
+
+
+_schedule_value.allowed = "a cron expression that fires, an interval from 1s to 366d, or off"
 
 
 def _url_or_empty(value: str) -> str | None:
@@ -63,9 +83,9 @@ def _url_or_empty(value: str) -> str | None:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = _option("", "the guarded database; empty: GAME_DATABASE_URL, else the embedded default", _url_or_empty)
-    busy_timeout_ms: int = _option(5000, "SQLite busy_timeout on every connection", _at_least(0))
-    lock_timeout_ms: int = _option(5000, "PostgreSQL lock_timeout on every connection (0: none)", _at_least(0))
-    statement_timeout_ms: int = _option(0, "PostgreSQL statement_timeout on every connection (0: none)", _at_least(0))
+    busy_timeout_ms: int = _option(5000, "SQLite busy_timeout on every connection", _between(0, HOUR_MS))
+    lock_timeout_ms: int = _option(5000, "PostgreSQL lock_timeout on every connection (0: none)", _between(0, DAY_MS))
+    statement_timeout_ms: int = _option(0, "PostgreSQL statement_timeout on every connection (0: none)", _between(0, DAY_MS))
 
 
 @dataclass(frozen=True)
@@ -76,11 +96,11 @@ class StateSettings:
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    keep_last: int = _option(7, "always keep this many newest backups", _at_least(1))
-    keep_hourly: int = _option(24, "keep the newest backup of each of this many hours", _at_least(0))
-    keep_daily: int = _option(7, "keep the newest backup of each of this many days", _at_least(0))
-    keep_weekly: int = _option(4, "keep the newest backup of each of this many weeks", _at_least(0))
-    keep_monthly: int = _option(6, "keep the newest backup of each of this many months", _at_least(0))
+    keep_last: int = _option(7, "always keep this many newest backups", _between(1, MAX_COUNT))
+    keep_hourly: int = _option(24, "keep the newest backup of each of this many hours", _between(0, MAX_COUNT))
+    keep_daily: int = _option(7, "keep the newest backup of each of this many days", _between(0, MAX_COUNT))
+    keep_weekly: int = _option(4, "keep the newest backup of each of this many weeks", _between(0, MAX_COUNT))
+    keep_monthly: int = _option(6, "keep the newest backup of each of this many months", _between(0, MAX_COUNT))
 
 
 @dataclass(frozen=True)
@@ -109,19 +129,19 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class ObjectivesSettings:
-    rpo_seconds: int = _option(3600, "the newest good backup must be younger than this", _at_least(1))
-    rto_seconds: int = _option(600, "a predicted full restore must take less than this", _at_least(1))
-    deep_verify_max_age_seconds: int = _option(172800, "the newest deep-verified backup must be younger than this", _at_least(1))
+    rpo_seconds: int = _option(3600, "the newest good backup must be younger than this", _between(1, YEAR_SECONDS))
+    rto_seconds: int = _option(600, "a predicted full restore must take less than this", _between(1, YEAR_SECONDS))
+    deep_verify_max_age_seconds: int = _option(172800, "the newest deep-verified backup must be younger than this", _between(1, YEAR_SECONDS))
     probe_min_success_ratio: float = _option(0.99, "the retrieval probe fails below this success ratio", _between(0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class AuditSettings:
-    samples: int = _option(5, "sample keys shown per failing rule", _at_least(0))
-    chunk_size: int = _option(200_000, "rows per chunk for the Pandera engine", _at_least(1000))
-    history_retention_days: int = _option(90, "keep audit history this long", _at_least(1))
-    drift_window_runs: int = _option(14, "runs that form the band a drift rule compares with", _at_least(2))
-    drift_min_history: int = _option(5, "runs needed before drift rules warn", _at_least(1))
+    samples: int = _option(5, "sample keys shown per failing rule", _between(0, 10_000))
+    chunk_size: int = _option(200_000, "rows per chunk for the Pandera engine", _between(1000, 1_000_000_000))
+    history_retention_days: int = _option(90, "keep audit history this long", _between(1, CENTURY_DAYS))
+    drift_window_runs: int = _option(14, "runs that form the band a drift rule compares with", _between(2, MAX_COUNT))
+    drift_min_history: int = _option(5, "runs needed before drift rules warn", _between(1, MAX_COUNT))
     max_share_jump: float = _option(0.001, "a rule's failing share rising by more than this warns", _between(0.0, 1.0))
 
 
@@ -132,7 +152,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class RestoreSettings:
-    safety_pin_hours: int = _option(168, "hours the safety backup a restore takes of live first stays pinned (kept out of retention)", _at_least(1))
+    safety_pin_hours: int = _option(168, "hours the safety backup a restore takes of live first stays pinned (kept out of retention)", _between(1, 10 * 365 * 24))
 
 
 SECTIONS = {
@@ -187,7 +207,25 @@ def schedule_seconds(value: str) -> int | None:
 
 def _valid_cron(value: str) -> bool:
     parts = value.split()
-    return len(parts) == 5 and all(_valid_cron_field(p, r, n) for p, r, n in zip(parts, _CRON_RANGES, _CRON_NAMES))
+    if not (len(parts) == 5 and all(_valid_cron_field(p, r, n) for p, r, n in zip(parts, _CRON_RANGES, _CRON_NAMES))):
+        return False
+    # '0 0 31 2 *' is well formed and never fires: a job that never runs, and no next fire to show.
+    days, months = _cron_values(parts[2], _CRON_RANGES[2], None), _cron_values(parts[3], _CRON_RANGES[3], _CRON_NAMES[3])
+    return any(day <= _DAYS_IN_MONTH[month - 1] for day in days for month in months)
+
+
+def _cron_values(text: str, bounds: tuple[int, int], names: str | None) -> set[int]:
+    """The values a (valid) cron field allows."""
+    low, high = bounds
+    aliases = {name: i + 1 for i, name in enumerate(names.split())} if names else {}
+    values: set[int] = set()
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        first, dash, last = (str(low), "-", str(high)) if base == "*" else base.partition("-")
+        a = aliases.get(first.lower()) or int(first)
+        b = (aliases.get(last.lower()) or int(last)) if dash else (high if step else a)
+        values.update(range(a, b + 1, int(step) if step else 1))
+    return values
 
 
 def _valid_cron_field(text: str, bounds: tuple[int, int], names: str | None) -> bool:
@@ -266,6 +304,9 @@ def resolve_settings(
         raise
     sections = _absolute_paths(sections, data_dir=data_dir)
 
+    if database_url_option is not None and not database_url_option.strip():
+        # An empty flag is a mistake (an unset shell variable), never "use the default".
+        raise InvalidInput("--database-url is empty; give the database's URL or leave the option out")
     url = (
         database_url_option
         or environ.get("INTEGRITY_DATABASE_URL")
@@ -283,6 +324,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid(
+            f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigInvalid(f"config file {path} cannot be read: {exc.strerror}") from None
 
@@ -402,6 +448,9 @@ def _coerce(raw: Any, hint: Any, section: str, name: str) -> Any:
             except ValueError:
                 pass
         raise ConfigInvalid(f"invalid value {raw!r} for {key}; allowed: a number")
+    if isinstance(raw, str) and "\x00" in raw:
+        # No file name or URL holds one; the OS would refuse it deep inside a command.
+        raise ConfigInvalid(f"invalid value for {key}: it contains a NUL character; allowed: text without NUL")
     if hint is Path:
         if isinstance(raw, str) and raw.strip():
             return Path(str(raw)).expanduser()
@@ -499,7 +548,8 @@ def _section_lines(name: str, cls, database_url: str | None) -> list[str]:
         default = f.default if f.default is not MISSING else f.default_factory()
         if f.name == "url" and database_url:
             default = database_url
-        lines.append(f"# {f.metadata.get('help', '')}")
+        allowed = getattr(f.metadata.get("check"), "allowed", None)
+        lines.append(f"# {f.metadata.get('help', '')}" + (f" ({allowed})" if allowed else ""))
         if isinstance(default, dict):
             lines.append(f"# [{name}.{f.name}] backup = \"https://hc-ping.com/<uuid>\"")
             continue

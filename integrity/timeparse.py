@@ -9,18 +9,31 @@ from game_core.errors import InvalidInput
 
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# The longest duration or the latest time accepted: a pin for a century is already "for
+# ever", and beyond it lie timedelta's and datetime's limits (an OverflowError, not a message).
+MAX_UNTIL = timedelta(days=36_500)
+ALLOWED = "a date/time (2026-12-31, 2026-12-31T18:00) or a duration (30d, 12h) of at most 100 years"
 
 
 def parse_until(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(timezone.utc)
     match = _DURATION.match(text.strip())
     if match:
-        return now + timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+        number, unit = match.groups()
+        # Compared in seconds before any timedelta is built: 99999999999999d overflows one.
+        if len(number) > 12 or int(number) * timedelta(**{_UNIT[unit]: 1}).total_seconds() > MAX_UNTIL.total_seconds():
+            raise InvalidInput(f"--until {text!r} is too far ahead; allowed: {ALLOWED}")
+        return now + timedelta(**{_UNIT[unit]: int(number)})
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInput(f"--until {text!r} is neither a date/time (2026-12-31, 2026-12-31T18:00) nor a duration (30d, 12h)") from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-05:00 lies past datetime's last UTC instant
+        raise InvalidInput(f"--until {text!r} is too far ahead; allowed: {ALLOWED}") from None
     if moment <= now:
         raise InvalidInput(f"--until {text!r} is in the past; give a future time or a duration like 30d")
+    if moment - now > MAX_UNTIL:
+        raise InvalidInput(f"--until {text!r} is too far ahead; allowed: {ALLOWED}")
     return moment

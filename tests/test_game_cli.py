@@ -206,8 +206,8 @@ def test_an_invalid_player_name_is_a_usage_error(tmp_path):
     "args,message",
     [
         (["--mode", "sideways"], "Invalid value for '--mode'"),
-        (["--words", "0"], "Error: --words must be between 1 and 1000, not 0"),
-        (["--mode", "time", "--seconds", "0"], "Error: --seconds must be between 1 and 3600, not 0"),
+        (["--words", "0"], "Error: Invalid value for '--words': Input should be greater than or equal to 1"),
+        (["--mode", "time", "--seconds", "0"], "Error: Invalid value for '--seconds': Input should be greater than or equal to 1"),
         (["--no-such-option"], "No such option: --no-such-option"),
     ],
 )
@@ -365,8 +365,8 @@ def test_simulate_then_leaderboard(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--players", "0", "--tests-per-player", "1", "--seed", "1"], "Error: --players must be at least 1, not 0"),
-        (["--players", "1", "--tests-per-player", "-1", "--seed", "1"], "Error: --tests-per-player cannot be negative, not -1"),
+        (["--players", "0", "--tests-per-player", "1", "--seed", "1"], "Error: Invalid value for '--players': Input should be greater than or equal to 1"),
+        (["--players", "1", "--tests-per-player", "-1", "--seed", "1"], "Error: Invalid value for '--tests-per-player': Input should be greater than or equal to 0"),
         (["--players", "1", "--tests-per-player", "1"], "Missing option '--seed'"),
     ],
 )
@@ -383,7 +383,7 @@ def test_leaderboard_of_an_empty_mode_and_a_bad_limit(sqlite_path):
     assert board.exit_code == 0
     assert board.stdout.strip() == "Leaderboard · time 30: no results yet"
     bad = invoke("--database-url", str(sqlite_path), "leaderboard", "--limit", "0")
-    assert bad.exit_code == 2 and "Error: --limit must be at least 1, not 0" in bad.stderr
+    assert bad.exit_code == 2 and "Error: Invalid value for '--limit': Input should be greater than or equal to 1" in bad.stderr
 
 
 def test_xp_for_level_is_the_inverse_of_the_level_curve():

@@ -744,7 +744,7 @@ def test_console_script_malformed_url_and_env_config(monkeypatch):
     assert bad_env.returncode == 4
     assert bad_env.stderr == (
         "Error: invalid value 'often' for INTEGRITY_SCHEDULE__PROBE ([schedule] probe); allowed: a 5-field cron "
-        "expression ('0 * * * *'), an interval ('30s', '15m', '1h', '1d') or 'off'\n"
+        "expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'\n"
     )
 
     usage = run_process([script, "--json", "status", "--bogus"])

@@ -18,7 +18,9 @@ from integrity.errors import ConfigInvalid
 from integrity.settings import JOBS, SECTIONS, Settings, resolve_settings, schedule_seconds, starter_toml
 
 ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore]"
-CRON_OR_INTERVAL = "a 5-field cron expression ('0 * * * *'), an interval ('30s', '15m', '1h', '1d') or 'off'"
+CRON_OR_INTERVAL = (
+    "a 5-field cron expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'"
+)
 
 
 @pytest.fixture
@@ -470,7 +472,7 @@ def test_variables_that_are_not_keys_are_ignored(resolve):
         ),
         (
             "[objectives]\nrpo_seconds = 0\n", {},
-            "invalid value 0 for [objectives] rpo_seconds; allowed: a number >= 1",
+            "invalid value 0 for [objectives] rpo_seconds; allowed: a number from 1 to 31,622,400",
         ),
         (
             '[state]\ndir = ""\n', {},
@@ -491,7 +493,7 @@ def test_variables_that_are_not_keys_are_ignored(resolve):
         (
             None, {"INTEGRITY_BACKUPS__RETENTION__KEEP_LAST": "0"},
             "invalid value '0' for INTEGRITY_BACKUPS__RETENTION__KEEP_LAST ([backups.retention] keep_last); "
-            "allowed: a number >= 1",
+            "allowed: a number from 1 to 100,000",
         ),
         (
             None, {"INTEGRITY_BACKUPS__RETENTION__KEEP_LAST": "seven"},

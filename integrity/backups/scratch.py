@@ -69,8 +69,11 @@ def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Pat
 
 
 def maintenance_engine(source: DatabaseTarget):
+    from game_core.db import translate_connect_errors
+
     url = source.url.set(database=MAINTENANCE_DATABASE)
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
+    return translate_connect_errors(engine, DatabaseTarget(url))  # unreachable: exit 4, not a bug
 
 
 @contextmanager

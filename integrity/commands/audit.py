@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_CHUNK_ROWS, MAX_ROWS_SHOWN, MAX_RUNS_LISTED
+
 
 class Engine(str, Enum):
     sql = "sql"
@@ -31,8 +33,8 @@ def audit(
     rule: Annotated[list[str] | None, typer.Option("--rule", metavar="RULE", help="Only this rule id (repeatable); see runbooks/audit-findings.md.")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="sql: everything in SQL; pandera: row rules validated on chunks by Pandera.")] = Engine.sql,
     since_last: Annotated[bool, typer.Option("--since-last", help="Only rows added since the last whole-catalogue audit, and the players they touch.")] = False,
-    chunk_size: Annotated[int | None, typer.Option("--chunk-size", min=1, metavar="ROWS", help="Rows per chunk for --engine pandera (default: [audits] chunk_size).")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", min=0, metavar="N", help="Sample rows shown per failing rule (default: [audits] samples).")] = None,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", min=1, max=MAX_CHUNK_ROWS, metavar="ROWS", help="Rows per chunk for --engine pandera (default: [audits] chunk_size).")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=0, max=MAX_ROWS_SHOWN, metavar="N", help="Sample rows shown per failing rule (default: [audits] samples).")] = None,
 ) -> None:
     """Audit scores, levels and progress on the guarded database (read only) and record the run;
     `integrity audit history` lists past runs. Exit 0 when no error-severity rule fails, 3 when
@@ -51,7 +53,7 @@ def audit(
 def history(
     ctx: typer.Context,
     rule: Annotated[str | None, typer.Option("--rule", metavar="RULE", help="One rule's failing rows run by run.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RUNS_LISTED, help="How many runs, newest first.")] = 20,
 ) -> None:
     """The recorded audit runs, newest first: scope, engine, failing rules, drift warnings."""
     from integrity.audits import read_audit_history

@@ -7,19 +7,21 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_LABEL_LENGTH, MAX_LOCK_WAIT_SECONDS, backup_reference, label_text
+
 backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, keygen, check.", no_args_is_help=True)
 
 LockWait = Annotated[
     float,
-    typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+    typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
 ]
-BackupId = Annotated[str, typer.Argument(metavar="ID", help="A backup id, as `integrity backup list` shows it.")]
+BackupId = Annotated[str, typer.Argument(metavar="ID", callback=backup_reference, help="A backup id, as `integrity backup list` shows it.")]
 
 
 @backup_app.command("create")
 def create(
     ctx: typer.Context,
-    label: Annotated[str | None, typer.Option("--label", help="A note stored in the manifest.")] = None,
+    label: Annotated[str | None, typer.Option("--label", callback=label_text, help=f"A note stored in the manifest: one line, at most {MAX_LABEL_LENGTH} characters.")] = None,
     lock_wait: LockWait = 0,
 ) -> None:
     """Take a consistent online backup of the game database, verified before it is called done."""
@@ -52,7 +54,7 @@ def show(ctx: typer.Context, backup_id: BackupId) -> None:
 @backup_app.command("verify")
 def verify(
     ctx: typer.Context,
-    backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The backup to verify (default: the newest).")] = None,
+    backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", callback=backup_reference, help="The backup to verify (default: the newest).")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="The newest backup (the default).")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Every backup in the repository.")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Also restore into scratch, check, fingerprint, compare and audit.")] = False,

@@ -8,15 +8,17 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, backup_reference
+
 def drill(
     ctx: typer.Context,
     backup_id: Annotated[
         str | None,
-        typer.Option("--backup", metavar="ID", help="The backup to drill (default: the newest good backup of this database)."),
+        typer.Option("--backup", metavar="ID", callback=backup_reference, help="The backup to drill (default: the newest good backup of this database)."),
     ] = None,
     lock_wait: Annotated[
         float,
-        typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+        typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
     ] = 0,
 ) -> None:
     """Restore a backup into scratch (never touching live), verify and audit it, compare it

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, MAX_ROWS_SHOWN, backup_reference
+
 migrate_app = typer.Typer(help="Rehearse schema changes on a snapshot copy, then apply them.", no_args_is_help=True)
 
 FORMATS = ("text", "json", "markdown")
@@ -18,7 +20,7 @@ AlembicConfig = Annotated[Path | None, typer.Option(
 To = Annotated[str | None, typer.Option("--to", metavar="REV", help="The target revision (default: the single head).")]
 Format = Annotated[str, typer.Option("--format", metavar="text|json|markdown", help="Report format; markdown suits a pull-request comment.")]
 FailOn = Annotated[str, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
-LockWait = Annotated[float, typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4).")]
+LockWait = Annotated[float, typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4).")]
 
 
 def _emit(ctx: typer.Context, report, output_format: str) -> None:
@@ -40,14 +42,14 @@ def _emit(ctx: typer.Context, report, output_format: str) -> None:
 def dry_run(
     ctx: typer.Context,
     to: To = None,
-    from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID|latest", help="Copy this backup (latest: the newest deep-verified one; the default on PostgreSQL).")] = None,
+    from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID|latest", callback=backup_reference, help="Copy this backup (latest: the newest deep-verified one; the default on PostgreSQL).")] = None,
     from_live: Annotated[bool, typer.Option("--from-live", help="Copy the live database, only read (the default on SQLite).")] = False,
     snapshot: Annotated[str | None, typer.Option("--snapshot", metavar="PATH", help="Copy a snapshot nobody uses: a SQLite file, or a PostgreSQL database name or URL.")] = None,
     alembic_config: AlembicConfig = None,
     output_format: Format = "text",
     fail_on: FailOn = "error",
     keep_copy: Annotated[bool, typer.Option("--keep-copy", help="Keep both copies (before and migrated) and print where they are.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, metavar="N", help="Sample keys shown per finding.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", min=0, max=MAX_ROWS_SHOWN, metavar="N", help="Sample keys shown per finding.")] = 10,
     lock_wait: LockWait = 0,
 ) -> None:
     """Run the pending revisions on a snapshot copy of real data and prove what they did:

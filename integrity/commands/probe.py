@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_PROBE_SAMPLE, MAX_PROBE_TIMEOUT_SECONDS
+
 
 def probe(
     ctx: typer.Context,
@@ -15,11 +17,11 @@ def probe(
     # `integrity --help` does not import the probe.
     sample: Annotated[
         int | None,
-        typer.Option("--sample", min=0, metavar="N", help="How many random players to read, besides the canaries (default: 100)."),
+        typer.Option("--sample", min=0, max=MAX_PROBE_SAMPLE, metavar="N", help="How many random players to read, besides the canaries (default: 100)."),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.001, metavar="SECONDS", help="A player's reads taking longer than this count as failed (default: 2)."),
+        typer.Option("--timeout", min=0.001, max=MAX_PROBE_TIMEOUT_SECONDS, metavar="SECONDS", help="A player's reads taking longer than this count as failed (default: 2)."),
     ] = None,
 ) -> None:
     """Do every read the game does (profile, progress, personal bests, recent history,

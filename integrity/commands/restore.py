@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, backup_reference
+
 restore_app = typer.Typer()
 
 LockWait = Annotated[
     float,
-    typer.Option("--lock-wait", min=0, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+    typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
 ]
 Yes = Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")]
 
@@ -31,7 +33,7 @@ def _plan_lines(plan) -> list[str]:
 @restore_app.command("restore")
 def restore(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(metavar="ID|latest", help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")],
+    backup: Annotated[str, typer.Argument(metavar="ID|latest", callback=backup_reference, help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (backup, states, changes per table, safety backup) and change nothing.")] = False,
     yes: Yes = False,
     no_safety_backup: Annotated[bool, typer.Option("--no-safety-backup", help="Do not back up live first: its current data is lost for good.")] = False,
@@ -62,7 +64,7 @@ def restore(
 @restore_app.command("salvage")
 def salvage(
     ctx: typer.Context,
-    from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID", help="The backup holding the pre-restore data (the restore's safety backup).")] = None,
+    from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID", callback=backup_reference, help="The backup holding the pre-restore data (the restore's safety backup).")] = None,
     from_database: Annotated[str | None, typer.Option("--from-database", metavar="NAME", help="PostgreSQL: the database a restore kept as <live>_before_restore_<time>.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be re-applied and change nothing.")] = False,
     yes: Yes = False,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from integrity.errors import ConfigInvalid
-from integrity.settings import JOBS, schedule_seconds
+from integrity.settings import JOBS, MAX_INTERVAL_SECONDS, SCHEDULE_ALLOWED, schedule_seconds
 
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
-ALLOWED = "a 5-field cron expression ('0 * * * *'), an interval ('30s', '15m', '1h', '1d') or 'off'"
+ALLOWED = SCHEDULE_ALLOWED
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Missed fires are recorded one row each up to this many per job; beyond it one row says how many.
 MAX_MISSED_ROWS = 100
@@ -40,7 +40,11 @@ class JobSchedule:
         if seconds is not None:
             return float(seconds)
         first = next_fire(self, datetime.now(timezone.utc))
-        second = self.trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
+        second = self.trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
+        if first is None or second is None:
+            # build_trigger refuses a cron that never fires; one that stops firing (its last
+            # fire passed) has no gap left: treat it as due once a year.
+            return float(MAX_INTERVAL_SECONDS)
         return (second - first).total_seconds()
 
 
@@ -61,17 +65,24 @@ def build_trigger(job: str, value: str):
 
     seconds = schedule_seconds(value)
     if seconds is not None:
+        if seconds > MAX_INTERVAL_SECONDS:
+            raise ConfigInvalid(f"invalid value {value!r} for [schedule] {job}: an interval that long; allowed: {ALLOWED}")
         return IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=timezone.utc)
     fields = value.split()
     try:
         if len(fields) != 5:
             raise ValueError(f"{len(fields)} fields")
-        return CronTrigger(
+        trigger = CronTrigger(
             minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
             day_of_week=_crontab_days(fields[4]), timezone=timezone.utc,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, IndexError) as exc:
         raise ConfigInvalid(f"invalid value {value!r} for [schedule] {job}: {exc}; allowed: {ALLOWED}") from None
+    # A day that no month has, or a weekday that a day never falls on ('0 0 31 2 *'): the
+    # job would never run, and status and `schedule list` would have no next fire to show.
+    if trigger.get_next_fire_time(None, EPOCH) is None:
+        raise ConfigInvalid(f"invalid value {value!r} for [schedule] {job}: it never fires; allowed: {ALLOWED}")
+    return trigger
 
 
 def _crontab_days(text: str) -> str:
