@@ -8,8 +8,9 @@ the run, its rule counts and its drift warnings go to the ledger's audit history
 (`integrity.audit_history`), which is then trimmed to `[audits] history_retention_days`.
 
 Exit codes: 0 when no error-severity rule fails (warnings, warn-severity rules and
-drift included), 3 when one does, 4 when the audit could not run (database missing or
-without schema, statement timeout, ...), 2 for an unknown rule, table or engine.
+drift included), 3 when one does, 4 when the audit could not run (database missing, no
+game schema, a revision this code does not know or none: integrity.guarded; statement
+timeout, ...), 2 for an unknown rule, table or engine.
 """
 
 from __future__ import annotations
@@ -279,11 +280,12 @@ def _utc(now: datetime | None) -> datetime:
 
 
 def _require_schema(connection, display: str) -> None:
-    from game_core.schema_state import SchemaState, schema_status
+    from integrity.guarded import require_game_revision
 
-    status = schema_status(connection)
-    if status.state is SchemaState.EMPTY:
-        raise PreconditionFailed(f"database {display} has no game schema: {status.describe()}; run `integrity init`")
+    # Rules written for this code's tables say nothing true about another application's,
+    # nor about a revision this code does not know (they would pass on what they do not
+    # understand): refused, exit 4. A database behind head is audited (status says it is behind).
+    require_game_revision(connection, display)
 
 
 def _watermarks_went_back(connection, since: dict[str, int]) -> str | None:

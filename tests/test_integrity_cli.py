@@ -238,9 +238,9 @@ def test_init_refuses_a_database_of_something_else(tmp_path):
     result = invoke("--database-url", str(foreign), "init")
     assert result.exit_code == 4
     assert the_error(result) == (
-        f"database {foreign} holds tables but no Alembic revision; point --database-url at the game's "
-        "database or install the version of the game that wrote it"
-    )
+        f"database {foreign} holds tables but no Alembic revision (this code's head is {HEAD}): it is not "
+        "the game's database; point --database-url at the game's database"
+    )  # integrity.guarded's refusal, shared by every command that reads it (tests/test_revision_guard.py)
 
 
 # ---------------------------------------------------------------- status

@@ -38,7 +38,8 @@ def audit(
 ) -> None:
     """Audit scores, levels and progress on the guarded database (read only) and record the run;
     `integrity audit history` lists past runs. Exit 0 when no error-severity rule fails, 3 when
-    one does, 4 when the audit could not run; drift warnings never change the exit code."""
+    one does, 4 when the audit could not run (among others: a database with no game schema, or at
+    a revision this code does not know or none); drift warnings never change the exit code."""
     if ctx.invoked_subcommand is not None:
         return
     from integrity.audits import run_audit

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, MAX_ROWS_SHOWN, backup_reference
+
 diff_app = typer.Typer()  # added without a name: `diff` is a top-level command
 
 
@@ -22,8 +24,9 @@ def diff(
     Live is only read; the backup is verified, restored into scratch and removed afterwards.
 
     Exit 0 when they are identical; 3 when differences were found (the check ran and found
-    problems); 4 for an unknown backup or table, a backup of another store or engine, or a
-    held lock; 5 when the backup is corrupt."""
+    problems); 4 for an unknown backup or table, a backup of another store or engine, a held
+    lock, or a live database with no game schema or at a revision this code does not know (or
+    none); 5 when the backup is corrupt."""
     from integrity.recovery.diff import diff_backup
 
     ctx.obj.emit(diff_backup(ctx.obj.settings, backup, tables=table or None, sample_limit=limit,

@@ -54,6 +54,7 @@ def apply_migrations(settings, ledger, *, alembic_config: Path | None = None, to
     from game_core.schema_state import current_revision
     from integrity.backups.statistics import store_identity
     from integrity.database import connection_settings, target_of
+    from integrity.guarded import require_game_revision
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.records import passing_dry_run
     from integrity.recovery.consent import database_name
@@ -67,6 +68,8 @@ def apply_migrations(settings, ledger, *, alembic_config: Path | None = None, to
     try:
         with engine.connect() as connection:
             start, identity = current_revision(connection), store_identity(connection)
+            if start is None:  # empty (init's job) or not the game's database: exit 4, named
+                require_game_revision(connection, live.display)
     finally:
         engine.dispose()
     pending = project.pending(start, to)

@@ -946,7 +946,9 @@ def diff_backup(
     The backup is held against prune (reader lock), its hashes are verified (and the
     outcome journalled, as `backup verify` does), it is restored into a scratch copy that
     is always removed, and both sides are walked by primary key. Raises BackupNotFound,
-    UnknownTable, EnginesDiffer, OtherStore (exit 4) or BackupCorrupt (exit 5).
+    UnknownTable, EnginesDiffer, OtherStore, or the refusal of a live database that is not
+    the game's at a revision this code knows (integrity.guarded), all exit 4, or
+    BackupCorrupt (exit 5).
     """
     from integrity.backups.repository import BackupCorrupt, Repository
     from integrity.backups.scratch import open_copy, restored_copy
@@ -954,17 +956,21 @@ def diff_backup(
     from integrity.backups.catalog import resolve_backup
     from integrity.backups.verify import verify_one
     from integrity.database import connection_settings, open_read_only
+    from integrity.guarded import require_game_revision
 
     chosen_tables = check_tables(tables)  # a typo fails before any work
     if not isinstance(sample_limit, int) or isinstance(sample_limit, bool) or sample_limit < 0:
         raise InvalidInput(f"--limit {sample_limit!r} is not a non-negative integer")
-    repository = Repository.of(settings)
-    repository.require_exists()
     started = time.perf_counter()
     target, live_engine = open_read_only(settings)
     try:
         with live_engine.connect() as probe:
+            # First: a diff against another application's tables or a revision this code
+            # does not know would report its own confusion as differences (exit 3).
+            require_game_revision(probe, target.display)
             identity = store_identity(probe)
+        repository = Repository.of(settings)
+        repository.require_exists()
         chosen = resolve_backup(repository, backup_id, identity)
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
             verification = verify_one(settings, repository, chosen, deep=False, command=command)

@@ -239,6 +239,9 @@ def run_drill(
     (another engine, another store), LockHeld (exit 4) when prune holds the backup.
     Everything the backup itself fails is in the report (exit 5), not raised.
     """
+    from integrity.guarded import check_guarded
+
+    check_guarded(settings)  # first: live must be the game's, at a revision this code knows (else exit 4)
     target = target_of(settings)
     repository = Repository.of(settings)
     repository.require_exists()

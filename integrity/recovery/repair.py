@@ -222,13 +222,11 @@ def totals_of(plan: Sequence[PlayerRepair]) -> dict[str, int]:
 
 
 def _require_schema(connection: Connection, display: str) -> None:
-    from game_core.schema_state import SchemaState, require_current, schema_status
+    from integrity.guarded import require_game_revision
 
-    status = schema_status(connection)
-    if status.state is SchemaState.EMPTY:
-        raise PreconditionFailed(f"database {display} has no game schema: {status.describe()}; run `integrity init`")
-    # The rebuild writes this code's columns: a database at another revision is refused.
-    require_current(status, display_name=display)
+    # The rebuild writes this code's columns: a database at another revision is refused,
+    # one behind head too (exit 4 naming the revision, the head and the fix).
+    require_game_revision(connection, display, current=True)
 
 
 def _could_not_run(exc: sa.exc.DBAPIError, display: str, *, wrote: bool) -> RepairCouldNotRun:

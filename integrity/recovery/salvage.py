@@ -566,6 +566,9 @@ def salvage_from(
     """`integrity salvage`: re-apply what only the pre-restore data holds onto live: a
     backup (usually the safety backup a restore took) or, on PostgreSQL, the old
     database a restore kept. Consent first, unless a dry run."""
+    from integrity.guarded import check_guarded
+
+    check_guarded(settings)  # read-only, before the writer opens (it would switch a foreign file to WAL)
     target = target_of(settings)
     live_identity = _live_identity(settings, target)
     if database is not None:
