@@ -72,8 +72,11 @@ def current_holders(lock_path: Path) -> list[Holder]:
 @contextmanager
 def file_lock(lock_path: Path, *, exclusive: bool, wait_seconds: float, command: str, what: str) -> Iterator[None]:
     """Hold `lock_path` shared or exclusive; wait up to `wait_seconds`, else LockHeld (exit 4)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _unusable(lock_path, exc) from None
     try:
         operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + max(wait_seconds, 0)
@@ -85,13 +88,23 @@ def file_lock(lock_path: Path, *, exclusive: bool, wait_seconds: float, command:
                 if time.monotonic() >= deadline:
                     raise LockHeld(_held_message(lock_path, what, wait_seconds)) from None
                 time.sleep(0.05)
-        note = _write_note(lock_path, command, "exclusive" if exclusive else "shared")
+        try:
+            note = _write_note(lock_path, command, "exclusive" if exclusive else "shared")
+        except OSError as exc:  # a full disk or a read-only directory: exit 4, not a bug
+            raise _unusable(lock_path, exc) from None
         try:
             yield
         finally:
             note.unlink(missing_ok=True)
     finally:
         os.close(descriptor)  # closing releases the flock
+
+
+def _unusable(lock_path: Path, exc: OSError) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"cannot take the lock {lock_path}: {exc.strerror or exc}; free space on that file system or make "
+        f"{lock_path.parent} writable, then run again"
+    )
 
 
 def _write_note(lock_path: Path, command: str, mode: str) -> Path:
