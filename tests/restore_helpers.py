@@ -22,9 +22,11 @@ RESTORE_CRASH_PHASES = (
     "restore:planned",
     "restore:locked",
     "restore:verified",
-    "restore:safety-backup-taken",
     "restore:staged",
     "restore:staging-verified",
+    # SQLite: inside the swap's write transaction (writers held out), all pages but the
+    # last written and not committed; PostgreSQL: just before the rename transaction.
+    "restore:safety-backup-taken",
     "restore:swapping",
     "restore:swapped",
     "restore:checked",
@@ -107,3 +109,145 @@ def resilient_writer(url: str, tmp_path: Path, *, min_commits: int = 3) -> Itera
         yield handle
     committed, failed = process.output.split()[-2:]
     handle.committed, handle.failed = int(committed), int(failed)
+
+
+# ---------------------------------------------------------------- a writer that logs every saved write
+
+
+HAMMER_PLAYER = "hammer"
+
+
+@dataclass
+class Hammer:
+    """What the hammering writer was told: the started_at (ISO, UTC) of every result the
+    store said was saved, and every failure it got instead."""
+
+    process: subprocess.Popen
+    log: Path
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    @property
+    def saved(self) -> list[str]:
+        return [line.split()[2] for line in self.lines() if line.startswith("saved ")]
+
+    @property
+    def failures(self) -> list[str]:
+        return [line.removeprefix("failed ") for line in self.lines() if line.startswith("failed ")]
+
+
+@contextmanager
+def hammering_writer(url: str, tmp_path: Path, *, busy_timeout_ms: int, min_saved: int = 3) -> Iterator[Hammer]:
+    """A subprocess recording results for HAMMER_PLAYER (who must exist) through the game's
+    store as fast as it can, with the game's connection settings (`busy_timeout_ms`; on
+    PostgreSQL also its lock_timeout). After each call it logs `saved ID STARTED_AT` when
+    the store returned, or `failed REASON` when it raised (then it reconnects, as a game
+    with a pool would). Yields once `min_saved` are logged; stopped with SIGTERM."""
+    import os
+    import signal
+    import sys
+    import time
+
+    log = tmp_path / f"hammer-{time.monotonic_ns()}.log"
+    env = dict(os.environ)
+    project = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "hammer", url, str(log), str(busy_timeout_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    handle = Hammer(process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while len(handle.saved) < min_saved:
+            if process.poll() is not None:
+                raise AssertionError(f"the writer died: {process.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the writer saved nothing within 30 s: {handle.lines()[-5:]}")
+            time.sleep(0.01)
+        yield handle
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+
+
+def saved_started_at(url: str, username: str = HAMMER_PLAYER) -> set[str]:
+    """The started_at (ISO, UTC) of every result of `username` in the database."""
+    import sqlalchemy as sa
+
+    from game_core.db import create_engine
+    from integrity.backups.statistics import _iso_time
+
+    engine = create_engine(url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text(
+                "SELECT r.started_at FROM results AS r JOIN players AS p ON p.id = r.player_id WHERE p.username = :u"
+            ), {"u": username}).scalars()
+            return {_iso_time(value) for value in rows}
+    finally:
+        engine.dispose()
+
+
+def _hammer_main(url: str, log_path: str, busy_timeout_ms: int) -> None:
+    import signal
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+
+    from game_core.db import ConnectionSettings, create_engine
+    from game_core.errors import Failure
+    from game_core.store import Store, TestOutcome
+    from integrity.backups.statistics import _iso_time
+
+    stop = False
+
+    def on_term(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    settings = ConnectionSettings(busy_timeout_ms=busy_timeout_ms, lock_timeout_ms=busy_timeout_ms)
+    engine = None
+    last = datetime.now(timezone.utc)
+    with open(log_path, "a", buffering=1) as log:
+        while not stop:
+            # Strictly increasing, so every result has its own natural key.
+            started_at = max(datetime.now(timezone.utc), last + timedelta(microseconds=1))
+            last = started_at
+            outcome = TestOutcome(
+                mode="time", mode_param=30, started_at=started_at, duration_ms=30_000,
+                correct_word_chars=200, correct_spaces=40, correct_chars=205, incorrect_chars=3, extra_chars=0,
+                missed_chars=1, correct_keystrokes=245, incorrect_keystrokes=3,
+            )
+            try:
+                if engine is None:
+                    engine = create_engine(url, settings=settings)
+                recorded = Store(engine).record_result(HAMMER_PLAYER, outcome)
+            except (sa.exc.DBAPIError, Failure) as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                log.write(f"failed {type(exc).__name__}: {reason[0] if reason else ''}\n")
+                if engine is not None:
+                    engine.dispose()
+                engine = None
+                time.sleep(0.01)  # a reconnecting game backs off; the server is not flooded
+                continue
+            log.write(f"saved {recorded.result.id} {_iso_time(recorded.result.started_at)}\n")
+            # A few ms between tests, as players between games: without it each restore's
+            # salvage would re-apply thousands of rows and the test would crawl.
+            time.sleep(0.005)
+    if engine is not None:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 5 and sys.argv[1] == "hammer":
+        _hammer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        sys.exit("usage: restore_helpers.py hammer URL LOG BUSY_TIMEOUT_MS")

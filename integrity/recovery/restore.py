@@ -9,16 +9,24 @@ names the safety backup it would take. `--dry-run` prints it and stops.
 
     lock            the repository's writer lock and the database's (invariant 6)
     verify          the backup's hashes again, under the lock (invariant 4)
-    safety-backup   a backup of live as it is now, pinned for [restore] safety_pin_hours
     staging         the backup restored beside live (a file in the state directory, or
                     a `<live>_restore_<id>` database), never into live
     verify-staging  engine check, counts and aggregates against the manifest, revision,
                     store identity, then `checks.run_audits`
+    safety-backup   a backup of live as it is now, pinned for [restore] safety_pin_hours
     swap            SQLite: the backup API into the live file in one transaction;
                     PostgreSQL: two renames in one transaction (swap_postgres.py)
     post-check      live now holds what the manifest says
     salvage         with --keep-newer: rows only the pre-restore data holds (salvage.py)
     cleanup         the staging copy is removed
+
+No write the game is told was saved is lost (issue 14): the safety backup is taken last,
+right before the swap, where the engine can account for every write after it. SQLite
+takes it inside the swap's write transaction, so the game's writers wait from the start
+of the safety backup to the commit (and fail loudly after their busy timeout, never
+"saved" and then overwritten). PostgreSQL takes it just before the rename, which keeps
+live as it is at that moment (`<live>_before_restore_<time>`): a write committed after
+the safety backup is there, and `--keep-newer` salvages from that database.
 
 Invariant 5: until the swap commits, live is untouched; a failure before it removes the
 staging copy and re-raises, a kill leaves a staging copy that the next restore of the
@@ -510,19 +518,31 @@ class RestoreResult:
 
 
 class _Phases:
-    """Times each phase, tells the operator as each one ends, keeps the record."""
+    """Times each phase, tells the operator as each one ends, keeps the record.
+
+    A phase may run inside another (the safety backup inside SQLite's swap, which holds
+    the write lock across it): the outer one's time excludes the inner one's, so the
+    phases still add up to the total."""
 
     def __init__(self, notify: Callable[[str], None]):
         self.notify = notify
         self.done: list[PhaseTiming] = []
         self.detail = ""
+        self._inner: list[float] = []  # per open phase: seconds spent in phases inside it
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.detail = ""
         started = time.perf_counter()
-        yield
-        timing = PhaseTiming(name, time.perf_counter() - started, self.detail)
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            inner = self._inner.pop()
+        elapsed = time.perf_counter() - started
+        if self._inner:
+            self._inner[-1] += elapsed
+        timing = PhaseTiming(name, elapsed - inner, self.detail)
         self.done.append(timing)
         self.notify(f"{name:<15}{timing.seconds:8.2f}s  {timing.detail}".rstrip())
 
@@ -565,11 +585,6 @@ def apply_restore(
                 raise BackupNotIntact(f"{exc}; nothing was changed") from None
             phases.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
         crash_point("restore:verified")
-        if plan.safety_backup:
-            with phases.phase("safety-backup"):
-                outcome.update(_safety_backup(settings, repository, plan, options))
-                phases.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
-            crash_point("restore:safety-backup-taken")
         engine_ops = _SqliteRestore(settings, target) if target.kind == SQLITE else _PostgresRestore(settings, target)
         with phases.phase("staging"):
             outcome["removed_leftovers"] = tuple(engine_ops.remove_leftovers())
@@ -595,8 +610,18 @@ def apply_restore(
                 current = live_sessions(target)  # the game may have connected since the plan
                 if current:
                     terminate = _consent_to_end_sessions(consent, plan, current)
+
+            def take_safety_backup() -> None:
+                # Called by the engine where no write made after it can be lost (issue 14):
+                # SQLite inside the swap's write transaction, PostgreSQL just before the
+                # rename that keeps live as it was then.
+                with phases.phase("safety-backup"):
+                    outcome.update(_safety_backup(settings, repository, plan, options))
+                    phases.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
+                crash_point("restore:safety-backup-taken")
+
             with phases.phase("swap"):
-                swapped = engine_ops.swap(terminate=terminate)
+                swapped = engine_ops.swap(terminate=terminate, safety_backup=take_safety_backup if plan.safety_backup else None)
                 outcome.update(swapped)
                 phases.detail = engine_ops.swap_description
         except BaseException:
@@ -785,7 +810,8 @@ def _explained_by_new_rows(connection, manifest: Manifest, statistics: dict) -> 
         row = connection.execute(sa.text(f'SELECT {select_list} FROM "{table}" WHERE id <= :highest'), {"highest": highest}).one()
         if int(row[0]) != info["rows"]:
             unexplained.append(f"{table}: {row[0]} rows up to id {highest}, the manifest says {info['rows']}")
-        for (name, value), got in zip(expressions.items(), row[1:]):
+        for name, got in zip(expressions, row[1:]):
+            value = info["aggregates"][name]
             if name != "max_id" and (None if got is None else int(got)) != value:
                 unexplained.append(f"{table}.{name} up to id {highest} is {got}, the manifest says {value}")
         newer += statistics[table]["rows"] - int(row[0])
@@ -829,11 +855,14 @@ class _SqliteRestore:
         finally:
             engine.dispose()
 
-    def swap(self, *, terminate: bool) -> dict:
+    def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
         from integrity.recovery import swap_sqlite
 
-        swap_sqlite.swap(self.staging, self.target.sqlite_path, busy_timeout_ms=self.settings.database.busy_timeout_ms)
+        held = swap_sqlite.swap(self.staging, self.target.sqlite_path, busy_timeout_ms=self.settings.database.busy_timeout_ms,
+                                while_held=safety_backup)
         self.swap_description = f"written into {self.target.sqlite_path} through the backup API"
+        if held and safety_backup:
+            self.swap_description += f"; the write lock held from the safety backup to the commit ({held:.2f}s)"
         return {}
 
     def salvage(self, repository: Repository, safety_backup_id: str | None, old_database: str | None):
@@ -881,9 +910,13 @@ class _PostgresRestore:
         finally:
             engine.dispose()  # the rename needs staging free of sessions, ours included
 
-    def swap(self, *, terminate: bool) -> dict:
+    def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
         from integrity.recovery import swap_postgres
 
+        if safety_backup is not None:
+            # The game keeps writing meanwhile: the rename keeps live as it is at the swap
+            # (the old database), newer than this backup, and salvage reads from it.
+            safety_backup()
         outcome = swap_postgres.swap(self.target, self.staging.url.database, terminate=terminate)
         self.swapped = True
         ended = f"; ended {len(outcome.terminated)} session(s)" if outcome.terminated else ""

@@ -307,6 +307,10 @@ def salvage_into(
     started = time.perf_counter() if started is None else started
     context = AuditContext.at(now or datetime.now(timezone.utc))
     if not dry_run:
+        if live.dialect.name == "postgresql":
+            # The game goes on inserting after a restore: an id it drew before the sequences
+            # move would collide with a kept one at insert. Its inserts wait for our commit.
+            live.execute(sa.text("LOCK TABLE players, results IN SHARE ROW EXCLUSIVE MODE"))
         _advance_sequences(live, source)
 
     # ---- players: by username, their natural key

@@ -3,11 +3,19 @@ from the staging file INTO the live file.
 
 Never a file rename over the live database: the game's open connections and the live
 file's `-wal` and `-shm` would then belong to another database (PITFALLS.md). The backup
-API in one step (`pages=-1`) writes every page of the destination in one write
-transaction of the destination, through its own WAL or rollback journal: a kill before
-the commit frame leaves the old database, after it the new one, never a mixture, and the
-game's connections simply see a new snapshot (and a new schema cookie) at their next
-transaction.
+API writes every page of the destination in one write transaction of the destination,
+through its own WAL: a kill before the commit frame leaves the old database, after it
+the new one, never a mixture, and the game's connections simply see a new snapshot (and
+a new schema cookie) at their next transaction.
+
+Writers are held out from the safety backup to the commit (issue 14): a game write
+committed after the safety backup's copy and before the swap would be in neither. So the
+copy runs in two steps of one backup: the first takes the live file's write lock and
+writes all pages but the last (uncommitted WAL frames, which readers ignore); then
+`while_held` takes the safety backup through a read-only connection, which sees live as
+last committed; the second step writes the last page and commits. The lock is the
+backup's own write transaction, so nothing can slip in between. The game's writers wait
+their busy timeout meanwhile, then fail with "database is locked": never told "saved".
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import os
 import secrets
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -133,26 +143,77 @@ def stage(repository: Repository, manifest: Manifest, *, state_dir: Path, live_p
     return path
 
 
-def swap(staging_path: Path, live_path: Path, *, busy_timeout_ms: int) -> None:
-    """Write the staging database into the live file in one transaction of the live file."""
+def swap(staging_path: Path, live_path: Path, *, busy_timeout_ms: int,
+         while_held: Callable[[], None] | None = None) -> float:
+    """Write the staging database into the live file in one transaction of the live file.
+
+    `while_held` runs once the live file's write lock is ours and before the commit (the
+    restore takes its safety backup there); if it raises, the swap rolls back and live is
+    as it was. Returns the seconds from `while_held` to the commit, which the game's
+    writers waited (0 when live had to be created).
+    """
     if not live_path.exists():
+        if while_held is not None:
+            while_held()  # nobody writes a file that does not exist
         _create_live(staging_path, live_path)
-        return
+        return 0.0
     source = sqlite3.connect(f"file:{quote(str(staging_path))}?mode=ro", uri=True)
     try:
+        pages = source.execute("PRAGMA page_count").fetchone()[0]
+        if pages < 2:
+            # One page would be copied and committed in the first step, before
+            # `while_held` could run; no game database is that small.
+            raise SwapFailed(f"the staging copy {staging_path} holds {pages} page(s), not a game database; "
+                             "the live database is as it was")
         # The game's own settings: wait for its write transactions as long as it waits for ours.
         live = sqlite3.connect(str(live_path), timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:
             live.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            crash_point("restore:swapping")
-            try:
-                source.backup(live, pages=-1)
-            except sqlite3.OperationalError as exc:
-                raise _swap_error(exc, live_path) from None
+            # In WAL mode the safety backup's reader never waits for our uncommitted pages;
+            # with a rollback journal it would once they spill into the file. The game's
+            # connect hook sets WAL anyway.
+            live.execute("PRAGMA journal_mode = WAL")
+            hold = _HoldThenCommit(while_held)
+            source.backup(live, pages=pages - 1, progress=hold)
+            return time.perf_counter() - hold.since
+        except _Busy:
+            raise _busy_error(live_path) from None
+        except sqlite3.OperationalError as exc:
+            raise _swap_error(exc, live_path) from None
         finally:
             live.close()
     finally:
         source.close()
+
+
+class _Busy(Exception):
+    """The live file's write lock stayed taken for longer than busy_timeout."""
+
+
+class _HoldThenCommit:
+    """The backup's progress callback. After the first step (the write lock held, all pages
+    but the last written, nothing committed) it runs `while_held`, once. Whatever it
+    raises makes the backup roll back: CPython finishes the backup without its commit."""
+
+    def __init__(self, while_held: Callable[[], None] | None):
+        self.while_held = while_held
+        self.held = False
+        self.since = 0.0
+
+    def __call__(self, status: int, remaining: int, total: int) -> None:
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            # The connection's busy handler has already waited busy_timeout; CPython
+            # would sleep and retry for ever.
+            raise _Busy()
+        if self.held:
+            return
+        self.held = True
+        self.since = time.perf_counter()
+        if status == sqlite3.SQLITE_DONE:
+            raise AssertionError("the swap committed in its first step, before the safety backup")
+        if self.while_held is not None:
+            self.while_held()
+        crash_point("restore:swapping")
 
 
 def _create_live(staging_path: Path, live_path: Path) -> None:
@@ -188,8 +249,12 @@ def _swap_error(exc: sqlite3.OperationalError, live_path: Path) -> Exception:
             "database is as it was; free space and run the restore again"
         )
     if code == sqlite3.SQLITE_BUSY or "locked" in str(exc) or "busy" in str(exc):
-        return PreconditionFailed(
-            f"the live database {live_path} stayed locked by another writer for longer than busy_timeout; "
-            "nothing was changed; stop the writer or raise [database] busy_timeout_ms and run again"
-        )
+        return _busy_error(live_path)
     return SwapFailed(f"SQLite refused to write the backup into {live_path}: {exc}; the live database is as it was")
+
+
+def _busy_error(live_path: Path) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"the live database {live_path} stayed locked by another writer for longer than busy_timeout; "
+        "nothing was changed; stop the writer or raise [database] busy_timeout_ms and run again"
+    )

@@ -1,0 +1,126 @@
+"""No game write reported as saved is lost by a restore (issue 14.1).
+
+A restore takes a safety backup of live, then swaps the backup in. A write the game
+commits between the two is in neither, unless the restore holds writers out (SQLite:
+the swap's write transaction is open from before the safety backup to its commit, so
+the game's writers wait their busy timeout and then fail loudly) or captures it
+(PostgreSQL: the swap keeps live as it was at the rename, which `--keep-newer` salvages
+from). Either way, every write the store reported as saved is in live afterwards.
+
+A writer subprocess hammers live through the game's store API, logging each result it
+was told was saved, while `restore --keep-newer` runs again and again on the same
+backup; the writer's player is in the backup, so it never has to be re-created. Then
+the game itself: `typing-game play` started the moment the safety-backup phase line
+appears either saves into live or fails with an `Error:` line, never a result printed
+and then lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from backup_helpers import PROJECT, BackupEnv, execute, fill_database, one_error, scalar
+from restore_helpers import HAMMER_PLAYER, drop_restore_leftovers, hammering_writer, saved_started_at
+
+ROUNDS = 4
+RESTORES_PER_ROUND = 5  # 20 restores per engine under a hammering writer
+
+
+@pytest.fixture
+def env(database_url, tmp_path, request) -> BackupEnv:
+    """A small game database whose backup holds the writer's player."""
+    fill_database(database_url, players=3, results_per_player=5)
+    execute(database_url, "INSERT INTO players (username, created_at) VALUES (:u, CURRENT_TIMESTAMP)", u=HAMMER_PLAYER)
+    if database_url.startswith("postgresql"):
+        admin = request.getfixturevalue("pg_admin")
+        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
+    return BackupEnv(tmp_path, database_url)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_no_write_reported_as_saved_is_lost_by_restores_under_a_hammering_writer(env, round_):
+    postgres = env.url.startswith("postgresql")
+    # Odd rounds: a game that gives up on a lock at once (it fails loudly while the restore
+    # holds writers out); even rounds: the default busy timeout (it waits, then saves into
+    # the restored database).
+    busy_timeout_ms = 5000 if round_ % 2 == 0 else 50
+    flags = ("--terminate-connections",) if postgres else ()
+    with hammering_writer(env.url, env.tmp_path, busy_timeout_ms=busy_timeout_ms) as writer:
+        for attempt in range(RESTORES_PER_ROUND):
+            backup_id = env.create()  # the newest backup, as `latest` would pick
+            before = len(writer.saved)
+            result = env.invoke("--no-input", "restore", backup_id, "--yes", "--keep-newer", *flags)
+            assert result.returncode == 0, f"restore {attempt}: {result.output}"
+            assert "salvage" in result.output
+            assert len(writer.saved) > before or writer.failures, "the writer stopped writing during the restore"
+    saved = writer.saved
+    assert len(saved) >= RESTORES_PER_ROUND
+    missing = sorted(set(saved) - saved_started_at(env.url))
+    assert not missing, f"{len(missing)} of {len(saved)} saved writes lost, e.g. {missing[:3]}; failures {writer.failures[:3]}"
+    # Every failure the writer saw was an error the store raised: nothing silent.
+    assert all(reason.split(":")[0] in ("OperationalError", "DatabaseUnreachable", "InterfaceError", "DatabaseError")
+               for reason in writer.failures), writer.failures[:5]
+
+
+def _typing_game(*args: str, url: str, cwd: Path, stdin: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "typing-game"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "game_core.cli"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("INTEGRITY_", "GAME_"))}
+    environment["GAME_DATABASE_URL"] = url
+    environment["PYTHONPATH"] = str(PROJECT)
+    return subprocess.run([*command, *args], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          env=environment, timeout=60)
+
+
+def test_a_game_played_during_a_restore_is_saved_into_live_or_fails_loudly(database_url, tmp_path, request):
+    """The issue's reproduction, made deterministic: the restore is frozen (SIGSTOP) the
+    moment its safety-backup phase line appears, `typing-game play` runs to its end, then
+    the restore goes on. Before the fix play printed its result, exit 0, and lost_player
+    was in neither live nor the safety backup. Now SQLite's play waits for the write lock
+    the frozen restore holds and fails with one `Error:` line; PostgreSQL's play saves into
+    live as it was, which the swap keeps and --keep-newer salvages."""
+    fill_database(database_url, players=10, results_per_player=10)
+    postgres = database_url.startswith("postgresql")
+    if postgres:
+        admin = request.getfixturevalue("pg_admin")
+        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
+    env = BackupEnv(tmp_path, database_url)
+    backup_id = env.create()
+    flags = ("--terminate-connections",) if postgres else ()
+    restore = env.popen("--no-input", "restore", backup_id, "--yes", "--keep-newer", *flags)
+    seen = []
+    try:
+        for line in restore.stderr:
+            seen.append(line)
+            if line.startswith("safety-backup"):
+                restore.send_signal(signal.SIGSTOP)
+                break
+        assert seen and seen[-1].startswith("safety-backup"), "".join(seen)
+        played = _typing_game("play", "--player", "lost_player", "--words", "4", "--seed", "3", "--duration-ms", "6000",
+                              url=database_url, cwd=tmp_path, stdin="effort pour suggest lived\n")
+    finally:
+        restore.send_signal(signal.SIGCONT)
+        out, err = restore.communicate(timeout=120)
+    assert restore.returncode == 0, "".join(seen) + err
+    assert "Traceback" not in played.stderr
+    in_live = scalar(database_url, "SELECT COUNT(*) FROM players WHERE username = 'lost_player'")
+    if postgres:
+        assert played.returncode == 0, played.stderr
+    if played.returncode == 0:
+        assert "wpm" in played.stdout
+        assert in_live == 1, "play printed its result and exited 0, but lost_player is not in live"
+        results = scalar(database_url, "SELECT COUNT(*) FROM results AS r JOIN players AS p ON p.id = r.player_id "
+                                       "WHERE p.username = 'lost_player'")
+        assert results == 1
+    else:
+        assert played.returncode == 4, played.stderr
+        assert "database is locked" in one_error(played)
+        assert "wpm" not in played.stdout  # never a result printed for a write that failed
+        assert in_live == 0
