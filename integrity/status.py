@@ -266,6 +266,15 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
         state = CheckState.OK if age <= limit else CheckState.PROBLEM
         checks.append(StatusCheck("newest deep-verified backup", state,
                                   f"{deep.id}, {age_text(deep.created_at, now)} (limit {limit}s)"))
+    if catalog.journal_problems:
+        # States and pins come from the journal: with lines skipped, retention refuses to run
+        # (exit 4) and what status says of the backups may be missing a word.
+        checks.append(StatusCheck(
+            "journal", CheckState.PRECONDITION,
+            f"{len(catalog.journal_problems)} line(s) of {repository.journal_path} could not be read, the first: "
+            f"{catalog.journal_problems[0]}; prune refuses until it is repaired, see runbooks/backup-failed.md",
+            Urgency.RECORDS,
+        ))
     newest = catalog.backups[-1] if catalog.backups else None
     if newest is not None and (newest.state.corrupt or newest.manifest_problem or newest.state.deep_failed):
         checks.append(StatusCheck("newest backup", CheckState.FAILED,

@@ -247,3 +247,20 @@ def test_init_on_an_empty_database_records_its_revisions_as_checked(tmp_path, hi
     engine.dispose()
     state, detail = checks(BackupEnv(tmp_path, f"sqlite:///{by_game}"))[1]["schema"]
     assert state == "problem" and "0002_country never passed a dry run" in detail
+
+
+def test_a_journal_with_an_unreadable_line_is_a_status_finding(sqlite_url, tmp_path):
+    """Retention refuses while the journal cannot be read completely (a skipped line may be
+    a pin): status must say so, not stay green until the next prune fails."""
+    fill_database(sqlite_url, players=3, results_per_player=3)
+    env = BackupEnv(tmp_path, sqlite_url)
+    env.create()
+    code, found, _ = checks(env)
+    assert "journal" not in found
+    with (env.repo / "journal.jsonl").open("ab") as journal:
+        journal.write(b'{"at": "garbage", "backup_id": 7}\n')
+    code, found, document = checks(env)
+    assert code == 4, found
+    state, detail = found["journal"]
+    assert state == "precondition" and "could not be read" in detail and "prune refuses" in detail
+    assert env.invoke("backup", "prune").returncode == 4
