@@ -55,6 +55,14 @@ def plan_lines(plan) -> list[str]:
         lines.append("changes    " + "; ".join(_change_text(c) for c in changing))
     else:
         lines.append("changes    counts and aggregates of live already equal the backup's")
+    if plan.disappearing:
+        tables = ", ".join(plan.disappearing)
+        lines.append(
+            f"disappear  {tables}: live holds them and the backup does not; the restore replaces the whole database"
+            if plan.disappearing_exact else
+            f"disappear  {tables}: live holds them and the backup's manifest does not name them; the restore replaces "
+            "the whole database, so they are gone unless the backup holds them too (--dry-run looks)"
+        )
     if plan.keep_newer:
         lines.append("then       re-apply the rows only live holds that pass the audits (--keep-newer)")
     for session in plan.sessions:
@@ -118,6 +126,8 @@ def render_result(result, console: Console) -> None:
         _print(console, f"audit          {audit}")
     if result.post_check:
         _print(console, f"post-check     {result.post_check}")
+    for table in result.removed_tables:
+        _print(console, f"removed table  {table} (live held it, the backup does not)")
     for path in result.removed_leftovers:
         _print(console, f"removed        {path} (left by an interrupted restore)")
     for session in result.terminated:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -67,6 +68,10 @@ class EngineMismatch(PreconditionFailed):
 
 class OtherSource(PreconditionFailed):
     """The backup is of another store (its identity differs from live's)."""
+
+
+class NotTheGameStore(PreconditionFailed):
+    """Live holds tables but is not the game's store: a restore would wipe another application's data."""
 
 
 class RevisionUnknown(PreconditionFailed):
@@ -151,6 +156,13 @@ class RestorePlan:
     leftovers: tuple[str, ...] = ()
     keep_newer: bool = False
     warnings: tuple[str, ...] = ()
+    # Live's tables (and views) that are gone after the restore: the swap replaces the
+    # whole database. Exact when a copy of the backup was opened (the dry run); otherwise
+    # every table the manifest does not name, which a backup may still hold.
+    disappearing: tuple[str, ...] = ()
+    disappearing_exact: bool = False
+    live_tables: tuple[str, ...] = ()
+    game_backup: bool = True  # False: a safety backup of a database that is not the game's
 
     @property
     def exit_code(self) -> int:
@@ -163,6 +175,7 @@ class RestorePlan:
             "states": list(self.states),
             "revision": self.revision,
             "changes": {c.table: c.delta for c in self.changes if c.changes},
+            "disappearing": list(self.disappearing),
             "warnings": len(self.warnings),
         }
 
@@ -192,6 +205,29 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
             "a restore never converts between engines: restore a backup of this database"
         )
     warnings: list[str] = []
+    game_backup = manifest.source_identity is not None or manifest.revision is not None
+    # A safety backup goes back where it came from, whatever that database is: it holds
+    # exactly what was there before a restore replaced it.
+    homecoming = is_safety(manifest) and taken_of(manifest, target)
+    if live.exists and live.kind == FOREIGN and not homecoming:
+        raise NotTheGameStore(
+            f"{target.display} is not the typing game's database (no store identity, no schema revision of the "
+            f"game) and holds {_listed(live.tables)}: a restore replaces the whole database, so they would be gone; "
+            "check --database-url / [database] url (a safety backup a restore took of this database can be "
+            "restored onto it by id); nothing was changed"
+        )
+    if not game_backup and not homecoming:
+        where = manifest.source.get("path") or manifest.source.get("database") or manifest.source_url
+        raise OtherSource(
+            f"backup {backup_id} is not of a game database (no store identity, no schema revision): it is the copy "
+            f"of {where} a restore took, and it is restored only onto the database it was taken of; "
+            "point --database-url there; nothing was changed"
+        )
+    if not game_backup and options.keep_newer:
+        raise PreconditionFailed(
+            f"--keep-newer re-applies the game's players and results, and backup {backup_id} is not of a game "
+            "database; run without it"
+        )
     if live.identity and manifest.source_identity and live.identity != manifest.source_identity:
         if not options.force_other_source:
             raise OtherSource(
@@ -200,15 +236,26 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
                 "--force-other-source to replace this store's data with the other's"
             )
         warnings.append(f"the backup is of another store ({manifest.source_identity}); live's data ({live.identity}) will be replaced")
-    elif live.exists and live.identity is None:
+    elif live.exists and live.identity is None and live.kind == GAME:
         warnings.append("live has no readable store identity (store_identity missing or empty): cannot prove the backup is of this store")
+    elif live.exists and live.kind == FOREIGN:
+        warnings.append(f"live is not the game's database: this safety backup brings back what {target.display} held before a restore replaced it")
     if target.kind == POSTGRESQL and target.url.database == MAINTENANCE_DATABASE:
         raise PreconditionFailed(
             f"the database {MAINTENANCE_DATABASE!r} is the maintenance database the swap runs from; "
             "keep the game's data in a database of its own"
         )
     relation, head = _revision_relation(manifest.revision)
-    if relation == "unknown":
+    if not game_backup:
+        relation = "none"
+        warnings.append(
+            f"backup {backup_id} is not the game's data: it is restored as it was taken, without the game's checks "
+            "(the staging copy gets the engine check, no audits)"
+        )
+    elif relation == "unknown" and homecoming:
+        warnings.append(f"the backup is at revision {manifest.revision}, which this code does not know: the game refuses "
+                        "that database until the version that wrote it runs")
+    elif relation == "unknown":
         raise RevisionUnknown(
             f"backup {backup_id} is at schema revision {manifest.revision}, which this code does not know (its head is "
             f"{head}): a newer version of the game wrote it; restore it with that version, or choose an older backup"
@@ -267,6 +314,12 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     if found:
         warnings.append(f"leftovers of an interrupted restore will be removed: {', '.join(found)}")
 
+    rows: dict = {}
+    backup_tables = {*manifest.tables, "alembic_version"} if game_backup else set()
+    exact = False
+    if row_diff and live.exists:
+        rows, backup_tables = _row_differences(settings, repository, manifest, target, options.command)
+        exact = True
     return RestorePlan(
         backup_id=backup_id,
         created_at=manifest.created_at,
@@ -284,7 +337,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         revision=relation,
         backup_identity=manifest.source_identity,
         live_identity=live.identity,
-        changes=_changes(manifest, live.statistics, _row_differences(settings, repository, manifest, target, options.command) if (row_diff and live.exists) else {}),
+        changes=_changes(manifest, live.statistics, rows),
         backup_violations=backup_violations,
         live_violations=live_violations,
         safety_backup=safety_label(backup_id) if (options.safety_backup and live.exists) else None,
@@ -294,11 +347,20 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         leftovers=tuple(found),
         keep_newer=options.keep_newer,
         warnings=tuple(warnings),
+        disappearing=tuple(t for t in live.tables if _bare(t) not in backup_tables),
+        disappearing_exact=exact,
+        live_tables=live.tables,
+        game_backup=game_backup,
     )
 
 
 def safety_label(backup_id: str) -> str:
     return f"{SAFETY_LABEL_PREFIX}{backup_id}"
+
+
+GAME = "game"  # the game's store (its identity, or a revision of the game's history), damaged or not
+EMPTY = "empty"  # no tables at all
+FOREIGN = "foreign"  # tables, none of them proving the game's
 
 
 @dataclass(frozen=True)
@@ -308,6 +370,56 @@ class _Live:
     statistics: dict = field(default_factory=dict)
     sessions: list = field(default_factory=list)
     leftovers: list = field(default_factory=list)
+    tables: tuple[str, ...] = ()  # every table and view, `schema.name` outside PostgreSQL's public
+    revision: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.identity is not None or _revision_relation(self.revision)[0] != "unknown":
+            return GAME
+        return FOREIGN if self.tables else EMPTY
+
+
+def taken_of(manifest: Manifest, target: DatabaseTarget) -> bool:
+    """Was this backup taken of the database `target` names (the same file, or the same
+    database on the same server)? Manifests record the source since issue 13."""
+    source = manifest.source or {}
+    if target.kind == SQLITE:
+        path = source.get("path") or manifest.source_path
+        return path is not None and Path(path).resolve() == target.sqlite_path.resolve()
+    if not source.get("database"):
+        return manifest.source_url == target.masked
+    return (
+        source.get("database") == target.url.database
+        and str(source.get("port") or 5432) == str(target.url.port or 5432)
+        and source.get("host") == (target.url.host or "local socket")
+    )
+
+
+def table_names(connection) -> tuple[str, ...]:
+    """Every table and view a database holds (what a restore replaces), sorted."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.execute(sa.text(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+        ))
+        return tuple(sorted(name + (" (view)" if kind == "view" else "") for name, kind in rows))
+    rows = connection.execute(sa.text(
+        "SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END, c.relkind "
+        "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg^_toast%' ESCAPE '^' "
+        "AND n.nspname NOT LIKE 'pg^_temp^_%' ESCAPE '^'"
+    ))
+    return tuple(sorted(name + (" (view)" if kind in ("v", "m") else "") for name, kind in rows))
+
+
+def _bare(name: str) -> str:
+    return name.removesuffix(" (view)")
+
+
+def _listed(tables: tuple[str, ...], limit: int = 12) -> str:
+    shown = ", ".join(tables[:limit]) + (f" and {len(tables) - limit} more" if len(tables) > limit else "")
+    return f"{len(tables)} table(s): {shown}"
 
 
 def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
@@ -357,9 +469,16 @@ def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
             except sa.exc.DBAPIError:  # a damaged store_identity table: reported as unknown
                 connection.rollback()
                 identity = None
+            try:
+                revision = current_revision(connection)
+            except sa.exc.DBAPIError:  # a damaged alembic_version: no proof of the game either
+                connection.rollback()
+                revision = None
+            tables = table_names(connection)
     finally:
         engine.dispose()
-    return _Live(exists=True, identity=identity, statistics=statistics, sessions=sessions, leftovers=found)
+    return _Live(exists=True, identity=identity, statistics=statistics, sessions=sessions, leftovers=found,
+                 tables=tables, revision=revision)
 
 
 def _revision_relation(revision: str | None) -> tuple[str, str]:
@@ -423,9 +542,9 @@ def _changes(manifest: Manifest, live: dict[str, dict], rows: dict) -> tuple[Tab
 
 
 def _row_differences(settings: Settings, repository: Repository, manifest: Manifest, target: DatabaseTarget,
-                     command: str) -> dict:
-    """{table: TableDiff} of live against a scratch copy of the backup; a table whose
-    layout differs on one side (dropped, altered) is left to the counts. The copy is first
+                     command: str) -> tuple[dict, set[str]]:
+    """({table: TableDiff} of live against a scratch copy of the backup, the copy's tables);
+    a table whose layout differs on one side (dropped, altered) is left to the counts. The copy is first
     checked against its manifest, as the real restore's staging copy would be: a plan that
     says "after restore N rows" must never stand beside a copy that holds none (a
     schema-only dump), so such a backup fails here (exit 5) and is journalled failed."""
@@ -448,10 +567,14 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
                         f"the restored copy of backup {manifest.id} does not hold what its manifest says: "
                         f"{'; '.join(problems[:5])}; it cannot be restored: choose another with `integrity backup list`"
                     )
+                backup_tables = {_bare(name) for name in table_names(backup)}
             with live_engine.connect() as live, backup_engine.connect() as backup:
                 if target.kind == POSTGRESQL:
                     live = live.execution_options(isolation_level="REPEATABLE READ")
+                live_tables = set(sa.inspect(live).get_table_names())
                 for table in diff.check_tables(None):
+                    if table not in live_tables or table not in backup_tables:
+                        continue  # missing on one side: the counts say so
                     try:
                         found[table] = diff.diff_table(live, backup, table, sample_limit=3)
                     except (diff.LayoutDiffers, sa.exc.DBAPIError):
@@ -461,7 +584,7 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
         finally:
             live_engine.dispose()
             backup_engine.dispose()
-    return found
+    return found, backup_tables
 
 
 # ---------------------------------------------------------------- apply
@@ -488,6 +611,7 @@ class RestoreResult:
     drop_old_database: str | None = None
     terminated: tuple = ()
     removed_leftovers: tuple[str, ...] = ()
+    removed_tables: tuple[str, ...] = ()  # live's tables the restored database does not hold
     post_check: str = ""
     salvage: object | None = None  # salvage.SalvageReport
     next_steps: tuple[str, ...] = ()
@@ -593,11 +717,16 @@ def apply_restore(
         try:
             crash_point("restore:staged")
             with phases.phase("verify-staging"), _journal_failure(repository, plan.backup_id, options.command, "restore"):
-                report = engine_ops.verify_staging(manifest)
-                outcome["staging_audit"] = "clean" if report.ok else "dirty"
-                outcome["staging_violations"] = _violations(report)
-                phases.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
-            if not report.ok and plan.audit != "dirty":
+                report, staging_tables = engine_ops.verify_staging(manifest, audit=plan.game_backup)
+                bare = {_bare(name) for name in staging_tables}
+                outcome["removed_tables"] = tuple(t for t in plan.live_tables if _bare(t) not in bare)
+                if report is None:
+                    phases.detail = "counts and aggregates match the manifest; not the game's data: no audit"
+                else:
+                    outcome["staging_audit"] = "clean" if report.ok else "dirty"
+                    outcome["staging_violations"] = _violations(report)
+                    phases.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
+            if report is not None and not report.ok and plan.audit != "dirty":
                 # The plan did not know: ask again now that the violations are known.
                 notify("warning: the staging copy holds DIRTY data: " + "; ".join(
                     f"{v['rule']}: {v['failing_rows']} rows" for v in outcome["staging_violations"] if v["severity"] == "error"))
@@ -694,7 +823,7 @@ def _consent_to_end_sessions(consent: Consent, plan: RestorePlan, sessions: list
 
 _RESULT_FIELDS = {
     "safety_backup_id", "safety_pinned_until", "staging_audit", "staging_violations", "old_database",
-    "drop_old_database", "terminated", "removed_leftovers", "post_check", "salvage",
+    "drop_old_database", "terminated", "removed_leftovers", "post_check", "salvage", "removed_tables",
 }
 
 
@@ -761,6 +890,15 @@ def _audit(connection):
     import checks
 
     return checks.run_audits(connection)
+
+
+def _verify_copy(connection, manifest: Manifest, *, audit: bool) -> tuple[object | None, tuple[str, ...]]:
+    """(the audit report, None when not audited; the copy's tables) of a checked copy."""
+    problems = _check_copy(connection, manifest)
+    if problems:
+        raise _staging_invalid(manifest, problems)
+    tables = table_names(connection)
+    return (_audit(connection) if audit else None), tables
 
 
 def _post_check(settings: Settings, target: DatabaseTarget, manifest: Manifest) -> str:
@@ -844,14 +982,11 @@ class _SqliteRestore:
         self.staging = swap_sqlite.stage(repository, manifest, state_dir=self.settings.state.dir, live_path=self.target.sqlite_path)
         self.staging_description = f"{self.staging} ({self.staging.stat().st_size / 1e6:,.1f} MB)"
 
-    def verify_staging(self, manifest: Manifest):
+    def verify_staging(self, manifest: Manifest, *, audit: bool):
         engine = create_engine(str(self.staging), read_only=True, settings=connection_settings(self.settings))
         try:
             with engine.connect() as connection:
-                problems = _check_copy(connection, manifest)
-                if problems:
-                    raise _staging_invalid(manifest, problems)
-                return _audit(connection)
+                return _verify_copy(connection, manifest, audit=audit)
         finally:
             engine.dispose()
 
@@ -898,15 +1033,12 @@ class _PostgresRestore:
         self.staging = swap_postgres.stage(repository, manifest, live=self.target)
         self.staging_description = f"database {self.staging.url.database}"
 
-    def verify_staging(self, manifest: Manifest):
+    def verify_staging(self, manifest: Manifest, *, audit: bool):
         engine = create_engine(self.staging, read_only=True, settings=connection_settings(self.settings))
         try:
             with engine.connect() as connection:
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
-                problems = _check_copy(connection, manifest)
-                if problems:
-                    raise _staging_invalid(manifest, problems)
-                return _audit(connection)
+                return _verify_copy(connection, manifest, audit=audit)
         finally:
             engine.dispose()  # the rename needs staging free of sessions, ours included
 
