@@ -45,7 +45,7 @@ def plan_lines(plan) -> list[str]:
         f"database   {plan.database}" + ("" if plan.live_exists else " (missing: it will be created)"),
         f"revision   {plan.backup_revision} ({relation})",
         "safety     " + (
-            f"a backup of live first, labelled {plan.safety_backup!r}, pinned for {plan.safety_pinned_hours}h"
+            f"a backup of live just before the swap, labelled {plan.safety_backup!r}, pinned for {plan.safety_pinned_hours}h"
             if plan.safety_backup else "none"
         ),
         f"staging    {plan.staging}",
@@ -58,10 +58,10 @@ def plan_lines(plan) -> list[str]:
     if plan.disappearing:
         tables = ", ".join(plan.disappearing)
         lines.append(
-            f"disappear  {tables}: live holds them and the backup does not; the restore replaces the whole database"
+            f"disappear  {tables}: live holds it and the backup does not; the restore replaces the whole database"
             if plan.disappearing_exact else
-            f"disappear  {tables}: live holds them and the backup's manifest does not name them; the restore replaces "
-            "the whole database, so they are gone unless the backup holds them too (--dry-run looks)"
+            f"disappear  {tables}: live holds it and the backup's manifest does not name it; the restore replaces "
+            "the whole database, so it is gone unless the backup holds it too (--dry-run looks)"
         )
     if plan.keep_newer:
         lines.append("then       re-apply the rows only live holds that pass the audits (--keep-newer)")
