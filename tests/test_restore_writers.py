@@ -124,3 +124,28 @@ def test_a_game_played_during_a_restore_is_saved_into_live_or_fails_loudly(datab
         assert "database is locked" in one_error(played)
         assert "wpm" not in played.stdout  # never a result printed for a write that failed
         assert in_live == 0
+
+
+def test_a_writer_that_keeps_the_sqlite_lock_makes_the_restore_give_up_before_its_safety_backup(sqlite_url, tmp_path):
+    """The swap waits for the write lock as long as the game would ([database]
+    busy_timeout_ms), then gives up: exit 4, live and the repository as they were (no
+    safety backup, no staging file). Before the fix the backup API retried for ever."""
+    import sqlite3
+
+    fill_database(sqlite_url, players=3, results_per_player=5)
+    env = BackupEnv(tmp_path, sqlite_url)
+    backup_id = env.create()
+    execute(sqlite_url, "UPDATE progress SET level = level + 1")
+    before = scalar(sqlite_url, "SELECT SUM(level) FROM progress")
+    holder = sqlite3.connect(sa.make_url(sqlite_url).database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = env.invoke("--no-input", "restore", backup_id, "--yes", INTEGRITY_DATABASE__BUSY_TIMEOUT_MS="300")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 4, result.output
+    assert "stayed locked by another writer for longer than busy_timeout" in one_error(result)
+    assert scalar(sqlite_url, "SELECT SUM(level) FROM progress") == before
+    assert env.listed_ids() == [backup_id]
+    assert list((env.settings().state.dir / "restore").glob("*")) == []
