@@ -42,8 +42,9 @@ def restore(
     keep_newer: Annotated[bool, typer.Option("--keep-newer", help="After the swap, re-apply rows only the pre-restore data holds that pass the audits (salvage).")] = False,
     lock_wait: LockWait = 0,
 ) -> None:
-    """Restore a backup over the live database: safety backup, staging restore and checks,
-    atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
+    """Restore a backup over the live database: staging restore and checks, safety backup of
+    live taken last (SQLite: writers held out until the swap commits; PostgreSQL: later
+    writes stay in the kept old database), atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
     Exit 4 when a precondition or consent is missing, 5 when the backup or the staging copy fails verification."""
     from integrity.recovery.consent import consent_for
     from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
