@@ -138,10 +138,20 @@ class BackupEnv:
 
         return Repository(self.repo)
 
-    def listed_ids(self) -> list[str]:
+    def listed(self) -> dict[str, dict]:
+        """`backup list --json`: each backup's document by id."""
         code, document = self.invoke_json("backup", "list")
         assert code == 0, document
-        return [backup["id"] for backup in document["result"]["backups"]]
+        return {backup["id"]: backup for backup in document["result"]["backups"]}
+
+    def listed_ids(self) -> list[str]:
+        return list(self.listed())
+
+    def latest(self) -> str:
+        """The backup `restore latest` would restore."""
+        code, document = self.invoke_json("restore", "latest", "--dry-run")
+        assert code == 0, document
+        return document["result"]["backup_id"]
 
     def create(self, *args: str, suspect: bool = False, **extra: str) -> str:
         """A backup through the CLI; returns its id. `suspect`: expect it written but

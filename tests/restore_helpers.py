@@ -251,3 +251,17 @@ if __name__ == "__main__":
         _hammer_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         sys.exit("usage: restore_helpers.py hammer URL LOG BUSY_TIMEOUT_MS")
+
+
+def restore_env(database_url: str, tmp_path: Path, request, *, players: int, results_per_player: int):
+    """Consistent game data and an empty repository; on PostgreSQL the databases a restore
+    keeps (and its staging leftovers) are dropped after the test."""
+    import sqlalchemy as sa
+
+    from backup_helpers import BackupEnv, fill_database
+
+    fill_database(database_url, players=players, results_per_player=results_per_player)
+    if database_url.startswith("postgresql"):
+        admin = request.getfixturevalue("pg_admin")
+        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
+    return BackupEnv(tmp_path, database_url)

@@ -48,21 +48,8 @@ def _created(env: BackupEnv, **extra: str) -> tuple[int, dict]:
     return code, document["result"]["manifest"]
 
 
-def _latest(env: BackupEnv) -> str:
-    """The backup `restore latest` would restore."""
-    code, document = env.invoke_json("restore", "latest", "--dry-run")
-    assert code == 0, document
-    return document["result"]["backup_id"]
-
-
-def _listed(env: BackupEnv) -> dict[str, dict]:
-    code, document = env.invoke_json("backup", "list")
-    assert code == 0, document
-    return {backup["id"]: backup for backup in document["result"]["backups"]}
-
-
 def _listed_states(env: BackupEnv) -> dict[str, list[str]]:
-    return {backup_id: backup["states"] for backup_id, backup in _listed(env).items()}
+    return {backup_id: backup["states"] for backup_id, backup in env.listed().items()}
 
 
 def _play_one_test(url: str, username: str = "latecomer") -> None:
@@ -136,7 +123,7 @@ def test_a_schema_only_dump_is_suspect_and_shown(schema_only_backup):
     code, document = env.invoke_json("backup", "show", empty)
     assert document["result"]["manifest"]["suspect_reasons"] == reasons
     assert "SUSPECT" in document["result"]["states"]
-    assert _latest(env) == good
+    assert env.latest() == good
 
 
 @pytest.mark.postgres
@@ -234,7 +221,7 @@ def test_a_stale_copy_with_the_same_identity_is_suspect_and_never_latest(env, re
     (source,) = [r for r in reasons if r.startswith("taken from ")]
     assert f"the previous backup {good} from" in source
 
-    assert _latest(env) == good
+    assert env.latest() == good
     assert "SUSPECT" in _listed_states(env)[manifest["id"]]
 
 
@@ -255,7 +242,7 @@ def test_a_stale_file_back_at_the_configured_path_is_suspect_for_its_age_alone(t
     reasons = manifest["suspect_reasons"]
     assert reasons and all(r.endswith("(a stale copy?)") for r in reasons), reasons
     assert {r.split(":")[0] for r in reasons} >= {"players", "results", "progress"}
-    assert _latest(env) == good
+    assert env.latest() == good
     # status and metrics measure the RPO on the good one and say the newest is suspect.
     _, document = env.invoke_json("status")
     checks = {check["name"]: check for check in document["result"]["checks"]}
@@ -265,7 +252,7 @@ def test_a_stale_file_back_at_the_configured_path_is_suspect_for_its_age_alone(t
         f"1 backup(s) newer than the newest restorable one are suspect, the newest {manifest['id']}: players: newest row")
     metrics = env.invoke("metrics").stdout.splitlines()
     assert "integrity_backups_suspect 1" in metrics
-    good_at = datetime.fromisoformat(_listed(env)[good]["created_at"]).timestamp()
+    good_at = datetime.fromisoformat(env.listed()[good]["created_at"]).timestamp()
     assert f"integrity_backup_newest_good_timestamp_seconds {good_at:.0f}" in metrics
 
 
@@ -283,7 +270,7 @@ def test_a_backups_time_is_the_moment_its_id_names(tmp_path, sqlite_url):
     code, manifest = _created(env, INTEGRITY_PAUSE_AT="create:started=1.2")
     assert code == 0, manifest
     assert datetime.fromisoformat(manifest["created_at"]) == backup_time(manifest["id"])
-    assert _listed(env)[manifest["id"]]["created_at"] == manifest["created_at"]
+    assert env.listed()[manifest["id"]]["created_at"] == manifest["created_at"]
 
 
 # ---------------------------------------------------------------- shrinking rows and data
@@ -316,12 +303,12 @@ def test_rows_dropping_beyond_shrink_tolerance_make_a_backup_suspect(env):
     code, manifest = _created(env)
     assert code == 3, manifest
     assert f"results: 200 -> 160 rows since backup {good} (more than shrink_tolerance 10%)" in manifest["suspect_reasons"]
-    assert _latest(env) == good
+    assert env.latest() == good
 
     # The same data under a tolerance of 30% is plausible: the setting is what decides.
     code, manifest = _created(env, INTEGRITY_BACKUPS__SHRINK_TOLERANCE="0.3")
     assert code == 0 and manifest["suspect_reasons"] == [], manifest
-    assert _latest(env) == manifest["id"]
+    assert env.latest() == manifest["id"]
 
 
 def test_data_size_dropping_beyond_size_drop_tolerance_makes_a_backup_suspect(database_url, tmp_path):
@@ -342,7 +329,7 @@ def test_data_size_dropping_beyond_size_drop_tolerance_makes_a_backup_suspect(da
     assert code == 3, manifest
     (reason,) = manifest["suspect_reasons"]
     assert reason.startswith("data ") and reason.endswith(f"since backup {good} (more than size_drop_tolerance 50%)"), reason
-    assert _latest(env) == good
+    assert env.latest() == good
 
     code, manifest = _created(env, **lenient_rows, INTEGRITY_BACKUPS__SIZE_DROP_TOLERANCE="0.95")
     assert code == 0 and manifest["suspect_reasons"] == [], manifest

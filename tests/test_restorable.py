@@ -18,34 +18,16 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, execute, fill_database, one_error, write_manifest
-from restore_helpers import content, damage_like_the_incident, drop_restore_leftovers
+from backup_helpers import BackupEnv, execute, one_error, write_manifest
+from restore_helpers import content, damage_like_the_incident, restore_env
 
 
 @pytest.fixture
 def env(database_url, tmp_path, request) -> BackupEnv:
     """Consistent game data and an empty repository; on PostgreSQL the databases a restore
     keeps are dropped afterwards."""
-    fill_database(database_url, players=10, results_per_player=20)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
-
-
-def _latest(env: BackupEnv) -> str:
-    """The backup `restore latest` would restore."""
-    code, document = env.invoke_json("restore", "latest", "--dry-run")
-    assert code == 0, document
-    return document["result"]["backup_id"]
-
-
-def _listed(env: BackupEnv) -> dict[str, dict]:
-    code, document = env.invoke_json("backup", "list")
-    assert code == 0, document
-    return {backup["id"]: backup for backup in document["result"]["backups"]}
+    return restore_env(database_url, tmp_path, request, players=10, results_per_player=20)
 
 
 def _status_check(env: BackupEnv, name: str) -> dict:
@@ -65,12 +47,12 @@ def _metrics(env: BackupEnv) -> dict[str, float]:
 
 
 def _epoch(env: BackupEnv, backup_id: str) -> float:
-    return datetime.fromisoformat(_listed(env)[backup_id]["created_at"]).timestamp()
+    return datetime.fromisoformat(env.listed()[backup_id]["created_at"]).timestamp()
 
 
 def _assert_newest_restorable(env: BackupEnv, backup_id: str) -> None:
     """`restore latest`, `status` and `metrics` all take `backup_id` as the newest restorable backup."""
-    assert _latest(env) == backup_id
+    assert env.latest() == backup_id
     check = _status_check(env, "newest good backup")
     assert check["state"] == "ok" and check["detail"].startswith(f"{backup_id}, "), check
     assert _metrics(env)["integrity_backup_newest_good_timestamp_seconds"] == _epoch(env, backup_id)
@@ -99,7 +81,7 @@ def _failed_by_a_restore(env: BackupEnv, backup_id: str) -> None:
     assert "does not hold what its manifest says" in one_error(result)
     assert content(env.url) == before  # live as it was
     assert "failed" in env.journal_events(backup_id)
-    listed = _listed(env)
+    listed = env.listed()
     assert "FAILED" in listed[backup_id]["states"]
     # The staging copy is checked before the safety backup is taken (issue 14.1): none was.
     assert not [b for b in listed.values() if b["safety"]]
@@ -112,7 +94,7 @@ def _failed_by_a_drill(env: BackupEnv, backup_id: str) -> None:
     assert code == 5, document
     events = env.journal_events(backup_id)
     assert "failed" in events and "deep_failed" in events
-    assert "FAILED" in _listed(env)[backup_id]["states"]
+    assert "FAILED" in env.listed()[backup_id]["states"]
 
 
 def _deep_failed(env: BackupEnv, backup_id: str) -> None:
@@ -120,7 +102,7 @@ def _deep_failed(env: BackupEnv, backup_id: str) -> None:
     code, document = env.invoke_json("backup", "verify", "--deep", backup_id)
     assert code == 5, document
     assert env.journal_events(backup_id)[-1] == "deep_failed"
-    assert "DEEP-FAILED" in _listed(env)[backup_id]["states"]
+    assert "DEEP-FAILED" in env.listed()[backup_id]["states"]
     assert _metrics(env)["integrity_backups_deep_failed"] == 1
 
 
@@ -130,7 +112,7 @@ def _dirty(env: BackupEnv, backup_id: str) -> None:
     code, document = env.invoke_json("backup", "verify", "--deep", backup_id)
     assert code == 3, document
     assert document["result"]["results"][0]["audit"] == "dirty"
-    assert "dirty" in _listed(env)[backup_id]["states"]
+    assert "dirty" in env.listed()[backup_id]["states"]
 
 
 def _no_identity(env: BackupEnv, backup_id: str) -> None:
@@ -140,7 +122,7 @@ def _no_identity(env: BackupEnv, backup_id: str) -> None:
     manifest = repository.read_manifest(backup_id)
     write_manifest(repository.path_of(backup_id), replace(manifest, source_identity=None))
     assert env.invoke("backup", "verify", backup_id).returncode == 0
-    assert _listed(env)[backup_id]["identity"] is None
+    assert env.listed()[backup_id]["identity"] is None
 
 
 BREAKERS = {
@@ -184,7 +166,7 @@ def test_latest_never_picks_a_safety_backup_even_the_only_other_one(env):
 
     killed = env.run("restore", good, "--yes", INTEGRITY_CRASH_AT="restore:safety-backup-taken")
     assert killed.returncode == -9, killed.stderr
-    listed = _listed(env)
+    listed = env.listed()
     (safety,) = [b for b in listed if b != good]
     assert listed[safety]["safety"] and "safety" in listed[safety]["states"] and "intact" in listed[safety]["states"]
     assert safety > good  # the newest, intact: only its purpose keeps it out

@@ -32,6 +32,7 @@ from backup_helpers import (
 )
 from test_backups_cli import small_filesystem  # noqa: F401  (the fixture: a tmpfs of a chosen size)
 from restore_helpers import (
+    restore_env,
     content,
     damage_like_the_incident,
     drop_restore_leftovers,
@@ -45,23 +46,13 @@ from restore_helpers import (
 def env(database_url, tmp_path, request) -> BackupEnv:
     """A database with consistent game data and an empty repository; on PostgreSQL the
     databases a restore keeps are dropped afterwards."""
-    fill_database(database_url, players=10, results_per_player=20)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
+    return restore_env(database_url, tmp_path, request, players=10, results_per_player=20)
 
 
 @pytest.fixture
 def sqlite_env(tmp_path, sqlite_url) -> BackupEnv:
     fill_database(sqlite_url, players=10, results_per_player=20)
     return BackupEnv(tmp_path, sqlite_url)
-
-
-def _listed(env: BackupEnv) -> dict[str, dict]:
-    code, document = env.invoke_json("backup", "list")
-    assert code == 0, document
-    return {b["id"]: b for b in document["result"]["backups"]}
 
 
 # ---------------------------------------------------------------- the incident
@@ -83,7 +74,7 @@ def test_restore_after_the_incident_brings_back_exactly_the_backup(env):
         assert phase in result.stdout and phase in result.stderr
     assert "total recovery time" in result.stdout
     # The safety backup holds the damaged data, labelled and pinned.
-    backups = _listed(env)
+    backups = env.listed()
     (safety,) = [b for b in backups.values() if b["id"] != backup_id]
     assert safety["label"] == f"safety before restore of {backup_id}"
     assert "pinned" in safety["states"]

@@ -25,8 +25,8 @@ import sqlite3
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, execute, fill_database, one_error
-from restore_helpers import content, drop_restore_leftovers
+from backup_helpers import BackupEnv, execute, one_error
+from restore_helpers import content, drop_restore_leftovers, restore_env
 
 CUSTOMERS = [(1, "Ada"), (2, "Grace"), (3, "Edsger")]
 
@@ -65,11 +65,7 @@ def _shop(url: str) -> None:
 @pytest.fixture
 def game(database_url, tmp_path, request) -> BackupEnv:
     """The game's database with data and a backup of it in the repository the test uses."""
-    fill_database(database_url, players=5, results_per_player=4)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
+    return restore_env(database_url, tmp_path, request, players=5, results_per_player=4)
 
 
 @pytest.fixture

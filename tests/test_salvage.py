@@ -13,17 +13,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, execute, fill_database, result_rows
-from restore_helpers import drop_restore_leftovers
+from backup_helpers import BackupEnv, execute, result_rows
+from restore_helpers import restore_env
 
 
 @pytest.fixture
 def env(database_url, tmp_path, request) -> BackupEnv:
-    fill_database(database_url, players=10, results_per_player=20)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
+    return restore_env(database_url, tmp_path, request, players=10, results_per_player=20)
 
 
 def _engine(url):

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, execute, fill_database, result_rows
-from restore_helpers import drop_restore_leftovers
+from backup_helpers import BackupEnv, execute, result_rows
+from restore_helpers import restore_env
 from test_salvage import play
 
 COUNTS = ("correct_word_chars", "correct_spaces", "correct_chars", "incorrect_chars", "extra_chars",
@@ -31,11 +31,7 @@ CONTRADICTION = "counts contradict (correct_word_chars > correct_chars)"
 
 @pytest.fixture
 def env(database_url, tmp_path, request) -> BackupEnv:
-    fill_database(database_url, players=6, results_per_player=15)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
+    return restore_env(database_url, tmp_path, request, players=6, results_per_player=15)
 
 
 def _engine(url):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
