@@ -256,12 +256,18 @@ if __name__ == "__main__":
 def restore_env(database_url: str, tmp_path: Path, request, *, players: int, results_per_player: int):
     """Consistent game data and an empty repository; on PostgreSQL the databases a restore
     keeps (and its staging leftovers) are dropped after the test."""
-    import sqlalchemy as sa
-
     from backup_helpers import BackupEnv, fill_database
 
     fill_database(database_url, players=players, results_per_player=results_per_player)
+    drop_restore_leftovers_after(request, database_url)
+    return BackupEnv(tmp_path, database_url)
+
+
+def drop_restore_leftovers_after(request, database_url: str) -> None:
+    """On PostgreSQL, drop the databases a restore keeps (the old live, staging) after the
+    test: left on the shared server they outlive the run."""
+    import sqlalchemy as sa
+
     if database_url.startswith("postgresql"):
         admin = request.getfixturevalue("pg_admin")
         request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from restore_helpers import drop_restore_leftovers_after
 from backup_helpers import BackupEnv, fill_database, one_error, write_manifest
 from integrity.backups.archive import compress_stream
 from integrity.backups.repository import MANIFEST, MANIFEST_SIGNATURE
@@ -137,9 +138,10 @@ RESIGNINGS = (
 # ---------------------------------------------------------------- the forgery, signing off and on
 
 
-def test_without_signing_a_forgery_with_recomputed_hashes_verifies_and_is_restored(tmp_path, database_url):
+def test_without_signing_a_forgery_with_recomputed_hashes_verifies_and_is_restored(tmp_path, database_url, request):
     """The limitation signing removes: unkeyed hashes prove intact, not authentic."""
     fill_database(database_url, players=4, results_per_player=5, prefix="victim")
+    drop_restore_leftovers_after(request, database_url)  # the restore keeps the old database
     env = BackupEnv(tmp_path, database_url)
     backup_id = env.create()
     forge_usernames(env, backup_id)
