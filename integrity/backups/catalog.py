@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from game_core.errors import Failure
-from integrity.backups.repository import BackupNotFound, Event, JournalEntry, Manifest, Repository, backup_time
+from integrity.backups.repository import AuditVerdict, BackupNotFound, Event, JournalEntry, Manifest, Repository, backup_time
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ class BackupState:
         return self.failed_at is not None
 
     @property
-    def audit(self) -> str | None:
+    def audit(self) -> AuditVerdict | None:
         if self.clean_at is None and self.dirty_at is None:
             return None
-        return "clean" if (self.clean_at or "") > (self.dirty_at or "") else "dirty"
+        return AuditVerdict.of((self.clean_at or "") > (self.dirty_at or ""))
 
     def pinned(self, now: datetime) -> bool:
         if self.pinned_until is None:
@@ -150,7 +150,7 @@ class BackupInfo:
             (state.failed, "a restore or drill of it failed verification"),
             (state.deep_failed, "deep verification failed"),
             (self.safety, "a safety backup (restored only when named by id)"),
-            (state.audit == "dirty", "its audit found violations"),
+            (state.audit is AuditVerdict.DIRTY, "its audit found violations"),
         )
         return next((text for failing, text in reasons if failing), None)
 
@@ -267,13 +267,13 @@ class PinChange:
 def pin(repository: Repository, backup_id: str, *, until: datetime | None) -> PinChange:
     repository.read_manifest(backup_id)  # exists and is a backup
     until_text = until.astimezone(timezone.utc).isoformat() if until else None
-    repository.append(backup_id, Event.PINNED, {"until": until_text})
+    repository.record_pin(backup_id, until_text)
     return PinChange(backup_id, True, until_text or "forever")
 
 
 def unpin(repository: Repository, backup_id: str) -> PinChange:
     repository.read_manifest(backup_id)
-    repository.append(backup_id, Event.UNPINNED)
+    repository.record_unpin(backup_id)
     return PinChange(backup_id, False, None)
 
 

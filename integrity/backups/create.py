@@ -165,7 +165,7 @@ def create_backup(
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        repository.append(backup_id, "intact", {"by": command})
+        repository.record_quick_check(backup_id, problem=None, by=command)
     return CreatedBackup(manifest=manifest, path=str(repository.path_of(backup_id)), seconds=time.perf_counter() - started)
 
 

@@ -135,7 +135,7 @@ def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: s
             except LockHeld as exc:
                 skipped.append({"backup_id": decision.backup_id, "reason": str(exc)})
                 continue
-            repository.append(decision.backup_id, "pruned", {"reasons": list(decision.reasons), "by": command})
+            repository.record_pruned(decision.backup_id, list(decision.reasons), by=command)
             deleted.append(decision.backup_id)
         removed = []
         for leftover in repository.leftovers():

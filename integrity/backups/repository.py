@@ -328,6 +328,18 @@ class Event(StrEnum):
 EVENTS = tuple(event.value for event in Event)
 
 
+class AuditVerdict(StrEnum):
+    """What the audits said of a restored copy (deep verify, drill, a restore's staging).
+    Journalled as the event of the same name; a StrEnum, so reports and JSON show the word."""
+
+    CLEAN = "clean"
+    DIRTY = "dirty"
+
+    @classmethod
+    def of(cls, ok: bool) -> AuditVerdict:
+        return cls.CLEAN if ok else cls.DIRTY
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     at: str  # ISO time in UTC, microseconds: entries compare as text
@@ -569,6 +581,41 @@ class Repository:
         finally:
             os.close(descriptor)
         return entry
+
+    # Typed writers: each kind of event is written in one place, with the detail its
+    # readers (the catalog's fold, `backup show`) expect. `by` is the command that found it.
+
+    def record_quick_check(self, backup_id: str, *, problem: str | None, by: str) -> JournalEntry:
+        """The hashes and decompression passed (intact) or not (corrupt, with why)."""
+        if problem is None:
+            return self.append(backup_id, Event.INTACT, {"by": by})
+        return self.append(backup_id, Event.CORRUPT, {"problem": problem, "by": by})
+
+    def record_deep_check(self, backup_id: str, *, problems: list[str], fingerprints: dict, by: str) -> JournalEntry:
+        """A restore into scratch with its engine check, counts and drift: deep-verified
+        when nothing was found, deep-failed with the problems otherwise."""
+        event = Event.DEEP_FAILED if problems else Event.DEEP_VERIFIED
+        return self.append(backup_id, event, {"by": by, "problems": list(problems), "fingerprints": fingerprints})
+
+    def record_audit(self, backup_id: str, verdict: AuditVerdict, violations: list[dict], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event(verdict.value), {"by": by, "violations": list(violations)})
+
+    def record_failure(self, backup_id: str, problem: str, *, by: str) -> JournalEntry:
+        """A restore or drill of this backup failed verification: never restorable again."""
+        return self.append(backup_id, Event.FAILED, {"problem": problem, "by": by})
+
+    def record_drill(self, backup_id: str, summary: dict[str, Any], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event.DRILLED, {"by": by, **summary})
+
+    def record_pruned(self, backup_id: str, reasons: list[str], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event.PRUNED, {"reasons": list(reasons), "by": by})
+
+    def record_pin(self, backup_id: str, until: str | None) -> JournalEntry:
+        """Kept out of retention until `until` (ISO time), or for ever with None."""
+        return self.append(backup_id, Event.PINNED, {"until": until})
+
+    def record_unpin(self, backup_id: str) -> JournalEntry:
+        return self.append(backup_id, Event.UNPINNED)
 
     def _journal_unwritable(self, exc: OSError) -> RepositoryUnusable:
         problem = describe_entry(self.journal_path)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from game_core.db import SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.archive import check_archive
-from integrity.backups.repository import BackupCorrupt, BackupNotFound, Manifest, Repository
+from integrity.backups.repository import AuditVerdict, BackupCorrupt, BackupNotFound, Manifest, Repository
 from integrity.backups.scratch import open_copy, restored_copy
 from integrity.backups.statistics import compare_statistics, table_statistics
 from integrity.database import connection_settings, target_of
@@ -37,7 +37,7 @@ class BackupVerification:
     backup_id: str
     quick: str  # "ok" | "failed"
     deep: str | None = None  # None (not asked) | "ok" | "failed"
-    audit: str | None = None  # None | "clean" | "dirty"
+    audit: AuditVerdict | None = None  # None: not audited
     problems: tuple[str, ...] = ()
     violations: tuple[dict, ...] = ()
     fingerprints: dict[str, dict] = field(default_factory=dict)
@@ -53,7 +53,7 @@ class BackupVerification:
             return ExitCode.VERIFICATION_FAILED
         if self.deep is None and any(p.startswith(("DEEP-FAILED", "FAILED")) for p in self.known_problems):
             return ExitCode.VERIFICATION_FAILED
-        if self.audit == "dirty" or (self.deep is None and self.known_problems):
+        if self.audit is AuditVerdict.DIRTY or (self.deep is None and self.known_problems):
             return ExitCode.PROBLEMS_FOUND
         return ExitCode.OK
 
@@ -133,7 +133,7 @@ def known_problems(repository: Repository, catalog=None) -> dict[str, tuple[str,
             problems.append("FAILED by a restore or drill: " + ("; ".join(state.problems) or "see `integrity backup show`"))
         if state.suspect:
             problems.append("SUSPECT: " + "; ".join(state.suspect_reasons))
-        if state.audit == "dirty":
+        if state.audit is AuditVerdict.DIRTY:
             problems.append("dirty: its last audit found violations")
         if problems:
             found[backup.id] = tuple(problems)
@@ -156,9 +156,9 @@ def verify_one(settings: Settings, repository: Repository, backup_id: str, *, de
     try:
         manifest = quick_verify(repository, backup_id, progress)
     except BackupCorrupt as exc:
-        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
+        repository.record_quick_check(backup_id, problem=str(exc), by=command)
         return BackupVerification(backup_id, quick="failed", problems=(str(exc),), seconds=time.perf_counter() - started)
-    repository.append(backup_id, "intact", {"by": command})
+    repository.record_quick_check(backup_id, problem=None, by=command)
     if not deep:
         return BackupVerification(backup_id, quick="ok", seconds=time.perf_counter() - started)
     return _deep_verify(settings, repository, manifest, command=command, started=started, progress=progress)
@@ -199,10 +199,9 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     except sa.exc.DBAPIError as exc:
         problems.append(f"the restored copy cannot be read: {str(exc.orig).strip().splitlines()[0]}")
     deep = "failed" if problems else "ok"
-    detail = {"by": command, "problems": problems, "fingerprints": fingerprints}
-    repository.append(manifest.id, "deep_failed" if problems else "deep_verified", detail)
+    repository.record_deep_check(manifest.id, problems=problems, fingerprints=fingerprints, by=command)
     if audit is not None and not problems:
-        repository.append(manifest.id, audit, {"by": command, "violations": list(violations)})
+        repository.record_audit(manifest.id, audit, list(violations), by=command)
     return BackupVerification(
         manifest.id, quick="ok", deep=deep, audit=audit if not problems else None,
         problems=tuple(problems), violations=violations, fingerprints=fingerprints,
@@ -245,8 +244,8 @@ def deep_checks(connection, repository: Repository, manifest: Manifest, *, shrin
     return DeepChecks(tuple(problems), fingerprints)
 
 
-def audit_copy(connection, progress: Reporter = NO_PROGRESS) -> tuple[str, tuple[dict, ...]]:
-    """`checks.run_audits` on a restored copy: ("clean" or "dirty", the failing rules)."""
+def audit_copy(connection, progress: Reporter = NO_PROGRESS) -> tuple[AuditVerdict, tuple[dict, ...]]:
+    """`checks.run_audits` on a restored copy: (the verdict, the failing rules)."""
     import checks
 
     with progress.task("auditing the copy", unit="rules") as task:
@@ -255,7 +254,7 @@ def audit_copy(connection, progress: Reporter = NO_PROGRESS) -> tuple[str, tuple
         {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
         for f in report.violations
     )
-    return ("clean" if report.ok else "dirty"), violations
+    return AuditVerdict.of(report.ok), violations
 
 
 def engine_check(connection) -> list[str]:

@@ -72,7 +72,7 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, SQLITE, create_engine
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
-from integrity.backups.repository import BackupCorrupt, Manifest, Repository
+from integrity.backups.repository import AuditVerdict, BackupCorrupt, Manifest, Repository
 from integrity.backups.scratch import ScratchCopy, maintenance_engine, open_copy, restored_copy
 from integrity.backups.scratch_claims import claimed_path
 from integrity.backups.statistics import store_identity
@@ -149,7 +149,7 @@ class DrillReport:
     backup_age_seconds: float | None
     phases: tuple[Phase, ...]
     problems: tuple[str, ...]  # the restore or a check failed: exit 5
-    audit: str | None  # "clean" | "dirty" | None (not reached)
+    audit: AuditVerdict | None  # None: not reached
     violations: tuple[dict, ...]
     tables: tuple[TableComparison, ...]
     compare_problem: str | None
@@ -183,7 +183,7 @@ class DrillReport:
             found.append(f"predicted full restore {self.predicted_seconds:.1f}s exceeds rto {self.rto_seconds}s")
         if self.rpo_met is False:
             found.append(f"backup {self.backup_id} is {self.backup_age_seconds:.0f}s old, over rpo {self.rpo_seconds}s")
-        if self.audit == "dirty":
+        if self.audit is AuditVerdict.DIRTY:
             rules = ", ".join(f"{v['rule']} ({v['failing_rows']} rows)" for v in self.violations if v["severity"] == "error")
             found.append(f"the backup holds dirty data: {rules}")
         if self.compare_problem:
@@ -256,7 +256,7 @@ def run_drill(
                             command=command, ledger=ledger, now=now, progress=progress)
     finally:
         live.dispose()
-    repository.append(report.backup_id, "drilled", {"by": command, "exit_code": int(report.exit_code), **report.summary()})
+    repository.record_drill(report.backup_id, {"exit_code": int(report.exit_code), **report.summary()}, by=command)
     return report
 
 
@@ -285,10 +285,10 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         manifest = quick_verify(repository, backup_id, progress)
     except BackupCorrupt as exc:
         phases.append(Phase(HASH_CHECK, time.perf_counter() - started, False, str(exc)))
-        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": command})
+        repository.record_quick_check(backup_id, problem=str(exc), by=command)
         return report(None, problems=(str(exc),))
     phases.append(Phase(HASH_CHECK, time.perf_counter() - started, True))
-    repository.append(backup_id, "intact", {"by": command})
+    repository.record_quick_check(backup_id, problem=None, by=command)
     _require_drillable(manifest, target_of(settings).kind, identity)
 
     conn_settings = connection_settings(settings)
@@ -383,8 +383,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         live_bytes=live_bytes,
         backup_bytes=backup_bytes,
     )
-    repository.append(manifest.id, "deep_verified", {"by": command, "problems": [], "fingerprints": fingerprints})
-    repository.append(manifest.id, audit, {"by": command, "violations": list(violations)})
+    repository.record_deep_check(manifest.id, problems=[], fingerprints=fingerprints, by=command)
+    repository.record_audit(manifest.id, audit, list(violations), by=command)
     return report(manifest, audit=audit, violations=violations, tables=tables,
                   compare_problem=compare_problem, prediction=prediction)
 
@@ -400,8 +400,8 @@ def _timed_audit(engine, progress: Reporter = NO_PROGRESS) -> tuple[tuple[str, t
 def _failed(repository: Repository, report, manifest: Manifest, problems: list[str], command: str, fingerprints=None) -> DrillReport:
     """The backup could not be restored or failed a check: journal it as verify would, and as
     failed by a drill, so that no automatic choice picks it again (invariant 11)."""
-    repository.append(manifest.id, "deep_failed", {"by": command, "problems": problems, "fingerprints": fingerprints or {}})
-    repository.append(manifest.id, "failed", {"by": command, "problem": "drill: " + "; ".join(problems)})
+    repository.record_deep_check(manifest.id, problems=problems, fingerprints=fingerprints or {}, by=command)
+    repository.record_failure(manifest.id, "drill: " + "; ".join(problems), by=command)
     return report(manifest, problems=tuple(problems))
 
 

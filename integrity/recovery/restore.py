@@ -49,7 +49,7 @@ from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, create_engine
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PreconditionFailed
 from game_core.schema_state import MIGRATE_HINT, current_revision
 from integrity.backups.catalog import SAFETY_LABEL_PREFIX, BackupState, fold_journal, is_safety, pin, resolve_backup, with_manifest_facts
-from integrity.backups.repository import BackupCorrupt, Manifest, Repository
+from integrity.backups.repository import AuditVerdict, BackupCorrupt, Event, Manifest, Repository
 from integrity.backups.scratch import MAINTENANCE_DATABASE
 from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
 from integrity.backups.verify import engine_check, quick_verify
@@ -140,7 +140,7 @@ class RestorePlan:
     live_exists: bool
     states: tuple[str, ...]
     deep_verified: bool
-    audit: str | None  # "clean" / "dirty" / None (never audited)
+    audit: AuditVerdict | None  # None: never audited
     backup_revision: str | None
     head_revision: str
     revision: str  # "current" or "older" (a newer or unknown one is refused)
@@ -197,7 +197,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     try:
         manifest = quick_verify(repository, backup_id)
     except BackupCorrupt as exc:
-        repository.append(backup_id, "corrupt", {"problem": str(exc), "by": options.command})
+        repository.record_quick_check(backup_id, problem=str(exc), by=options.command)
         raise BackupNotIntact(f"{exc}; a backup that is not intact is never restored: choose another with `integrity backup list`") from None
     if manifest.engine != target.kind:
         raise EngineMismatch(
@@ -281,7 +281,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
             warnings.append(f"the backup FAILED deep verification ({'; '.join(state.problems) or 'see backup show'}); the staging checks will tell whether it can be restored")
         else:
             warnings.append("the backup was never deep-verified; the restore verifies its staging copy before the swap")
-    if state.audit == "dirty":
+    if state.audit is AuditVerdict.DIRTY:
         backup_violations = _journal_violations(repository, backup_id)
         live_violations = _live_violations(settings) if live.exists else None
         warnings.append(
@@ -500,7 +500,7 @@ def _revision_relation(revision: str | None) -> tuple[str, str]:
 
 
 def _journal_violations(repository: Repository, backup_id: str) -> tuple[dict, ...]:
-    entries = [e for e in repository.journal() if e.backup_id == backup_id and e.event in ("clean", "dirty")]
+    entries = [e for e in repository.journal() if e.backup_id == backup_id and e.event in (Event.CLEAN, Event.DIRTY)]
     return tuple(entries[-1].detail.get("violations", ())) if entries else ()
 
 
@@ -605,7 +605,7 @@ class RestoreResult:
     consent: str  # how it was given: "--yes" or "typed"
     safety_backup_id: str | None = None
     safety_pinned_until: str | None = None
-    staging_audit: str | None = None
+    staging_audit: AuditVerdict | None = None
     staging_violations: tuple[dict, ...] = ()
     old_database: str | None = None  # PostgreSQL: live before the restore, kept
     drop_old_database: str | None = None
@@ -623,7 +623,7 @@ class RestoreResult:
             return int(ExitCode.VERIFICATION_FAILED)
         # Restored, but what live holds now fails its audits (a dirty backup, restored with
         # consent): a script and the on-call engineer must not read that as "all well".
-        return int(ExitCode.PROBLEMS_FOUND) if self.staging_audit == "dirty" else 0
+        return int(ExitCode.PROBLEMS_FOUND) if self.staging_audit is AuditVerdict.DIRTY else 0
 
     def summary(self) -> dict:
         summary = {
@@ -705,7 +705,7 @@ def apply_restore(
             try:
                 manifest = quick_verify(repository, plan.backup_id)
             except BackupCorrupt as exc:
-                repository.append(plan.backup_id, "corrupt", {"problem": str(exc), "by": options.command})
+                repository.record_quick_check(plan.backup_id, problem=str(exc), by=options.command)
                 raise BackupNotIntact(f"{exc}; nothing was changed") from None
             phases.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
         crash_point("restore:verified")
@@ -723,10 +723,10 @@ def apply_restore(
                 if report is None:
                     phases.detail = "counts and aggregates match the manifest; not the game's data: no audit"
                 else:
-                    outcome["staging_audit"] = "clean" if report.ok else "dirty"
+                    outcome["staging_audit"] = AuditVerdict.of(report.ok)
                     outcome["staging_violations"] = _violations(report)
                     phases.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
-            if report is not None and not report.ok and plan.audit != "dirty":
+            if report is not None and not report.ok and plan.audit is not AuditVerdict.DIRTY:
                 # The plan did not know: ask again now that the violations are known.
                 notify("warning: the staging copy holds DIRTY data: " + "; ".join(
                     f"{v['rule']}: {v['failing_rows']} rows" for v in outcome["staging_violations"] if v["severity"] == "error"))
@@ -846,7 +846,7 @@ def _journal_failure(repository: Repository, backup_id: str, command: str, what:
     try:
         yield
     except VerificationFailed as exc:
-        repository.append(backup_id, "failed", {"problem": f"{what}: {exc}", "by": command})
+        repository.record_failure(backup_id, f"{what}: {exc}", by=command)
         raise
 
 
