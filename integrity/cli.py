@@ -32,7 +32,7 @@ class IntegrityGroup(TyperGroup):
             # A bad global option fails before `invoke`; `--json` still means one document.
             if not (_is_usage_error(exc) and json_output):
                 raise
-            from integrity.report import json_document
+            from integrity.render.document import json_document
 
             print(json_document(command="integrity", exit_code=ExitCode.USAGE, context={}, error=exc.format_message()))
             raise typer.Exit(int(ExitCode.USAGE)) from None
@@ -155,23 +155,23 @@ def main_callback(
 def init(ctx: typer.Context) -> None:
     """Write a starter integrity.toml, create the state directory and repository, and
     create the schema on an empty database."""
-    from integrity.initialize import initialize
+    from integrity import api
     from integrity.settings import default_config_path
 
     runtime: Runtime = ctx.obj
     settings = runtime.settings
     config_path = settings.config_path or default_config_path(ctx.meta.get("integrity.config_option") or os.environ.get("INTEGRITY_CONFIG"), settings.data_dir)
-    result = initialize(settings, config_path, database_url_given=ctx.meta.get("integrity.database_url_option"))
-    runtime.emit(result)
+    runtime.emit(api.init(runtime.invocation(), config_path=config_path,
+                          database_url_given=ctx.meta.get("integrity.database_url_option")))
 
 
 @app.command()
 def status(ctx: typer.Context) -> None:
     """Is the data safe now? Database, schema revision and row counts; the exit code is
     the worst state found (5, 4, 3, then 0)."""
-    from integrity.status import collect_status
+    from integrity import api
 
-    ctx.obj.emit(collect_status(ctx.obj.settings))
+    ctx.obj.emit(api.status(ctx.obj.invocation()))
 
 
 @app.command()
@@ -181,9 +181,9 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="How many runs, newest first.")] = 20,
 ) -> None:
     """The ledger of `integrity` runs: command, outcome, exit code, duration, host."""
-    from integrity.ledger_report import read_history
+    from integrity import api
 
-    ctx.obj.emit(read_history(ctx.obj.ledger, kind=kind, limit=limit))
+    ctx.obj.emit(api.history(ctx.obj.invocation(), kind=kind, limit=limit))
 
 
 from integrity.commands.backup import backup_app  # noqa: E402  (typer only: --help stays light)

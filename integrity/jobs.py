@@ -1,13 +1,13 @@
-"""The routine's jobs and how to find their runs in the ledger.
+"""The scheduled jobs, in one table, and how to find their runs in the ledger.
 
-`[schedule]` names eight jobs (integrity.settings.JOBS). Each one is an `integrity`
-command that records its runs in the ledger, some of them sharing a command: `backup
-verify` is the quick `verify` job or, with `--deep`, the `deep_verify` job; `audit` is the
-incremental `audit` job (`--since-last`) or the whole `audit_full` one. `JOBS` says, for
-each job, which ledger command its runs are recorded under and how a run's summary tells
-the jobs of one command apart. The metrics read it now; the scheduler and the job health
-of `integrity status` read the same table, so the three can never disagree about what
-"the last deep verify" was.
+`[schedule]` names eight jobs (integrity.settings.JOBS, the settings' schema). `JOBS` says
+everything else about each: the `integrity.api` operation it performs and with which
+options, the command line it is equivalent to (for cron users), the ledger command its runs
+are recorded under, and how a run's summary tells the jobs of one command apart. Some jobs
+share a command: `backup verify` is the quick `verify` job or, with `--deep`, the
+`deep_verify` job; `audit` is the incremental `audit` job (`--since-last`) or the whole
+`audit_full` one. The scheduler, the metrics and the job health of `integrity status` all
+read this table, so they can never disagree about what "the last deep verify" was.
 
 A run answers `matches` with True (a run of this job), False (another job's run, or a
 narrowed run that is no job's: `audit --rule X`), or None: the run failed before its
@@ -21,8 +21,10 @@ that name wins over every other rule.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from integrity.ledger import RunRecord
 
@@ -31,12 +33,22 @@ Verdict = bool | None
 
 @dataclass(frozen=True)
 class Job:
-    """One scheduled job: the ledger command its runs are recorded under, and a filter."""
+    """One scheduled job: what it does (`operation(inv, **options)` of integrity.api), the
+    command line that does the same, the ledger command its runs are recorded under, and a
+    filter telling its runs from other runs of that command."""
 
     name: str
     command: str
     matches: Callable[[RunRecord], Verdict]
     description: str
+    operation: str
+    options: dict[str, Any] = field(default_factory=dict)
+    flags: str = ""  # the options as the command line gives them
+
+    @property
+    def command_line(self) -> str:
+        """The crontab line equivalent to this job (`schedule list`, the README)."""
+        return " ".join(part for part in ("integrity -q", self.command, self.flags) if part)
 
 
 def _always(run: RunRecord) -> Verdict:
@@ -73,20 +85,33 @@ def _audit_scope(scope: str) -> Callable[[RunRecord], Verdict]:
     return matches
 
 
+def _is_prune(run: RunRecord) -> Verdict:
+    # PruneResult.summary() says whether it was a --dry-run, which is no prune.
+    return None if "dry_run" not in run.summary else not run.summary["dry_run"]
+
+
 JOBS: dict[str, Job] = {
     job.name: job
     for job in (
-        Job("backup", "backup create", _always, "a consistent online backup, quick-verified"),
-        Job("verify", "backup verify", _verify_quick, "quick verification (hashes, decompression)"),
-        Job("deep_verify", "backup verify", _verify_is_deep, "deep verification (restored, checked, audited)"),
-        Job("prune", "backup prune", lambda run: None if "dry_run" not in run.summary else not run.summary["dry_run"],
-            "the retention policy applied (a --dry-run is no prune)"),
-        Job("audit", "audit", _audit_scope("incremental"), "incremental audit (rows since the last run)"),
-        Job("audit_full", "audit", _audit_scope("full"), "full audit of every row"),
-        Job("drill", "drill", _always, "restore drill on a scratch copy"),
-        Job("probe", "probe", _always, "retrieval probe through the game's store"),
+        Job("backup", "backup create", _always, "a consistent online backup, quick-verified", "backup_create"),
+        Job("verify", "backup verify", _verify_quick, "quick verification (hashes, decompression)",
+            "backup_verify", {"latest": True}, "--latest"),
+        Job("deep_verify", "backup verify", _verify_is_deep, "deep verification (restored, checked, audited)",
+            "backup_verify", {"latest": True, "deep": True}, "--latest --deep"),
+        Job("prune", "backup prune", _is_prune, "the retention policy applied (a --dry-run is no prune)",
+            "backup_prune"),
+        Job("audit", "audit", _audit_scope("incremental"), "incremental audit (rows since the last run)",
+            "audit", {"since_last": True}, "--since-last"),
+        Job("audit_full", "audit", _audit_scope("full"), "full audit of every row", "audit"),
+        Job("drill", "drill", _always, "restore drill on a scratch copy", "drill"),
+        Job("probe", "probe", _always, "retrieval probe through the game's store", "probe"),
     )
 }
+
+
+def available_jobs() -> tuple[str, ...]:
+    """Jobs this installation can run (`probe` needs integrity.probe)."""
+    return tuple(name for name in JOBS if name != "probe" or importlib.util.find_spec("integrity.probe") is not None)
 
 
 def job_verdict(job: Job, run: RunRecord) -> Verdict:

@@ -1,5 +1,6 @@
 """The environment a command runs in (httpie's pattern): output mode, consoles,
-resolved settings and the ledger run, handed to commands as `ctx.obj`.
+resolved settings, the ledger run (integrity.recorder) and the invocation the command
+hands to integrity.api, handed to commands as `ctx.obj`.
 
 Data goes to stdout; the resolved paths, warnings, progress bars and errors to stderr.
 With `--json` stdout carries exactly one JSON document, also on failure. With `-q` a run
@@ -22,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-
-from game_core.errors import ExitCode
 
 log = logging.getLogger("integrity")
 # Piped output is for scripts and log files: never cut an id to fit 80 columns.
@@ -120,25 +119,18 @@ class Runtime:
     stdout: Console = field(default_factory=lambda: _console(sys.stdout))
     stderr: Console = field(default_factory=lambda: Console(file=sys.stderr, soft_wrap=True))
     settings: Any = None  # integrity.settings.Settings, once resolved
-    ledger: Any = None  # integrity.ledger.Ledger, once opened
-    run_id: str | None = None
+    recording: Any = None  # integrity.recorder.Recording, once the run is open in the ledger
+    base_invocation: Any = None  # integrity.invocation.Invocation, built with the recording
     summary: dict[str, Any] = field(default_factory=dict)
-    _progress: Any = None
 
     def __post_init__(self) -> None:
         # -q: nothing on stderr but errors, whoever prints (commands print phase notes here).
         self.stderr.quiet = self.quiet
 
-    @property
-    def progress(self):
-        """The progress reporter the commands hand to the library: bars on a terminal's
-        stderr, nothing otherwise, under -q, or for scheduled jobs (built on first use, so
-        `--help` loads none of rich's progress machinery)."""
-        if self._progress is None:
-            from integrity.progress import reporter_for
-
-            self._progress = reporter_for(sys.stderr, quiet=self.quiet)
-        return self._progress
+    def invocation(self, *, lock_wait: float | None = None, yes: bool | None = None):
+        """What the command hands to integrity.api: this run's invocation with the command's
+        own --lock-wait and --yes."""
+        return self.base_invocation.given(lock_wait=lock_wait, yes=yes)
 
     def configure_logging(self) -> None:
         level = logging.WARNING if not self.verbose else logging.DEBUG
@@ -171,59 +163,54 @@ class Runtime:
         self.stderr.print(f"database: {database}  config: {self.settings.config_display}", highlight=False)
 
     def start_run(self) -> None:
-        from integrity.ledger import Ledger
+        """Open this run in the ledger and build the invocation every command hands to the API:
+        consent asked on this terminal (never under --no-input) with the plan shown the
+        CLI's way, progress bars on a watched stderr, phase notes on stderr unless --json/-q."""
+        from integrity.invocation import Invocation
+        from integrity.progress import reporter_for
+        from integrity.recorder import Recording
+        from integrity.recovery.consent import Consent, Prompter
+        from integrity.render.consent import consent_lines
 
-        self.ledger = Ledger.open(self.settings.state.dir, self.settings.state.ledger_url)
-        self.run_id = self.ledger.start(self.command)
+        self.recording = Recording.start(self.settings, self.command)
+        self.base_invocation = Invocation.recorded(
+            self.recording,
+            consent=Consent(no_input=self.no_input, prompter=Prompter(), describe=consent_lines),
+            progress=reporter_for(sys.stderr, quiet=self.quiet),
+            notify=self._phase_note,
+        )
+
+    def _phase_note(self, line: str) -> None:
+        # Each phase of a long operation as it ends, on stderr (stdout stays the result).
+        if not (self.json_output or self.quiet):
+            self.stderr.print(line, markup=False, highlight=False)
 
     def finish_run(self, exit_code: int, error: str | None = None) -> None:
-        if self.ledger is None or self.run_id is None:
+        if self.recording is None:
             return
+        from integrity.recorder import Outcome
+
         summary = dict(self.summary)
-        if error:
-            summary["error"] = error
         if _reader_gone(sys.stdout):
             summary["stdout_closed"] = True  # why whoever ran it saw less than the whole report
-        try:
-            self.ledger.finish(self.run_id, exit_code, summary)
-        except Exception as exc:  # the run already happened; losing its record must not hide its result
-            log.warning("could not record the run in the ledger %s: %s", self.ledger.location, exc)
-        try:
-            self.write_metrics()
-        finally:
-            self.ledger.close()
-            self.ledger = None
-
-    def write_metrics(self) -> None:
-        """The Prometheus text file after every run, so cron users get it too. Like the
-        ledger record, it must never change the command's exit code: a failure is a warning."""
-        path = getattr(getattr(self.settings, "metrics", None), "path", None)
-        if path is None:
-            return
-        try:
-            from integrity.prometheus import write_metrics_file
-
-            write_metrics_file(self.settings, self.ledger)
-        except Exception as exc:
-            detail = str(exc)
-            if str(path) not in detail:  # MetricsUnwritable names the path; anything else gets it here
-                detail = f"could not write the metrics file {path}: {type(exc).__name__}: {detail}"
-            log.warning("%s", detail)
+        self.recording.finish(Outcome(int(exit_code), summary, error))
+        self.recording = None
 
     def emit(self, result: Any) -> None:
         """Render a library result; exit with its exit code when it has one."""
-        from integrity.report import json_document, register_renderers, render_text
+        from integrity.recorder import Outcome
+        from integrity.render.document import json_document
 
-        exit_code = int(getattr(result, "exit_code", ExitCode.OK))
-        error = getattr(result, "error", None)  # a result that failed a precondition says why
-        summary = getattr(result, "summary", None)
-        self.summary = summary() if callable(summary) else {}
+        outcome = Outcome.of(result)
+        exit_code, error = outcome.exit_code, outcome.error  # a result that failed a precondition says why
+        self.summary = dict(outcome.summary)
         if error:
             self.summary["error"] = error
         if self.json_output:
             print(json_document(command=self.command, exit_code=exit_code, context=self.context(), result=result, error=error))
         elif exit_code or not self.quiet:  # -q: a success prints nothing; a failure its report
-            register_renderers()
+            from integrity.render.text import render_text
+
             render_text(result, self.stdout)
             if error:
                 self.error_line(error)
@@ -234,7 +221,7 @@ class Runtime:
 
     def error(self, message: str, exit_code: int) -> None:
         if self.json_output:
-            from integrity.report import json_document
+            from integrity.render.document import json_document
 
             print(json_document(command=self.command, exit_code=exit_code, context=self.context(), error=message))
         else:

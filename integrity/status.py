@@ -31,7 +31,7 @@ from enum import Enum, IntEnum
 from game_core.errors import ExitCode, Failure
 from game_core.schema_state import SchemaState, head_revision
 from integrity.database import open_read_only, table_row_counts, target_of
-from integrity.report import age_text
+from integrity.timeparse import age_text
 from integrity.settings import Settings
 
 
@@ -513,7 +513,7 @@ def job_checks(settings: Settings, *, now: datetime | None = None) -> list[Statu
         else:
             checks.append(StatusCheck(f"job {job.job}", CheckState.OK, f"{last} ({job.schedule})"))
     if heartbeat is not None:
-        from integrity.scheduler.daemon import HEARTBEAT_SECONDS
+        from integrity.scheduler.records import HEARTBEAT_SECONDS
 
         detail = f"last heartbeat {age_text(heartbeat.beat_at, now)} from {heartbeat.host} pid {heartbeat.pid} ({heartbeat.state})"
         if heartbeat.state == "running" and (now - heartbeat.beat_at).total_seconds() > 4 * HEARTBEAT_SECONDS:

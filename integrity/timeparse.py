@@ -1,4 +1,5 @@
-"""Times given on the command line: ISO dates and times (UTC unless they say) or durations."""
+"""Times as people write and read them: given on the command line (ISO dates and times,
+UTC unless they say, or durations), and ages as reports and status details show them."""
 
 from __future__ import annotations
 
@@ -37,3 +38,14 @@ def parse_until(text: str, now: datetime | None = None) -> datetime:
     if moment - now > MAX_UNTIL:
         raise InvalidInput(f"--until {text!r} is too far ahead; allowed: {ALLOWED}")
     return moment
+
+
+def age_text(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long ago `moment` was, in its largest whole unit: "3h ago", "never"."""
+    if moment is None:
+        return "never"
+    seconds = int(((now or datetime.now(timezone.utc)) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"

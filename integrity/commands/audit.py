@@ -42,10 +42,10 @@ def audit(
     a revision this code does not know or none); drift warnings never change the exit code."""
     if ctx.invoked_subcommand is not None:
         return
-    from integrity.audits import run_audit
+    from integrity import api
 
-    ctx.obj.emit(run_audit(
-        ctx.obj.settings, ctx.obj.ledger, run_id=ctx.obj.run_id, rules=rule, tables=table, engine=engine.value,
+    ctx.obj.emit(api.audit(
+        ctx.obj.invocation(), rules=rule, tables=table, engine=engine.value,
         since_last=since_last, chunk_size=chunk_size, samples=samples,
     ))
 
@@ -57,6 +57,6 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RUNS_LISTED, help="How many runs, newest first.")] = 20,
 ) -> None:
     """The recorded audit runs, newest first: scope, engine, failing rules, drift warnings."""
-    from integrity.audits import read_audit_history
+    from integrity import api
 
-    ctx.obj.emit(read_audit_history(ctx.obj.ledger, rule=rule, limit=limit))
+    ctx.obj.emit(api.audit_history(ctx.obj.invocation(), rule=rule, limit=limit))

@@ -25,30 +25,25 @@ def create(
     lock_wait: LockWait = 0,
 ) -> None:
     """Take a consistent online backup of the game database, verified before it is called done."""
-    from integrity.backups.create import create_backup
+    from integrity import api
 
-    ctx.obj.emit(create_backup(ctx.obj.settings, label=label, lock_wait=lock_wait, command=ctx.obj.command,
-                               progress=ctx.obj.progress))
+    ctx.obj.emit(api.backup_create(ctx.obj.invocation(lock_wait=lock_wait), label=label))
 
 
 @backup_app.command("list")
 def list_backups(ctx: typer.Context) -> None:
     """The backups in the repository: id, age, size, revision, rows, states."""
-    from integrity.backups.catalog import read_catalog
-    from integrity.backups.repository import Repository
+    from integrity import api
 
-    repository = Repository.of(ctx.obj.settings)
-    repository.require_exists()
-    ctx.obj.emit(read_catalog(repository))
+    ctx.obj.emit(api.backup_list(ctx.obj.invocation()))
 
 
 @backup_app.command("show")
 def show(ctx: typer.Context, backup_id: BackupId) -> None:
     """One backup's manifest and states."""
-    from integrity.backups.catalog import show_backup
-    from integrity.backups.repository import Repository
+    from integrity import api
 
-    ctx.obj.emit(show_backup(Repository.of(ctx.obj.settings), backup_id))
+    ctx.obj.emit(api.backup_show(ctx.obj.invocation(), backup_id=backup_id))
 
 
 @backup_app.command("verify")
@@ -62,14 +57,10 @@ def verify(
 ) -> None:
     """Verify backups: hashes and decompression; with --deep, a restore into scratch and its checks.
     Exit 5 when a backup is damaged or fails deep checks, 3 when it holds dirty data."""
-    from integrity.backups.verify import verify_backups
+    from integrity import api
 
-    if sum(bool(x) for x in (backup_id, latest, all_)) > 1:
-        raise typer.BadParameter("give one of ID, --latest or --all")
-    ctx.obj.emit(verify_backups(
-        ctx.obj.settings, backup_id=backup_id, latest=latest, all_=all_, deep=deep,
-        command=ctx.obj.command, lock_wait=lock_wait, progress=ctx.obj.progress,
-    ))
+    ctx.obj.emit(api.backup_verify(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id, latest=latest,
+                                   all_=all_, deep=deep))
 
 
 @backup_app.command("prune")
@@ -79,9 +70,9 @@ def prune(
     lock_wait: LockWait = 0,
 ) -> None:
     """Apply the retention policy; never the newest good, newest deep-verified or pinned backups."""
-    from integrity.backups.prune import prune as prune_backups
+    from integrity import api
 
-    ctx.obj.emit(prune_backups(ctx.obj.settings, dry_run=dry_run, lock_wait=lock_wait, command=ctx.obj.command))
+    ctx.obj.emit(api.backup_prune(ctx.obj.invocation(lock_wait=lock_wait), dry_run=dry_run))
 
 
 @backup_app.command("pin")
@@ -92,24 +83,19 @@ def pin(
     lock_wait: LockWait = 0,
 ) -> None:
     """Keep a backup out of retention."""
-    from integrity.backups.catalog import pin as pin_backup
-    from integrity.backups.repository import Repository
+    from integrity import api
     from integrity.timeparse import parse_until
 
-    repository = Repository.of(ctx.obj.settings)
-    with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
-        ctx.obj.emit(pin_backup(repository, backup_id, until=parse_until(until) if until else None))
+    ctx.obj.emit(api.backup_pin(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id,
+                                until=parse_until(until) if until else None))
 
 
 @backup_app.command("unpin")
 def unpin(ctx: typer.Context, backup_id: BackupId, lock_wait: LockWait = 0) -> None:
     """Let retention consider a pinned backup again."""
-    from integrity.backups.catalog import unpin as unpin_backup
-    from integrity.backups.repository import Repository
+    from integrity import api
 
-    repository = Repository.of(ctx.obj.settings)
-    with repository.writer_lock(command=ctx.obj.command, wait_seconds=lock_wait):
-        ctx.obj.emit(unpin_backup(repository, backup_id))
+    ctx.obj.emit(api.backup_unpin(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id))
 
 
 @backup_app.command("keygen")
@@ -123,15 +109,15 @@ def keygen(
     or is inside the repository.
 
     Example: integrity backup keygen --out /etc/integrity/signing.key"""
-    from integrity.backups.signing import generate_key
+    from integrity import api
 
-    ctx.obj.emit(generate_key(out, repository=ctx.obj.settings.backups.repository))
+    ctx.obj.emit(api.backup_keygen(ctx.obj.invocation(), out=out))
 
 
 @backup_app.command("check")
 def check(ctx: typer.Context) -> None:
     """Prove the backup path end to end: rights, tools, space, and a real backup written,
     read back and removed. Exit 0 or 4."""
-    from integrity.backups.check import check_backup_path
+    from integrity import api
 
-    ctx.obj.emit(check_backup_path(ctx.obj.settings, command=ctx.obj.command))
+    ctx.obj.emit(api.backup_check(ctx.obj.invocation()))

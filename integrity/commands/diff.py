@@ -27,7 +27,6 @@ def diff(
     problems); 4 for an unknown backup or table, a backup of another store or engine, a held
     lock, or a live database with no game schema or at a revision this code does not know (or
     none); 5 when the backup is corrupt."""
-    from integrity.recovery.diff import diff_backup
+    from integrity import api
 
-    ctx.obj.emit(diff_backup(ctx.obj.settings, backup, tables=table or None, sample_limit=limit,
-                             command=ctx.obj.command, lock_wait=lock_wait))
+    ctx.obj.emit(api.diff(ctx.obj.invocation(lock_wait=lock_wait), backup=backup, tables=table, sample_limit=limit))

@@ -25,9 +25,6 @@ def drill(
     with live, and predict a full restore's time against [objectives] rto_seconds. Exit 0
     when all passed and the RTO and RPO hold, 5 when the restore or a check failed, 3 when
     an objective was missed or the data is dirty."""
-    from integrity.recovery.drill import run_drill
+    from integrity import api
 
-    ctx.obj.emit(run_drill(
-        ctx.obj.settings, backup_id=backup_id, lock_wait=lock_wait, command=ctx.obj.command, ledger=ctx.obj.ledger,
-        progress=ctx.obj.progress,
-    ))
+    ctx.obj.emit(api.drill(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id))

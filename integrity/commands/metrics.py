@@ -13,6 +13,6 @@ def metrics(ctx: typer.Context) -> None:
     suspect, deep-failed or failed, audit rule failures, the last drill's verdict and
     prediction, the probe's figures and age, the schema verdict (unchecked, drift), the
     objectives. Every run also writes it to [metrics] path. Exit 0."""
-    from integrity.prometheus import metrics_report
+    from integrity import api
 
-    ctx.obj.emit(metrics_report(ctx.obj.settings, ctx.obj.ledger))
+    ctx.obj.emit(api.metrics(ctx.obj.invocation()))

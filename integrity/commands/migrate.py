@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,28 +12,35 @@ from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, MAX_ROWS_SHOWN, bac
 
 migrate_app = typer.Typer(help="Rehearse schema changes on a snapshot copy, then apply them.", no_args_is_help=True)
 
-FORMATS = ("text", "json", "markdown")
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+
 
 AlembicConfig = Annotated[Path | None, typer.Option(
     "--alembic-config", metavar="PATH",
     help="An alembic.ini, or a pyproject.toml with [tool.alembic] (default: the game's own history).",
 )]
 To = Annotated[str | None, typer.Option("--to", metavar="REV", help="The target revision (default: the single head).")]
-Format = Annotated[str, typer.Option("--format", metavar="text|json|markdown", help="Report format; markdown suits a pull-request comment.")]
-FailOn = Annotated[str, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
+Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown", help="Report format; markdown suits a pull-request comment.")]
+FailOnOption = Annotated[FailOn, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
 LockWait = Annotated[float, typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4).")]
 
 
-def _emit(ctx: typer.Context, report, output_format: str) -> None:
-    from integrity.errors import ConfigInvalid
-
-    if output_format not in FORMATS:
-        raise ConfigInvalid(f"--format {output_format!r} is not one of {', '.join(FORMATS)}")
+def _emit(ctx: typer.Context, report, output_format: OutputFormat) -> None:
     runtime = ctx.obj
-    if output_format == "json":
+    if output_format is OutputFormat.json:
         runtime.json_output = True
-    if output_format == "markdown":
-        from integrity.report_migrate import MarkdownReport
+    if output_format is OutputFormat.markdown:
+        from integrity.render.migrate import MarkdownReport
 
         report = MarkdownReport(report)
     runtime.emit(report)
@@ -46,8 +54,8 @@ def dry_run(
     from_live: Annotated[bool, typer.Option("--from-live", help="Copy the live database, only read (the default on SQLite).")] = False,
     snapshot: Annotated[str | None, typer.Option("--snapshot", metavar="PATH", help="Copy a snapshot nobody uses: a SQLite file, or a PostgreSQL database name or URL.")] = None,
     alembic_config: AlembicConfig = None,
-    output_format: Format = "text",
-    fail_on: FailOn = "error",
+    output_format: Format = OutputFormat.text,
+    fail_on: FailOnOption = FailOn.error,
     keep_copy: Annotated[bool, typer.Option("--keep-copy", help="Keep both copies (before and migrated) and print where they are.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, max=MAX_ROWS_SHOWN, metavar="N", help="Sample keys shown per finding.")] = 10,
     lock_wait: LockWait = 0,
@@ -61,35 +69,13 @@ def dry_run(
 
     Exit 0 when clean (or nothing is pending); 3 on error findings (or warnings with
     --fail-on warning); 4 when the dry run could not run (config, history, rights, source)."""
-    from integrity.errors import ConfigInvalid
-    from integrity.migrate.dry_run import dry_run as run_dry_run
-    from integrity.migrate.records import DryRunRecord, record_dry_run
-    from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, SourceChoice
+    from integrity import api
 
-    chosen = [name for name, given in (("--from-backup", from_backup), ("--from-live", from_live), ("--snapshot", snapshot)) if given]
-    if len(chosen) > 1:
-        raise ConfigInvalid(f"{' and '.join(chosen)} name two sources; give one of --from-backup, --from-live, --snapshot")
-    choice = None
-    if from_backup:
-        choice = SourceChoice(BACKUP, backup_id=from_backup)
-    elif from_live:
-        choice = SourceChoice(LIVE)
-    elif snapshot:
-        choice = SourceChoice(SNAPSHOT, snapshot=snapshot)
-    runtime = ctx.obj
-    report = run_dry_run(
-        runtime.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
-        keep_copy=keep_copy, sample_limit=limit, command=runtime.command, lock_wait=lock_wait,
-        progress=runtime.progress,
+    report = api.migrate_dry_run(
+        ctx.obj.invocation(lock_wait=lock_wait), to=to, from_backup=from_backup, from_live=from_live,
+        snapshot=snapshot, alembic_config=alembic_config, fail_on=fail_on.value, keep_copy=keep_copy,
+        sample_limit=limit,
     )
-    if report.data_pass and runtime.ledger is not None:
-        from integrity.ledger import utc_now
-
-        record_dry_run(runtime.ledger, DryRunRecord(
-            run_id=runtime.run_id, finished_at=utc_now(), store_identity=report.store_identity, engine=report.engine,
-            source=report.source, start_revision=report.start_revision, target_revision=report.target_revision,
-            revisions=report.revision_hashes(), passed=report.passed, errors=report.errors, warnings=report.warnings,
-        ))
     _emit(ctx, report, output_format)
 
 
@@ -99,8 +85,8 @@ def lint(
     to: To = None,
     start: Annotated[str | None, typer.Option("--from", metavar="REV", help="Lint the revisions after this one (default: the configured database's revision, else all).")] = None,
     alembic_config: AlembicConfig = None,
-    output_format: Format = "text",
-    fail_on: FailOn = "error",
+    output_format: Format = OutputFormat.text,
+    fail_on: FailOnOption = FailOn.error,
 ) -> None:
     """The static pass alone, without data: the revision graph, and each pending revision's
     operations (recorded through Alembic's offline mode for SQLite and PostgreSQL) against
@@ -108,18 +94,20 @@ def lint(
 
     Exit 0 when clean; 3 on error findings (or warnings with --fail-on warning); 4 for a
     config or history that does not load."""
-    from integrity.migrate.dry_run import lint as run_lint
+    from integrity import api
 
-    _emit(ctx, run_lint(ctx.obj.settings, alembic_config=alembic_config, to=to, start=start, fail_on=fail_on), output_format)
+    report = api.migrate_lint(ctx.obj.invocation(), to=to, start=start, alembic_config=alembic_config,
+                              fail_on=fail_on.value)
+    _emit(ctx, report, output_format)
 
 
 @migrate_app.command("rules")
 def rules(ctx: typer.Context) -> None:
     """List every rule: its id (stable; usable in a revision's `ignore`), severity, phase
     (static or data), what it means and how to fix it. Exit 0."""
-    from integrity.migrate.rules import rules_listing
+    from integrity import api
 
-    ctx.obj.emit(rules_listing())
+    ctx.obj.emit(api.migrate_rules(ctx.obj.invocation()))
 
 
 @migrate_app.command("apply")
@@ -138,11 +126,7 @@ def apply(
     Exit 0 when applied and clean (or nothing was pending); 3 when the audits fail after
     the upgrade; 4 without a passing dry run, without consent, or with a held lock; 5 when
     the upgrade failed (rolled back)."""
-    from integrity.migrate.apply import apply_migrations
-    from integrity.recovery.consent import consent_for
+    from integrity import api
 
-    runtime = ctx.obj
-    runtime.emit(apply_migrations(
-        runtime.settings, runtime.ledger, alembic_config=alembic_config, to=to,
-        consent=consent_for(runtime, yes=yes), command=runtime.command, lock_wait=lock_wait,
-    ))
+    ctx.obj.emit(api.migrate_apply(ctx.obj.invocation(lock_wait=lock_wait, yes=yes), to=to,
+                                   alembic_config=alembic_config))

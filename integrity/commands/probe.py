@@ -14,7 +14,7 @@ from integrity.commands.params import MAX_PROBE_SAMPLE, MAX_PROBE_TIMEOUT_SECOND
 def probe(
     ctx: typer.Context,
     # None: the library's defaults (integrity.probe), kept out of this module so that
-    # `integrity --help` does not import the probe.
+    # `integrity --help` does not import the probe; api.probe fills them in.
     sample: Annotated[
         int | None,
         typer.Option("--sample", min=0, max=MAX_PROBE_SAMPLE, metavar="N", help="How many random players to read, besides the canaries (default: 100)."),
@@ -30,11 +30,6 @@ def probe(
     by kind (exception, timeout, wrong-type, missing-row, mismatch). Exit 0 when the
     success ratio meets [objectives] probe_min_success_ratio, 3 below it, 4 when the
     database is missing or unreachable."""
-    from integrity.probe import DEFAULT_SAMPLE, DEFAULT_TIMEOUT_SECONDS, run_probe
+    from integrity import api
 
-    ctx.obj.emit(run_probe(
-        ctx.obj.settings,
-        sample=DEFAULT_SAMPLE if sample is None else sample,
-        timeout=DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout,
-        command=ctx.obj.command,
-    ))
+    ctx.obj.emit(api.probe(ctx.obj.invocation(), sample=sample, timeout=timeout))

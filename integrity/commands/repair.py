@@ -22,16 +22,6 @@ def progress(
 
     Exit 0 when nothing needed a change or the repair was applied, 3 when a --dry-run found
     changes, 4 without consent (--no-input needs --yes) or when the writer lock is held."""
-    from integrity.recovery.consent import consent_for
-    from integrity.recovery.repair import repair_progress
+    from integrity import api
 
-    runtime = ctx.obj
-    consent = None if dry_run else consent_for(runtime, yes=yes, describe=_describe)
-    runtime.emit(repair_progress(runtime.settings, dry_run=dry_run, consent=consent,
-                                 lock_wait=lock_wait, command=runtime.command))
-
-
-def _describe(plan) -> list[str]:
-    from integrity.report_recovery_diff import repair_plan_lines
-
-    return repair_plan_lines(plan)
+    ctx.obj.emit(api.repair_progress(ctx.obj.invocation(lock_wait=lock_wait, yes=yes), dry_run=dry_run))

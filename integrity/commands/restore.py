@@ -17,19 +17,6 @@ LockWait = Annotated[
 Yes = Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")]
 
 
-def _notify(runtime):
-    """Each phase as it ends, on stderr (stdout stays the result)."""
-    if runtime.json_output or runtime.quiet:
-        return lambda line: None
-    return lambda line: runtime.stderr.print(line, markup=False, highlight=False)
-
-
-def _plan_lines(plan) -> list[str]:
-    from integrity.report_restore import plan_lines
-
-    return plan_lines(plan)
-
-
 @restore_app.command("restore")
 def restore(
     ctx: typer.Context,
@@ -46,20 +33,13 @@ def restore(
     live taken last (SQLite: writers held out until the swap commits; PostgreSQL: later
     writes stay in the kept old database), atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
     Exit 4 when a precondition or consent is missing, 5 when the backup or the staging copy fails verification."""
-    from integrity.recovery.consent import consent_for
-    from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
+    from integrity import api
 
-    runtime = ctx.obj
-    options = RestoreOptions(
-        backup=backup, safety_backup=not no_safety_backup, terminate_connections=terminate_connections,
-        force_other_source=force_other_source, keep_newer=keep_newer, lock_wait=lock_wait, command=runtime.command,
-    )
-    plan = plan_restore(runtime.settings, options, row_diff=dry_run)
-    if dry_run:
-        runtime.emit(plan)
-        return
-    consent = consent_for(runtime, yes=yes, describe=_plan_lines)
-    runtime.emit(apply_restore(runtime.settings, plan, options, consent=consent, notify=_notify(runtime)))
+    ctx.obj.emit(api.restore(
+        ctx.obj.invocation(lock_wait=lock_wait, yes=yes), backup=backup, dry_run=dry_run,
+        safety_backup=not no_safety_backup, terminate_connections=terminate_connections,
+        force_other_source=force_other_source, keep_newer=keep_newer,
+    ))
 
 
 @restore_app.command("salvage")
@@ -73,13 +53,7 @@ def salvage(
 ) -> None:
     """Re-apply rows that only the pre-restore data holds (new players, new results) and that
     pass the audits, then rebuild progress; changed rows are reported, never re-applied."""
-    from integrity.recovery.consent import consent_for
-    from integrity.recovery.salvage import salvage_from
+    from integrity import api
 
-    if (from_backup is None) == (from_database is None):
-        raise typer.BadParameter("give exactly one of --from-backup ID or --from-database NAME")
-    runtime = ctx.obj
-    runtime.emit(salvage_from(
-        runtime.settings, backup_id=from_backup, database=from_database, dry_run=dry_run,
-        consent=consent_for(runtime, yes=yes), lock_wait=lock_wait, command=runtime.command,
-    ))
+    ctx.obj.emit(api.salvage(ctx.obj.invocation(lock_wait=lock_wait, yes=yes), from_backup=from_backup,
+                             from_database=from_database, dry_run=dry_run))

@@ -14,17 +14,17 @@ def run(ctx: typer.Context) -> None:
     missed fire is recorded in the ledger. Exit 4 on a bad schedule."""
     import logging
 
-    from integrity.scheduler.daemon import run_scheduler
+    from integrity import api
 
     if not ctx.obj.quiet:
         logging.getLogger("integrity.scheduler").setLevel(logging.INFO)  # one line per run
-    ctx.obj.emit(run_scheduler(ctx.obj.settings))
+    ctx.obj.emit(api.schedule_run(ctx.obj.invocation()))
 
 
 @schedule_app.command("list")
 def list_jobs(ctx: typer.Context) -> None:
     """The jobs: schedule, next fire, last run and outcome, last success (from the ledger).
     Exit 0, or 4 on a bad schedule."""
-    from integrity.scheduler.listing import list_schedule
+    from integrity import api
 
-    ctx.obj.emit(list_schedule(ctx.obj.settings))
+    ctx.obj.emit(api.schedule_list(ctx.obj.invocation()))

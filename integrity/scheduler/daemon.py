@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from game_core.errors import ExitCode, PreconditionFailed
+from integrity.jobs import available_jobs
 from integrity.ledger import Ledger
 from integrity.scheduler import records
-from integrity.scheduler.runner import available_jobs, run_job
+from integrity.scheduler.records import HEARTBEAT_SECONDS
+from integrity.scheduler.runner import Perform, run_job
 from integrity.scheduler.triggers import (
     MAX_MISSED_ROWS,
     JobSchedule,
@@ -38,7 +40,6 @@ from integrity.scheduler.triggers import (
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 15.0
 # Misfire grace: a fire the scheduler wakes up for later than this is recorded as missed
 # instead of run late. Half the interval (a late run must not collide with the next fire),
 # at least a second, at most 10 minutes. APScheduler's default of 1 s is set explicitly too.
@@ -74,6 +75,7 @@ class SchedulerStopped:
 class Daemon:
     settings: object
     schedules: dict[str, JobSchedule]
+    perform: Perform  # integrity.api.perform_job: what a job does
     heartbeat_seconds: float = HEARTBEAT_SECONDS
     _running: set[str] = field(default_factory=set)
     _catch_up: dict[str, datetime] = field(default_factory=dict)
@@ -187,7 +189,8 @@ class Daemon:
                 if holder is not None:
                     self._skip(job, fire_time, f"claimed by {holder}")
                     return
-                outcome = run_job(self.settings, job, fire_time=fire_time, ping_url=self.settings.schedule.pings.get(job))
+                outcome = run_job(self.settings, job, perform=self.perform, fire_time=fire_time,
+                                  ping_url=self.settings.schedule.pings.get(job))
                 self._report.runs += 1
                 self._report.failed += outcome.exit_code != 0
             finally:
@@ -256,12 +259,13 @@ class Daemon:
             time.sleep(0.1)
 
 
-def run_scheduler(settings, *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> SchedulerStopped:
-    """Build every trigger first (a bad schedule fails now, exit 4), then run until a signal."""
+def run_scheduler(settings, *, perform: Perform, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> SchedulerStopped:
+    """Build every trigger first (a bad schedule fails now, exit 4), then run until a signal;
+    each fire runs `perform(invocation, job)` (integrity.api.perform_job)."""
     from integrity.scheduler.triggers import build_schedules
 
     schedules = {job: s for job, s in build_schedules(settings.schedule).items() if job in available_jobs()}
     if not schedules:
         raise PreconditionFailed("every job in [schedule] is off: nothing to schedule; set at least one job to a cron "
                                  "expression or an interval")
-    return Daemon(settings, schedules, heartbeat_seconds=heartbeat_seconds).run()
+    return Daemon(settings, schedules, perform, heartbeat_seconds=heartbeat_seconds).run()

@@ -45,14 +45,12 @@ def first_run_time(ledger: Ledger) -> datetime | None:
 
 def job_states(settings, ledger: Ledger, now: datetime) -> list[JobState]:
     """Every job of `[schedule]` (off ones too), in the settings' order."""
-    from integrity.jobs import JOBS, job_runs
-    from integrity.scheduler.runner import available_jobs
-    from integrity.settings import JOBS as JOB_NAMES
+    from integrity.jobs import JOBS, available_jobs, job_runs
 
     schedules: dict[str, JobSchedule] = build_schedules(settings.schedule)
     reference = records.init_time(ledger) or first_run_time(ledger)
     states = []
-    for job in JOB_NAMES:
+    for job in JOBS:
         if job not in available_jobs():
             continue
         history = job_runs(ledger, JOBS[job])

@@ -1,8 +1,8 @@
 """What the scheduler writes to the ledger besides runs: claims, skipped and missed
 fires, heartbeats; and what `schedule list` and `status` read back.
 
-Runs themselves are recorded by integrity.scheduler.runner exactly as the command would
-record them, so job health and metrics read cron runs and daemon runs alike.
+Runs themselves are recorded by integrity.scheduler.runner (through integrity.recorder)
+exactly as the command would record them, so job health and metrics read cron runs and daemon runs alike.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from integrity.ledger import Ledger, _aware, claims, heartbeats, schedule_events
 
 SKIPPED = "skipped"
 MISSED = "missed"
+# How often a running scheduler touches its heartbeat row; `status` calls a running
+# scheduler silent after four of these.
+HEARTBEAT_SECONDS = 15.0
 
 
 def _insert(ledger: Ledger):

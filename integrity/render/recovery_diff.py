@@ -12,7 +12,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from integrity.report import age_text
+from integrity.timeparse import age_text
 
 # The text output lists this many players; --json has them all.
 REPAIR_ROWS_SHOWN = 50

@@ -1,5 +1,5 @@
 """Renderers of `integrity migrate` reports: text for a terminal, Markdown for a pull
-request comment (JSON is the generic document of integrity.report)."""
+request comment (JSON is the generic document of integrity.render.document)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from integrity.report import age_text
+from integrity.timeparse import age_text
 
 
 def register(render_text) -> None:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from integrity.report import age_text
+from integrity.timeparse import age_text
 
 
 def _megabytes(size: int | None) -> str:

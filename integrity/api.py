@@ -1,0 +1,332 @@
+"""The library's API: every operation of the `integrity` tool as `api.name(inv, **options)`.
+
+Alembic's `command` module is the model: the CLI (integrity/commands/), the scheduler's
+jobs (integrity.jobs, run by integrity.scheduler) and the benchmarks call these functions
+and nothing below them. `inv` (integrity.invocation.Invocation) carries what every call
+shares: settings, the ledger run, the command name, the lock wait, consent and progress.
+The options are each operation's own and mirror its command line.
+
+What an operation records belongs here, not in a command: a dry run's pass is written to
+the ledger by `migrate_dry_run` itself, so a programmatic dry run counts for `migrate_apply`
+as one from the command line does; `backup_pin` takes the repository's writer lock itself.
+
+Options that contradict each other are refused here with InvalidInput (exit 2, a usage
+error), before anything is opened. Each function returns a result dataclass (or raises a
+`Failure` carrying its exit code); rendering is integrity.render's business.
+
+Library modules are imported inside the functions: `integrity --help` imports no
+operation, and a scheduled job loads only what it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from game_core.errors import InvalidInput
+from integrity.invocation import Invocation
+
+AUDIT_ENGINES = ("sql", "pandera")
+FAIL_ON = ("error", "warning")
+
+
+def _one_of(option: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise InvalidInput(f"{option} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _at_most_one(given: dict[str, Any]) -> None:
+    """Options that each name the thing to work on (`--from-live`, `--from-backup`): one at most."""
+    chosen = [name for name, value in given.items() if value]
+    if len(chosen) > 1:
+        raise InvalidInput(f"{' and '.join(chosen)} cannot be given together; give one of {', '.join(given)}")
+
+
+# ---------------------------------------------------------------- the install and its state
+
+
+def init(inv: Invocation, *, config_path: Path, database_url_given: str | None = None):
+    """Write a starter integrity.toml at `config_path`, create the state directory and the
+    repository, and create the schema on an empty database."""
+    from integrity.initialize import initialize
+
+    return initialize(inv.settings, config_path, database_url_given=database_url_given)
+
+
+def status(inv: Invocation):
+    """Is the data safe now? The exit code is the worst state found."""
+    from integrity.status import collect_status
+
+    return collect_status(inv.settings)
+
+
+def history(inv: Invocation, *, kind: str | None = None, limit: int = 20):
+    """The ledger's runs, newest first (`kind`: one command or command group)."""
+    from integrity.ledger_report import read_history
+
+    return read_history(inv.ledger, kind=kind, limit=limit)
+
+
+def metrics(inv: Invocation):
+    """The Prometheus text of the current state."""
+    from integrity.prometheus import metrics_report
+
+    return metrics_report(inv.settings, inv.ledger)
+
+
+# ---------------------------------------------------------------- backups
+
+
+def backup_create(inv: Invocation, *, label: str | None = None):
+    """A consistent online backup, quick-verified before it is called done."""
+    from integrity.backups.create import create_backup
+
+    return create_backup(inv.settings, label=label, lock_wait=inv.lock_wait, command=inv.command, progress=inv.progress)
+
+
+def backup_list(inv: Invocation):
+    """The backups in the repository with their states (exit 4 when there is no repository)."""
+    from integrity.backups.catalog import read_catalog
+    from integrity.backups.repository import Repository
+
+    repository = Repository.of(inv.settings)
+    repository.require_exists()
+    return read_catalog(repository)
+
+
+def backup_show(inv: Invocation, *, backup_id: str):
+    """One backup's manifest and states."""
+    from integrity.backups.catalog import show_backup
+    from integrity.backups.repository import Repository
+
+    return show_backup(Repository.of(inv.settings), backup_id)
+
+
+def backup_verify(inv: Invocation, *, backup_id: str | None = None, latest: bool = False, all_: bool = False,
+                  deep: bool = False):
+    """Quick verification (hashes, decompression) of one backup (default: the newest), the
+    newest, or all; `deep` also restores into scratch, checks and audits."""
+    _at_most_one({"ID": backup_id, "--latest": latest, "--all": all_})
+    from integrity.backups.verify import verify_backups
+
+    return verify_backups(inv.settings, backup_id=backup_id, latest=latest, all_=all_, deep=deep,
+                          command=inv.command, lock_wait=inv.lock_wait, progress=inv.progress)
+
+
+def backup_prune(inv: Invocation, *, dry_run: bool = False):
+    """Apply the retention policy (`dry_run`: say what would go, delete nothing)."""
+    from integrity.backups.prune import prune
+
+    return prune(inv.settings, dry_run=dry_run, lock_wait=inv.lock_wait, command=inv.command)
+
+
+def backup_pin(inv: Invocation, *, backup_id: str, until: datetime | None = None):
+    """Keep a backup out of retention, for ever or `until`, under the repository's writer lock."""
+    from integrity.backups.catalog import pin
+    from integrity.backups.repository import Repository
+
+    repository = Repository.of(inv.settings)
+    with repository.writer_lock(command=inv.command, wait_seconds=inv.lock_wait):
+        return pin(repository, backup_id, until=until)
+
+
+def backup_unpin(inv: Invocation, *, backup_id: str):
+    """Let retention consider a pinned backup again, under the repository's writer lock."""
+    from integrity.backups.catalog import unpin
+    from integrity.backups.repository import Repository
+
+    repository = Repository.of(inv.settings)
+    with repository.writer_lock(command=inv.command, wait_seconds=inv.lock_wait):
+        return unpin(repository, backup_id)
+
+
+def backup_keygen(inv: Invocation, *, out: Path):
+    """A new Ed25519 key pair for signing manifests: the private key written to `out`."""
+    from integrity.backups.signing import generate_key
+
+    return generate_key(out, repository=inv.settings.backups.repository)
+
+
+def backup_check(inv: Invocation):
+    """Prove the backup path end to end: rights, tools, space, a real backup written and removed."""
+    from integrity.backups.check import check_backup_path
+
+    return check_backup_path(inv.settings, command=inv.command)
+
+
+# ---------------------------------------------------------------- audits and probes
+
+
+def audit(inv: Invocation, *, rules: Sequence[str] | None = None, tables: Sequence[str] | None = None,
+          engine: str = "sql", since_last: bool = False, chunk_size: int | None = None, samples: int | None = None):
+    """The audits on the guarded database (read only), recorded in the audit history."""
+    _one_of("--engine", engine, AUDIT_ENGINES)
+    from integrity.audits import run_audit
+
+    return run_audit(inv.settings, inv.ledger, run_id=inv.run_id, rules=list(rules) if rules else rules,
+                     tables=list(tables) if tables else tables, engine=engine, since_last=since_last,
+                     chunk_size=chunk_size, samples=samples)
+
+
+def audit_history(inv: Invocation, *, rule: str | None = None, limit: int = 20):
+    """The recorded audit runs, newest first (`rule`: one rule's failing rows run by run)."""
+    from integrity.audits import read_audit_history
+
+    return read_audit_history(inv.ledger, rule=rule, limit=limit)
+
+
+def probe(inv: Invocation, *, sample: int | None = None, timeout: float | None = None):
+    """The game's reads for a sample of players and the canaries; None: the probe's defaults."""
+    from integrity.probe import DEFAULT_SAMPLE, DEFAULT_TIMEOUT_SECONDS, run_probe
+
+    return run_probe(inv.settings, sample=DEFAULT_SAMPLE if sample is None else sample,
+                     timeout=DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout, command=inv.command)
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def drill(inv: Invocation, *, backup_id: str | None = None):
+    """Restore a backup (default: the newest restorable) into scratch, verify, audit, compare
+    with live, and predict a full restore's time."""
+    from integrity.recovery.drill import run_drill
+
+    return run_drill(inv.settings, backup_id=backup_id, lock_wait=inv.lock_wait, command=inv.command,
+                     ledger=inv.ledger, progress=inv.progress)
+
+
+def diff(inv: Invocation, *, backup: str, tables: Sequence[str] | None = None, sample_limit: int = 10):
+    """What differs between a backup (an id, or latest) and live, per table, by primary key."""
+    from integrity.recovery.diff import diff_backup
+
+    return diff_backup(inv.settings, backup, tables=tables or None, sample_limit=sample_limit,
+                       command=inv.command, lock_wait=inv.lock_wait)
+
+
+def restore(inv: Invocation, *, backup: str, dry_run: bool = False, safety_backup: bool = True,
+            terminate_connections: bool = False, force_other_source: bool = False, keep_newer: bool = False):
+    """Restore a backup over live after `inv.consent`; `dry_run` returns the plan (with the
+    rows that would change) and changes nothing."""
+    if keep_newer and not safety_backup:
+        # The rows to keep are re-applied from the safety backup: without one there are none.
+        raise InvalidInput("--keep-newer re-applies rows from the safety backup; it cannot be combined with "
+                           "--no-safety-backup")
+    from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
+
+    options = RestoreOptions(
+        backup=backup, safety_backup=safety_backup, terminate_connections=terminate_connections,
+        force_other_source=force_other_source, keep_newer=keep_newer, lock_wait=inv.lock_wait, command=inv.command,
+    )
+    plan = plan_restore(inv.settings, options, row_diff=dry_run)
+    if dry_run:
+        return plan
+    return apply_restore(inv.settings, plan, options, consent=inv.consent, notify=inv.notify)
+
+
+def salvage(inv: Invocation, *, from_backup: str | None = None, from_database: str | None = None,
+            dry_run: bool = False):
+    """Re-apply rows only the pre-restore data holds (a backup, or PostgreSQL's kept database)."""
+    if (from_backup is None) == (from_database is None):
+        raise InvalidInput("give exactly one of --from-backup ID or --from-database NAME")
+    from integrity.recovery.salvage import salvage_from
+
+    return salvage_from(inv.settings, backup_id=from_backup, database=from_database, dry_run=dry_run,
+                        consent=inv.consent, lock_wait=inv.lock_wait, command=inv.command)
+
+
+def repair_progress(inv: Invocation, *, dry_run: bool = False):
+    """Rebuild progress and personal_bests from results for the players whose caches are wrong."""
+    from integrity.recovery.repair import repair_progress as repair
+
+    return repair(inv.settings, dry_run=dry_run, consent=None if dry_run else inv.consent,
+                  lock_wait=inv.lock_wait, command=inv.command)
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def migrate_dry_run(inv: Invocation, *, to: str | None = None, from_backup: str | None = None,
+                    from_live: bool = False, snapshot: str | None = None, alembic_config: Path | None = None,
+                    fail_on: str = "error", keep_copy: bool = False, sample_limit: int = 10):
+    """Rehearse the pending revisions on a copy (of a backup, live or a snapshot) and record
+    the verdict in `inv.ledger`, where `migrate_apply` looks for a passing dry run."""
+    _at_most_one({"--from-backup": from_backup, "--from-live": from_live, "--snapshot": snapshot})
+    _one_of("--fail-on", fail_on, FAIL_ON)
+    from integrity.migrate.dry_run import dry_run
+    from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, SourceChoice
+
+    choice = None
+    if from_backup:
+        choice = SourceChoice(BACKUP, backup_id=from_backup)
+    elif from_live:
+        choice = SourceChoice(LIVE)
+    elif snapshot:
+        choice = SourceChoice(SNAPSHOT, snapshot=snapshot)
+    report = dry_run(inv.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
+                     keep_copy=keep_copy, sample_limit=sample_limit, command=inv.command, lock_wait=inv.lock_wait,
+                     progress=inv.progress)
+    if report.data_pass and inv.ledger is not None:
+        _record_dry_run(inv, report)
+    return report
+
+
+def _record_dry_run(inv: Invocation, report) -> None:
+    from integrity.ledger import utc_now
+    from integrity.migrate.records import DryRunRecord, record_dry_run
+
+    record_dry_run(inv.ledger, DryRunRecord(
+        run_id=inv.run_id, finished_at=utc_now(), store_identity=report.store_identity, engine=report.engine,
+        source=report.source, start_revision=report.start_revision, target_revision=report.target_revision,
+        revisions=report.revision_hashes(), passed=report.passed, errors=report.errors, warnings=report.warnings,
+    ))
+
+
+def migrate_lint(inv: Invocation, *, to: str | None = None, start: str | None = None,
+                 alembic_config: Path | None = None, fail_on: str = "error"):
+    """The static pass alone: the revision graph and each pending revision's operations."""
+    _one_of("--fail-on", fail_on, FAIL_ON)
+    from integrity.migrate.dry_run import lint
+
+    return lint(inv.settings, alembic_config=alembic_config, to=to, start=start, fail_on=fail_on)
+
+
+def migrate_rules(inv: Invocation):
+    """Every rule of the dry run and lint: id, severity, phase, meaning, fix."""
+    from integrity.migrate.rules import rules_listing
+
+    return rules_listing()
+
+
+def migrate_apply(inv: Invocation, *, to: str | None = None, alembic_config: Path | None = None):
+    """Upgrade live to `to` (default: head) with revisions whose dry run passed, after a
+    pinned backup and `inv.consent`."""
+    from integrity.migrate.apply import apply_migrations
+
+    return apply_migrations(inv.settings, inv.ledger, alembic_config=alembic_config, to=to, consent=inv.consent,
+                            command=inv.command, lock_wait=inv.lock_wait)
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+def schedule_list(inv: Invocation):
+    """Every job: schedule, next fire, last run and outcome, last success."""
+    from integrity.scheduler.listing import list_schedule
+
+    return list_schedule(inv.settings)
+
+
+def schedule_run(inv: Invocation):
+    """Run the [schedule] jobs until a signal; each job is one of these operations
+    (`perform_job`), with an invocation of its own built by the scheduler."""
+    from integrity.scheduler.daemon import run_scheduler
+
+    return run_scheduler(inv.settings, perform=perform_job)
+
+
+def perform_job(inv: Invocation, job) -> Any:
+    """Perform a scheduled job (integrity.jobs.Job): its operation with its options."""
+    operation = globals()[job.operation]
+    return operation(inv, **job.options)
