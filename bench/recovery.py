@@ -266,7 +266,7 @@ def diff_rows(live: str, backup: str) -> tuple[int, dict[str, int]]:
     """One diff of the two databases: rows compared (the larger side, summed) and the
     differences found per table."""
     from game_core.db import create_engine
-    from integrity.recovery.diff import diff_databases
+    from integrity.tablediff.backup_live import diff_databases
 
     live_engine = create_engine(live, read_only=True)
     backup_engine = create_engine(backup, read_only=True)
@@ -291,7 +291,7 @@ def child(kind: str, live: str, backup: str) -> None:
     """One diff in this fresh process; print seconds, baseline and peak memory (as bench/audits.py)."""
     if kind != "diff":
         raise SystemExit(f"unknown child {kind}")
-    import integrity.recovery.diff  # noqa: F401
+    import integrity.tablediff.backup_live  # noqa: F401
     from game_core.db import create_engine
 
     for url in (live, backup):

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from backup_helpers import fill_database
 from game_core.db import create_engine
 from game_core.errors import InvalidInput
-from integrity.migrate import content_diff as content_diff_module
-from integrity.migrate.content_diff import CHANGE_KINDS, diff_table_content, render_key
+from integrity.tablediff import changes, migration, walk
+from integrity.tablediff.changes import CHANGE_KINDS
+from integrity.tablediff.migration import diff_table_content, render_key
 from integrity.migrate.observe import (
     SCHEMA_CHANGE_KINDS,
     capture_schema,
@@ -346,8 +347,8 @@ def paging(request, monkeypatch):
     """PostgreSQL walks pages: tiny ones cross page boundaries, narrow differing pages
     down to single rows and switch to dense fetching, and must find the same."""
     if request.param == "tiny pages":
-        monkeypatch.setattr(content_diff_module, "PAGE_SIZE", 16)
-        monkeypatch.setattr(content_diff_module, "FETCH_MIN", 1)
+        monkeypatch.setattr(migration, "PAGE_SIZE", 16)
+        monkeypatch.setattr(walk, "FETCH_MIN", 1)
     return request.param
 
 
@@ -510,11 +511,11 @@ def test_an_identical_copy_shows_no_difference_in_any_table(world, paging):
     (True, 1, {"rewritten"}),
 ])
 def test_value_kinds_follow_the_documented_rules(old, new, kinds):
-    code = content_diff_module._classify(old, new)
+    code = changes.classify(old, new)
     found = set()
     if code:
-        found.add(content_diff_module._KIND_OF_CODE[code & 7])
-        if code & content_diff_module._SORT_FLAG:
+        found.add(changes.KIND_OF_CODE[code & 7])
+        if code & changes.SORT_FLAG:
             found.add("sort_order")
     assert found == kinds
 
@@ -528,9 +529,9 @@ def test_sqlite_classifies_values_as_the_python_rules_do():
     connection.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, v)")
     connection.executemany("INSERT INTO b VALUES (?, ?)", [(i, old) for i, (old, _new) in enumerate(pairs)])
     connection.executemany("INSERT INTO a VALUES (?, ?)", [(i, new) for i, (_old, new) in enumerate(pairs)])
-    code = content_diff_module._sqlite_code("v", "")
+    code = changes.sqlite_code("v", "")
     sql_codes = [row[0] for row in connection.execute(f"SELECT {code} FROM b JOIN a ON a.id = b.id ORDER BY b.id")]
-    assert sql_codes == [content_diff_module._classify(old, new) for old, new in pairs]
+    assert sql_codes == [changes.classify(old, new) for old, new in pairs]
     assert sql_codes[8] == 0  # 12 and 12.0 are one number
 
 
@@ -544,9 +545,9 @@ def test_sqlite_classifies_values_as_the_python_rules_do():
     (None, None, True, set()),
 ])
 def test_a_column_that_changed_type_category_compares_its_texts(old, new, number_text, kinds):
-    code = content_diff_module._classify_texts(old, new, number_text)
-    found = {content_diff_module._KIND_OF_CODE[code & 7]} if code else set()
-    if code & content_diff_module._SORT_FLAG:
+    code = changes.classify_texts(old, new, number_text)
+    found = {changes.KIND_OF_CODE[code & 7]} if code else set()
+    if code & changes.SORT_FLAG:
         found.add("sort_order")
     assert found == kinds
 

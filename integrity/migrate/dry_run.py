@@ -528,7 +528,7 @@ def _changed_tables(before: dict[str, TableFingerprint], after: dict[str, TableF
 
 def _content_diffs(before_engine, work_engine, tables: list[str], schema_before, schema_after, sample_limit: int,
                    progress: Reporter = NO_PROGRESS):
-    from integrity.migrate.content_diff import diff_table_content
+    from integrity.tablediff.migration import diff_table_content
 
     diffs = []
     compared = [table for table in tables if table in schema_before.tables]  # a new table's rows are all additions
@@ -755,7 +755,7 @@ def _round_trip(project, before_engine, engine, pending, schema_before, before_p
 def _rows_not_restored(before_engine, engine, schema_before, schema_back, tables: list[str], sample_limit: int) -> tuple[int | None, tuple[str, ...]]:
     """Rows the downgrade did not bring back (lost, added or still changed), keyed, for the
     tables present before and after; None when no such table can be compared by rows."""
-    from integrity.migrate.content_diff import diff_table_content
+    from integrity.tablediff.migration import diff_table_content
 
     rows, samples, compared = 0, [], False
     for table in tables:

@@ -15,7 +15,7 @@ reader lock so that prune leaves it alone, and runs what a restore runs, each ph
 4. audits: `checks.run_audits` on the copy (clean or dirty), on a second connection
    while the deep checks run, so both use the two cores;
 5. compare with live: per table rows, and the share of rows that differ, through
-   `integrity.recovery.diff.diff_databases` (live opened read-only);
+   `integrity.tablediff.backup_live.diff_databases` (live opened read-only);
 6. swap rehearsal: the work of the swap, done on the scratch copy (see the model below).
 
 Prediction of a full restore (`integrity restore`), in seconds:
@@ -421,7 +421,7 @@ def _require_drillable(manifest: Manifest, engine: str, identity: str | None) ->
 
 
 def _compare(live, copy) -> tuple[TableComparison, ...]:
-    from integrity.recovery.diff import diff_databases
+    from integrity.tablediff.backup_live import diff_databases
 
     with live.connect() as live_connection, copy.connect() as copy_connection:
         if live.dialect.name == POSTGRESQL:

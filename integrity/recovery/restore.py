@@ -184,7 +184,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     """What a restore would do, or a refusal (exit 4 or 5); reads only.
 
     `row_diff` (the dry run) also restores the backup into scratch and compares it with
-    live row by row (`integrity.recovery.diff`): the rows the restore would remove,
+    live row by row (`integrity.tablediff.backup_live`): the rows the restore would remove,
     bring back and rewrite. A real restore skips it: it costs a scratch restore, and the
     staging copy is checked anyway.
     """
@@ -549,7 +549,7 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
     says "after restore N rows" must never stand beside a copy that holds none (a
     schema-only dump), so such a backup fails here (exit 5) and is journalled failed."""
     from integrity.backups.scratch import open_copy, restored_copy
-    from integrity.recovery import diff
+    from integrity.tablediff import backup_live as diff
 
     conn_settings = connection_settings(settings)
     found = {}

@@ -33,7 +33,7 @@ in correct words than correct characters, which the game refuses at write time),
 recomputed raw wpm too large to store, and whatever the rules refuse (a duration
 under a second, another metrics version, an impossible speed, a time in the future).
 
-First a keyed diff of players and results (`integrity.recovery.diff`, on a read-only
+First a keyed diff of players and results (`integrity.tablediff.backup_live`, on a read-only
 connection to live) finds the candidates: rows only the source holds, and rows whose id
 live now gives to another row. Only those are read again and judged, inside the write
 transaction; memory holds the candidate ids, never a table.
@@ -160,7 +160,7 @@ def _rows(connection: Connection, table: sa.Table, ids: list[int]) -> Iterator[l
 
 def find_candidates(live: Connection, source: Connection, tally: "_Tally") -> dict[str, list[int]]:
     """Ids of the source rows that live lacks or holds with other values, from a keyed
-    diff of each table (`integrity.recovery.diff`: ranges that are equal are compared
+    diff of each table (`integrity.tablediff.backup_live`: ranges that are equal are compared
     inside the databases and skipped, so only differences reach Python).
 
     A row that differs but keeps its natural key (same username; same player and
@@ -168,7 +168,7 @@ def find_candidates(live: Connection, source: Connection, tally: "_Tally") -> di
     candidate. One whose natural key differs shares only its id with a row live has now
     (written after the restore): a candidate, to be re-applied under a new id.
     """
-    from integrity.recovery import diff
+    from integrity.tablediff import backup_live as diff
 
     natural = {"players": ("username",), "results": ("player_id", "started_at")}
     found: dict[str, list[int]] = {"players": [], "results": []}

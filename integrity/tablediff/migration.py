@@ -42,43 +42,37 @@ Speed and memory: no table is loaded into Python.
   and each column's changed values in one pass, a second pass classifies only the rows
   and columns that changed, the row counts give the added rows, and samples come from
   LIMITed queries that stop at the last sample needed.
-- PostgreSQL: the sides are two databases, so both are walked in key order one page of
-  keys at a time (keyset pagination), each server sums a 64-bit hash of every row of the
-  page, and only pages whose summaries differ are narrowed down and fetched; memory
-  holds at most a page per side. A page with one changed row costs a few small
-  fetches; when most rows of the fetched pages differ, the walk stops hashing and
-  fetches pages directly. A differing page goes unseen only if the sums of its hashes
-  collide, about one chance in 2**64.
+- PostgreSQL: the sides are two databases: the keyed walk of `tablediff.walk` (record
+  hashes summed per bucket of an integer key or per page, only differing ranges
+  fetched, pages fetched directly while most of their rows differ); memory holds at
+  most a page per side. The fetched rows are classified here (`changes.classify`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
-from urllib.parse import quote as url_quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from game_core.errors import InvalidInput, PreconditionFailed
-from integrity.migrate.observe import TableShape, postgres_column_types, quote, sqlite_affinity
-from integrity.recovery.diff import keyset_range
+from integrity.db.sql import quote
+from integrity.migrate.observe import TableShape, postgres_column_types, sqlite_affinity
+from integrity.tablediff import sqlite_attach
+from integrity.tablediff.changes import (
+    CHANGE_KINDS, KIND_OF_CODE, SORT_FLAG, VALUE_CODES, classify, classify_texts, sqlite_code,
+)
+from integrity.tablediff.values import canonical, canonical_key
+from integrity.tablediff.walk import Fetched, Identical, Side, Walk, hashing_available, key_collation
 
-CHANGE_KINDS = ("precision_lost", "truncated", "became_null", "storage_class", "sort_order", "rewritten")
-# The value kinds, each with its code in the SQLite classification (sort_order is a flag, 8).
-_VALUE_CODES = {"became_null": 1, "storage_class": 2, "truncated": 3, "precision_lost": 4, "rewritten": 5}
-_SORT_FLAG = 8
-# PostgreSQL pages: the largest page hashed or fetched, and the smallest a differing page
-# is narrowed to before its rows are fetched.
+# PostgreSQL: the largest page the walk hashes or fetches.
 PAGE_SIZE = 50_000
-FETCH_MIN = 64
-# Decimals up to which SQLite recognises a lost precision (NUMERIC(p, s) with s <= 9).
-_SQLITE_DECIMALS = 10
 _ATTACH_ALIAS = "integrity_before"
 
 
@@ -294,49 +288,6 @@ def _dropped_table(engine: Engine, shape: TableShape, tally: _Tally) -> dict[str
 # ---------------------------------------------------------------- SQLite
 
 
-def _sqlite_main_file(dbapi_connection) -> str | None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for _seq, name, path in cursor.execute("PRAGMA database_list"):
-            if name == "main":
-                return path or None
-        return None
-    finally:
-        cursor.close()
-
-
-def _sqlite_code(column: str, collate: str) -> str:
-    """The classification of one column's value pair in a row: 0 unchanged, else a
-    code of _VALUE_CODES plus _SORT_FLAG when the value moved between number and text.
-
-    The unary + strips column affinity, so that '10' in a TEXT column is not turned into
-    10 for comparison with an INTEGER column's 10 (the change this module exists to
-    see); CAST(... AS NUMERIC) has numeric affinity again, which converts a well-formed
-    number text (and only that) when asking "is this text the same number?"."""
-    b, a = f"+b.{quote(column)}", f"+a.{quote(column)}"
-    number = "('integer', 'real')"
-    decimals = " OR ".join(
-        f"(round({a}, {d}) = {a} AND abs({a} - {b}) * 1e{d} < 1 AND round({b}, {d}) <> {b})"
-        for d in range(_SQLITE_DECIMALS)
-    )
-    precision = f"(CASE WHEN typeof({a}) = 'integer' THEN abs({a} - {b}) < 1 ELSE ({decimals}) END)"
-    sort = _SORT_FLAG
-    return (
-        f"(CASE WHEN {b} IS {a}{collate} THEN 0 WHEN {a} IS NULL THEN 1 WHEN {b} IS NULL THEN 5"
-        f" WHEN typeof({b}) IN {number} THEN (CASE"
-        f" WHEN typeof({a}) IN {number} THEN (CASE WHEN {precision} THEN 4 ELSE 5 END)"
-        f" WHEN typeof({a}) = 'text' THEN (CASE WHEN CAST({b} AS NUMERIC) = {a} THEN 2 ELSE 5 END) + {sort}"
-        f" ELSE 5 END)"
-        f" WHEN typeof({b}) = 'text' THEN (CASE"
-        f" WHEN typeof({a}) = 'text' THEN (CASE WHEN length({a}) < length({b})"
-        f" AND substr({b}, 1, length({a})) = {a} COLLATE BINARY THEN 3 ELSE 5 END)"
-        f" WHEN typeof({a}) IN {number} THEN (CASE WHEN CAST({a} AS NUMERIC) = {b} THEN 2 ELSE 5 END) + {sort}"
-        f" WHEN typeof({a}) = 'blob' AND CAST({b} AS BLOB) = {a} THEN 2"
-        f" ELSE 5 END)"
-        f" WHEN typeof({b}) = 'blob' AND typeof({a}) = 'text' AND CAST({a} AS BLOB) = {b} THEN 2"
-        f" ELSE 5 END)"
-    )
-
 
 class _SqliteDiff:
     """Set-based SQL on one connection: the after file as main, the before file attached."""
@@ -344,7 +295,6 @@ class _SqliteDiff:
     def __init__(self, before_engine: Engine, after_engine: Engine, plan: _Plan, tally: _Tally):
         self.before_engine, self.after_engine = before_engine, after_engine
         self.plan, self.tally = plan, tally
-        self.before = f"{_ATTACH_ALIAS}.{quote(plan.table)}"
         self.after = f"main.{quote(plan.table)}"
 
     def run(self) -> tuple[tuple[str, ...], dict[str, int]]:
@@ -352,19 +302,20 @@ class _SqliteDiff:
         # (BEGIN IMMEDIATE) on a writable copy, and ATTACH/DETACH want no transaction.
         before_raw = self.before_engine.raw_connection()
         try:
-            before_path = _sqlite_main_file(before_raw)
+            before_path = sqlite_attach.main_file(before_raw.cursor().execute)
         finally:
             before_raw.close()
         raw = self.after_engine.raw_connection()
         try:
-            after_path = _sqlite_main_file(raw)
+            self.cursor = raw.cursor()
+            after_path = sqlite_attach.main_file(self.cursor.execute)
             if not before_path or before_path == after_path:
                 raise ContentDiffFailed(
                     f"the before and after copies of table {self.plan.table} must be two database files "
                     f"(got {before_path or 'an in-memory database'} and {after_path})"
                 )
-            self.cursor = raw.cursor()
-            self._attach(before_path)
+            self.alias = self._attach(before_path)
+            self.before = f"{quote(self.alias)}.{quote(self.plan.table)}"
             try:
                 self.cursor.execute("BEGIN")
                 try:
@@ -372,24 +323,24 @@ class _SqliteDiff:
                 finally:
                     self.cursor.execute("ROLLBACK")
             finally:
-                self.cursor.execute(f"DETACH DATABASE {_ATTACH_ALIAS}")
+                sqlite_attach.detach(self.cursor.execute, self.alias)
                 self.cursor.close()
         finally:
             raw.close()
 
-    def _attach(self, path: str) -> None:
-        attached = {row[1] for row in self.cursor.execute("PRAGMA database_list")}
-        if _ATTACH_ALIAS in attached:  # left by an interrupted diff on this pooled connection
-            self.cursor.execute(f"DETACH DATABASE {_ATTACH_ALIAS}")
+    def _attach(self, path: str) -> str:
+        """The before copy, attached read-only: it must never be written."""
+        refusal = "the attachment is not that file"
         try:
-            # Read-only through a URI: the before copy must never be written. game_core's
-            # connect hook opens connections with URIs enabled.
-            self.cursor.execute(f"ATTACH DATABASE ? AS {_ATTACH_ALIAS}", (f"file:{url_quote(path)}?mode=ro",))
-        except Exception as exc:
+            alias = sqlite_attach.attach_read_only(self.cursor.execute, path, _ATTACH_ALIAS)
+        except sqlite3.Error as exc:
+            alias, refusal = None, str(exc)
+        if alias is None:
             raise ContentDiffFailed(
-                f"cannot attach the before copy {path} read-only to the after copy: {exc}; "
+                f"cannot attach the before copy {path} read-only to the after copy: {refusal}; "
                 "open both with game_core.db.create_engine"
-            ) from None
+            )
+        return alias
 
     def _one(self, sql: str, params: Sequence = ()) -> tuple:
         return self.cursor.execute(sql, params).fetchone()
@@ -425,7 +376,7 @@ class _SqliteDiff:
 
     def _keyed(self, key: tuple[str, ...]) -> None:
         plan, tally = self.plan, self.tally
-        before_types, after_types = self._declared_types(_ATTACH_ALIAS), self._declared_types("main")
+        before_types, after_types = self._declared_types(quote(self.alias)), self._declared_types("main")
         differs, codes = {}, {}
         for name in plan.common:
             numeric = ("INTEGER", "REAL", "NUMERIC")
@@ -434,7 +385,7 @@ class _SqliteDiff:
                 sqlite_affinity(before_types.get(name)) in numeric and sqlite_affinity(after_types.get(name)) in numeric
             ) else " COLLATE BINARY"
             differs[name] = f"+b.{quote(name)} IS NOT +a.{quote(name)}{collate}"
-            codes[name] = _sqlite_code(name, collate)
+            codes[name] = sqlite_code(name, collate)
         join = " AND ".join(f"a.{quote(name)} = b.{quote(name)}" for name in key)
         unmatched = f"a.{quote(key[0])} IS NULL"
         key_list = ", ".join(f"b.{quote(name)}" for name in key)
@@ -490,17 +441,17 @@ class _SqliteDiff:
         selected = ", ".join(f"{codes[name]} AS k{index}" for index, name in enumerate(columns))
         sums = []
         for index in range(len(columns)):
-            sums += [f"SUM(k{index} & 7 = {code})" for code in _VALUE_CODES.values()]
-            sums.append(f"SUM(k{index} >= {_SORT_FLAG})")
+            sums += [f"SUM(k{index} & 7 = {code})" for code in VALUE_CODES.values()]
+            sums.append(f"SUM(k{index} >= {SORT_FLAG})")
         row = self._one(
             f"SELECT {', '.join(sums)} FROM (SELECT {selected} FROM {self.before} AS b JOIN {self.after} AS a"
             f" ON {join} WHERE {' OR '.join(differs[name] for name in columns)} LIMIT -1)"
         )
-        width = len(_VALUE_CODES) + 1
+        width = len(VALUE_CODES) + 1
         for index, name in enumerate(columns):
             counts = self.tally.column(name)
             values = row[index * width: (index + 1) * width]
-            for kind, rows in zip((*_VALUE_CODES, "sort_order"), values):
+            for kind, rows in zip((*VALUE_CODES, "sort_order"), values):
                 if rows:
                     counts.add(kind, int(rows))
 
@@ -537,7 +488,7 @@ _INSTANT_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 # Types hash_record_extended can hash as they are; others are hashed through their text.
 _PG_HASHABLE_CATEGORIES = frozenset({"B", "D", "E", "S", "T"})
 _PG_HASHABLE_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8", "oid", "uuid", "bytea", "jsonb"})
-_PG_HASH_VERSION = (14,)
+_PG_INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
 
 
 def _pg_mode(before: tuple[str, str, str], after: tuple[str, str, str]) -> str:
@@ -553,117 +504,8 @@ def _pg_mode(before: tuple[str, str, str], after: tuple[str, str, str]) -> str:
     return _TEXT
 
 
-@dataclass(frozen=True)
-class _Summary:
-    rows: int
-    digest: Any  # the sum of the page's row hashes (None when not hashed)
-    last: tuple | None  # the page's last key
-    extras: tuple[int, ...] = ()
-
-
-class _PgSide:
-    """SQL for one side of the walk: pages, ranges, counts and row fetches in key order.
-
-    `hashed` and `extras` are expressions over the page's columns c0, c1, ... (the common
-    columns in order); `fetched` are expressions over the table's own columns."""
-
-    def __init__(self, connection: Connection, table: str, key: tuple[str, ...], columns: Sequence[str], *,
-                 hashed: list[str], fetched: list[str], nullable_key: bool, extras: Sequence[str] = ()):
-        self.connection = connection
-        self.table = quote(table)
-        self.key = key
-        self.keys = [quote(name) for name in key]
-        self.columns = [quote(name) for name in columns]
-        self.hashed = hashed
-        self.fetched = fetched
-        self.extras = list(extras)
-        # Rows with a NULL in a key column match nothing; they are counted apart, and the
-        # walk's row comparisons (which NULL would defeat) never see them.
-        self.not_null = " AND ".join(f"{k} IS NOT NULL" for k in self.keys) if nullable_key else ""
-
-    def where(self, after: tuple | None, upto: tuple | None, params: dict) -> str:
-        parts = [self.not_null] if self.not_null else []
-        return " AND ".join(parts + keyset_range(self.keys, after, upto, params)) or "TRUE"
-
-    def summary(self, after: tuple | None, limit: int, *, hashed: bool) -> _Summary:
-        """The next `limit` rows after `after`: how many, their last key, and (hashed) the
-        sum of their row hashes and the extra counts. The hashes are computed over the
-        limited page, never over rows a sort would only discard."""
-        params: dict[str, Any] = {"limit": limit}
-        where = self.where(after, None, params)
-        aliases = [f"k{index}" for index in range(len(self.keys))]
-        page_columns = [f"{k} AS {alias}" for k, alias in zip(self.keys, aliases)]
-        aggregates = ["COUNT(*)"]
-        if hashed:
-            page_columns += [f"{column} AS c{index}" for index, column in enumerate(self.columns)]
-            aggregates.append(f"COALESCE(SUM(hash_record_extended(ROW({', '.join(self.hashed)}), 0)), 0)")
-            aggregates += [f"COUNT(*) FILTER (WHERE {extra})" for extra in self.extras]
-        page = (
-            f"SELECT {', '.join(page_columns)} FROM {self.table} WHERE {where} "
-            f"ORDER BY {', '.join(self.keys)} LIMIT :limit"
-        )
-        if len(aliases) == 1:
-            # One key column: its MAX is the page's last key, in the same scan.
-            query = f"SELECT {', '.join(aggregates)}, MAX(k0) FROM ({page}) AS page"
-        else:
-            descending = ", ".join(f"{alias} DESC" for alias in aliases)
-            query = (
-                f"WITH page AS ({page}) SELECT {', '.join(f'totals.t{i}' for i in range(len(aggregates)))}, "
-                f"{', '.join(f'last.{alias}' for alias in aliases)} "
-                f"FROM (SELECT {', '.join(f'{a} AS t{i}' for i, a in enumerate(aggregates))} FROM page) AS totals "
-                f"LEFT JOIN (SELECT {', '.join(aliases)} FROM page ORDER BY {descending} LIMIT 1) AS last ON TRUE"
-            )
-        row = self.connection.execute(sa.text(query), params).one()
-        rows = int(row[0])
-        last = tuple(row[len(aggregates):]) if rows else None
-        if not hashed:
-            return _Summary(rows, None, last)
-        return _Summary(rows, row[1], last, tuple(int(value) for value in row[2:len(aggregates)]))
-
-    def count(self, after: tuple | None, upto: tuple | None, cap: int) -> int:
-        params: dict[str, Any] = {"cap": cap}
-        where = self.where(after, upto, params)
-        return int(self.connection.execute(sa.text(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self.table} WHERE {where} LIMIT :cap) AS capped"
-        ), params).scalar_one())
-
-    def rows(self, after: tuple | None, upto: tuple | None) -> list[tuple]:
-        params: dict[str, Any] = {}
-        where = self.where(after, upto, params)
-        result = self.connection.execute(sa.text(
-            f"SELECT {', '.join(self.keys + self.fetched)} FROM {self.table} WHERE {where} ORDER BY {', '.join(self.keys)}"
-        ), params)
-        # Plain tuples straight from the driver: SQLAlchemy's Row objects would cost a
-        # third of the fetch, and a text() query has no result processing to skip.
-        try:
-            return result.cursor.fetchall()
-        finally:
-            result.close()
-
-    def keys_where(self, after: tuple | None, upto: tuple | None, condition: str, limit: int) -> list[tuple]:
-        params: dict[str, Any] = {"limit": limit}
-        where = self.where(after, upto, params)
-        return [tuple(row) for row in self.connection.execute(sa.text(
-            f"SELECT {', '.join(self.keys)} FROM {self.table} WHERE {where} AND ({condition}) "
-            f"ORDER BY {', '.join(self.keys)} LIMIT :limit"
-        ), params)]
-
-    def null_keys(self, limit: int) -> tuple[int, list[tuple]]:
-        """Rows with a NULL key column: how many, and the first `limit` of them."""
-        if not self.not_null:
-            return 0, []
-        condition = " OR ".join(f"{k} IS NULL" for k in self.keys)
-        count = int(self.connection.execute(sa.text(
-            f"SELECT COUNT(*) FROM {self.table} WHERE {condition}"
-        )).scalar_one())
-        samples = [tuple(row) for row in self.connection.execute(sa.text(
-            f"SELECT {', '.join(self.keys)} FROM {self.table} WHERE {condition} ORDER BY {', '.join(self.keys)} LIMIT :limit"
-        ), {"limit": limit})] if count else []
-        return count, samples
-
-
 class _PostgresDiff:
-    """Two databases: a keyed walk with per-page hash summaries, or a multiset merge."""
+    """Two databases: the keyed walk (tablediff.walk), or a multiset merge."""
 
     def __init__(self, before_engine: Engine, after_engine: Engine, plan: _Plan, tally: _Tally):
         self.before_engine, self.after_engine = before_engine, after_engine
@@ -674,13 +516,6 @@ class _PostgresDiff:
             # One snapshot per side for the whole walk.
             before = before.execution_options(isolation_level="REPEATABLE READ")
             after = after.execution_options(isolation_level="REPEATABLE READ")
-            for connection in (before, after):
-                version = connection.dialect.server_version_info or (0,)
-                if tuple(version[:1]) < _PG_HASH_VERSION:
-                    raise ContentDiffFailed(
-                        "the content diff needs PostgreSQL 14 or newer (hash_record_extended); "
-                        f"the server is {'.'.join(map(str, version))}"
-                    )
             plan = self.plan
             before_types = postgres_column_types(before, plan.table)
             after_types = postgres_column_types(after, plan.table)
@@ -692,6 +527,9 @@ class _PostgresDiff:
             }
             self.hashable = {
                 name: _pg_hashable(before_types[name]) and _pg_hashable(after_types[name]) for name in plan.common
+            }
+            self.integer = {
+                name: {before_types[name][2], after_types[name][2]} <= _PG_INTEGER_TYPES for name in plan.common
             }
             dropped = {}
             if plan.dropped:
@@ -716,7 +554,7 @@ class _PostgresDiff:
 
     # ---- the keyed walk
 
-    def _sides(self, before: Connection, after: Connection, key: tuple[str, ...]) -> tuple[_PgSide, _PgSide]:
+    def _sides(self, before: Connection, after: Connection, key: tuple[str, ...]) -> tuple[Side, Side]:
         plan = self.plan
         hashed, fetched = [], []
         for index, name in enumerate(plan.common):
@@ -731,75 +569,36 @@ class _PostgresDiff:
                 hashed.append(f"{page_column}::text")
             fetched.append(f"{quote(name)}::text" if mode == _CATEGORY else quote(name))
         self.category = [name for name in plan.common if self.modes[name] == _CATEGORY]
-        # On a page whose hashes agree, a category-changed column's texts are equal row by
+        # On a range whose hashes agree, a category-changed column's texts are equal row by
         # row: each of its non-NULL values is a storage_class change, counted here.
         not_null = [f"c{plan.common.index(name)} IS NOT NULL" for name in self.category]
         extras = not_null + ([" OR ".join(not_null)] if not_null else [])
+        collation = key_collation(before, after)
+        keys = [
+            quote(name) + (f' COLLATE "{collation}"' if collation and self.categories[name] == "S" else "")
+            for name in key
+        ]
+        columns = [quote(name) for name in plan.common]
         return (
-            _PgSide(before, plan.table, key, plan.common, hashed=hashed, fetched=fetched,
-                    nullable_key=plan.before_nullable_key, extras=extras),
-            _PgSide(after, plan.table, key, plan.common, hashed=hashed, fetched=fetched,
-                    nullable_key=plan.after_nullable_key),
+            Side(before, quote(plan.table), keys, columns=columns, hashed=hashed, fetched=keys + fetched,
+                 extras=extras, nullable_key=plan.before_nullable_key),
+            Side(after, quote(plan.table), keys, columns=columns, hashed=hashed, fetched=keys + fetched,
+                 nullable_key=plan.after_nullable_key),
         )
 
     def _walk(self, before_connection: Connection, after_connection: Connection, key: tuple[str, ...]) -> None:
         before, after = self._sides(before_connection, after_connection, key)
         self.key = key
-        for connection in (before_connection, after_connection):
-            # Pages must come from the key's index in key order. A copy restored from a
-            # dump has no statistics yet, and the planner then sorts the whole table for
-            # every page. Disabled plans cost 10**10, which would make every page query
-            # pay a JIT compilation (0.4 s here) too. These settings end with the walk's
-            # transaction.
-            connection.execute(sa.text("SET LOCAL enable_seqscan = off"))
-            connection.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
-            connection.execute(sa.text("SET LOCAL jit = off"))
+        # An integer key on both sides (int2/int4/int8: `>>` buckets them) is unique here.
+        buckets = len(key) == 1 and self.integer[key[0]]
+        walk = Walk(before, after, page_size=PAGE_SIZE, buckets=buckets,
+                    hashing=hashing_available(before_connection, after_connection))
+        for event in walk:
+            if isinstance(event, Fetched):
+                walk.report_differing(self._compare_rows(event.rows_a, event.rows_b))
+            else:
+                self._identical(before, event)
         tally = self.tally
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="content-diff-before") as pool:
-            def both(on_before, on_after):
-                # The before side's query runs in the worker while this thread runs the
-                # after side's: two backends, two cores.
-                future = pool.submit(on_before)
-                try:
-                    after_result = on_after()
-                finally:
-                    before_result = future.result()
-                return before_result, after_result
-
-            cursor: tuple | None = None
-            size = PAGE_SIZE
-            dense = False
-            while True:
-                page_before, page_after = both(
-                    lambda: before.summary(cursor, size, hashed=not dense),
-                    lambda: after.summary(cursor, size, hashed=not dense),
-                )
-                if not dense:
-                    if (page_before.rows, page_before.digest) == (page_after.rows, page_after.digest) and _same_key(
-                        page_before.last, page_after.last
-                    ):
-                        self._identical_page(before, cursor, page_before)
-                        if page_before.rows < size:
-                            break
-                        cursor = page_before.last
-                        size = min(PAGE_SIZE, size * 2)
-                        continue
-                    if size > FETCH_MIN:
-                        # Narrow in the databases before fetching: a single changed row
-                        # then costs a few small fetches, not whole pages through Python.
-                        size = max(FETCH_MIN, size // 8)
-                        continue
-                upto = self._upto(before, cursor, page_before, page_after, size)
-                rows_before, rows_after = both(lambda: before.rows(cursor, upto), lambda: after.rows(cursor, upto))
-                differing = self._compare_rows(rows_before, rows_after)
-                # Most rows differ (a column rewritten everywhere): hashing first only adds
-                # work, so fetch pages directly, growing them, until that stops being true.
-                dense = differing * 2 > max(len(rows_before), len(rows_after))
-                if dense:
-                    size = min(PAGE_SIZE, size * 2)
-                if upto is None:
-                    break
-                cursor = upto
         for side, samples, is_before in ((before, tally.lost_samples, True), (after, tally.added_samples, False)):
             count, keys = side.null_keys(tally.needs(samples))
             if is_before:
@@ -811,28 +610,14 @@ class _PostgresDiff:
             for row in keys:
                 tally.sample(samples, render_key(key, row))
 
-    def _upto(self, before: _PgSide, cursor: tuple | None, page_before: _Summary, page_after: _Summary, size: int):
-        """The end of the next range to fetch: at most `size` rows of either side in it."""
-        full_before, full_after = page_before.rows >= size, page_after.rows >= size
-        if not full_before and not full_after:
-            return None
-        if not full_before:
-            return page_after.last
-        if not full_after:
-            return page_before.last
-        if _same_key(page_before.last, page_after.last):
-            return page_before.last
-        # Which key comes first is the database's question (its collation), not Python's.
-        return page_after.last if before.count(cursor, page_after.last, size) < size else page_before.last
-
-    def _identical_page(self, before: _PgSide, cursor: tuple | None, page: _Summary) -> None:
+    def _identical(self, before: Side, event: Identical) -> None:
         tally = self.tally
-        tally.rows_before += page.rows
-        tally.rows_after += page.rows
-        if not self.category or not page.rows:
+        tally.rows_before += event.rows
+        tally.rows_after += event.rows
+        if not self.category:
             return
-        tally.changed += page.extras[-1]
-        for name, values in zip(self.category, page.extras):
+        tally.changed += event.extras[-1]
+        for name, values in zip(self.category, event.extras):
             if not values:
                 continue
             counts = tally.column(name)
@@ -842,7 +627,7 @@ class _PostgresDiff:
                 counts.add("sort_order", values)
             need = tally.needs(counts.samples)
             if need > 0:
-                for row in before.keys_where(cursor, page.last, f"{quote(name)} IS NOT NULL", need):
+                for row in before.keys_where(event.after, event.upto, f"{quote(name)} IS NOT NULL", need):
                     tally.sample(counts.samples, render_key(self.key, row))
 
     def _compare_rows(self, rows_before: list[tuple], rows_after: list[tuple]) -> int:
@@ -850,7 +635,7 @@ class _PostgresDiff:
         only per-row Python of the walk (pages that differ), so it stays lean: raw
         tuples, one pass per side, samples rendered only while still wanted."""
         tally, width, key = self.tally, len(self.key), self.key
-        key_of = _key_function(width)
+        key_of = (lambda row: canonical(row[0])) if width == 1 else (lambda row: canonical_key(row[:width]))
         limit = tally.sample_limit
         columns = [
             (width + index, tally.column(name), self.modes[name] == _CATEGORY, name in self.number_text)
@@ -872,17 +657,17 @@ class _PostgresDiff:
             for position, counts, category, number_text in columns:
                 old, new = row[position], other[position]
                 if category:
-                    code = _classify_texts(old, new, number_text)
+                    code = classify_texts(old, new, number_text)
                 elif old == new and type(old) is type(new):
                     continue
                 else:
-                    code = _classify(old, new)
+                    code = classify(old, new)
                 if not code:
                     continue
                 row_changed = True
                 counts.changed += 1
-                counts.add(_KIND_OF_CODE[code & 7])
-                if code & _SORT_FLAG:
+                counts.add(KIND_OF_CODE[code & 7])
+                if code & SORT_FLAG:
                     counts.add("sort_order")
                 if len(counts.samples) < limit:
                     counts.samples.append(render_key(key, row[:width]))
@@ -986,137 +771,4 @@ def _pg_unique(connection: Connection, table: str, key: tuple[str, ...]) -> bool
     )).first() is None
 
 
-# ---------------------------------------------------------------- classifying values in Python
 
-_KIND_OF_CODE = {code: kind for kind, code in _VALUE_CODES.items()}
-
-
-def _same_key(left: tuple | None, right: tuple | None) -> bool:
-    if left is None or right is None:
-        return left is right
-    return _normal_key(left) == _normal_key(right)
-
-
-def _normal_key(values: Sequence) -> tuple:
-    return tuple(map(_normal, values))
-
-
-def _key_function(width: int):
-    """A row's key (its first `width` values) in canonical form, for matching rows."""
-    if width == 1:
-        return lambda row: _normal(row[0])
-    return lambda row: tuple(map(_normal, row[:width]))
-
-
-def _normal(value: Any) -> Any:
-    """One canonical Python value per stored value, whatever column type returned it:
-    floats as decimals (0.1 equals numeric 0.1), naive timestamps and dates as UTC
-    instants (the session's time zone is UTC, as in production)."""
-    kind = type(value)
-    if kind is int or kind is str or value is None:
-        return value
-    if kind is float:
-        try:
-            return Decimal(repr(value))
-        except InvalidOperation:
-            return value
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, Decimal)) and not isinstance(value, bool)
-
-
-def _equal(old: Any, new: Any) -> bool:
-    if isinstance(old, bool) != isinstance(new, bool):
-        return False
-    if isinstance(old, Decimal) and isinstance(new, Decimal) and old.is_nan() and new.is_nan():
-        return True
-    return old == new
-
-
-def _classify(old: Any, new: Any) -> int:
-    """The same classification as _sqlite_code, for values as the driver returns them."""
-    old, new = _normal(old), _normal(new)
-    if _equal(old, new):
-        return 0
-    if new is None:
-        return _VALUE_CODES["became_null"]
-    if old is None:
-        return _VALUE_CODES["rewritten"]
-    if _is_number(old):
-        if _is_number(new):
-            return _VALUE_CODES["precision_lost" if _precision_lost(old, new) else "rewritten"]
-        if isinstance(new, str):
-            return _VALUE_CODES["storage_class" if _text_is_number(new, old) else "rewritten"] | _SORT_FLAG
-        return _VALUE_CODES["rewritten"]
-    if isinstance(old, str):
-        if isinstance(new, str):
-            truncated = len(new) < len(old) and old.startswith(new)
-            return _VALUE_CODES["truncated" if truncated else "rewritten"]
-        if _is_number(new):
-            return _VALUE_CODES["storage_class" if _text_is_number(old, new) else "rewritten"] | _SORT_FLAG
-        if isinstance(new, bytes) and old.encode() == new:
-            return _VALUE_CODES["storage_class"]
-        return _VALUE_CODES["rewritten"]
-    if isinstance(old, bytes) and isinstance(new, str) and new.encode() == old:
-        return _VALUE_CODES["storage_class"]
-    return _VALUE_CODES["rewritten"]
-
-
-def _classify_texts(old: str | None, new: str | None, number_text: bool) -> int:
-    """A column whose type category changed, compared through both sides' text: every
-    non-NULL value changed type; it kept its value when the texts agree (or, between
-    number and text, when both read as the same number)."""
-    if old is None and new is None:
-        return 0
-    if new is None:
-        return _VALUE_CODES["became_null"]
-    if old is None:
-        return _VALUE_CODES["rewritten"]
-    same = old == new or (number_text and _same_number_text(old, new))
-    code = _VALUE_CODES["storage_class" if same else "rewritten"]
-    return code | _SORT_FLAG if number_text else code
-
-
-def _decimal(text: str) -> Decimal | None:
-    try:
-        number = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
-
-
-def _text_is_number(text: str, number: int | Decimal) -> bool:
-    parsed = _decimal(text)
-    return parsed is not None and parsed == number
-
-
-def _same_number_text(left: str, right: str) -> bool:
-    a, b = _decimal(left), _decimal(right)
-    return a is not None and a == b
-
-
-def _decimals(number: int | Decimal) -> int:
-    if isinstance(number, int):
-        return 0
-    return max(0, -number.normalize().as_tuple().exponent)
-
-
-def _precision_lost(old: int | Decimal, new: int | Decimal) -> bool:
-    """`new` has fewer decimals than `old` and lies within one unit of its own last
-    decimal of it: 12.37 to 12.4, 12.3 or 12 (rounded, cut or even rounded up)."""
-    if isinstance(old, Decimal) and not old.is_finite() or isinstance(new, Decimal) and not new.is_finite():
-        return False
-    if type(new) is int:
-        # The common case (a column made integer), without Decimal's normalisation: the
-        # values differ, so within one unit means `old` had decimals.
-        return abs(old - new) < 1
-    places = _decimals(new)
-    return places < _decimals(old) and abs(Decimal(new) - Decimal(old)) * (Decimal(10) ** places) < 1
