@@ -255,7 +255,7 @@ def test_full_disk_during_staging_is_a_clear_error_and_live_is_untouched(tmp_pat
 def test_keep_newer_needs_the_safety_backup(sqlite_env):
     backup_id = sqlite_env.create()
     result = sqlite_env.invoke("restore", backup_id, "--yes", "--keep-newer", "--no-safety-backup")
-    assert result.returncode == 4
+    assert result.returncode == 2  # the two options contradict each other: a usage error
     assert "--no-safety-backup" in one_error(result)
 
 
