@@ -67,8 +67,9 @@ def dry_run(
     --keep-copy. The result is recorded in the ledger with the revision files' hashes, for
     `migrate apply`.
 
-    Exit 0 when clean (or nothing is pending); 3 on error findings (or warnings with
-    --fail-on warning); 4 when the dry run could not run (config, history, rights, source)."""
+    Exit 0 when clean (or nothing is pending); 2 for two sources or an unknown --format or
+    --fail-on; 3 on error findings (or warnings with --fail-on warning); 4 when the dry run
+    could not run (config, history, rights, source)."""
     from integrity import api
 
     report = api.migrate_dry_run(
@@ -92,8 +93,8 @@ def lint(
     operations (recorded through Alembic's offline mode for SQLite and PostgreSQL) against
     the rules of `integrity migrate rules`. Takes well under 2 seconds.
 
-    Exit 0 when clean; 3 on error findings (or warnings with --fail-on warning); 4 for a
-    config or history that does not load."""
+    Exit 0 when clean; 2 for an unknown --format or --fail-on; 3 on error findings (or
+    warnings with --fail-on warning); 4 for a config or history that does not load."""
     from integrity import api
 
     report = api.migrate_lint(ctx.obj.invocation(), to=to, start=start, alembic_config=alembic_config,

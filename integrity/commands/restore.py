@@ -32,7 +32,8 @@ def restore(
     """Restore a backup over the live database: staging restore and checks, safety backup of
     live taken last (SQLite: writers held out until the swap commits; PostgreSQL: later
     writes stay in the kept old database), atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
-    Exit 4 when a precondition or consent is missing, 5 when the backup or the staging copy fails verification."""
+    Exit 2 for --keep-newer with --no-safety-backup, 4 when a precondition or consent is missing,
+    5 when the backup or the staging copy fails verification."""
     from integrity import api
 
     ctx.obj.emit(api.restore(
