@@ -58,9 +58,9 @@ def fresh(path: Path) -> Path:
 
 
 def bench_sqlite(database: Path, repeat: int) -> None:
-    from integrity.backups.create import create_backup
+    from integrity import api
     from integrity.backups.repository import Repository
-    from integrity.backups.verify import quick_verify
+    from integrity.invocation import Invocation
 
     anchor_dir = WORK / "anchor"
     repository = WORK / "repository"
@@ -75,7 +75,7 @@ def bench_sqlite(database: Path, repeat: int) -> None:
 
     def our_create():
         fresh(repository)
-        create_backup(settings)
+        api.backup_create(Invocation(settings, command="backup create"))
 
     anchor = median_seconds(anchor_create, repeat)
     ours = median_seconds(our_create, repeat)
@@ -85,7 +85,8 @@ def bench_sqlite(database: Path, repeat: int) -> None:
     backup_id = Repository(repository).backup_ids()[-1]
     data = repository / backup_id / "data.db.zst"
     anchor = median_seconds(lambda: (run(["sha256sum", str(data)]), run(["zstd", "-q", "-t", str(data)])), repeat)
-    ours = median_seconds(lambda: quick_verify(Repository(repository), backup_id), repeat)
+    verify = Invocation(settings, command="backup verify")
+    ours = median_seconds(lambda: api.backup_verify(verify, backup_id=backup_id), repeat)
     print(f"quick verify    ours {ours:6.2f}s   anchor (sha256sum + zstd -t)   {anchor:6.2f}s   ratio {ours / anchor:4.2f} (goal <= 1.20)   file {data.stat().st_size / 1e6:.0f} MB")
 
     env = {**os.environ, "XDG_DATA_HOME": str(WORK / "xdg"), "INTEGRITY_BACKUPS__REPOSITORY": str(fresh(WORK / "repo-rss"))}
@@ -100,7 +101,8 @@ def bench_postgres(database: Path, repeat: int, pg_admin_url: str) -> None:
 
     from game_core.db import create_engine
     from game_core.schema_state import upgrade_to_head
-    from integrity.backups.create import create_backup
+    from integrity import api
+    from integrity.invocation import Invocation
 
     name = "bench_backups_" + database.stem.replace("-", "_")
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
@@ -132,7 +134,7 @@ def bench_postgres(database: Path, repeat: int, pg_admin_url: str) -> None:
 
     def our_create():
         fresh(repository)
-        create_backup(settings)
+        api.backup_create(Invocation(settings, command="backup create"))
 
     anchor = median_seconds(anchor_dump, repeat)
     ours = median_seconds(our_create, repeat)

@@ -111,14 +111,14 @@ def bench_snapshot(database: Path, scratch: Path, repeat: int) -> None:
 
 
 def run_dry_run(database: Path, folder: Path, revision_text: str):
-    from integrity.migrate.dry_run import dry_run
-    from integrity.migrate.snapshot import LIVE, SourceChoice
+    from integrity import api
+    from integrity.invocation import Invocation
 
     ini = alembic_ini(folder, revision_text)
     settings = settings_for(f"sqlite:///{database}", folder / "repository")
     settings = replace(settings, state=replace(settings.state, dir=folder / "state"))
     started = time.perf_counter()
-    report = dry_run(settings, alembic_config=ini, choice=SourceChoice(LIVE))
+    report = api.migrate_dry_run(Invocation(settings, command="migrate dry-run"), alembic_config=ini, from_live=True)
     return report, time.perf_counter() - started
 
 

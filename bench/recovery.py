@@ -7,7 +7,7 @@
 Needs the sqlite3 and zstd command-line tools and, for PostgreSQL, the server at
 127.0.0.1:5432 (BENCH_PG_URL to change it) with pg_restore on the PATH.
 
-One backup of the benchmark database is taken with `create_backup` into a repository
+One backup of the benchmark database is taken with `api.backup_create` into a repository
 under bench/.work/recovery-PID/; "live" is always a scratch copy of the benchmark database
 (WAL mode, as the game keeps it), never the database itself. Measured, each against its
 own anchor, as the median of --repeat runs after one warm-up of each side, ours and the
@@ -23,14 +23,14 @@ data file, the live copy) into the page cache; that keeps the whole run under 25
 - swap: `swap_sqlite.swap` (the online backup API, one step, from the staging copy into
   the live file) vs `sqlite3 live.db ".restore copy.db"`, both followed by `sync` and
   both after an untimed `sync` (goal <= 1.5x).
-- SQLite drill: `run_drill` on the live copy vs the manual steps it replaces, each timed
+- SQLite drill: `api.drill` on the live copy vs the manual steps it replaces, each timed
   in the same run: `zstd -d`, `sqlite3 copy.db "PRAGMA integrity_check"`,
   `sqlite3 copy.db "PRAGMA foreign_key_check"`, `checks.run_audits` on the copy (goal
   <= 1.5x). The drill also does what the manual steps do not (a hash check, counts and
   aggregates against the manifest, the compare with live, a swap rehearsal): its phases
   are printed (they may overlap), and its time less the two phases with no manual
   counterpart at all (the compare with live, the swap rehearsal) against the anchor.
-- PostgreSQL drill: `run_drill` on the benchmark data loaded into PostgreSQL vs
+- PostgreSQL drill: `api.drill` on the benchmark data loaded into PostgreSQL vs
   `pg_restore --no-owner --no-privileges --exit-on-error` (one job, as the drill's
   streamed restore) of the same archive (our backup's data file decompressed beforehand,
   untimed) into a freshly created database, plus `checks.run_audits` on it (goal <= 1.3x).
@@ -207,7 +207,8 @@ def bench_swap(staging: Path, live: Path, busy_timeout_ms: int, repeat: int) -> 
 
 def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: int) -> None:
     """`repeat`: the long repeat (no warm-up run)."""
-    from integrity.recovery.drill import run_drill
+    from integrity import api
+    from integrity.invocation import Invocation
 
     data = repository.path_of(manifest.id) / manifest.files[0].name
     reports: list = []
@@ -215,7 +216,7 @@ def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: i
 
     def ours():
         started = time.perf_counter()
-        report = run_drill(settings, backup_id=manifest.id)
+        report = api.drill(Invocation(settings, command="drill"), backup_id=manifest.id)
         reports.append((time.perf_counter() - started, report))
 
     anchor = timed_steps({
@@ -490,13 +491,13 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
     """`repeat`: the long repeat (no warm-up run)."""
     import sqlalchemy as sa
 
-    from integrity.backups.create import create_backup
-    from integrity.recovery.drill import run_drill
+    from integrity import api
+    from integrity.invocation import Invocation
 
     settings = settings_for(url, ROOT / "pg-repository")
     settings = replace(settings, state=replace(settings.state, dir=ROOT / "state"))
     started = time.perf_counter()
-    created = create_backup(settings)
+    created = api.backup_create(Invocation(settings, command="backup create"))
     manifest = created.manifest
     print(f"PostgreSQL backup   {time.perf_counter() - started:6.2f}s   {manifest.files[0].size / 1e6:,.0f} MB "
           f"(raw {manifest.files[0].raw_size / 1e6:,.0f} MB)", flush=True)
@@ -530,7 +531,7 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
     try:
         def ours():
             started = time.perf_counter()
-            report = run_drill(settings, backup_id=manifest.id)
+            report = api.drill(Invocation(settings, command="drill"), backup_id=manifest.id)
             reports.append((time.perf_counter() - started, report))
 
         ours_s, anchor_s = side_by_side(ours, anchor, repeat, prepare=prepare, warm_up=False)
@@ -545,14 +546,15 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
 
 
 def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, keep_postgres: bool, admin_url: str) -> None:
-    from integrity.backups.create import create_backup
+    from integrity import api
     from integrity.backups.repository import Repository
+    from integrity.invocation import Invocation
 
     repository_path, state = ROOT / "repository", ROOT / "state"
     live = scratch_copy(database, ROOT / "live.db")
     settings = sqlite_settings(database, repository_path, state)
     started = time.perf_counter()
-    manifest = create_backup(settings).manifest
+    manifest = api.backup_create(Invocation(settings, command="backup create")).manifest
     repository = Repository(repository_path)
     entry = manifest.files[0]
     print(f"database {database.name}: {manifest.row_counts().get('results', 0):,} results, {entry.raw_size / 1e9:.2f} GB; "
