@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -31,6 +33,30 @@ def isolated_environment(tmp_path, monkeypatch):
         if name.startswith("INTEGRITY_") and name not in ("INTEGRITY_REQUIRE_POSTGRES", "INTEGRITY_TEST_PG_URL"):
             monkeypatch.delenv(name)
     monkeypatch.delenv("GAME_DATABASE_URL", raising=False)
+
+
+# ---------------------------------------------------------------- running on two workers
+
+# Fixtures that reach the shared PostgreSQL server (their closure is in `item.fixturenames`).
+_SERVER_FIXTURES = {"pg_admin", "pg_supply", "pg_template", "pg_url", "pg_empty_url", "pg_restricted_url"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for `pytest -n 2 --dist loadgroup` (the README's command).
+
+    Every test that touches the PostgreSQL server runs on one worker, in order, as in a
+    single process: the server's state is shared (any run's scratch claim sweeps dead
+    runs' databases server-wide, tests plant orphans and list scratch databases, roles
+    are server-wide), so two workers on it could race. Every other test stays with its
+    module, so a module-scoped fixture is built once, on one worker.
+    """
+    for item in items:
+        if item.get_closest_marker("postgres") or _SERVER_FIXTURES & set(item.fixturenames):
+            group = "postgresql-server"
+        else:
+            group = item.module.__name__ if item.module is not None else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 # ---------------------------------------------------------------- SQLite
@@ -91,8 +117,78 @@ def drop_pg_database(admin, name: str) -> None:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def wait_until_nobody_connected(admin, name: str, *, timeout: float = 10) -> None:
+    """PostgreSQL ends a closed connection's backend asynchronously: right after a client
+    disconnects, `pg_stat_activity` may still list it (PITFALLS). Wait for it to go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with admin.connect() as connection:
+            backends = connection.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            ).scalar_one()
+        if backends == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{backends} backend(s) still connected to {name} after {timeout} s")
+        time.sleep(0.02)
+
+
+class DatabaseSupply:
+    """Test databases copied from templates one step ahead of need and dropped behind.
+
+    `CREATE DATABASE ... TEMPLATE` and `DROP DATABASE` each take 0.1 to 0.8 s on this
+    machine, and hundreds of tests need a database of their own: one thread of this
+    session does both while the tests run. A test still gets a fresh copy nobody else
+    knows (made after the previous test took its own), and every drop is checked when
+    the session ends, so a database that could not be dropped fails the run.
+    """
+
+    def __init__(self, admin) -> None:
+        self._admin = admin
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-supply")
+        self._ready: dict[str | None, Future] = {}  # template -> the next copy being made
+        self._drops: list[Future] = []
+
+    def _create(self, template: str | None) -> str:
+        name = f"tg_test_{uuid.uuid4().hex[:12]}"
+        clause = f' TEMPLATE "{template}"' if template else ""
+        with self._admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"{clause}'))
+        return name
+
+    def take(self, template: str | None) -> str:
+        """A new database copied from `template` (None: an empty one), this caller's own."""
+        ready = self._ready.pop(template, None) or self._thread.submit(self._create, template)
+        name = ready.result()
+        self._ready[template] = self._thread.submit(self._create, template)
+        return name
+
+    def drop_later(self, name: str) -> None:
+        self._drops.append(self._thread.submit(drop_pg_database, self._admin, name))
+
+    def forget(self, template: str) -> None:
+        """Drop the copy made ahead from `template`, before the template itself goes."""
+        ready = self._ready.pop(template, None)
+        if ready is not None:
+            drop_pg_database(self._admin, ready.result())
+
+    def close(self) -> None:
+        for template in list(self._ready):
+            self.forget(template)
+        self._thread.shutdown(wait=True)
+        for drop in self._drops:
+            drop.result()  # raises what the server said
+
+
 @pytest.fixture(scope="session")
-def pg_template(pg_admin):
+def pg_supply(pg_admin):
+    supply = DatabaseSupply(pg_admin)
+    yield supply
+    supply.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin, pg_supply):
     name = f"tg_template_{uuid.uuid4().hex[:10]}"
     with pg_admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -101,27 +197,24 @@ def pg_template(pg_admin):
         upgrade_to_head(connection)
     engine.dispose()
     yield name
+    pg_supply.forget(name)
     drop_pg_database(pg_admin, name)
 
 
 @pytest.fixture
-def pg_url(pg_admin, pg_template):
+def pg_url(pg_supply, pg_template):
     """A migrated, empty PostgreSQL database of this test's own, dropped afterwards."""
-    name = f"tg_test_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    name = pg_supply.take(pg_template)
     yield pg_url_for(name)
-    drop_pg_database(pg_admin, name)
+    pg_supply.drop_later(name)
 
 
 @pytest.fixture
-def pg_empty_url(pg_admin):
+def pg_empty_url(pg_supply):
     """An empty PostgreSQL database (no schema), dropped afterwards."""
-    name = f"tg_empty_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    name = pg_supply.take(None)
     yield pg_url_for(name)
-    drop_pg_database(pg_admin, name)
+    pg_supply.drop_later(name)
 
 
 @pytest.fixture
@@ -142,16 +235,48 @@ def pg_restricted_url(pg_admin, pg_url):
         connection.execute(sa.text(f'REVOKE ALL ON DATABASE "{database}" FROM {RESTRICTED_ROLE}'))
 
 
-@pytest.fixture
-def seeded_url(database_url):
-    """`database_url` holding the audits tests' clean seed rows (tests/test_checks_support.py)."""
+def _seed(url: str) -> None:
     from test_checks_support import seed
 
-    engine = create_engine(database_url)
+    engine = create_engine(url)
     with engine.begin() as connection:
         seed(connection)
-    engine.dispose()
-    return database_url
+    engine.dispose()  # nobody may stay connected to a PostgreSQL template
+
+
+@pytest.fixture(scope="session")
+def audit_seed_sqlite_template(tmp_path_factory, sqlite_template):
+    """The migrated template holding the audits tests' clean seed rows, seeded once."""
+    path = tmp_path_factory.mktemp("audit-seed") / "seeded.db"
+    shutil.copyfile(sqlite_template, path)
+    _seed(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def audit_seed_pg_template(pg_admin, pg_supply, pg_template):
+    name = f"tg_audit_seed_{uuid.uuid4().hex[:10]}"
+    with pg_admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    _seed(pg_url_for(name))
+    yield name
+    pg_supply.forget(name)
+    drop_pg_database(pg_admin, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def seeded_url(request, tmp_path):
+    """A database of this test's own holding the audits tests' clean seed rows
+    (tests/test_checks_support.py), on each engine: a copy of a template seeded once per
+    session, so that planting faults in it never touches another test's rows."""
+    if request.param == "sqlite":
+        path = tmp_path / "game.db"
+        shutil.copyfile(request.getfixturevalue("audit_seed_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    supply = request.getfixturevalue("pg_supply")
+    name = supply.take(request.getfixturevalue("audit_seed_pg_template"))
+    request.addfinalizer(lambda: supply.drop_later(name))
+    return pg_url_for(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -270,12 +270,13 @@ def seeded_sqlite_template(tmp_path_factory, sqlite_template) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seeded_pg_template(pg_admin, pg_template):
+def seeded_pg_template(pg_admin, pg_supply, pg_template):
     name = f"tg_cases_{uuid.uuid4().hex[:10]}"
     with pg_admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
     _seed(pg_url_for(name))
     yield name
+    pg_supply.forget(name)
     drop_pg_database(pg_admin, name)
 
 
@@ -288,12 +289,9 @@ def seeded_database(request, tmp_path):
             path = tmp_path / "game.db"
             shutil.copyfile(request.getfixturevalue("seeded_sqlite_template"), path)
             return f"sqlite:///{path}"
-        admin = request.getfixturevalue("pg_admin")
-        template = request.getfixturevalue("seeded_pg_template")
-        name = f"tg_case_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        request.addfinalizer(lambda: drop_pg_database(admin, name))
+        supply = request.getfixturevalue("pg_supply")
+        name = supply.take(request.getfixturevalue("seeded_pg_template"))
+        request.addfinalizer(lambda: supply.drop_later(name))
         return pg_url_for(name)
 
     return make
