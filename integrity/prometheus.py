@@ -334,7 +334,7 @@ def metrics_report(settings: Settings, ledger) -> MetricsReport:
 
 def write_textfile(path: Path, text: str) -> None:
     """Replace `path` with `text` atomically (see the module docstring)."""
-    from integrity.backups.repository import fsync_directory
+    from integrity.backups.durable import fsync_directory
 
     temp = None
     try:

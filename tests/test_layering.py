@@ -54,3 +54,135 @@ def test_a_planted_import_inside_a_function_body_is_caught(tmp_path):
         "game_core/store.py:4 imports integrity.backups",
         "checks/rules.py:2 imports integrity",
     ]
+
+
+# ---------------------------------------------------------------- inside integrity/
+
+# Only the CLI layer renders: the library returns dataclasses (DESIGN.md section 2).
+# integrity/runtime.py is the CLI's environment (`ctx.obj`), the one that emits results.
+RENDER_IMPORTERS = ("integrity/cli.py", "integrity/runtime.py", "integrity/commands/", "integrity/render/")
+
+
+def module_files(root: Path) -> dict[str, Path]:
+    """`integrity.x.y` -> its file, for every module and package under root/integrity."""
+    modules = {}
+    for path in sorted((root / "integrity").rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Each integrity module and the integrity modules it imports, function bodies included;
+    `from integrity.x import y` points at integrity.x.y when y is a module."""
+    modules = module_files(root)
+
+    def nearest_module(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(nearest_module(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets.update(nearest_module(f"{node.module}.{alias.name}") for alias in node.names)
+        graph[name] = {target for target in targets if target and target != name}
+    return graph
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """The import circles: strongly connected components of more than one module (Tarjan)."""
+    graph = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def render_importers(root: Path) -> list[str]:
+    found = []
+    for name, path in module_files(root).items():
+        where = path.relative_to(root).as_posix()
+        if where.startswith(RENDER_IMPORTERS):
+            continue
+        for line, module in imported_modules(path.read_text(encoding="utf-8")):
+            if module == "integrity.render" or module.startswith("integrity.render."):
+                found.append(f"{where}:{line} imports {module}")
+    return found
+
+
+def test_integrity_has_no_import_circle():
+    assert import_cycles(ROOT) == []
+
+
+def test_only_the_cli_layer_imports_the_renderers():
+    assert render_importers(ROOT) == []
+
+
+def _plant(root: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_a_planted_circle_through_a_function_body_is_caught(tmp_path):
+    _plant(tmp_path, {
+        "integrity/__init__.py": "",
+        "integrity/scheduler/__init__.py": "",
+        "integrity/scheduler/runner.py": "from integrity.runtime import Runtime\n",
+        "integrity/runtime.py": "def emit():\n    from integrity import status\n",
+        "integrity/status.py": "def heartbeat():\n    from integrity.scheduler.runner import run_job\n",
+        "integrity/ledger.py": "import integrity.errors\n",
+        "integrity/errors.py": "",
+    })
+    assert import_cycles(tmp_path) == [["integrity.runtime", "integrity.scheduler.runner", "integrity.status"]]
+
+
+def test_a_planted_render_import_in_the_library_is_caught(tmp_path):
+    _plant(tmp_path, {
+        "integrity/__init__.py": "",
+        "integrity/render/__init__.py": "",
+        "integrity/render/text.py": "",
+        "integrity/cli.py": "from integrity.render.text import render_text\n",
+        "integrity/commands/backup.py": "from integrity.render import text\n",
+        "integrity/status.py": "def detail():\n    from integrity.render.text import age_text\n",
+        "integrity/backups/verify.py": "import integrity.render\n",
+    })
+    assert render_importers(tmp_path) == [
+        "integrity/backups/verify.py:1 imports integrity.render",
+        "integrity/status.py:2 imports integrity.render.text",
+    ]

@@ -25,6 +25,7 @@ from integrity import __version__
 from integrity.backups.archive import check_archive
 from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.signing import signer_of
+from integrity.backups.durable import fsync_directory
 from integrity.backups.repository import (
     MANIFEST,
     MANIFEST_HASH,
@@ -33,7 +34,6 @@ from integrity.backups.repository import (
     Repository,
     RepositoryUnusable,
     backup_time,
-    fsync_directory,
     new_backup_id,
     sha256_bytes,
 )

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from integrity.backups.catalog import Catalog, read_catalog
-from integrity.backups.repository import TEMP_PREFIX, JournalIncomplete, Repository, fsync_directory
+from integrity.backups.durable import fsync_directory
+from integrity.backups.repository import TEMP_PREFIX, JournalIncomplete, Repository
 from integrity.locks import LockHeld
 from integrity.settings import RetentionSettings, Settings
 

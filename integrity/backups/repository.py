@@ -99,14 +99,6 @@ def is_backup_id(text: object) -> bool:
     return True
 
 
-def fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -514,7 +506,9 @@ class Repository:
         if sha256_bytes(data) != recorded:
             raise BackupCorrupt(f"{where}: manifest.json does not match manifest.sha256; it was edited or damaged")
         if self.verifier is not None:  # hashes prove intact, only the signature proves who made it
-            self.verifier.check(backup_id, data, directory / MANIFEST_SIGNATURE)
+            problem = self.verifier.problem(backup_id, data, directory / MANIFEST_SIGNATURE)
+            if problem:
+                raise BackupCorrupt(problem)
         try:
             manifest = Manifest.from_json(data)
         except ManifestInvalid as exc:

@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from game_core.errors import ExitCode, PreconditionFailed
-from integrity.backups.repository import MANIFEST_SIGNATURE, BackupCorrupt, fsync_directory
+from integrity.backups.durable import fsync_directory
 from integrity.errors import ConfigInvalid
 
-SIGNATURE_FILE = MANIFEST_SIGNATURE
 SCHEME = "ed25519"
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -87,24 +86,27 @@ class ManifestVerifier:
     def key_id(self) -> str:
         return key_id(self.public_key)
 
-    def check(self, backup_id: str, manifest: bytes, signature_path: Path) -> None:
-        """Raise BackupCorrupt unless `signature_path` holds this key's signature of `manifest`."""
+    def problem(self, backup_id: str, manifest: bytes, signature_path: Path) -> str | None:
+        """Why the backup cannot be trusted: None when `signature_path` holds this key's
+        signature of `manifest`. The repository reads the manifest and calls it corrupt;
+        this class knows only keys and signatures (and imports nothing of the repository)."""
+        name = signature_path.name
         try:
             line = signature_path.read_text(encoding="ascii")
         except FileNotFoundError:
-            raise BackupCorrupt(
-                f"backup {backup_id} is not signed (no {SIGNATURE_FILE}) but signing is configured "
+            return (
+                f"backup {backup_id} is not signed (no {name}) but signing is configured "
                 f"([backups] signing_public_key, key {self.key_id}): it was not made by a holder of the signing key, "
                 "or it predates signing; it is never verified or restored while signing is on"
-            ) from None
+            )
         except (OSError, UnicodeDecodeError):
-            raise BackupCorrupt(f"backup {backup_id}: {SIGNATURE_FILE} cannot be read; it cannot be trusted or restored") from None
+            return f"backup {backup_id}: {name} cannot be read; it cannot be trusted or restored"
         fields = line.split()
         signature = _decode_signature(fields)
         if signature is None:
-            raise BackupCorrupt(f"backup {backup_id}: {SIGNATURE_FILE} is not a signature this tool wrote; it cannot be trusted or restored")
+            return f"backup {backup_id}: {name} is not a signature this tool wrote; it cannot be trusted or restored"
         if fields[1] != self.key_id:
-            raise BackupCorrupt(
+            return (
                 f"backup {backup_id} is signed by key {fields[1]}, not by the configured key {self.key_id} "
                 "([backups] signing_public_key); it cannot be trusted or restored"
             )
@@ -114,10 +116,11 @@ class ManifestVerifier:
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, manifest)
         except InvalidSignature:
-            raise BackupCorrupt(
-                f"backup {backup_id}: {SIGNATURE_FILE} does not match manifest.json under the configured key {self.key_id}: "
+            return (
+                f"backup {backup_id}: {name} does not match manifest.json under the configured key {self.key_id}: "
                 "the manifest was changed after it was signed (its hashes recomputed, perhaps); it cannot be trusted or restored"
-            ) from None
+            )
+        return None
 
 
 def _decode_signature(fields: list[str]) -> bytes | None:

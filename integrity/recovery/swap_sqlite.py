@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 from game_core.errors import PreconditionFailed
 from integrity.backups.archive import decompress_to
-from integrity.backups.repository import Manifest, Repository, fsync_directory
+from integrity.backups.durable import fsync_directory
+from integrity.backups.repository import Manifest, Repository
 from integrity.crashpoints import crash_point
 from integrity.errors import VerificationFailed
 
