@@ -279,6 +279,70 @@ def seeded_url(request, tmp_path):
     return pg_url_for(name)
 
 
+class FilledTemplates:
+    """Templates holding `backup_helpers.fill_database(**fill)`'s game data, each filled once
+    per session: tests that only read or damage such data copy it instead of refilling."""
+
+    def __init__(self, request, directory) -> None:
+        self._request = request
+        self._directory = directory
+        self._made: dict[tuple, object] = {}
+
+    def get(self, engine: str, **fill):
+        from backup_helpers import fill_database
+
+        key = (engine, *sorted(fill.items()))
+        if key not in self._made:
+            if engine == "sqlite":
+                path = self._directory / f"filled-{len(self._made)}.db"
+                shutil.copyfile(self._request.getfixturevalue("sqlite_template"), path)
+                fill_database(f"sqlite:///{path}", **fill)  # disposes its engine: the WAL is checkpointed
+                self._made[key] = path
+            else:
+                admin = self._admin = self._request.getfixturevalue("pg_admin")
+                self._supply = self._request.getfixturevalue("pg_supply")
+                name = f"tg_filled_{uuid.uuid4().hex[:10]}"
+                with admin.connect() as connection:
+                    connection.execute(sa.text(
+                        f'CREATE DATABASE "{name}" TEMPLATE "{self._request.getfixturevalue("pg_template")}"'
+                    ))
+                self._made[key] = name  # dropped at the end even if the fill fails
+                fill_database(pg_url_for(name), **fill)
+        return self._made[key]
+
+    def close(self) -> None:
+        for name in self._made.values():
+            if isinstance(name, str):
+                self._supply.forget(name)
+                drop_pg_database(self._admin, name)
+
+
+@pytest.fixture(scope="session")
+def filled_templates(request, tmp_path_factory):
+    templates = FilledTemplates(request, tmp_path_factory.mktemp("filled"))
+    yield templates
+    templates.close()
+
+
+@pytest.fixture
+def filled_copy(request, tmp_path, filled_templates):
+    """`filled_copy(engine, file_name="game.db", **fill)`: the URL of a database of this
+    test's own holding exactly what `fill_database(url, **fill)` on a fresh one would."""
+
+    def make(engine: str, file_name: str = "game.db", **fill) -> str:
+        template = filled_templates.get(engine, **fill)
+        if engine == "sqlite":
+            path = tmp_path / file_name
+            shutil.copyfile(template, path)
+            return f"sqlite:///{path}"
+        supply = request.getfixturevalue("pg_supply")
+        name = supply.take(template)
+        request.addfinalizer(lambda: supply.drop_later(name))
+        return pg_url_for(name)
+
+    return make
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request):
     """The same test on a migrated SQLite file and a migrated PostgreSQL database."""

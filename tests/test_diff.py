@@ -1,7 +1,7 @@
 """`integrity diff` and its library: exactly the injected differences, nothing else.
 
-Two copies of one database (a SQLite file copy; a PostgreSQL database created from the
-other as a template) are damaged on purpose in several tables, then compared: exact
+Two copies of one database (SQLite file copies; PostgreSQL databases created from one
+filled template) are damaged on purpose in several tables, then compared: exact
 counts, the right changed columns and sample keys, the same answer through the
 in-database shortcut and through the plain row path, whatever the batch size (so
 batch boundaries are crossed). The CLI is run for its exit codes 0, 3, 4 and 5 and
@@ -37,23 +37,12 @@ from integrity.tablediff.backup_live import (
 T_NEW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def twins(request, database_url, tmp_path):
-    """(live URL, backup URL): two identical copies of a database with game data."""
-    fill_database(database_url, players=6, results_per_player=12, seed=5)
-    if database_url.startswith("sqlite"):
-        backup_path = tmp_path / "backup.db"
-        shutil.copyfile(sa.make_url(database_url).database, backup_path)
-        yield database_url, f"sqlite:///{backup_path}"
-        return
-    from conftest import drop_pg_database, pg_url_for
-
-    admin = request.getfixturevalue("pg_admin")
-    name = f"tg_twin_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{sa.make_url(database_url).database}"'))
-    yield database_url, pg_url_for(name)
-    drop_pg_database(admin, name)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def twins(request, filled_copy):
+    """(live URL, backup URL): two identical copies of a database with game data (copies of
+    one filled once per session)."""
+    fill = dict(players=6, results_per_player=12, seed=5)
+    return filled_copy(request.param, "game.db", **fill), filled_copy(request.param, "backup.db", **fill)
 
 
 @pytest.fixture(params=["in-database check", "narrowed to single rows", "buckets of 4 keys", "rows only"])
