@@ -289,7 +289,7 @@ def test_status_after_init_reports_a_current_database_with_row_counts(initialize
 def test_status_never_writes_the_database(initialized):
     before = initialized.read_bytes()
     mtime = initialized.stat().st_mtime_ns
-    assert invoke("status").exit_code in (0, 3)
+    assert invoke("status").exit_code == 3  # no backup exists yet
     assert initialized.read_bytes() == before and initialized.stat().st_mtime_ns == mtime
 
 
@@ -429,7 +429,7 @@ def test_history_lists_every_run_with_its_exit_code(initialized, game_db):
     assert invoke("status").exit_code == 4
     assert invoke("init").exit_code == 0
     healthy = invoke("status").exit_code
-    assert healthy in (0, 3)  # 3 while no backup exists yet
+    assert healthy == 3  # no backup exists yet
     runs = history()
     outcome = {0: "ok", 3: "problems"}[healthy]
     assert [(r["command"], r["exit_code"], r["outcome"]) for r in runs] == [
@@ -681,7 +681,7 @@ def test_no_arguments_shows_help_as_a_usage_error():
 
 def test_quiet_hides_the_context_line(initialized):
     result = invoke("-q", "status")
-    assert result.exit_code in (0, 3)
+    assert result.exit_code == 3  # no backup exists yet
     assert result.stderr == ""
     assert "schema" in result.stdout
 

@@ -136,7 +136,7 @@ def test_the_readers_run_at_head(backed_up):
     env, backup_id = backed_up
     assert env.invoke("audit").returncode == 0
     assert env.invoke("diff", "latest").returncode == 0
-    assert env.invoke("drill", "--backup", backup_id).returncode in (0, 3)  # 3: a finding such as the RTO, never 4
+    assert env.invoke("drill", "--backup", backup_id).returncode == 0
     assert env.invoke("repair", "progress", "--dry-run").returncode == 0
 
 
@@ -162,5 +162,5 @@ def test_the_probe_still_probes_a_game_database_at_an_unknown_revision(backed_up
     env, _ = backed_up
     execute(database_url, *STATES["newer-revision"])
     result = env.invoke("probe")
-    assert result.returncode in (0, 3), result.output
+    assert result.returncode == 0, result.output  # the reads pass: the note below is the alarm
     assert f"canaries not written: the database is at unknown revision {NEWER}" in result.output
