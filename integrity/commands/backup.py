@@ -7,14 +7,10 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LABEL_LENGTH, MAX_LOCK_WAIT_SECONDS, backup_reference, label_text
+from integrity.commands.params import MAX_LABEL_LENGTH, LockWait, backup_reference, label_text
 
 backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, keygen, check.", no_args_is_help=True)
 
-LockWait = Annotated[
-    float,
-    typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
-]
 BackupId = Annotated[str, typer.Argument(metavar="ID", callback=backup_reference, help="A backup id, as `integrity backup list` shows it.")]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, MAX_ROWS_SHOWN, backup_reference
+from integrity.commands.params import MAX_ROWS_SHOWN, LockWait, backup_reference
 
 diff_app = typer.Typer()  # added without a name: `diff` is a top-level command
 
@@ -17,7 +17,7 @@ def diff(
     backup: Annotated[str, typer.Argument(metavar="ID|latest", callback=backup_reference, help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")],
     table: Annotated[list[str] | None, typer.Option("--table", metavar="TABLE", help="Only this table (repeatable); default: every game table.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=0, max=MAX_ROWS_SHOWN, metavar="N", help="Sample keys shown per table and kind of difference.")] = 10,
-    lock_wait: Annotated[float, typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4).")] = 0,
+    lock_wait: LockWait = 0,
 ) -> None:
     """Compare a backup with the live database, per table and keyed by primary key: rows only
     in live (what a restore would lose), only in the backup, and changed (with the columns).

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, backup_reference
+from integrity.commands.params import LockWait, backup_reference
 
 def drill(
     ctx: typer.Context,
@@ -16,10 +16,7 @@ def drill(
         str | None,
         typer.Option("--backup", metavar="ID", callback=backup_reference, help="The backup to drill (default: the newest good backup of this database)."),
     ] = None,
-    lock_wait: Annotated[
-        float,
-        typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
-    ] = 0,
+    lock_wait: LockWait = 0,
 ) -> None:
     """Restore a backup into scratch (never touching live), verify and audit it, compare it
     with live, and predict a full restore's time against [objectives] rto_seconds. Exit 0

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, MAX_ROWS_SHOWN, backup_reference
+from integrity.commands.params import MAX_ROWS_SHOWN, LockWait, Yes, backup_reference
 
 migrate_app = typer.Typer(help="Rehearse schema changes on a snapshot copy, then apply them.", no_args_is_help=True)
 
@@ -32,7 +32,6 @@ AlembicConfig = Annotated[Path | None, typer.Option(
 To = Annotated[str | None, typer.Option("--to", metavar="REV", help="The target revision (default: the single head).")]
 Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown", help="Report format; markdown suits a pull-request comment.")]
 FailOnOption = Annotated[FailOn, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
-LockWait = Annotated[float, typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4).")]
 
 
 def _emit(ctx: typer.Context, report, output_format: OutputFormat) -> None:
@@ -116,7 +115,7 @@ def apply(
     ctx: typer.Context,
     to: To = None,
     alembic_config: AlembicConfig = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")] = False,
+    yes: Yes = False,
     lock_wait: LockWait = 0,
 ) -> None:
     """Upgrade the live database to --to (default: head), only with revisions whose dry run

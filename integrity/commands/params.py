@@ -8,6 +8,8 @@ command (exit 1, "a bug") instead of being refused where it was typed.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 MAX_LOCK_WAIT_SECONDS = 86_400  # a day: a lock held longer belongs to a run that needs a person
@@ -17,6 +19,14 @@ MAX_PROBE_SAMPLE = 1_000_000
 MAX_PROBE_TIMEOUT_SECONDS = 3_600
 MAX_CHUNK_ROWS = 1_000_000_000  # the memory check (checks.chunks) refuses far less, with its reason
 MAX_LABEL_LENGTH = 200
+
+# The options every command that locks or writes shares, defined once (sqlite-utils' habit):
+# both end up in the command's Invocation (`ctx.obj.invocation(lock_wait=..., yes=...)`).
+LockWait = Annotated[
+    float,
+    typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
+]
+Yes = Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")]
 
 
 def backup_reference(value: str | None) -> str | None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LOCK_WAIT_SECONDS
+from integrity.commands.params import LockWait, Yes
 
 repair_app = typer.Typer(help="Repair derived data from the source of truth.", no_args_is_help=True)
 
@@ -15,8 +15,8 @@ repair_app = typer.Typer(help="Repair derived data from the source of truth.", n
 def progress(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Open the database read-only and print what would change per player; write nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")] = False,
-    lock_wait: Annotated[float, typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for the database's writer lock (default: fail at once, exit 4).")] = 0,
+    yes: Yes = False,
+    lock_wait: LockWait = 0,
 ) -> None:
     """Rebuild progress and personal_bests from results, for the players whose caches are wrong.
 

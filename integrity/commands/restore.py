@@ -6,15 +6,10 @@ from typing import Annotated
 
 import typer
 
-from integrity.commands.params import MAX_LOCK_WAIT_SECONDS, backup_reference
+from integrity.commands.params import LockWait, Yes, backup_reference
 
 restore_app = typer.Typer()
 
-LockWait = Annotated[
-    float,
-    typer.Option("--lock-wait", min=0, max=MAX_LOCK_WAIT_SECONDS, metavar="SECONDS", help="Wait this long for a lock held by another run (default: fail at once, exit 4)."),
-]
-Yes = Annotated[bool, typer.Option("--yes", help="Consent without the typed confirmation (required with --no-input).")]
 
 
 @restore_app.command("restore")
