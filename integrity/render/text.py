@@ -1,7 +1,7 @@
 """Results as rich text on the terminal: one renderer per result type.
 
 `render_text(result, console)` dispatches on the result's type. The topic modules
-(`backups`, `audits`, ...) each bind their renderers in `register(render_text)`; they
+(`backups`, `audits`, ...) each bind their renderers in `register(dispatcher)`; they
 never import this module, so the registry below imports them without a circle, and
 binds them once per process (`_bind_renderers`), not on every emit.
 """
