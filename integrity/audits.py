@@ -36,7 +36,8 @@ from integrity.audit_history import (
     previous_counts,
     share_jumps,
 )
-from integrity.database import open_read_only
+from integrity.db.connect import Database
+from integrity.db.sql import error_reason
 from integrity.settings import Settings
 
 ENGINES = ("sql", "pandera")
@@ -165,32 +166,24 @@ def run_audit(
 
     day = (now.date() - timedelta(days=1)).isoformat()
     started = time.perf_counter()
-    target, db_engine = open_read_only(settings)
+    live = Database.of(settings)
     try:
-        with db_engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            transaction = connection.begin()
-            try:
-                _require_schema(connection, target.display)
-                if since is not None:
-                    went_back = _watermarks_went_back(connection, since)
-                    if went_back:
-                        note = f"--since-last: {went_back} (a restore?), so this is a full audit"
-                        since = None
-                report = checks.run_audits(
-                    connection, rules=rules or None, tables=tables or None, engine=engine, since=since,
-                    sample_limit=samples, chunk_size=chunk_size, now=now,
-                )
-                day_figures = None
-                if whole_catalogue and (since is None or not history.has_day(day)):
-                    day_figures = _day_figures(connection, date.fromisoformat(day))
-            finally:
-                transaction.rollback()  # it only read; nothing to keep
+        with live.snapshot() as connection:  # it only reads; rolled back
+            _require_schema(connection, live.display)
+            if since is not None:
+                went_back = _watermarks_went_back(connection, since)
+                if went_back:
+                    note = f"--since-last: {went_back} (a restore?), so this is a full audit"
+                    since = None
+            report = checks.run_audits(
+                connection, rules=rules or None, tables=tables or None, engine=engine, since=since,
+                sample_limit=samples, chunk_size=chunk_size, now=now,
+            )
+            day_figures = None
+            if whole_catalogue and (since is None or not history.has_day(day)):
+                day_figures = _day_figures(connection, date.fromisoformat(day))
     except sa.exc.DBAPIError as exc:
-        raise _could_not_run(exc, settings, target.display) from None
-    finally:
-        db_engine.dispose()
+        raise _could_not_run(exc, settings, live.display) from None
     seconds = time.perf_counter() - started
     scope = INCREMENTAL if since is not None else FULL
 
@@ -218,7 +211,7 @@ def run_audit(
     ))
     removed = history.prune(now=now, retention_days=audit_settings.history_retention_days)
     return AuditOutcome(
-        audit_id=audit_id, engine=engine, database=target.display, scope=scope, since=since, note=note,
+        audit_id=audit_id, engine=engine, database=live.display, scope=scope, since=since, note=note,
         audited_at=now, seconds=seconds, rules_selected=selected, watermarks=watermarks,
         compared_with=earlier[0].id if earlier else None,
         day=day if day_figures is not None else None, mean_wpm_day=mean_wpm, rows_per_day=rows_per_day,
@@ -353,7 +346,7 @@ def _plain(value: Any) -> Any:
 
 def _could_not_run(exc: sa.exc.DBAPIError, settings: Settings, display: str) -> PreconditionFailed:
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    reason = error_reason(exc)
     database = settings.database
     if sqlstate == "57014":  # query_canceled: statement_timeout
         return AuditTimedOut(

@@ -72,11 +72,8 @@ def require_game_revision(connection: Connection, display: str, *, current: bool
 def check_guarded(settings, *, current: bool = False) -> SchemaStatus:
     """Open the configured database read-only (never creating it), ask
     `require_game_revision`, close. For commands about to open it otherwise."""
-    from integrity.database import open_read_only
+    from integrity.db.connect import Database
 
-    target, engine = open_read_only(settings)
-    try:
-        with engine.connect() as connection:
-            return require_game_revision(connection, target.display, current=current)
-    finally:
-        engine.dispose()
+    database = Database.of(settings)
+    with database.reader() as engine, engine.connect() as connection:
+        return require_game_revision(connection, database.display, current=current)

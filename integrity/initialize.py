@@ -12,7 +12,7 @@ from game_core.errors import ExitCode
 from game_core.schema_state import SchemaState, SchemaStatus, head_revision, schema_status, upgrade_to_head
 from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
-from integrity.database import open_for_writing, open_read_only, target_of
+from integrity.db.connect import Database, Write
 from integrity.guarded import require_game_revision
 from integrity.settings import Settings, starter_toml
 
@@ -47,28 +47,25 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
     # game's stops init before it has written anything, to the database or beside it. A
     # writer is opened only for an empty database (its connect hook switches a SQLite
     # file to WAL, rewriting the header of a file we might be about to refuse).
-    target = target_of(settings)
-    status = _status_read_only(settings, target)
+    database = Database.of(settings)
+    target = database.target
+    status = _status_read_only(database)
     written = write_starter_config(config_path, database_url_given)
     settings.state.dir.mkdir(parents=True, exist_ok=True)
     Repository(settings.backups.repository).ensure()  # the one command that creates a repository
     created = False
     identity = None
     if status.state is SchemaState.EMPTY:
-        target, engine = open_for_writing(settings, create_missing=True)
-        try:
-            with engine.begin() as connection:
-                # Again under the write lock: someone may have created tables meanwhile.
+        with database.writer(Write.INIT) as engine, engine.begin() as connection:
+            # Again under the write lock: someone may have created tables meanwhile.
+            status = schema_status(connection)
+            if status.state is SchemaState.EMPTY:
+                upgrade_to_head(connection)
+                created = True
                 status = schema_status(connection)
-                if status.state is SchemaState.EMPTY:
-                    upgrade_to_head(connection)
-                    created = True
-                    status = schema_status(connection)
-                    identity = store_identity(connection)
-                else:
-                    require_game_revision(connection, target.display)
-        finally:
-            engine.dispose()
+                identity = store_identity(connection)
+            else:
+                require_game_revision(connection, target.display)
     return InitResult(
         config_path=str(config_path),
         config_written=written,
@@ -83,20 +80,17 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
     )
 
 
-def _status_read_only(settings: Settings, target) -> SchemaStatus:
+def _status_read_only(database: Database) -> SchemaStatus:
     """Where the database stands, read-only; refuses (exit 4) one that is not the game's.
     A SQLite file that does not exist yet is empty: init creates it."""
+    target = database.target
     if target.sqlite_path is not None and not target.sqlite_path.exists():
         return SchemaStatus(SchemaState.EMPTY, None, head_revision())
-    _, engine = open_read_only(settings)
-    try:
-        with engine.connect() as connection:
-            status = schema_status(connection)
-            if status.state is not SchemaState.EMPTY:
-                require_game_revision(connection, target.display)
-            return status
-    finally:
-        engine.dispose()
+    with database.reader() as engine, engine.connect() as connection:
+        status = schema_status(connection)
+        if status.state is not SchemaState.EMPTY:
+            require_game_revision(connection, target.display)
+        return status
 
 
 def write_starter_config(path: Path, database_url: str | None) -> bool:

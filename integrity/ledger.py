@@ -205,7 +205,7 @@ def _create_v5(connection: sa.Connection) -> None:
 _UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5}
 
 # The first key of the two-key advisory lock a run holds in a PostgreSQL ledger ("LEDG");
-# scratch claims use another class (integrity.backups.scratch_claims.CLAIM_LOCK_CLASS).
+# scratch claims use another class (integrity.db.claims.CLAIM_LOCK_CLASS).
 RUN_LOCK_CLASS = 0x4C454447
 
 
@@ -296,19 +296,20 @@ class Ledger:
 
     @classmethod
     def open(cls, state_dir: Path, ledger_url: str = "") -> "Ledger":
-        from game_core.db import create_engine, parse_database_url
+        from game_core.db import parse_database_url
         from game_core.errors import Failure
+        from integrity.db.connect import ledger_engine
 
         try:
             if ledger_url:
                 target = parse_database_url(ledger_url)
-                engine = create_engine(target)
+                engine = ledger_engine(target, create_missing=False)
                 location = target.masked
             else:
                 state_dir.mkdir(parents=True, exist_ok=True)
                 path = state_dir / "ledger.db"
                 _require_writable(path)
-                engine = create_engine(str(path), create_missing=True)
+                engine = ledger_engine(parse_database_url(str(path)), create_missing=True)
                 location = str(path)
         except OSError as exc:
             raise LedgerUnavailable(
@@ -368,7 +369,9 @@ class Ledger:
     def _unwritable(self, exc: sa.exc.DBAPIError) -> LedgerUnavailable:
         """A write the ledger refused, as exit 4 naming the file to fix (a SQLite ledger's
         -wal or -shm file or its directory may be the read-only one, not ledger.db)."""
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        from integrity.db.sql import error_reason
+
+        reason = error_reason(exc)
         if not self._postgres:
             path = Path(self.location)
             try:

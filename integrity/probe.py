@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -49,6 +50,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PlayerNotFound, PreconditionFailed
+from integrity.db.sql import error_reason
 from integrity.probe_checks import (
     COUNT_COLUMNS,
     KINDS,
@@ -219,30 +221,28 @@ def ensure_canaries(settings: Settings, read_store, *, command: str, now: dateti
     if not todo:
         return (), ()
     from game_core.store import Store
-    from integrity.database import open_for_writing, target_of
-    from integrity.database_locks import database_lock
+    from integrity.db.connect import Database, Write
+    from integrity.db.locks import database_lock
 
     written: list[str] = []
     try:
-        with database_lock(target_of(settings), state_dir=settings.state.dir, command=command, wait_seconds=0):
-            _, engine = open_for_writing(settings)
-            try:
-                writer = Store(engine)
-                for name in todo:
-                    missing = _missing_tests(writer, name)  # again, under the lock
-                    if missing is None:
-                        continue
-                    created_at, tests = missing
-                    if created_at is None:
-                        created_at = (now - _CANARY_AGE).replace(microsecond=0)
-                        Store(engine, clock=lambda: created_at).create_player(name)
-                    for test in tests:
-                        writer.record_result(name, test.outcome(created_at))
-                    written.append(name)
-            finally:
-                engine.dispose()
+        database = Database.of(settings)
+        with database_lock(database.target, state_dir=settings.state.dir, command=command, wait_seconds=0), \
+                database.writer(Write.PROBE_CANARIES) as engine:
+            writer = Store(engine)
+            for name in todo:
+                missing = _missing_tests(writer, name)  # again, under the lock
+                if missing is None:
+                    continue
+                created_at, tests = missing
+                if created_at is None:
+                    created_at = (now - _CANARY_AGE).replace(microsecond=0)
+                    Store(engine, clock=lambda: created_at).create_player(name)
+                for test in tests:
+                    writer.record_result(name, test.outcome(created_at))
+                written.append(name)
     except (Failure, sa.exc.DBAPIError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = error_reason(exc)
         unwritten = ", ".join(name for name in todo if name not in written)
         note = f"could not write the canaries {unwritten}: {reason}; they were not probed this time"
         log.warning("%s", note)
@@ -404,8 +404,7 @@ def _exception_problem(read: str, exc: BaseException) -> Problem:
     if isinstance(exc, Failure):
         # The store's own errors name the username; the report names player ids only.
         return Problem("exception", read, f"{read}: {type(exc).__name__}")
-    text = str(orig or exc).strip().splitlines()
-    return Problem("exception", read, f"{read}: {type(orig or exc).__name__}: {text[0] if text else ''}"[:200])
+    return Problem("exception", read, f"{read}: {type(orig or exc).__name__}: {error_reason(exc)}"[:200])
 
 
 def _check_reads(reads: _Reads, boards: _Boards, truth, player_id: int, username: str, expected: Expected | None,
@@ -563,19 +562,6 @@ def _latency(seconds: list[float]) -> Latency | None:
 # ---------------------------------------------------------------- the probe
 
 
-def _probe_engine(settings: Settings, timeout: float):
-    """A read-only engine whose PostgreSQL statements stop at the probe's timeout."""
-    from game_core.db import create_engine
-    from integrity.database import connection_settings, target_of
-
-    target = target_of(settings)
-    limit_ms = max(1, int(timeout * 1000))
-    base = connection_settings(settings)
-    configured = base.statement_timeout_ms
-    probe = replace(base, statement_timeout_ms=limit_ms if not configured else min(configured, limit_ms))
-    return target, create_engine(target, read_only=True, settings=probe)
-
-
 def _require_schema(engine, display: str) -> str | None:
     """Refuse what is not the game's database at all (exit 4). A game database at a revision
     this code does not know, or behind it, is probed anyway: that is how the original
@@ -649,15 +635,17 @@ def run_probe(
         raise InvalidInput(f"--timeout is {timeout}; it must be more than 0 seconds")
     now = now or datetime.now(timezone.utc)
     started = time.perf_counter()
-    from integrity.database import open_read_only
+    from integrity.db.connect import Database
 
     # Two read-only engines: the players' reads stop at the probe's timeout; the ground
     # truth (sampling, recomputing from results) runs with the configured settings,
     # since a slow aggregate over a large sample is not a failed retrieval.
-    target, truth = open_read_only(settings)
-    engine = None
+    database = Database.of(settings)
+    target = database.target
+    opened = ExitStack()
+    truth = opened.enter_context(database.reader())
     try:
-        _, engine = _probe_engine(settings, timeout)
+        engine = opened.enter_context(database.with_statement_timeout(max(1, int(timeout * 1000))).reader())
         try:
             no_writes = _require_schema(truth, target.display)
             store = Store(engine)
@@ -683,9 +671,7 @@ def run_probe(
         if tally.retrievals and all(r.problems and r.kinds == {"exception"} for r in tally.retrievals):
             _recheck_reachable(truth, target)  # the database went away while probing: exit 4
     finally:
-        truth.dispose()
-        if engine is not None:
-            engine.dispose()
+        opened.close()
     return _report(settings, target, chosen, canaries, written, notes, tally, timeout, time.perf_counter() - started)
 
 
@@ -747,8 +733,7 @@ def _retrieve(truth, store, boards: _Boards, player_id: int, username: str, expe
 
 
 def _unreachable(exc: sa.exc.DBAPIError, display: str) -> Failure:
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-    return DatabaseUnreachable(f"cannot read {display}: {reason}; check that the database is up and --database-url")
+    return DatabaseUnreachable(f"cannot read {display}: {error_reason(exc)}; check that the database is up and --database-url")
 
 
 def _recheck_reachable(engine, target) -> None:

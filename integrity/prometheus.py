@@ -164,24 +164,25 @@ def collect(settings: Settings, ledger, *, now: datetime | None = None) -> tuple
 def _database(settings: Settings, ledger):
     """(store identity, reachable, schema verdict). Backups count only when they are this
     database's; the verdict is integrity status's schema row (integrity.schema_check)."""
+    from contextlib import ExitStack
+
     import sqlalchemy as sa
 
     from game_core.errors import Failure
-    from integrity.database import open_read_only
+    from integrity.db.connect import Database
     from integrity.schema_check import judge_schema
 
+    opened = ExitStack()
     try:
-        _, engine = open_read_only(settings)
+        engine = opened.enter_context(Database.of(settings).reader())
     except Failure:
         return None, False, None
     try:
-        with engine.connect() as connection:
+        with opened, engine.connect() as connection:
             verdict = judge_schema(connection, ledger)
             return verdict.identity, True, verdict
     except sa.exc.DBAPIError:
         return None, False, None
-    finally:
-        engine.dispose()
 
 
 def _jobs(out: _Collector, settings: Settings, ledger, schedule_seconds) -> None:

@@ -173,18 +173,16 @@ def _model(revision: str, files: tuple[tuple[str, str], ...]) -> tuple[dict | No
     process by the revision files' hashes (a status or metrics run builds it once)."""
     from alembic import command
 
+    from integrity.db.connect import in_memory_sqlite
     from integrity.migrate.observe import capture_schema
 
-    engine = sa.create_engine("sqlite://")
     try:
-        with engine.connect() as connection:
+        with in_memory_sqlite() as connection:
             command.upgrade(_project().config(connection), revision)
             shape = capture_schema(connection)
     except Exception as exc:  # a history that cannot run on SQLite (PostgreSQL-only operations)
         text = " ".join(str(exc).split())[:200]
         return None, f"the model of {revision} could not be built on SQLite: {type(exc).__name__}: {text}"
-    finally:
-        engine.dispose()
     return _families(shape), None
 
 

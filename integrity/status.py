@@ -23,14 +23,15 @@ successful restore or a later drill supersedes it (`drill_checks`).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum, IntEnum
 
 from game_core.errors import ExitCode, Failure
 from game_core.schema_state import SchemaState, head_revision
-from integrity.database import open_read_only, table_row_counts, target_of
+from integrity.db.connect import Database, guarded_target
+from integrity.db.sql import table_row_counts
 from integrity.timeparse import age_text
 from integrity.settings import Settings
 
@@ -127,23 +128,21 @@ class StatusReport:
 
 
 def collect_status(settings: Settings) -> StatusReport:
-    target = target_of(settings)
+    target = guarded_target(settings)
     head = head_revision()
     checks: list[StatusCheck] = []
     revision = None
     counts: dict[str, int] = {}
     identity = None
+    opened = ExitStack()
     try:
-        _, engine = open_read_only(settings)
+        engine = opened.enter_context(Database.of(settings).reader())
     except Failure as exc:
         checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc), Urgency.DATABASE))
     else:
-        try:
-            with engine.connect() as connection:
-                verdict = _judge_schema(settings, connection)
-                counts = table_row_counts(connection)
-        finally:
-            engine.dispose()
+        with opened, engine.connect() as connection:
+            verdict = _judge_schema(settings, connection)
+            counts = table_row_counts(connection)
         identity = verdict.identity
         revision = verdict.status.revision
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})", Urgency.DATABASE))

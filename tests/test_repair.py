@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from backup_helpers import INTEGRITY, BackupEnv, execute, fill_database, one_error, sha256_file
 from game_core.db import create_engine
 from game_core.rebuild import compute_expected_personal_bests, rebuild_derived
-from integrity.database_locks import database_lock
-from integrity.database import target_of
+from integrity.db.locks import database_lock
+from integrity.db.connect import guarded_target
 
 CACHE_QUERIES = (
     "SELECT player_id, xp, level, tests_completed, time_typing_ms, best_wpm, updated_at FROM progress",
@@ -146,7 +146,7 @@ def test_a_held_writer_lock_refuses_with_exit_4(damaged):
     env = damaged
     settings = env.settings()
     before = _snapshot(env.url)
-    with database_lock(target_of(settings), state_dir=settings.state.dir, command="test", wait_seconds=0):
+    with database_lock(guarded_target(settings), state_dir=settings.state.dir, command="test", wait_seconds=0):
         completed = env.run("repair", "progress", "--yes")
     assert completed.returncode == 4
     assert "locked" in one_error(completed)

@@ -14,9 +14,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, fill_database
-from conftest import drop_pg_database, pg_url_for
+from conftest import drop_pg_database, pg_url_for, wait_until_nobody_connected
 from test_drill import _scratch_left  # files in the state dir's scratch, or scratch databases
-from integrity.backups.scratch_claims import (
+from integrity.db.claims import (
     CLAIM_SUFFIX,
     KEPT_COMMENT,
     SCRATCH_PREFIX,
@@ -123,7 +123,7 @@ def test_an_orphaned_scratch_database_is_dropped(pg_admin, request):
 
 
 def test_a_scratch_database_in_use_kept_or_visited_is_left_alone(pg_admin, request):
-    admin = pg_admin  # an AUTOCOMMIT engine on the maintenance database, as `maintenance_engine` makes
+    admin = pg_admin  # an AUTOCOMMIT engine on the maintenance database, as `integrity.db.connect.maintenance` makes
     visited = f"{SCRATCH_PREFIX}test_visited"
     kept = f"{SCRATCH_PREFIX}test_kept"
     live = f"{SCRATCH_PREFIX}test_live"
@@ -148,6 +148,7 @@ def test_a_scratch_database_in_use_kept_or_visited_is_left_alone(pg_admin, reque
             assert {visited, kept, live} <= set(_scratch_databases(admin))
     finally:
         engine.dispose()
+    wait_until_nobody_connected(admin, visited)  # the engineer's backend ends asynchronously
     assert live not in _scratch_databases(admin)  # dropped by its owner on the way out
     with admin.connect() as sweeper:  # nobody in it any more: an orphan like the others
         reclaimed = reclaim_databases(sweeper)

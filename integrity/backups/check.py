@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import secrets
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, create_engine
+from game_core.db import POSTGRESQL
 from game_core.errors import ExitCode, Failure
 from integrity.backups.catalog import read_catalog
 from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import TEMP_PREFIX, Repository
 from integrity.backups.signing import signing_finding
-from integrity.database import connection_settings, target_of
+from integrity.db.connect import Database, guarded_target
 from integrity.settings import Settings, schedule_seconds
 
 
@@ -58,7 +59,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
 
 
 def _database_rights(settings: Settings) -> list[CheckFinding]:
-    target = target_of(settings)
+    target = guarded_target(settings)
     if target.kind != POSTGRESQL:
         path = target.sqlite_path
         if path is None or not path.exists():
@@ -66,12 +67,12 @@ def _database_rights(settings: Settings) -> list[CheckFinding]:
         if not os.access(path, os.R_OK):
             return [CheckFinding("database", "fail", f"{path} is not readable by this user; fix its permissions")]
         return [CheckFinding("database", "ok", f"{path} readable")]
-    try:
-        engine = create_engine(target, read_only=True, settings=connection_settings(settings))
-    except Failure as exc:
-        return [CheckFinding("database", "fail", f"{exc}; check [database] url")]
-    findings = []
-    try:
+    with ExitStack() as opened:
+        try:
+            engine = opened.enter_context(Database.of(settings).reader())
+        except Failure as exc:
+            return [CheckFinding("database", "fail", f"{exc}; check [database] url")]
+        findings = []
         with engine.connect() as connection:
             from integrity.backups.pg_tools import require_tool, server_major
 
@@ -95,9 +96,7 @@ def _database_rights(settings: Settings) -> list[CheckFinding]:
                 findings.append(CheckFinding("pg_dump", "ok", f"{tool.path}: {tool.version} (server {major})"))
             except Failure as exc:
                 findings.append(CheckFinding("pg_dump", "fail", str(exc)))
-    finally:
-        engine.dispose()
-    return findings
+        return findings
 
 
 def _estimated_next_size(settings: Settings, repository: Repository) -> int | None:
@@ -109,7 +108,7 @@ def _estimated_next_size(settings: Settings, repository: Repository) -> int | No
             manifest = repository.read_manifest(sized[-1].id)
             staged = manifest.files[0].raw_size if manifest.engine != POSTGRESQL else 0
             return int((manifest.size + staged) * 1.2)
-    target = target_of(settings)
+    target = guarded_target(settings)
     if target.sqlite_path and target.sqlite_path.exists():
         return int(target.sqlite_path.stat().st_size * 1.5)
     return None
@@ -155,7 +154,7 @@ def _settings_sanity(settings: Settings) -> list[CheckFinding]:
 
 
 def _same_disk(settings: Settings, repository: Repository) -> list[CheckFinding]:
-    target = target_of(settings)
+    target = guarded_target(settings)
     if not repository.root.is_dir():
         return []  # reported by the repository finding
     where = f"repository on {describe_filesystem(repository.root)}"

@@ -38,8 +38,8 @@ from integrity.backups.repository import (
     sha256_bytes,
 )
 from integrity.crashpoints import crash_point, pause_point
-from integrity.database import connection_settings, target_of
-from integrity.database_locks import database_lock
+from integrity.db.connect import Database, guarded_target
+from integrity.db.locks import database_lock
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
@@ -101,7 +101,7 @@ def create_backup(
     repository = Repository.of(settings)
     repository.require_exists()
     signer = signer_of(settings)  # refused (exit 4) before anything is copied; None: signing off
-    target = target_of(settings)
+    target = guarded_target(settings)
     started = time.perf_counter()
     with _locks(repository, target, settings, command=command, lock_wait=lock_wait, held=locks_held):
         if purpose != "safety":
@@ -219,8 +219,7 @@ def _capture(settings: Settings, target, temp, progress: Reporter = NO_PROGRESS)
         from integrity.backups import postgres_engine
 
         return postgres_engine.capture(
-            target, temp, settings=connection_settings(settings), level=level, threads=COMPRESSION_THREADS,
-            progress=progress,
+            Database.of(settings), temp, level=level, threads=COMPRESSION_THREADS, progress=progress,
         )
     from integrity.backups import sqlite_engine
 
@@ -232,7 +231,7 @@ def _capture(settings: Settings, target, temp, progress: Reporter = NO_PROGRESS)
 
 def _repository_full(settings: Settings, repository: Repository) -> RepositoryUnusable:
     free = shutil.disk_usage(repository.root).free
-    target = target_of(settings)
+    target = guarded_target(settings)
     needed = target.sqlite_path.stat().st_size * 2 if target.sqlite_path and target.sqlite_path.exists() else None
     need_text = f"about {needed / 1e6:.0f} MB (a copy plus its compressed form)" if needed else "more room"
     return RepositoryUnusable(

@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import zstandard
 
-from game_core.db import ConnectionSettings, DatabaseTarget, create_engine
+from game_core.db import DatabaseTarget
 from game_core.errors import PreconditionFailed
 from game_core.schema_state import current_revision
 from integrity.backups.archive import compress_stream
@@ -28,6 +28,7 @@ from integrity.backups.pg_tools import libpq_environment, require_tool, server_m
 from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point
+from integrity.db.connect import Database
 from integrity.errors import VerificationFailed
 from integrity.progress import NO_PROGRESS, Reporter
 
@@ -42,33 +43,28 @@ class DumpRefused(PreconditionFailed):
     """pg_dump could not read the database: rights or connection (exit 4, not a damaged backup)."""
 
 
-def capture(target: DatabaseTarget, workdir: Path, *, settings: ConnectionSettings, level: int, threads: int,
+def capture(database: Database, workdir: Path, *, level: int, threads: int,
             progress: Reporter = NO_PROGRESS) -> Capture:
     timings: dict[str, float] = {}
-    engine = create_engine(target, read_only=True, settings=settings)
-    try:
-        with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            major = server_major(connection)
-            tool = require_tool("pg_dump", major)
-            snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
+    target = database.target
+    with database.snapshot() as connection:  # the exported snapshot lives as long as it
+        major = server_major(connection)
+        tool = require_tool("pg_dump", major)
+        snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
 
-            started = time.perf_counter()
-            with progress.task("pg_dump, compressing", unit="bytes") as task:  # the dump's size is known at its end
-                digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads,
-                               advance=task.advance)
-            timings["dump_seconds"] = time.perf_counter() - started
-            crash_point("create:compressed")
+        started = time.perf_counter()
+        with progress.task("pg_dump, compressing", unit="bytes") as task:  # the dump's size is known at its end
+            digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads,
+                           advance=task.advance)
+        timings["dump_seconds"] = time.perf_counter() - started
+        crash_point("create:compressed")
 
-            started = time.perf_counter()
-            statistics = table_statistics(connection)
-            identity = store_identity(connection)
-            revision = current_revision(connection)
-            source = _source(connection, target)
-            timings["statistics_seconds"] = time.perf_counter() - started
-            connection.rollback()
-    finally:
-        engine.dispose()
+        started = time.perf_counter()
+        statistics = table_statistics(connection)
+        identity = store_identity(connection)
+        revision = current_revision(connection)
+        source = _source(connection, target)
+        timings["statistics_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
     with_data = _tables_with_data(require_tool("pg_restore", major).path, workdir / DATA_FILE)
     without_data = () if with_data is None else tuple(sorted(set(statistics) - with_data))

@@ -4,7 +4,7 @@ SQLite: the data file is decompressed (both hashes checked on the way) into a te
 in the state directory. PostgreSQL: a scratch database is created next to the source
 (through the maintenance database `postgres`), filled by pg_restore fed from the
 decompressing stream, and dropped WITH (FORCE) whatever happens. Both are claimed while
-they exist (`scratch_claims`), so that a killed run's copy is removed by the next one.
+they exist (`integrity.db.claims`), so that a killed run's copy is removed by the next one.
 """
 
 from __future__ import annotations
@@ -17,18 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, parse_database_url
 from integrity.backups.archive import decompress_to
 from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import Manifest, Repository
-from integrity.backups.scratch_claims import SCRATCH_PREFIX, claimed_path, scratch_databases
+from integrity.db.claims import SCRATCH_PREFIX, claimed_path, scratch_databases
+from integrity.db.connect import maintenance
 from integrity.errors import VerificationFailed
 from integrity.progress import NO_PROGRESS, Reporter
-
-MAINTENANCE_DATABASE = "postgres"
-
 
 class RestoreFailed(VerificationFailed):
     """The backup could not be restored into a scratch copy."""
@@ -68,20 +64,11 @@ def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Pat
         yield ScratchCopy(parse_database_url(str(path)), str(path))
 
 
-def maintenance_engine(source: DatabaseTarget):
-    from game_core.db import translate_connect_errors
-
-    url = source.url.set(database=MAINTENANCE_DATABASE)
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10})
-    return translate_connect_errors(engine, DatabaseTarget(url))  # unreachable: exit 4, not a bug
-
-
 @contextmanager
 def _postgres_copy(repository: Repository, manifest: Manifest, *, source: DatabaseTarget, settings: ConnectionSettings,
                    progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
     name = f"{SCRATCH_PREFIX}{manifest.id[:15].lower()}_{secrets.token_hex(3)}"
-    admin = maintenance_engine(source)
-    try:
+    with maintenance(source) as admin:
         with admin.connect() as connection:
             major = server_major(connection)
         with scratch_databases(admin) as databases:
@@ -90,8 +77,6 @@ def _postgres_copy(repository: Repository, manifest: Manifest, *, source: Databa
             scratch = DatabaseTarget(source.url.set(database=name))
             pg_restore_into(tool.path, repository, manifest, scratch, progress=progress)
             yield ScratchCopy(scratch, f"scratch database {name}")
-    finally:
-        admin.dispose()
 
 
 def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget,
@@ -123,8 +108,3 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
         if returncode != 0:
             errors.seek(0)
             raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {tool_error(errors.read())}")
-
-
-def open_copy(copy: ScratchCopy, settings: ConnectionSettings):
-    """A read-only engine on the scratch copy, with the production connection settings."""
-    return create_engine(copy.target, read_only=True, settings=settings)

@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-from game_core.db import create_engine
+from game_core.db import parse_database_url
 from game_core.schema_state import current_revision
 from integrity.backups.archive import compress_stream
 from integrity.backups.capture import Capture
 from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point
+from integrity.db.connect import Database
 from integrity.progress import NO_PROGRESS, Reporter
 
 DATA_FILE = "data.db.zst"
@@ -45,17 +46,13 @@ def copy_database(source: Path, destination: Path, *, busy_timeout_ms: int) -> N
 def _read_facts(copy_path: Path):
     """Counts, aggregates, store identity and revision of the copy, and how long they took."""
     started = time.perf_counter()
-    engine = create_engine(str(copy_path), read_only=True)
-    try:
-        with engine.connect() as connection:
-            return (
-                table_statistics(connection),
-                store_identity(connection),
-                current_revision(connection),
-                time.perf_counter() - started,
-            )
-    finally:
-        engine.dispose()
+    with Database(parse_database_url(str(copy_path))).reader() as engine, engine.connect() as connection:
+        return (
+            table_statistics(connection),
+            store_identity(connection),
+            current_revision(connection),
+            time.perf_counter() - started,
+        )
 
 
 def capture(source: Path, workdir: Path, *, busy_timeout_ms: int, level: int, threads: int,

@@ -24,9 +24,10 @@ from game_core.db import SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.archive import check_archive
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, BackupNotFound, Manifest, Repository
-from integrity.backups.scratch import open_copy, restored_copy
+from integrity.backups.scratch import restored_copy
 from integrity.backups.statistics import compare_statistics, table_statistics
-from integrity.database import connection_settings, target_of
+from integrity.db.connect import Database
+from integrity.db.sql import error_reason
 from integrity.fingerprint import database_fingerprints
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
@@ -166,7 +167,8 @@ def verify_one(settings: Settings, repository: Repository, backup_id: str, *, de
 
 def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest, *, command: str, started: float,
                  progress: Reporter = NO_PROGRESS) -> BackupVerification:
-    target = target_of(settings)
+    live = Database.of(settings)
+    target = live.target
     if manifest.engine != target.kind:
         # Not the backup's fault: there is nowhere to restore it. Say so; journal nothing.
         raise PreconditionFailed(
@@ -178,26 +180,21 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     fingerprints: dict[str, dict] = {}
     violations: tuple[dict, ...] = ()
     audit = None
-    conn_settings = connection_settings(settings)
     try:
         with restored_copy(
             repository, manifest, source=target if manifest.engine != SQLITE else None,
-            scratch_dir=settings.state.dir / "scratch", settings=conn_settings, progress=progress,
-        ) as copy:
-            engine = open_copy(copy, conn_settings)
-            try:
-                with engine.connect() as connection:
-                    checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance,
-                                          progress=progress)
-                    problems += checked.problems
-                    fingerprints = checked.fingerprints
-                    audit, violations = audit_copy(connection, progress)
-            finally:
-                engine.dispose()
+            scratch_dir=settings.state.dir / "scratch", settings=live.connection, progress=progress,
+        ) as copy, live.beside(copy.target).reader() as engine:
+            with engine.connect() as connection:
+                checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance,
+                                      progress=progress)
+                problems += checked.problems
+                fingerprints = checked.fingerprints
+                audit, violations = audit_copy(connection, progress)
     except Failure as exc:
         problems.append(str(exc))
     except sa.exc.DBAPIError as exc:
-        problems.append(f"the restored copy cannot be read: {str(exc.orig).strip().splitlines()[0]}")
+        problems.append(f"the restored copy cannot be read: {error_reason(exc)}")
     deep = "failed" if problems else "ok"
     repository.record_deep_check(manifest.id, problems=problems, fingerprints=fingerprints, by=command)
     if audit is not None and not problems:

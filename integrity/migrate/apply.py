@@ -50,10 +50,9 @@ class ApplyReport:
 
 def apply_migrations(settings, ledger, *, alembic_config: Path | None = None, to: str | None = None, consent=None,
                      command: str = "migrate apply", lock_wait: float = 0) -> ApplyReport:
-    from game_core.db import create_engine
     from game_core.schema_state import current_revision
     from integrity.backups.statistics import store_identity
-    from integrity.database import connection_settings, target_of
+    from integrity.db.connect import Database
     from integrity.guarded import require_game_revision
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.records import passing_dry_run
@@ -62,16 +61,12 @@ def apply_migrations(settings, ledger, *, alembic_config: Path | None = None, to
     started = time.perf_counter()
     project = MigrationProject.load(alembic_config)
     project.check_graph()
-    live = target_of(settings)
-    conn_settings = connection_settings(settings)
-    engine = create_engine(live, read_only=True, settings=conn_settings)
-    try:
-        with engine.connect() as connection:
-            start, identity = current_revision(connection), store_identity(connection)
-            if start is None:  # empty (init's job) or not the game's database: exit 4, named
-                require_game_revision(connection, live.display)
-    finally:
-        engine.dispose()
+    database = Database.of(settings)
+    live = database.target
+    with database.reader() as engine, engine.connect() as connection:
+        start, identity = current_revision(connection), store_identity(connection)
+        if start is None:  # empty (init's job) or not the game's database: exit 4, named
+            require_game_revision(connection, live.display)
     pending = project.pending(start, to)
     if not pending:
         return ApplyReport(live.display, start, start, note=f"nothing to apply: {live.display} is at {start or 'base'}")
@@ -91,8 +86,8 @@ def apply_migrations(settings, ledger, *, alembic_config: Path | None = None, to
         expected=database_name(live),
     )
     backup_id, until = _pinned_backup(settings, target, command)
-    _upgrade(project, settings, live, start, target, command=command, lock_wait=lock_wait)
-    errors = _audit_errors(live, conn_settings)
+    _upgrade(project, settings, database, start, target, command=command, lock_wait=lock_wait)
+    errors = _audit_errors(database)
     return ApplyReport(
         database=live.display, start_revision=start, target_revision=target, applied=tuple(r.id for r in pending),
         backup_id=backup_id, pinned_until=until, dry_run_at=str(record.finished_at), audit_ok=errors == 0,
@@ -111,43 +106,38 @@ def _pinned_backup(settings, target: str, command: str) -> tuple[str, str]:
     return created.manifest.id, change.until
 
 
-def _upgrade(project, settings, live, start, target: str, *, command: str, lock_wait: float) -> None:
+def _upgrade(project, settings, database, start, target: str, *, command: str, lock_wait: float) -> None:
     from alembic import command as alembic_command
 
-    from game_core.db import create_engine
     from game_core.schema_state import current_revision
-    from integrity.database import connection_settings
-    from integrity.database_locks import database_lock
+    from integrity.db.connect import Write
+    from integrity.db.locks import database_lock
+    from integrity.db.sql import error_reason
 
+    live = database.target
     with database_lock(live, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait):
-        engine = create_engine(live, settings=connection_settings(settings))
-        try:
-            with engine.begin() as connection:  # one transaction: all revisions or none
-                now_at = current_revision(connection)
-                if now_at != start:
-                    raise PreconditionFailed(
-                        f"{live.display} moved from {start or 'base'} to {now_at} since the check; run the dry run again"
-                    )
-                alembic_command.upgrade(project.config(connection), target)
-                if current_revision(connection) != target:
-                    raise VerificationFailed(
-                        f"after the upgrade {live.display} is not at {target}: env.py ignores the handed connection; "
-                        "rolled back, nothing was changed"
-                    )
-        except sa.exc.DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise VerificationFailed(f"the upgrade failed and was rolled back, live is still at {start or 'base'}: {reason}") from None
-        finally:
-            engine.dispose()
+        with database.writer(Write.MIGRATE_APPLY) as engine:
+            try:
+                with engine.begin() as connection:  # one transaction: all revisions or none
+                    now_at = current_revision(connection)
+                    if now_at != start:
+                        raise PreconditionFailed(
+                            f"{live.display} moved from {start or 'base'} to {now_at} since the check; run the dry run again"
+                        )
+                    alembic_command.upgrade(project.config(connection), target)
+                    if current_revision(connection) != target:
+                        raise VerificationFailed(
+                            f"after the upgrade {live.display} is not at {target}: env.py ignores the handed connection; "
+                            "rolled back, nothing was changed"
+                        )
+            except sa.exc.DBAPIError as exc:
+                raise VerificationFailed(
+                    f"the upgrade failed and was rolled back, live is still at {start or 'base'}: {error_reason(exc)}"
+                ) from None
 
 
-def _audit_errors(live, conn_settings) -> int:
-    from game_core.db import create_engine
+def _audit_errors(database) -> int:
     from integrity.migrate.dry_run import data_audit_failures
 
-    engine = create_engine(live, read_only=True, settings=conn_settings)
-    try:
-        with engine.connect() as connection:
-            return sum(1 for failing in data_audit_failures(connection).values() if failing)
-    finally:
-        engine.dispose()
+    with database.reader() as engine, engine.connect() as connection:
+        return sum(1 for failing in data_audit_failures(connection).values() if failing)

@@ -14,7 +14,7 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
-from game_core.db import SQLITE, ConnectionSettings, DatabaseTarget
+from game_core.db import SQLITE, ConnectionSettings, DatabaseTarget, parse_database_url
 from integrity.fingerprint import TableFingerprint
 
 # Below this size a child process costs more than it saves.
@@ -22,15 +22,11 @@ PARALLEL_BYTES = 64 * 1024 * 1024
 
 
 def _fingerprints(url: str, settings: ConnectionSettings) -> dict[str, TableFingerprint]:
-    from game_core.db import create_engine
+    from integrity.db.connect import Database
     from integrity.fingerprint import database_fingerprints
 
-    engine = create_engine(url, read_only=True, settings=settings)
-    try:
-        with engine.connect() as connection:
-            return database_fingerprints(connection)
-    finally:
-        engine.dispose()
+    with Database(parse_database_url(url), settings).reader() as engine, engine.connect() as connection:
+        return database_fingerprints(connection)
 
 
 def fingerprints_beside(target: DatabaseTarget, settings: ConnectionSettings) -> Callable[[], dict[str, TableFingerprint]]:

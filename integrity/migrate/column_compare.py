@@ -12,7 +12,7 @@ import hashlib
 
 import sqlalchemy as sa
 
-from integrity.migrate.observe import quote as _quote
+from integrity.db.sql import quote as _quote
 
 BATCH = 10_000
 

@@ -13,14 +13,15 @@ revision is read again and must not have moved, and the copy's must have.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget
 from game_core.errors import ExitCode, PreconditionFailed
+from integrity.db.connect import Database, Write
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.findings import Finding, Severity
@@ -133,7 +134,6 @@ def dry_run(
     of `choice` (default: live on SQLite, the newest deep-verified backup on PostgreSQL)
     and report every finding. Raises MigrationProjectInvalid, DryRunCouldNotRun,
     SnapshotUnavailable, BackupNotFound (exit 4), CopyDiffers or BackupCorrupt (exit 5)."""
-    from integrity.database import connection_settings, target_of
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.snapshot import snapshot_copies
     from integrity.migrate.static_pass import lint_revisions
@@ -142,8 +142,8 @@ def dry_run(
     started = time.perf_counter()
     project = MigrationProject.load(alembic_config)
     project.check_graph()
-    live = target_of(settings)
-    conn_settings = connection_settings(settings)
+    database = Database.of(settings)
+    live, conn_settings = database.target, database.connection
     choice = choice or SourceChoice(BACKUP if live.kind == POSTGRESQL else LIVE, backup_id="latest" if live.kind == POSTGRESQL else None)
     start, identity, choice = _source_facts(settings, live, choice, conn_settings)
     pending = project.pending(start, to)
@@ -205,11 +205,10 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     project.check_graph()
     engine_kind = None
     if start is None:
-        from integrity.database import connection_settings, target_of
-
-        live = target_of(settings)
+        database = Database.of(settings)
+        live = database.target
         try:
-            start = _revision_of(live, connection_settings(settings))
+            start = _revision_of(live, database.connection)
             engine_kind = live.kind
         except PreconditionFailed:
             pass  # no database here (a CI job linting a branch): every revision from base
@@ -289,12 +288,8 @@ def _revision_run(revision, *, lint_for) -> RevisionRun:
 def _revision_of(target: DatabaseTarget, conn_settings: ConnectionSettings) -> str | None:
     from game_core.schema_state import current_revision
 
-    engine = create_engine(target, read_only=True, settings=conn_settings)
-    try:
-        with engine.connect() as connection:
-            return current_revision(connection)
-    finally:
-        engine.dispose()
+    with Database(target, conn_settings).reader() as engine, engine.connect() as connection:
+        return current_revision(connection)
 
 
 def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings) -> tuple[str | None, str | None, SourceChoice]:
@@ -321,12 +316,8 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
         source = snapshot_target(live, choice.snapshot) if live.kind == POSTGRESQL else parse_database_url(choice.snapshot)
     else:
         source = live
-    engine = create_engine(source, read_only=True, settings=conn_settings)
-    try:
-        with engine.connect() as connection:
-            return current_revision(connection), store_identity(connection), choice
-    finally:
-        engine.dispose()
+    with Database(source, conn_settings).reader() as engine, engine.connect() as connection:
+        return current_revision(connection), store_identity(connection), choice
 
 
 def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTarget, conn_settings) -> str:
@@ -340,12 +331,8 @@ def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTa
     try:
         from integrity.backups.statistics import store_identity
 
-        engine = create_engine(live, read_only=True, settings=conn_settings)
-        try:
-            with engine.connect() as connection:
-                identity = store_identity(connection)
-        finally:
-            engine.dispose()
+        with Database(live, conn_settings).reader() as engine, engine.connect() as connection:
+            identity = store_identity(connection)
     except PreconditionFailed:
         pass  # live unreachable: any deep-verified backup in the repository will do
     newest = read_catalog(repository).of_store(identity).newest_deep_verified()
@@ -363,20 +350,20 @@ def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporte
     from integrity.backups.repository import BackupCorrupt, Repository
     from integrity.backups.scratch import restored_copy
     from integrity.backups.verify import verify_one
-    from integrity.database import connection_settings, target_of
 
     @contextmanager
     def restored(requested):
         repository = Repository.of(settings)
-        live = target_of(settings)
-        backup_id = _chosen_backup(settings, repository, requested, live, connection_settings(settings))
+        database = Database.of(settings)
+        live = database.target
+        backup_id = _chosen_backup(settings, repository, requested, live, database.connection)
         with repository.reading(backup_id, command=command, wait_seconds=lock_wait):
             verification = verify_one(settings, repository, backup_id, deep=False, command=command, progress=progress)
             if verification.quick != "ok":
                 raise BackupCorrupt("; ".join(verification.problems) + "; it cannot be used for a dry run")
             manifest = repository.read_manifest(backup_id)
             with restored_copy(repository, manifest, source=live, scratch_dir=settings.state.dir / "scratch",
-                               settings=connection_settings(settings), progress=progress) as copy:
+                               settings=database.connection, progress=progress) as copy:
                 yield backup_id, copy
 
     return restored
@@ -392,8 +379,9 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
     from integrity.migrate.observe import capture_schema, schema_changes
 
     now = datetime.now(timezone.utc)
-    before_engine = create_engine(copies.before, read_only=True, settings=conn_settings)
-    work_engine = create_engine(copies.work, settings=conn_settings)
+    opened = ExitStack()  # both engines disposed on the way out, however the pass ends
+    before_engine = opened.enter_context(Database(copies.before, conn_settings).reader())
+    work_engine = opened.enter_context(Database(copies.work, conn_settings).writer(Write.COPY))
     findings: list[Finding] = []
     out: dict[str, Any] = {"findings": findings, "schema_changes": [], "tables": [], "audits": {}, "round_trip": {}}
     try:
@@ -458,8 +446,7 @@ def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings
         findings.extend(_lock_findings(runs, pending, after_prints))
         return out
     finally:
-        before_engine.dispose()
-        work_engine.dispose()
+        opened.close()
 
 
 def _run(project, engine, revisions, direction: str, sample_limit: int):

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from integrity.db.sql import quote
+
 # Alembic's bookkeeping table: its row is the revision, which a migration always moves.
 _SKIPPED_TABLES = frozenset({"alembic_version"})
 SQLITE_STORAGE_CLASSES = ("null", "integer", "real", "text", "blob")
@@ -473,11 +475,6 @@ def tables_reaching(schema: SchemaShape, tables: set[str]) -> set[str]:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def quote(name: str) -> str:
-    """A double-quoted SQL identifier (both engines)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def render_value(value) -> str | None:

@@ -64,6 +64,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from integrity.db.sql import NAME, quote, unquote
+
 UPGRADE = "upgrade"
 DOWNGRADE = "downgrade"
 SQL_WIDTH = 200  # a statement as it appears in a trace: one line, at most this long
@@ -386,7 +388,7 @@ def _rewrites(connection: Connection, before: dict[int, _Relation], after: dict[
         if relation.reltuples >= 0:
             rows = round(relation.reltuples)
         else:  # never analyzed (-1): count, as a restored copy's tables often are
-            quoted = connection.dialect.identifier_preparer.quote(relation.table)
+            quoted = quote(relation.table)
             rows = connection.execute(sa.text(f"SELECT count(*) FROM {quoted}")).scalar_one()
         rewrites.append(Rewrite(relation.name, relation.kind, int(rows)))
     return tuple(rewrites)
@@ -394,11 +396,10 @@ def _rewrites(connection: Connection, before: dict[int, _Relation], after: dict[
 
 # ---------------------------------------------------------------- explaining a failure
 
-_NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)'
-_IDENT = rf"{_NAME}(?:\s*\.\s*{_NAME})?"
+_IDENT = rf"{NAME}(?:\s*\.\s*{NAME})?"
 _TMP_PREFIX = "_alembic_tmp_"  # Alembic's batch mode copies a SQLite table into this one
 _ALTER_TYPE = re.compile(
-    rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_IDENT})\s+ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+"
+    rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_IDENT})\s+ALTER\s+(?:COLUMN\s+)?(?P<column>{NAME})\s+"
     rf"(?:SET\s+DATA\s+)?TYPE\s+(?P<type>[A-Za-z][A-Za-z0-9_ ]*?)\s*"
     rf"(?:\(\s*(?P<precision>\d+)\s*(?:,\s*(?P<scale>-?\d+)\s*)?\))?\s*(?:COLLATE\s+\S+\s*)?"
     rf"(?:USING\s+(?P<using>.+?))?\s*;?\s*$",
@@ -444,24 +445,29 @@ class _Explainer:
     history: list[str]
     sample_limit: int
 
+    @property
+    def kind(self) -> str:
+        """The engine whose rules turn names in the failing SQL into catalogue names."""
+        return self.connection.dialect.name
+
     # ---- per engine
 
     def sqlite(self, message: str):
         if match := re.match(r"NOT NULL constraint failed: (\S+?)\.(\S+)$", message):
-            return self._nulls(_base_table(match.group(1)), match.group(2))
+            return self._nulls(_base_table(match.group(1), self.kind), match.group(2))
         if message.startswith("Cannot add a NOT NULL column"):
-            added = re.search(rf"ALTER\s+TABLE\s+({_IDENT})\s+ADD\s+(?:COLUMN\s+)?({_NAME})", self.failing_sql, re.I)
-            return self._nulls(_unquote(added.group(1)), _unquote(added.group(2))) if added else None
+            added = re.search(rf"ALTER\s+TABLE\s+({_IDENT})\s+ADD\s+(?:COLUMN\s+)?({NAME})", self.failing_sql, re.I)
+            return self._nulls(unquote(added.group(1), self.kind), unquote(added.group(2), self.kind)) if added else None
         if match := re.match(r"UNIQUE constraint failed: index '(.+)'$", message):
             return self._unique_from_definition(match.group(1), table=None)
         if (match := re.match(r"UNIQUE constraint failed: (.+)$", message)) and (
-            definition := _unique_definition(None, [self.failing_sql])
+            definition := _unique_definition(None, [self.failing_sql], self.kind)
         ):
             return self._duplicates(*definition)
         if match:
             qualified = [part.strip().rsplit(".", 1) for part in match.group(1).split(",")]
-            table = _base_table(qualified[0][0])
-            return self._duplicates(table, [self._quote(column) for _, column in qualified], None)
+            table = _base_table(qualified[0][0], self.kind)
+            return self._duplicates(table, [quote(column) for _, column in qualified], None)
         if match := re.match(r"CHECK constraint failed: (.+)$", message):
             table = self._statement_table()
             expression = _check_expression(match.group(1), [self.failing_sql, *reversed(self.history)])
@@ -491,11 +497,11 @@ class _Explainer:
 
     def _nulls(self, table: str, column: str):
         if column in self._columns(table):
-            return self._where(table, f"{self._quote(column)} IS NULL")
+            return self._where(table, f"{quote(column)} IS NULL")
         return self._where(table, "1 = 1")  # an added column is NULL in every existing row
 
     def _unique_from_definition(self, name: str | None, *, table: str | None, detail: str | None = None):
-        definition = _unique_definition(name, [self.failing_sql, *reversed(self.history)]) if name else None
+        definition = _unique_definition(name, [self.failing_sql, *reversed(self.history)], self.kind) if name else None
         if definition is not None:
             defined_table, terms, predicate = definition
             return self._duplicates(table or defined_table, terms, predicate)
@@ -504,14 +510,14 @@ class _Explainer:
             columns = [column.strip() for column in key.group(1).split(",")]
             known = self._columns(table)
             if all(column in known for column in columns):
-                return self._duplicates(table, [self._quote(column) for column in columns], None)
+                return self._duplicates(table, [quote(column) for column in columns], None)
         return None
 
     def _duplicates(self, table: str, terms: list[str], predicate: str | None):
         listed = ", ".join(terms)
         present = " AND ".join(f"({term}) IS NOT NULL" for term in terms)  # NULLs never collide
         where = f"{present} AND ({predicate})" if predicate else present
-        quoted = self._quote(table)
+        quoted = quote(table)
         groups = f"SELECT {listed} FROM {quoted} WHERE {where} GROUP BY {listed} HAVING count(*) > 1"
         return self._where(table, f"({listed}) IN ({groups})" + (f" AND ({predicate})" if predicate else ""))
 
@@ -523,8 +529,8 @@ class _Explainer:
         # The batch table being filled declares the new foreign keys; its CREATE TABLE is
         # in the revision's statements.
         target = re.search(rf"INSERT\s+INTO\s+({_IDENT})", self.failing_sql, re.I)
-        created = _create_table_sql(_unquote(target.group(1)), self.history) if target else None
-        for columns, parent, parent_columns in _foreign_keys(created or ""):
+        created = _create_table_sql(unquote(target.group(1), self.kind), self.history) if target else None
+        for columns, parent, parent_columns in _foreign_keys(created or "", self.kind):
             conditions.append(self._orphan_condition(table, columns, parent, parent_columns))
         return self._where(table, " OR ".join(f"({c})" for c in conditions)) if conditions else None
 
@@ -535,7 +541,7 @@ class _Explainer:
         columns = [column.strip() for column in match.group(1).split(",")]
         parent = match.group(2)
         parent_columns = None
-        for declared, declared_parent, declared_columns in _foreign_keys(self.failing_sql):
+        for declared, declared_parent, declared_columns in _foreign_keys(self.failing_sql, self.kind):
             if declared == columns and declared_parent == parent:
                 parent_columns = declared_columns
         if parent_columns is None:
@@ -543,18 +549,18 @@ class _Explainer:
         return self._where(table, self._orphan_condition(table, columns, parent, parent_columns))
 
     def _orphan_condition(self, table: str, columns: list[str], parent: str, parent_columns: list[str]) -> str:
-        child = self._quote(table)
-        present = " AND ".join(f"{child}.{self._quote(c)} IS NOT NULL" for c in columns)
+        child = quote(table)
+        present = " AND ".join(f"{child}.{quote(c)} IS NOT NULL" for c in columns)
         match = " AND ".join(
-            f"parent.{self._quote(p)} = {child}.{self._quote(c)}" for c, p in zip(columns, parent_columns)
+            f"parent.{quote(p)} = {child}.{quote(c)}" for c, p in zip(columns, parent_columns)
         )
-        return f"{present} AND NOT EXISTS (SELECT 1 FROM {self._quote(parent)} AS parent WHERE {match})"
+        return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote(parent)} AS parent WHERE {match})"
 
     def _bad_cast(self, state: str, message: str):
         altered = _ALTER_TYPE.search(self.failing_sql)
         if not altered:
             return None
-        table, column = _unquote(altered.group("table")), self._quote(_unquote(altered.group("column")))
+        table, column = unquote(altered.group("table"), self.kind), quote(unquote(altered.group("column"), self.kind))
         if state == "22P02":
             value = re.search(r': "(.*)"\s*$', message.splitlines()[0])
             if not value:
@@ -591,13 +597,10 @@ class _Explainer:
         match = re.search(
             rf"(?:INSERT\s+INTO|UPDATE|ALTER\s+TABLE|DELETE\s+FROM)\s+(?:OR\s+\w+\s+)?({_IDENT})", self.failing_sql, re.I
         )
-        return _base_table(_unquote(match.group(1))) if match else None
+        return _base_table(match.group(1), self.kind) if match else None
 
     def _columns(self, table: str) -> set[str]:
         return {column["name"] for column in sa.inspect(self.connection).get_columns(table)}
-
-    def _quote(self, name: str) -> str:
-        return self.connection.dialect.identifier_preparer.quote(name)
 
     def _where(self, table: str, condition: str, params: dict | None = None) -> tuple[int, tuple[str, ...]]:
         """Count the rows of `table` where `condition` holds and take the first keys.
@@ -607,14 +610,14 @@ class _Explainer:
         """
         if not params:
             condition = condition.replace(":", "\\:")
-        quoted = self._quote(table)
+        quoted = quote(table)
         rows = self.connection.execute(
             sa.text(f"SELECT count(*) FROM {quoted} WHERE {condition}"), params or {}
         ).scalar_one()
         keys = sa.inspect(self.connection).get_pk_constraint(table).get("constrained_columns") or []
         if not rows or not keys:
             return rows, ()
-        listed = ", ".join(f"{quoted}.{self._quote(key)}" for key in keys)
+        listed = ", ".join(f"{quoted}.{quote(key)}" for key in keys)
         found = self.connection.execute(
             sa.text(f"SELECT {listed} FROM {quoted} WHERE {condition} ORDER BY {listed} LIMIT {int(self.sample_limit)}"),
             params or {},
@@ -623,20 +626,9 @@ class _Explainer:
         return rows, samples
 
 
-def _base_table(name: str) -> str:
-    name = _unquote(name)
+def _base_table(name: str, kind: str) -> str:
+    name = unquote(name, kind)
     return name[len(_TMP_PREFIX):] if name.startswith(_TMP_PREFIX) else name
-
-
-def _unquote(identifier: str) -> str:
-    """The last part of a possibly qualified, possibly quoted identifier."""
-    parts = re.findall(_NAME, identifier)
-    last = parts[-1] if parts else identifier
-    if last[:1] == '"':
-        return last[1:-1].replace('""', '"')
-    if last[:1] in ("`", "["):
-        return last[1:-1]
-    return last
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -690,12 +682,12 @@ def _check_expression(name: str, statements: list[str]) -> str | None:
     return None
 
 
-def _unique_definition(name: str | None, statements: list[str]) -> tuple[str, list[str], str | None] | None:
+def _unique_definition(name: str | None, statements: list[str], kind: str) -> tuple[str, list[str], str | None] | None:
     """(table, terms, partial-index predicate) of the unique index or constraint `name`
     (None: whichever the statements define)."""
-    named = _name_pattern(name) if name else _NAME
+    named = _name_pattern(name) if name else NAME
     index = re.compile(
-        rf"CREATE\s+UNIQUE\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?:{_NAME}\s*\.\s*)?{named}"
+        rf"CREATE\s+UNIQUE\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?:{NAME}\s*\.\s*)?{named}"
         rf"\s+ON\s+(?:ONLY\s+)?({_IDENT})\s*(?:USING\s+\w+\s*)?\(",
         re.IGNORECASE,
     )
@@ -708,12 +700,12 @@ def _unique_definition(name: str | None, statements: list[str]) -> tuple[str, li
                 continue
             rest = sql[match.end() + len(inside):]
             predicate = re.search(r"\bWHERE\s+(.+?)\s*;?\s*$", rest, re.IGNORECASE | re.DOTALL)
-            return _unquote(match.group(1)), _split_top_level(inside), predicate.group(1) if predicate else None
+            return unquote(match.group(1), kind), _split_top_level(inside), predicate.group(1) if predicate else None
         if match := constraint.search(sql):
             inside = _balanced(sql, match.end() - 1)
             owner = re.match(rf"\s*(?:ALTER|CREATE)\s+TABLE\s+(?:ONLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})", sql, re.I)
             if inside is not None and owner:
-                return _base_table(owner.group(1)), _split_top_level(inside), None
+                return _base_table(owner.group(1), kind), _split_top_level(inside), None
     return None
 
 
@@ -725,12 +717,12 @@ def _create_table_sql(table: str, statements: list[str]) -> str | None:
     return None
 
 
-def _foreign_keys(sql: str) -> list[tuple[list[str], str, list[str]]]:
+def _foreign_keys(sql: str, kind: str) -> list[tuple[list[str], str, list[str]]]:
     """(columns, parent table, parent columns) of every FOREIGN KEY clause in `sql`."""
     found = []
     pattern = re.compile(rf"FOREIGN\s+KEY\s*\(([^)]*)\)\s*REFERENCES\s+({_IDENT})\s*\(([^)]*)\)", re.IGNORECASE)
     for match in pattern.finditer(sql):
-        columns = [_unquote(column.strip()) for column in match.group(1).split(",")]
-        parent_columns = [_unquote(column.strip()) for column in match.group(3).split(",")]
-        found.append((columns, _unquote(match.group(2)), parent_columns))
+        columns = [unquote(column.strip(), kind) for column in match.group(1).split(",")]
+        parent_columns = [unquote(column.strip(), kind) for column in match.group(3).split(",")]
+        found.append((columns, unquote(match.group(2), kind), parent_columns))
     return found

@@ -4,7 +4,7 @@ Both come from one consistent snapshot of the source, and `work` is proven ident
 the source (per-table fingerprints) before anything runs on it (DESIGN.md invariant 8).
 The source is only ever read; both copies are removed afterwards unless `--keep-copy`,
 and both are claimed while they exist, so that a killed run's are removed by the next
-(`integrity.backups.scratch_claims`).
+(`integrity.db.claims`).
 
 - SQLite (live database or a snapshot file): one read transaction on the source pins
   its state; the backup API copies it twice from that transaction (source -> before ->
@@ -34,11 +34,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, create_engine, parse_database_url
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, parse_database_url
 from game_core.errors import PreconditionFailed
-from integrity.backups.scratch import maintenance_engine
-from integrity.backups.scratch_claims import SCRATCH_PREFIX as SCRATCH_DATABASE_PREFIX
-from integrity.backups.scratch_claims import ScratchDatabases, claimed_path, scratch_databases
+from integrity.db.claims import SCRATCH_PREFIX as SCRATCH_DATABASE_PREFIX
+from integrity.db.claims import ScratchDatabases, claimed_path, scratch_databases
+from integrity.db.connect import Database, maintenance
+from integrity.db.sql import error_reason
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
@@ -184,27 +185,23 @@ def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, pha
                  progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     import sqlite3
 
-    engine = create_engine(source, read_only=True, settings=settings)
-    try:
-        with engine.connect() as connection:
-            # The first read starts the transaction that pins what every step below sees.
-            connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
-            reader = connection.connection.driver_connection
-            started = time.perf_counter()
-            with progress.task("snapshot copy (one step)", unit="bytes"):
-                backup_api_copy(reader, before)
-            phases.append(Phase("snapshot", time.perf_counter() - started))
-            started = time.perf_counter()
-            with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen, \
-                    progress.task("work copy (one step)", unit="bytes"):
-                backup_api_copy(frozen, work)
-            phases.append(Phase("work copy", time.perf_counter() - started))
-            started = time.perf_counter()
-            work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
-            source_prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
-            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
-    finally:
-        engine.dispose()
+    with Database(source, settings).reader() as engine, engine.connect() as connection:
+        # The first read starts the transaction that pins what every step below sees.
+        connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
+        reader = connection.connection.driver_connection
+        started = time.perf_counter()
+        with progress.task("snapshot copy (one step)", unit="bytes"):
+            backup_api_copy(reader, before)
+        phases.append(Phase("snapshot", time.perf_counter() - started))
+        started = time.perf_counter()
+        with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen, \
+                progress.task("work copy (one step)", unit="bytes"):
+            backup_api_copy(frozen, work)
+        phases.append(Phase("work copy", time.perf_counter() - started))
+        started = time.perf_counter()
+        work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
+        source_prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
+        phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(source_prints)))
     started = time.perf_counter()
     with progress.task("fingerprinting the work copy (beside)", unit="rows"):
         work_prints = work_prints()
@@ -234,7 +231,7 @@ def _create_database(databases: ScratchDatabases, name: str, *, template: str | 
     try:
         databases.create(name, template=template, keep=keep)
     except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        reason = error_reason(exc)
         if "permission denied" in reason:
             raise SnapshotUnavailable(
                 f"cannot create the scratch database {name}: {reason}; the dry run needs a role with CREATEDB "
@@ -250,12 +247,8 @@ def _create_database(databases: ScratchDatabases, name: str, *, template: str | 
 def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], phase: str,
                         progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     started = time.perf_counter()
-    engine = create_engine(target, read_only=True, settings=settings)
-    try:
-        with engine.connect() as connection:
-            prints = database_fingerprints(connection, progress=progress, what=phase.replace("fingerprint", "fingerprinting the"))
-    finally:
-        engine.dispose()
+    with Database(target, settings).reader() as engine, engine.connect() as connection:
+        prints = database_fingerprints(connection, progress=progress, what=phase.replace("fingerprint", "fingerprinting the"))
     phases.append(Phase(phase, time.perf_counter() - started, _fingerprint_rows(prints)))
     return prints
 
@@ -267,8 +260,7 @@ def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, p
     made: list[str] = []
     phases: list[Phase] = []
     with ExitStack() as stack:
-        admin = maintenance_engine(live)
-        stack.callback(admin.dispose)
+        admin = stack.enter_context(maintenance(live))
         databases = stack.enter_context(scratch_databases(admin))  # dropped last, after the restored backup's
         backup_id = None
         source_target = None
@@ -323,12 +315,8 @@ def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
             f"--snapshot {target.url.database} is the live database; a snapshot must be a copy nobody uses "
             "(or use --from-live, which copies live without touching it)"
         )
-    admin = maintenance_engine(live)
-    try:
-        with admin.connect() as connection:
-            exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.url.database}).first()
-    finally:
-        admin.dispose()
+    with maintenance(live) as admin, admin.connect() as connection:
+        exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.url.database}).first()
     if not exists:
         raise SnapshotUnavailable(f"no snapshot database {target.url.database} on {live.url.host}; create it with createdb -T, or use --from-backup")
     return target
@@ -340,38 +328,32 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phas
     are taken in that same snapshot, so they describe exactly what was copied."""
     from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 
-    engine = create_engine(live, read_only=True, settings=settings)
-    try:
-        with engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            major = server_major(connection)
-            pg_dump = require_tool("pg_dump", major)
-            pg_restore = require_tool("pg_restore", major)
-            snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
-            started = time.perf_counter()
-            with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as restore_errors:
-                dump = subprocess.Popen(
-                    [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"],
-                    stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(live.url),
-                )
-                restore = subprocess.Popen(
-                    [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
-                     f"--dbname={before.url.database}"],
-                    stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_errors,
-                    env=libpq_environment(before.url),
-                )
-                dump.stdout.close()  # pg_restore holds the pipe now: pg_dump sees it close
-                with progress.task("snapshot copy (pg_dump | pg_restore)", unit="bytes"):
-                    restore_status, dump_status = restore.wait(), dump.wait()
-                for name, status, errors in (("pg_dump", dump_status, dump_errors), ("pg_restore", restore_status, restore_errors)):
-                    if status != 0:
-                        errors.seek(0)
-                        raise SnapshotUnavailable(f"{name} exited with status {status} while copying live: {tool_error(errors.read())}")
-            phases.append(Phase("snapshot", time.perf_counter() - started))
-            started = time.perf_counter()
-            prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
-            phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(prints)))
-            connection.rollback()
-            return prints
-    finally:
-        engine.dispose()
+    with Database(live, settings).snapshot() as connection:  # the exported snapshot lives as long as it
+        major = server_major(connection)
+        pg_dump = require_tool("pg_dump", major)
+        pg_restore = require_tool("pg_restore", major)
+        snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
+        started = time.perf_counter()
+        with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as restore_errors:
+            dump = subprocess.Popen(
+                [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"],
+                stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(live.url),
+            )
+            restore = subprocess.Popen(
+                [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+                 f"--dbname={before.url.database}"],
+                stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_errors,
+                env=libpq_environment(before.url),
+            )
+            dump.stdout.close()  # pg_restore holds the pipe now: pg_dump sees it close
+            with progress.task("snapshot copy (pg_dump | pg_restore)", unit="bytes"):
+                restore_status, dump_status = restore.wait(), dump.wait()
+            for name, status, errors in (("pg_dump", dump_status, dump_errors), ("pg_restore", restore_status, restore_errors)):
+                if status != 0:
+                    errors.seek(0)
+                    raise SnapshotUnavailable(f"{name} exited with status {status} while copying live: {tool_error(errors.read())}")
+        phases.append(Phase("snapshot", time.perf_counter() - started))
+        started = time.perf_counter()
+        prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
+        phases.append(Phase("fingerprint source", time.perf_counter() - started, _fingerprint_rows(prints)))
+        return prints

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from integrity.db.sql import unquote
 from integrity.migrate.findings import Finding
 from integrity.migrate.project import MigrationProject, RevisionInfo
 from integrity.migrate.rules import RULES
@@ -255,10 +256,11 @@ def _start_schema(project: MigrationProject, start_revision: str | None, log: _L
     import sqlalchemy as sa
     from alembic import command
 
-    engine = sa.create_engine("sqlite://")
+    from integrity.db.connect import in_memory_sqlite
+
     log.events = replayed = []
     try:
-        with engine.connect() as connection:
+        with in_memory_sqlite() as connection:
             command.upgrade(project.config(connection), start_revision)
             inspector = sa.inspect(connection)
             reflected = {
@@ -267,8 +269,6 @@ def _start_schema(project: MigrationProject, start_revision: str | None, log: _L
             }
     except Exception as exc:  # a history that cannot run on SQLite, an env.py that ignores the connection
         return _Schema(), f"the schema at {start_revision} could not be built on SQLite: {_one_line(exc)}"
-    finally:
-        engine.dispose()
     from_ops = _Schema()
     for operation in replayed:
         if not isinstance(operation, _Rebuild):
@@ -680,12 +680,8 @@ def _type_names(pattern: re.Pattern, statement: str) -> list[str]:
     for match in pattern.finditer(statement):
         for qualified in match.group(1).split(","):
             if qualified.strip():
-                names.append(_unquote(qualified.strip().split(".")[-1]))
+                names.append(unquote(qualified.strip(), "postgresql"))  # enum types: PostgreSQL only
     return names
-
-
-def _unquote(name: str) -> str:
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
 
 # ---------------------------------------------------------------- types
@@ -887,9 +883,9 @@ def _sql_statements(sqltext, dialect_name: str) -> list[_Sql]:
     from sqlalchemy.sql import dml
 
     if isinstance(sqltext, str):
-        return _parse_sql(sqltext)
+        return _parse_sql(sqltext, dialect_name)
     if isinstance(sqltext, sa.TextClause):
-        return _parse_sql(sqltext.text)
+        return _parse_sql(sqltext.text, dialect_name)
     if isinstance(sqltext, (dml.Update, dml.Delete)):
         kind = "update" if isinstance(sqltext, dml.Update) else "delete"
         return [_Sql(kind, getattr(sqltext.table, "name", None), where=sqltext.whereclause is not None)]
@@ -898,16 +894,16 @@ def _sql_statements(sqltext, dialect_name: str) -> list[_Sql]:
     if isinstance(sqltext, sa.sql.Select):
         return [_Sql("none")]
     if isinstance(sqltext, sa.schema.DDL):
-        return _parse_sql(sqltext.statement)
+        return _parse_sql(sqltext.statement, dialect_name)
     try:
         from sqlalchemy.engine import URL
 
-        return _parse_sql(str(sqltext.compile(dialect=URL.create(dialect_name).get_dialect()())))
+        return _parse_sql(str(sqltext.compile(dialect=URL.create(dialect_name).get_dialect()())), dialect_name)
     except Exception:  # a construct this pass cannot render: its tables are unknown
         return [_Sql("unknown")]
 
 
-def _parse_sql(text: str) -> list[_Sql]:
+def _parse_sql(text: str, dialect: str) -> list[_Sql]:
     statements: list[list[tuple[str, str]]] = [[]]
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup if match.lastgroup != "tag" else "dollar"
@@ -917,10 +913,10 @@ def _parse_sql(text: str) -> list[_Sql]:
             statements.append([])
             continue
         statements[-1].append((kind, match.group()))
-    return [parsed for tokens in statements if tokens for parsed in _statement(_top_level(tokens))]
+    return [parsed for tokens in statements if tokens for parsed in _statement(_top_level(tokens), dialect)]
 
 
-def _statement(top: list[tuple[str, str]]) -> list[_Sql]:
+def _statement(top: list[tuple[str, str]], dialect: str) -> list[_Sql]:
     words = _words(top)
     if not words:
         return [_Sql("unknown")]  # wholly parenthesised: nothing at the top level to read
@@ -929,25 +925,25 @@ def _statement(top: list[tuple[str, str]]) -> list[_Sql]:
         words, top = words[at:], top[at:]
     head = " ".join(words[:2])
     if words[0] == "UPDATE":
-        return [_Sql("update", _name_after(top, 1), where=_has_where(words))]
+        return [_Sql("update", _name_after(top, 1, dialect), where=_has_where(words))]
     if words[0] == "DELETE":
-        return [_Sql("delete", _name_after(top, 2 if words[1:2] == ["FROM"] else 1), where=_has_where(words))]
+        return [_Sql("delete", _name_after(top, 2 if words[1:2] == ["FROM"] else 1, dialect), where=_has_where(words))]
     if words[0] == "TRUNCATE":
-        return [_Sql("truncate", _name_after(top, 2 if words[1:2] == ["TABLE"] else 1))]
+        return [_Sql("truncate", _name_after(top, 2 if words[1:2] == ["TABLE"] else 1, dialect))]
     if words[0] == "INSERT":
-        return [_Sql("insert", _name_after(top, 2))]
+        return [_Sql("insert", _name_after(top, 2, dialect))]
     if head == "CREATE TABLE":
-        return [_Sql("create-table", _name_after(top, _skip(words, 2, ("IF", "NOT", "EXISTS"))))]
+        return [_Sql("create-table", _name_after(top, _skip(words, 2, ("IF", "NOT", "EXISTS")), dialect))]
     if head == "DROP TABLE":
-        return [_Sql("drop-table", _name_after(top, _skip(words, 2, ("IF", "EXISTS"))))]
+        return [_Sql("drop-table", _name_after(top, _skip(words, 2, ("IF", "EXISTS")), dialect))]
     if head == "ALTER TABLE":
         at = _skip(words, 2, ("IF", "EXISTS", "ONLY"))
-        table = _name_after(top, at)
-        return [_alter_action(table, action) for action in _split(top[at + 1 + 2 * _dots(top, at):], ",")]
+        table = _name_after(top, at, dialect)
+        return [_alter_action(table, action, dialect) for action in _split(top[at + 1 + 2 * _dots(top, at):], ",")]
     if words[0] == "CREATE" and "INDEX" in words[1:3] and "ON" in words:
         on = words.index("ON")
-        name = _unquote(top[on - 1][1]) if words[on - 1] not in ("INDEX", "CONCURRENTLY", "EXISTS") else None
-        return [_Sql("create-index", _name_after(top, on + 1), name=name, concurrently="CONCURRENTLY" in words[:on])]
+        name = unquote(top[on - 1][1], dialect) if words[on - 1] not in ("INDEX", "CONCURRENTLY", "EXISTS") else None
+        return [_Sql("create-index", _name_after(top, on + 1, dialect), name=name, concurrently="CONCURRENTLY" in words[:on])]
     if words[0] == "PRAGMA" and len(words) >= 4 and words[1] == "FOREIGN_KEYS":
         off = words[3].strip("'\"") in ("OFF", "0", "FALSE", "NO")
         return [_Sql("foreign-keys-off" if off else "foreign-keys-on")]
@@ -956,28 +952,28 @@ def _statement(top: list[tuple[str, str]]) -> list[_Sql]:
     return [_Sql("unknown")]
 
 
-def _alter_action(table: str | None, top: list[tuple[str, str]]) -> _Sql:
+def _alter_action(table: str | None, top: list[tuple[str, str]], dialect: str) -> _Sql:
     """One action of an ALTER TABLE (they are separated by commas)."""
     w = _words(top)
     if w[:1] == ["DROP"] and w[1:2] != ["CONSTRAINT"]:
-        return _Sql("drop-column", table, _name_after(top, _skip(w, 2 if w[1:2] == ["COLUMN"] else 1, ("IF", "EXISTS"))))
+        return _Sql("drop-column", table, _name_after(top, _skip(w, 2 if w[1:2] == ["COLUMN"] else 1, ("IF", "EXISTS")), dialect))
     if w[:2] == ["RENAME", "TO"]:
-        return _Sql("rename-table", table, name=_name_after(top, 2))
+        return _Sql("rename-table", table, name=_name_after(top, 2, dialect))
     if w[:1] == ["RENAME"] and "TO" in w:
-        return _Sql("rename-column", table, _name_after(top, 2 if w[1:2] == ["COLUMN"] else 1),
-                    name=_name_after(top, w.index("TO") + 1))
+        return _Sql("rename-column", table, _name_after(top, 2 if w[1:2] == ["COLUMN"] else 1, dialect),
+                    name=_name_after(top, w.index("TO") + 1, dialect))
     if w[:1] == ["ADD"] and w[1:2] in (["CONSTRAINT"], ["CHECK"], ["FOREIGN"]):
         if "CHECK" not in w and "FOREIGN" not in w:
             return _Sql("alter-table", table)  # a primary key or unique constraint
-        return _Sql("add-constraint", table, name=_name_after(top, 2) if w[1] == "CONSTRAINT" else None,
+        return _Sql("add-constraint", table, name=_name_after(top, 2, dialect) if w[1] == "CONSTRAINT" else None,
                     constraint="foreign key" if "FOREIGN" in w else "check constraint", not_valid=_pair(w, "NOT", "VALID"))
     if w[:1] == ["ADD"]:
         at = _skip(w, 2 if w[1:2] == ["COLUMN"] else 1, ("IF", "NOT", "EXISTS"))
         default = top[w.index("DEFAULT") + 1][1] if "DEFAULT" in w[:-1] else None
-        return _Sql("add-column", table, _name_after(top, at), not_null=_pair(w, "NOT", "NULL"), default=default)
+        return _Sql("add-column", table, _name_after(top, at, dialect), not_null=_pair(w, "NOT", "NULL"), default=default)
     if w[:1] == ["ALTER"]:
         at = 2 if w[1:2] == ["COLUMN"] else 1
-        column, rest = _name_after(top, at), w[at + 1:]
+        column, rest = _name_after(top, at, dialect), w[at + 1:]
         if "TYPE" in rest:
             return _Sql("alter-type", table, column)
         if rest[:3] == ["SET", "NOT", "NULL"]:
@@ -1037,13 +1033,13 @@ def _dots(top: list[tuple[str, str]], index: int) -> int:
     return count
 
 
-def _name_after(top: list[tuple[str, str]], index: int) -> str | None:
+def _name_after(top: list[tuple[str, str]], index: int, dialect: str) -> str | None:
     """The (possibly schema-qualified) name at `index`, as its last part; ONLY is skipped."""
     if index < len(top) and top[index][0] == "word" and top[index][1].upper() == "ONLY":
         index += 1
     if index >= len(top) or top[index][0] not in ("word", "quoted"):
         return None
-    return _unquote(top[index + 2 * _dots(top, index)][1])
+    return unquote(top[index + 2 * _dots(top, index)][1], dialect)
 
 
 # ---------------------------------------------------------------- what was recorded

@@ -76,19 +76,20 @@ def diff_backup(
     BackupCorrupt (exit 5).
     """
     from integrity.backups.repository import BackupCorrupt, Repository
-    from integrity.backups.scratch import open_copy, restored_copy
+    from integrity.backups.scratch import restored_copy
     from integrity.backups.statistics import store_identity
     from integrity.backups.catalog import resolve_backup
     from integrity.backups.verify import verify_one
-    from integrity.database import connection_settings, open_read_only
+    from integrity.db.connect import Database
     from integrity.guarded import require_game_revision
 
     chosen_tables = check_tables(tables)  # a typo fails before any work
     if not isinstance(sample_limit, int) or isinstance(sample_limit, bool) or sample_limit < 0:
         raise InvalidInput(f"--limit {sample_limit!r} is not a non-negative integer")
     started = time.perf_counter()
-    target, live_engine = open_read_only(settings)
-    try:
+    live = Database.of(settings)
+    target = live.target
+    with live.reader() as live_engine:
         with live_engine.connect() as probe:
             # First: a diff against another application's tables or a revision this code
             # does not know would report its own confusion as differences (exit 3).
@@ -114,17 +115,10 @@ def diff_backup(
                     f"the configured database {target.display} is store {identity}; compare it with its own "
                     "database (--database-url), or pick one of this database's backups (`integrity backup list`)"
                 )
-            conn_settings = connection_settings(settings)
             with restored_copy(
-                repository, manifest, source=target, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
-            ) as copy:
-                copy_engine = open_copy(copy, conn_settings)
-                try:
-                    diffs = _diff_live_and_copy(live_engine, copy_engine, chosen_tables, sample_limit, target.display)
-                finally:
-                    copy_engine.dispose()
-    finally:
-        live_engine.dispose()
+                repository, manifest, source=target, scratch_dir=settings.state.dir / "scratch", settings=live.connection,
+            ) as copy, live.beside(copy.target).reader() as copy_engine:
+                diffs = _diff_live_and_copy(live_engine, copy_engine, chosen_tables, sample_limit, target.display)
     return BackupDiffReport(
         backup_id=manifest.id,
         backup_created_at=manifest.created_at,

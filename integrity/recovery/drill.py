@@ -69,16 +69,17 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, SQLITE, create_engine
+from game_core.db import POSTGRESQL, SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, Manifest, Repository
-from integrity.backups.scratch import ScratchCopy, maintenance_engine, open_copy, restored_copy
-from integrity.backups.scratch_claims import claimed_path
+from integrity.backups.scratch import ScratchCopy, restored_copy
+from integrity.db.claims import claimed_path
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import audit_copy, deep_checks, quick_verify
 from integrity.crashpoints import crash_point
-from integrity.database import connection_settings, target_of
+from integrity.db.connect import Database, guarded_target, maintenance, one_snapshot
+from integrity.db.sql import error_reason, quote as quote_identifier
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
@@ -242,20 +243,15 @@ def run_drill(
     from integrity.guarded import check_guarded
 
     check_guarded(settings)  # first: live must be the game's, at a revision this code knows (else exit 4)
-    target = target_of(settings)
     repository = Repository.of(settings)
     repository.require_exists()
-    conn_settings = connection_settings(settings)
-    live = create_engine(target, read_only=True, settings=conn_settings)  # never written
-    try:
+    with Database.of(settings).reader() as live:  # never written
         with live.connect() as connection:
             identity = store_identity(connection)
         chosen = resolve_backup(repository, backup_id, identity, now)
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
             report = _drill(settings, repository, chosen, live=live, identity=identity,
                             command=command, ledger=ledger, now=now, progress=progress)
-    finally:
-        live.dispose()
     repository.record_drill(report.backup_id, {"exit_code": int(report.exit_code), **report.summary()}, by=command)
     return report
 
@@ -270,7 +266,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         moment = now or datetime.now(timezone.utc)
         defaults = dict(
             backup_id=backup_id,
-            engine=manifest.engine if manifest else target_of(settings).kind,
+            engine=manifest.engine if manifest else guarded_target(settings).kind,
             backup_created_at=manifest.created_at if manifest else None,
             backup_age_seconds=(moment - created).total_seconds() if created else None,
             phases=tuple(phases), problems=(), audit=None, violations=(), tables=(), compare_problem=None,
@@ -289,9 +285,9 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         return report(None, problems=(str(exc),))
     phases.append(Phase(HASH_CHECK, time.perf_counter() - started, True))
     repository.record_quick_check(backup_id, problem=None, by=command)
-    _require_drillable(manifest, target_of(settings).kind, identity)
+    live_database = Database.of(settings)
+    _require_drillable(manifest, live_database.kind, identity)
 
-    conn_settings = connection_settings(settings)
     problems: list[str] = []
     fingerprints: dict[str, dict] = {}
     audit, violations = None, ()
@@ -303,8 +299,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         started = time.perf_counter()
         try:
             copy = stack.enter_context(restored_copy(
-                repository, manifest, source=target_of(settings) if manifest.engine != SQLITE else None,
-                scratch_dir=settings.state.dir / "scratch", settings=conn_settings, progress=progress,
+                repository, manifest, source=live_database.target if manifest.engine != SQLITE else None,
+                scratch_dir=settings.state.dir / "scratch", settings=live_database.connection, progress=progress,
             ))
         except Failure as exc:
             phases.append(Phase(RESTORE, time.perf_counter() - started, False, str(exc)))
@@ -315,8 +311,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
 
         try:
-            engine = open_copy(copy, conn_settings)
-            try:
+            # Disposed before the swap rehearsal: a PostgreSQL rename needs the copy unused.
+            with live_database.beside(copy.target).reader() as engine:
                 # 3. deep checks and 4. audits, side by side on two connections: both are
                 # database-bound (the GIL is released while SQLite or PostgreSQL works), so
                 # they share the two cores. The prediction still adds them up, because the
@@ -345,24 +341,22 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                 except Failure as exc:
                     compare_problem = str(exc)
                 except sa.exc.DBAPIError as exc:
-                    compare_problem = _first_line(exc)
+                    compare_problem = error_reason(exc)
                 phases.append(Phase(COMPARE, time.perf_counter() - started, compare_problem is None, compare_problem or ""))
                 live_bytes = _database_bytes(live)
                 backup_bytes = manifest.files[0].raw_size if manifest.engine == SQLITE else _database_bytes(engine)
-            finally:
-                engine.dispose()  # before the swap rehearsal: a PostgreSQL rename needs the copy unused
         except sa.exc.DBAPIError as exc:
-            problems.append(f"the restored copy cannot be read: {_first_line(exc)}")
+            problems.append(f"the restored copy cannot be read: {error_reason(exc)}")
             return _failed(repository, report, manifest, problems, command, fingerprints)
 
         # 6. swap rehearsal
         started = time.perf_counter()
         try:
-            swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=target_of(settings))
+            swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=live_database.target)
         except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
             # The backup is sound (not journalled as failed), but a restore would fail
             # here too (a full disk, no right to rename databases): the drill fails.
-            why = _first_line(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+            why = error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
             phases.append(Phase(SWAP, time.perf_counter() - started, False, why))
             return report(manifest, problems=(f"the swap rehearsal failed: {why}",))
         swap_seconds = time.perf_counter() - started
@@ -424,9 +418,7 @@ def _compare(live, copy) -> tuple[TableComparison, ...]:
     from integrity.tablediff.backup_live import diff_databases
 
     with live.connect() as live_connection, copy.connect() as copy_connection:
-        if live.dialect.name == POSTGRESQL:
-            # One snapshot of live for every table: the game keeps writing meanwhile.
-            live_connection = live_connection.execution_options(isolation_level="REPEATABLE READ")
+        live_connection = one_snapshot(live_connection)  # the game keeps writing meanwhile
         diffs = diff_databases(live_connection, copy_connection, sample_limit=_SAMPLES)
     return tuple(
         TableComparison(
@@ -462,17 +454,13 @@ def _rehearse_swap(copy: ScratchCopy, engine: str, *, scratch_dir: Path, source)
         return "backup-API copy of the scratch copy, timed"
     name = copy.target.url.database
     renamed = f"{name}_swap"
-    admin = maintenance_engine(source)
-    try:
-        with admin.connect() as connection:
-            # Both renames in one transaction: what the swap commits, and a kill leaves the
-            # scratch database under its own name for the restored_copy cleanup to drop.
-            connection.exec_driver_sql("BEGIN")
-            connection.exec_driver_sql(f'ALTER DATABASE "{name}" RENAME TO "{renamed}"')
-            connection.exec_driver_sql(f'ALTER DATABASE "{renamed}" RENAME TO "{name}"')
-            connection.exec_driver_sql("COMMIT")
-    finally:
-        admin.dispose()
+    with maintenance(source) as admin, admin.connect() as connection:
+        # Both renames in one transaction: what the swap commits, and a kill leaves the
+        # scratch database under its own name for the restored_copy cleanup to drop.
+        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(f"ALTER DATABASE {quote_identifier(name)} RENAME TO {quote_identifier(renamed)}")
+        connection.exec_driver_sql(f"ALTER DATABASE {quote_identifier(renamed)} RENAME TO {quote_identifier(name)}")
+        connection.exec_driver_sql("COMMIT")
     return f"two renames in one transaction, timed, plus {TERMINATE_ALLOWANCE_SECONDS:.0f}s to terminate connections"
 
 
@@ -487,6 +475,3 @@ def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_
         return seconds, f"manifest timings + hash check {seconds:.2f}s"
     return restore_seconds, f"measured restore {restore_seconds:.2f}s"
 
-
-def _first_line(exc: sa.exc.DBAPIError) -> str:
-    return str(exc.orig or exc).strip().splitlines()[0]

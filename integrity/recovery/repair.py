@@ -230,7 +230,9 @@ def _require_schema(connection: Connection, display: str) -> None:
 
 
 def _could_not_run(exc: sa.exc.DBAPIError, display: str, *, wrote: bool) -> RepairCouldNotRun:
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    from integrity.db.sql import error_reason
+
+    reason = error_reason(exc)
     outcome = "nothing was changed (rolled back)" if wrote else "nothing was changed"
     return RepairCouldNotRun(
         f"the repair could not finish on {display}: {reason}; {outcome}; run it again "
@@ -240,22 +242,18 @@ def _could_not_run(exc: sa.exc.DBAPIError, display: str, *, wrote: bool) -> Repa
 
 def _preview(settings) -> tuple[str, str, int, list[PlayerRepair]]:
     """(display, database name, players checked, plan), read-only."""
-    from integrity.database import open_read_only
+    from integrity.db.connect import Database
     from integrity.recovery.consent import database_name
 
-    target, engine = open_read_only(settings)
+    database = Database.of(settings)
+    target = database.target
     try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                _require_schema(connection, target.display)
-                checked = connection.execute(sa.select(sa.func.count()).select_from(players)).scalar_one()
-                plan = plan_players(connection)
+        with database.snapshot() as connection:
+            _require_schema(connection, target.display)
+            checked = connection.execute(sa.select(sa.func.count()).select_from(players)).scalar_one()
+            plan = plan_players(connection)
     except sa.exc.DBAPIError as exc:
         raise _could_not_run(exc, target.display, wrote=False) from None
-    finally:
-        engine.dispose()
     return target.display, database_name(target), checked, plan
 
 
@@ -294,12 +292,13 @@ def repair_progress(
 
 def _apply(settings, player_ids: list[int], *, lock_wait: float, command: str) -> list[PlayerRepair]:
     from game_core.rebuild import rebuild_derived
-    from integrity.database import open_for_writing, target_of
-    from integrity.database_locks import database_lock
+    from integrity.db.connect import Database, Write
+    from integrity.db.locks import database_lock
 
-    target = target_of(settings)
-    with database_lock(target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait):
-        target, engine = open_for_writing(settings)
+    database = Database.of(settings)
+    target = database.target
+    with database_lock(target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait), \
+            database.writer(Write.REPAIR) as engine:
         try:
             with engine.begin() as connection:  # BEGIN IMMEDIATE on SQLite: one writer, one transaction
                 _require_schema(connection, target.display)
@@ -315,6 +314,4 @@ def _apply(settings, player_ids: list[int], *, lock_wait: float, command: str) -
                         )
         except sa.exc.DBAPIError as exc:
             raise _could_not_run(exc, target.display, wrote=True) from None
-        finally:
-            engine.dispose()
     return plan

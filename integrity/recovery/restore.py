@@ -45,17 +45,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, create_engine
+from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PreconditionFailed
 from game_core.schema_state import MIGRATE_HINT, current_revision
 from integrity.backups.catalog import SAFETY_LABEL_PREFIX, BackupState, fold_journal, is_safety, pin, resolve_backup, with_manifest_facts
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, Event, Manifest, Repository
-from integrity.backups.scratch import MAINTENANCE_DATABASE
 from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
 from integrity.backups.verify import engine_check, quick_verify
 from integrity.crashpoints import crash_point
-from integrity.database import connection_settings, table_row_counts, target_of
-from integrity.database_locks import database_lock
+from integrity.db.connect import MAINTENANCE_DATABASE, Database, guarded_target, maintenance, one_snapshot
+from integrity.db.locks import database_lock
+from integrity.db.sql import error_reason, table_row_counts
 from integrity.errors import VerificationFailed
 from integrity.recovery.consent import Consent, database_name
 from integrity.settings import Settings
@@ -191,7 +191,7 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     now = now or datetime.now(timezone.utc)
     repository = Repository.of(settings)
     repository.require_exists()
-    target = target_of(settings)
+    target = guarded_target(settings)
     live = _live_facts(settings, target)
     backup_id = resolve_backup(repository, options.backup, live.identity)
     try:
@@ -430,24 +430,20 @@ def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
         if not target.sqlite_path.exists():
             return _Live(exists=False)
     else:
-        from integrity.backups.scratch import maintenance_engine
         from integrity.recovery import swap_postgres
 
-        admin = maintenance_engine(target)
         try:
-            with admin.connect() as connection:
+            with maintenance(target) as admin, admin.connect() as connection:
                 exists = swap_postgres.database_exists(connection, target.url.database)
                 found = swap_postgres.leftovers(connection, target.url.database)
                 sessions = swap_postgres.sessions(connection, target.url.database) if exists else []
         except sa.exc.DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnreachable(f"cannot connect to the PostgreSQL server of {target.display}: {reason}") from None
-        finally:
-            admin.dispose()
+            raise DatabaseUnreachable(f"cannot connect to the PostgreSQL server of {target.display}: {error_reason(exc)}") from None
         if not exists:
             return _Live(exists=False, leftovers=found)
+    opened = ExitStack()
     try:
-        engine = create_engine(target, read_only=True, settings=connection_settings(settings))
+        engine = opened.enter_context(Database.of(settings).reader())
     except DatabaseUnreachable as exc:
         if target.kind != SQLITE:
             raise
@@ -455,28 +451,25 @@ def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
             f"{getattr(exc, 'cause', exc)}; if the live file is damaged beyond use, move it aside (with its -wal "
             "and -shm files) and run the restore again: it then creates the database from the backup"
         ) from None
-    try:
-        with engine.connect() as connection:
-            try:
-                statistics = table_statistics(connection)
-            except sa.exc.DBAPIError:
-                # A column whose type the incident changed cannot be summed (PostgreSQL
-                # refuses SUM(text)): the counts still say something.
-                connection.rollback()
-                statistics = {t: {"rows": n, "aggregates": None} for t, n in table_row_counts(connection).items()}
-            try:
-                identity = store_identity(connection)
-            except sa.exc.DBAPIError:  # a damaged store_identity table: reported as unknown
-                connection.rollback()
-                identity = None
-            try:
-                revision = current_revision(connection)
-            except sa.exc.DBAPIError:  # a damaged alembic_version: no proof of the game either
-                connection.rollback()
-                revision = None
-            tables = table_names(connection)
-    finally:
-        engine.dispose()
+    with opened, engine.connect() as connection:
+        try:
+            statistics = table_statistics(connection)
+        except sa.exc.DBAPIError:
+            # A column whose type the incident changed cannot be summed (PostgreSQL
+            # refuses SUM(text)): the counts still say something.
+            connection.rollback()
+            statistics = {t: {"rows": n, "aggregates": None} for t, n in table_row_counts(connection).items()}
+        try:
+            identity = store_identity(connection)
+        except sa.exc.DBAPIError:  # a damaged store_identity table: reported as unknown
+            connection.rollback()
+            identity = None
+        try:
+            revision = current_revision(connection)
+        except sa.exc.DBAPIError:  # a damaged alembic_version: no proof of the game either
+            connection.rollback()
+            revision = None
+        tables = table_names(connection)
     return _Live(exists=True, identity=identity, statistics=statistics, sessions=sessions, leftovers=found,
                  tables=tables, revision=revision)
 
@@ -513,14 +506,8 @@ def _violations(report) -> tuple[dict, ...]:
 def _live_violations(settings: Settings) -> tuple[dict, ...]:
     import checks
 
-    engine = create_engine(target_of(settings), read_only=True, settings=connection_settings(settings))
-    try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            return _violations(checks.run_audits(connection))
-    finally:
-        engine.dispose()
+    with Database.of(settings).snapshot() as connection:
+        return _violations(checks.run_audits(connection))
 
 
 def _changes(manifest: Manifest, live: dict[str, dict], rows: dict) -> tuple[TableChange, ...]:
@@ -548,42 +535,35 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
     checked against its manifest, as the real restore's staging copy would be: a plan that
     says "after restore N rows" must never stand beside a copy that holds none (a
     schema-only dump), so such a backup fails here (exit 5) and is journalled failed."""
-    from integrity.backups.scratch import open_copy, restored_copy
+    from integrity.backups.scratch import restored_copy
     from integrity.tablediff import backup_live as diff
 
-    conn_settings = connection_settings(settings)
+    live_database = Database.of(settings)
     found = {}
     with repository.reading(manifest.id, command="restore --dry-run"), restored_copy(
         repository, manifest, source=target if target.kind == POSTGRESQL else None,
-        scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
-    ) as copy:
-        backup_engine = open_copy(copy, conn_settings)
-        live_engine = create_engine(target, read_only=True, settings=conn_settings)
-        try:
-            with backup_engine.connect() as backup, _journal_failure(repository, manifest.id, command, "restore --dry-run"):
-                problems = compare_statistics(manifest.tables, table_statistics(backup))
-                if problems:
-                    raise StagingInvalid(
-                        f"the restored copy of backup {manifest.id} does not hold what its manifest says: "
-                        f"{'; '.join(problems[:5])}; it cannot be restored: choose another with `integrity backup list`"
-                    )
-                backup_tables = {_bare(name) for name in table_names(backup)}
-            with live_engine.connect() as live, backup_engine.connect() as backup:
-                if target.kind == POSTGRESQL:
-                    live = live.execution_options(isolation_level="REPEATABLE READ")
-                live_tables = set(sa.inspect(live).get_table_names())
-                for table in diff.check_tables(None):
-                    if table not in live_tables or table not in backup_tables:
-                        continue  # missing on one side: the counts say so
-                    try:
-                        found[table] = diff.diff_table(live, backup, table, sample_limit=3)
-                    except (diff.LayoutDiffers, sa.exc.DBAPIError):
-                        # Dropped or retyped by the incident: the counts above say what they can.
-                        live.rollback()
-                        backup.rollback()
-        finally:
-            live_engine.dispose()
-            backup_engine.dispose()
+        scratch_dir=settings.state.dir / "scratch", settings=live_database.connection,
+    ) as copy, live_database.beside(copy.target).reader() as backup_engine, live_database.reader() as live_engine:
+        with backup_engine.connect() as backup, _journal_failure(repository, manifest.id, command, "restore --dry-run"):
+            problems = compare_statistics(manifest.tables, table_statistics(backup))
+            if problems:
+                raise StagingInvalid(
+                    f"the restored copy of backup {manifest.id} does not hold what its manifest says: "
+                    f"{'; '.join(problems[:5])}; it cannot be restored: choose another with `integrity backup list`"
+                )
+            backup_tables = {_bare(name) for name in table_names(backup)}
+        with live_engine.connect() as live, backup_engine.connect() as backup:
+            live = one_snapshot(live)
+            live_tables = set(sa.inspect(live).get_table_names())
+            for table in diff.check_tables(None):
+                if table not in live_tables or table not in backup_tables:
+                    continue  # missing on one side: the counts say so
+                try:
+                    found[table] = diff.diff_table(live, backup, table, sample_limit=3)
+                except (diff.LayoutDiffers, sa.exc.DBAPIError):
+                    # Dropped or retyped by the incident: the counts above say what they can.
+                    live.rollback()
+                    backup.rollback()
     return found, backup_tables
 
 
@@ -681,7 +661,7 @@ def apply_restore(
 ) -> RestoreResult:
     """Perform a plan; live stays exactly as it was unless the swap commits."""
     crash_point("restore:planned")
-    target = target_of(settings)
+    target = guarded_target(settings)
     repository = Repository.of(settings)
     how = consent.confirm(
         f"restore backup {plan.backup_id} over {plan.database} (its current data is replaced)",
@@ -830,7 +810,7 @@ _RESULT_FIELDS = {
 def _salvage_failed(exc: Exception, outcome: dict) -> str:
     reason = str(exc)
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
-        reason = str(exc.orig).strip().splitlines()[0]
+        reason = error_reason(exc)
     source = (f"--from-database {outcome['old_database']}" if outcome.get("old_database")
               else f"--from-backup {outcome.get('safety_backup_id')}")
     return (
@@ -904,28 +884,23 @@ def _verify_copy(connection, manifest: Manifest, *, audit: bool) -> tuple[object
 def _post_check(settings: Settings, target: DatabaseTarget, manifest: Manifest) -> str:
     """Live holds what the manifest says; rows the game wrote since the swap (ids above
     the backup's highest) are allowed and counted, anything else fails (exit 5)."""
-    engine = create_engine(target, read_only=True, settings=connection_settings(settings))
-    try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            problems = []
-            if store_identity(connection) != manifest.source_identity:
-                problems.append("the store identity differs from the backup's")
-            if current_revision(connection) != manifest.revision:
-                problems.append("the revision differs from the backup's")
-            statistics = table_statistics(connection)
-            differences = compare_statistics(manifest.tables, statistics)
-            if not differences and not problems:
-                return "live matches the manifest (counts and aggregates)"
-            newer = 0
-            if not problems and all(t in statistics for t in manifest.tables):
-                newer, unexplained = _explained_by_new_rows(connection, manifest, statistics)
-                if not unexplained:
-                    return f"live matches the manifest; the game has written {newer} new rows since the swap"
-                differences = unexplained
-    finally:
-        engine.dispose()
+    with Database.of(settings).reader() as engine, engine.connect() as connection:
+        connection = one_snapshot(connection)
+        problems = []
+        if store_identity(connection) != manifest.source_identity:
+            problems.append("the store identity differs from the backup's")
+        if current_revision(connection) != manifest.revision:
+            problems.append("the revision differs from the backup's")
+        statistics = table_statistics(connection)
+        differences = compare_statistics(manifest.tables, statistics)
+        if not differences and not problems:
+            return "live matches the manifest (counts and aggregates)"
+        newer = 0
+        if not problems and all(t in statistics for t in manifest.tables):
+            newer, unexplained = _explained_by_new_rows(connection, manifest, statistics)
+            if not unexplained:
+                return f"live matches the manifest; the game has written {newer} new rows since the swap"
+            differences = unexplained
     raise PostCheckFailed(
         f"after the swap, live does not hold what backup {manifest.id} holds: {'; '.join([*problems, *differences][:5])}; "
         "the safety backup holds the previous data"
@@ -983,12 +958,8 @@ class _SqliteRestore:
         self.staging_description = f"{self.staging} ({self.staging.stat().st_size / 1e6:,.1f} MB)"
 
     def verify_staging(self, manifest: Manifest, *, audit: bool):
-        engine = create_engine(str(self.staging), read_only=True, settings=connection_settings(self.settings))
-        try:
-            with engine.connect() as connection:
-                return _verify_copy(connection, manifest, audit=audit)
-        finally:
-            engine.dispose()
+        with Database.of(self.settings).beside(str(self.staging)).reader() as engine, engine.connect() as connection:
+            return _verify_copy(connection, manifest, audit=audit)
 
     def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
         from integrity.recovery import swap_sqlite
@@ -1034,13 +1005,9 @@ class _PostgresRestore:
         self.staging_description = f"database {self.staging.url.database}"
 
     def verify_staging(self, manifest: Manifest, *, audit: bool):
-        engine = create_engine(self.staging, read_only=True, settings=connection_settings(self.settings))
-        try:
-            with engine.connect() as connection:
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-                return _verify_copy(connection, manifest, audit=audit)
-        finally:
-            engine.dispose()  # the rename needs staging free of sessions, ours included
+        # Disposed on the way out: the rename needs staging free of sessions, ours included.
+        with Database.of(self.settings).beside(self.staging).reader() as engine, engine.connect() as connection:
+            return _verify_copy(one_snapshot(connection), manifest, audit=audit)
 
     def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
         from integrity.recovery import swap_postgres

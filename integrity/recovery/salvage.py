@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 
 from checks.model import ERROR, AuditContext, RowRule
 from game_core import metrics
-from game_core.db import POSTGRESQL, DatabaseTarget, create_engine
+from game_core.db import POSTGRESQL, DatabaseTarget
 from game_core.errors import PreconditionFailed
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, results
@@ -61,8 +61,8 @@ from game_core.store import COUNT_FIELDS, MAX_INT32, MAX_STORED_WPM, TestOutcome
 from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import quick_verify
-from integrity.database import connection_settings, target_of
-from integrity.database_locks import database_lock
+from integrity.db.connect import Database, Write, guarded_target, one_snapshot
+from integrity.db.locks import database_lock
 from integrity.recovery.consent import Consent, database_name
 from integrity.settings import Settings
 
@@ -535,11 +535,9 @@ def run_salvage(live_engine, source_engine, *, reader=None, source_name: str, dr
     started = time.perf_counter()
     tally = _Tally()
     with source_engine.connect() as source:
-        if source.dialect.name == "postgresql":
-            source = source.execution_options(isolation_level="REPEATABLE READ")
+        source = one_snapshot(source)
         with (reader or live_engine).connect() as live_reader:
-            if live_reader.dialect.name == "postgresql":
-                live_reader = live_reader.execution_options(isolation_level="REPEATABLE READ")
+            live_reader = one_snapshot(live_reader)
             found = find_candidates(live_reader, source, tally)
         with live_engine.connect() as live:
             with live.begin() as transaction:
@@ -573,7 +571,7 @@ def salvage_from(
     from integrity.guarded import check_guarded
 
     check_guarded(settings)  # read-only, before the writer opens (it would switch a foreign file to WAL)
-    target = target_of(settings)
+    target = guarded_target(settings)
     live_identity = _live_identity(settings, target)
     if database is not None:
         if target.kind != POSTGRESQL:
@@ -603,7 +601,7 @@ def salvage_from(
     )
     if database is not None:
         with writer:
-            return _salvage(settings, target, source, source_name=what, dry_run=dry_run)
+            return _salvage(settings, source, source_name=what, dry_run=dry_run)
     with repository.reading(backup_id, command=command, wait_seconds=lock_wait), writer:
         return _salvage_backup(settings, repository, manifest, dry_run=dry_run)
 
@@ -615,35 +613,28 @@ def salvage_from_backup_locked(settings: Settings, repository: Repository, backu
 
 def salvage_from_database(settings: Settings, database: str) -> SalvageReport:
     """PostgreSQL: salvage from the old live database a restore renamed and kept."""
-    target = target_of(settings)
+    target = guarded_target(settings)
     source = DatabaseTarget(target.url.set(database=database))
-    return _salvage(settings, target, source, source_name=f"database {database}", dry_run=False)
+    return _salvage(settings, source, source_name=f"database {database}", dry_run=False)
 
 
 def _salvage_backup(settings: Settings, repository: Repository, manifest, *, dry_run: bool) -> SalvageReport:
     from integrity.backups.scratch import restored_copy
 
-    target = target_of(settings)
+    live = Database.of(settings)
+    target = live.target
     with restored_copy(
         repository, manifest, source=target if target.kind == POSTGRESQL else None,
-        scratch_dir=settings.state.dir / "scratch", settings=connection_settings(settings),
+        scratch_dir=settings.state.dir / "scratch", settings=live.connection,
     ) as copy:
-        return _salvage(settings, target, copy.target, source_name=f"backup {manifest.id}", dry_run=dry_run)
+        return _salvage(settings, copy.target, source_name=f"backup {manifest.id}", dry_run=dry_run)
 
 
-def _salvage(settings: Settings, target: DatabaseTarget, source: DatabaseTarget, *, source_name: str, dry_run: bool) -> SalvageReport:
-    conn_settings = connection_settings(settings)
-    source_engine = create_engine(source, read_only=True, settings=conn_settings)
-    reader = create_engine(target, read_only=True, settings=conn_settings)
-    try:
-        live_engine = reader if dry_run else create_engine(target, settings=conn_settings)
-        try:
-            return run_salvage(live_engine, source_engine, reader=reader, source_name=source_name, dry_run=dry_run)
-        finally:
-            live_engine.dispose()
-    finally:
-        reader.dispose()
-        source_engine.dispose()
+def _salvage(settings: Settings, source: DatabaseTarget, *, source_name: str, dry_run: bool) -> SalvageReport:
+    live = Database.of(settings)
+    with live.beside(source).reader() as source_engine, live.reader() as reader, ExitStack() as opened:
+        live_engine = reader if dry_run else opened.enter_context(live.writer(Write.SALVAGE))
+        return run_salvage(live_engine, source_engine, reader=reader, source_name=source_name, dry_run=dry_run)
 
 
 def _live_identity(settings: Settings, target: DatabaseTarget) -> str | None:
@@ -651,9 +642,5 @@ def _live_identity(settings: Settings, target: DatabaseTarget) -> str | None:
 
 
 def _identity_of(settings: Settings, target: DatabaseTarget) -> str | None:
-    engine = create_engine(target, read_only=True, settings=connection_settings(settings))
-    try:
-        with engine.connect() as connection:
-            return store_identity(connection)
-    finally:
-        engine.dispose()
+    with Database(target, Database.of(settings).connection).reader() as engine, engine.connect() as connection:
+        return store_identity(connection)

@@ -34,8 +34,10 @@ from integrity.backups.pg_tools import require_tool, server_major
 from integrity.backups.repository import Manifest, Repository
 # scratch.py owns "create a database, feed pg_restore from the verified stream"; the
 # restore reuses it as it is (its flags: --no-owner --no-privileges --exit-on-error).
-from integrity.backups.scratch import maintenance_engine, pg_restore_into
+from integrity.backups.scratch import pg_restore_into
 from integrity.crashpoints import crash_point
+from integrity.db.connect import maintenance
+from integrity.db.sql import error_reason, literal, quote
 
 STAGING_INFIX = "_restore_"
 OLD_INFIX = "_before_restore_"
@@ -84,14 +86,6 @@ class SwapOutcome:
     old_database: str | None  # None when there was no live database to keep
     terminated: tuple[Session, ...]
     attempts: int
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _truncate(name: str, size: int) -> str:
@@ -156,33 +150,24 @@ def leftovers(connection, live: str) -> list[str]:
 
 
 def drop(live: DatabaseTarget, name: str) -> None:
-    admin = maintenance_engine(live)
-    try:
+    with maintenance(live) as admin:
         with admin.connect() as connection:
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
-    finally:
-        admin.dispose()
 
 
 def remove_leftovers(live: DatabaseTarget) -> list[str]:
-    admin = maintenance_engine(live)
-    try:
+    with maintenance(live) as admin:
         with admin.connect() as connection:
             found = leftovers(connection, live.url.database)
             for name in found:
                 connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
         return found
-    finally:
-        admin.dispose()
 
 
 def live_sessions(live: DatabaseTarget) -> list[Session]:
-    admin = maintenance_engine(live)
-    try:
+    with maintenance(live) as admin:
         with admin.connect() as connection:
             return sessions(connection, live.url.database)
-    finally:
-        admin.dispose()
 
 
 # ---------------------------------------------------------------- staging
@@ -191,8 +176,7 @@ def live_sessions(live: DatabaseTarget) -> list[Session]:
 def stage(repository: Repository, manifest: Manifest, *, live: DatabaseTarget) -> DatabaseTarget:
     """A new staging database (the live one's encoding and locale) filled by pg_restore."""
     name = staging_name(live.url.database, manifest.id)
-    admin = maintenance_engine(live)
-    try:
+    with maintenance(live) as admin:
         with admin.connect() as connection:
             major = server_major(connection)
             like = connection.execute(sa.text(
@@ -221,8 +205,6 @@ def stage(repository: Repository, manifest: Manifest, *, live: DatabaseTarget) -
                 ) from None
             raise
         return staging
-    finally:
-        admin.dispose()
 
 
 # ---------------------------------------------------------------- the swap
@@ -235,8 +217,7 @@ def swap(live: DatabaseTarget, staging: str, *, terminate: bool, now: datetime |
     live raise SessionsOpen (exit 4, naming them) and nothing changes.
     """
     live_name = live.url.database
-    admin = maintenance_engine(live)
-    try:
+    with maintenance(live) as admin:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             try:
                 with admin.connect() as autocommit:
@@ -249,14 +230,12 @@ def swap(live: DatabaseTarget, staging: str, *, terminate: bool, now: datetime |
                 if state == "55006" and attempt < SWAP_ATTEMPTS:  # object_in_use: someone slipped in
                     time.sleep(0.1 * attempt)
                     continue
-                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                reason = error_reason(exc)
                 raise SwapRefused(
                     f"PostgreSQL refused the swap of {staging} into {live_name}: {reason}; the transaction rolled "
                     "back and the live database is as it was"
                 ) from None
         raise AssertionError("unreachable")
-    finally:
-        admin.dispose()
 
 
 def _swap_once(connection, live: DatabaseTarget, staging: str, *, terminate: bool, now: datetime | None) -> tuple[str | None, list[Session]]:
@@ -289,18 +268,15 @@ def _ending_sessions(live: DatabaseTarget, database_oid: int, ended: dict[int, S
     problems: list[str] = []
 
     def end_them() -> None:
-        admin = maintenance_engine(live)
         try:
-            with admin.connect() as connection:
+            with maintenance(live) as admin, admin.connect() as connection:
                 while not stop.is_set():
                     for session in _sessions_of(connection, database_oid):
                         connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": session.pid})
                         ended.setdefault(session.pid, session)
                     stop.wait(0.02)
         except sa.exc.DBAPIError as exc:  # the rename then fails with "being accessed by other users"
-            problems.append(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
-        finally:
-            admin.dispose()
+            problems.append(error_reason(exc))
 
     worker = threading.Thread(target=end_them, name="end-sessions", daemon=True)
     worker.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL, DatabaseTarget
+from integrity.db.connect import maintenance
 from integrity.locks import LockHeld, file_lock
 
 
@@ -39,11 +40,8 @@ def database_lock(target: DatabaseTarget, *, state_dir: Path, command: str, wait
 
 @contextmanager
 def _advisory_lock(target: DatabaseTarget, *, command: str, wait_seconds: float, what: str) -> Iterator[None]:
-    from integrity.backups.scratch import maintenance_engine
-
     key = int(_key(target), 16) & 0x7FFF_FFFF_FFFF_FFFF  # a signed bigint
-    engine = maintenance_engine(target)
-    try:
+    with maintenance(target) as engine:
         with engine.connect() as connection:
             deadline = time.monotonic() + max(wait_seconds, 0)
             while not connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
@@ -60,5 +58,3 @@ def _advisory_lock(target: DatabaseTarget, *, command: str, wait_seconds: float,
                 yield
             finally:
                 connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
