@@ -186,3 +186,68 @@ def test_a_planted_render_import_in_the_library_is_caught(tmp_path):
         "integrity/backups/verify.py:1 imports integrity.render",
         "integrity/status.py:2 imports integrity.render.text",
     ]
+
+
+# ---------------------------------------------------------------- the one way to each database
+
+DATABASE_ROOM = "integrity/db/"  # the only code that opens a database (DESIGN.md section 2)
+MAINTENANCE_NAMES = ("postgres", "MAINTENANCE_DATABASE")
+
+
+def _called_name(node: ast.Call) -> str | None:
+    function = node.func
+    return function.id if isinstance(function, ast.Name) else getattr(function, "attr", None)
+
+
+def _aims_at_maintenance(node: ast.Call) -> bool:
+    """`url.set(database="postgres")` or `database=MAINTENANCE_DATABASE`: an engine on
+    the maintenance database in the making."""
+    for keyword in node.keywords:
+        value = keyword.value
+        named = value.value if isinstance(value, ast.Constant) else getattr(value, "id", getattr(value, "attr", None))
+        if keyword.arg == "database" and named in MAINTENANCE_NAMES:
+            return True
+    return False
+
+
+def database_openings(root: Path) -> list[str]:
+    """Every place in integrity/ outside integrity/db/ that opens a database itself: a call
+    or an import of `create_engine` (SQLAlchemy's or game_core.db's, under any alias), or a
+    URL aimed at the maintenance database. Function bodies included."""
+    found = []
+    for path in sorted((root / "integrity").rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        if where.startswith(DATABASE_ROOM):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and any(alias.name == "create_engine" for alias in node.names):
+                found.append((where, node.lineno, f"imports create_engine from {node.module}"))
+            elif isinstance(node, ast.Call) and _called_name(node) == "create_engine":
+                found.append((where, node.lineno, "calls create_engine"))
+            elif isinstance(node, ast.Call) and _aims_at_maintenance(node):
+                found.append((where, node.lineno, "opens the maintenance database"))
+    return [f"{where}:{line} {what}" for where, line, what in sorted(found)]
+
+
+def test_only_integrity_db_opens_a_database():
+    assert database_openings(ROOT) == []
+
+
+def test_a_planted_database_opening_is_caught(tmp_path):
+    _plant(tmp_path, {
+        "integrity/__init__.py": "",
+        "integrity/db/connect.py": "import sqlalchemy as sa\n\ndef open_it(url):\n    return sa.create_engine(url)\n",
+        "integrity/backups/verify.py": "def copy(target):\n    from game_core.db import create_engine as open_engine\n",
+        "integrity/probe.py": "import sqlalchemy as sa\n\ndef probe(url):\n    return sa.create_engine(url)\n",
+        "integrity/recovery/swap.py": (
+            "MAINTENANCE_DATABASE = 'postgres'\n\ndef admin(engine_of, live):\n"
+            "    return engine_of(live.url.set(database=MAINTENANCE_DATABASE))\n"
+        ),
+        "integrity/migrate/snapshot.py": "def admin(live):\n    return live.url.set(database='postgres')\n",
+    })
+    assert database_openings(tmp_path) == [
+        "integrity/backups/verify.py:2 imports create_engine from game_core.db",
+        "integrity/migrate/snapshot.py:2 opens the maintenance database",
+        "integrity/probe.py:4 calls create_engine",
+        "integrity/recovery/swap.py:4 opens the maintenance database",
+    ]
