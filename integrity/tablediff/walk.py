@@ -180,9 +180,17 @@ class Side:
         """One integer key: the next page of `limit` rows as per-bucket sums, in order."""
         params: dict[str, Any] = {"limit": limit}
         page = self._page(after, params, hashed=True)
-        extras = "".join(f", COUNT(*) FILTER (WHERE {extra})" for extra in self.extras)
+        # Each row's hash first, behind OFFSET 0 (the planner would otherwise flatten the
+        # subquery and group whole rows, sorting them on disk): the grouping then sees
+        # narrow rows, about a third faster.
+        hashed = (
+            f"SELECT k0 >> {bits} AS bucket, k0, hash_record_extended(ROW({', '.join(self.hashed)}), 0) AS h"
+            + "".join(f", ({extra}) AS e{index}" for index, extra in enumerate(self.extras))
+            + f" FROM ({page}) AS page OFFSET 0"
+        )
+        extras = "".join(f", COUNT(*) FILTER (WHERE e{index})" for index in range(len(self.extras)))
         result = self.connection.execute(sa.text(
-            f"SELECT k0 >> {bits}, COUNT(*), {self._hash()}, MAX(k0){extras} FROM ({page}) AS page GROUP BY 1 ORDER BY 1"
+            f"SELECT bucket, COUNT(*), SUM(h), MAX(k0){extras} FROM ({hashed}) AS hashed GROUP BY 1 ORDER BY 1"
         ), params)
         try:
             return [_Bucket(row[0], row[1], row[2], row[3], tuple(row[4:])) for row in result.cursor.fetchall()]
@@ -350,15 +358,18 @@ class Walk:
         return rows
 
     def _by_buckets(self) -> Iterator[Identical | Fetched]:
-        """Every row is hashed once, as for identical copies, however thinly the changes
-        are spread. Each page comes back as per-bucket sums from both servers at once;
-        the buckets below the end of the shorter page are compared, runs of identical
-        buckets are counted, and only differing buckets are fetched."""
+        """Every row is hashed about once, however thinly the changes are spread. Each
+        page comes back as per-bucket sums from both servers at once; the buckets below
+        the end of the shorter page are compared, runs of identical buckets are counted,
+        and only differing buckets are fetched. After a page without differences the
+        next is first summed whole (one sum is cheaper than grouping into buckets, and
+        most pages of two copies are identical); only if it differs are its buckets summed."""
         bits = BUCKET_BITS
         width = 1 << bits
         size = self.page_size
         after: tuple | None = None
         dense = False
+        whole_first = True
         while True:
             if dense:
                 page_a, page_b = self._both(
@@ -371,6 +382,17 @@ class Walk:
                     return
                 after = upto
                 continue
+            if whole_first:
+                page_a, page_b = self._both(
+                    lambda: self.a.summary(after, size, hashed=True), lambda: self.b.summary(after, size, hashed=True),
+                )
+                if (page_a.rows, page_a.digest) == (page_b.rows, page_b.digest) and self.same(page_a.last, page_b.last):
+                    if page_a.rows:
+                        yield Identical(after, page_a.last, page_a.rows, page_a.extras)
+                    if page_a.rows < size:
+                        return
+                    after = page_a.last
+                    continue
             page_a, page_b = self._both(lambda: self.a.buckets(after, size, bits), lambda: self.b.buckets(after, size, bits))
             # A side whose page is full may hold more rows past its last key; one that is
             # not has reached its end. Only keys up to the smaller full page's end are
@@ -387,7 +409,7 @@ class Walk:
             sums_a, sums_b = ({b.number: b for b in page if cut is None or b.number < cut} for page in (page_a, page_b))
             run_after, run_rows, run_extras = after, 0, [0] * len(self.a.extras)
             page_rows = max(sum(b.rows for b in sums_a.values()), sum(b.rows for b in sums_b.values()))
-            differing = 0
+            differing = differing_buckets = 0
             for number in sorted(sums_a.keys() | sums_b.keys()):
                 bucket_a, bucket_b = sums_a.get(number), sums_b.get(number)
                 if bucket_a and bucket_b and (bucket_a.rows, bucket_a.digest) == (bucket_b.rows, bucket_b.digest):
@@ -401,11 +423,13 @@ class Walk:
                 upper = (number * width + width - 1,)
                 yield from self._fetch(lower, upper)
                 differing += self._differing
+                differing_buckets += 1
                 run_after, run_rows, run_extras = upper, 0, [0] * len(self.a.extras)
             end = None if cut is None else (cut * width - 1,)
             if run_rows:
                 yield Identical(run_after, end, run_rows, tuple(run_extras))
             dense = self._dense_after(differing, page_rows)
+            whole_first = not differing_buckets
             if end is None:
                 return
             after = end
