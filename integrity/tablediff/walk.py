@@ -12,9 +12,10 @@ How a range is found identical (PostgreSQL 14 or newer, `hashing`): both servers
 `hash_record_extended` over its rows, so a few hundred bytes cross the wire instead of
 the rows. A differing range goes unseen only if the sums of its hashes collide, about
 one chance in 2**64 per range.
-- One integer key (`buckets`): each page comes back as per-bucket sums (2**BUCKET_BITS
-  consecutive key values, at most 256 rows: the keys are unique) and only differing
-  buckets are fetched: every row is hashed once, however thinly changes are spread.
+- One integer key (`buckets`): a page that differs comes back as per-bucket sums
+  (2**BUCKET_BITS consecutive key values, at most 256 rows: the keys are unique) and
+  only differing buckets are fetched: every row is hashed about once, however thinly
+  changes are spread. A page after one without differences is summed whole first.
 - Any other key: a page whose sums differ is narrowed step by step (down to FETCH_MIN
   rows) before its rows are fetched, and grows back after identical pages.
 - Either way, when most fetched rows differ (a column rewritten everywhere), hashing
@@ -24,7 +25,7 @@ Without hashes (an older server, SQLite) every range is fetched: exact, only slo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -293,11 +294,20 @@ class Walk:
             result_a = future.result()  # never leave a query running on a connection
         return result_a, result_b
 
-    def _fetch(self, after: tuple | None, upto: tuple | None) -> Iterator[Fetched]:
-        """Yield one range's rows; afterwards self._differing holds the caller's count."""
+    def _pages(self, after: tuple | None, size: int, *, hashed: bool) -> tuple[_Summary, _Summary]:
+        return self._both(lambda: self.a.summary(after, size, hashed=hashed),
+                          lambda: self.b.summary(after, size, hashed=hashed))
+
+    def _same(self, page_a: _Summary, page_b: _Summary) -> bool:
+        return (page_a.rows, page_a.digest) == (page_b.rows, page_b.digest) and self.same(page_a.last, page_b.last)
+
+    def _fetch(self, after: tuple | None, upto: tuple | None) -> Generator[Fetched, None, tuple[int, int]]:
+        """Yield one range's rows; return (the rows the caller reported differing, the
+        larger side's rows)."""
         rows_a, rows_b = self._both(lambda: self.a.rows(after, upto), lambda: self.b.rows(after, upto))
         self._differing = 0
         yield Fetched(after, upto, rows_a, rows_b)
+        return self._differing, max(len(rows_a), len(rows_b))
 
     def _upto(self, after: tuple | None, page_a: _Summary, page_b: _Summary, size: int) -> tuple | None:
         """The end of the next range to fetch: at most `size` rows of either side in it."""
@@ -313,20 +323,19 @@ class Walk:
         # Which key comes first is the database's question (its collation), not Python's.
         return page_b.last if self.a.count(after, page_b.last, size) < size else page_a.last
 
-    def _dense_after(self, differing: int, rows: int) -> bool:
-        return self.hashing and differing * 2 > rows
+    @staticmethod
+    def _dense(differing: int, rows: int) -> bool:
+        """Most rows differ (a column rewritten everywhere): hashing first only adds work."""
+        return differing * 2 > rows
 
     def _by_pages(self) -> Iterator[Identical | Fetched]:
         cursor: tuple | None = None
         size = self.page_size
         dense = not self.hashing
         while True:
-            hashed = not dense
-            page_a, page_b = self._both(
-                lambda: self.a.summary(cursor, size, hashed=hashed), lambda: self.b.summary(cursor, size, hashed=hashed),
-            )
-            if hashed:
-                if (page_a.rows, page_a.digest) == (page_b.rows, page_b.digest) and self.same(page_a.last, page_b.last):
+            page_a, page_b = self._pages(cursor, size, hashed=not dense)
+            if not dense:
+                if self._same(page_a, page_b):
                     if page_a.rows:
                         yield Identical(cursor, page_a.last, page_a.rows, page_a.extras)
                     if page_a.rows < size:
@@ -340,22 +349,14 @@ class Walk:
                     size = max(FETCH_MIN, size // 8)
                     continue
             upto = self._upto(cursor, page_a, page_b, size)
-            fetched = yield from self._fetch_counted(cursor, upto)
+            differing, rows = yield from self._fetch(cursor, upto)
             if self.hashing:
-                dense = self._dense_after(self._differing, fetched)
+                dense = self._dense(differing, rows)
                 if dense:
                     size = min(self.page_size, size * 2)
             if upto is None:
                 return
             cursor = upto
-
-    def _fetch_counted(self, after: tuple | None, upto: tuple | None):
-        """_fetch, returning the larger side's row count."""
-        rows = 0
-        for event in self._fetch(after, upto):
-            rows = max(len(event.rows_a), len(event.rows_b))
-            yield event
-        return rows
 
     def _by_buckets(self) -> Iterator[Identical | Fetched]:
         """Every row is hashed about once, however thinly the changes are spread. Each
@@ -372,21 +373,17 @@ class Walk:
         whole_first = True
         while True:
             if dense:
-                page_a, page_b = self._both(
-                    lambda: self.a.summary(after, size, hashed=False), lambda: self.b.summary(after, size, hashed=False),
-                )
+                page_a, page_b = self._pages(after, size, hashed=False)
                 upto = self._upto(after, page_a, page_b, size)
-                fetched = yield from self._fetch_counted(after, upto)
-                dense = self._dense_after(self._differing, fetched)
+                differing, rows = yield from self._fetch(after, upto)
+                dense = self._dense(differing, rows)
                 if upto is None:
                     return
                 after = upto
                 continue
             if whole_first:
-                page_a, page_b = self._both(
-                    lambda: self.a.summary(after, size, hashed=True), lambda: self.b.summary(after, size, hashed=True),
-                )
-                if (page_a.rows, page_a.digest) == (page_b.rows, page_b.digest) and self.same(page_a.last, page_b.last):
+                page_a, page_b = self._pages(after, size, hashed=True)
+                if self._same(page_a, page_b):
                     if page_a.rows:
                         yield Identical(after, page_a.last, page_a.rows, page_a.extras)
                     if page_a.rows < size:
@@ -421,14 +418,14 @@ class Walk:
                 if run_rows:
                     yield Identical(run_after, lower, run_rows, tuple(run_extras))
                 upper = (number * width + width - 1,)
-                yield from self._fetch(lower, upper)
-                differing += self._differing
+                found, _rows = yield from self._fetch(lower, upper)
+                differing += found
                 differing_buckets += 1
                 run_after, run_rows, run_extras = upper, 0, [0] * len(self.a.extras)
             end = None if cut is None else (cut * width - 1,)
             if run_rows:
                 yield Identical(run_after, end, run_rows, tuple(run_extras))
-            dense = self._dense_after(differing, page_rows)
+            dense = self._dense(differing, page_rows)
             whole_first = not differing_buckets
             if end is None:
                 return
