@@ -302,7 +302,9 @@ class _SqliteDiff:
         # (BEGIN IMMEDIATE) on a writable copy, and ATTACH/DETACH want no transaction.
         before_raw = self.before_engine.raw_connection()
         try:
-            before_path = sqlite_attach.main_file(before_raw.cursor().execute)
+            before_cursor = before_raw.cursor()
+            before_path = sqlite_attach.main_file(before_cursor.execute)
+            before_cursor.close()
         finally:
             before_raw.close()
         raw = self.after_engine.raw_connection()
