@@ -39,6 +39,7 @@ from integrity.backups.repository import (
 )
 from integrity.crashpoints import crash_point, pause_point
 from integrity.db.connect import Database, guarded_target
+from integrity.db.engines import engine_for
 from integrity.db.locks import database_lock
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
@@ -112,7 +113,7 @@ def create_backup(
         crash_point("create:started")
         try:
             pause_point("create:started")
-            capture = _capture(settings, target, temp, progress)
+            capture = _capture(settings, temp, progress)
             if purpose != "safety" and (capture.identity is None or capture.revision is None):
                 raise NotAGameDatabase(_not_the_game(target))
             suspect_reasons = None if purpose == "safety" else assess_against_repository(
@@ -213,19 +214,9 @@ def _next_backup_id(repository: Repository) -> str:
     return backup_id
 
 
-def _capture(settings: Settings, target, temp, progress: Reporter = NO_PROGRESS):
-    level = settings.backups.compression_level
-    if target.kind == POSTGRESQL:
-        from integrity.backups import postgres_engine
-
-        return postgres_engine.capture(
-            Database.of(settings), temp, level=level, threads=COMPRESSION_THREADS, progress=progress,
-        )
-    from integrity.backups import sqlite_engine
-
-    return sqlite_engine.capture(
-        target.sqlite_path, temp, busy_timeout_ms=settings.database.busy_timeout_ms, level=level, threads=COMPRESSION_THREADS,
-        progress=progress,
+def _capture(settings: Settings, temp, progress: Reporter = NO_PROGRESS):
+    return engine_for(Database.of(settings)).backup(
+        temp, level=settings.backups.compression_level, threads=COMPRESSION_THREADS, progress=progress,
     )
 
 

@@ -1,4 +1,5 @@
-"""Restoring a backup into a scratch copy that is always removed afterwards.
+"""Restoring a backup into a scratch copy that is always removed afterwards (the two
+engines' `restored_copy`, integrity.db.engines).
 
 SQLite: the data file is decompressed (both hashes checked on the way) into a temp file
 in the state directory. PostgreSQL: a scratch database is created next to the source
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, parse_database_url
+from game_core.db import DatabaseTarget, parse_database_url
 from integrity.backups.archive import decompress_to
 from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import Manifest, Repository
@@ -25,6 +26,7 @@ from integrity.db.claims import SCRATCH_PREFIX, claimed_path, scratch_databases
 from integrity.db.connect import maintenance
 from integrity.errors import VerificationFailed
 from integrity.progress import NO_PROGRESS, Reporter
+
 
 class RestoreFailed(VerificationFailed):
     """The backup could not be restored into a scratch copy."""
@@ -37,25 +39,8 @@ class ScratchCopy:
 
 
 @contextmanager
-def restored_copy(
-    repository: Repository,
-    manifest: Manifest,
-    *,
-    source: DatabaseTarget,
-    scratch_dir: Path,
-    settings: ConnectionSettings,
-    progress: Reporter = NO_PROGRESS,
-) -> Iterator[ScratchCopy]:
-    if manifest.engine == POSTGRESQL:
-        with _postgres_copy(repository, manifest, source=source, settings=settings, progress=progress) as copy:
-            yield copy
-    else:
-        with _sqlite_copy(repository, manifest, scratch_dir=scratch_dir, progress=progress) as copy:
-            yield copy
-
-
-@contextmanager
-def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
+def sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
+    """The backup's data file decompressed into a claimed file in `scratch_dir`."""
     entry = manifest.files[0]
     with claimed_path(scratch_dir, f"{manifest.id}-{secrets.token_hex(4)}.db") as path:
         with path.open("xb") as handle, progress.task(f"restoring {manifest.id}", total=entry.size, unit="bytes") as task:
@@ -65,16 +50,17 @@ def _sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Pat
 
 
 @contextmanager
-def _postgres_copy(repository: Repository, manifest: Manifest, *, source: DatabaseTarget, settings: ConnectionSettings,
-                   progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
+def postgres_copy(repository: Repository, manifest: Manifest, *, server: DatabaseTarget,
+                  progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
+    """A claimed scratch database on `server`'s server filled by pg_restore."""
     name = f"{SCRATCH_PREFIX}{manifest.id[:15].lower()}_{secrets.token_hex(3)}"
-    with maintenance(source) as admin:
+    with maintenance(server) as admin:
         with admin.connect() as connection:
             major = server_major(connection)
         with scratch_databases(admin) as databases:
             databases.create(name)
             tool = require_tool("pg_restore", major)
-            scratch = DatabaseTarget(source.url.set(database=name))
+            scratch = DatabaseTarget(server.url.set(database=name))
             pg_restore_into(tool.path, repository, manifest, scratch, progress=progress)
             yield ScratchCopy(scratch, f"scratch database {name}")
 

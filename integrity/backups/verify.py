@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
-from game_core.db import SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.archive import check_archive
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, BackupNotFound, Manifest, Repository
-from integrity.backups.scratch import restored_copy
 from integrity.backups.statistics import compare_statistics, table_statistics
 from integrity.db.connect import Database
+from integrity.db.engines import engine_for
 from integrity.db.sql import error_reason
 from integrity.fingerprint import database_fingerprints
 from integrity.progress import NO_PROGRESS, Reporter
@@ -181,9 +180,8 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
     violations: tuple[dict, ...] = ()
     audit = None
     try:
-        with restored_copy(
-            repository, manifest, source=target if manifest.engine != SQLITE else None,
-            scratch_dir=settings.state.dir / "scratch", settings=live.connection, progress=progress,
+        with engine_for(live).restored_copy(
+            repository, manifest, scratch_dir=settings.state.dir / "scratch", progress=progress,
         ) as copy, live.beside(copy.target).reader() as engine:
             with engine.connect() as connection:
                 checked = deep_checks(connection, repository, manifest, shrink_tolerance=settings.backups.shrink_tolerance,

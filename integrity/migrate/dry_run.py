@@ -135,7 +135,7 @@ def dry_run(
     and report every finding. Raises MigrationProjectInvalid, DryRunCouldNotRun,
     SnapshotUnavailable, BackupNotFound (exit 4), CopyDiffers or BackupCorrupt (exit 5)."""
     from integrity.migrate.project import MigrationProject
-    from integrity.migrate.snapshot import snapshot_copies
+    from integrity.db.engines import engine_for
     from integrity.migrate.static_pass import lint_revisions
 
     check_fail_on(fail_on)
@@ -157,9 +157,9 @@ def dry_run(
     phases.append(Phase("static pass", time.perf_counter() - clock))
     runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
 
-    with snapshot_copies(
-        live=live, choice=choice, scratch_dir=settings.state.dir / "scratch", settings=conn_settings,
-        keep_copy=keep_copy, restored_backup=_backup_restorer(settings, command, lock_wait, progress), progress=progress,
+    with engine_for(database).snapshot_copies(
+        choice, scratch_dir=settings.state.dir / "scratch", keep_copy=keep_copy,
+        restored_backup=_backup_restorer(settings, command, lock_wait, progress), progress=progress,
     ) as copies:
         phases.extend(copies.phases)
         data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target, progress)
@@ -348,7 +348,7 @@ def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporte
     """A context manager factory that restores the chosen backup into scratch, held
     against prune and hash-checked first (invariants 3 and 4), for the snapshot module."""
     from integrity.backups.repository import BackupCorrupt, Repository
-    from integrity.backups.scratch import restored_copy
+    from integrity.db.engines import engine_for
     from integrity.backups.verify import verify_one
 
     @contextmanager
@@ -362,8 +362,8 @@ def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporte
             if verification.quick != "ok":
                 raise BackupCorrupt("; ".join(verification.problems) + "; it cannot be used for a dry run")
             manifest = repository.read_manifest(backup_id)
-            with restored_copy(repository, manifest, source=live, scratch_dir=settings.state.dir / "scratch",
-                               settings=database.connection, progress=progress) as copy:
+            with engine_for(database).restored_copy(repository, manifest, scratch_dir=settings.state.dir / "scratch",
+                                                    progress=progress) as copy:
                 yield backup_id, copy
 
     return restored

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, parse_database_url
+from game_core.db import POSTGRESQL, DatabaseTarget, parse_database_url
 from game_core.errors import PreconditionFailed
 from integrity.db.claims import SCRATCH_PREFIX as SCRATCH_DATABASE_PREFIX
 from integrity.db.claims import ScratchDatabases, claimed_path, scratch_databases
@@ -112,26 +112,6 @@ def prove_identical(source: dict[str, TableFingerprint], copy: dict[str, TableFi
         )
 
 
-@contextmanager
-def snapshot_copies(
-    *,
-    live: DatabaseTarget,
-    choice: SourceChoice,
-    scratch_dir: Path,
-    settings: ConnectionSettings,
-    keep_copy: bool,
-    restored_backup,  # callable(backup_id) -> context manager yielding (backup id, ScratchCopy)
-    progress: Reporter = NO_PROGRESS,
-) -> Iterator[Copies]:
-    """The two copies, made and proven; removed on the way out unless `keep_copy`."""
-    if live.kind == POSTGRESQL:
-        copies = _postgres_copies(live, choice, settings, keep_copy, restored_backup, progress)
-    else:
-        copies = _sqlite_copies(live, choice, scratch_dir, settings, keep_copy, restored_backup, progress)
-    with copies as made:
-        yield made
-
-
 def _restore_backup(stack: ExitStack, restored_backup, backup_id: str, phases: list[Phase]) -> tuple[str, DatabaseTarget]:
     """The backup restored into scratch until `stack` closes, timed as a phase; its id
     (`latest` resolved) and the scratch copy."""
@@ -145,8 +125,8 @@ def _restore_backup(stack: ExitStack, restored_backup, backup_id: str, phases: l
 
 
 @contextmanager
-def _sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup,
-                   progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
+def sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, restored_backup,
+                  progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
     name = f"dry-run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     with ExitStack() as stack:
         try:
@@ -254,7 +234,7 @@ def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], p
 
 
 @contextmanager
-def _postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
+def postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, progress: Reporter = NO_PROGRESS) -> Iterator[Copies]:
     token = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     work_name = f"{SCRATCH_PREFIX}{token}_work"
     made: list[str] = []

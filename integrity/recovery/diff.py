@@ -76,11 +76,11 @@ def diff_backup(
     BackupCorrupt (exit 5).
     """
     from integrity.backups.repository import BackupCorrupt, Repository
-    from integrity.backups.scratch import restored_copy
     from integrity.backups.statistics import store_identity
     from integrity.backups.catalog import resolve_backup
     from integrity.backups.verify import verify_one
     from integrity.db.connect import Database
+    from integrity.db.engines import engine_for
     from integrity.guarded import require_game_revision
 
     chosen_tables = check_tables(tables)  # a typo fails before any work
@@ -115,8 +115,8 @@ def diff_backup(
                     f"the configured database {target.display} is store {identity}; compare it with its own "
                     "database (--database-url), or pick one of this database's backups (`integrity backup list`)"
                 )
-            with restored_copy(
-                repository, manifest, source=target, scratch_dir=settings.state.dir / "scratch", settings=live.connection,
+            with engine_for(live).restored_copy(
+                repository, manifest, scratch_dir=settings.state.dir / "scratch",
             ) as copy, live.beside(copy.target).reader() as copy_engine:
                 diffs = _diff_live_and_copy(live_engine, copy_engine, chosen_tables, sample_limit, target.display)
     return BackupDiffReport(

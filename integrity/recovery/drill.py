@@ -7,7 +7,7 @@ reader lock so that prune leaves it alone, and runs what a restore runs, each ph
 
 1. hash check: the manifest and every file against their hashes (quick verification);
 2. restore: decompress (SQLite) or pg_restore (PostgreSQL) into a scratch copy that is
-   always removed (`integrity.backups.scratch.restored_copy`);
+   always removed (the engine's `restored_copy`, integrity.db.engines);
 3. deep checks: the engine's check, counts and aggregates against the manifest, keyed
    fingerprints (PostgreSQL only: there they are the full read that is its engine check;
    on SQLite the compare with live reads every row anyway), drift against the previous
@@ -44,8 +44,8 @@ cover its post-check (the same counts and aggregates read again on live).
   a one-step backup-API copy of the scratch copy into a temp file beside it (removed).
 - swap, PostgreSQL: two `ALTER DATABASE ... RENAME` in one transaction, timed on the
   scratch database (renamed and back in one transaction: a kill leaves its name), plus
-  terminating live's connections, which cannot be rehearsed without ending them:
-  `TERMINATE_ALLOWANCE_SECONDS` is added for it.
+  terminating live's connections, which cannot be rehearsed without ending them: the
+  engine's `swap_allowance_seconds` is added for it (integrity.db.engines).
 
 The predicted total must be at most `[objectives] rto_seconds`, and the backup's age at
 most `rpo_seconds`. Exit 5 when the hash check, the restore or a deep check failed (the
@@ -57,15 +57,12 @@ the ledger keeps and `integrity status` reads.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -73,19 +70,15 @@ from game_core.db import POSTGRESQL, SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, Manifest, Repository
-from integrity.backups.scratch import ScratchCopy, restored_copy
-from integrity.db.claims import claimed_path
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import audit_copy, deep_checks, quick_verify
 from integrity.crashpoints import crash_point
-from integrity.db.connect import Database, guarded_target, maintenance, one_snapshot
-from integrity.db.sql import error_reason, quote as quote_identifier
+from integrity.db.connect import Database, guarded_target, one_snapshot
+from integrity.db.engines import engine_for
+from integrity.db.sql import error_reason
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
-# pg_terminate_backend only signals; backends exit within milliseconds unless stuck in
-# I/O. One second covers it with room to spare, so the prediction errs long, not short.
-TERMINATE_ALLOWANCE_SECONDS = 1.0
 # How many `backup create` runs the ledger is searched for the one that wrote the backup.
 _CREATE_LOOKBACK = 500
 # Sample keys per table kept from the compare (what a restore would lose, for the report).
@@ -287,6 +280,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
     repository.record_quick_check(backup_id, problem=None, by=command)
     live_database = Database.of(settings)
     _require_drillable(manifest, live_database.kind, identity)
+    store_engine = engine_for(live_database)
 
     problems: list[str] = []
     fingerprints: dict[str, dict] = {}
@@ -298,9 +292,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         # 2. restore into scratch (removed when the stack closes, whatever happens)
         started = time.perf_counter()
         try:
-            copy = stack.enter_context(restored_copy(
-                repository, manifest, source=live_database.target if manifest.engine != SQLITE else None,
-                scratch_dir=settings.state.dir / "scratch", settings=live_database.connection, progress=progress,
+            copy = stack.enter_context(store_engine.restored_copy(
+                repository, manifest, scratch_dir=settings.state.dir / "scratch", progress=progress,
             ))
         except Failure as exc:
             phases.append(Phase(RESTORE, time.perf_counter() - started, False, str(exc)))
@@ -352,7 +345,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         # 6. swap rehearsal
         started = time.perf_counter()
         try:
-            swap_basis = _rehearse_swap(copy, manifest.engine, scratch_dir=settings.state.dir / "scratch", source=live_database.target)
+            swap_basis = store_engine.rehearse_swap(copy, scratch_dir=settings.state.dir / "scratch")
         except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
             # The backup is sound (not journalled as failed), but a restore would fail
             # here too (a full disk, no right to rename databases): the drill fails.
@@ -361,8 +354,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
             return report(manifest, problems=(f"the swap rehearsal failed: {why}",))
         swap_seconds = time.perf_counter() - started
         phases.append(Phase(SWAP, swap_seconds, True, swap_basis))
-        if manifest.engine == POSTGRESQL:
-            swap_seconds += TERMINATE_ALLOWANCE_SECONDS
+        swap_seconds += store_engine.swap_allowance_seconds
 
     recovery = sum(p.seconds for p in phases if p.name in RECOVERY_PHASES)
     hash_seconds = phases[0].seconds
@@ -437,31 +429,6 @@ def _database_bytes(engine) -> int:
             size = connection.exec_driver_sql("PRAGMA page_size").scalar()
             return int(pages) * int(size)
         return int(connection.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
-
-
-def _rehearse_swap(copy: ScratchCopy, engine: str, *, scratch_dir: Path, source) -> str:
-    if engine == SQLITE:
-        with claimed_path(scratch_dir, f"{copy.target.sqlite_path.stem}-swap-{secrets.token_hex(4)}.db") as destination:
-            reader = sqlite3.connect(f"file:{quote(str(copy.target.sqlite_path))}?mode=ro", uri=True)
-            try:
-                writer = sqlite3.connect(str(destination))
-                try:
-                    reader.backup(writer, pages=-1)  # one step, as the swap copies into live
-                finally:
-                    writer.close()
-            finally:
-                reader.close()
-        return "backup-API copy of the scratch copy, timed"
-    name = copy.target.url.database
-    renamed = f"{name}_swap"
-    with maintenance(source) as admin, admin.connect() as connection:
-        # Both renames in one transaction: what the swap commits, and a kill leaves the
-        # scratch database under its own name for the restored_copy cleanup to drop.
-        connection.exec_driver_sql("BEGIN")
-        connection.exec_driver_sql(f"ALTER DATABASE {quote_identifier(name)} RENAME TO {quote_identifier(renamed)}")
-        connection.exec_driver_sql(f"ALTER DATABASE {quote_identifier(renamed)} RENAME TO {quote_identifier(name)}")
-        connection.exec_driver_sql("COMMIT")
-    return f"two renames in one transaction, timed, plus {TERMINATE_ALLOWANCE_SECONDS:.0f}s to terminate connections"
 
 
 def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_seconds: float) -> tuple[float, str]:

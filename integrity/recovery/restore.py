@@ -54,6 +54,7 @@ from integrity.backups.statistics import AGGREGATES, compare_statistics, store_i
 from integrity.backups.verify import engine_check, quick_verify
 from integrity.crashpoints import crash_point
 from integrity.db.connect import MAINTENANCE_DATABASE, Database, guarded_target, maintenance, one_snapshot
+from integrity.db.engines import Staged, engine_for
 from integrity.db.locks import database_lock
 from integrity.db.sql import error_reason, table_row_counts
 from integrity.errors import VerificationFailed
@@ -535,14 +536,12 @@ def _row_differences(settings: Settings, repository: Repository, manifest: Manif
     checked against its manifest, as the real restore's staging copy would be: a plan that
     says "after restore N rows" must never stand beside a copy that holds none (a
     schema-only dump), so such a backup fails here (exit 5) and is journalled failed."""
-    from integrity.backups.scratch import restored_copy
     from integrity.tablediff import backup_live as diff
 
     live_database = Database.of(settings)
     found = {}
-    with repository.reading(manifest.id, command="restore --dry-run"), restored_copy(
-        repository, manifest, source=target if target.kind == POSTGRESQL else None,
-        scratch_dir=settings.state.dir / "scratch", settings=live_database.connection,
+    with repository.reading(manifest.id, command="restore --dry-run"), engine_for(live_database).restored_copy(
+        repository, manifest, scratch_dir=settings.state.dir / "scratch",
     ) as copy, live_database.beside(copy.target).reader() as backup_engine, live_database.reader() as live_engine:
         with backup_engine.connect() as backup, _journal_failure(repository, manifest.id, command, "restore --dry-run"):
             problems = compare_statistics(manifest.tables, table_statistics(backup))
@@ -689,15 +688,15 @@ def apply_restore(
                 raise BackupNotIntact(f"{exc}; nothing was changed") from None
             phases.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
         crash_point("restore:verified")
-        engine_ops = _SqliteRestore(settings, target) if target.kind == SQLITE else _PostgresRestore(settings, target)
+        restorer = _Restorer(settings)
         with phases.phase("staging"):
-            outcome["removed_leftovers"] = tuple(engine_ops.remove_leftovers())
-            engine_ops.stage(repository, manifest)
-            phases.detail = engine_ops.staging_description
+            outcome["removed_leftovers"] = tuple(restorer.remove_leftovers())
+            restorer.stage(repository, manifest)
+            phases.detail = restorer.staging_description
         try:
             crash_point("restore:staged")
             with phases.phase("verify-staging"), _journal_failure(repository, plan.backup_id, options.command, "restore"):
-                report, staging_tables = engine_ops.verify_staging(manifest, audit=plan.game_backup)
+                report, staging_tables = restorer.verify_staging(manifest, audit=plan.game_backup)
                 bare = {_bare(name) for name in staging_tables}
                 outcome["removed_tables"] = tuple(t for t in plan.live_tables if _bare(t) not in bare)
                 if report is None:
@@ -713,10 +712,8 @@ def apply_restore(
                 if how != "--yes":
                     consent.confirm(f"restore DIRTY data over {plan.database}", expected=plan.database_name)
             crash_point("restore:staging-verified")
-            if target.kind == POSTGRESQL and not terminate:
-                from integrity.recovery.swap_postgres import live_sessions
-
-                current = live_sessions(target)  # the game may have connected since the plan
+            if not terminate:
+                current = restorer.engine.live_sessions()  # the game may have connected since the plan
                 if current:
                     terminate = _consent_to_end_sessions(consent, plan, current)
 
@@ -730,11 +727,11 @@ def apply_restore(
                 crash_point("restore:safety-backup-taken")
 
             with phases.phase("swap"):
-                swapped = engine_ops.swap(terminate=terminate, safety_backup=take_safety_backup if plan.safety_backup else None)
+                swapped = restorer.swap(terminate=terminate, safety_backup=take_safety_backup if plan.safety_backup else None)
                 outcome.update(swapped)
-                phases.detail = engine_ops.swap_description
+                phases.detail = restorer.swap_description
         except BaseException:
-            engine_ops.discard_staging()
+            restorer.discard_staging()
             raise
         crash_point("restore:swapped")
         error = None
@@ -746,7 +743,7 @@ def apply_restore(
             if options.keep_newer:
                 with phases.phase("salvage"):
                     try:
-                        outcome["salvage"] = engine_ops.salvage(repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
+                        outcome["salvage"] = restorer.salvage(repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
                         phases.detail = _salvage_detail(outcome["salvage"])
                     except (Failure, sa.exc.DBAPIError) as exc:
                         error = _salvage_failed(exc, outcome)
@@ -754,7 +751,7 @@ def apply_restore(
                 crash_point("restore:salvaged")
         finally:
             with phases.phase("cleanup"):
-                engine_ops.discard_staging()
+                restorer.discard_staging()
     next_steps = []
     if plan.revision == "older":
         next_steps.append(f"the restored database is at revision {plan.backup_revision}, behind head {plan.head_revision}: {MIGRATE_HINT}")
@@ -938,107 +935,47 @@ def _explained_by_new_rows(connection, manifest: Manifest, statistics: dict) -> 
 # ---------------------------------------------------------------- the engines
 
 
-class _SqliteRestore:
-    def __init__(self, settings: Settings, target: DatabaseTarget):
+class _Restorer:
+    """The restore's steps on live, through its engine (integrity.db.engines)."""
+
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.target = target
-        self.staging = None
-        self.staging_description = ""
-        self.swap_description = ""
-
-    def remove_leftovers(self) -> list[str]:
-        from integrity.recovery import swap_sqlite
-
-        return swap_sqlite.remove_leftovers(self.settings.state.dir, self.target.sqlite_path)
-
-    def stage(self, repository: Repository, manifest: Manifest) -> None:
-        from integrity.recovery import swap_sqlite
-
-        self.staging = swap_sqlite.stage(repository, manifest, state_dir=self.settings.state.dir, live_path=self.target.sqlite_path)
-        self.staging_description = f"{self.staging} ({self.staging.stat().st_size / 1e6:,.1f} MB)"
-
-    def verify_staging(self, manifest: Manifest, *, audit: bool):
-        with Database.of(self.settings).beside(str(self.staging)).reader() as engine, engine.connect() as connection:
-            return _verify_copy(connection, manifest, audit=audit)
-
-    def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
-        from integrity.recovery import swap_sqlite
-
-        held = swap_sqlite.swap(self.staging, self.target.sqlite_path, busy_timeout_ms=self.settings.database.busy_timeout_ms,
-                                while_held=safety_backup)
-        self.swap_description = f"written into {self.target.sqlite_path} through the backup API"
-        if held and safety_backup:
-            self.swap_description += f"; the write lock held from the safety backup to the commit ({held:.2f}s)"
-        return {}
-
-    def salvage(self, repository: Repository, safety_backup_id: str | None, old_database: str | None):
-        from integrity.recovery.salvage import salvage_from_backup_locked
-
-        return salvage_from_backup_locked(self.settings, repository, safety_backup_id)
-
-    def discard_staging(self) -> None:
-        from integrity.recovery import swap_sqlite
-
-        if self.staging is not None:
-            swap_sqlite.remove(self.staging)
-            self.staging = None
-
-
-class _PostgresRestore:
-    def __init__(self, settings: Settings, target: DatabaseTarget):
-        self.settings = settings
-        self.target = target
-        self.staging: DatabaseTarget | None = None
+        self.database = Database.of(settings)
+        self.engine = engine_for(self.database)
+        self.staged: Staged | None = None
         self.swapped = False
         self.staging_description = ""
         self.swap_description = ""
 
     def remove_leftovers(self) -> list[str]:
-        from integrity.recovery import swap_postgres
-
-        return swap_postgres.remove_leftovers(self.target)
+        return self.engine.remove_leftovers(self.settings.state.dir)
 
     def stage(self, repository: Repository, manifest: Manifest) -> None:
-        from integrity.recovery import swap_postgres
-
-        self.staging = swap_postgres.stage(repository, manifest, live=self.target)
-        self.staging_description = f"database {self.staging.url.database}"
+        self.staged = self.engine.stage(repository, manifest, state_dir=self.settings.state.dir)
+        self.staging_description = self.staged.description
 
     def verify_staging(self, manifest: Manifest, *, audit: bool):
-        # Disposed on the way out: the rename needs staging free of sessions, ours included.
-        with Database.of(self.settings).beside(self.staging).reader() as engine, engine.connect() as connection:
+        # Disposed on the way out: a PostgreSQL rename needs staging free of sessions, ours included.
+        with self.database.beside(self.staged.target).reader() as engine, engine.connect() as connection:
             return _verify_copy(one_snapshot(connection), manifest, audit=audit)
 
     def swap(self, *, terminate: bool, safety_backup: Callable[[], None] | None) -> dict:
-        from integrity.recovery import swap_postgres
-
-        if safety_backup is not None:
-            # The game keeps writing meanwhile: the rename keeps live as it is at the swap
-            # (the old database), newer than this backup, and salvage reads from it.
-            safety_backup()
-        outcome = swap_postgres.swap(self.target, self.staging.url.database, terminate=terminate)
+        facts, self.swap_description = self.engine.swap(self.staged, terminate=terminate, safety_backup=safety_backup)
         self.swapped = True
-        ended = f"; ended {len(outcome.terminated)} session(s)" if outcome.terminated else ""
-        kept = f"; previous database kept as {outcome.old_database}" if outcome.old_database else ""
-        self.swap_description = f"renamed {self.staging.url.database} to {self.target.url.database}{kept}{ended}"
-        return {"old_database": outcome.old_database, "terminated": outcome.terminated}
+        return facts
 
     def salvage(self, repository: Repository, safety_backup_id: str | None, old_database: str | None):
-        from integrity.recovery.salvage import salvage_from_database
+        from integrity.recovery.salvage import salvage_from_backup_locked, salvage_from_database
 
         if old_database:
-            # The renamed old database is live as it was at the swap: newer than the safety backup.
+            # The old database a PostgreSQL swap kept is live as it was at the swap: newer than the safety backup.
             return salvage_from_database(self.settings, old_database)
-        from integrity.recovery.salvage import salvage_from_backup_locked
-
         return salvage_from_backup_locked(self.settings, repository, safety_backup_id)
 
     def discard_staging(self) -> None:
-        from integrity.recovery import swap_postgres
-
-        if self.staging is not None and not self.swapped:
-            swap_postgres.drop(self.target, self.staging.url.database)
-        self.staging = None
+        if self.staged is not None:
+            self.engine.discard(self.staged, swapped=self.swapped)
+            self.staged = None
 
 
 def _staging_invalid(manifest: Manifest, problems: list[str]) -> StagingInvalid:

@@ -619,13 +619,10 @@ def salvage_from_database(settings: Settings, database: str) -> SalvageReport:
 
 
 def _salvage_backup(settings: Settings, repository: Repository, manifest, *, dry_run: bool) -> SalvageReport:
-    from integrity.backups.scratch import restored_copy
+    from integrity.db.engines import engine_for
 
-    live = Database.of(settings)
-    target = live.target
-    with restored_copy(
-        repository, manifest, source=target if target.kind == POSTGRESQL else None,
-        scratch_dir=settings.state.dir / "scratch", settings=live.connection,
+    with engine_for(Database.of(settings)).restored_copy(
+        repository, manifest, scratch_dir=settings.state.dir / "scratch",
     ) as copy:
         return _salvage(settings, copy.target, source_name=f"backup {manifest.id}", dry_run=dry_run)
 

@@ -1,0 +1,234 @@
+"""The engine protocol: what differs between SQLite and PostgreSQL when a backup is
+taken, restored into a fresh database, staged and swapped into live, or copied for a
+dry run. `engine_for(database)` chooses the implementation once, from the target, so the
+orchestrators (create, verify, drill, restore, salvage, the dry run) never branch on it.
+
+The implementations hold the algorithm's engine-specific steps; the mechanics they drive
+(pg_dump and pg_restore, the backup API, renames in the maintenance database, claims on
+temporary databases) stay in the modules named in each method.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote as url_quote
+
+from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, parse_database_url
+from integrity.db.claims import claimed_path
+from integrity.db.connect import Database, maintenance
+from integrity.db.sql import quote
+from integrity.progress import NO_PROGRESS, Reporter
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A backup restored into a staging database next to live, ready to be swapped in."""
+
+    target: DatabaseTarget
+    description: str
+
+
+class DatabaseEngine(Protocol):
+    """One engine's way to back up, restore into a fresh database, stage, swap and copy."""
+
+    kind: str
+    database: Database
+    # What a real swap spends beyond what `rehearse_swap` measures (ending live's sessions).
+    swap_allowance_seconds: float
+
+    def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
+        """Capture a consistent backup of the database into `workdir` (a `Capture`)."""
+
+    def restored_copy(self, repository, manifest, *, scratch_dir: Path,
+                      progress: Reporter = NO_PROGRESS) -> AbstractContextManager:
+        """The backup restored into a fresh scratch database, claimed while it exists and
+        removed on the way out (a `ScratchCopy`)."""
+
+    def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
+                        progress: Reporter = NO_PROGRESS) -> AbstractContextManager:
+        """A dry run's two proven copies of `choice` (`integrity.migrate.snapshot.Copies`)."""
+
+    def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
+        """Time what the restore's swap does, on a scratch copy; say what was timed."""
+
+    def live_sessions(self) -> list:
+        """The sessions connected to live that a swap would have to end."""
+
+    def remove_leftovers(self, state_dir: Path) -> list[str]:
+        """Remove what a killed restore left (staging copies); return their names."""
+
+    def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
+        """The backup restored into a new staging database beside live."""
+
+    def swap(self, staged: Staged, *, terminate: bool, safety_backup: Callable[[], None] | None) -> tuple[dict, str]:
+        """Put the staged database in live's place, calling `safety_backup` where no write
+        made after it can be lost; (the outcome's facts, a description of what was done)."""
+
+    def discard(self, staged: Staged, *, swapped: bool) -> None:
+        """Remove the staging copy unless it became live."""
+
+
+@dataclass(frozen=True)
+class SqliteEngine:
+    database: Database
+    kind: str = SQLITE
+    swap_allowance_seconds: float = 0.0
+
+    @property
+    def _path(self) -> Path:
+        return self.database.target.sqlite_path
+
+    def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
+        from integrity.backups import sqlite_engine
+
+        return sqlite_engine.capture(self._path, workdir, busy_timeout_ms=self.database.connection.busy_timeout_ms,
+                                     level=level, threads=threads, progress=progress)
+
+    def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
+        from integrity.backups.scratch import sqlite_copy
+
+        _require_same_engine(manifest, self.kind)
+        return sqlite_copy(repository, manifest, scratch_dir=scratch_dir, progress=progress)
+
+    def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
+                        progress: Reporter = NO_PROGRESS):
+        from integrity.migrate.snapshot import sqlite_copies
+
+        return sqlite_copies(self.database.target, choice, scratch_dir, self.database.connection, keep_copy,
+                             restored_backup, progress)
+
+    def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
+        source = copy.target.sqlite_path
+        with claimed_path(scratch_dir, f"{source.stem}-swap-{secrets.token_hex(4)}.db") as destination:
+            reader = sqlite3.connect(f"file:{url_quote(str(source))}?mode=ro", uri=True)
+            try:
+                writer = sqlite3.connect(str(destination))
+                try:
+                    reader.backup(writer, pages=-1)  # one step, as the swap copies into live
+                finally:
+                    writer.close()
+            finally:
+                reader.close()
+        return "backup-API copy of the scratch copy, timed"
+
+    def live_sessions(self) -> list:
+        return []  # SQLite's writers are held out by the swap's write lock, not ended
+
+    def remove_leftovers(self, state_dir: Path) -> list[str]:
+        from integrity.recovery import swap_sqlite
+
+        return swap_sqlite.remove_leftovers(state_dir, self._path)
+
+    def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
+        from integrity.recovery import swap_sqlite
+
+        path = swap_sqlite.stage(repository, manifest, state_dir=state_dir, live_path=self._path)
+        return Staged(parse_database_url(str(path)), f"{path} ({path.stat().st_size / 1e6:,.1f} MB)")
+
+    def swap(self, staged: Staged, *, terminate: bool, safety_backup: Callable[[], None] | None) -> tuple[dict, str]:
+        from integrity.recovery import swap_sqlite
+
+        held = swap_sqlite.swap(staged.target.sqlite_path, self._path,
+                                busy_timeout_ms=self.database.connection.busy_timeout_ms, while_held=safety_backup)
+        description = f"written into {self._path} through the backup API"
+        if held and safety_backup:
+            description += f"; the write lock held from the safety backup to the commit ({held:.2f}s)"
+        return {}, description
+
+    def discard(self, staged: Staged, *, swapped: bool) -> None:
+        from integrity.recovery import swap_sqlite
+
+        swap_sqlite.remove(staged.target.sqlite_path)  # copied into live, never moved: always removed
+
+
+@dataclass(frozen=True)
+class PostgresEngine:
+    database: Database
+    kind: str = POSTGRESQL
+    swap_allowance_seconds: float = 1.0
+
+    @property
+    def _live(self) -> DatabaseTarget:
+        return self.database.target
+
+    def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
+        from integrity.backups import postgres_engine
+
+        return postgres_engine.capture(self.database, workdir, level=level, threads=threads, progress=progress)
+
+    def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
+        from integrity.backups.scratch import postgres_copy
+
+        _require_same_engine(manifest, self.kind)
+        return postgres_copy(repository, manifest, server=self._live, progress=progress)
+
+    def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
+                        progress: Reporter = NO_PROGRESS):
+        from integrity.migrate.snapshot import postgres_copies
+
+        return postgres_copies(self._live, choice, self.database.connection, keep_copy, restored_backup, progress)
+
+    def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
+        name = copy.target.url.database
+        renamed = f"{name}_swap"
+        with maintenance(self._live) as admin, admin.connect() as connection:
+            # Both renames in one transaction: what the swap commits, and a kill leaves the
+            # scratch database under its own name for its claim's sweep to drop.
+            connection.exec_driver_sql("BEGIN")
+            connection.exec_driver_sql(f"ALTER DATABASE {quote(name)} RENAME TO {quote(renamed)}")
+            connection.exec_driver_sql(f"ALTER DATABASE {quote(renamed)} RENAME TO {quote(name)}")
+            connection.exec_driver_sql("COMMIT")
+        return (f"two renames in one transaction, timed, plus {self.swap_allowance_seconds:.0f}s to terminate "
+                "connections")
+
+    def live_sessions(self) -> list:
+        from integrity.recovery.swap_postgres import live_sessions
+
+        return live_sessions(self._live)
+
+    def remove_leftovers(self, state_dir: Path) -> list[str]:
+        from integrity.recovery import swap_postgres
+
+        return swap_postgres.remove_leftovers(self._live)
+
+    def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
+        from integrity.recovery import swap_postgres
+
+        staging = swap_postgres.stage(repository, manifest, live=self._live)
+        return Staged(staging, f"database {staging.url.database}")
+
+    def swap(self, staged: Staged, *, terminate: bool, safety_backup: Callable[[], None] | None) -> tuple[dict, str]:
+        from integrity.recovery import swap_postgres
+
+        if safety_backup is not None:
+            # The game keeps writing meanwhile: the rename keeps live as it is at the swap
+            # (the old database), newer than this backup, and salvage reads from it.
+            safety_backup()
+        outcome = swap_postgres.swap(self._live, staged.target.url.database, terminate=terminate)
+        ended = f"; ended {len(outcome.terminated)} session(s)" if outcome.terminated else ""
+        kept = f"; previous database kept as {outcome.old_database}" if outcome.old_database else ""
+        description = f"renamed {staged.target.url.database} to {self._live.url.database}{kept}{ended}"
+        return {"old_database": outcome.old_database, "terminated": outcome.terminated}, description
+
+    def discard(self, staged: Staged, *, swapped: bool) -> None:
+        from integrity.recovery import swap_postgres
+
+        if not swapped:  # once swapped, the staging database is live under live's name
+            swap_postgres.drop(self._live, staged.target.url.database)
+
+
+def engine_for(database: Database) -> DatabaseEngine:
+    """The engine of `database`'s target."""
+    return PostgresEngine(database) if database.kind == POSTGRESQL else SqliteEngine(database)
+
+
+def _require_same_engine(manifest, kind: str) -> None:
+    if manifest.engine != kind:
+        # Callers refuse a backup of the other engine with their own message first.
+        raise ValueError(f"backup {manifest.id} is a {manifest.engine} backup, not {kind}")
