@@ -41,7 +41,6 @@ def isolated_environment(tmp_path, monkeypatch):
 _SERVER_FIXTURES = {"pg_admin", "pg_supply", "pg_template", "pg_url", "pg_empty_url", "pg_restricted_url"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
     """Group the tests for `pytest -n 2 --dist loadgroup` (the README's command).
 
@@ -51,12 +50,20 @@ def pytest_collection_modifyitems(config, items):
     are server-wide), so two workers on it could race. Every other test stays with its
     module, so a module-scoped fixture is built once, on one worker.
     """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
     for item in items:
         if item.get_closest_marker("postgres") or _SERVER_FIXTURES & set(item.fixturenames):
             group = "postgresql-server"
         else:
-            group = item.module.__name__ if item.module is not None else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+            group = item.nodeid.split("::")[0]
+        # The scheduler reads a test's group from the end of its node id ("...@group").
+        # pytest-xdist 3.8 writes it into `item._nodeid` for `xdist_group` marks, which
+        # pytest 9 no longer reads (the id lives in `item._id`), so the groups were lost
+        # and PostgreSQL tests ran on both workers at once: set the id itself.
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 # ---------------------------------------------------------------- SQLite
