@@ -19,11 +19,24 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote as url_quote
 
+import sqlalchemy as sa
+
 from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, parse_database_url
+from game_core.errors import DatabaseUnreachable
 from integrity.db.claims import claimed_path
 from integrity.db.connect import Database, maintenance
-from integrity.db.sql import quote
+from integrity.db.sql import error_reason, quote
 from integrity.progress import NO_PROGRESS, Reporter
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Live as a restore's plan first sees it: there or not, what a killed restore left
+    beside it, who is connected."""
+
+    exists: bool
+    leftovers: tuple[str, ...] = ()
+    sessions: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,12 @@ class DatabaseEngine(Protocol):
 
     def live_sessions(self) -> list:
         """The sessions connected to live that a swap would have to end."""
+
+    def presence(self, *, state_dir: Path) -> Presence:
+        """Whether live exists, the leftovers of a killed restore, live's sessions."""
+
+    def plan_staging(self, manifest, *, state_dir: Path) -> str:
+        """Where the backup will be staged; refuses (NotEnoughSpace) what cannot fit."""
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
         """Remove what a killed restore left (staging copies); return their names."""
@@ -119,6 +138,19 @@ class SqliteEngine:
 
     def live_sessions(self) -> list:
         return []  # SQLite's writers are held out by the swap's write lock, not ended
+
+    def presence(self, *, state_dir: Path) -> Presence:
+        from integrity.recovery import swap_sqlite
+
+        return Presence(self._path.exists(), tuple(str(p) for p in swap_sqlite.leftovers(state_dir, self._path)))
+
+    def plan_staging(self, manifest, *, state_dir: Path) -> str:
+        from integrity.recovery import swap_sqlite
+
+        problems = swap_sqlite.space_problems(state_dir, self._path, manifest.files[0].raw_size)
+        if problems:
+            raise swap_sqlite.NotEnoughSpace(problems[0] + "; nothing was changed")
+        return f"a staging file in {swap_sqlite.staging_directory(state_dir)}"
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
         from integrity.recovery import swap_sqlite
@@ -191,6 +223,26 @@ class PostgresEngine:
         from integrity.recovery.swap_postgres import live_sessions
 
         return live_sessions(self._live)
+
+    def presence(self, *, state_dir: Path) -> Presence:
+        from integrity.recovery import swap_postgres
+
+        name = self._live.url.database
+        try:
+            with maintenance(self._live) as admin, admin.connect() as connection:
+                exists = swap_postgres.database_exists(connection, name)
+                leftovers = swap_postgres.leftovers(connection, name)
+                sessions = swap_postgres.sessions(connection, name) if exists else []
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseUnreachable(
+                f"cannot connect to the PostgreSQL server of {self._live.display}: {error_reason(exc)}"
+            ) from None
+        return Presence(exists, tuple(leftovers), tuple(sessions))
+
+    def plan_staging(self, manifest, *, state_dir: Path) -> str:
+        from integrity.recovery import swap_postgres
+
+        return f"the staging database {swap_postgres.staging_name(self._live.url.database, manifest.id)}"
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
         from integrity.recovery import swap_postgres

@@ -53,7 +53,7 @@ from integrity.backups.repository import AuditVerdict, BackupCorrupt, Event, Man
 from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
 from integrity.backups.verify import engine_check, quick_verify
 from integrity.crashpoints import crash_point
-from integrity.db.connect import MAINTENANCE_DATABASE, Database, guarded_target, maintenance, one_snapshot
+from integrity.db.connect import MAINTENANCE_DATABASE, Database, guarded_target, one_snapshot
 from integrity.db.engines import Staged, engine_for
 from integrity.db.locks import database_lock
 from integrity.db.sql import error_reason, table_row_counts
@@ -299,19 +299,8 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     elif not options.safety_backup:
         warnings.append("--no-safety-backup: the data live holds now is lost for good after the swap")
 
-    if target.kind == SQLITE:
-        from integrity.recovery import swap_sqlite
-
-        problems = swap_sqlite.space_problems(settings.state.dir, target.sqlite_path, manifest.files[0].raw_size)
-        if problems:
-            raise swap_sqlite.NotEnoughSpace(problems[0] + "; nothing was changed")
-        staging = f"a staging file in {swap_sqlite.staging_directory(settings.state.dir)}"
-        found = [str(p) for p in swap_sqlite.leftovers(settings.state.dir, target.sqlite_path)]
-    else:
-        from integrity.recovery import swap_postgres
-
-        staging = f"the staging database {swap_postgres.staging_name(target.url.database, backup_id)}"
-        found = live.leftovers
+    staging = engine_for(Database.of(settings)).plan_staging(manifest, state_dir=settings.state.dir)
+    found = live.leftovers
     if found:
         warnings.append(f"leftovers of an interrupted restore will be removed: {', '.join(found)}")
 
@@ -425,23 +414,10 @@ def _listed(tables: tuple[str, ...], limit: int = 12) -> str:
 
 def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
     """Identity, counts and aggregates of live, read only; a missing live is a fact, not an error."""
-    sessions: list = []
-    found: list = []
-    if target.kind == SQLITE:
-        if not target.sqlite_path.exists():
-            return _Live(exists=False)
-    else:
-        from integrity.recovery import swap_postgres
-
-        try:
-            with maintenance(target) as admin, admin.connect() as connection:
-                exists = swap_postgres.database_exists(connection, target.url.database)
-                found = swap_postgres.leftovers(connection, target.url.database)
-                sessions = swap_postgres.sessions(connection, target.url.database) if exists else []
-        except sa.exc.DBAPIError as exc:
-            raise DatabaseUnreachable(f"cannot connect to the PostgreSQL server of {target.display}: {error_reason(exc)}") from None
-        if not exists:
-            return _Live(exists=False, leftovers=found)
+    presence = engine_for(Database.of(settings)).presence(state_dir=settings.state.dir)
+    sessions, found = list(presence.sessions), list(presence.leftovers)
+    if not presence.exists:
+        return _Live(exists=False, leftovers=found)
     opened = ExitStack()
     try:
         engine = opened.enter_context(Database.of(settings).reader())
