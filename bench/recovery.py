@@ -17,10 +17,10 @@ the diff with spread changes take minutes at 1 GB: they run --long-repeat times 
 data file, the live copy) into the page cache; that keeps the whole run under 25 minutes
 (11 to 16 minutes measured, loading PostgreSQL included, on a 2-core machine).
 
-- decompression: the restore's staging step (`swap_sqlite.stage`: `decompress_to`, both
+- decompression: the restore's staging step (`sqlite_swap.stage`: `decompress_to`, both
   SHA-256 checked on the way, into a new staging file) vs `zstd -d -f data.db.zst -o out.db`
   (goal <= 1.2x). Neither side fsyncs; the previous run's output is removed untimed.
-- swap: `swap_sqlite.swap` (the online backup API, one step, from the staging copy into
+- swap: `sqlite_swap.swap` (the online backup API, one step, from the staging copy into
   the live file) vs `sqlite3 live.db ".restore copy.db"`, both followed by `sync` and
   both after an untimed `sync` (goal <= 1.5x).
 - SQLite drill: `api.drill` on the live copy vs the manual steps it replaces, each timed
@@ -166,18 +166,18 @@ def sqlite_cli(database: Path, sql: str, expected: str) -> None:
 
 
 def bench_decompress(repository, manifest, state: Path, live: Path, repeat: int) -> None:
-    from integrity.recovery import swap_sqlite
+    from integrity.db import sqlite_swap
 
     data = repository.path_of(manifest.id) / manifest.files[0].name
     out = ROOT / "zstd-out.db"
 
     def prepare():
         out.unlink(missing_ok=True)
-        for leftover in swap_sqlite.leftovers(state, live):
-            swap_sqlite.remove(leftover)
+        for leftover in sqlite_swap.leftovers(state, live):
+            sqlite_swap.remove(leftover)
 
     ours, anchor = side_by_side(
-        lambda: swap_sqlite.stage(repository, manifest, state_dir=state, live_path=live),
+        lambda: sqlite_swap.stage(repository, manifest, state_dir=state, live_path=live),
         lambda: run(["zstd", "-q", "-d", "-f", str(data), "-o", str(out)]),
         repeat, prepare=prepare,
     )
@@ -189,10 +189,10 @@ def bench_decompress(repository, manifest, state: Path, live: Path, repeat: int)
 
 
 def bench_swap(staging: Path, live: Path, busy_timeout_ms: int, repeat: int) -> None:
-    from integrity.recovery import swap_sqlite
+    from integrity.db import sqlite_swap
 
     def ours():
-        swap_sqlite.swap(staging, live, busy_timeout_ms=busy_timeout_ms)
+        sqlite_swap.swap(staging, live, busy_timeout_ms=busy_timeout_ms)
         os.sync()
 
     def anchor():
@@ -562,19 +562,19 @@ def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, ke
 
     bench_decompress(repository, manifest, state, live, repeat)
     # The staging copy the swap copies from: exactly what the restore stages.
-    from integrity.recovery import swap_sqlite
+    from integrity.db import sqlite_swap
 
-    staging = swap_sqlite.stage(repository, manifest, state_dir=state, live_path=live)
+    staging = sqlite_swap.stage(repository, manifest, state_dir=state, live_path=live)
     try:
         bench_swap(staging, live, settings.database.busy_timeout_ms, repeat)
     finally:
-        swap_sqlite.remove(staging)
+        sqlite_swap.remove(staging)
 
     restored = ROOT / "restored.db"
     bench_sqlite_drill(sqlite_settings(live, repository_path, state), repository, manifest, restored, long_repeat)
     bench_diff("SQLite", str(live), str(restored), repeat, long_repeat)
     for path in (live, restored):
-        swap_sqlite.remove(path)
+        sqlite_swap.remove(path)
 
     if skip_postgres:
         return

@@ -283,7 +283,7 @@ def created_id(story: Story, completed) -> str | None:
 def write_pg_dump_wrapper(story: Story) -> Path:
     """The misconfigured job's `pg_dump`: someone added --schema-only "to make backups
     faster" in a wrapper that comes first on the job's PATH."""
-    from integrity.backups.pg_tools import find_tool
+    from integrity.db.pg_tools import find_tool
 
     real = find_tool("pg_dump")  # the real one, found before the wrapper is on PATH
     if real is None:

@@ -78,7 +78,7 @@ def _play_one_test(url: str, username: str = "latecomer") -> None:
 def schema_only_path(tmp_path) -> str:
     """PATH with a `pg_dump` first that execs the real one with `--schema-only` appended
     (after the arguments, so that `pg_dump --version` still answers)."""
-    from integrity.backups.pg_tools import find_tool
+    from integrity.db.pg_tools import find_tool
 
     real = find_tool("pg_dump")
     assert real, "pg_dump is needed for the PostgreSQL tests"

@@ -159,7 +159,7 @@ def test_escaping_id_through_the_real_cli(env):
 
 @pytest.mark.postgres
 def test_pg_dump_missing_is_exit_4_naming_it(tmp_path, pg_url, monkeypatch):
-    import integrity.backups.pg_tools as pg_tools
+    import integrity.db.pg_tools as pg_tools
 
     monkeypatch.setattr(pg_tools, "find_tool", lambda name: None)
     env = BackupEnv(tmp_path, pg_url)
@@ -178,7 +178,7 @@ def test_pg_dump_missing_is_exit_4_naming_it(tmp_path, pg_url, monkeypatch):
 
 @pytest.mark.postgres
 def test_pg_dump_older_than_the_server_is_exit_4(tmp_path, pg_url, monkeypatch):
-    import integrity.backups.pg_tools as pg_tools
+    import integrity.db.pg_tools as pg_tools
 
     fake = tmp_path / "bin" / "pg_dump"
     fake.parent.mkdir()

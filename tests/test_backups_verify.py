@@ -26,7 +26,7 @@ from backup_helpers import (
 )
 from integrity.backups.archive import compress_stream
 from integrity.backups.repository import MANIFEST, MANIFEST_HASH
-from integrity.backups.scratch import SCRATCH_PREFIX
+from integrity.db.claims import SCRATCH_PREFIX
 
 CORRUPTIONS = (
     "flip-data-byte",

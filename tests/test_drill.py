@@ -31,7 +31,7 @@ from backup_helpers import (
 from game_core.db import create_engine
 from test_backups_cli import small_filesystem  # noqa: F401  (the fixture: a tmpfs of a chosen size)
 from game_core.rebuild import rebuild_derived
-from integrity.backups.scratch import SCRATCH_PREFIX
+from integrity.db.claims import SCRATCH_PREFIX
 from integrity.ledger import Ledger
 
 UTC = timezone.utc

@@ -422,7 +422,7 @@ def test_postgresql_swap_keeps_settings_grants_and_owner_and_the_old_database(tm
 
 def _schema_only_pg_dump(tmp_path) -> dict[str, str]:
     """A misconfigured job's PATH: a `pg_dump` first on it that adds --schema-only."""
-    from integrity.backups.pg_tools import find_tool
+    from integrity.db.pg_tools import find_tool
 
     real = find_tool("pg_dump")
     wrapper_dir = tmp_path / "misconfigured-bin"

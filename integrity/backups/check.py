@@ -74,7 +74,7 @@ def _database_rights(settings: Settings) -> list[CheckFinding]:
             return [CheckFinding("database", "fail", f"{exc}; check [database] url")]
         findings = []
         with engine.connect() as connection:
-            from integrity.backups.pg_tools import require_tool, server_major
+            from integrity.db.pg_tools import require_tool, server_major
 
             denied = connection.execute(sa.text(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

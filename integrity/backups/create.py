@@ -187,7 +187,7 @@ def _require_game_database(settings: Settings, target) -> None:
     the dump reads, after capture."""
     if target.kind == POSTGRESQL:
         return
-    from integrity.backups.sqlite_engine import game_identity
+    from integrity.db.sqlite_backup import game_identity
 
     if not target.sqlite_path.exists():
         raise DatabaseMissing(f"database {target.sqlite_path} does not exist; nothing to back up (check --database-url)")

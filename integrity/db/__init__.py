@@ -8,5 +8,8 @@ context managers that dispose their engine on the way out.
 - `connect`: `Database` (reader, snapshot, writer), `maintenance`, `ledger_engine`.
 - `sql`: `quote`, `unquote`, `error_reason`, row counts.
 - `locks`: the one-writer-per-database lock.
-- `claims`: the claim lifecycle of every temporary database and file.
+- `claims`: the claim lifecycle of scratch files and databases.
+- `engines`: the engine protocol (backup, restore-into, stage, swap, snapshot copies) and
+  `engine_for`; its SQLite and PostgreSQL mechanics in `sqlite_backup`, `sqlite_swap`,
+  `postgres_backup`, `postgres_swap`, `pg_tools` and `scratch`.
 """

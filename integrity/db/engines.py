@@ -104,13 +104,13 @@ class SqliteEngine:
         return self.database.target.sqlite_path
 
     def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
-        from integrity.backups import sqlite_engine
+        from integrity.db import sqlite_backup
 
-        return sqlite_engine.capture(self._path, workdir, busy_timeout_ms=self.database.connection.busy_timeout_ms,
+        return sqlite_backup.capture(self._path, workdir, busy_timeout_ms=self.database.connection.busy_timeout_ms,
                                      level=level, threads=threads, progress=progress)
 
     def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
-        from integrity.backups.scratch import sqlite_copy
+        from integrity.db.scratch import sqlite_copy
 
         _require_same_engine(manifest, self.kind)
         return sqlite_copy(repository, manifest, scratch_dir=scratch_dir, progress=progress)
@@ -140,33 +140,33 @@ class SqliteEngine:
         return []  # SQLite's writers are held out by the swap's write lock, not ended
 
     def presence(self, *, state_dir: Path) -> Presence:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        return Presence(self._path.exists(), tuple(str(p) for p in swap_sqlite.leftovers(state_dir, self._path)))
+        return Presence(self._path.exists(), tuple(str(p) for p in sqlite_swap.leftovers(state_dir, self._path)))
 
     def plan_staging(self, manifest, *, state_dir: Path) -> str:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        problems = swap_sqlite.space_problems(state_dir, self._path, manifest.files[0].raw_size)
+        problems = sqlite_swap.space_problems(state_dir, self._path, manifest.files[0].raw_size)
         if problems:
-            raise swap_sqlite.NotEnoughSpace(problems[0] + "; nothing was changed")
-        return f"a staging file in {swap_sqlite.staging_directory(state_dir)}"
+            raise sqlite_swap.NotEnoughSpace(problems[0] + "; nothing was changed")
+        return f"a staging file in {sqlite_swap.staging_directory(state_dir)}"
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        return swap_sqlite.remove_leftovers(state_dir, self._path)
+        return sqlite_swap.remove_leftovers(state_dir, self._path)
 
     def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        path = swap_sqlite.stage(repository, manifest, state_dir=state_dir, live_path=self._path)
+        path = sqlite_swap.stage(repository, manifest, state_dir=state_dir, live_path=self._path)
         return Staged(parse_database_url(str(path)), f"{path} ({path.stat().st_size / 1e6:,.1f} MB)")
 
     def swap(self, staged: Staged, *, terminate: bool, safety_backup: Callable[[], None] | None) -> tuple[dict, str]:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        held = swap_sqlite.swap(staged.target.sqlite_path, self._path,
+        held = sqlite_swap.swap(staged.target.sqlite_path, self._path,
                                 busy_timeout_ms=self.database.connection.busy_timeout_ms, while_held=safety_backup)
         description = f"written into {self._path} through the backup API"
         if held and safety_backup:
@@ -174,9 +174,9 @@ class SqliteEngine:
         return {}, description
 
     def discard(self, staged: Staged, *, swapped: bool) -> None:
-        from integrity.recovery import swap_sqlite
+        from integrity.db import sqlite_swap
 
-        swap_sqlite.remove(staged.target.sqlite_path)  # copied into live, never moved: always removed
+        sqlite_swap.remove(staged.target.sqlite_path)  # copied into live, never moved: always removed
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,12 @@ class PostgresEngine:
         return self.database.target
 
     def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
-        from integrity.backups import postgres_engine
+        from integrity.db import postgres_backup
 
-        return postgres_engine.capture(self.database, workdir, level=level, threads=threads, progress=progress)
+        return postgres_backup.capture(self.database, workdir, level=level, threads=threads, progress=progress)
 
     def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
-        from integrity.backups.scratch import postgres_copy
+        from integrity.db.scratch import postgres_copy
 
         _require_same_engine(manifest, self.kind)
         return postgres_copy(repository, manifest, server=self._live, progress=progress)
@@ -220,19 +220,19 @@ class PostgresEngine:
                 "connections")
 
     def live_sessions(self) -> list:
-        from integrity.recovery.swap_postgres import live_sessions
+        from integrity.db.postgres_swap import live_sessions
 
         return live_sessions(self._live)
 
     def presence(self, *, state_dir: Path) -> Presence:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
         name = self._live.url.database
         try:
             with maintenance(self._live) as admin, admin.connect() as connection:
-                exists = swap_postgres.database_exists(connection, name)
-                leftovers = swap_postgres.leftovers(connection, name)
-                sessions = swap_postgres.sessions(connection, name) if exists else []
+                exists = postgres_swap.database_exists(connection, name)
+                leftovers = postgres_swap.leftovers(connection, name)
+                sessions = postgres_swap.sessions(connection, name) if exists else []
         except sa.exc.DBAPIError as exc:
             raise DatabaseUnreachable(
                 f"cannot connect to the PostgreSQL server of {self._live.display}: {error_reason(exc)}"
@@ -240,39 +240,39 @@ class PostgresEngine:
         return Presence(exists, tuple(leftovers), tuple(sessions))
 
     def plan_staging(self, manifest, *, state_dir: Path) -> str:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
-        return f"the staging database {swap_postgres.staging_name(self._live.url.database, manifest.id)}"
+        return f"the staging database {postgres_swap.staging_name(self._live.url.database, manifest.id)}"
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
-        return swap_postgres.remove_leftovers(self._live)
+        return postgres_swap.remove_leftovers(self._live)
 
     def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
-        staging = swap_postgres.stage(repository, manifest, live=self._live)
+        staging = postgres_swap.stage(repository, manifest, live=self._live)
         return Staged(staging, f"database {staging.url.database}")
 
     def swap(self, staged: Staged, *, terminate: bool, safety_backup: Callable[[], None] | None) -> tuple[dict, str]:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
         if safety_backup is not None:
             # The game keeps writing meanwhile: the rename keeps live as it is at the swap
             # (the old database), newer than this backup, and salvage reads from it.
             safety_backup()
-        outcome = swap_postgres.swap(self._live, staged.target.url.database, terminate=terminate)
+        outcome = postgres_swap.swap(self._live, staged.target.url.database, terminate=terminate)
         ended = f"; ended {len(outcome.terminated)} session(s)" if outcome.terminated else ""
         kept = f"; previous database kept as {outcome.old_database}" if outcome.old_database else ""
         description = f"renamed {staged.target.url.database} to {self._live.url.database}{kept}{ended}"
         return {"old_database": outcome.old_database, "terminated": outcome.terminated}, description
 
     def discard(self, staged: Staged, *, swapped: bool) -> None:
-        from integrity.recovery import swap_postgres
+        from integrity.db import postgres_swap
 
         if not swapped:  # once swapped, the staging database is live under live's name
-            swap_postgres.drop(self._live, staged.target.url.database)
+            postgres_swap.drop(self._live, staged.target.url.database)
 
 
 def engine_for(database: Database) -> DatabaseEngine:

@@ -306,7 +306,7 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phas
                     progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     """pg_dump of an exported snapshot of live piped into pg_restore; live's fingerprints
     are taken in that same snapshot, so they describe exactly what was copied."""
-    from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
+    from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
 
     with Database(live, settings).snapshot() as connection:  # the exported snapshot lives as long as it
         major = server_major(connection)

@@ -15,7 +15,7 @@ names the safety backup it would take. `--dry-run` prints it and stops.
                     store identity, then `checks.run_audits`
     safety-backup   a backup of live as it is now, pinned for [restore] safety_pin_hours
     swap            SQLite: the backup API into the live file in one transaction;
-                    PostgreSQL: two renames in one transaction (swap_postgres.py)
+                    PostgreSQL: two renames in one transaction (postgres_swap.py)
     post-check      live now holds what the manifest says
     salvage         with --keep-newer: rows only the pre-restore data holds (salvage.py)
     cleanup         the staging copy is removed
@@ -152,7 +152,7 @@ class RestorePlan:
     live_violations: tuple[dict, ...] | None = None  # audited only for a dirty backup
     safety_backup: str | None = None  # the label it will get; None when skipped
     safety_pinned_hours: int | None = None
-    sessions: tuple = ()  # PostgreSQL sessions on live now (swap_postgres.Session)
+    sessions: tuple = ()  # PostgreSQL sessions on live now (postgres_swap.Session)
     staging: str = ""
     leftovers: tuple[str, ...] = ()
     keep_newer: bool = False
@@ -732,7 +732,7 @@ def apply_restore(
     if plan.revision == "older":
         next_steps.append(f"the restored database is at revision {plan.backup_revision}, behind head {plan.head_revision}: {MIGRATE_HINT}")
     if outcome.get("old_database"):
-        from integrity.recovery.swap_postgres import drop_hint
+        from integrity.db.postgres_swap import drop_hint
 
         outcome["drop_old_database"] = drop_hint(outcome["old_database"])
         next_steps.append(
@@ -761,7 +761,7 @@ def _consent_to_end_sessions(consent: Consent, plan: RestorePlan, sessions: list
     """The swap ends the sessions on live: only with --terminate-connections or a typed
     confirmation that names them; otherwise exit 4 listing them, nothing changed."""
     from integrity.recovery.consent import ConsentRequired
-    from integrity.recovery.swap_postgres import SessionsOpen, sessions_message
+    from integrity.db.postgres_swap import SessionsOpen, sessions_message
 
     try:
         consent.confirm(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from game_core.db import DatabaseTarget, parse_database_url
 from integrity.backups.archive import decompress_to
-from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
+from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import Manifest, Repository
 from integrity.db.claims import SCRATCH_PREFIX, claimed_path, scratch_databases
 from integrity.db.connect import maintenance

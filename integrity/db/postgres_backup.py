@@ -24,7 +24,7 @@ from game_core.errors import PreconditionFailed
 from game_core.schema_state import current_revision
 from integrity.backups.archive import compress_stream
 from integrity.backups.capture import Capture
-from integrity.backups.pg_tools import libpq_environment, require_tool, server_major, tool_error
+from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.backups.repository import FileEntry
 from integrity.backups.statistics import store_identity, table_statistics
 from integrity.crashpoints import crash_point

@@ -30,11 +30,11 @@ import sqlalchemy as sa
 
 from game_core.db import DatabaseTarget
 from game_core.errors import PreconditionFailed
-from integrity.backups.pg_tools import require_tool, server_major
+from integrity.db.pg_tools import require_tool, server_major
 from integrity.backups.repository import Manifest, Repository
 # scratch.py owns "create a database, feed pg_restore from the verified stream"; the
 # restore reuses it as it is (its flags: --no-owner --no-privileges --exit-on-error).
-from integrity.backups.scratch import pg_restore_into
+from integrity.db.scratch import pg_restore_into
 from integrity.crashpoints import crash_point
 from integrity.db.connect import maintenance
 from integrity.db.sql import error_reason, literal, quote
