@@ -140,6 +140,22 @@ def wait_until_nobody_connected(admin, name: str, *, timeout: float = 10) -> Non
         time.sleep(0.02)
 
 
+def unclaimed_scratch_databases(admin, prefix: str) -> list[str]:
+    """Scratch databases starting with `prefix` that no live run claims: what a finished or
+    killed run left behind. Another run's copies in use (its claim, an advisory lock, is
+    held) are not listed, so a test sees its own leftovers even beside other suites on
+    the same server."""
+    from integrity.db.claims import CLAIM_LOCK_CLASS
+
+    with admin.connect() as connection:
+        return connection.execute(sa.text(
+            "SELECT d.datname FROM pg_database d WHERE starts_with(d.datname, :prefix) AND NOT EXISTS ("
+            " SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2"
+            " AND l.classid::bigint = :claim AND l.objid::bigint = (hashtext(d.datname)::bigint + 4294967296) % 4294967296"
+            ") ORDER BY 1"
+        ), {"prefix": prefix, "claim": CLAIM_LOCK_CLASS}).scalars().all()
+
+
 class DatabaseSupply:
     """Test databases copied from templates one step ahead of need and dropped behind.
 

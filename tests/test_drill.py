@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from conftest import unclaimed_scratch_databases
 from backup_helpers import (
     BackupEnv,
     clone_backup,
@@ -56,12 +57,10 @@ def _last_drill(env: BackupEnv, **extra: str) -> tuple[str, str]:
 
 
 def _scratch_left(env: BackupEnv, request) -> list[str]:
-    """Scratch copies left behind: files in the state dir's scratch, or scratch databases."""
+    """Scratch copies left behind: files in the state dir's scratch, or scratch databases
+    no live run claims."""
     if env.url.startswith("postgresql"):
-        with request.getfixturevalue("pg_admin").connect() as connection:
-            return connection.execute(
-                sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"), {"p": SCRATCH_PREFIX}
-            ).scalars().all()
+        return unclaimed_scratch_databases(request.getfixturevalue("pg_admin"), SCRATCH_PREFIX)
     scratch = env.settings().state.dir / "scratch"
     return sorted(p.name for p in scratch.iterdir()) if scratch.exists() else []
 

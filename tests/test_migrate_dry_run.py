@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, fill_database, one_error, writer_process
-from conftest import drop_pg_database, pg_url_for
+from conftest import drop_pg_database, pg_url_for, unclaimed_scratch_databases
 from game_core.migrations import MIGRATIONS_DIR
 from game_core.schema_state import head_revision
 
@@ -89,10 +89,7 @@ def dry_run(env: BackupEnv, ini: Path, *args: str):
 
 def scratch_left(env: BackupEnv, request) -> list[str]:
     if env.url.startswith("postgresql"):
-        with request.getfixturevalue("pg_admin").connect() as connection:
-            return list(connection.execute(sa.text(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'integrity_scratch_dry_%'"
-            )).scalars())
+        return unclaimed_scratch_databases(request.getfixturevalue("pg_admin"), "integrity_scratch_dry_")
     scratch = env.settings().state.dir / "scratch"
     return [p.name for p in scratch.iterdir()] if scratch.exists() else []
 

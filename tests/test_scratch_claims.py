@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, fill_database
+from backup_helpers import BackupEnv, fill_database, wait_for
 from conftest import drop_pg_database, pg_url_for, wait_until_nobody_connected
 from test_drill import _scratch_left  # files in the state dir's scratch, or scratch databases
 from integrity.db.claims import (
@@ -45,6 +45,10 @@ def test_a_killed_drills_copy_is_removed_by_the_next_drill(database_url, tmp_pat
 
     crashed = env.run("drill", INTEGRITY_CRASH_AT="drill:restored")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    # On PostgreSQL the killed run's claim goes with its backend, which the server ends
+    # asynchronously (PITFALLS): wait, bounded, for the orphan to be unclaimed.
+    wait_for(lambda: [name for name in _scratch_left(env, request) if name not in before], timeout=10,
+             what="the killed drill's restored copy, unclaimed")
     left = [name for name in _scratch_left(env, request) if name not in before]
     assert left, "the killed drill's restored copy should still be there"
 
