@@ -7,6 +7,7 @@ with the reason, unless INTEGRITY_REQUIRE_POSTGRES=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import time
@@ -19,7 +20,33 @@ import sqlalchemy as sa
 from game_core.db import create_engine
 from game_core.schema_state import upgrade_to_head
 
-PG_ADMIN_URL = os.environ.get("INTEGRITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SHARED_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _test_server_url() -> str:
+    """The PostgreSQL server this test process uses.
+
+    INTEGRITY_TEST_PG_URL when set; else the machine's server for a single process and for
+    the first xdist worker; every further worker starts a throwaway cluster of its own
+    (tests/pg_cluster.py, about 1.5 s), so that no worker sees another's databases, scratch
+    copies, sessions or roles: PostgreSQL tests run on both workers without grouping, and
+    a test may look at its server as a whole (scratch sweeps, pg_stat_activity).
+    """
+    explicit = os.environ.get("INTEGRITY_TEST_PG_URL")
+    if explicit:
+        return explicit
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0" or not shutil.which("pg_config"):
+        return SHARED_SERVER_URL
+    from pg_cluster import ThrowawayCluster
+
+    cluster = ThrowawayCluster.start()
+    atexit.register(cluster.stop)
+    url = cluster.url()
+    os.environ["INTEGRITY_TEST_PG_URL"] = url  # for the children a test starts
+    return url
+
+
+PG_ADMIN_URL = _test_server_url()
 REQUIRE_POSTGRES = os.environ.get("INTEGRITY_REQUIRE_POSTGRES") == "1"
 RESTRICTED_ROLE = "integrity_test_restricted"
 
@@ -33,37 +60,6 @@ def isolated_environment(tmp_path, monkeypatch):
         if name.startswith("INTEGRITY_") and name not in ("INTEGRITY_REQUIRE_POSTGRES", "INTEGRITY_TEST_PG_URL"):
             monkeypatch.delenv(name)
     monkeypatch.delenv("GAME_DATABASE_URL", raising=False)
-
-
-# ---------------------------------------------------------------- running on two workers
-
-# Fixtures that reach the shared PostgreSQL server (their closure is in `item.fixturenames`).
-_SERVER_FIXTURES = {"pg_admin", "pg_supply", "pg_template", "pg_url", "pg_empty_url", "pg_restricted_url"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Group the tests for `pytest -n 2 --dist loadgroup` (the README's command).
-
-    Every test that touches the PostgreSQL server runs on one worker, in order, as in a
-    single process: the server's state is shared (any run's scratch claim sweeps dead
-    runs' databases server-wide, tests plant orphans and list scratch databases, roles
-    are server-wide), so two workers on it could race. Every other test stays with its
-    module, so a module-scoped fixture is built once, on one worker.
-    """
-    if not getattr(config.option, "loadgroup", False):
-        return
-    from _pytest.nodeid import coerce_node_id
-
-    for item in items:
-        if item.get_closest_marker("postgres") or _SERVER_FIXTURES & set(item.fixturenames):
-            group = "postgresql-server"
-        else:
-            group = item.nodeid.split("::")[0]
-        # The scheduler reads a test's group from the end of its node id ("...@group").
-        # pytest-xdist 3.8 writes it into `item._nodeid` for `xdist_group` marks, which
-        # pytest 9 no longer reads (the id lives in `item._id`), so the groups were lost
-        # and PostgreSQL tests ran on both workers at once: set the id itself.
-        item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 # ---------------------------------------------------------------- SQLite

@@ -197,7 +197,7 @@ def test_init_with_a_password_in_the_url_keeps_it_out_of_config_output_and_ledge
     assert SECRET not in result.output
     doc = document(invoke("--json", "--database-url", with_password, "status"))
     assert_database_current(doc)
-    assert doc["database"].startswith("postgresql+psycopg://postgres:***@127.0.0.1:5432/")
+    assert doc["database"].startswith(f"postgresql+psycopg://postgres:***@127.0.0.1:{sa.make_url(pg_empty_url).port}/")
     assert SECRET not in json.dumps(doc) and SECRET not in json.dumps(history())
     assert SECRET.encode() not in all_file_bytes(data_dir)
 

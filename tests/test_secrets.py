@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import typer.main
 from typer.testing import CliRunner
 
-from conftest import drop_pg_database
+from conftest import PG_ADMIN_URL, drop_pg_database
 from game_core.cli import app as game_app
 from game_core.db import mask_text_url, parse_database_url
 from game_core.errors import DatabaseUnreachable
@@ -43,7 +43,10 @@ def leaks(text: str | bytes) -> list[str]:
     return [piece for piece in PIECES if piece.encode() in data]
 
 
-def url_for(database: str, *, port: int = 5432) -> str:
+def url_for(database: str, *, port: int | None = None) -> str:
+    """The URL of `database` on this test process's server (or at `port`) as the role
+    with a password."""
+    port = port or sa.make_url(PG_ADMIN_URL).port
     return f"postgresql://{ROLE}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/{database}"
 
 
@@ -213,7 +216,7 @@ def test_the_runs_were_real(world):
     root = world["root"]
     assert world["backup"], "backup create never succeeded"
     manifest = json.loads((root / "backups" / world["backup"] / "manifest.json").read_text())
-    assert manifest["source_url"].startswith(f"postgresql+psycopg://{ROLE}:***@127.0.0.1:5432/")
+    assert manifest["source_url"].startswith(f"postgresql+psycopg://{ROLE}:***@127.0.0.1:{sa.make_url(PG_ADMIN_URL).port}/")
     assert (root / "backups" / "journal.jsonl").read_text().strip()
     assert (root / "state" / "metrics.prom").read_text().strip()
     assert (root / "state" / "ledger.db").stat().st_size > 0
@@ -279,5 +282,5 @@ def test_a_keyword_string_is_refused_not_taken_for_a_file(tmp_path):
 def test_a_percent_encoded_password_is_parsed_whole_and_masked():
     target = parse_database_url(url_for("game"))
     assert target.url.password == PASSWORD and target.url.host == "127.0.0.1" and target.url.database == "game"
-    assert target.masked == f"postgresql+psycopg://{ROLE}:***@127.0.0.1:5432/game"
+    assert target.masked == f"postgresql+psycopg://{ROLE}:***@127.0.0.1:{sa.make_url(PG_ADMIN_URL).port}/game"
     assert not leaks(target.display)

@@ -1,0 +1,87 @@
+"""A throwaway PostgreSQL cluster: its own data directory and port, always removed.
+
+The machine's server at 127.0.0.1:5432 is shared and never reconfigured or restarted by
+a test (DEVELOPERS.md). A test run that needs a server of its own (the second xdist
+worker, so that its tests never see the first worker's databases, scratch copies,
+sessions and roles; later, clusters with WAL archiving) starts one with
+`ThrowawayCluster.start()`: `initdb` and `pg_ctl` from `pg_config --bindir`, into a
+temporary directory, on a free port, listening on 127.0.0.1 only, trust auth, run as the
+`postgres` OS user when we are root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_OS_USER = "postgres"
+
+
+def _bindir() -> Path:
+    return Path(subprocess.run(["pg_config", "--bindir"], check=True, capture_output=True, text=True).stdout.strip())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    return ["runuser", "-u", SERVER_OS_USER, "--", *command] if os.geteuid() == 0 else command
+
+
+@dataclass
+class ThrowawayCluster:
+    directory: Path
+    port: int
+    bindir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    @classmethod
+    def start(cls, *, settings: dict[str, str] | None = None) -> ThrowawayCluster:
+        """initdb and start; the server's own settings are PostgreSQL's defaults unless
+        `settings` says otherwise (passed as -c options, not written to a config file)."""
+        directory = Path(tempfile.mkdtemp(prefix="integrity-test-cluster-"))
+        if os.geteuid() == 0:
+            shutil.chown(directory, SERVER_OS_USER)
+        cluster = cls(directory, _free_port(), _bindir())
+        try:
+            subprocess.run(
+                _as_server_user([str(cluster.bindir / "initdb"), "-D", str(cluster.data), "-U", "postgres",
+                                 "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
+                check=True, capture_output=True, text=True,
+            )
+            options = {"port": str(cluster.port), "listen_addresses": "127.0.0.1",
+                       "unix_socket_directories": str(directory), **(settings or {})}
+            subprocess.run(
+                _as_server_user([str(cluster.bindir / "pg_ctl"), "-D", str(cluster.data), "-w", "-t", "60",
+                                 "-l", str(directory / "server.log"),
+                                 "-o", " ".join(f"-c {key}={value}" for key, value in options.items()), "start"]),
+                check=True, capture_output=True, text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            log = directory / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RuntimeError(f"could not start a throwaway PostgreSQL cluster: {exc.stderr.strip()} {tail}") from None
+        return cluster
+
+    def stop(self) -> None:
+        """Stop at once (nothing in it is worth a shutdown checkpoint) and remove it all."""
+        subprocess.run(
+            _as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
