@@ -77,7 +77,7 @@ def bench_snapshot(database: Path, scratch: Path, repeat: int) -> None:
     from game_core.db import create_engine
     import sqlalchemy as sa
 
-    from integrity.migrate.snapshot import backup_api_copy
+    from integrity.db.sqlite_snapshot import backup_api_copy
 
     copy = scratch / "copy.db"
 

@@ -210,10 +210,17 @@ def _aims_at_maintenance(node: ast.Call) -> bool:
     return False
 
 
+def _calls_sqlite3_connect(node: ast.Call) -> bool:
+    function = node.func
+    return (isinstance(function, ast.Attribute) and function.attr == "connect"
+            and isinstance(function.value, ast.Name) and function.value.id == "sqlite3")
+
+
 def database_openings(root: Path) -> list[str]:
     """Every place in integrity/ outside integrity/db/ that opens a database itself: a call
-    or an import of `create_engine` (SQLAlchemy's or game_core.db's, under any alias), or a
-    URL aimed at the maintenance database. Function bodies included."""
+    or an import of `create_engine` (SQLAlchemy's or game_core.db's, under any alias), a
+    driver connection (`sqlite3.connect`, or `connect` imported from sqlite3), or a URL
+    aimed at the maintenance database. Function bodies included."""
     found = []
     for path in sorted((root / "integrity").rglob("*.py")):
         where = path.relative_to(root).as_posix()
@@ -222,8 +229,13 @@ def database_openings(root: Path) -> list[str]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and any(alias.name == "create_engine" for alias in node.names):
                 found.append((where, node.lineno, f"imports create_engine from {node.module}"))
+            elif isinstance(node, ast.ImportFrom) and node.module == "sqlite3" and any(
+                    alias.name == "connect" for alias in node.names):
+                found.append((where, node.lineno, "imports connect from sqlite3"))
             elif isinstance(node, ast.Call) and _called_name(node) == "create_engine":
                 found.append((where, node.lineno, "calls create_engine"))
+            elif isinstance(node, ast.Call) and _calls_sqlite3_connect(node):
+                found.append((where, node.lineno, "calls sqlite3.connect"))
             elif isinstance(node, ast.Call) and _aims_at_maintenance(node):
                 found.append((where, node.lineno, "opens the maintenance database"))
     return [f"{where}:{line} {what}" for where, line, what in sorted(found)]
@@ -244,10 +256,15 @@ def test_a_planted_database_opening_is_caught(tmp_path):
             "    return engine_of(live.url.set(database=MAINTENANCE_DATABASE))\n"
         ),
         "integrity/migrate/snapshot.py": "def admin(live):\n    return live.url.set(database='postgres')\n",
+        "integrity/migrate/copy.py": "import sqlite3\n\ndef copy(path):\n    return sqlite3.connect(path)\n",
+        "integrity/tablediff/attach.py": "def attach(path):\n    from sqlite3 import connect\n",
+        "integrity/db/sqlite_swap.py": "import sqlite3\n\ndef swap(path):\n    return sqlite3.connect(path)\n",
     })
     assert database_openings(tmp_path) == [
         "integrity/backups/verify.py:2 imports create_engine from game_core.db",
+        "integrity/migrate/copy.py:4 calls sqlite3.connect",
         "integrity/migrate/snapshot.py:2 opens the maintenance database",
         "integrity/probe.py:4 calls create_engine",
         "integrity/recovery/swap.py:4 opens the maintenance database",
+        "integrity/tablediff/attach.py:2 imports connect from sqlite3",
     ]

@@ -319,7 +319,7 @@ def test_a_copy_that_differs_from_its_source_stops_before_anything_runs(tmp_path
     wrong value (a stand-in for a bad disk) must stop the dry run (exit 5) with the table."""
     import sqlite3
 
-    from integrity.migrate import snapshot
+    from integrity.db import sqlite_snapshot as snapshot
 
     fill_database(sqlite_url, players=3, results_per_player=4)
     real_backup = snapshot.backup_api_copy

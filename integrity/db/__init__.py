@@ -11,5 +11,6 @@ context managers that dispose their engine on the way out.
 - `claims`: the claim lifecycle of scratch files and databases.
 - `engines`: the engine protocol (backup, restore-into, stage, swap, snapshot copies) and
   `engine_for`; its SQLite and PostgreSQL mechanics in `sqlite_backup`, `sqlite_swap`,
-  `postgres_backup`, `postgres_swap`, `pg_tools` and `scratch`.
+  `sqlite_snapshot`, `postgres_backup`, `postgres_swap`, `postgres_snapshot`, `pg_tools`
+  and `scratch`.
 """

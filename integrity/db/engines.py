@@ -54,6 +54,9 @@ class DatabaseEngine(Protocol):
     database: Database
     # What a real swap spends beyond what `rehearse_swap` measures (ending live's sessions).
     swap_allowance_seconds: float
+    # A consistent copy of live costs little and never holds the game up (SQLite's backup
+    # API): a dry run starts from live, not from the newest deep-verified backup.
+    copies_live_cheaply: bool
 
     def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
         """Capture a consistent backup of the database into `workdir` (a `Capture`)."""
@@ -66,6 +69,10 @@ class DatabaseEngine(Protocol):
     def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
                         progress: Reporter = NO_PROGRESS) -> AbstractContextManager:
         """A dry run's two proven copies of `choice` (`integrity.migrate.snapshot.Copies`)."""
+
+    def snapshot_source(self, snapshot: str) -> DatabaseTarget:
+        """The database a dry run's `--snapshot` names (a file, or a database name or URL on
+        live's server); refuses one of the other engine, or one that cannot serve."""
 
     def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
         """Time what the restore's swap does, on a scratch copy; say what was timed."""
@@ -98,6 +105,7 @@ class SqliteEngine:
     database: Database
     kind: str = SQLITE
     swap_allowance_seconds: float = 0.0
+    copies_live_cheaply: bool = True
 
     @property
     def _path(self) -> Path:
@@ -117,10 +125,15 @@ class SqliteEngine:
 
     def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
                         progress: Reporter = NO_PROGRESS):
-        from integrity.migrate.snapshot import sqlite_copies
+        from integrity.db.sqlite_snapshot import sqlite_copies
 
         return sqlite_copies(self.database.target, choice, scratch_dir, self.database.connection, keep_copy,
                              restored_backup, progress)
+
+    def snapshot_source(self, snapshot: str) -> DatabaseTarget:
+        from integrity.db.sqlite_snapshot import snapshot_source
+
+        return snapshot_source(snapshot)
 
     def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
         source = copy.target.sqlite_path
@@ -184,6 +197,7 @@ class PostgresEngine:
     database: Database
     kind: str = POSTGRESQL
     swap_allowance_seconds: float = 1.0
+    copies_live_cheaply: bool = False  # pg_dump of live: minutes of I/O on the game's server
 
     @property
     def _live(self) -> DatabaseTarget:
@@ -202,9 +216,14 @@ class PostgresEngine:
 
     def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
                         progress: Reporter = NO_PROGRESS):
-        from integrity.migrate.snapshot import postgres_copies
+        from integrity.db.postgres_snapshot import postgres_copies
 
         return postgres_copies(self._live, choice, self.database.connection, keep_copy, restored_backup, progress)
+
+    def snapshot_source(self, snapshot: str) -> DatabaseTarget:
+        from integrity.db.postgres_snapshot import snapshot_target
+
+        return snapshot_target(self._live, snapshot)
 
     def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
         name = copy.target.url.database

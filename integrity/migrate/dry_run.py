@@ -22,6 +22,7 @@ from typing import Any
 from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget
 from game_core.errors import ExitCode, PreconditionFailed
 from integrity.db.connect import Database, Write
+from integrity.db.engines import DatabaseEngine
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.findings import Finding, Severity
@@ -144,8 +145,9 @@ def dry_run(
     project.check_graph()
     database = Database.of(settings)
     live, conn_settings = database.target, database.connection
-    choice = choice or SourceChoice(BACKUP if live.kind == POSTGRESQL else LIVE, backup_id="latest" if live.kind == POSTGRESQL else None)
-    start, identity, choice = _source_facts(settings, live, choice, conn_settings)
+    copier = engine_for(database)
+    choice = choice or (SourceChoice(LIVE) if copier.copies_live_cheaply else SourceChoice(BACKUP, backup_id="latest"))
+    start, identity, choice = _source_facts(settings, live, choice, conn_settings, copier)
     pending = project.pending(start, to)
     target = to or (pending[-1].id if pending else start)
     if not pending:
@@ -157,7 +159,7 @@ def dry_run(
     phases.append(Phase("static pass", time.perf_counter() - clock))
     runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
 
-    with engine_for(database).snapshot_copies(
+    with copier.snapshot_copies(
         choice, scratch_dir=settings.state.dir / "scratch", keep_copy=keep_copy,
         restored_backup=_backup_restorer(settings, command, lock_wait, progress), progress=progress,
     ) as copies:
@@ -292,7 +294,8 @@ def _revision_of(target: DatabaseTarget, conn_settings: ConnectionSettings) -> s
         return current_revision(connection)
 
 
-def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings) -> tuple[str | None, str | None, SourceChoice]:
+def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_settings,
+                  copier: DatabaseEngine) -> tuple[str | None, str | None, SourceChoice]:
     """The revision the copy will start at, the store identity, and the source with a
     backup's id resolved ("latest" now, not again later), read before any copy is made
     so that a revision not in the history fails fast."""
@@ -310,10 +313,7 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
             raise DryRunCouldNotRun(f"backup {backup_id} is a {manifest.engine} backup but the configured database is {live.kind}; pick a backup of this database (`integrity backup list`)")
         return manifest.revision, manifest.source_identity, SourceChoice(BACKUP, backup_id=backup_id)
     if choice.kind == SNAPSHOT:
-        from integrity.migrate.snapshot import snapshot_target
-        from game_core.db import parse_database_url
-
-        source = snapshot_target(live, choice.snapshot) if live.kind == POSTGRESQL else parse_database_url(choice.snapshot)
+        source = copier.snapshot_source(choice.snapshot)
     else:
         source = live
     with Database(source, conn_settings).reader() as engine, engine.connect() as connection:
