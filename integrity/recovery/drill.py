@@ -76,6 +76,7 @@ from integrity.crashpoints import crash_point
 from integrity.db.connect import Database, guarded_target, one_snapshot
 from integrity.db.engines import engine_for
 from integrity.db.sql import error_reason
+from integrity.phases import Phase, PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
@@ -95,7 +96,9 @@ RECOVERY_PHASES = (HASH_CHECK, RESTORE, DEEP_CHECKS, AUDITS)
 
 
 @dataclass(frozen=True)
-class Phase:
+class DrillPhase:
+    """A phase as the drill's report publishes it (integrity.phases times it)."""
+
     name: str
     seconds: float
     ok: bool
@@ -141,7 +144,7 @@ class DrillReport:
     engine: str
     backup_created_at: str | None
     backup_age_seconds: float | None
-    phases: tuple[Phase, ...]
+    phases: tuple[DrillPhase, ...]
     problems: tuple[str, ...]  # the restore or a check failed: exit 5
     audit: AuditVerdict | None  # None: not reached
     violations: tuple[dict, ...]
@@ -251,8 +254,71 @@ def run_drill(
 
 def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, identity, command: str, ledger, now,
            progress: Reporter = NO_PROGRESS) -> DrillReport:
+    timer = PhaseTimer()
+    report = _report_builder(settings, backup_id, timer, now)
+    # 1. hash check
+    try:
+        with timer.phase(HASH_CHECK):
+            manifest = quick_verify(repository, backup_id, progress)
+    except BackupCorrupt as exc:
+        repository.record_quick_check(backup_id, problem=str(exc), by=command)
+        return report(None, problems=(str(exc),))
+    repository.record_quick_check(backup_id, problem=None, by=command)
+    live_database = Database.of(settings)
+    _require_drillable(manifest, live_database.kind, identity)
+    store_engine = engine_for(live_database)
+    scratch_dir = settings.state.dir / "scratch"
+
+    fingerprints: dict[str, dict] = {}
+    with ExitStack() as stack:
+        # 2. restore into scratch (removed when the stack closes, whatever happens)
+        try:
+            with timer.phase(RESTORE) as phase:
+                copy = stack.enter_context(store_engine.restored_copy(
+                    repository, manifest, scratch_dir=scratch_dir, progress=progress,
+                ))
+                phase.detail = copy.description if manifest.engine == POSTGRESQL else f"scratch file {copy.target.sqlite_path.name}"
+        except Failure as exc:
+            return _failed(repository, report, manifest, [str(exc)], command)
+        crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
+
+        try:
+            # Disposed before the swap rehearsal: a PostgreSQL rename needs the copy unused.
+            with live_database.beside(copy.target).reader() as engine:
+                checked, (audit, violations) = _checks_and_audits(engine, repository, manifest, settings, timer, progress)
+                fingerprints = checked.fingerprints
+                if checked.problems:
+                    return _failed(repository, report, manifest, list(checked.problems), command, fingerprints)
+                tables, compare_problem = _compare_with_live(live, engine, timer, progress)
+                live_bytes = _database_bytes(live)
+                backup_bytes = manifest.files[0].raw_size if manifest.engine == SQLITE else _database_bytes(engine)
+        except sa.exc.DBAPIError as exc:
+            problems = [f"the restored copy cannot be read: {error_reason(exc)}"]
+            return _failed(repository, report, manifest, problems, command, fingerprints)
+
+        # 6. swap rehearsal
+        with timer.phase(SWAP) as phase:
+            try:
+                swap_basis = store_engine.rehearse_swap(copy, scratch_dir=scratch_dir)
+                phase.detail = swap_basis
+            except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
+                # The backup is sound (not journalled as failed), but a restore would fail
+                # here too (a full disk, no right to rename databases): the drill fails.
+                phase.fail(error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc))
+        if not phase.ok:
+            return report(manifest, problems=(f"the swap rehearsal failed: {phase.detail}",))
+
+    prediction = _predict(manifest, ledger, timer, store_engine.swap_allowance_seconds, swap_basis,
+                          live_bytes=live_bytes, backup_bytes=backup_bytes)
+    repository.record_deep_check(manifest.id, problems=[], fingerprints=fingerprints, by=command)
+    repository.record_audit(manifest.id, audit, list(violations), by=command)
+    return report(manifest, audit=audit, violations=violations, tables=tables,
+                  compare_problem=compare_problem, prediction=prediction)
+
+
+def _report_builder(settings: Settings, backup_id: str, timer: PhaseTimer, now: datetime | None):
+    """A function that builds the report from what the drill reached (None: no manifest)."""
     objectives = settings.objectives
-    phases: list[Phase] = []
 
     def report(manifest: Manifest | None, **values) -> DrillReport:
         created = manifest.created if manifest else None
@@ -262,117 +328,68 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
             engine=manifest.engine if manifest else guarded_target(settings).kind,
             backup_created_at=manifest.created_at if manifest else None,
             backup_age_seconds=(moment - created).total_seconds() if created else None,
-            phases=tuple(phases), problems=(), audit=None, violations=(), tables=(), compare_problem=None,
-            prediction=None, rto_seconds=objectives.rto_seconds, rpo_seconds=objectives.rpo_seconds,
+            phases=tuple(phase.as_(DrillPhase) for phase in timer.done), problems=(), audit=None, violations=(),
+            tables=(), compare_problem=None, prediction=None,
+            rto_seconds=objectives.rto_seconds, rpo_seconds=objectives.rpo_seconds,
         )
         defaults.update(values)
         return DrillReport(**defaults)
 
-    # 1. hash check
-    started = time.perf_counter()
-    try:
-        manifest = quick_verify(repository, backup_id, progress)
-    except BackupCorrupt as exc:
-        phases.append(Phase(HASH_CHECK, time.perf_counter() - started, False, str(exc)))
-        repository.record_quick_check(backup_id, problem=str(exc), by=command)
-        return report(None, problems=(str(exc),))
-    phases.append(Phase(HASH_CHECK, time.perf_counter() - started, True))
-    repository.record_quick_check(backup_id, problem=None, by=command)
-    live_database = Database.of(settings)
-    _require_drillable(manifest, live_database.kind, identity)
-    store_engine = engine_for(live_database)
+    return report
 
-    problems: list[str] = []
-    fingerprints: dict[str, dict] = {}
-    audit, violations = None, ()
+
+def _checks_and_audits(engine, repository: Repository, manifest: Manifest, settings: Settings, timer: PhaseTimer,
+                       progress: Reporter):
+    """3. deep checks and 4. audits, side by side on two connections: both are
+    database-bound (the GIL is released while SQLite or PostgreSQL works), so they share
+    the two cores. The prediction still adds them up, because the restore runs them one
+    after the other. The audits are recorded only when the deep checks pass."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-audit") as pool:
+        audited = pool.submit(_timed_audit, engine, progress)
+        with timer.phase(DEEP_CHECKS) as phase:
+            with engine.connect() as connection:
+                checked = deep_checks(connection, repository, manifest,
+                                      shrink_tolerance=settings.backups.shrink_tolerance,
+                                      with_fingerprints=manifest.engine != SQLITE, progress=progress)
+            if checked.problems:
+                phase.fail("; ".join(checked.problems))
+        (audit, violations), audit_seconds = audited.result()
+    if not checked.problems:
+        timer.add(Phase(AUDITS, audit_seconds, detail=f"{audit} (alongside the deep checks)"))
+    return checked, (audit, violations)
+
+
+def _compare_with_live(live, engine, timer: PhaseTimer, progress: Reporter) -> tuple[tuple[TableComparison, ...], str | None]:
+    """5. compare with live, on a fresh connection to the copy: with no transaction open
+    on it, the SQLite diff attaches the file and compares in SQL. A comparison that cannot
+    be made is a finding of the drill, not a failure of the backup."""
     tables: tuple[TableComparison, ...] = ()
-    compare_problem = None
-    prediction = None
-    with ExitStack() as stack:
-        # 2. restore into scratch (removed when the stack closes, whatever happens)
-        started = time.perf_counter()
+    with timer.phase(COMPARE) as phase:
         try:
-            copy = stack.enter_context(store_engine.restored_copy(
-                repository, manifest, scratch_dir=settings.state.dir / "scratch", progress=progress,
-            ))
+            with progress.task("comparing with live", unit="tables"):
+                tables = _compare(live, engine)
         except Failure as exc:
-            phases.append(Phase(RESTORE, time.perf_counter() - started, False, str(exc)))
-            return _failed(repository, report, manifest, [str(exc)], command)
-        where = copy.description if manifest.engine == POSTGRESQL else f"scratch file {copy.target.sqlite_path.name}"
-        phases.append(Phase(RESTORE, time.perf_counter() - started, True, where))
-        restore_seconds = phases[-1].seconds
-        crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
-
-        try:
-            # Disposed before the swap rehearsal: a PostgreSQL rename needs the copy unused.
-            with live_database.beside(copy.target).reader() as engine:
-                # 3. deep checks and 4. audits, side by side on two connections: both are
-                # database-bound (the GIL is released while SQLite or PostgreSQL works), so
-                # they share the two cores. The prediction still adds them up, because the
-                # restore runs them one after the other.
-                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-audit") as pool:
-                    audited = pool.submit(_timed_audit, engine, progress)
-                    started = time.perf_counter()
-                    with engine.connect() as connection:
-                        checked = deep_checks(connection, repository, manifest,
-                                              shrink_tolerance=settings.backups.shrink_tolerance,
-                                              with_fingerprints=manifest.engine != SQLITE, progress=progress)
-                    deep_seconds = time.perf_counter() - started
-                    (audit, violations), audit_seconds = audited.result()
-                problems += checked.problems
-                fingerprints = checked.fingerprints
-                phases.append(Phase(DEEP_CHECKS, deep_seconds, not problems, "; ".join(problems)))
-                if problems:
-                    return _failed(repository, report, manifest, problems, command, fingerprints)
-                phases.append(Phase(AUDITS, audit_seconds, True, f"{audit} (alongside the deep checks)"))
-                # 5. compare with live, on a fresh connection to the copy: with no
-                # transaction open on it, the SQLite diff attaches the file and compares in SQL.
-                started = time.perf_counter()
-                try:
-                    with progress.task("comparing with live", unit="tables"):
-                        tables = _compare(live, engine)
-                except Failure as exc:
-                    compare_problem = str(exc)
-                except sa.exc.DBAPIError as exc:
-                    compare_problem = error_reason(exc)
-                phases.append(Phase(COMPARE, time.perf_counter() - started, compare_problem is None, compare_problem or ""))
-                live_bytes = _database_bytes(live)
-                backup_bytes = manifest.files[0].raw_size if manifest.engine == SQLITE else _database_bytes(engine)
+            phase.fail(str(exc))
         except sa.exc.DBAPIError as exc:
-            problems.append(f"the restored copy cannot be read: {error_reason(exc)}")
-            return _failed(repository, report, manifest, problems, command, fingerprints)
+            phase.fail(error_reason(exc))
+    return tables, (None if phase.ok else phase.detail)
 
-        # 6. swap rehearsal
-        started = time.perf_counter()
-        try:
-            swap_basis = store_engine.rehearse_swap(copy, scratch_dir=settings.state.dir / "scratch")
-        except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
-            # The backup is sound (not journalled as failed), but a restore would fail
-            # here too (a full disk, no right to rename databases): the drill fails.
-            why = error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
-            phases.append(Phase(SWAP, time.perf_counter() - started, False, why))
-            return report(manifest, problems=(f"the swap rehearsal failed: {why}",))
-        swap_seconds = time.perf_counter() - started
-        phases.append(Phase(SWAP, swap_seconds, True, swap_basis))
-        swap_seconds += store_engine.swap_allowance_seconds
 
-    recovery = sum(p.seconds for p in phases if p.name in RECOVERY_PHASES)
-    hash_seconds = phases[0].seconds
-    create_seconds, create_basis = _create_seconds(manifest, ledger, hash_seconds=hash_seconds, restore_seconds=restore_seconds)
+def _predict(manifest: Manifest, ledger, timer: PhaseTimer, swap_allowance: float, swap_basis: str, *,
+             live_bytes: int, backup_bytes: int) -> Prediction:
+    """A full restore's duration, from the phases measured and the estimates (module docstring)."""
+    create_seconds, create_basis = _create_seconds(manifest, ledger, hash_seconds=timer.seconds(HASH_CHECK),
+                                                   restore_seconds=timer.seconds(RESTORE))
     scale = live_bytes / backup_bytes if backup_bytes else 1.0
-    prediction = Prediction(
-        recovery_seconds=recovery,
+    return Prediction(
+        recovery_seconds=timer.seconds(*RECOVERY_PHASES),
         safety_backup_seconds=create_seconds * scale,
         safety_backup_basis=f"{create_basis} x live {live_bytes:,} / backup {backup_bytes:,} bytes",
-        swap_seconds=swap_seconds,
+        swap_seconds=timer.seconds(SWAP) + swap_allowance,
         swap_basis=swap_basis,
         live_bytes=live_bytes,
         backup_bytes=backup_bytes,
     )
-    repository.record_deep_check(manifest.id, problems=[], fingerprints=fingerprints, by=command)
-    repository.record_audit(manifest.id, audit, list(violations), by=command)
-    return report(manifest, audit=audit, violations=violations, tables=tables,
-                  compare_problem=compare_problem, prediction=prediction)
 
 
 def _timed_audit(engine, progress: Reporter = NO_PROGRESS) -> tuple[tuple[str, tuple[dict, ...]], float]:

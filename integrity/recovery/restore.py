@@ -37,7 +37,7 @@ tests kill the process at each boundary.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -58,6 +58,7 @@ from integrity.db.engines import Staged, engine_for
 from integrity.db.locks import database_lock
 from integrity.db.sql import error_reason, table_row_counts
 from integrity.errors import VerificationFailed
+from integrity.phases import Phase, PhaseTimer
 from integrity.recovery.consent import Consent, database_name
 from integrity.settings import Settings
 
@@ -596,34 +597,8 @@ class RestoreResult:
         return summary
 
 
-class _Phases:
-    """Times each phase, tells the operator as each one ends, keeps the record.
-
-    A phase may run inside another (the safety backup inside SQLite's swap, which holds
-    the write lock across it): the outer one's time excludes the inner one's, so the
-    phases still add up to the total."""
-
-    def __init__(self, notify: Callable[[str], None]):
-        self.notify = notify
-        self.done: list[PhaseTiming] = []
-        self.detail = ""
-        self._inner: list[float] = []  # per open phase: seconds spent in phases inside it
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.detail = ""
-        started = time.perf_counter()
-        self._inner.append(0.0)
-        try:
-            yield
-        finally:
-            inner = self._inner.pop()
-        elapsed = time.perf_counter() - started
-        if self._inner:
-            self._inner[-1] += elapsed
-        timing = PhaseTiming(name, elapsed - inner, self.detail)
-        self.done.append(timing)
-        self.notify(f"{name:<15}{timing.seconds:8.2f}s  {timing.detail}".rstrip())
+def _phase_line(phase: Phase) -> str:
+    return f"{phase.name:<15}{phase.seconds:8.2f}s  {phase.detail}".rstrip()
 
 
 def apply_restore(
@@ -648,7 +623,8 @@ def apply_restore(
     # The recovery time is the machine's: it starts once consent is given, however long
     # the operator took to type it.
     started = time.perf_counter()
-    phases = _Phases(notify)
+    # A failed phase is not announced: its error is the message the operator gets.
+    phases = PhaseTimer(on_end=lambda phase: notify(_phase_line(phase)) if phase.ok else None)
     outcome: dict = {}
     with ExitStack() as locks:
         with phases.phase("lock"):
@@ -656,31 +632,31 @@ def apply_restore(
             locks.enter_context(database_lock(target, state_dir=settings.state.dir, command=options.command,
                                               wait_seconds=options.lock_wait))
         crash_point("restore:locked")
-        with phases.phase("verify"):
+        with phases.phase("verify") as phase:
             try:
                 manifest = quick_verify(repository, plan.backup_id)
             except BackupCorrupt as exc:
                 repository.record_quick_check(plan.backup_id, problem=str(exc), by=options.command)
                 raise BackupNotIntact(f"{exc}; nothing was changed") from None
-            phases.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
+            phase.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
         crash_point("restore:verified")
         restorer = _Restorer(settings)
-        with phases.phase("staging"):
+        with phases.phase("staging") as phase:
             outcome["removed_leftovers"] = tuple(restorer.remove_leftovers())
             restorer.stage(repository, manifest)
-            phases.detail = restorer.staging_description
+            phase.detail = restorer.staging_description
         try:
             crash_point("restore:staged")
-            with phases.phase("verify-staging"), _journal_failure(repository, plan.backup_id, options.command, "restore"):
+            with phases.phase("verify-staging") as phase, _journal_failure(repository, plan.backup_id, options.command, "restore"):
                 report, staging_tables = restorer.verify_staging(manifest, audit=plan.game_backup)
                 bare = {_bare(name) for name in staging_tables}
                 outcome["removed_tables"] = tuple(t for t in plan.live_tables if _bare(t) not in bare)
                 if report is None:
-                    phases.detail = "counts and aggregates match the manifest; not the game's data: no audit"
+                    phase.detail = "counts and aggregates match the manifest; not the game's data: no audit"
                 else:
                     outcome["staging_audit"] = AuditVerdict.of(report.ok)
                     outcome["staging_violations"] = _violations(report)
-                    phases.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
+                    phase.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
             if report is not None and not report.ok and plan.audit is not AuditVerdict.DIRTY:
                 # The plan did not know: ask again now that the violations are known.
                 notify("warning: the staging copy holds DIRTY data: " + "; ".join(
@@ -697,33 +673,33 @@ def apply_restore(
                 # Called by the engine where no write made after it can be lost (issue 14):
                 # SQLite inside the swap's write transaction, PostgreSQL just before the
                 # rename that keeps live as it was then.
-                with phases.phase("safety-backup"):
+                with phases.phase("safety-backup") as phase:
                     outcome.update(_safety_backup(settings, repository, plan, options))
-                    phases.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
+                    phase.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
                 crash_point("restore:safety-backup-taken")
 
-            with phases.phase("swap"):
+            with phases.phase("swap") as phase:
                 swapped = restorer.swap(terminate=terminate, safety_backup=take_safety_backup if plan.safety_backup else None)
                 outcome.update(swapped)
-                phases.detail = restorer.swap_description
+                phase.detail = restorer.swap_description
         except BaseException:
             restorer.discard_staging()
             raise
         crash_point("restore:swapped")
         error = None
         try:
-            with phases.phase("post-check"), _journal_failure(repository, plan.backup_id, options.command, "restore post-check"):
+            with phases.phase("post-check") as phase, _journal_failure(repository, plan.backup_id, options.command, "restore post-check"):
                 outcome["post_check"] = _post_check(settings, target, manifest)
-                phases.detail = outcome["post_check"]
+                phase.detail = outcome["post_check"]
             crash_point("restore:checked")
             if options.keep_newer:
-                with phases.phase("salvage"):
+                with phases.phase("salvage") as phase:
                     try:
                         outcome["salvage"] = restorer.salvage(repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
-                        phases.detail = _salvage_detail(outcome["salvage"])
+                        phase.detail = _salvage_detail(outcome["salvage"])
                     except (Failure, sa.exc.DBAPIError) as exc:
                         error = _salvage_failed(exc, outcome)
-                        phases.detail = "failed"
+                        phase.detail = "failed"
                 crash_point("restore:salvaged")
         finally:
             with phases.phase("cleanup"):
@@ -748,7 +724,7 @@ def apply_restore(
         )
     return RestoreResult(
         plan=plan,
-        phases=tuple(phases.done),
+        phases=tuple(phase.as_(PhaseTiming) for phase in phases.done),
         total_seconds=time.perf_counter() - started,
         consent=how,
         next_steps=tuple(next_steps),
