@@ -11,10 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import secrets
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
-
-import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL
 from game_core.errors import ExitCode, Failure
@@ -23,6 +20,7 @@ from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import TEMP_PREFIX, Repository
 from integrity.backups.signing import signing_finding
 from integrity.db.connect import Database, guarded_target
+from integrity.db.engines import engine_for
 from integrity.settings import Settings, schedule_seconds
 
 
@@ -59,44 +57,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
 
 
 def _database_rights(settings: Settings) -> list[CheckFinding]:
-    target = guarded_target(settings)
-    if target.kind != POSTGRESQL:
-        path = target.sqlite_path
-        if path is None or not path.exists():
-            return [CheckFinding("database", "fail", f"database {path} does not exist; set [database] url or --database-url")]
-        if not os.access(path, os.R_OK):
-            return [CheckFinding("database", "fail", f"{path} is not readable by this user; fix its permissions")]
-        return [CheckFinding("database", "ok", f"{path} readable")]
-    with ExitStack() as opened:
-        try:
-            engine = opened.enter_context(Database.of(settings).reader())
-        except Failure as exc:
-            return [CheckFinding("database", "fail", f"{exc}; check [database] url")]
-        findings = []
-        with engine.connect() as connection:
-            from integrity.db.pg_tools import require_tool, server_major
-
-            denied = connection.execute(sa.text(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
-                "AND c.relkind IN ('r', 'S', 'p') AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1"
-            )).scalars().all()
-            if denied:
-                findings.append(CheckFinding(
-                    "database rights", "fail",
-                    f"user {target.url.username!r} cannot SELECT {', '.join(denied[:5])}"
-                    f"{' and more' if len(denied) > 5 else ''}; pg_dump needs it: GRANT SELECT ON ALL TABLES IN SCHEMA public "
-                    "(and sequences) to that user, or use another user in [database] url",
-                ))
-            else:
-                findings.append(CheckFinding("database rights", "ok", f"user {target.url.username!r} can read every table"))
-            major = server_major(connection)
-            try:
-                tool = require_tool("pg_dump", major)
-                findings.append(CheckFinding("pg_dump", "ok", f"{tool.path}: {tool.version} (server {major})"))
-            except Failure as exc:
-                findings.append(CheckFinding("pg_dump", "fail", str(exc)))
-        return findings
+    return [CheckFinding(r.name, r.state, r.detail) for r in engine_for(Database.of(settings)).backup_readiness()]
 
 
 def _estimated_next_size(settings: Settings, repository: Repository) -> int | None:

@@ -19,7 +19,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from game_core.db import POSTGRESQL
 from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
 from integrity import __version__
 from integrity.backups.archive import check_archive
@@ -39,7 +38,7 @@ from integrity.backups.repository import (
 )
 from integrity.crashpoints import crash_point, pause_point
 from integrity.db.connect import Database, guarded_target
-from integrity.db.engines import engine_for
+from integrity.db.engines import SourceState, engine_for
 from integrity.db.locks import database_lock
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
@@ -182,16 +181,12 @@ def _locks(repository: Repository, target, settings: Settings, *, command: str, 
 
 
 def _require_game_database(settings: Settings, target) -> None:
-    """Refuse what is not the game's database before anything is copied (a 0-byte file,
-    /dev/null, another application's SQLite file). PostgreSQL is checked on the snapshot
-    the dump reads, after capture."""
-    if target.kind == POSTGRESQL:
-        return
-    from integrity.db.sqlite_backup import game_identity
-
-    if not target.sqlite_path.exists():
-        raise DatabaseMissing(f"database {target.sqlite_path} does not exist; nothing to back up (check --database-url)")
-    if target.sqlite_path.is_dir() or game_identity(target.sqlite_path, busy_timeout_ms=settings.database.busy_timeout_ms) is None:
+    """Refuse what is not the game's database before anything is copied, as far as the
+    engine can tell before its capture (which checks again on what it copied)."""
+    state = engine_for(Database.of(settings)).backup_source_state()
+    if state is SourceState.MISSING:
+        raise DatabaseMissing(f"database {target.display} does not exist; nothing to back up (check --database-url)")
+    if state is SourceState.NOT_THE_GAME:
         raise NotAGameDatabase(_not_the_game(target))
 
 

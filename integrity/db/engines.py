@@ -10,10 +10,12 @@ temporary databases) stay in the modules named in each method.
 
 from __future__ import annotations
 
+import enum
+import os
 import secrets
 import sqlite3
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +24,7 @@ from urllib.parse import quote as url_quote
 import sqlalchemy as sa
 
 from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, parse_database_url
-from game_core.errors import DatabaseUnreachable
+from game_core.errors import DatabaseUnreachable, Failure
 from integrity.db.claims import claimed_path
 from integrity.db.connect import Database, maintenance
 from integrity.db.sql import error_reason, quote
@@ -37,6 +39,23 @@ class Presence:
     exists: bool
     leftovers: tuple[str, ...] = ()
     sessions: tuple = ()
+
+
+class SourceState(enum.Enum):
+    """What a backup can tell of its source before it copies anything."""
+
+    READY = "ready"  # or only the capture can tell (PostgreSQL: the dump's own snapshot)
+    MISSING = "missing"
+    NOT_THE_GAME = "not the game's database"  # a 0-byte file, /dev/null, another application's
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """One finding of `backup check` about the database: can a backup read all of it."""
+
+    name: str
+    state: str  # "ok" | "fail"
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,12 @@ class DatabaseEngine(Protocol):
 
     def backup(self, workdir: Path, *, level: int, threads: int, progress: Reporter = NO_PROGRESS):
         """Capture a consistent backup of the database into `workdir` (a `Capture`)."""
+
+    def backup_source_state(self) -> SourceState:
+        """What can be told of the database before a backup copies anything."""
+
+    def backup_readiness(self) -> list[Readiness]:
+        """Whether this user can read the whole database, and with which tools."""
 
     def restored_copy(self, repository, manifest, *, scratch_dir: Path,
                       progress: Reporter = NO_PROGRESS) -> AbstractContextManager:
@@ -116,6 +141,23 @@ class SqliteEngine:
 
         return sqlite_backup.capture(self._path, workdir, busy_timeout_ms=self.database.connection.busy_timeout_ms,
                                      level=level, threads=threads, progress=progress)
+
+    def backup_source_state(self) -> SourceState:
+        from integrity.db.sqlite_backup import game_identity
+
+        if not self._path.exists():
+            return SourceState.MISSING
+        if self._path.is_dir() or game_identity(self._path, busy_timeout_ms=self.database.connection.busy_timeout_ms) is None:
+            return SourceState.NOT_THE_GAME
+        return SourceState.READY
+
+    def backup_readiness(self) -> list[Readiness]:
+        path = self._path
+        if path is None or not path.exists():
+            return [Readiness("database", "fail", f"database {path} does not exist; set [database] url or --database-url")]
+        if not os.access(path, os.R_OK):
+            return [Readiness("database", "fail", f"{path} is not readable by this user; fix its permissions")]
+        return [Readiness("database", "ok", f"{path} readable")]
 
     def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
         from integrity.db.scratch import sqlite_copy
@@ -207,6 +249,40 @@ class PostgresEngine:
         from integrity.db import postgres_backup
 
         return postgres_backup.capture(self.database, workdir, level=level, threads=threads, progress=progress)
+
+    def backup_source_state(self) -> SourceState:
+        return SourceState.READY  # the capture checks identity on the snapshot its dump reads
+
+    def backup_readiness(self) -> list[Readiness]:
+        from integrity.db.pg_tools import require_tool, server_major
+
+        user = self._live.url.username
+        with ExitStack() as opened:
+            try:
+                engine = opened.enter_context(self.database.reader())
+            except Failure as exc:
+                return [Readiness("database", "fail", f"{exc}; check [database] url")]
+            with engine.connect() as connection:
+                denied = connection.execute(sa.text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+                    "AND c.relkind IN ('r', 'S', 'p') AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1"
+                )).scalars().all()
+                major = server_major(connection)
+        if denied:
+            rights = Readiness(
+                "database rights", "fail",
+                f"user {user!r} cannot SELECT {', '.join(denied[:5])}{' and more' if len(denied) > 5 else ''}; "
+                "pg_dump needs it: GRANT SELECT ON ALL TABLES IN SCHEMA public (and sequences) to that user, "
+                "or use another user in [database] url",
+            )
+        else:
+            rights = Readiness("database rights", "ok", f"user {user!r} can read every table")
+        try:
+            tool = require_tool("pg_dump", major)
+            return [rights, Readiness("pg_dump", "ok", f"{tool.path}: {tool.version} (server {major})")]
+        except Failure as exc:
+            return [rights, Readiness("pg_dump", "fail", str(exc))]
 
     def restored_copy(self, repository, manifest, *, scratch_dir: Path, progress: Reporter = NO_PROGRESS):
         from integrity.db.scratch import postgres_copy
