@@ -76,7 +76,18 @@ class ThrowawayCluster:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             shutil.rmtree(directory, ignore_errors=True)
             raise RuntimeError(f"could not start a throwaway PostgreSQL cluster: {exc.stderr.strip()} {tail}") from None
+        cluster._stop_when_gone(os.getpid())
         return cluster
+
+    def _stop_when_gone(self, owner: int) -> None:
+        """A watcher in a session of its own stops and removes the cluster once `owner` is
+        gone, however it ended: a killed test run (SIGKILL skips atexit) must not leave a
+        server running and its directory behind."""
+        stop = " ".join(_as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]))
+        script = (f"while kill -0 {owner} 2>/dev/null; do sleep 1; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf '{self.directory}'")
+        subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         """Stop at once (nothing in it is worth a shutdown checkpoint) and remove it all."""
