@@ -188,6 +188,59 @@ def test_a_planted_render_import_in_the_library_is_caught(tmp_path):
     ]
 
 
+# ---------------------------------------------------------------- the commands call only the API
+
+# A command parses its options, calls one `integrity.api` function and renders the result
+# (DESIGN.md section 2): it never reaches past the API into the library, so the CLI, the
+# scheduler and a program all run the same operation. `timeparse` parses option text.
+COMMANDS_ROOM = ("integrity/commands/", "integrity/cli.py")
+COMMANDS_MAY_IMPORT = ("integrity.api", "integrity.commands", "integrity.render", "integrity.runtime",
+                       "integrity.settings", "integrity.timeparse")
+
+
+def command_imports_past_the_api(root: Path) -> list[str]:
+    found = []
+    for path in sorted((root / "integrity").rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        if not where.startswith(COMMANDS_ROOM):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{alias.name}" if node.module == "integrity" else node.module for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] == "integrity" and not any(
+                    name == allowed or name.startswith(allowed + ".") for allowed in COMMANDS_MAY_IMPORT
+                ):
+                    found.append(f"{where}:{node.lineno} imports {name}")
+    return found
+
+
+def test_the_commands_call_only_the_api():
+    assert command_imports_past_the_api(ROOT) == []
+
+
+def test_a_planted_command_reaching_past_the_api_is_caught(tmp_path):
+    _plant(tmp_path, {
+        "integrity/__init__.py": "",
+        "integrity/cli.py": "from integrity import api\nfrom integrity.runtime import Runtime\n",
+        "integrity/commands/backup.py": (
+            "from integrity.commands.params import LockWait\n"
+            "def create():\n    from integrity import api, ledger\n"
+            "def verify():\n    from integrity.backups.verify import verify_one\n"
+        ),
+        "integrity/commands/audit.py": "import integrity.audits\nfrom integrity.render.audits import show\n",
+    })
+    assert command_imports_past_the_api(tmp_path) == [
+        "integrity/commands/audit.py:1 imports integrity.audits",
+        "integrity/commands/backup.py:3 imports integrity.ledger",
+        "integrity/commands/backup.py:5 imports integrity.backups.verify",
+    ]
+
+
 # ---------------------------------------------------------------- the one way to each database
 
 DATABASE_ROOM = "integrity/db/"  # the only code that opens a database (DESIGN.md section 2)
