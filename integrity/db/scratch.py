@@ -46,7 +46,7 @@ def sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path
         with path.open("xb") as handle, progress.task(f"restoring {manifest.id}", total=entry.size, unit="bytes") as task:
             decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id,
                           advance=task.advance)
-        yield ScratchCopy(parse_database_url(str(path)), str(path))
+        yield ScratchCopy(parse_database_url(str(path)), f"scratch file {path.name}")
 
 
 @contextmanager

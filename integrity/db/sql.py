@@ -7,7 +7,7 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from game_core.db import POSTGRESQL
+from game_core.db import POSTGRESQL, SQLITE
 from game_core.schema import GAME_TABLES
 
 # One part of a name as SQL text spells it: double-quoted (both engines), backquoted or
@@ -63,3 +63,13 @@ def table_row_counts(connection: Connection) -> dict[str, int]:
         for name in GAME_TABLES
         if name in present
     }
+
+
+def database_bytes(connection: Connection) -> int:
+    """The size of the database `connection` reads: SQLite's pages, PostgreSQL's
+    `pg_database_size` (tables, indexes and their free space, as a restore writes them)."""
+    if connection.dialect.name == SQLITE:
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+        size = connection.exec_driver_sql("PRAGMA page_size").scalar()
+        return int(pages) * int(size)
+    return int(connection.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())

@@ -66,7 +66,6 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, SQLITE
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, Manifest, Repository
@@ -75,7 +74,7 @@ from integrity.backups.verify import audit_copy, deep_checks, quick_verify
 from integrity.crashpoints import crash_point
 from integrity.db.connect import Database, guarded_target, one_snapshot
 from integrity.db.engines import engine_for
-from integrity.db.sql import error_reason
+from integrity.db.sql import database_bytes, error_reason
 from integrity.phases import Phase, PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
@@ -277,7 +276,7 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                 copy = stack.enter_context(store_engine.restored_copy(
                     repository, manifest, scratch_dir=scratch_dir, progress=progress,
                 ))
-                phase.detail = copy.description if manifest.engine == POSTGRESQL else f"scratch file {copy.target.sqlite_path.name}"
+                phase.detail = copy.description
         except Failure as exc:
             return _failed(repository, report, manifest, [str(exc)], command)
         crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
@@ -285,13 +284,14 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         try:
             # Disposed before the swap rehearsal: a PostgreSQL rename needs the copy unused.
             with live_database.beside(copy.target).reader() as engine:
-                checked, (audit, violations) = _checks_and_audits(engine, repository, manifest, settings, timer, progress)
+                checked, (audit, violations) = _checks_and_audits(engine, repository, manifest, settings, timer, progress,
+                                                                   with_fingerprints=store_engine.fingerprints_in_server)
                 fingerprints = checked.fingerprints
                 if checked.problems:
                     return _failed(repository, report, manifest, list(checked.problems), command, fingerprints)
                 tables, compare_problem = _compare_with_live(live, engine, timer, progress)
                 live_bytes = _database_bytes(live)
-                backup_bytes = manifest.files[0].raw_size if manifest.engine == SQLITE else _database_bytes(engine)
+                backup_bytes = _database_bytes(engine)
         except sa.exc.DBAPIError as exc:
             problems = [f"the restored copy cannot be read: {error_reason(exc)}"]
             return _failed(repository, report, manifest, problems, command, fingerprints)
@@ -339,7 +339,7 @@ def _report_builder(settings: Settings, backup_id: str, timer: PhaseTimer, now: 
 
 
 def _checks_and_audits(engine, repository: Repository, manifest: Manifest, settings: Settings, timer: PhaseTimer,
-                       progress: Reporter):
+                       progress: Reporter, *, with_fingerprints: bool):
     """3. deep checks and 4. audits, side by side on two connections: both are
     database-bound (the GIL is released while SQLite or PostgreSQL works), so they share
     the two cores. The prediction still adds them up, because the restore runs them one
@@ -350,7 +350,7 @@ def _checks_and_audits(engine, repository: Repository, manifest: Manifest, setti
             with engine.connect() as connection:
                 checked = deep_checks(connection, repository, manifest,
                                       shrink_tolerance=settings.backups.shrink_tolerance,
-                                      with_fingerprints=manifest.engine != SQLITE, progress=progress)
+                                      with_fingerprints=with_fingerprints, progress=progress)
             if checked.problems:
                 phase.fail("; ".join(checked.problems))
         (audit, violations), audit_seconds = audited.result()
@@ -441,11 +441,7 @@ def _compare(live, copy) -> tuple[TableComparison, ...]:
 
 def _database_bytes(engine) -> int:
     with engine.connect() as connection:
-        if connection.dialect.name == SQLITE:
-            pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
-            size = connection.exec_driver_sql("PRAGMA page_size").scalar()
-            return int(pages) * int(size)
-        return int(connection.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+        return database_bytes(connection)
 
 
 def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_seconds: float) -> tuple[float, str]:
