@@ -118,6 +118,14 @@ class DatabaseEngine(Protocol):
     def remove_leftovers(self, state_dir: Path) -> list[str]:
         """Remove what a killed restore left (staging copies); return their names."""
 
+    def kept_database(self, name: str) -> DatabaseTarget | None:
+        """The old live a restore renamed to `name` and kept beside live; None where a
+        restore keeps no old database (SQLite's writes into the live file)."""
+
+    def unopenable_live_hint(self) -> str | None:
+        """What a restore can do about a live database that cannot be opened at all, or
+        None where there is nothing it can do (PostgreSQL: the server refused)."""
+
     def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
         """The backup restored into a new staging database beside live."""
 
@@ -216,6 +224,15 @@ class SqliteEngine:
         from integrity.db import sqlite_swap
 
         return sqlite_swap.remove_leftovers(state_dir, self._path)
+
+    def kept_database(self, name: str) -> DatabaseTarget | None:
+        return None
+
+    def unopenable_live_hint(self) -> str | None:
+        # The swap writes into live through the backup API, which needs a file it can
+        # open; with none there, the restore creates it from the backup.
+        return ("if the live file is damaged beyond use, move it aside (with its -wal and -shm files) and run "
+                "the restore again: it then creates the database from the backup")
 
     def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
         from integrity.db import sqlite_swap
@@ -349,6 +366,12 @@ class PostgresEngine:
         from integrity.db import postgres_swap
 
         return postgres_swap.remove_leftovers(self._live)
+
+    def kept_database(self, name: str) -> DatabaseTarget | None:
+        return DatabaseTarget(self._live.url.set(database=name))
+
+    def unopenable_live_hint(self) -> str | None:
+        return None
 
     def stage(self, repository, manifest, *, state_dir: Path) -> Staged:
         from integrity.db import postgres_swap

@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 
 from checks.model import ERROR, AuditContext, RowRule
 from game_core import metrics
-from game_core.db import POSTGRESQL, DatabaseTarget
+from game_core.db import DatabaseTarget
 from game_core.errors import PreconditionFailed
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, results
@@ -62,6 +62,7 @@ from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import quick_verify
 from integrity.db.connect import Database, Write, guarded_target, one_snapshot
+from integrity.db.engines import engine_for
 from integrity.db.locks import database_lock
 from integrity.recovery.consent import Consent, database_name
 from integrity.settings import Settings
@@ -574,9 +575,9 @@ def salvage_from(
     target = guarded_target(settings)
     live_identity = _live_identity(settings, target)
     if database is not None:
-        if target.kind != POSTGRESQL:
+        source = engine_for(Database.of(settings)).kept_database(database)
+        if source is None:
             raise SalvageRefused("--from-database names a PostgreSQL database; this database is SQLite: use --from-backup")
-        source = DatabaseTarget(target.url.set(database=database))
         if database == target.url.database:
             raise SalvageRefused(f"--from-database {database} is the live database itself; name the database a restore kept")
         source_identity = _identity_of(settings, source)
@@ -612,15 +613,12 @@ def salvage_from_backup_locked(settings: Settings, repository: Repository, backu
 
 
 def salvage_from_database(settings: Settings, database: str) -> SalvageReport:
-    """PostgreSQL: salvage from the old live database a restore renamed and kept."""
-    target = guarded_target(settings)
-    source = DatabaseTarget(target.url.set(database=database))
+    """Salvage from the old live database a restore renamed and kept (PostgreSQL's)."""
+    source = engine_for(Database.of(settings)).kept_database(database)
     return _salvage(settings, source, source_name=f"database {database}", dry_run=False)
 
 
 def _salvage_backup(settings: Settings, repository: Repository, manifest, *, dry_run: bool) -> SalvageReport:
-    from integrity.db.engines import engine_for
-
     with engine_for(Database.of(settings)).restored_copy(
         repository, manifest, scratch_dir=settings.state.dir / "scratch",
     ) as copy:
