@@ -23,8 +23,9 @@ from integrity.db.connect import Database, maintenance
 from integrity.db.sql import error_reason
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.snapshot import (
-    BACKUP, SNAPSHOT, Copies, Phase, SnapshotUnavailable, fingerprint_rows, prove_identical, restore_backup,
+    BACKUP, SNAPSHOT, Copies, SnapshotUnavailable, fingerprint_rows, prove_identical, restore_backup,
 )
+from integrity.phases import PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 
 SCRATCH_PREFIX = f"{SCRATCH_DATABASE_PREFIX}dry_"
@@ -47,12 +48,11 @@ def _create_database(databases: ScratchDatabases, name: str, *, template: str | 
         raise SnapshotUnavailable(f"cannot create the scratch database {name}: {reason}") from None
 
 
-def _timed_fingerprints(target: DatabaseTarget, settings, phases: list[Phase], phase: str,
+def _timed_fingerprints(target: DatabaseTarget, settings, timer: PhaseTimer, name: str,
                         progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
-    started = time.perf_counter()
-    with Database(target, settings).reader() as engine, engine.connect() as connection:
-        prints = database_fingerprints(connection, progress=progress, what=phase.replace("fingerprint", "fingerprinting the"))
-    phases.append(Phase(phase, time.perf_counter() - started, fingerprint_rows(prints)))
+    with timer.phase(name) as phase, Database(target, settings).reader() as engine, engine.connect() as connection:
+        prints = database_fingerprints(connection, progress=progress, what=name.replace("fingerprint", "fingerprinting the"))
+        phase.rows = fingerprint_rows(prints)
     return prints
 
 
@@ -61,26 +61,26 @@ def postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, pr
     token = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     work_name = f"{SCRATCH_PREFIX}{token}_work"
     made: list[str] = []
-    phases: list[Phase] = []
+    timer = PhaseTimer()
     with ExitStack() as stack:
         admin = stack.enter_context(maintenance(live))
         databases = stack.enter_context(scratch_databases(admin))  # dropped last, after the restored backup's
         backup_id = None
         source_target = None
         if choice.kind == BACKUP:
-            backup_id, before = restore_backup(stack, restored_backup, choice.backup_id, phases)
+            backup_id, before = restore_backup(stack, restored_backup, choice.backup_id, timer)
             described = f"backup {backup_id}"
             if keep_copy:
                 # The restored scratch database is dropped by its owner: keep a copy of it.
                 kept_before = f"{SCRATCH_PREFIX}{token}_before"
                 _create_database(databases, kept_before, template=before.url.database, keep=True)
                 made.append(kept_before)
-            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source", progress)
+            source_prints = _timed_fingerprints(before, settings, timer, "fingerprint source", progress)
         elif choice.kind == SNAPSHOT:
             before = snapshot_target(live, choice.snapshot)
             source_target = before
             described = f"snapshot database {before.url.database}"
-            source_prints = _timed_fingerprints(before, settings, phases, "fingerprint source", progress)
+            source_prints = _timed_fingerprints(before, settings, timer, "fingerprint source", progress)
         else:
             source_target = live
             before_name = f"{SCRATCH_PREFIX}{token}_before"
@@ -88,21 +88,19 @@ def postgres_copies(live, choice, settings, keep_copy: bool, restored_backup, pr
             made.append(before_name)
             before = DatabaseTarget(live.url.set(database=before_name))
             described = f"live {live.masked}"
-            source_prints = _dump_live_into(live, before, settings, phases, progress)
-        started = time.perf_counter()
-        with progress.task("work copy (CREATE DATABASE ... TEMPLATE)", unit="bytes"):
+            source_prints = _dump_live_into(live, before, settings, timer, progress)
+        with timer.phase("work copy"), progress.task("work copy (CREATE DATABASE ... TEMPLATE)", unit="bytes"):
             _create_database(databases, work_name, template=before.url.database, keep=keep_copy)
         made.append(work_name)
         work = DatabaseTarget(live.url.set(database=work_name))
-        phases.append(Phase("work copy", time.perf_counter() - started))
-        work_prints = _timed_fingerprints(work, settings, phases, "fingerprint copy", progress)
+        work_prints = _timed_fingerprints(work, settings, timer, "fingerprint copy", progress)
         prove_identical(source_prints, work_prints, described)
         if choice.kind == BACKUP and keep_copy:
             before = DatabaseTarget(live.url.set(database=made[0]))
         yield Copies(
             engine="postgresql", source=described, source_kind=choice.kind, backup_id=backup_id,
             source_target=source_target, before=before, work=work, fingerprints=source_prints,
-            phases=phases, kept=tuple(made) if keep_copy else (),
+            phases=timer.done, kept=tuple(made) if keep_copy else (),
         )
 
 
@@ -125,7 +123,7 @@ def snapshot_target(live: DatabaseTarget, snapshot: str) -> DatabaseTarget:
     return target
 
 
-def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phases: list[Phase],
+def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, timer: PhaseTimer,
                     progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     """pg_dump of an exported snapshot of live piped into pg_restore; live's fingerprints
     are taken in that same snapshot, so they describe exactly what was copied."""
@@ -136,8 +134,7 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phas
         pg_dump = require_tool("pg_dump", major)
         pg_restore = require_tool("pg_restore", major)
         snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
-        started = time.perf_counter()
-        with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as restore_errors:
+        with timer.phase("snapshot"), tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as restore_errors:
             dump = subprocess.Popen(
                 [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"],
                 stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(live.url),
@@ -155,8 +152,7 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, phas
                 if status != 0:
                     errors.seek(0)
                     raise SnapshotUnavailable(f"{name} exited with status {status} while copying live: {tool_error(errors.read())}")
-        phases.append(Phase("snapshot", time.perf_counter() - started))
-        started = time.perf_counter()
-        prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
-        phases.append(Phase("fingerprint source", time.perf_counter() - started, fingerprint_rows(prints)))
+        with timer.phase("fingerprint source") as phase:
+            prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
+            phase.rows = fingerprint_rows(prints)
         return prints

@@ -21,8 +21,9 @@ from integrity.db.connect import Database
 from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.snapshot import (
-    BACKUP, SNAPSHOT, Copies, Phase, SnapshotUnavailable, fingerprint_rows, prove_identical, restore_backup,
+    BACKUP, SNAPSHOT, Copies, SnapshotUnavailable, fingerprint_rows, prove_identical, restore_backup,
 )
+from integrity.phases import PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 
 
@@ -47,10 +48,10 @@ def sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, re
                 f"cannot create the scratch folder {scratch_dir / name}: {exc.strerror}; "
                 "set [state] dir to a writable directory with room for two copies"
             ) from None
-        phases: list[Phase] = []
+        timer = PhaseTimer()
         backup_id = None
         if choice.kind == BACKUP:
-            backup_id, source = restore_backup(stack, restored_backup, choice.backup_id, phases)
+            backup_id, source = restore_backup(stack, restored_backup, choice.backup_id, timer)
             described = f"backup {backup_id}"
         elif choice.kind == SNAPSHOT:
             source = snapshot_source(choice.snapshot)
@@ -59,39 +60,35 @@ def sqlite_copies(live, choice, scratch_dir: Path, settings, keep_copy: bool, re
             source = live
             described = f"live {live.display}"
         before, work = folder / "before.db", folder / "work.db"
-        fingerprints = _copy_sqlite(source, before, work, settings, phases, progress)
+        fingerprints = _copy_sqlite(source, before, work, settings, timer, progress)
         yield Copies(
             engine="sqlite", source=described, source_kind=choice.kind, backup_id=backup_id,
             source_target=None if choice.kind == BACKUP else source,
             before=parse_database_url(str(before)), work=parse_database_url(str(work)),
-            fingerprints=fingerprints, phases=phases,
+            fingerprints=fingerprints, phases=timer.done,
             kept=(str(before), str(work)) if keep_copy else (),
         )
 
 
-def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, phases: list[Phase],
+def _copy_sqlite(source: DatabaseTarget, before: Path, work: Path, settings, timer: PhaseTimer,
                  progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     with Database(source, settings).reader() as engine, engine.connect() as connection:
         # The first read starts the transaction that pins what every step below sees.
         connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()
         reader = connection.connection.driver_connection
-        started = time.perf_counter()
-        with progress.task("snapshot copy (one step)", unit="bytes"):
+        with timer.phase("snapshot"), progress.task("snapshot copy (one step)", unit="bytes"):
             backup_api_copy(reader, before)
-        phases.append(Phase("snapshot", time.perf_counter() - started))
-        started = time.perf_counter()
-        with closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen, \
+        with timer.phase("work copy"), closing(sqlite3.connect(f"file:{before}?mode=ro", uri=True)) as frozen, \
                 progress.task("work copy (one step)", unit="bytes"):
             backup_api_copy(frozen, work)
-        phases.append(Phase("work copy", time.perf_counter() - started))
-        started = time.perf_counter()
-        work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
-        source_prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
-        phases.append(Phase("fingerprint source", time.perf_counter() - started, fingerprint_rows(source_prints)))
-    started = time.perf_counter()
-    with progress.task("fingerprinting the work copy (beside)", unit="rows"):
+        with timer.phase("fingerprint source") as phase:
+            work_prints = fingerprints_beside(parse_database_url(str(work)), settings)
+            source_prints = database_fingerprints(connection, progress=progress, what="fingerprinting the source")
+            phase.rows = fingerprint_rows(source_prints)
+    with timer.phase("fingerprint copy (beside the source's)") as phase, \
+            progress.task("fingerprinting the work copy (beside)", unit="rows"):
         work_prints = work_prints()
-    phases.append(Phase("fingerprint copy (beside the source's)", time.perf_counter() - started, fingerprint_rows(work_prints)))
+        phase.rows = fingerprint_rows(work_prints)
     prove_identical(source_prints, work_prints, f"its source {source.display}")
     return source_prints
 

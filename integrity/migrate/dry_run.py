@@ -13,8 +13,8 @@ revision is read again and must not have moved, and the copy's must have.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,10 @@ from integrity.fingerprint import TableFingerprint, database_fingerprints
 from integrity.migrate.beside import fingerprints_beside
 from integrity.migrate.findings import Finding, Severity
 from integrity.migrate.rules import RULES
-from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, Phase, SourceChoice
+from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, SourceChoice
+from integrity.phases import PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 
-FAIL_ON = ("error", "warning")
 REPORT_VERSION = 1
 
 
@@ -53,6 +53,73 @@ class RevisionRun:
 
 
 @dataclass(frozen=True)
+class DryRunPhase:
+    """A phase as the dry run's report publishes it (integrity.phases times it)."""
+
+    name: str
+    seconds: float
+    rows: int | None = None
+
+    @property
+    def rows_per_second(self) -> float | None:
+        if self.rows is None or self.seconds <= 0:
+            return None
+        return round(self.rows / self.seconds)
+
+
+@dataclass(frozen=True)
+class AuditFailures:
+    """Failing rows per data rule on the copy before and after the migration (empty: not
+    reached)."""
+
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Downgrade to the start, then upgrade again: each "identical", "lossy" or "failed";
+    None where the round trip did not get that far."""
+
+    downgrade: str | None = None
+    upgrade_again: str | None = None
+
+    @property
+    def reached(self) -> bool:
+        return self.downgrade is not None
+
+
+@dataclass(frozen=True)
+class TableContent:
+    """One table whose content the migration changed, keyed by primary key."""
+
+    table: str
+    key: tuple[str, ...]
+    rows_before: int
+    rows_after: int
+    lost: int
+    added: int
+    changed: int
+    columns: dict[str, dict[str, int]]  # column -> {"changed": rows, kind of change: rows}
+    dropped_columns: dict[str, int]  # column -> values it held
+    added_columns: tuple[str, ...]
+    seconds: float
+    statistics: dict[str, dict]  # column -> {"before": figures, "after": figures} where they moved
+
+
+@dataclass(frozen=True)
+class DataPass:
+    """What the run on the copies established."""
+
+    revisions: tuple[RevisionRun, ...]  # the pending ones, with what running them measured
+    findings: tuple[Finding, ...] = ()
+    schema_changes: tuple = ()  # observe.SchemaChange
+    tables: tuple[TableContent, ...] = ()
+    audits: AuditFailures = AuditFailures()
+    round_trip: RoundTrip = RoundTrip()
+
+
+@dataclass(frozen=True)
 class DryRunReport:
     """Everything a dry run established; JSON is versioned and deterministic apart from
     timings (findings sorted, tables by name)."""
@@ -65,11 +132,11 @@ class DryRunReport:
     start_revision: str | None
     target_revision: str | None
     revisions: tuple[RevisionRun, ...]
-    phases: tuple[Phase, ...]
-    schema_changes: tuple[dict, ...]
-    tables: tuple[dict, ...]
-    audits: dict[str, Any]
-    round_trip: dict[str, Any]
+    phases: tuple[DryRunPhase, ...]
+    schema_changes: tuple  # observe.SchemaChange
+    tables: tuple[TableContent, ...]
+    audits: AuditFailures
+    round_trip: RoundTrip
     findings: tuple[Finding, ...]
     fail_on: str
     kept_copies: tuple[str, ...]
@@ -108,13 +175,6 @@ class DryRunReport:
         return tuple((r.id, r.sha256) for r in self.revisions)
 
 
-def check_fail_on(fail_on: str) -> None:
-    from integrity.errors import ConfigInvalid
-
-    if fail_on not in FAIL_ON:
-        raise ConfigInvalid(f"--fail-on {fail_on!r} is not one of {', '.join(FAIL_ON)}")
-
-
 # ---------------------------------------------------------------- the whole run
 
 
@@ -139,7 +199,6 @@ def dry_run(
     from integrity.db.engines import engine_for
     from integrity.migrate.static_pass import lint_revisions
 
-    check_fail_on(fail_on)
     started = time.perf_counter()
     project = MigrationProject.load(alembic_config)
     project.check_graph()
@@ -153,24 +212,25 @@ def dry_run(
     if not pending:
         return _report(project, live.kind, _describe(choice, live), identity, start, target, [], [], fail_on,
                        started, data_pass=False, note=f"no pending revisions: the source is at {start or 'base'}, the target is {target or 'base'}")
-    phases: list[Phase] = []
-    clock = time.perf_counter()
-    lint = lint_revisions(project, pending, start_revision=start)
-    phases.append(Phase("static pass", time.perf_counter() - clock))
-    runs = {r.id: _revision_run(r, lint_for=lint) for r in pending}
+    timer = PhaseTimer()
+    with timer.phase("static pass"):
+        lint = lint_revisions(project, pending, start_revision=start)
 
     with copier.snapshot_copies(
         choice, scratch_dir=settings.state.dir / "scratch", keep_copy=keep_copy,
         restored_backup=_backup_restorer(settings, command, lock_wait, progress), progress=progress,
     ) as copies:
-        phases.extend(copies.phases)
-        data = _data_pass(project, copies, pending, lint, runs, conn_settings, sample_limit, phases, target, progress)
+        for phase in copies.phases:
+            timer.add(phase)
+        rehearsal = _Rehearsal(project=project, copies=copies, pending=tuple(pending), lint=lint, target=target,
+                               conn_settings=conn_settings, sample_limit=sample_limit, progress=progress)
+        data = _data_pass(rehearsal, timer)
         _check_source_unmoved(copies, start, conn_settings)
 
     from integrity.migrate.intent import apply_intent
 
     static = _lock_rules_on_empty_tables(for_engine(lint.findings, live.kind), copies.fingerprints)
-    findings = apply_intent([*static, *data["findings"]], pending, data_pass=True)
+    findings = apply_intent([*static, *data.findings], pending, data_pass=True)
     return DryRunReport(
         report_version=REPORT_VERSION,
         project=project.description,
@@ -179,12 +239,12 @@ def dry_run(
         store_identity=identity,
         start_revision=start,
         target_revision=target,
-        revisions=tuple(runs[r.id] for r in pending),
-        phases=tuple(_rounded(p) for p in phases),
-        schema_changes=tuple(data["schema_changes"]),
-        tables=tuple(data["tables"]),
-        audits=data["audits"],
-        round_trip=data["round_trip"],
+        revisions=data.revisions,
+        phases=_published(timer),
+        schema_changes=data.schema_changes,
+        tables=data.tables,
+        audits=data.audits,
+        round_trip=data.round_trip,
         findings=tuple(sorted(findings, key=Finding.key)),
         fail_on=fail_on,
         kept_copies=copies.kept,
@@ -201,7 +261,6 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     from integrity.migrate.project import MigrationProject
     from integrity.migrate.static_pass import lint_revisions
 
-    check_fail_on(fail_on)
     started = time.perf_counter()
     project = MigrationProject.load(alembic_config)
     project.check_graph()
@@ -219,13 +278,13 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     if not pending:
         return _report(project, engine_kind, None, None, start, target, [], [], fail_on, started,
                        data_pass=False, note=f"no pending revisions after {start or 'base'}")
-    clock = time.perf_counter()
-    result = lint_revisions(project, pending, start_revision=start)
-    phases = [Phase("static pass", time.perf_counter() - clock)]
+    timer = PhaseTimer()
+    with timer.phase("static pass"):
+        result = lint_revisions(project, pending, start_revision=start)
     findings = apply_intent(for_engine(result.findings, engine_kind), pending, data_pass=False)
     runs = [_revision_run(r, lint_for=result) for r in pending]
     return _report(project, engine_kind, None, None, start, target, runs, findings, fail_on, started,
-                   data_pass=False, phases=phases)
+                   data_pass=False, phases=_published(timer))
 
 
 # Static rules about one engine's behaviour; a run on the other engine does not have the hazard.
@@ -258,14 +317,14 @@ def _report(project, engine, source, identity, start, target, runs, findings, fa
     return DryRunReport(
         report_version=REPORT_VERSION, project=project.description, engine=engine, source=source,
         store_identity=identity, start_revision=start, target_revision=target, revisions=tuple(runs),
-        phases=tuple(_rounded(p) for p in phases), schema_changes=(), tables=(), audits={}, round_trip={},
+        phases=phases, schema_changes=(), tables=(), audits=AuditFailures(), round_trip=RoundTrip(),
         findings=tuple(sorted(findings, key=Finding.key)), fail_on=fail_on, kept_copies=(),
         data_pass=data_pass, seconds=round(time.perf_counter() - started, 3), note=note,
     )
 
 
-def _rounded(phase: Phase) -> Phase:
-    return Phase(phase.name, round(phase.seconds, 3), phase.rows)
+def _published(timer: PhaseTimer) -> tuple[DryRunPhase, ...]:
+    return tuple(replace(phase.as_(DryRunPhase), seconds=round(phase.seconds, 3)) for phase in timer.done)
 
 
 def _describe(choice: SourceChoice, live: DatabaseTarget) -> str:
@@ -372,81 +431,118 @@ def _backup_restorer(settings, command: str, lock_wait: float, progress: Reporte
 # ---------------------------------------------------------------- the data pass
 
 
-def _data_pass(project, copies: Copies, pending, lint, runs: dict, conn_settings, sample_limit: int, phases: list[Phase], target: str,
-               progress: Reporter = NO_PROGRESS) -> dict:
-    from dataclasses import asdict
+@dataclass(frozen=True)
+class _Rehearsal:
+    """What the data pass works with: the copies and the revisions to run on them."""
 
-    from integrity.migrate.observe import capture_schema, schema_changes
+    project: Any  # MigrationProject
+    copies: Copies
+    pending: tuple  # the revisions, in order
+    lint: Any  # the static pass's result
+    target: str
+    conn_settings: ConnectionSettings
+    sample_limit: int
+    progress: Reporter = NO_PROGRESS
+
+
+@dataclass(frozen=True)
+class _State:
+    """The copy at one moment: its schema, failing rows per data rule, fingerprints."""
+
+    schema: Any  # observe.SchemaShape
+    audits: dict[str, int]
+    prints: dict[str, TableFingerprint]
+
+
+def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
+    """Upgrade the work copy and compare it with the before copy: state, content, round trip."""
+    from integrity.migrate.observe import schema_changes
 
     now = datetime.now(timezone.utc)
-    opened = ExitStack()  # both engines disposed on the way out, however the pass ends
-    before_engine = opened.enter_context(Database(copies.before, conn_settings).reader())
-    work_engine = opened.enter_context(Database(copies.work, conn_settings).writer(Write.COPY))
-    findings: list[Finding] = []
-    out: dict[str, Any] = {"findings": findings, "schema_changes": [], "tables": [], "audits": {}, "round_trip": {}}
-    try:
-        clock = time.perf_counter()
-        with before_engine.connect() as connection:
-            schema_before = capture_schema(connection)
-            audits_before = data_audit_failures(connection, now, progress, "auditing the copy before")
-        phases.append(Phase("before: schema and audits", time.perf_counter() - clock, copies.rows))
-        before_prints = copies.fingerprints
-
-        clock = time.perf_counter()
-        with progress.task(f"migrating the work copy ({len(pending)} revision(s))", unit="revisions"):
-            traces = _run(project, work_engine, pending, "upgrade", sample_limit)
-        phases.append(Phase("migration", time.perf_counter() - clock))
-        for trace in traces:
-            runs[trace.revision] = _with_trace(runs[trace.revision], trace)
-        failed = next((t for t in traces if t.failed), None)
-        if failed is not None and not failed.database_error:
-            raise DryRunCouldNotRun(
-                f"revision {failed.revision} raised on the copy: {failed.error}; fix the revision (the database did not "
-                "refuse anything, so there is nothing to learn about the data)"
-            )
+    # Both engines disposed on the way out, however the pass ends.
+    with Database(job.copies.before, job.conn_settings).reader() as before_engine, \
+            Database(job.copies.work, job.conn_settings).writer(Write.COPY) as work_engine:
+        before = _before_state(job, before_engine, now, timer)
+        runs, failed = _upgrade(job, work_engine, timer)
+        revisions = tuple(runs[r.id] for r in job.pending)
         if failed is not None:
-            findings.append(_failure_finding(failed, "migration-failed", "run"))
-            return out
-        _check_copy_moved(copies, target, conn_settings)
+            return DataPass(revisions, findings=(_failure_finding(failed, "migration-failed", "run"),))
+        _check_copy_moved(job.copies, job.target, job.conn_settings)
+        after = _after_state(job, work_engine, now, timer)
+        changes = schema_changes(before.schema, after.schema)
+        tables, content_findings = _content(job, before_engine, work_engine, before, after, changes, timer)
+        with timer.phase("round trip"), job.progress.task("round trip (downgrade, upgrade again)", unit="revisions"):
+            round_trip, trip_findings = _round_trip(job, before_engine, work_engine, before, after)
+    return DataPass(
+        revisions=revisions,
+        findings=(*_audit_findings(before.audits, after.audits, job.pending), *content_findings, *trip_findings,
+                  *_lock_findings(runs, job.pending, after.prints)),
+        schema_changes=tuple(changes),
+        tables=tables,
+        audits=AuditFailures(before=before.audits, after=after.audits),
+        round_trip=round_trip,
+    )
 
-        # The audits of the migrated copy run while a child fingerprints it (big SQLite copies).
-        clock = time.perf_counter()
-        after_prints_of = fingerprints_beside(copies.work, conn_settings)
+
+def _before_state(job: _Rehearsal, before_engine, now: datetime, timer: PhaseTimer) -> _State:
+    from integrity.migrate.observe import capture_schema
+
+    with timer.phase("before: schema and audits") as phase, before_engine.connect() as connection:
+        schema = capture_schema(connection)
+        audits = data_audit_failures(connection, now, job.progress, "auditing the copy before")
+        phase.rows = job.copies.rows
+    return _State(schema, audits, job.copies.fingerprints)
+
+
+def _upgrade(job: _Rehearsal, work_engine, timer: PhaseTimer):
+    """({revision: its run, measured}, the trace of the revision the database refused or None).
+    A revision that raised for another reason is the revision's bug: the run stops (exit 4)."""
+    with timer.phase("migration"), \
+            job.progress.task(f"migrating the work copy ({len(job.pending)} revision(s))", unit="revisions"):
+        traces = _run(job.project, work_engine, job.pending, "upgrade", job.sample_limit)
+    runs = {r.id: _revision_run(r, lint_for=job.lint) for r in job.pending}
+    for trace in traces:
+        runs[trace.revision] = _with_trace(runs[trace.revision], trace)
+    failed = next((t for t in traces if t.failed), None)
+    if failed is not None and not failed.database_error:
+        raise DryRunCouldNotRun(
+            f"revision {failed.revision} raised on the copy: {failed.error}; fix the revision (the database did not "
+            "refuse anything, so there is nothing to learn about the data)"
+        )
+    return runs, failed
+
+
+def _after_state(job: _Rehearsal, work_engine, now: datetime, timer: PhaseTimer) -> _State:
+    """The migrated copy's state; its audits run while a child fingerprints it (big SQLite copies)."""
+    from integrity.migrate.observe import capture_schema
+
+    with timer.phase("after: schema and audits"):
+        prints_of = fingerprints_beside(job.copies.work, job.conn_settings)
         with work_engine.connect() as connection:
-            schema_after = capture_schema(connection)
-            audits_after = data_audit_failures(connection, now, progress, "auditing the migrated copy")
-        phases.append(Phase("after: schema and audits", time.perf_counter() - clock))
-        out["audits"] = {"before": audits_before, "after": audits_after}
-        findings.extend(_audit_findings(audits_before, audits_after, pending))
-        clock = time.perf_counter()
-        with progress.task("fingerprinting the migrated copy (beside)", unit="rows"):
-            after_prints = after_prints_of()
-        phases.append(Phase("after: fingerprints (beside the audits)", time.perf_counter() - clock, sum(f.rows for f in after_prints.values())))
-        changes = schema_changes(schema_before, schema_after)
-        out["schema_changes"] = [asdict(c) for c in changes]
+            schema = capture_schema(connection)
+            audits = data_audit_failures(connection, now, job.progress, "auditing the migrated copy")
+    with timer.phase("after: fingerprints (beside the audits)") as phase, \
+            job.progress.task("fingerprinting the migrated copy (beside)", unit="rows"):
+        prints = prints_of()
+        phase.rows = sum(f.rows for f in prints.values())
+    return _State(schema, audits, prints)
 
-        clock = time.perf_counter()
-        changed_tables = _changed_tables(before_prints, after_prints)
-        diffs = _content_diffs(before_engine, work_engine, changed_tables, schema_before, schema_after, sample_limit, progress)
-        findings.extend(_new_table_findings(changed_tables, schema_before, after_prints, pending, lint))
-        phases.append(Phase("content diff", time.perf_counter() - clock, sum(d.rows_before for d in diffs)))
-        clock = time.perf_counter()
-        out["tables"] = [
-            {**_table_summary(d), "statistics": _statistics_change(before_engine, work_engine, d, schema_after)}
-            for d in diffs
-        ]
-        phases.append(Phase("column statistics", time.perf_counter() - clock, sum(d.rows_before + d.rows_after for d in diffs)))
-        findings.extend(_diff_findings(diffs, changes, pending, lint, before_engine, work_engine, schema_before, schema_after))
 
-        clock = time.perf_counter()
-        with progress.task("round trip (downgrade, upgrade again)", unit="revisions"):
-            out["round_trip"] = _round_trip(project, before_engine, work_engine, pending, schema_before, before_prints,
-                                            schema_after, after_prints, sample_limit, findings)
-        phases.append(Phase("round trip", time.perf_counter() - clock))
-        findings.extend(_lock_findings(runs, pending, after_prints))
-        return out
-    finally:
-        opened.close()
+def _content(job: _Rehearsal, before_engine, work_engine, before: _State, after: _State, changes,
+             timer: PhaseTimer) -> tuple[tuple[TableContent, ...], list[Finding]]:
+    """The keyed content diff of every table whose fingerprint changed, the moved column
+    statistics, and what they mean as findings."""
+    with timer.phase("content diff") as phase:
+        changed_tables = _changed_tables(before.prints, after.prints)
+        diffs = _content_diffs(before_engine, work_engine, changed_tables, before.schema, after.schema,
+                               job.sample_limit, job.progress)
+        findings = _new_table_findings(changed_tables, before.schema, after.prints, job.pending, job.lint)
+        phase.rows = sum(d.rows_before for d in diffs)
+    with timer.phase("column statistics") as phase:
+        tables = tuple(_table_content(d, _statistics_change(before_engine, work_engine, d, after.schema)) for d in diffs)
+        phase.rows = sum(d.rows_before + d.rows_after for d in diffs)
+    findings += _diff_findings(diffs, changes, job.pending, job.lint, before_engine, work_engine, before.schema, after.schema)
+    return tables, findings
 
 
 def _run(project, engine, revisions, direction: str, sample_limit: int):
@@ -531,14 +627,14 @@ def _content_diffs(before_engine, work_engine, tables: list[str], schema_before,
     return diffs
 
 
-def _table_summary(diff) -> dict:
-    return {
-        "table": diff.table, "key": list(diff.key), "rows_before": diff.rows_before, "rows_after": diff.rows_after,
-        "lost": diff.lost, "added": diff.added, "changed": diff.changed,
-        "columns": {c.column: {"changed": c.changed, **c.kinds} for c in diff.columns},
-        "dropped_columns": dict(diff.dropped_columns), "added_columns": list(diff.added_columns),
-        "seconds": round(diff.seconds, 3),
-    }
+def _table_content(diff, statistics: dict[str, dict]) -> TableContent:
+    return TableContent(
+        table=diff.table, key=tuple(diff.key), rows_before=diff.rows_before, rows_after=diff.rows_after,
+        lost=diff.lost, added=diff.added, changed=diff.changed,
+        columns={c.column: {"changed": c.changed, **c.kinds} for c in diff.columns},
+        dropped_columns=dict(diff.dropped_columns), added_columns=tuple(diff.added_columns),
+        seconds=round(diff.seconds, 3), statistics=statistics,
+    )
 
 
 def _new_table_findings(tables, schema_before, after_prints, pending, lint) -> list[Finding]:
@@ -699,44 +795,41 @@ def _audit_findings(before: dict[str, int], after: dict[str, int], pending) -> l
 # ---------------------------------------------------------------- round trip
 
 
-def _round_trip(project, before_engine, engine, pending, schema_before, before_prints, schema_after, after_prints,
-                sample_limit, findings) -> dict:
+def _round_trip(job: _Rehearsal, before_engine, engine, before: _State, after: _State) -> tuple[RoundTrip, list[Finding]]:
+    """Downgrade the migrated copy to the start and compare it with before; upgrade it again
+    and compare it with the first upgrade."""
     from integrity.migrate.observe import capture_schema
 
+    pending = job.pending
     owner = pending[0].id if len(pending) == 1 else pending[-1].id
-    result: dict[str, Any] = {"downgrade": None, "upgrade_again": None}
-    traces = _run(project, engine, pending, "downgrade", sample_limit)
+    traces = _run(job.project, engine, pending, "downgrade", job.sample_limit)
     failed = next((t for t in traces if t.failed), None)
     if failed is not None:
-        result["downgrade"] = "failed"
-        findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
-        return result
+        return RoundTrip(downgrade="failed"), [_failure_finding(failed, "round-trip-failed", "round-trip")]
+    findings = []
     with engine.connect() as connection:
         schema_back, prints_back = capture_schema(connection), database_fingerprints(connection)
-    lossy = _state_differences(schema_back, prints_back, schema_before, before_prints)
-    result["downgrade"] = "lossy" if lossy else "identical"
+    lossy = _state_differences(schema_back, prints_back, before.schema, before.prints)
+    downgrade = "lossy" if lossy else "identical"
     if lossy:
-        rows, samples = _rows_not_restored(before_engine, engine, schema_before, schema_back,
-                                           _changed_tables(before_prints, prints_back), sample_limit)
+        rows, samples = _rows_not_restored(before_engine, engine, before.schema, schema_back,
+                                           _changed_tables(before.prints, prints_back), job.sample_limit)
         findings.append(Finding(
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
             message=f"after the downgrade the copy differs from before the upgrade: {lossy}", rows=rows, samples=samples,
         ))
-    traces = _run(project, engine, pending, "upgrade", sample_limit)
+    traces = _run(job.project, engine, pending, "upgrade", job.sample_limit)
     failed = next((t for t in traces if t.failed), None)
     if failed is not None:
-        result["upgrade_again"] = "failed"
-        findings.append(_failure_finding(failed, "round-trip-failed", "round-trip"))
-        return result
+        return RoundTrip(downgrade, "failed"), [*findings, _failure_finding(failed, "round-trip-failed", "round-trip")]
     with engine.connect() as connection:
-        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), schema_after, after_prints)
-    result["upgrade_again"] = "lossy" if lossy else "identical"
+        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), after.schema, after.prints)
     if lossy:
         findings.append(Finding(
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
             message=f"upgrading again after the downgrade differs from the first upgrade: {lossy}",
         ))
-    return result
+    return RoundTrip(downgrade, "lossy" if lossy else "identical"), findings
 
 
 def _rows_not_restored(before_engine, engine, schema_before, schema_back, tables: list[str], sample_limit: int) -> tuple[int | None, tuple[str, ...]]:

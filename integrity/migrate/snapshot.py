@@ -27,14 +27,14 @@ What the copies are and how they are proven lives here; the engines make them
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from game_core.db import DatabaseTarget
 from game_core.errors import PreconditionFailed
 from integrity.errors import VerificationFailed
 from integrity.fingerprint import TableFingerprint
+from integrity.phases import Phase, PhaseTimer
 
 LIVE, BACKUP, SNAPSHOT = "live", "backup", "snapshot"
 
@@ -54,19 +54,6 @@ class SourceChoice:
     snapshot: str | None = None  # a SQLite file, or a PostgreSQL database name or URL
 
 
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    seconds: float
-    rows: int | None = None
-
-    @property
-    def rows_per_second(self) -> float | None:
-        if self.rows is None or self.seconds <= 0:
-            return None
-        return round(self.rows / self.seconds)
-
-
 @dataclass
 class Copies:
     engine: str
@@ -77,7 +64,7 @@ class Copies:
     before: DatabaseTarget
     work: DatabaseTarget
     fingerprints: dict[str, TableFingerprint]  # the source's = the work copy's before the run
-    phases: list[Phase] = field(default_factory=list)
+    phases: tuple[Phase, ...] = ()  # making them, timed (the dry run reports them among its own)
     kept: tuple[str, ...] = ()  # where the copies stay with --keep-copy
 
     @property
@@ -101,12 +88,11 @@ def prove_identical(source: dict[str, TableFingerprint], copy: dict[str, TableFi
         )
 
 
-def restore_backup(stack: ExitStack, restored_backup, backup_id: str, phases: list[Phase]) -> tuple[str, DatabaseTarget]:
+def restore_backup(stack: ExitStack, restored_backup, backup_id: str, timer: PhaseTimer) -> tuple[str, DatabaseTarget]:
     """The backup restored into scratch until `stack` closes, timed as a phase; its id
     (`latest` resolved) and the scratch copy."""
-    started = time.perf_counter()
-    resolved_id, restored = stack.enter_context(restored_backup(backup_id))
-    phases.append(Phase("restore backup", time.perf_counter() - started))
+    with timer.phase("restore backup"):
+        resolved_id, restored = stack.enter_context(restored_backup(backup_id))
     return resolved_id, restored.target
 
 

@@ -290,9 +290,6 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
             "the backup holds DIRTY data (audit violations below): restoring it brings them back; "
             "prefer a clean backup if there is one (`integrity backup list`)"
         )
-    if options.keep_newer and not options.safety_backup:
-        # salvage re-applies rows from the pre-restore data: without the safety backup there is none (SQLite).
-        raise PreconditionFailed("--keep-newer re-applies rows from the safety backup; it cannot be combined with --no-safety-backup")
     if not live.exists:
         if options.keep_newer:
             raise PreconditionFailed(f"--keep-newer: the live database {target.display} does not exist, so there is nothing newer to keep; run without it")

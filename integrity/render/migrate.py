@@ -78,19 +78,19 @@ def render_dry_run(report, console: Console) -> None:
         for column in ("table", "before", "after", "lost", "added", "changed"):
             tables.add_column(column, justify="left" if column == "table" else "right")
         for t in report.tables:
-            tables.add_row(t["table"], f"{t['rows_before']:,}", f"{t['rows_after']:,}", f"{t['lost']:,}", f"{t['added']:,}", f"{t['changed']:,}")
+            tables.add_row(t.table, f"{t.rows_before:,}", f"{t.rows_after:,}", f"{t.lost:,}", f"{t.added:,}", f"{t.changed:,}")
         console.print(tables)
     for table in report.tables:
-        for column, moved in table.get("statistics", {}).items():
-            console.print(f"statistics {table['table']}.{column}: {_statistics_line(moved['before'], '(new column)')} -> {_statistics_line(moved['after'], '(gone)')}", **_PLAIN)
+        for column, moved in table.statistics.items():
+            console.print(f"statistics {table.table}.{column}: {_statistics_line(moved['before'], '(new column)')} -> {_statistics_line(moved['after'], '(gone)')}", **_PLAIN)
     for change in report.schema_changes:
-        target = change["table"] or ""
-        if change["column"]:
-            target += f".{change['column']}"
-        values = f": {change['before']} -> {change['after']}" if change["before"] or change["after"] else ""
-        console.print(f"schema: {change['kind']} {target}{values}", **_PLAIN)
-    if report.round_trip:
-        console.print(f"round trip: downgrade {report.round_trip.get('downgrade')}, upgrade again {report.round_trip.get('upgrade_again')}", **_PLAIN)
+        target = change.table or ""
+        if change.column:
+            target += f".{change.column}"
+        values = f": {change.before} -> {change.after}" if change.before or change.after else ""
+        console.print(f"schema: {change.kind} {target}{values}", **_PLAIN)
+    if report.round_trip.reached:
+        console.print(f"round trip: downgrade {report.round_trip.downgrade}, upgrade again {report.round_trip.upgrade_again}", **_PLAIN)
     for finding in report.findings:
         console.print(_finding_line(finding), **_PLAIN)
     for kept in report.kept_copies:
@@ -136,7 +136,7 @@ def markdown(report) -> str:
     if report.tables:
         lines += ["| table | before | after | lost | added | changed |", "|---|---:|---:|---:|---:|---:|"]
         for t in report.tables:
-            lines.append(f"| {t['table']} | {t['rows_before']:,} | {t['rows_after']:,} | {t['lost']:,} | {t['added']:,} | {t['changed']:,} |")
+            lines.append(f"| {t.table} | {t.rows_before:,} | {t.rows_after:,} | {t.lost:,} | {t.added:,} | {t.changed:,} |")
         lines.append("")
     if report.phases:
         lines.append("Phases: " + ", ".join(f"{p.name} {p.seconds:.2f} s" for p in report.phases) + ".")
