@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, parse_database_url
 from game_core.errors import DatabaseUnreachable, Failure
 from integrity.db.claims import claimed_path
-from integrity.db.connect import Database, maintenance
+from integrity.db.connect import MAINTENANCE_DATABASE, Database, maintenance
 from integrity.db.sql import error_reason, quote
 from integrity.progress import NO_PROGRESS, Reporter
 
@@ -117,6 +117,13 @@ class DatabaseEngine(Protocol):
 
     def remove_leftovers(self, state_dir: Path) -> list[str]:
         """Remove what a killed restore left (staging copies); return their names."""
+
+    def took(self, manifest) -> bool:
+        """Whether `manifest`'s backup was taken of this database (the same file, or the
+        same database on the same server); manifests record their source since issue 13."""
+
+    def restore_refusal(self) -> str | None:
+        """Why this database can never be restored in place, or None."""
 
     def kept_database(self, name: str) -> DatabaseTarget | None:
         """The old live a restore renamed to `name` and kept beside live; None where a
@@ -224,6 +231,13 @@ class SqliteEngine:
         from integrity.db import sqlite_swap
 
         return sqlite_swap.remove_leftovers(state_dir, self._path)
+
+    def took(self, manifest) -> bool:
+        path = (manifest.source or {}).get("path") or manifest.source_path
+        return path is not None and Path(path).resolve() == self._path.resolve()
+
+    def restore_refusal(self) -> str | None:
+        return None
 
     def kept_database(self, name: str) -> DatabaseTarget | None:
         return None
@@ -366,6 +380,22 @@ class PostgresEngine:
         from integrity.db import postgres_swap
 
         return postgres_swap.remove_leftovers(self._live)
+
+    def took(self, manifest) -> bool:
+        source, url = manifest.source or {}, self._live.url
+        if not source.get("database"):
+            return manifest.source_url == self._live.masked
+        return (
+            source.get("database") == url.database
+            and str(source.get("port") or 5432) == str(url.port or 5432)
+            and source.get("host") == (url.host or "local socket")
+        )
+
+    def restore_refusal(self) -> str | None:
+        if self._live.url.database == MAINTENANCE_DATABASE:
+            return (f"the database {MAINTENANCE_DATABASE!r} is the maintenance database the swap runs from; "
+                    "keep the game's data in a database of its own")
+        return None
 
     def kept_database(self, name: str) -> DatabaseTarget | None:
         return DatabaseTarget(self._live.url.set(database=name))

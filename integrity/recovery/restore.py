@@ -41,11 +41,10 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget
+from game_core.db import DatabaseTarget
 from game_core.errors import DatabaseUnreachable, ExitCode, Failure, PreconditionFailed
 from game_core.schema_state import MIGRATE_HINT, current_revision
 from integrity.backups.catalog import SAFETY_LABEL_PREFIX, BackupState, fold_journal, is_safety, pin, resolve_backup, with_manifest_facts
@@ -53,7 +52,7 @@ from integrity.backups.repository import AuditVerdict, BackupCorrupt, Event, Man
 from integrity.backups.statistics import AGGREGATES, compare_statistics, store_identity, table_statistics
 from integrity.backups.verify import engine_check, quick_verify
 from integrity.crashpoints import crash_point
-from integrity.db.connect import MAINTENANCE_DATABASE, Database, guarded_target, one_snapshot
+from integrity.db.connect import Database, guarded_target, one_snapshot
 from integrity.db.engines import Staged, engine_for
 from integrity.db.locks import database_lock
 from integrity.db.sql import error_reason, table_row_counts
@@ -210,7 +209,8 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     game_backup = manifest.source_identity is not None or manifest.revision is not None
     # A safety backup goes back where it came from, whatever that database is: it holds
     # exactly what was there before a restore replaced it.
-    homecoming = is_safety(manifest) and taken_of(manifest, target)
+    database_engine = engine_for(Database.of(settings))
+    homecoming = is_safety(manifest) and database_engine.took(manifest)
     if live.exists and live.kind == FOREIGN and not homecoming:
         raise NotTheGameStore(
             f"{target.display} is not the typing game's database (no store identity, no schema revision of the "
@@ -242,11 +242,9 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         warnings.append("live has no readable store identity (store_identity missing or empty): cannot prove the backup is of this store")
     elif live.exists and live.kind == FOREIGN:
         warnings.append(f"live is not the game's database: this safety backup brings back what {target.display} held before a restore replaced it")
-    if target.kind == POSTGRESQL and target.url.database == MAINTENANCE_DATABASE:
-        raise PreconditionFailed(
-            f"the database {MAINTENANCE_DATABASE!r} is the maintenance database the swap runs from; "
-            "keep the game's data in a database of its own"
-        )
+    refusal = database_engine.restore_refusal()
+    if refusal:
+        raise PreconditionFailed(refusal)
     relation, head = _revision_relation(manifest.revision)
     if not game_backup:
         relation = "none"
@@ -368,22 +366,6 @@ class _Live:
         return FOREIGN if self.tables else EMPTY
 
 
-def taken_of(manifest: Manifest, target: DatabaseTarget) -> bool:
-    """Was this backup taken of the database `target` names (the same file, or the same
-    database on the same server)? Manifests record the source since issue 13."""
-    source = manifest.source or {}
-    if target.kind == SQLITE:
-        path = source.get("path") or manifest.source_path
-        return path is not None and Path(path).resolve() == target.sqlite_path.resolve()
-    if not source.get("database"):
-        return manifest.source_url == target.masked
-    return (
-        source.get("database") == target.url.database
-        and str(source.get("port") or 5432) == str(target.url.port or 5432)
-        and source.get("host") == (target.url.host or "local socket")
-    )
-
-
 def table_names(connection) -> tuple[str, ...]:
     """Every table and view a database holds (what a restore replaces), sorted."""
     if connection.dialect.name == "sqlite":
@@ -412,7 +394,8 @@ def _listed(tables: tuple[str, ...], limit: int = 12) -> str:
 
 def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
     """Identity, counts and aggregates of live, read only; a missing live is a fact, not an error."""
-    presence = engine_for(Database.of(settings)).presence(state_dir=settings.state.dir)
+    database_engine = engine_for(Database.of(settings))
+    presence = database_engine.presence(state_dir=settings.state.dir)
     sessions, found = list(presence.sessions), list(presence.leftovers)
     if not presence.exists:
         return _Live(exists=False, leftovers=found)
@@ -420,12 +403,10 @@ def _live_facts(settings: Settings, target: DatabaseTarget) -> _Live:
     try:
         engine = opened.enter_context(Database.of(settings).reader())
     except DatabaseUnreachable as exc:
-        if target.kind != SQLITE:
+        hint = database_engine.unopenable_live_hint()
+        if hint is None:
             raise
-        raise DatabaseUnreachable(
-            f"{getattr(exc, 'cause', exc)}; if the live file is damaged beyond use, move it aside (with its -wal "
-            "and -shm files) and run the restore again: it then creates the database from the backup"
-        ) from None
+        raise DatabaseUnreachable(f"{getattr(exc, 'cause', exc)}; {hint}") from None
     with opened, engine.connect() as connection:
         try:
             statistics = table_statistics(connection)
