@@ -195,22 +195,67 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
     target = guarded_target(settings)
     live = _live_facts(settings, target)
     backup_id = resolve_backup(repository, options.backup, live.identity)
+    manifest = _intact_manifest(repository, backup_id, options.command)
+    game_backup = manifest.source_identity is not None or manifest.revision is not None
+    # A safety backup goes back where it came from, whatever that database is: it holds
+    # exactly what was there before a restore replaced it.
+    database_engine = engine_for(Database.of(settings))
+    homecoming = is_safety(manifest) and database_engine.took(manifest)
+    warnings = _check_source(manifest, target, live, options, game_backup=game_backup, homecoming=homecoming)
+    refusal = database_engine.restore_refusal()
+    if refusal:
+        raise PreconditionFailed(refusal)
+    relation, head = _revision_relation(manifest.revision)
+    relation = _check_revision(manifest, relation, head, warnings, game_backup=game_backup, homecoming=homecoming)
+    backup = _backup_facts(settings, repository, manifest, live, now, warnings)
+    _check_live(target, live, options, warnings)
+
+    staging = database_engine.plan_staging(manifest, state_dir=settings.state.dir)
+    found = live.leftovers
+    if found:
+        warnings.append(f"leftovers of an interrupted restore will be removed: {', '.join(found)}")
+    rows: dict = {}
+    backup_tables = {*manifest.tables, "alembic_version"} if game_backup else set()
+    if row_diff and live.exists:
+        rows, backup_tables = _row_differences(settings, repository, manifest, target, options.command)
+    safety = options.safety_backup and live.exists
+    return RestorePlan(
+        backup_id=backup_id, created_at=manifest.created_at, age_seconds=int((now - manifest.created).total_seconds()),
+        label=manifest.label, engine=manifest.engine, database=target.display, database_name=database_name(target),
+        live_exists=live.exists, states=backup.states, deep_verified=backup.state.deep_verified,
+        audit=backup.state.audit, backup_revision=manifest.revision, head_revision=head, revision=relation,
+        backup_identity=manifest.source_identity, live_identity=live.identity,
+        changes=_changes(manifest, live.statistics, rows),
+        backup_violations=backup.violations, live_violations=backup.live_violations,
+        safety_backup=safety_label(backup_id) if safety else None,
+        safety_pinned_hours=settings.restore.safety_pin_hours if safety else None,
+        sessions=tuple(live.sessions), staging=staging, leftovers=tuple(found), keep_newer=options.keep_newer,
+        warnings=tuple(warnings),
+        disappearing=tuple(t for t in live.tables if _bare(t) not in backup_tables),
+        disappearing_exact=bool(row_diff and live.exists), live_tables=live.tables, game_backup=game_backup,
+    )
+
+
+def _intact_manifest(repository: Repository, backup_id: str, command: str) -> Manifest:
+    """The backup's manifest once every hash matched; a backup that is not intact is refused (exit 5)."""
     try:
-        manifest = quick_verify(repository, backup_id)
+        return quick_verify(repository, backup_id)
     except BackupCorrupt as exc:
-        repository.record_quick_check(backup_id, problem=str(exc), by=options.command)
+        repository.record_quick_check(backup_id, problem=str(exc), by=command)
         raise BackupNotIntact(f"{exc}; a backup that is not intact is never restored: choose another with `integrity backup list`") from None
+
+
+def _check_source(manifest: Manifest, target: DatabaseTarget, live: _Live, options: RestoreOptions, *,
+                  game_backup: bool, homecoming: bool) -> list[str]:
+    """Refusals (exit 4) of a backup that does not belong on this database; the warnings
+    about what it is of and what live is."""
+    backup_id = manifest.id
     if manifest.engine != target.kind:
         raise EngineMismatch(
             f"backup {backup_id} is a {manifest.engine} backup but the database {target.display} is {target.kind}; "
             "a restore never converts between engines: restore a backup of this database"
         )
     warnings: list[str] = []
-    game_backup = manifest.source_identity is not None or manifest.revision is not None
-    # A safety backup goes back where it came from, whatever that database is: it holds
-    # exactly what was there before a restore replaced it.
-    database_engine = engine_for(Database.of(settings))
-    homecoming = is_safety(manifest) and database_engine.took(manifest)
     if live.exists and live.kind == FOREIGN and not homecoming:
         raise NotTheGameStore(
             f"{target.display} is not the typing game's database (no store identity, no schema revision of the "
@@ -242,10 +287,15 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         warnings.append("live has no readable store identity (store_identity missing or empty): cannot prove the backup is of this store")
     elif live.exists and live.kind == FOREIGN:
         warnings.append(f"live is not the game's database: this safety backup brings back what {target.display} held before a restore replaced it")
-    refusal = database_engine.restore_refusal()
-    if refusal:
-        raise PreconditionFailed(refusal)
-    relation, head = _revision_relation(manifest.revision)
+    return warnings
+
+
+def _check_revision(manifest: Manifest, relation: str, head: str, warnings: list[str], *, game_backup: bool,
+                    homecoming: bool) -> str:
+    """The backup's revision against this code's ("current", "older", "none" for a backup
+    that is not the game's, or "unknown" for a safety backup going home); a revision this
+    code does not know is refused (exit 4)."""
+    backup_id = manifest.id
     if not game_backup:
         relation = "none"
         warnings.append(
@@ -262,7 +312,21 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
         )
     if relation == "older":
         warnings.append(f"the backup is at revision {manifest.revision}, behind this code's head {head}: after the restore, {MIGRATE_HINT}")
+    return relation
 
+
+@dataclass(frozen=True)
+class _BackupFacts:
+    state: BackupState
+    states: tuple[str, ...]
+    violations: tuple[dict, ...]
+    live_violations: tuple[dict, ...] | None
+
+
+def _backup_facts(settings: Settings, repository: Repository, manifest: Manifest, live: _Live, now: datetime,
+                  warnings: list[str]) -> _BackupFacts:
+    """What the journal says of the backup (states, verification, audit), warned about."""
+    backup_id = manifest.id
     if is_safety(manifest):
         warnings.append(
             f"this is the safety backup a restore took ({manifest.label!r}): live's data as it was before that "
@@ -288,56 +352,16 @@ def plan_restore(settings: Settings, options: RestoreOptions, *, row_diff: bool 
             "the backup holds DIRTY data (audit violations below): restoring it brings them back; "
             "prefer a clean backup if there is one (`integrity backup list`)"
         )
+    return _BackupFacts(state, states, backup_violations, live_violations)
+
+
+def _check_live(target: DatabaseTarget, live: _Live, options: RestoreOptions, warnings: list[str]) -> None:
     if not live.exists:
         if options.keep_newer:
             raise PreconditionFailed(f"--keep-newer: the live database {target.display} does not exist, so there is nothing newer to keep; run without it")
         warnings.append(f"the live database {target.display} does not exist: the restore creates it (no safety backup needed)")
     elif not options.safety_backup:
         warnings.append("--no-safety-backup: the data live holds now is lost for good after the swap")
-
-    staging = engine_for(Database.of(settings)).plan_staging(manifest, state_dir=settings.state.dir)
-    found = live.leftovers
-    if found:
-        warnings.append(f"leftovers of an interrupted restore will be removed: {', '.join(found)}")
-
-    rows: dict = {}
-    backup_tables = {*manifest.tables, "alembic_version"} if game_backup else set()
-    exact = False
-    if row_diff and live.exists:
-        rows, backup_tables = _row_differences(settings, repository, manifest, target, options.command)
-        exact = True
-    return RestorePlan(
-        backup_id=backup_id,
-        created_at=manifest.created_at,
-        age_seconds=int((now - manifest.created).total_seconds()),
-        label=manifest.label,
-        engine=manifest.engine,
-        database=target.display,
-        database_name=database_name(target),
-        live_exists=live.exists,
-        states=states,
-        deep_verified=state.deep_verified,
-        audit=state.audit,
-        backup_revision=manifest.revision,
-        head_revision=head,
-        revision=relation,
-        backup_identity=manifest.source_identity,
-        live_identity=live.identity,
-        changes=_changes(manifest, live.statistics, rows),
-        backup_violations=backup_violations,
-        live_violations=live_violations,
-        safety_backup=safety_label(backup_id) if (options.safety_backup and live.exists) else None,
-        safety_pinned_hours=settings.restore.safety_pin_hours if (options.safety_backup and live.exists) else None,
-        sessions=tuple(live.sessions),
-        staging=staging,
-        leftovers=tuple(found),
-        keep_newer=options.keep_newer,
-        warnings=tuple(warnings),
-        disappearing=tuple(t for t in live.tables if _bare(t) not in backup_tables),
-        disappearing_exact=exact,
-        live_tables=live.tables,
-        game_backup=game_backup,
-    )
 
 
 def safety_label(backup_id: str) -> str:
@@ -589,8 +613,6 @@ def apply_restore(
 ) -> RestoreResult:
     """Perform a plan; live stays exactly as it was unless the swap commits."""
     crash_point("restore:planned")
-    target = guarded_target(settings)
-    repository = Repository.of(settings)
     how = consent.confirm(
         f"restore backup {plan.backup_id} over {plan.database} (its current data is replaced)",
         expected=plan.database_name, subject=plan,
@@ -601,87 +623,150 @@ def apply_restore(
     # The recovery time is the machine's: it starts once consent is given, however long
     # the operator took to type it.
     started = time.perf_counter()
-    # A failed phase is not announced: its error is the message the operator gets.
-    phases = PhaseTimer(on_end=lambda phase: notify(_phase_line(phase)) if phase.ok else None)
-    outcome: dict = {}
+    run = _Applying(
+        settings=settings, plan=plan, options=options, consent=consent, how=how, notify=notify,
+        repository=Repository.of(settings), target=guarded_target(settings), restorer=_Restorer(settings),
+        # A failed phase is not announced: its error is the message the operator gets.
+        phases=PhaseTimer(on_end=lambda phase: notify(_phase_line(phase)) if phase.ok else None),
+    )
     with ExitStack() as locks:
-        with phases.phase("lock"):
-            locks.enter_context(repository.writer_lock(command=options.command, wait_seconds=options.lock_wait))
-            locks.enter_context(database_lock(target, state_dir=settings.state.dir, command=options.command,
-                                              wait_seconds=options.lock_wait))
-        crash_point("restore:locked")
-        with phases.phase("verify") as phase:
-            try:
-                manifest = quick_verify(repository, plan.backup_id)
-            except BackupCorrupt as exc:
-                repository.record_quick_check(plan.backup_id, problem=str(exc), by=options.command)
-                raise BackupNotIntact(f"{exc}; nothing was changed") from None
-            phase.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
-        crash_point("restore:verified")
-        restorer = _Restorer(settings)
-        with phases.phase("staging") as phase:
-            outcome["removed_leftovers"] = tuple(restorer.remove_leftovers())
-            restorer.stage(repository, manifest)
-            phase.detail = restorer.staging_description
+        manifest = _lock_and_verify(run, locks)
+        with run.phases.phase("staging") as phase:
+            run.outcome["removed_leftovers"] = tuple(run.restorer.remove_leftovers())
+            run.restorer.stage(run.repository, manifest)
+            phase.detail = run.restorer.staging_description
         try:
             crash_point("restore:staged")
-            with phases.phase("verify-staging") as phase, _journal_failure(repository, plan.backup_id, options.command, "restore"):
-                report, staging_tables = restorer.verify_staging(manifest, audit=plan.game_backup)
-                bare = {_bare(name) for name in staging_tables}
-                outcome["removed_tables"] = tuple(t for t in plan.live_tables if _bare(t) not in bare)
-                if report is None:
-                    phase.detail = "counts and aggregates match the manifest; not the game's data: no audit"
-                else:
-                    outcome["staging_audit"] = AuditVerdict.of(report.ok)
-                    outcome["staging_violations"] = _violations(report)
-                    phase.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
-            if report is not None and not report.ok and plan.audit is not AuditVerdict.DIRTY:
-                # The plan did not know: ask again now that the violations are known.
-                notify("warning: the staging copy holds DIRTY data: " + "; ".join(
-                    f"{v['rule']}: {v['failing_rows']} rows" for v in outcome["staging_violations"] if v["severity"] == "error"))
-                if how != "--yes":
-                    consent.confirm(f"restore DIRTY data over {plan.database}", expected=plan.database_name)
+            _verify_staging(run, manifest)
             crash_point("restore:staging-verified")
-            if not terminate:
-                current = restorer.engine.live_sessions()  # the game may have connected since the plan
-                if current:
-                    terminate = _consent_to_end_sessions(consent, plan, current)
-
-            def take_safety_backup() -> None:
-                # Called by the engine where no write made after it can be lost (issue 14):
-                # SQLite inside the swap's write transaction, PostgreSQL just before the
-                # rename that keeps live as it was then.
-                with phases.phase("safety-backup") as phase:
-                    outcome.update(_safety_backup(settings, repository, plan, options))
-                    phase.detail = f"{outcome['safety_backup_id']} pinned until {outcome['safety_pinned_until']}"
-                crash_point("restore:safety-backup-taken")
-
-            with phases.phase("swap") as phase:
-                swapped = restorer.swap(terminate=terminate, safety_backup=take_safety_backup if plan.safety_backup else None)
-                outcome.update(swapped)
-                phase.detail = restorer.swap_description
+            _swap(run, terminate)
         except BaseException:
-            restorer.discard_staging()
+            run.restorer.discard_staging()
             raise
         crash_point("restore:swapped")
-        error = None
         try:
-            with phases.phase("post-check") as phase, _journal_failure(repository, plan.backup_id, options.command, "restore post-check"):
-                outcome["post_check"] = _post_check(settings, target, manifest)
-                phase.detail = outcome["post_check"]
-            crash_point("restore:checked")
-            if options.keep_newer:
-                with phases.phase("salvage") as phase:
-                    try:
-                        outcome["salvage"] = restorer.salvage(repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
-                        phase.detail = _salvage_detail(outcome["salvage"])
-                    except (Failure, sa.exc.DBAPIError) as exc:
-                        error = _salvage_failed(exc, outcome)
-                        phase.detail = "failed"
-                crash_point("restore:salvaged")
+            error = _after_swap(run, manifest)
         finally:
-            with phases.phase("cleanup"):
-                restorer.discard_staging()
+            with run.phases.phase("cleanup"):
+                run.restorer.discard_staging()
+    next_steps = _next_steps(run)  # first: it adds the kept database's drop command to the outcome
+    return RestoreResult(
+        plan=plan,
+        phases=tuple(phase.as_(PhaseTiming) for phase in run.phases.done),
+        total_seconds=time.perf_counter() - started,
+        consent=how,
+        next_steps=next_steps,
+        error=error,
+        **{k: v for k, v in run.outcome.items() if k in _RESULT_FIELDS},
+    )
+
+
+@dataclass
+class _Applying:
+    """One restore being applied: what its phases share, and the facts they found for the result."""
+
+    settings: Settings
+    plan: RestorePlan
+    options: RestoreOptions
+    consent: Consent
+    how: str  # how consent was given: "--yes" or "typed"
+    notify: Callable[[str], None]
+    repository: Repository
+    target: DatabaseTarget
+    restorer: _Restorer
+    phases: PhaseTimer
+    outcome: dict = field(default_factory=dict)  # RestoreResult's fields, as they become known
+
+
+def _lock_and_verify(run: _Applying, locks: ExitStack) -> Manifest:
+    """The writer locks (invariant 6), held until `locks` closes, then the backup's hashes again, under them (invariant 4)."""
+    options = run.options
+    with run.phases.phase("lock"):
+        locks.enter_context(run.repository.writer_lock(command=options.command, wait_seconds=options.lock_wait))
+        locks.enter_context(database_lock(run.target, state_dir=run.settings.state.dir, command=options.command,
+                                          wait_seconds=options.lock_wait))
+    crash_point("restore:locked")
+    with run.phases.phase("verify") as phase:
+        try:
+            manifest = quick_verify(run.repository, run.plan.backup_id)
+        except BackupCorrupt as exc:
+            run.repository.record_quick_check(run.plan.backup_id, problem=str(exc), by=options.command)
+            raise BackupNotIntact(f"{exc}; nothing was changed") from None
+        phase.detail = f"{len(manifest.files)} file(s), {manifest.size / 1e6:,.1f} MB"
+    crash_point("restore:verified")
+    return manifest
+
+
+def _verify_staging(run: _Applying, manifest: Manifest) -> None:
+    """The staging copy holds what the manifest says and passes the audits; dirty data the
+    plan did not know of needs consent again."""
+    plan, outcome = run.plan, run.outcome
+    with run.phases.phase("verify-staging") as phase, \
+            _journal_failure(run.repository, plan.backup_id, run.options.command, "restore"):
+        report, staging_tables = run.restorer.verify_staging(manifest, audit=plan.game_backup)
+        bare = {_bare(name) for name in staging_tables}
+        outcome["removed_tables"] = tuple(t for t in plan.live_tables if _bare(t) not in bare)
+        if report is None:
+            phase.detail = "counts and aggregates match the manifest; not the game's data: no audit"
+        else:
+            outcome["staging_audit"] = AuditVerdict.of(report.ok)
+            outcome["staging_violations"] = _violations(report)
+            phase.detail = f"counts and aggregates match the manifest; audit {outcome['staging_audit']}"
+    if report is not None and not report.ok and plan.audit is not AuditVerdict.DIRTY:
+        # The plan did not know: ask again now that the violations are known.
+        run.notify("warning: the staging copy holds DIRTY data: " + "; ".join(
+            f"{v['rule']}: {v['failing_rows']} rows" for v in outcome["staging_violations"] if v["severity"] == "error"))
+        if run.how != "--yes":
+            run.consent.confirm(f"restore DIRTY data over {plan.database}", expected=plan.database_name)
+
+
+def _swap(run: _Applying, terminate: bool) -> None:
+    """The swap, with the safety backup taken inside it; sessions the game opened since the
+    plan are ended only with consent."""
+    if not terminate:
+        current = run.restorer.engine.live_sessions()  # the game may have connected since the plan
+        if current:
+            terminate = _consent_to_end_sessions(run.consent, run.plan, current)
+
+    def take_safety_backup() -> None:
+        # Called by the engine where no write made after it can be lost (issue 14):
+        # SQLite inside the swap's write transaction, PostgreSQL just before the
+        # rename that keeps live as it was then.
+        with run.phases.phase("safety-backup") as phase:
+            run.outcome.update(_safety_backup(run.settings, run.repository, run.plan, run.options))
+            phase.detail = f"{run.outcome['safety_backup_id']} pinned until {run.outcome['safety_pinned_until']}"
+        crash_point("restore:safety-backup-taken")
+
+    with run.phases.phase("swap") as phase:
+        swapped = run.restorer.swap(terminate=terminate, safety_backup=take_safety_backup if run.plan.safety_backup else None)
+        run.outcome.update(swapped)
+        phase.detail = run.restorer.swap_description
+
+
+def _after_swap(run: _Applying, manifest: Manifest) -> str | None:
+    """The post-check, then with --keep-newer the salvage; what went wrong with a salvage
+    (the restore itself succeeded), or None."""
+    outcome, error = run.outcome, None
+    with run.phases.phase("post-check") as phase, \
+            _journal_failure(run.repository, run.plan.backup_id, run.options.command, "restore post-check"):
+        outcome["post_check"] = _post_check(run.settings, run.target, manifest)
+        phase.detail = outcome["post_check"]
+    crash_point("restore:checked")
+    if run.options.keep_newer:
+        with run.phases.phase("salvage") as phase:
+            try:
+                outcome["salvage"] = run.restorer.salvage(run.repository, outcome.get("safety_backup_id"), outcome.get("old_database"))
+                phase.detail = _salvage_detail(outcome["salvage"])
+            except (Failure, sa.exc.DBAPIError) as exc:
+                error = _salvage_failed(exc, outcome)
+                phase.detail = "failed"
+        crash_point("restore:salvaged")
+    return error
+
+
+def _next_steps(run: _Applying) -> tuple[str, ...]:
+    """What the operator does next: migrate an older revision, drop the kept database, salvage."""
+    plan, outcome = run.plan, run.outcome
     next_steps = []
     if plan.revision == "older":
         next_steps.append(f"the restored database is at revision {plan.backup_revision}, behind head {plan.head_revision}: {MIGRATE_HINT}")
@@ -693,22 +778,14 @@ def apply_restore(
             f"the previous database is kept as {outcome['old_database']}; once you no longer need it: "
             f"{outcome['drop_old_database']}"
         )
-    if not options.keep_newer and (outcome.get("old_database") or outcome.get("safety_backup_id")):
+    if not run.options.keep_newer and (outcome.get("old_database") or outcome.get("safety_backup_id")):
         source = (f"--from-database {outcome['old_database']}" if outcome.get("old_database")
                   else f"--from-backup {outcome['safety_backup_id']}")
         next_steps.append(
             f"rows written since the backup are in the pre-restore data: `integrity salvage {source} --dry-run` "
             "shows what can be re-applied"
         )
-    return RestoreResult(
-        plan=plan,
-        phases=tuple(phase.as_(PhaseTiming) for phase in phases.done),
-        total_seconds=time.perf_counter() - started,
-        consent=how,
-        next_steps=tuple(next_steps),
-        error=error,
-        **{k: v for k, v in outcome.items() if k in _RESULT_FIELDS},
-    )
+    return tuple(next_steps)
 
 
 def _consent_to_end_sessions(consent: Consent, plan: RestorePlan, sessions: list) -> bool:
