@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from game_core.errors import ExitCode, InvalidInput, PreconditionFailed
+from integrity.db.connect import one_snapshot
+from integrity.db.sql import error_reason
 from integrity.tablediff.backup_live import EnginesDiffer, TableDiff, check_tables, diff_databases
 
 
@@ -137,12 +139,10 @@ def diff_backup(
 def _diff_live_and_copy(live_engine, copy_engine, tables: list[str], sample_limit: int, where: str) -> list[TableDiff]:
     try:
         with live_engine.connect() as live, copy_engine.connect() as backup:
-            if live.dialect.name == "postgresql":
-                # One snapshot of live for every table: the game keeps writing meanwhile.
-                live = live.execution_options(isolation_level="REPEATABLE READ")
+            live = one_snapshot(live)  # one snapshot of live for every table: the game keeps writing meanwhile
             return diff_databases(live, backup, tables=tables, sample_limit=sample_limit)
     except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        reason = error_reason(exc)
         raise DiffCouldNotRun(
             f"the diff could not read {where} or the restored backup: {reason}; check the database "
             "(and [database] statement_timeout_ms) and run it again"
