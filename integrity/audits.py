@@ -154,19 +154,72 @@ def run_audit(
     now = _utc(now)
     history = AuditHistory(ledger.engine)
     whole_catalogue = not rules and not tables
-
-    since: dict[str, int] | None = None
-    note = None
-    if since_last:
-        last = history.last(whole_catalogue=True)
-        if last is None:
-            note = "--since-last: no earlier whole-catalogue audit in the history, so this is a full audit"
-        else:
-            since = {str(k): int(v) for k, v in last.watermarks.items()}
-
+    since, note = _since_last(history) if since_last else (None, None)
     day = (now.date() - timedelta(days=1)).isoformat()
-    started = time.perf_counter()
     live = Database.of(settings)
+    read = _read(settings, live, history, since=since, note=note, day=day, whole_catalogue=whole_catalogue,
+                 rules=rules, tables=tables, engine=engine, samples=samples, chunk_size=chunk_size, now=now)
+    scope = INCREMENTAL if read.since is not None else FULL
+
+    earlier = history.runs(limit=_COMPARE_RUNS, scope=scope)
+    outcomes = tuple(_outcome(finding, earlier) for finding in read.report.findings)
+    counts = tuple(RuleCount(o.rule, o.severity, o.failing_rows, o.checked_rows) for o in outcomes)
+    drift = share_jumps(counts, earlier, audit_settings.max_share_jump)
+    mean_wpm = rows_per_day = None
+    if read.day_figures is not None:
+        mean_wpm, rows_per_day = read.day_figures
+        drift += daily_drift(
+            day=day, mean_wpm=mean_wpm, rows=rows_per_day,
+            recorded=history.daily_values(before_day=day, days=audit_settings.drift_window_runs),
+            min_history=audit_settings.drift_min_history,
+        )
+    watermarks = {str(k): int(v) for k, v in (read.report.watermarks or {}).items()}
+    selected = None if whole_catalogue else tuple(o.rule for o in outcomes)
+    error_rules = tuple(o.rule for o in outcomes if o.status == "fail" and o.severity == "error")
+    warn_rules = tuple(o.rule for o in outcomes if o.status == "fail" and o.severity != "error")
+    recorded_day = day if read.day_figures is not None else None
+    audit_id = history.record(NewAudit(
+        run_id=run_id, started_at=now, seconds=read.seconds, engine=engine, scope=scope, rules=selected,
+        since=read.since, watermarks=watermarks, ok=not error_rules,
+        counts=counts, day=recorded_day, mean_wpm_day=mean_wpm,
+        rows_per_day=rows_per_day, drift=tuple(w.message for w in drift),
+    ))
+    removed = history.prune(now=now, retention_days=audit_settings.history_retention_days)
+    return AuditOutcome(
+        audit_id=audit_id, engine=engine, database=live.display, scope=scope, since=read.since, note=read.note,
+        audited_at=now, seconds=read.seconds, rules_selected=selected, watermarks=watermarks,
+        compared_with=earlier[0].id if earlier else None,
+        day=recorded_day, mean_wpm_day=mean_wpm, rows_per_day=rows_per_day,
+        rules=outcomes, drift=tuple(drift), history_removed=removed,
+        ok=not error_rules, error_rules=error_rules, warn_rules=warn_rules,
+    )
+
+
+def _since_last(history: AuditHistory) -> tuple[dict[str, int] | None, str | None]:
+    """The watermarks of the newest whole-catalogue run (None: audit everything), and why not."""
+    last = history.last(whole_catalogue=True)
+    if last is None:
+        return None, "--since-last: no earlier whole-catalogue audit in the history, so this is a full audit"
+    return {str(k): int(v) for k, v in last.watermarks.items()}, None
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What the audit read in its one snapshot."""
+
+    report: Any  # checks.AuditReport
+    day_figures: tuple[float | None, int] | None  # mean wpm and rows of the day, when measured
+    since: dict[str, int] | None  # None: a full audit
+    note: str | None
+    seconds: float
+
+
+def _read(settings: Settings, live: Database, history: AuditHistory, *, since, note, day: str, whole_catalogue: bool,
+          rules, tables, engine: str, samples: int, chunk_size: int, now: datetime) -> _Read:
+    """The audits and the day's figures, in one read-only snapshot of the guarded database."""
+    import checks
+
+    started = time.perf_counter()
     try:
         with live.snapshot() as connection:  # it only reads; rolled back
             _require_schema(connection, live.display)
@@ -184,40 +237,7 @@ def run_audit(
                 day_figures = _day_figures(connection, date.fromisoformat(day))
     except sa.exc.DBAPIError as exc:
         raise _could_not_run(exc, settings, live.display) from None
-    seconds = time.perf_counter() - started
-    scope = INCREMENTAL if since is not None else FULL
-
-    earlier = history.runs(limit=_COMPARE_RUNS, scope=scope)
-    outcomes = tuple(_outcome(finding, earlier) for finding in report.findings)
-    counts = tuple(RuleCount(o.rule, o.severity, o.failing_rows, o.checked_rows) for o in outcomes)
-    drift = share_jumps(counts, earlier, audit_settings.max_share_jump)
-    mean_wpm = rows_per_day = None
-    if day_figures is not None:
-        mean_wpm, rows_per_day = day_figures
-        drift += daily_drift(
-            day=day, mean_wpm=mean_wpm, rows=rows_per_day,
-            recorded=history.daily_values(before_day=day, days=audit_settings.drift_window_runs),
-            min_history=audit_settings.drift_min_history,
-        )
-    watermarks = {str(k): int(v) for k, v in (report.watermarks or {}).items()}
-    selected = None if whole_catalogue else tuple(o.rule for o in outcomes)
-    error_rules = tuple(o.rule for o in outcomes if o.status == "fail" and o.severity == "error")
-    warn_rules = tuple(o.rule for o in outcomes if o.status == "fail" and o.severity != "error")
-    audit_id = history.record(NewAudit(
-        run_id=run_id, started_at=now, seconds=seconds, engine=engine, scope=scope, rules=selected,
-        since=since, watermarks=watermarks, ok=not error_rules,
-        counts=counts, day=day if day_figures is not None else None, mean_wpm_day=mean_wpm,
-        rows_per_day=rows_per_day, drift=tuple(w.message for w in drift),
-    ))
-    removed = history.prune(now=now, retention_days=audit_settings.history_retention_days)
-    return AuditOutcome(
-        audit_id=audit_id, engine=engine, database=live.display, scope=scope, since=since, note=note,
-        audited_at=now, seconds=seconds, rules_selected=selected, watermarks=watermarks,
-        compared_with=earlier[0].id if earlier else None,
-        day=day if day_figures is not None else None, mean_wpm_day=mean_wpm, rows_per_day=rows_per_day,
-        rules=outcomes, drift=tuple(drift), history_removed=removed,
-        ok=not error_rules, error_rules=error_rules, warn_rules=warn_rules,
-    )
+    return _Read(report, day_figures, since, note, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- history
