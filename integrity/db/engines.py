@@ -1,7 +1,8 @@
 """The engine protocol: what differs between SQLite and PostgreSQL when a backup is
 taken, restored into a fresh database, staged and swapped into live, or copied for a
 dry run. `engine_for(database)` chooses the implementation once, from the target, so the
-orchestrators (create, verify, drill, restore, salvage, the dry run) never branch on it.
+orchestrators (create, check, verify, drill, restore, salvage, the dry run) never
+branch on it.
 
 The implementations hold the algorithm's engine-specific steps; the mechanics they drive
 (pg_dump and pg_restore, the backup API, renames in the maintenance database, claims on
