@@ -313,13 +313,49 @@ def salvage_into(
             # move would collide with a kept one at insert. Its inserts wait for our commit.
             live.execute(sa.text("LOCK TABLE players, results IN SHARE ROW EXCLUSIVE MODE"))
         _advance_sequences(live, source)
+    salvaged_players = _salvage_players(live, source, found["players"], tally, context, write=not dry_run)
+    salvaged_results = _salvage_results(live, source, found["results"], tally, context, salvaged_players, write=not dry_run)
+    reapplied = salvaged_players.reapplied
+    touched = salvaged_results.touched | set(reapplied["ids"])
+    if dry_run:
+        rebuilt = len(touched)  # what a real run would rebuild
+    else:
+        rebuilt = rebuild_derived(live, sorted(touched)).players if touched else 0
+        _advance_sequences(live, None)
+    return SalvageReport(
+        source=source_name,
+        dry_run=dry_run,
+        reapplied={"players": len(reapplied["ids"]), "results": salvaged_results.reapplied},
+        sample_ids={"players": tuple(reapplied["samples"]), "results": tuple(salvaged_results.samples)},
+        renumbered={"players": reapplied["renumbered"], "results": salvaged_results.renumbered},
+        recomputed={"players": 0, "results": salvaged_results.recomputed},
+        recomputed_columns=salvaged_results.recomputed_columns,
+        recomputed_sample_ids=tuple(salvaged_results.recomputed_samples),
+        left_out=tally.left_out(),
+        rebuilt_players=rebuilt,
+        seconds=time.perf_counter() - started,
+    )
 
-    # ---- players: by username, their natural key
+
+@dataclass
+class _Players:
+    """What re-applying the players leaves for their results."""
+
+    map: dict[int, int]  # source player id -> live player id
+    created: dict[int, object]  # live player id -> created_at (for not_before_player)
+    left_out: set[int]  # source ids of players not re-applied
+    reapplied: dict  # _insert_players: ids, samples, renumbered
+
+
+def _salvage_players(live: Connection, source: Connection, ids: list[int], tally: "_Tally", context: AuditContext, *,
+                     write: bool) -> _Players:
+    """Players by username, their natural key: a new one is re-applied (under a new id
+    when theirs was taken since), one live holds is mapped to it."""
     player_map: dict[int, int] = {}  # source player id -> live player id
     created: dict[int, object] = {}  # live player id -> created_at (for not_before_player)
     candidates: dict[int, tuple[object, bool]] = {}  # source id -> (row, its id is taken in live)
     left_players: set[int] = set()
-    for page in _rows(source, players, found["players"]):
+    for page in _rows(source, players, ids):
         complete = []
         for row in page:
             missing = _missing(row, _PLAYER_VALUES)
@@ -359,112 +395,129 @@ def salvage_into(
             continue
         values = {name: getattr(row, name) for name in _PLAYER_VALUES}
         (new_id if id_taken else keep_id).append({"source_id": source_id, **values})
-    reapplied_players = _insert_players(live, keep_id, new_id, player_map, created, write=not dry_run)
+    return _Players(player_map, created, left_players,
+                    _insert_players(live, keep_id, new_id, player_map, created, write=write))
 
-    # ---- results: by (player, started_at), their natural key
-    touched: set[int] = set()
-    result_keep: list[dict] = []
-    result_new: list[dict] = []
-    result_samples: list[int] = []
-    reapplied_results = 0
-    recomputed_results = 0
-    recomputed_columns = {name: 0 for name in DERIVED}
-    recomputed_samples: list[int] = []
-    for page in _rows(source, results, found["results"]):
-        complete = []
-        for row in page:
-            missing = _missing(row, _RESULT_GIVEN)
-            if missing:  # no key to match, or a value nothing can give back
-                tally.add("results", missing, row.id)
-            else:
-                complete.append(row)
-        _map_players(live, source, {row.player_id for row in complete} - set(player_map) - left_players, player_map, created)
-        by_id = {row.id: row for row in live.execute(
-            sa.select(results).where(results.c.id.in_([row.id for row in complete])))}
-        unmatched = []
-        for row in complete:
-            player = player_map.get(row.player_id)
-            if player is None:
-                reason = "player left out" if row.player_id in left_players else "player missing"
-                tally.add("results", reason, row.id)
-                continue
-            same_id = by_id.get(row.id)
-            if same_id is not None and (same_id.player_id, same_id.started_at) == (player, row.started_at):
-                if _values(same_id) != _values(row):
-                    tally.add("results", "changed", row.id)
-                continue
-            unmatched.append((row, player, same_id is not None))
-        if not unmatched:
-            continue
-        keys = [(player, row.started_at) for row, player, _ in unmatched]
-        by_key = {(r.player_id, r.started_at): r for r in live.execute(
-            sa.select(results).where(sa.tuple_(results.c.player_id, results.c.started_at).in_(keys)))}
-        fresh = []
-        for row, player, id_taken in unmatched:
-            existing = by_key.get((player, row.started_at))
-            if existing is not None:
-                if _values(existing) != _values(row):
-                    tally.add("results", "changed", row.id)
-                continue
-            values, differing, problem = _reconstruct(row)
-            if problem:
-                tally.add("results", problem, row.id)
-                continue
-            fresh.append((row, player, id_taken, values, differing))
-        failing = _failing_as_written(
-            source, [{"id": row.id, "player_id": player, **values} for row, player, _, values, _ in fresh], context)
-        for row, player, id_taken, values, differing in fresh:
-            if row.id in failing:
-                tally.add("results", failing[row.id], row.id)
-                continue
-            if player in created and created[player] is not None and row.started_at < created[player]:
-                tally.add("results", NOT_BEFORE_PLAYER, row.id)
-                continue
+
+@dataclass
+class _Results:
+    """What re-applying the results did (counts and a few sample ids)."""
+
+    reapplied: int = 0
+    samples: list[int] = field(default_factory=list)
+    renumbered: int = 0
+    recomputed: int = 0
+    recomputed_columns: dict[str, int] = field(default_factory=lambda: {name: 0 for name in DERIVED})
+    recomputed_samples: list[int] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)  # live ids of players whose results changed
+
+    def count(self, source_id: int, player: int, differing: tuple[str, ...]) -> None:
+        self.touched.add(player)
+        self.reapplied += 1
+        if len(self.samples) < SAMPLES:
+            self.samples.append(source_id)
+        if differing:
+            self.recomputed += 1
+            for name in differing:
+                self.recomputed_columns[name] += 1
+            if len(self.recomputed_samples) < SAMPLES:
+                self.recomputed_samples.append(source_id)
+
+
+def _salvage_results(live: Connection, source: Connection, ids: list[int], tally: "_Tally", context: AuditContext,
+                     players: _Players, *, write: bool) -> _Results:
+    """Results by (player, started_at), their natural key, a page at a time."""
+    done = _Results()
+    keep: list[dict] = []
+    new: list[dict] = []
+    for page in _rows(source, results, ids):
+        for row, player, id_taken, values, differing in _results_to_reapply(live, source, page, players, tally, context):
             entry = {"player_id": player, **values}
             if id_taken:
-                result_new.append(entry)
+                new.append(entry)
             else:
-                result_keep.append({"id": row.id, **entry})
-            touched.add(player)
-            reapplied_results += 1
-            if len(result_samples) < SAMPLES:
-                result_samples.append(row.id)
-            if differing:
-                recomputed_results += 1
-                for name in differing:
-                    recomputed_columns[name] += 1
-                if len(recomputed_samples) < SAMPLES:
-                    recomputed_samples.append(row.id)
+                keep.append({"id": row.id, **entry})
+            done.count(row.id, player, differing)
         # Rows keeping their id go in first: an id handed out for a renumbered row must
         # never be one a later kept row needs.
-        if len(result_keep) >= PAGE and not dry_run:
-            live.execute(results.insert(), result_keep)
-            result_keep = []
-    if not dry_run:
-        if result_keep:
-            live.execute(results.insert(), result_keep)
-        if result_new:
-            live.execute(results.insert(), result_new)
+        if len(keep) >= PAGE and write:
+            live.execute(results.insert(), keep)
+            keep = []
+    if write:
+        if keep:
+            live.execute(results.insert(), keep)
+        if new:
+            live.execute(results.insert(), new)
+    done.renumbered = len(new)
+    return done
 
-    touched |= set(reapplied_players["ids"])
-    if dry_run:
-        rebuilt = len(touched)  # what a real run would rebuild
-    else:
-        rebuilt = rebuild_derived(live, sorted(touched)).players if touched else 0
-        _advance_sequences(live, None)
-    return SalvageReport(
-        source=source_name,
-        dry_run=dry_run,
-        reapplied={"players": len(reapplied_players["ids"]), "results": reapplied_results},
-        sample_ids={"players": tuple(reapplied_players["samples"]), "results": tuple(result_samples)},
-        renumbered={"players": reapplied_players["renumbered"], "results": len(result_new)},
-        recomputed={"players": 0, "results": recomputed_results},
-        recomputed_columns=recomputed_columns,
-        recomputed_sample_ids=tuple(recomputed_samples),
-        left_out=tally.left_out(),
-        rebuilt_players=rebuilt,
-        seconds=time.perf_counter() - started,
-    )
+
+def _unmatched_results(live: Connection, source: Connection, page, players: _Players, tally: "_Tally") -> list[tuple]:
+    """(row, live player id, its id is taken in live) of a page's results that live does
+    not hold under their id; the others are counted (changed, a player left out or missing)."""
+    complete = []
+    for row in page:
+        missing = _missing(row, _RESULT_GIVEN)
+        if missing:  # no key to match, or a value nothing can give back
+            tally.add("results", missing, row.id)
+        else:
+            complete.append(row)
+    _map_players(live, source, {row.player_id for row in complete} - set(players.map) - players.left_out,
+                 players.map, players.created)
+    by_id = {row.id: row for row in live.execute(
+        sa.select(results).where(results.c.id.in_([row.id for row in complete])))}
+    unmatched = []
+    for row in complete:
+        player = players.map.get(row.player_id)
+        if player is None:
+            reason = "player left out" if row.player_id in players.left_out else "player missing"
+            tally.add("results", reason, row.id)
+            continue
+        same_id = by_id.get(row.id)
+        if same_id is not None and (same_id.player_id, same_id.started_at) == (player, row.started_at):
+            if _values(same_id) != _values(row):
+                tally.add("results", "changed", row.id)
+            continue
+        unmatched.append((row, player, same_id is not None))
+    return unmatched
+
+
+def _results_to_reapply(live: Connection, source: Connection, page, players: _Players, tally: "_Tally",
+                        context: AuditContext) -> list[tuple]:
+    """(row, live player id, id taken, values to write, derived columns recomputed) of a
+    page's results that come back: not in live by natural key either, reconstructed, and
+    passing the rules as written; every other one is counted in `tally`."""
+    unmatched = _unmatched_results(live, source, page, players, tally)
+    if not unmatched:
+        return []
+    keys = [(player, row.started_at) for row, player, _ in unmatched]
+    by_key = {(r.player_id, r.started_at): r for r in live.execute(
+        sa.select(results).where(sa.tuple_(results.c.player_id, results.c.started_at).in_(keys)))}
+    fresh = []
+    for row, player, id_taken in unmatched:
+        existing = by_key.get((player, row.started_at))
+        if existing is not None:
+            if _values(existing) != _values(row):
+                tally.add("results", "changed", row.id)
+            continue
+        values, differing, problem = _reconstruct(row)
+        if problem:
+            tally.add("results", problem, row.id)
+            continue
+        fresh.append((row, player, id_taken, values, differing))
+    failing = _failing_as_written(
+        source, [{"id": row.id, "player_id": player, **values} for row, player, _, values, _ in fresh], context)
+    accepted = []
+    for row, player, id_taken, values, differing in fresh:
+        if row.id in failing:
+            tally.add("results", failing[row.id], row.id)
+            continue
+        created = players.created
+        if player in created and created[player] is not None and row.started_at < created[player]:
+            tally.add("results", NOT_BEFORE_PLAYER, row.id)
+            continue
+        accepted.append((row, player, id_taken, values, differing))
+    return accepted
 
 
 def _map_players(live: Connection, source: Connection, source_ids: set[int], player_map: dict[int, int], created: dict) -> None:
