@@ -12,7 +12,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -280,24 +282,41 @@ def _seed(url: str) -> None:
     engine.dispose()  # nobody may stay connected to a PostgreSQL template
 
 
+def sqlite_template_seeded_by(seed: Callable[[str], None], directory, sqlite_template):
+    """A copy of the migrated SQLite template in `directory`, filled once by `seed(url)`,
+    for tests to copy (a session fixture's body)."""
+    path = directory / "seeded.db"
+    shutil.copyfile(sqlite_template, path)
+    seed(f"sqlite:///{path}")
+    return path
+
+
+@contextmanager
+def pg_template_seeded_by(seed: Callable[[str], None], prefix: str, admin, supply, pg_template) -> Iterator[str]:
+    """A PostgreSQL database made from the migrated template and filled once by `seed(url)`,
+    for tests to copy with TEMPLATE; dropped afterwards, also when the seed fails. `seed`
+    must leave nobody connected (a template in use cannot be copied)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    try:
+        seed(pg_url_for(name))
+        yield name
+    finally:
+        supply.forget(name)
+        drop_pg_database(admin, name)
+
+
 @pytest.fixture(scope="session")
 def audit_seed_sqlite_template(tmp_path_factory, sqlite_template):
     """The migrated template holding the audits tests' clean seed rows, seeded once."""
-    path = tmp_path_factory.mktemp("audit-seed") / "seeded.db"
-    shutil.copyfile(sqlite_template, path)
-    _seed(f"sqlite:///{path}")
-    return path
+    return sqlite_template_seeded_by(_seed, tmp_path_factory.mktemp("audit-seed"), sqlite_template)
 
 
 @pytest.fixture(scope="session")
 def audit_seed_pg_template(pg_admin, pg_supply, pg_template):
-    name = f"tg_audit_seed_{uuid.uuid4().hex[:10]}"
-    with pg_admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    _seed(pg_url_for(name))
-    yield name
-    pg_supply.forget(name)
-    drop_pg_database(pg_admin, name)
+    with pg_template_seeded_by(_seed, "tg_audit_seed", pg_admin, pg_supply, pg_template) as name:
+        yield name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import drop_pg_database, pg_url_for
+from conftest import pg_template_seeded_by, pg_url_for, sqlite_template_seeded_by
 from game_core.db import create_engine
 
 CASES_DIR = Path(__file__).resolve().parent / "migration_cases"
@@ -263,21 +263,13 @@ def _seed(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def seeded_sqlite_template(tmp_path_factory, sqlite_template) -> Path:
-    path = tmp_path_factory.mktemp("migrate-cases") / "seeded.db"
-    shutil.copyfile(sqlite_template, path)
-    _seed(f"sqlite:///{path}")
-    return path
+    return sqlite_template_seeded_by(_seed, tmp_path_factory.mktemp("migrate-cases"), sqlite_template)
 
 
 @pytest.fixture(scope="session")
 def seeded_pg_template(pg_admin, pg_supply, pg_template):
-    name = f"tg_cases_{uuid.uuid4().hex[:10]}"
-    with pg_admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    _seed(pg_url_for(name))
-    yield name
-    pg_supply.forget(name)
-    drop_pg_database(pg_admin, name)
+    with pg_template_seeded_by(_seed, "tg_cases", pg_admin, pg_supply, pg_template) as name:
+        yield name
 
 
 @pytest.fixture
