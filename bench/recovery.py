@@ -492,10 +492,12 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
     import sqlalchemy as sa
 
     from integrity import api
+    from integrity.backups.repository import Repository
     from integrity.invocation import Invocation
 
     settings = settings_for(url, ROOT / "pg-repository")
     settings = replace(settings, state=replace(settings.state, dir=ROOT / "state"))
+    Repository(settings.backups.repository).ensure()  # as `integrity init` does
     started = time.perf_counter()
     created = api.backup_create(Invocation(settings, command="backup create"))
     manifest = created.manifest
@@ -553,9 +555,10 @@ def bench(database: Path, repeat: int, long_repeat: int, skip_postgres: bool, ke
     repository_path, state = ROOT / "repository", ROOT / "state"
     live = scratch_copy(database, ROOT / "live.db")
     settings = sqlite_settings(database, repository_path, state)
+    repository = Repository(repository_path)
+    repository.ensure()  # as `integrity init` does: backup create never creates a repository
     started = time.perf_counter()
     manifest = api.backup_create(Invocation(settings, command="backup create")).manifest
-    repository = Repository(repository_path)
     entry = manifest.files[0]
     print(f"database {database.name}: {manifest.row_counts().get('results', 0):,} results, {entry.raw_size / 1e9:.2f} GB; "
           f"backup {time.perf_counter() - started:.1f}s, {entry.size / 1e6:,.0f} MB", flush=True)
