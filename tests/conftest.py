@@ -64,23 +64,6 @@ def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("GAME_DATABASE_URL", raising=False)
 
 
-# ---------------------------------------------------------------- order
-
-# The modules that take longest run first: on the README's `-n 2 --dist loadfile` each
-# module goes to one worker whole, and a long module handed out last leaves the other
-# worker idle at the end (measured: about a minute of the run's end on one core).
-LONGEST_MODULES_FIRST = ("test_incident.py", "test_restore_writers.py", "test_checks_engines.py",
-                         "test_restorable.py", "test_scheduler.py", "test_alert_rules.py", "test_migrate_cases.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        name = item.nodeid.split("::")[0].rpartition("/")[2]
-        return LONGEST_MODULES_FIRST.index(name) if name in LONGEST_MODULES_FIRST else len(LONGEST_MODULES_FIRST)
-
-    items.sort(key=rank)  # stable: each module's own order is kept
-
-
 # ---------------------------------------------------------------- SQLite
 
 
