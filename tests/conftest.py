@@ -302,19 +302,27 @@ def audit_seed_pg_template(pg_admin, pg_supply, pg_template):
         yield name
 
 
+def copy_of_template(request, tmp_path, engine: str, template, file_name: str = "game.db") -> str:
+    """The URL of a database of this test's own copied from `template` (a SQLite file, or a
+    PostgreSQL template database's name): a file in tmp_path, or a database the supply
+    made from the template, dropped after the test."""
+    if engine == "sqlite":
+        path = tmp_path / file_name
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+    supply = request.getfixturevalue("pg_supply")
+    name = supply.take(template)
+    request.addfinalizer(lambda: supply.drop_later(name))
+    return pg_url_for(name)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def seeded_url(request, tmp_path):
     """A database of this test's own holding the audits tests' clean seed rows
     (tests/test_checks_support.py), on each engine: a copy of a template seeded once per
     session, so that planting faults in it never touches another test's rows."""
-    if request.param == "sqlite":
-        path = tmp_path / "game.db"
-        shutil.copyfile(request.getfixturevalue("audit_seed_sqlite_template"), path)
-        return f"sqlite:///{path}"
-    supply = request.getfixturevalue("pg_supply")
-    name = supply.take(request.getfixturevalue("audit_seed_pg_template"))
-    request.addfinalizer(lambda: supply.drop_later(name))
-    return pg_url_for(name)
+    template = "audit_seed_sqlite_template" if request.param == "sqlite" else "audit_seed_pg_template"
+    return copy_of_template(request, tmp_path, request.param, request.getfixturevalue(template))
 
 
 class FilledTemplates:
@@ -368,15 +376,7 @@ def filled_copy(request, tmp_path, filled_templates):
     test's own holding exactly what `fill_database(url, **fill)` on a fresh one would."""
 
     def make(engine: str, file_name: str = "game.db", **fill) -> str:
-        template = filled_templates.get(engine, **fill)
-        if engine == "sqlite":
-            path = tmp_path / file_name
-            shutil.copyfile(template, path)
-            return f"sqlite:///{path}"
-        supply = request.getfixturevalue("pg_supply")
-        name = supply.take(template)
-        request.addfinalizer(lambda: supply.drop_later(name))
-        return pg_url_for(name)
+        return copy_of_template(request, tmp_path, engine, filled_templates.get(engine, **fill), file_name)
 
     return make
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import pg_template_seeded_by, pg_url_for, sqlite_template_seeded_by
+from conftest import copy_of_template, pg_template_seeded_by, sqlite_template_seeded_by
 from game_core.db import create_engine
 
 CASES_DIR = Path(__file__).resolve().parent / "migration_cases"
@@ -277,14 +277,8 @@ def seeded_database(request, tmp_path):
     """A URL of this test's own copy of the seeded database, for the engine asked."""
 
     def make(engine: str) -> str:
-        if engine == "sqlite":
-            path = tmp_path / "game.db"
-            shutil.copyfile(request.getfixturevalue("seeded_sqlite_template"), path)
-            return f"sqlite:///{path}"
-        supply = request.getfixturevalue("pg_supply")
-        name = supply.take(request.getfixturevalue("seeded_pg_template"))
-        request.addfinalizer(lambda: supply.drop_later(name))
-        return pg_url_for(name)
+        template = "seeded_sqlite_template" if engine == "sqlite" else "seeded_pg_template"
+        return copy_of_template(request, tmp_path, engine, request.getfixturevalue(template))
 
     return make
 
