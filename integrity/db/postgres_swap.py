@@ -33,10 +33,12 @@ from game_core.errors import PreconditionFailed
 from integrity.db.pg_tools import require_tool, server_major
 from integrity.backups.repository import Manifest, Repository
 # scratch.py owns "create a database, feed pg_restore from the verified stream"; the
-# restore reuses it as it is (its flags: --no-owner --no-privileges --exit-on-error).
+# restore reuses it as it is (its flags: --no-owner --no-privileges --exit-on-error), then
+# gives the restored objects live's owners and grants (integrity.db.postgres_access).
 from integrity.db.scratch import pg_restore_into
 from integrity.crashpoints import crash_point
 from integrity.db.connect import maintenance
+from integrity.db.postgres_access import copy_access
 from integrity.db.sql import error_reason, literal, quote
 
 STAGING_INFIX = "_restore_"
@@ -194,6 +196,8 @@ def stage(repository: Repository, manifest: Manifest, *, live: DatabaseTarget) -
         try:
             tool = require_tool("pg_restore", major)
             pg_restore_into(tool.path, repository, manifest, staging)
+            if like is not None:  # live exists: the game's roles must keep their rights
+                copy_access(live, staging)
         except BaseException as exc:
             with admin.connect() as connection:
                 connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
