@@ -114,8 +114,7 @@ class BackupEnv:
     def invoke(self, *args: str, **extra: str):
         """`integrity ARGS` in this process (typer's CliRunner): the fast path for tests
         where the process boundary does not matter. `.returncode` like a subprocess."""
-        from typer.testing import CliRunner
-
+        from cli_runner import CliRunner
         from integrity.cli import app
 
         env = {k: None for k in os.environ if k.startswith("INTEGRITY_")}

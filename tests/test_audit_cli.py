@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 import checks
+from cli_runner import CliRunner
 from game_core import metrics
 from game_core.db import create_engine
 from game_core.rebuild import rebuild_derived

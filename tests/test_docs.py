@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from typer.main import get_command
 
+from cli_runner import command_of
 from game_core.cli import app as game_app
 from game_core.errors import EXIT_CODE_MEANINGS
 from integrity.cli import app as integrity_app
@@ -33,14 +33,14 @@ def command_paths(command, prefix: tuple[str, ...] = ()):
 
 def all_commands():
     for program, app in APPS.items():
-        for path, command in command_paths(get_command(app)):
+        for path, command in command_paths(command_of(app)):
             yield program, path, command
 
 
 def parse_command_line(line: str) -> str:
     """Parse like the real program would, without running it; raise on a usage error."""
     program, *args = shlex.split(line)
-    command = get_command(APPS[program])
+    command = command_of(APPS[program])
     context = command.make_context(program, args)
     while getattr(command, "commands", None):
         tokens = [*context._protected_args, *context.args]

@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner
 from integrity.cli import app
 
 runner = CliRunner()

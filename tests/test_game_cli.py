@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner
 from game_core import metrics, terminal
 from game_core.cli import app, default_player_name, xp_for_level
 from game_core.db import create_engine

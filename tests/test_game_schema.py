@@ -14,8 +14,8 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner
 from game_core import store as store_module
 from game_core.cli import app
 from game_core.db import create_engine, parse_database_url

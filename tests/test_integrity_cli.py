@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner
 from game_core.db import create_engine
 from game_core.schema_state import SchemaState, schema_status
 from integrity.cli import app

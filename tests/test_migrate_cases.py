@@ -338,8 +338,7 @@ def _environment(tmp_path: Path, url: str) -> dict[str, str | None]:
 
 def invoke(tmp_path: Path, url: str, *args: str):
     """`integrity --database-url URL ARGS` in this process (typer's CliRunner)."""
-    from typer.testing import CliRunner
-
+    from cli_runner import CliRunner
     from integrity.cli import app
 
     return CliRunner().invoke(app, ["--database-url", url, *args], env=_environment(tmp_path, url))

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import get_args, get_type_hints
 
 import pytest
-import typer.main
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner, command_of
 from game_core.cli import app as game_app
 from integrity.cli import app as integrity_app
 from integrity.errors import ConfigInvalid
@@ -32,7 +31,7 @@ runner = CliRunner()
 
 def _commands(app):
     """(program, path, click command) of every command, subcommands included."""
-    root = typer.main.get_command(app)
+    root = command_of(app)
 
     def walk(command, path):
         subcommands = getattr(command, "commands", None)
@@ -59,7 +58,7 @@ def _numeric_type(param) -> type | None:
 def _numeric_options():
     cases = []
     for program, app in (("integrity", integrity_app), ("typing-game", game_app)):
-        root = typer.main.get_command(app)
+        root = command_of(app)
         for param in root.params:  # global options
             if _numeric_type(param):
                 cases.append((program, [], param))

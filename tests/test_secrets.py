@@ -20,9 +20,8 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-import typer.main
-from typer.testing import CliRunner
 
+from cli_runner import CliRunner, command_of
 from conftest import PG_ADMIN_URL, drop_pg_database
 from game_core.cli import app as game_app
 from game_core.db import mask_text_url, parse_database_url
@@ -67,7 +66,7 @@ def commands_of(app) -> list[tuple[str, ...]]:
         for name, sub in subcommands.items():
             walk(sub, [*path, name])
 
-    walk(typer.main.get_command(app), [])
+    walk(command_of(app), [])
     return found
 
 
