@@ -59,7 +59,7 @@ def status(inv: Invocation):
     """Is the data safe now? The exit code is the worst state found."""
     from integrity.status import collect_status
 
-    return collect_status(inv.settings)
+    return collect_status(inv.settings, ledger=inv.ledger)  # the run's ledger: opened once per invocation
 
 
 def history(inv: Invocation, *, kind: str | None = None, limit: int = 20):

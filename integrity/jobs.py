@@ -133,7 +133,11 @@ class JobRuns:
     last_success: RunRecord | None  # exit 0, attributed to this job
 
 
-# Runs read per round trip while looking further back for a job's newest success.
+# Runs read per round trip: the first page is small because almost every caller wants
+# the newest run that matches, which is nearly always among the newest few; each later
+# page is larger, up to _PAGE, so a job failing for days still finds its last success in
+# a few round trips.
+_FIRST_PAGE = 8
 _PAGE = 500
 # How far back `job_runs` looks, in runs of the job's command: 2,000 is 83 days of hourly
 # verifies or 21 days of 15-minute audits. A job whose last run is further back (or that
@@ -163,11 +167,14 @@ def iter_finished_runs(ledger, command: str, *, exit_code: int | None = None, li
     query = sa.select(*columns).select_from(source).where(runs.c.command == command, runs.c.exit_code.is_not(None))
     if exit_code is not None:
         query = query.where(runs.c.exit_code == exit_code)
-    query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(_PAGE)
+    query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
     after = None
     seen = 0
+    size = _FIRST_PAGE
     while True:
-        page = query
+        if limit is not None:
+            size = min(size, limit - seen)
+        page = query.limit(size)
         if after is not None:
             started, run_id = after
             page = page.where(sa.or_(runs.c.started_at < started, sa.and_(runs.c.started_at == started, runs.c.id < run_id)))
@@ -181,9 +188,10 @@ def iter_finished_runs(ledger, command: str, *, exit_code: int | None = None, li
             seen += 1
             if limit is not None and seen >= limit:
                 return
-        if len(rows) < _PAGE:
+        if len(rows) < size:
             return
         after = (rows[-1]["started_at"], rows[-1]["id"])
+        size = min(size * 8, _PAGE)
 
 
 def job_runs(ledger, job: Job, *, scan: int = SCAN_LIMIT) -> JobRuns:

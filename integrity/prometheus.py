@@ -146,7 +146,6 @@ def collect(settings: Settings, ledger, *, now: datetime | None = None) -> tuple
     _audits(out, ledger)
     _drill(out, ledger)
     _probe(out, ledger)
-    _probe_age(out, ledger)
     objectives = settings.objectives
     out.add("integrity_objective_rpo_seconds", objectives.rpo_seconds)
     out.add("integrity_objective_rto_seconds", objectives.rto_seconds)
@@ -264,22 +263,16 @@ def _drill(out: _Collector, ledger) -> None:
     out.add("integrity_drill_measured_recovery_seconds", predicted.summary.get("recovery_seconds"))
 
 
-def _probe_age(out: _Collector, ledger) -> None:
-    """When the probe last measured (0: never): a probe that stops running (or cannot reach
-    the database) leaves its last ratio in the file, so the ratio alone cannot go stale."""
+def _probe(out: _Collector, ledger) -> None:
+    """The newest probe that measured something: its figures, and when it ended (0: never).
+    A probe that stops running (or cannot reach the database) leaves its last ratio in the
+    file, so the ratio alone cannot go stale; one that could not reach the database shows
+    as the probe job's exit code 4 and a stale last success instead."""
     from integrity.jobs import SCAN_LIMIT, iter_finished_runs
 
     last = next((run for run in iter_finished_runs(ledger, "probe", limit=SCAN_LIMIT)
                  if run.summary.get("success_ratio") is not None), None)
     out.add("integrity_probe_last_timestamp_seconds", _ts(last.finished_at if last else None))
-
-
-def _probe(out: _Collector, ledger) -> None:
-    from integrity.jobs import SCAN_LIMIT, iter_finished_runs
-
-    # The newest probe that measured something (one that could not reach the database
-    # shows as the probe job's exit code 4 and a stale last success instead).
-    last = next((run for run in iter_finished_runs(ledger, "probe", limit=SCAN_LIMIT) if run.summary.get("success_ratio") is not None), None)
     if last is None:
         return
     summary = last.summary

@@ -127,7 +127,14 @@ class StatusReport:
                 "problems": list(self.problems)}
 
 
-def collect_status(settings: Settings) -> StatusReport:
+def collect_status(settings: Settings, *, ledger=None) -> StatusReport:
+    """The status of `settings`' database. `ledger` is the run's open ledger (the CLI's);
+    without one the ledger is opened once here and shared by every section."""
+    with _one_ledger(settings, ledger) as shared:
+        return _collect_status(settings, shared)
+
+
+def _collect_status(settings: Settings, ledger) -> StatusReport:
     target = guarded_target(settings)
     head = head_revision()
     checks: list[StatusCheck] = []
@@ -141,16 +148,16 @@ def collect_status(settings: Settings) -> StatusReport:
         checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc), Urgency.DATABASE))
     else:
         with opened, engine.connect() as connection:
-            verdict = _judge_schema(settings, connection)
+            verdict = _judge_schema(connection, ledger)
             counts = table_row_counts(connection)
         identity = verdict.identity
         revision = verdict.status.revision
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})", Urgency.DATABASE))
         checks.append(schema_check(verdict))
     checks.extend(backup_checks(settings, identity=identity))
-    checks.extend(audit_checks(settings))
-    checks.extend(drill_checks(settings))
-    checks.extend(job_checks(settings))
+    checks.extend(audit_checks(settings, ledger=ledger))
+    checks.extend(drill_checks(settings, ledger=ledger))
+    checks.extend(job_checks(settings, ledger=ledger))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -163,21 +170,13 @@ def collect_status(settings: Settings) -> StatusReport:
     )
 
 
-def _judge_schema(settings: Settings, connection):
+def _judge_schema(connection, ledger):
     """The schema verdict; without a readable ledger the dry runs stay unknown (the
     ledger's own problem is reported by the checks that read it)."""
     from integrity.errors import LedgerUnavailable
-    from integrity.ledger import Ledger
     from integrity.schema_check import judge_schema
 
-    try:
-        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
-    except LedgerUnavailable:
-        return judge_schema(connection, None)
-    try:
-        return judge_schema(connection, ledger)
-    finally:
-        ledger.close()
+    return judge_schema(connection, None if isinstance(ledger, LedgerUnavailable) else ledger)
 
 
 SCHEMA_RUNBOOK = "runbooks/schema-unchecked.md"
@@ -295,22 +294,41 @@ class _LedgerUnreadable(Exception):
 
 
 @contextmanager
-def _ledger_for(settings: Settings, check_name: str):
-    """The ledger, opened for one status check and closed after it; when it cannot be
-    opened, `_LedgerUnreadable` carries that check's precondition row."""
+def _one_ledger(settings: Settings, ledger):
+    """The ledger every section of one status reads: `ledger` when the caller has it open
+    (not closed here), else opened once and closed at the end, else the LedgerUnavailable
+    that each section turns into its own precondition row (`_ledger_for`)."""
     from integrity.errors import LedgerUnavailable
     from integrity.ledger import Ledger
 
-    try:
-        ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
-    except LedgerUnavailable as exc:
-        raise _LedgerUnreadable(StatusCheck(check_name, CheckState.PRECONDITION, str(exc), Urgency.RECORDS)) from None
-    try:
+    if ledger is not None:
         yield ledger
+        return
+    try:
+        opened = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    except LedgerUnavailable as exc:
+        yield exc
+        return
+    try:
+        yield opened
     finally:
-        ledger.close()
+        opened.close()
 
-def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+
+@contextmanager
+def _ledger_for(settings: Settings, check_name: str, ledger=None):
+    """The ledger for one status check: the one given (or the LedgerUnavailable met when
+    `collect_status` opened it), else opened for this check alone; when it cannot be
+    read, `_LedgerUnreadable` carries that check's precondition row."""
+    from integrity.errors import LedgerUnavailable
+
+    with _one_ledger(settings, ledger) as usable:
+        if isinstance(usable, LedgerUnavailable):
+            raise _LedgerUnreadable(StatusCheck(check_name, CheckState.PRECONDITION, str(usable), Urgency.RECORDS))
+        yield usable
+
+
+def audit_checks(settings: Settings, *, now: datetime | None = None, ledger=None) -> list[StatusCheck]:
     """The last audit: none, failed error rules (also an incremental run's, until a full
     audit after it is clean), or a full audit older than twice [schedule] audit_full."""
     from integrity.audit_history import FULL, AuditHistory
@@ -318,7 +336,7 @@ def audit_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
 
     now = now or datetime.now(timezone.utc)
     try:
-        with _ledger_for(settings, "last audit") as ledger:
+        with _ledger_for(settings, "last audit", ledger) as ledger:
             runs = AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, whole_catalogue=True)
     except _LedgerUnreadable as exc:
         return [exc.check]
@@ -396,7 +414,7 @@ def drill_evidence(ledger) -> DrillEvidence:
     return DrillEvidence(last, attempt, restore)
 
 
-def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+def drill_checks(settings: Settings, *, now: datetime | None = None, ledger=None) -> list[StatusCheck]:
     """The last drill that reached a verdict (integrity.recovery.drill's summary in the ledger).
 
     Never drilled: a problem (nobody knows how long a restore takes). A failed drill (5):
@@ -411,7 +429,7 @@ def drill_checks(settings: Settings, *, now: datetime | None = None) -> list[Sta
 
     now = now or datetime.now(timezone.utc)
     try:
-        with _ledger_for(settings, "last drill") as ledger:
+        with _ledger_for(settings, "last drill", ledger) as ledger:
             evidence = drill_evidence(ledger)
     except _LedgerUnreadable as exc:
         return [exc.check]
@@ -476,7 +494,7 @@ def _superseded_drill(failed: str, restore, objectives, interval: float | None, 
                        f"{described}{timing}; run `integrity drill` to rehearse again{could_not_run}")
 
 
-def job_checks(settings: Settings, *, now: datetime | None = None) -> list[StatusCheck]:
+def job_checks(settings: Settings, *, now: datetime | None = None, ledger=None) -> list[StatusCheck]:
     """One check per scheduled job (`job backup`, ...): a problem when a job that is on has
     not succeeded within twice its interval, counted from `init` when it never ran; and the
     scheduler's last heartbeat when one ever ran. Read from the ledger, so cron users get
@@ -487,7 +505,7 @@ def job_checks(settings: Settings, *, now: datetime | None = None) -> list[Statu
 
     now = now or datetime.now(timezone.utc)
     try:
-        with _ledger_for(settings, "scheduled jobs") as ledger:
+        with _ledger_for(settings, "scheduled jobs", ledger) as ledger:
             states = job_states(settings, ledger, now)
             heartbeat = records.last_heartbeat(ledger)
     except _LedgerUnreadable as exc:

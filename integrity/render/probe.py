@@ -1,4 +1,4 @@
-"""Text renderers of `integrity probe` and `integrity metrics`."""
+"""Text renderer of `integrity probe` (`integrity metrics` prints its text as it is: integrity.render.text)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from rich.table import Table
 
 def register(render_text) -> None:
     from integrity.probe import ProbeReport
-    from integrity.prometheus import MetricsReport
 
     render_text.register(ProbeReport, render_probe)
-    render_text.register(MetricsReport, render_metrics)
 
 
 def _ratio(value: float | None) -> str:
@@ -46,9 +44,3 @@ def render_probe(report, console: Console) -> None:
     for note in report.notes:
         console.print(f"note: {note}", **plain)
     console.print(f"exit code {int(report.exit_code)}", **plain)
-
-
-def render_metrics(report, console: Console) -> None:
-    # The exposition text exactly as written to the file: no wrapping, no markup.
-    console.file.write(report.text)
-    console.file.flush()

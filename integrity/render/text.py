@@ -2,8 +2,13 @@
 
 `render_text(result, console)` dispatches on the result's type. The topic modules
 (`backups`, `audits`, ...) each bind their renderers in `register(dispatcher)`; they
-never import this module, so the registry below imports them without a circle, and
-binds them once per process (`_bind_renderers`), not on every emit.
+never import this module, so the registry below imports them without a circle.
+
+A run renders one result, so only the topic of that result's type is imported
+(`_TOPIC_OF`, by the module that defines the type): importing every topic imports every
+operation's module (restore, salvage, the dry run, ...), about a third of a second of a
+`status` run. A type whose module is missing from the table still renders with its own
+renderer: when its topic is unknown every topic is bound, once per process.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ _STATE_STYLE = {"ok": "green", "problem": "yellow", "precondition": "red", "fail
 
 def render_text(result: Any, console: Console) -> None:
     """Render `result` on `console` with the renderer bound to its type."""
-    _bind_renderers()
+    _bind_renderers_of(type(result))
     _render(result, console)
 
 
@@ -35,19 +40,76 @@ def _render(result: Any, console: Console) -> None:
     console.print(table)
 
 
+# The module that defines a result type -> the topic (integrity.render.<topic>) whose
+# `register` binds its renderer; "text" is this module's own `_register`.
+_TOPIC_OF = {
+    "integrity.status": "text",
+    "integrity.initialize": "text",
+    "integrity.ledger_report": "text",
+    "integrity.prometheus": "text",
+    "integrity.audits": "audits",
+    "integrity.backups.catalog": "backups",
+    "integrity.backups.check": "backups",
+    "integrity.backups.create": "backups",
+    "integrity.backups.prune": "backups",
+    "integrity.backups.verify": "backups",
+    "integrity.backups.signing": "backups",
+    "integrity.recovery.drill": "drill",
+    "integrity.recovery.restore": "restore",
+    "integrity.recovery.salvage": "restore",
+    "integrity.recovery.diff": "recovery_diff",
+    "integrity.recovery.repair": "recovery_diff",
+    "integrity.scheduler.daemon": "schedule",
+    "integrity.scheduler.listing": "schedule",
+    "integrity.probe": "probe",
+    "integrity.migrate.dry_run": "migrate",
+    "integrity.migrate.rules": "migrate",
+    "integrity.migrate.apply": "migrate",
+    "integrity.render.migrate": "migrate",
+}
+TOPICS = ("text", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate")
+
+
+def _bind_renderers_of(kind: type) -> None:
+    topic = _TOPIC_OF.get(kind.__module__)
+    if topic is not None:
+        _bind_topic(topic)
+    if _render.dispatch(kind) is _render.dispatch(object):
+        _bind_every_topic()  # a type this table does not know yet: slower, never wrong
+
+
 @cache
-def _bind_renderers() -> None:
-    # Imported on first render, not at import: `--help` and --json load none of them.
+def _bind_every_topic() -> None:
+    for topic in TOPICS:
+        _bind_topic(topic)
+
+
+@cache
+def _bind_topic(topic: str) -> None:
+    if topic == "text":
+        _register(_render)
+        return
+    from importlib import import_module
+
+    import_module(f"integrity.render.{topic}").register(_render)
+
+
+def _register(render) -> None:
     from integrity.initialize import InitResult
     from integrity.ledger_report import HistoryReport
-    from integrity.render import audits, backups, drill, migrate, probe, recovery_diff, restore, schedule
+    from integrity.prometheus import MetricsReport
     from integrity.status import StatusReport
 
-    _render.register(StatusReport, _render_status)
-    _render.register(InitResult, _render_init)
-    _render.register(HistoryReport, _render_history)
-    for topic in (backups, audits, drill, restore, recovery_diff, schedule, probe, migrate):
-        topic.register(_render)
+    render.register(StatusReport, _render_status)
+    render.register(InitResult, _render_init)
+    render.register(HistoryReport, _render_history)
+    render.register(MetricsReport, _render_metrics)
+
+
+def _render_metrics(report, console: Console) -> None:
+    # The exposition text exactly as written to the file: no wrapping, no markup.
+    console.file.write(report.text)
+    console.file.flush()
 
 
 def _render_status(report, console: Console) -> None:
