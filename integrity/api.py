@@ -76,6 +76,33 @@ def metrics(inv: Invocation):
     return metrics_report(inv.settings, inv.ledger)
 
 
+# ---------------------------------------------------------------- point-in-time recovery (issue 16)
+
+
+def pitr_config(inv: Invocation):
+    """The point-in-time engine's generated configuration, its commands and the server
+    settings it needs; written under the state directory while `[pitr] enabled`."""
+    from integrity.pitr.operations import pitr_config
+
+    return pitr_config(inv.settings)
+
+
+def pitr_status(inv: Invocation):
+    """The restorable window, the replication lag against `[pitr] lag_objective_seconds`
+    and the engine's errors."""
+    from integrity.pitr.operations import pitr_status
+
+    return pitr_status(inv.settings)
+
+
+def pitr_replicate(inv: Invocation, *, stop=None):
+    """The engine's replicator (Litestream) in the foreground, restarted when it dies, until
+    SIGINT/SIGTERM or `stop` (a threading.Event) is set; each death goes to `inv.notify`."""
+    from integrity.pitr.operations import pitr_replicate
+
+    return pitr_replicate(inv.settings, notify=inv.notify, stop=stop)
+
+
 # ---------------------------------------------------------------- backups
 
 

@@ -207,6 +207,8 @@ from integrity.commands.probe import probe  # noqa: E402
 app.command("probe")(probe)
 from integrity.commands.metrics import metrics  # noqa: E402
 app.command("metrics")(metrics)
+from integrity.commands.pitr import pitr_app  # noqa: E402
+app.add_typer(pitr_app, name="pitr")
 
 
 def main() -> None:

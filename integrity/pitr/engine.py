@@ -28,6 +28,10 @@ class RecoveryWindow:
     oldest: datetime | None  # the oldest restorable moment (None: nothing restorable yet)
     newest: datetime | None  # the newest replicated or archived position: the recovery point
     errors: tuple[str, ...] = ()  # replication or archiving errors, one line each
+    # Nothing written to the database since `newest` is waiting to be shipped, so the
+    # recovery point is now (an idle database makes no new files; its lag is 0, not the
+    # age of `newest`). False when the engine cannot tell: the lag is then now - newest.
+    caught_up: bool = False
 
     def contains(self, moment: datetime) -> bool:
         return self.oldest is not None and self.newest is not None and self.oldest <= moment <= self.newest
@@ -61,6 +65,14 @@ class PitrEngine(Protocol):
 
     def commands(self) -> list[EngineCommand]:
         """Every underlying command this engine runs, for `integrity pitr config` and runbooks."""
+
+    def server_settings(self) -> dict[str, str]:
+        """Settings the database server itself must have, which integrity cannot write
+        (PostgreSQL's archive_mode, archive_command, archive_timeout; none for Litestream)."""
+
+    def replicator(self) -> tuple[str, ...] | None:
+        """The long-running command `integrity` supervises (Litestream's `replicate`), or
+        None when the server archives by itself (PostgreSQL's archive_command)."""
 
     def window(self) -> RecoveryWindow:
         """The restorable window and errors, read from the engine (never guessed)."""

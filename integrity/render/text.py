@@ -66,8 +66,9 @@ _TOPIC_OF = {
     "integrity.migrate.rules": "migrate",
     "integrity.migrate.apply": "migrate",
     "integrity.render.migrate": "migrate",
+    "integrity.pitr.operations": "pitr",
 }
-TOPICS = ("text", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate")
+TOPICS = ("text", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr")
 
 
 def _bind_renderers_of(kind: type) -> None:

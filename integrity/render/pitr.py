@@ -1,0 +1,66 @@
+"""Text renderers of `integrity pitr config`, `pitr status` and `pitr replicate`."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from rich.console import Console
+
+PLAIN = {"highlight": False, "markup": False, "soft_wrap": True}
+
+
+def register(render_text) -> None:
+    from integrity.pitr.operations import PitrConfigReport, PitrStatusReport, ReplicateReport
+
+    render_text.register(PitrConfigReport, render_config)
+    render_text.register(PitrStatusReport, render_status)
+    render_text.register(ReplicateReport, render_replicate)
+
+
+def _moment(value) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def render_config(report, console: Console) -> None:
+    state = "enabled" if report.enabled else "NOT enabled"
+    console.print(f"point-in-time engine: {report.engine} ({state})", **PLAIN)
+    for path, text in report.files.items():
+        mark = "written" if path in report.written else "not written"
+        console.print(f"\n# {path} ({mark})", **PLAIN)
+        console.print(text.rstrip("\n"), **PLAIN)
+    console.print("\ncommands:", **PLAIN)
+    for step, shell in report.commands:
+        console.print(f"  {step}: {shell}", **PLAIN)
+    if report.server_settings:
+        console.print("\nthe database server must be set to (postgresql.conf):", **PLAIN)
+        for key, value in report.server_settings.items():
+            console.print(f"  {key} = {value}", **PLAIN)
+    for note in report.notes:
+        console.print(f"note: {note}", **PLAIN)
+
+
+def render_status(report, console: Console) -> None:
+    console.print(f"engine: {report.engine}  database: {report.database}  archive: {report.repository}", **PLAIN)
+    console.print(f"oldest restorable point: {_moment(report.oldest)}", **PLAIN)
+    age = "" if report.newest_age_seconds is None else f" ({report.newest_age_seconds:.0f}s ago)"
+    console.print(f"newest shipped point:    {_moment(report.newest)}{age}", **PLAIN)
+    if report.lag_seconds is None:
+        lag = "unknown: nothing shipped yet"
+    elif report.caught_up:
+        lag = "0s (caught up: nothing written waits to be shipped)"
+    else:
+        lag = f"{report.lag_seconds:.1f}s (writes wait to be shipped)"
+    verdict = "met" if report.lag_seconds is not None and report.lag_seconds <= report.lag_objective_seconds else "MISSED"
+    console.print(f"lag: {lag}; objective {report.lag_objective_seconds}s: {verdict}", **PLAIN)
+    for error in report.errors:
+        console.print(f"error: {error}", **PLAIN)
+    console.print(f"exit code {int(report.exit_code)}", **PLAIN)
+
+
+def render_replicate(report, console: Console) -> None:
+    console.print(f"{report.engine} stopped after {report.starts} start(s), {len(report.deaths)} death(s); "
+                  f"log: {report.log_path}", **PLAIN)
+    for death in report.deaths:
+        console.print(f"died: {death}", **PLAIN)
+    if not report.stopped_cleanly:
+        console.print("note: the replicator did not stop on SIGTERM in time and was killed", **PLAIN)
