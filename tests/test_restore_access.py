@@ -128,3 +128,30 @@ def test_a_role_that_cannot_hand_objects_to_their_owner_is_refused_and_live_is_u
         left = connection.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
                                   {"p": sa.make_url(env.url).database + "\\_restore\\_%"}).scalars().all()
     assert left == []  # the staging database was dropped
+
+
+# ---------------------------------------------------------------- other roles' sessions
+
+
+def test_a_restoring_role_without_pg_read_all_stats_still_sees_other_roles_sessions(secured, pg_admin):
+    """pg_stat_activity hides another role's backend_type from a role without
+    pg_read_all_stats; the session check used to filter on it, found nobody, and the swap
+    then failed on the rename instead of naming who is connected."""
+    env, backup_id, _ = secured
+    live = sa.make_url(env.url).database
+    tables = [f'"{t}"' for t in sa.inspect(sa.create_engine(env.url)).get_table_names()]
+    execute(env.url, *[f"ALTER TABLE {table} OWNER TO {OUTSIDER}" for table in tables])
+    with pg_admin.connect() as connection:
+        connection.execute(sa.text(f'ALTER DATABASE "{live}" OWNER TO {OUTSIDER}'))
+        assert not connection.execute(sa.text("SELECT pg_has_role(:r, 'pg_read_all_stats', 'MEMBER')"), {"r": OUTSIDER}).scalar()
+    superuser = sa.create_engine(env.url, connect_args={"application_name": "someone_elses_session"})
+    outsider = BackupEnv(env.tmp_path, sa.make_url(env.url).set(username=OUTSIDER).render_as_string(hide_password=False))
+    try:
+        with superuser.connect() as held:
+            held.execute(sa.text("SELECT 1"))
+            result = outsider.invoke("--no-input", "restore", backup_id, "--yes", "--no-safety-backup")
+    finally:
+        superuser.dispose()
+    assert result.returncode == 4, result.output
+    line = one_error(result)
+    assert "other session(s) are connected" in line and "someone_elses_session" in line, line

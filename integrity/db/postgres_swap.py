@@ -123,9 +123,13 @@ def database_exists(connection, name: str) -> bool:
     return connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is not None
 
 
+# A role without pg_read_all_stats sees another role's session with its database, user and
+# application but a NULL backend_type (and state, client, start): it is still a client
+# that the rename must wait for. Rows with no user are the server's own workers.
 _SESSION_COLUMNS = (
     "SELECT pid, usename, application_name, client_addr::text AS client, state, backend_start "
-    "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
+    "FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+    "AND (backend_type = 'client backend' OR (backend_type IS NULL AND usename IS NOT NULL)) "
 )
 
 
