@@ -1,0 +1,186 @@
+"""What every `integrity` run costs besides its work, held by structure, never by timing
+(issue 20; bench/fixed_cost.py measures the wall time):
+
+- one run opens the ledger once: the run's own ledger is shared with status's sections
+  and the metrics file written after it;
+- the metrics written after every command read a handful of the ledger's newest rows,
+  not pages of hundreds, however long the ledger;
+- rendering one result imports only its topic's renderer, so a `status` run never loads
+  the restore, salvage or dry-run machinery (nor pandas).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from functools import singledispatch
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from integrity.cli import app
+from integrity.ledger import Ledger, runs
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+@pytest.fixture
+def initialized():
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def ledger_opens(monkeypatch):
+    """How many times Ledger.open ran."""
+    opened = []
+    real_open = Ledger.open.__func__
+
+    def counting(cls, *args, **kwargs):
+        opened.append(args)
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "open", classmethod(counting))
+    return opened
+
+
+@pytest.mark.parametrize("command", [["status"], ["metrics"], ["history"]])
+def test_a_run_opens_the_ledger_once(initialized, ledger_opens, command):
+    result = runner.invoke(app, command)
+    assert result.exit_code in (0, 3), result.output
+    assert len(ledger_opens) == 1
+
+
+def test_status_called_without_a_run_opens_the_ledger_once(initialized, ledger_opens):
+    from integrity import api
+    from integrity.invocation import Invocation
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    report = api.status(Invocation(settings, command="status"))
+    assert "scheduled jobs" not in {check.name for check in report.checks}  # the ledger was read
+    assert len(ledger_opens) == 1
+
+
+# ---------------------------------------------------------------- the metrics' reads
+
+
+def _summary(command: str, i: int) -> dict:
+    """A summary that makes run `i` of `command` a run of one of its jobs (integrity.jobs)."""
+    if command == "backup verify":
+        return {"b1": {"quick": "ok", "deep": "ok" if i % 2 else None}}
+    if command == "audit":
+        return {"scope": "full" if i % 2 else "incremental"}
+    if command == "backup prune":
+        return {"dry_run": False}
+    if command == "probe":
+        return {"success_ratio": 1.0}
+    if command == "drill":
+        return {"backup_id": "b1", "predicted_seconds": 12.0, "recovery_seconds": 3.0}
+    return {}
+
+
+def _fill_ledger(ledger: Ledger, per_command: int) -> None:
+    """`per_command` finished runs of every job's command (every third one failed), in
+    one transaction."""
+    from integrity.jobs import JOBS
+
+    start = datetime.now(timezone.utc) - timedelta(days=30)
+    rows = []
+    for number, command in enumerate(sorted({job.command for job in JOBS.values()})):
+        for i in range(per_command):
+            started = start + timedelta(minutes=i, seconds=number)
+            rows.append({
+                "id": uuid.uuid4().hex, "command": command, "started_at": started,
+                "finished_at": started + timedelta(seconds=2), "outcome": "ok" if i % 3 else "failed",
+                "exit_code": 0 if i % 3 else 5, "summary": json.dumps(_summary(command, i)),
+                "host": "h", "pid": 1, "tool_version": "0",
+            })
+    with ledger.engine.begin() as connection:
+        connection.execute(runs.insert(), rows)
+
+
+@pytest.fixture
+def rows_read(monkeypatch):
+    """Rows of the ledger's queries handed to Python, per query (its readers take them
+    with `.all()` or iterate over them)."""
+    from sqlalchemy.engine.result import MappingResult, Result
+
+    counted = []
+    for kind in (MappingResult, Result):
+        real_all, real_iter = kind.all, kind.__iter__
+
+        def counting_all(self, _real=real_all):
+            got = _real(self)
+            counted.append(len(got))
+            return got
+
+        def counting_iter(self, _real=real_iter):
+            counted.append(0)
+            for row in _real(self):
+                counted[-1] += 1
+                yield row
+
+        monkeypatch.setattr(kind, "all", counting_all)
+        monkeypatch.setattr(kind, "__iter__", counting_iter)
+    return counted
+
+
+def test_the_metrics_read_few_rows_of_a_long_ledger(initialized, rows_read):
+    from integrity.prometheus import collect
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    try:
+        _fill_ledger(ledger, per_command=600)
+        rows_read.clear()
+        samples = collect(settings, ledger)
+    finally:
+        ledger.close()
+    success = {dict(s.labels)["job_name"]: s.value for s in samples
+               if s.name == "integrity_job_last_success_timestamp_seconds"}
+    assert all(value > 0 for value in success.values()), success  # each found its newest success
+    # Six commands of 600 runs each: pages of 500 read 8,794 rows here (issue 20).
+    assert sum(rows_read) <= 300, rows_read
+
+
+# ---------------------------------------------------------------- renderers
+
+
+def test_every_renderer_is_found_through_its_types_module():
+    from integrity.render import text
+
+    for topic in text.TOPICS:
+        if topic == "text":
+            continue
+        registry = singledispatch(lambda result, console: None)
+        import_module(f"integrity.render.{topic}").register(registry)
+        for kind in registry.registry:
+            if kind is object:
+                continue
+            assert text._TOPIC_OF.get(kind.__module__) == topic, (kind, topic)
+
+
+def test_a_status_run_loads_no_other_operation(initialized):
+    program = (
+        "import sys\n"
+        "from integrity.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('integrity.', 'pandas', 'pandera'))), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", program, "status"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(eval(done.stderr.strip().splitlines()[-1]))
+    assert "integrity.status" in loaded
+    for unneeded in ("integrity.recovery.salvage", "integrity.recovery.restore", "integrity.migrate.dry_run",
+                     "integrity.probe", "integrity.backups.create", "pandas", "pandera"):
+        assert unneeded not in loaded, unneeded
