@@ -331,6 +331,11 @@ def resolve_settings(
     if database_url_option is not None and not database_url_option.strip():
         # An empty flag is a mistake (an unset shell variable), never "use the default".
         raise InvalidInput("--database-url is empty; give the database's URL or leave the option out")
+    for variable in ("INTEGRITY_DATABASE_URL", "GAME_DATABASE_URL"):
+        if variable in environ and not environ[variable].strip():
+            # Set but empty is the same mistake as the empty flag: guarding the default
+            # database instead would back up, audit or restore the wrong one.
+            raise InvalidInput(f"{variable} is set but empty; give the database's URL or unset it")
     url = (
         database_url_option
         or environ.get("INTEGRITY_DATABASE_URL")

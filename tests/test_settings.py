@@ -275,6 +275,32 @@ def test_database_url_precedence(resolve, cwd, data_dir, layers, expected):
     assert settings.database_url == (expected or f"sqlite:///{data_dir}/game.db")
 
 
+@pytest.mark.parametrize("variable", ["INTEGRITY_DATABASE_URL", "GAME_DATABASE_URL"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_database_variable_set_but_empty_is_refused_not_the_default(resolve, variable, value):
+    """An unset shell variable expanded into `INTEGRITY_DATABASE_URL=$GAME_DB` must not
+    make the tool guard (back up, restore into) the embedded default instead."""
+    from game_core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=f"{variable} is set but empty"):
+        resolve({variable: value})
+
+
+def test_a_database_variable_set_but_empty_is_exit_2_in_one_line_through_the_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTEGRITY_", "GAME_"))}
+    env.update(XDG_DATA_HOME=str(tmp_path), INTEGRITY_DATABASE_URL="")
+    completed = subprocess.run([sys.executable, "-m", "integrity.cli", "status"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        "Error: INTEGRITY_DATABASE_URL is set but empty; give the database's URL or unset it"]
+    assert not (tmp_path / "typing-game").exists()  # nothing was created for the default database
+
+
 def test_embedded_default_is_an_absolute_path_in_the_xdg_data_dir(resolve, xdg):
     url = resolve().database_url
     assert url == f"sqlite:///{xdg}/typing-game/game.db"
