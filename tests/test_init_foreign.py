@@ -175,6 +175,21 @@ def test_writing_commands_refuse_a_foreign_sqlite_file_without_changing_a_byte(t
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
+def test_a_dry_run_refuses_a_foreign_sqlite_file_without_changing_a_byte(tmp_path, kind):
+    """A dry run writes only copies, but rehearsing the game's history from base on another
+    application's file used to run and fail the round trip (exit 3), as if the migrations
+    were at fault."""
+    make, said = FOREIGN[kind]
+    path, env = _foreign_file(tmp_path, make)
+    env.repo.mkdir()
+    before = _snapshot(path.parent)
+    result = env.invoke("--no-input", "migrate", "dry-run")
+    assert result.returncode == 4, result.output
+    assert _snapshot(path.parent) == before
+    _refusal(one_error(result), ("migrate", "apply"), str(path), said)
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN))
 def test_salvage_refuses_a_foreign_sqlite_file_without_changing_a_byte(tmp_path, sqlite_url, kind):
     """Salvage onto another application's file, from a real backup of a game database
     (the store identities cannot disagree: the foreign file has none)."""

@@ -376,7 +376,20 @@ def _source_facts(settings, live: DatabaseTarget, choice: SourceChoice, conn_set
     else:
         source = live
     with Database(source, conn_settings).reader() as engine, engine.connect() as connection:
+        _refuse_another_applications(connection, source.display)
         return current_revision(connection), store_identity(connection), choice
+
+
+def _refuse_another_applications(connection, display: str) -> None:
+    """Tables but no revision: not the game's database. Rehearsing the game's history from
+    base on it would report the game's tables "added" beside another application's and
+    pass; an empty database (a new store's first migration) is a fair source."""
+    from game_core.schema_state import SchemaState, schema_status
+    from integrity.guarded import refusal
+
+    status = schema_status(connection)
+    if status.state is SchemaState.UNKNOWN and status.revision is None:
+        raise refusal(status, display)
 
 
 def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTarget, conn_settings) -> str:
