@@ -22,7 +22,7 @@ that name wins over every other rule.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -197,8 +197,38 @@ def iter_finished_runs(ledger, command: str, *, exit_code: int | None = None, li
 def job_runs(ledger, job: Job, *, scan: int = SCAN_LIMIT) -> JobRuns:
     """The newest completed run (attributed, or unattributed and possibly this job's)
     and the newest successful run of `job`, among the newest `scan` runs of its command."""
-    finished = iter_finished_runs(ledger, job.command, limit=scan)
-    last_completed = next((r for r in finished if job_verdict(job, r) is not False), None)
-    successes = iter_finished_runs(ledger, job.command, exit_code=0, limit=scan)
-    last_success = next((r for r in successes if job_verdict(job, r)), None)
-    return JobRuns(job.name, last_completed, last_success)
+    return jobs_runs(ledger, [job], scan=scan)[job.name]
+
+
+def jobs_runs(ledger, jobs: Iterable[Job], *, scan: int = SCAN_LIMIT) -> dict[str, JobRuns]:
+    """`job_runs` of each of `jobs`, by name. The newest runs of each command are read
+    once for all its jobs (verify and deep_verify, audit and audit_full share one), and
+    both answers come from that one pass: the metrics after every command and status ask
+    for all eight jobs, and a query per job and answer was most of their ledger time."""
+    sharing: dict[str, list[Job]] = {}
+    for job in jobs:
+        sharing.setdefault(job.command, []).append(job)
+    found: dict[str, JobRuns] = {}
+    for command, its_jobs in sharing.items():
+        completed: dict[str, RunRecord] = {}
+        succeeded: dict[str, RunRecord] = {}
+        read = 0
+        for run in iter_finished_runs(ledger, command, limit=scan):
+            read += 1
+            for job in its_jobs:
+                verdict = job_verdict(job, run)
+                if job.name not in completed and verdict is not False:
+                    completed[job.name] = run
+                if job.name not in succeeded and run.exit_code == 0 and verdict:
+                    succeeded[job.name] = run
+            if len(completed) == len(succeeded) == len(its_jobs):
+                break
+        for job in its_jobs:
+            success = succeeded.get(job.name)
+            if success is None and read >= scan:
+                # No success among the newest `scan` runs: look further back among the
+                # successes alone, as far as `scan` of them (a job failing for weeks).
+                success = next((r for r in iter_finished_runs(ledger, command, exit_code=0, limit=scan)
+                                if job_verdict(job, r)), None)
+            found[job.name] = JobRuns(job.name, completed.get(job.name), success)
+    return found

@@ -185,14 +185,15 @@ def _database(settings: Settings, ledger):
 
 
 def _jobs(out: _Collector, settings: Settings, ledger, schedule_seconds) -> None:
-    from integrity.jobs import JOBS, job_runs
+    from integrity.jobs import JOBS, jobs_runs
 
     for name in SCHEDULED_JOBS:
         schedule = getattr(settings.schedule, name)
         out.add("integrity_job_enabled", schedule != "off", job_name=name)
         out.add("integrity_job_interval_seconds", schedule_seconds(schedule), job_name=name)
+    every = jobs_runs(ledger, [JOBS[name] for name in SCHEDULED_JOBS])
     for name in SCHEDULED_JOBS:
-        runs = job_runs(ledger, JOBS[name])
+        runs = every[name]
         out.add("integrity_job_last_success_timestamp_seconds",
                 _ts(runs.last_success.finished_at if runs.last_success else None), job_name=name)
         last = runs.last_completed

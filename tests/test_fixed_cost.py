@@ -184,3 +184,47 @@ def test_a_status_run_loads_no_other_operation(initialized):
     for unneeded in ("integrity.recovery.salvage", "integrity.recovery.restore", "integrity.migrate.dry_run",
                      "integrity.probe", "integrity.backups.create", "pandas", "pandera"):
         assert unneeded not in loaded, unneeded
+
+
+def _one_job_at_a_time(ledger, job, scan):
+    """job_runs as it was, two queries per job: the reference the one-pass reading keeps."""
+    from integrity.jobs import iter_finished_runs, job_verdict
+
+    finished = iter_finished_runs(ledger, job.command, limit=scan)
+    completed = next((r for r in finished if job_verdict(job, r) is not False), None)
+    successes = iter_finished_runs(ledger, job.command, exit_code=0, limit=scan)
+    return completed, next((r for r in successes if job_verdict(job, r)), None)
+
+
+@pytest.mark.parametrize("scan", [3, 40, 2000])
+def test_reading_each_command_once_answers_as_one_job_at_a_time(initialized, scan):
+    """Jobs sharing a command, long failure streaks (further back than `scan`), summaries
+    that name no job: every job's newest completed and successful run are the same."""
+    import random
+
+    from integrity.jobs import JOBS, jobs_runs
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    try:
+        chance = random.Random(20)
+        start = datetime.now(timezone.utc) - timedelta(days=10)
+        rows = []
+        for i in range(400):
+            command = chance.choice(sorted({job.command for job in JOBS.values()}))
+            streak = i < 300 and command in ("backup verify", "audit")  # old successes, then failures only
+            code = 0 if streak and chance.random() < 0.5 else chance.choice([0, 3, 4, 5]) if i < 300 else 5
+            summary = {} if chance.random() < 0.1 else _summary(command, chance.randrange(4))
+            started = start + timedelta(minutes=i)
+            rows.append({"id": uuid.uuid4().hex, "command": command, "started_at": started,
+                         "finished_at": started + timedelta(seconds=1), "outcome": "x", "exit_code": code,
+                         "summary": json.dumps(summary), "host": "h", "pid": 1, "tool_version": "0"})
+        with ledger.engine.begin() as connection:
+            connection.execute(runs.insert(), rows)
+        together = jobs_runs(ledger, JOBS.values(), scan=scan)
+        for name, job in JOBS.items():
+            completed, success = _one_job_at_a_time(ledger, job, scan)
+            assert (together[name].last_completed, together[name].last_success) == (completed, success), name
+    finally:
+        ledger.close()

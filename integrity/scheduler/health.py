@@ -45,15 +45,17 @@ def first_run_time(ledger: Ledger) -> datetime | None:
 
 def job_states(settings, ledger: Ledger, now: datetime) -> list[JobState]:
     """Every job of `[schedule]` (off ones too), in the settings' order."""
-    from integrity.jobs import JOBS, available_jobs, job_runs
+    from integrity.jobs import JOBS, available_jobs, jobs_runs
 
     schedules: dict[str, JobSchedule] = build_schedules(settings.schedule)
     reference = records.init_time(ledger) or first_run_time(ledger)
     states = []
+    available = available_jobs()
+    histories = jobs_runs(ledger, [JOBS[job] for job in JOBS if job in available])
     for job in JOBS:
-        if job not in available_jobs():
+        if job not in available:
             continue
-        history = job_runs(ledger, JOBS[job])
+        history = histories[job]
         schedule = schedules.get(job)
         success = history.last_success
         since = success.started_at if success else reference
