@@ -1,0 +1,293 @@
+"""Point-in-time recovery of PostgreSQL through the real pgBackRest (issue 16).
+
+A throwaway cluster of the test's own (tests/pg_cluster.py) archives through our
+archive_command into a repository in its directory: stanza-create, check, a full backup,
+then game writes (the game's schema, players created through the game's store) with two
+marker players on either side of a moment read from the server's own clock. A restore to
+that moment has the first and not the second; a moment outside the window is one Error
+line naming the window; the scratch cluster is gone afterwards, after an exception inside
+the with-block too, and after its run was killed (the next run removes it). A cluster whose
+archive_command fails reports the failure in its window.
+
+Without pgbackrest these tests skip, unless INTEGRITY_REQUIRE_POSTGRES=1 (CI), where they
+fail: `.ci/run` installs Debian's `pgbackrest` package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import REQUIRE_POSTGRES
+from game_core.db import create_engine
+from game_core.errors import PreconditionFailed
+from game_core.schema_state import upgrade_to_head
+from game_core.store import Store
+from integrity.db.scratch_cluster import CLUSTER_PREFIX
+from integrity.settings import resolve_settings
+from pg_cluster import ThrowawayCluster
+
+DEADLINE_SECONDS = 30
+
+if not shutil.which("pgbackrest") or not shutil.which("pg_config"):
+    if REQUIRE_POSTGRES:
+        raise RuntimeError("pgbackrest (or pg_config) is missing and INTEGRITY_REQUIRE_POSTGRES=1: "
+                           "install Debian's pgbackrest package (.ci/run does)")
+    pytest.skip("pgbackrest is not installed (apt-get install pgbackrest)", allow_module_level=True)
+
+from integrity.pitr.pgbackrest import PgBackRestEngine  # noqa: E402  (after the skip: it needs nothing, but reads better)
+
+
+def wait_for(condition, what: str):
+    """Poll `condition` until it returns something true, or fail after the deadline."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def engine_for_cluster(cluster: ThrowawayCluster, database: str, **pitr) -> PgBackRestEngine:
+    """The engine as `integrity` builds it from settings. The state and repository live in
+    the cluster's directory: the server's OS user must reach them (pytest's tmp dirs are 0700)."""
+    environ = {"XDG_DATA_HOME": str(cluster.directory / "xdg"), "INTEGRITY_STATE__DIR": str(cluster.directory / "state"),
+               "INTEGRITY_PITR__ENABLED": "true", "INTEGRITY_PITR__REPOSITORY": str(cluster.directory / "repo"),
+               "INTEGRITY_PITR__PG_DATA_DIR": str(cluster.data), "INTEGRITY_BACKUPS__RETENTION__KEEP_LAST": "3",
+               **{f"INTEGRITY_PITR__{key.upper()}": value for key, value in pitr.items()}}
+    settings = resolve_settings(environ=environ, cwd=cluster.directory, database_url_option=cluster.url(database))
+    return PgBackRestEngine.from_settings(settings)
+
+
+def archive_command_for(directory: Path) -> str:
+    # Known before the engine exists: the server must start with it (archive_mode needs a restart).
+    return f"'{shutil.which('pgbackrest')} --config={directory / 'state' / 'pitr' / 'pgbackrest.conf'} --stanza=game archive-push %p'"
+
+
+def start_archiving_cluster() -> ThrowawayCluster:
+    """A cluster archiving through our archive_command. The command names a file in the
+    cluster's directory, known only once the cluster exists: it starts without one (WAL
+    waits, PostgreSQL 15) and gets it through ALTER SYSTEM and a reload (archive_mode needs
+    a restart, archive_command a reload; a -c option would win over ALTER SYSTEM)."""
+    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "archive_timeout": "1"})
+    with admin(cluster) as connection:  # archive_command takes a reload, archive_mode a restart
+        connection.execute(sa.text(f"ALTER SYSTEM SET archive_command = {archive_command_for(cluster.directory)}"))
+        connection.execute(sa.text("SELECT pg_reload_conf()"))
+    wait_for(lambda: "archive-push" in show(cluster, "archive_command"), "the reload to reach new sessions")  # signalled, not awaited
+    return cluster
+
+
+def show(cluster: ThrowawayCluster, setting: str) -> str:
+    with admin(cluster) as connection:
+        return connection.execute(sa.text(f"SHOW {setting}")).scalar()
+
+
+class admin:
+    """An autocommit connection to the cluster's maintenance database."""
+
+    def __init__(self, cluster: ThrowawayCluster, database: str = "postgres") -> None:
+        self._engine = sa.create_engine(cluster.url(database), isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> sa.Connection:
+        self._connection = self._engine.connect()
+        return self._connection
+
+    def __exit__(self, *exc) -> None:
+        self._connection.close()
+        self._engine.dispose()
+
+
+def server_now(cluster: ThrowawayCluster) -> datetime:
+    with admin(cluster) as connection:
+        return connection.execute(sa.text("SELECT clock_timestamp()")).scalar()
+
+
+def switch_wal(cluster: ThrowawayCluster) -> str:
+    with admin(cluster) as connection:
+        return connection.execute(sa.text("SELECT pg_walfile_name(pg_switch_wal())")).scalar()
+
+
+def postgres_running_in(data: Path) -> bool:
+    # The server's command line, not the watcher's (which names pg_ctl -D).
+    found = subprocess.run(["pgrep", "-f", "--", f"bin/postgres -D {data}"], capture_output=True, text=True)
+    return found.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def archived():
+    """A cluster archiving through pgBackRest, a full backup of it, then two marker
+    players committed on either side of `moment`, all archived."""
+    cluster = start_archiving_cluster()
+    try:
+        with admin(cluster) as connection:
+            connection.execute(sa.text("CREATE DATABASE game"))
+        game = create_engine(cluster.url("game"))
+        with game.begin() as connection:
+            upgrade_to_head(connection)
+        engine = engine_for_cluster(cluster, "game")
+        engine.write_config()
+        engine.create_stanza()
+        engine.check()
+        backup = engine.backup("full")
+        # The window opens a second after the backup's stop (whole seconds): write after it.
+        wait_for(lambda: server_now(cluster) > backup.stopped + timedelta(seconds=1), "the backup's second to pass")
+        store = Store(game)
+        store.create_player("before_moment")
+        moment = server_now(cluster)  # after the first commit, before the second: the server's own clock
+        store.create_player("after_moment")
+        game.dispose()
+        switched = switch_wal(cluster)
+        wait_for(lambda: (engine.archiver_state().last_archived_wal or "")[:24] >= switched, f"{switched} to be archived")
+        yield cluster, engine, backup, moment
+    finally:
+        cluster.stop()
+
+
+def scratch_dir(archived, tmp_path) -> Path:
+    """A scratch directory the server's OS user reaches (pytest's tmp dirs are 0700)."""
+    return archived[0].directory / f"scratch-{tmp_path.name}"
+
+
+def players_in(target) -> set[str]:
+    engine = create_engine(target, read_only=True)
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(sa.text("SELECT username FROM players")).scalars())
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_the_configuration_names_the_repository_the_cluster_and_the_retention(archived):
+    cluster, engine, _, _ = archived
+    text = engine.config_files()[engine.config_path]
+    assert f"repo1-path={cluster.directory / 'repo'}" in text
+    assert f"pg1-path={cluster.data}" in text
+    assert f"pg1-port={cluster.port}" in text
+    assert f"pg1-socket-path={cluster.directory}" in text  # from postmaster.pid: pgBackRest has no TCP
+    assert "pg1-user=postgres" in text and "pg1-database=game" in text
+    assert "repo1-retention-full=3" in text  # [backups.retention] keep_last
+    assert f"log-path={cluster.directory / 'state' / 'pitr' / 'log'}" in text
+    server = engine.server_settings()
+    assert server["archive_mode"] == "on" and server["wal_level"] == "replica"
+    assert f"--config={engine.config_path}" in server["archive_command"] and server["archive_command"].endswith("archive-push %p")
+    assert {command.step for command in engine.commands()} >= {"archive-push", "stanza-create", "check", "backup", "info", "restore"}
+
+
+def test_a_missing_data_directory_setting_is_one_error_naming_the_key(archived):
+    cluster, _, _, _ = archived
+    with pytest.raises(PreconditionFailed, match=r"\[pitr\] pg_data_dir is empty"):
+        engine_for_cluster(cluster, "game", pg_data_dir="")
+
+
+# ---------------------------------------------------------------- the window
+
+
+def test_the_window_runs_from_the_backup_to_the_last_archived_wal(archived):
+    cluster, engine, backup, moment = archived
+    window = engine.window()
+    assert window.errors == ()
+    assert window.oldest == backup.stopped + timedelta(seconds=1)
+    assert window.newest is not None and window.newest > moment
+    assert window.contains(moment)
+
+
+def test_a_failing_archive_command_is_reported_in_the_window():
+    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "archive_command": "'/bin/false'"})
+    try:
+        engine = engine_for_cluster(cluster, "postgres")
+        engine.write_config()
+        switch_wal(cluster)
+        wait_for(lambda: engine.archiver_state().failed_count > 0, "archive_command to fail")
+        window = engine.window()
+        assert window.newest is None and not window.contains(server_now(cluster))
+        assert any(error.startswith("archiving is failing: archive_command failed") for error in window.errors), window.errors
+        assert any("stanza game" in error for error in window.errors), window.errors  # never stanza-created
+    finally:
+        cluster.stop()
+
+
+# ---------------------------------------------------------------- restore
+
+
+def test_a_restore_to_a_moment_has_what_was_committed_before_it_and_nothing_after(archived, tmp_path):
+    _, engine, backup, moment = archived
+    scratch = scratch_dir(archived, tmp_path)
+    with engine.restored_at(moment, scratch) as copy:
+        assert players_in(copy.target) == {"before_moment"}
+        assert backup.label in copy.description
+        folders = list(scratch.glob(CLUSTER_PREFIX + "*[!m]"))  # the folder, not its .claim
+        assert len(folders) == 1 and postgres_running_in(folders[0] / "data")
+        socket_dir = Path(copy.target.url.host)
+    assert list(scratch.iterdir()) == []  # folder and claim both gone
+    assert not postgres_running_in(folders[0] / "data") and not socket_dir.exists()
+
+
+def test_the_scratch_cluster_is_removed_after_an_exception_inside(archived, tmp_path):
+    _, engine, _, moment = archived
+    scratch = scratch_dir(archived, tmp_path)
+    with pytest.raises(RuntimeError, match="inside"):
+        with engine.restored_at(moment, scratch):
+            data = next(scratch.glob(CLUSTER_PREFIX + "*[!m]")) / "data"
+            raise RuntimeError("inside")
+    assert list(scratch.iterdir()) == [] and not postgres_running_in(data)
+
+
+@pytest.mark.parametrize("offset", [timedelta(hours=-1), timedelta(hours=1)], ids=["before the backup", "in the future"])
+def test_a_moment_outside_the_window_is_one_error_naming_the_window(archived, tmp_path, offset):
+    _, engine, backup, _ = archived
+    moment = (backup.stopped if offset < timedelta(0) else datetime.now(UTC)) + offset
+    with pytest.raises(PreconditionFailed, match=r"is outside the point-in-time window \(\S+ to \S+\)") as raised:
+        with engine.restored_at(moment, scratch_dir(archived, tmp_path)):
+            pass
+    assert "\n" not in str(raised.value)
+    assert not scratch_dir(archived, tmp_path).exists()
+
+
+KILLED_RUN = """
+import sys, time
+sys.path[:0] = {paths!r}
+from datetime import datetime
+from pathlib import Path
+from test_pitr_pgbackrest import engine_for_cluster
+from pg_cluster import ThrowawayCluster
+cluster = ThrowawayCluster(Path({directory!r}), {port}, Path({bindir!r}))
+engine = engine_for_cluster(cluster, "game")
+with engine.restored_at(datetime.fromisoformat({moment!r}), Path({scratch!r})):
+    print("inside", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_runs_scratch_cluster_is_removed_by_the_next_run(archived, tmp_path):
+    cluster, engine, _, moment = archived
+    scratch = scratch_dir(archived, tmp_path)
+    tests = str(Path(__file__).parent)
+    script = KILLED_RUN.format(paths=[tests, str(Path(tests).parent)], directory=str(cluster.directory), port=cluster.port,
+                               bindir=str(cluster.bindir), moment=moment.isoformat(), scratch=str(scratch))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tests,
+                             env={**{k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}, "PYTHONPATH": os.pathsep.join([tests, str(Path(tests).parent)])})
+    try:
+        assert child.stdout.readline().strip() == "inside"
+        killed = next(scratch.glob(CLUSTER_PREFIX + "*[!m]"))  # the folder, not its .claim
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert killed.is_dir()  # the kill skipped every `finally`
+    with engine.restored_at(moment, scratch) as copy:
+        assert not killed.exists()  # the next run removed it (and its server) before making its own
+        assert players_in(copy.target) == {"before_moment"}
+    assert list(scratch.iterdir()) == [] and not postgres_running_in(killed / "data")
