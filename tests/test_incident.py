@@ -11,25 +11,35 @@ output. Here it runs once per engine (SQLite file; PostgreSQL in a scratch datab
 its own) and each test holds one part of the story to what the issue asks, from the
 script's JSON summary.
 
-The script takes about a minute per engine on this machine: the story is some thirty
-real processes, each starting Python. That is over the suite's 20 s per test, on
-purpose and once per engine (the brief for this part asks for under 60 s per engine).
+Run as a program (the README's output), every step is a real process, each starting
+Python: about a minute per engine on this machine. Here the script runs in this process
+and its `integrity` and `typing-game` steps run through the tests' CliRunner, with the
+step's own environment, working directory and standard input: what each act holds to
+is the programs' exit codes and output, not their process boundary. The steps whose
+process boundary is the point stay real processes: the restore killed at a crash point
+(SIGKILL), plain `alembic` applying the revision behind the tool's back, and promtool.
+That is still over the suite's 20 s per test, once per engine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import traceback
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from cli_runner import CliRunner
 from conftest import drop_pg_database, pg_url_for
 from restore_helpers import drop_restore_leftovers
 
@@ -54,13 +64,66 @@ def replay(request, tmp_path_factory):
         request.addfinalizer(lambda: drop_restore_leftovers(admin, name))  # the database the restore kept
         args += ["--database-url", pg_url_for(name)]
     summary_path = tmp / "summary.json"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRITY_") and k != "GAME_DATABASE_URL"}
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), *args, "--workdir", str(tmp / "work"), "--json-summary", str(summary_path)],
-        capture_output=True, text=True, timeout=400, env=environ, cwd=tmp,
-    )
+    completed = _replay_in_process([*args, "--workdir", str(tmp / "work"), "--json-summary", str(summary_path)], tmp)
     assert summary_path.exists(), completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed, json.loads(summary_path.read_text())
+
+
+def _replay_in_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The script's main(args), its output captured like a subprocess's, with its steps'
+    programs run in this process (_InProcessPrograms)."""
+    spec = importlib.util.spec_from_file_location("replay_incident_under_test", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up while being made
+    spec.loader.exec_module(script)
+    script.subprocess = _InProcessPrograms(script.BIN)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _working_directory(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = script.main(args)
+        except BaseException:  # reported like a crashed process, with its traceback
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["replay_incident.py", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+class _InProcessPrograms:
+    """What the script sees as its `subprocess` module: `integrity` and `typing-game` run
+    through the CliRunner with the step's environment (exactly: variables it lacks are
+    unset), working directory and input, a traceback reported as a crashed process's would
+    be; every other program, and a step at an INTEGRITY_CRASH_AT crash point (killed by
+    SIGKILL), stays a real process."""
+
+    CompletedProcess = subprocess.CompletedProcess
+
+    def __init__(self, bin_dir: Path) -> None:
+        from game_core.cli import app as game_app
+        from integrity.cli import app as integrity_app
+
+        self._apps = {str(bin_dir / "integrity"): integrity_app, str(bin_dir / "typing-game"): game_app}
+
+    def run(self, command, *, input=None, cwd=None, env=None, **kwargs):
+        app = self._apps.get(str(command[0]))
+        if app is None or (env or {}).get("INTEGRITY_CRASH_AT"):
+            return subprocess.run(command, input=input, cwd=cwd, env=env, **kwargs)
+        environment = {name: None for name in os.environ if name not in env}
+        environment.update(env)
+        with _working_directory(cwd):
+            result = CliRunner().invoke(app, list(command[1:]), input=input, env=environment)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(*result.exc_info))
+        return subprocess.CompletedProcess(command, result.exit_code, result.stdout, stderr)
 
 
 def steps(summary: dict, pattern: str) -> list[dict]:
