@@ -199,3 +199,64 @@ def test_salvage_command_renumbers_rows_whose_ids_the_game_reused(env):
     # Salvaging again re-applies nothing: everything is there.
     code, again = env.invoke_json("salvage", "--from-backup", safety, "--yes")
     assert code == 0 and again["result"]["reapplied"] == {"players": 0, "results": 0}
+
+
+def test_a_new_player_who_plays_again_before_the_salvage_keeps_every_result(env):
+    """`newbie` is new since the backup; after the restore the game creates `newbie` again
+    (a later created_at) before anyone salvages. Salvage used to map the old results to
+    the re-created player and leave them out (`results.not_before_player`): now the player
+    gets back the first created_at, and every result comes back."""
+    from game_core.schema import players
+
+    backup_id = env.create()
+    play(env.url, "newbie", 3, seed=3)
+    before_restore = rows_by_key(env.url)
+    first_created = _created_at(env.url, "newbie")
+    result = env.invoke("restore", backup_id, "--yes")
+    assert result.returncode == 0, result.output
+    safety = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("safety backup")][0]
+    time.sleep(0.01)  # the game's clock moves on: the re-created player is strictly newer
+    play(env.url, "newbie", 1, seed=9)  # the game registers `newbie` again
+    assert _created_at(env.url, "newbie") > first_created
+    after_game = rows_by_key(env.url)
+
+    code, done = env.invoke_json("salvage", "--from-backup", safety, "--yes")
+    assert code == 0, done
+    assert done["result"]["left_out"] == [], done["result"]["left_out"]
+    assert done["result"]["recreated_players"] == 1
+    assert done["result"]["reapplied"] == {"players": 0, "results": 3}
+    assert _created_at(env.url, "newbie") == first_created
+    assert rows_by_key(env.url) == {**after_game, **{k: v for k, v in before_restore.items() if k[0] == "newbie"}}
+    code, audit = env.invoke_json("audit")
+    assert code == 0, audit
+
+
+def test_a_player_whose_created_at_the_damage_changed_is_not_redated(env):
+    """The control: a player the backup holds, whose created_at differs in the source (the
+    incident's kind of change), keeps the restored value and is reported as changed."""
+    from game_core.schema import players
+
+    backup_id = env.create()
+    restored_created = _created_at(env.url, "p0_2")
+    execute(env.url, "UPDATE players SET created_at = :t WHERE username = 'p0_2'",
+            t=restored_created - timedelta(days=30))
+    result = env.invoke("restore", backup_id, "--yes")
+    assert result.returncode == 0, result.output
+    safety = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("safety backup")][0]
+    code, done = env.invoke_json("salvage", "--from-backup", safety, "--yes")
+    assert code == 0, done
+    assert done["result"]["recreated_players"] == 0
+    left_out = {(item["table"], item["reason"]): item["rows"] for item in done["result"]["left_out"]}
+    assert left_out == {("players", "changed"): 1}, left_out
+    assert _created_at(env.url, "p0_2") == restored_created
+
+
+def _created_at(url: str, username: str):
+    from game_core.schema import players
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(players.c.created_at).where(players.c.username == username)).scalar_one()
+    finally:
+        engine.dispose()

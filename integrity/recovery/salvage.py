@@ -111,6 +111,10 @@ class SalvageReport:
     left_out: tuple[LeftOut, ...]
     rebuilt_players: int
     seconds: float = 0.0
+    # Players the game created again after the source was captured (they played between
+    # the swap and the salvage): given back their first created_at, so that their older
+    # results fit them (`results.not_before_player`).
+    recreated_players: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -126,6 +130,7 @@ class SalvageReport:
             "recomputed_columns": dict(self.recomputed_columns),
             "left_out": {f"{item.table}:{item.reason}": item.rows for item in self.left_out},
             "rebuilt_players": self.rebuilt_players,
+            "recreated_players": self.recreated_players,
             "seconds": round(self.seconds, 3),
         }
 
@@ -164,10 +169,11 @@ def find_candidates(live: Connection, source: Connection, tally: "_Tally") -> di
     diff of each table (`integrity.tablediff.backup_live`: ranges that are equal are compared
     inside the databases and skipped, so only differences reach Python).
 
-    A row that differs but keeps its natural key (same username; same player and
-    started_at) is one the incident changed: counted as left out here, never a
-    candidate. One whose natural key differs shares only its id with a row live has now
-    (written after the restore): a candidate, to be re-applied under a new id.
+    A result that differs but keeps its natural key (same player and started_at) is one
+    the incident changed: counted as left out here, never a candidate. One whose natural
+    key differs shares only its id with a row live has now (written after the restore):
+    a candidate, to be re-applied under a new id. Every differing player is a candidate:
+    `_salvage_players` tells one the incident changed from one the game created again.
     """
     from integrity.tablediff import backup_live as diff
 
@@ -178,7 +184,11 @@ def find_candidates(live: Connection, source: Connection, tally: "_Tally") -> di
             if difference.kind == diff.ONLY_BACKUP:
                 found[table].append(difference.key[0])
             elif difference.kind == diff.CHANGED:
-                if all(difference.live[name] == difference.backup[name] for name in key):
+                if table == "players":
+                    # Judged with the rows themselves (`_salvage_players`): a player the game
+                    # created again since has the same username and a later created_at.
+                    found[table].append(difference.key[0])
+                elif all(difference.live[name] == difference.backup[name] for name in key):
                     tally.add(table, "changed", difference.key[0])
                 else:
                     found[table].append(difference.key[0])
@@ -334,6 +344,7 @@ def salvage_into(
         left_out=tally.left_out(),
         rebuilt_players=rebuilt,
         seconds=time.perf_counter() - started,
+        recreated_players=len(salvaged_players.recreated),
     )
 
 
@@ -345,6 +356,7 @@ class _Players:
     created: dict[int, object]  # live player id -> created_at (for not_before_player)
     left_out: set[int]  # source ids of players not re-applied
     reapplied: dict  # _insert_players: ids, samples, renumbered
+    recreated: list[int]  # live ids of players re-dated to their first created_at
 
 
 def _salvage_players(live: Connection, source: Connection, ids: list[int], tally: "_Tally", context: AuditContext, *,
@@ -355,6 +367,8 @@ def _salvage_players(live: Connection, source: Connection, ids: list[int], tally
     created: dict[int, object] = {}  # live player id -> created_at (for not_before_player)
     candidates: dict[int, tuple[object, bool]] = {}  # source id -> (row, its id is taken in live)
     left_players: set[int] = set()
+    recreated: list[int] = []
+    source_newest = source.execute(sa.select(sa.func.max(players.c.created_at))).scalar()
     for page in _rows(source, players, ids):
         complete = []
         for row in page:
@@ -372,6 +386,12 @@ def _salvage_players(live: Connection, source: Connection, ids: list[int], tally
             match = by_name.get(row.username)
             if match is not None:
                 player_map[row.id] = match.id
+                if _recreated_after_the_source(match, row, source_newest):
+                    if write:
+                        live.execute(players.update().where(players.c.id == match.id).values(created_at=row.created_at))
+                    created[match.id] = row.created_at
+                    recreated.append(match.id)
+                    continue
                 created[match.id] = match.created_at
                 if match.id != row.id or match.created_at != row.created_at:
                     tally.add("players", "changed", row.id)
@@ -396,7 +416,17 @@ def _salvage_players(live: Connection, source: Connection, ids: list[int], tally
         values = {name: getattr(row, name) for name in _PLAYER_VALUES}
         (new_id if id_taken else keep_id).append({"source_id": source_id, **values})
     return _Players(player_map, created, left_players,
-                    _insert_players(live, keep_id, new_id, player_map, created, write=write))
+                    _insert_players(live, keep_id, new_id, player_map, created, write=write), recreated)
+
+
+def _recreated_after_the_source(live_row, source_row, source_newest) -> bool:
+    """Live's player of this username was created after every player of the source: the
+    game made it again (a player new since the backup played between the swap and the
+    salvage), so the source's earlier created_at is the player's real one. A live player
+    restored from the backup is never newer than the source's newest, so a created_at the
+    incident changed is still only reported ("changed"), never taken from the source."""
+    return (source_newest is not None and source_row.created_at is not None
+            and live_row.created_at > source_newest and source_row.created_at < live_row.created_at)
 
 
 @dataclass

@@ -154,6 +154,9 @@ def render_salvage(report, console: Console) -> None:
             renumbered = report.renumbered.get(table, 0)
             extra = f"; {renumbered} under a new id (theirs was taken)" if renumbered else ""
             _print(console, f"  {table}: {report.reapplied[table]:,} {verb}, e.g. ids {samples}{extra}")
+    if report.recreated_players:
+        _print(console, f"  players: {report.recreated_players:,} the game created again since the restore got back "
+                        "their first created_at (their older results fit them again)")
     if recomputed:
         columns = ", ".join(f"{name} {count:,}" for name, count in report.recomputed_columns.items() if count)
         samples = ", ".join(str(i) for i in report.recomputed_sample_ids)
