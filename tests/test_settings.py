@@ -17,7 +17,7 @@ from game_core.errors import ExitCode
 from integrity.errors import ConfigInvalid
 from integrity.settings import JOBS, SECTIONS, Settings, resolve_settings, schedule_seconds, starter_toml
 
-ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore]"
+ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore], [pitr]"
 CRON_OR_INTERVAL = (
     "a 5-field cron expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'"
 )
@@ -124,6 +124,18 @@ def expected_defaults(data_dir: Path) -> dict:
         },
         "metrics": {"path": str(data_dir / "state" / "metrics.prom")},
         "restore": {"safety_pin_hours": 168},
+        "pitr": {
+            "enabled": False,
+            "repository": str(data_dir / "pitr"),
+            "resolution_seconds": 1.0,
+            "lag_objective_seconds": 10,
+            "sync_interval": "1s",
+            "archive_timeout_seconds": 60,
+            "pg_data_dir": "",
+            "pg_bindir": "",
+            "stanza": "game",
+            "litestream_bin": "",
+        },
         "config_path": None,
         "data_dir": str(data_dir),
     }
@@ -133,7 +145,7 @@ def test_every_section_has_its_documented_defaults(resolve, data_dir):
     settings = resolve()
     assert settings.describe() == expected_defaults(data_dir)
     assert settings.config_path is None and settings.config_display == "none (defaults)"
-    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore"]
+    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore", "pitr"]
 
 
 def test_schedule_has_one_entry_per_documented_job(resolve):

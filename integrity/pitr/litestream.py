@@ -64,6 +64,8 @@ SNAPSHOT_LEVEL = 9
 FIRST_TXID = 1
 # The listing's timestamps are whole seconds, truncated: a file listed at S was made in [S, S+1).
 LISTING_STEP = timedelta(seconds=1)
+# Litestream's own checkpoint after shipping touches the database a moment after the newest file.
+UNSHIPPED_GRACE = timedelta(seconds=2)
 COMMAND_TIMEOUT_SECONDS = 120
 
 
@@ -256,15 +258,25 @@ class LitestreamEngine:
 
     def unshipped_since(self, newest: datetime | None) -> datetime | None:
         """When the guarded database was written after the newest shipped file, or None when
-        nothing written is waiting: Litestream ships what is in the WAL, so a WAL modified
-        later than the newest LTX file's second holds writes the replica lacks."""
-        wal = Path(f"{self.database}-wal")
-        try:
-            modified = datetime.fromtimestamp(wal.stat().st_mtime, UTC)
-        except FileNotFoundError:
+        nothing written is waiting.
+
+        The WAL's and the file's modification times tell: a write appends to the WAL, and
+        with no replicator holding its read lock the game's last connection checkpoints the
+        WAL into the file and deletes it (so the WAL alone misses a dead replicator's backlog).
+        Litestream itself checkpoints right after shipping, which touches both a little after
+        the newest file was made: hence the grace. A write within the grace after the newest
+        file, while nothing ships, is the blind spot (the supervisor reports the death)."""
+        latest = None
+        for path in (Path(f"{self.database}-wal"), self.database):
+            try:
+                modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue
+            latest = modified if latest is None else max(latest, modified)
+        if latest is None:
             return None
-        if newest is None or modified >= newest + LISTING_STEP:
-            return modified
+        if newest is None or latest >= newest + LISTING_STEP + UNSHIPPED_GRACE:
+            return latest
         return None
 
     # ---------------------------------------------------------------- restore
