@@ -7,7 +7,8 @@ Issue 20's goal: `integrity status` on an empty store and `integrity metrics` ta
 0.3 s of wall time more than `python -c pass`, measured as whole processes. Printed:
 
 - whole processes (median of --repeat runs after one warm-up each, interleaved so that
-  a burst of load on the host hits every command alike): `python -c pass` (the anchor),
+  a burst of load on the host hits every command alike), wall time and CPU time (user +
+  system, steadier than wall time on a shared host): `python -c pass` (the anchor),
   `integrity --help`, `integrity status` and `integrity metrics` on an empty store: a
   fresh XDG_DATA_HOME, `integrity init` with its SQLite game database, nothing else. Each
   figure is printed with its excess over the anchor and whether the goal is met.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,24 +63,29 @@ def environment(work: Path, *, bytecode_cache: bool) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str], cwd: Path) -> float:
+def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # status exits 3 on an empty store (no backup, no audit, no drill yet): that is its verdict.
     if done.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def whole_processes(work: Path, env: dict[str, str], repeat: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in PROCESSES}
+def whole_processes(work: Path, env: dict[str, str], repeat: int) -> dict[str, tuple[float, float]]:
+    """{name: (median wall seconds, median CPU seconds)}."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in PROCESSES}
     for command in PROCESSES.values():
         run(command, env, work)  # warm-up: page cache, bytecode cache
     for _ in range(repeat):
         for name, command in PROCESSES.items():
             times[name].append(run(command, env, work))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+            for name, values in times.items()}
 
 
 def in_process(env: dict[str, str], repeat: int) -> dict[str, float]:
@@ -117,16 +124,17 @@ def main() -> None:
         cache = "none (PYTHONDONTWRITEBYTECODE=1)" if options.no_bytecode_cache else "own bytecode cache"
         print(f"whole processes, median of {options.repeat}, empty store (init, SQLite), {cache}:", flush=True)
         medians = whole_processes(work, env, options.repeat)
-        anchor = medians["python -c pass"]
-        for name, seconds in medians.items():
+        anchor, anchor_cpu = medians["python -c pass"]
+        for name, (seconds, cpu) in medians.items():
             if name == "python -c pass":
-                print(f"  {name:22} {seconds:6.3f}s  (anchor)")
+                print(f"  {name:22} wall {seconds:6.3f}s  cpu {cpu:6.3f}s  (anchor)")
                 continue
             excess = seconds - anchor
             goal = ""
             if name in HELD_TO_GOAL:
-                goal = f"  goal <= +{GOAL_SECONDS:.1f}s: {'met' if excess <= GOAL_SECONDS else 'NOT met'}"
-            print(f"  {name:22} {seconds:6.3f}s  +{excess:.3f}s over the anchor, {seconds / anchor:5.1f}x{goal}")
+                goal = f"  goal <= +{GOAL_SECONDS:.1f}s wall: {'met' if excess <= GOAL_SECONDS else 'NOT met'}"
+            print(f"  {name:22} wall {seconds:6.3f}s  cpu {cpu:6.3f}s  +{excess:.3f}s wall "
+                  f"(+{cpu - anchor_cpu:.3f}s cpu) over the anchor, {seconds / anchor:5.1f}x{goal}")
         print(f"in-process (CliRunner), median of {options.repeat} invocations after one warm-up:", flush=True)
         for name, seconds in in_process(env, options.repeat).items():
             print(f"  integrity {name:14} {seconds * 1000:7.1f} ms")

@@ -158,6 +158,18 @@ def _created_by_init(ledger, identity: str | None, project) -> set[str]:
 
 
 def _project():
+    """This code's history, loaded once per process while its files stay as they were:
+    the metrics after every command judge the schema, and loading the history executes
+    every revision file (compiled from source where no bytecode is cached)."""
+    from game_core.migrations import MIGRATIONS_DIR
+
+    files = tuple(sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size)
+                         for path in MIGRATIONS_DIR.rglob("*.py")))
+    return _project_of(files)
+
+
+@lru_cache(maxsize=2)
+def _project_of(files: tuple[tuple[str, int, int], ...]):
     from integrity.migrate.project import MigrationProject
 
     return MigrationProject.load(None)

@@ -228,3 +228,20 @@ def test_reading_each_command_once_answers_as_one_job_at_a_time(initialized, sca
             assert (together[name].last_completed, together[name].last_success) == (completed, success), name
     finally:
         ledger.close()
+
+
+def test_the_history_is_loaded_again_when_a_revision_file_changes():
+    """The schema judge keeps this code's history per process (the metrics after every
+    command judge the schema); a revision file written since must not be judged stale."""
+    from game_core.migrations import MIGRATIONS_DIR
+    from integrity.schema_check import _project
+
+    first = _project()
+    assert _project() is first
+    revision = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))[0]
+    stat = revision.stat()
+    try:
+        os.utime(revision, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        assert _project() is not first
+    finally:
+        os.utime(revision, ns=(stat.st_atime_ns, stat.st_mtime_ns))
