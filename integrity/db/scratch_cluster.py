@@ -130,13 +130,13 @@ def scratch_cluster(scratch_dir: Path, name: str, *, os_user: str, fill: Callabl
         _require_reachable(data, os_user)
         fill(data)
         with _running(folder, data, os_user=os_user, bindir=server_bindir(data, bindir), username=username,
-                      database=database, timeout_seconds=timeout_seconds) as target:
-            yield ScratchCopy(target, description)
+                      database=database, timeout_seconds=timeout_seconds) as (target, note):
+            yield ScratchCopy(target, description + note)
 
 
 @contextmanager
 def _running(folder: Path, data: Path, *, os_user: str, bindir: Path, username: str, database: str,
-             timeout_seconds: float) -> Iterator[DatabaseTarget]:
+             timeout_seconds: float) -> Iterator[tuple[DatabaseTarget, str]]:
     socket_dir = Path(tempfile.mkdtemp(prefix="integrity-pitr-"))  # short: a socket path has ~100 bytes
     try:
         socket_dir.chmod(0o700)
@@ -151,22 +151,60 @@ def _running(folder: Path, data: Path, *, os_user: str, bindir: Path, username: 
         pg_ctl = str(bindir / "pg_ctl")
         log = folder / "server.log"
         _stop_when_gone(os.getpid(), pg_ctl, data, socket_dir, os_user)
-        started = subprocess.run(
-            as_os_user([pg_ctl, "-D", str(data), "-w", "-t", str(int(timeout_seconds)), "-l", str(log), "-o", options,
-                        "start"], os_user),
-            capture_output=True, text=True,
-        )
-        try:
+        target = DatabaseTarget(URL.create("postgresql+psycopg", username=username, host=str(socket_dir),
+                                           port=SOCKET_PORT, database=database))
+
+        def start() -> None:
+            started = subprocess.run(
+                as_os_user([pg_ctl, "-D", str(data), "-w", "-t", str(int(timeout_seconds)), "-l", str(log), "-o",
+                            options, "start"], os_user),
+                capture_output=True, text=True,
+            )
             if started.returncode != 0:
                 raise RestoreFailed(f"the restored cluster did not start: {_why(log, started.stderr)}")
-            target = DatabaseTarget(URL.create("postgresql+psycopg", username=username, host=str(socket_dir),
-                                               port=SOCKET_PORT, database=database))
             _wait_until_promoted(target, data, log, time.monotonic() + timeout_seconds)
-            yield target
+
+        try:
+            note = ""
+            try:
+                start()
+            except RestoreFailed:
+                end = _end_of_replay(log)
+                if end is None:
+                    raise
+                # No commit after the target time is archived: the state at that time is
+                # the end of what was replayed. Stop exactly there, even if more WAL has been
+                # archived since (its commits are after the target).
+                _retarget_to_lsn(data / "postgresql.auto.conf", end)
+                start()
+                note = f"; no commit archived after the target: replayed to the archive's end at {end}"
+            yield target, note
         finally:
             _stop(pg_ctl, data, os_user)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+_TARGET_KEYS = ("recovery_target ", "recovery_target=", "recovery_target_time", "recovery_target_xid",
+                "recovery_target_name", "recovery_target_lsn")
+
+
+def _end_of_replay(log: Path) -> str | None:
+    """The LSN where replay ended, when the server stopped because the archive holds
+    nothing after the recovery target (PostgreSQL 13+ refuses to promote then)."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    fatal = [line for line in lines if "FATAL:" in line]
+    if not fatal or TARGET_NOT_REACHED not in fatal[-1]:
+        return None
+    done = [line for line in lines if "redo done at " in line]
+    return done[-1].split("redo done at ", 1)[1].split()[0] if done else None
+
+
+def _retarget_to_lsn(auto_conf: Path, lsn: str) -> None:
+    """Replace the restore's recovery target with `lsn` (inclusive: PostgreSQL's default)."""
+    kept = [line for line in auto_conf.read_text().splitlines() if not line.strip().startswith(_TARGET_KEYS)]
+    auto_conf.write_text("\n".join([*kept, f"recovery_target_lsn = '{lsn}'"]) + "\n")  # keeps its owner
 
 
 def _wait_until_promoted(target: DatabaseTarget, data: Path, log: Path, deadline: float) -> None:

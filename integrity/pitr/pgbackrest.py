@@ -36,7 +36,10 @@ Debian's `pgbackrest` package) and measured against it here with PostgreSQL 15:
 - PostgreSQL 15 stops replay at the first commit after the target time ("recovery stopping
   before commit of transaction ..."). When the archive holds no commit after the target,
   the server stops with FATAL "recovery ended before configured recovery target was
-  reached" instead of restoring the end of the archive.
+  reached" instead of restoring the end of the archive. Nothing after the target being
+  archived, the end of the replay is the state at the target: the scratch cluster
+  (integrity/db/scratch_cluster.py) then restarts with `recovery_target_lsn` = the replay's
+  end ("redo done at LSN" in the log), so WAL archived meanwhile is not replayed.
 
 The window (`window`): oldest = one second after the oldest valid backup's stop time
 (pgBackRest's own rule above). newest = `pg_stat_archiver.last_archived_time` on the live
