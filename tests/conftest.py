@@ -167,6 +167,10 @@ class DatabaseSupply:
     the session ends, so a database that could not be dropped fails the run.
     """
 
+    # The session's supply, for helpers that drop databases without a fixture at hand
+    # (restore_helpers.drop_restore_leftovers).
+    current: DatabaseSupply | None = None
+
     def __init__(self, admin) -> None:
         self._admin = admin
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-supply")
@@ -187,6 +191,10 @@ class DatabaseSupply:
         self._ready[template] = self._thread.submit(self._create, template)
         return name
 
+    def serves(self, admin) -> bool:
+        """Whether this supply's drops reach the server `admin` connects to."""
+        return admin is self._admin or admin.url == self._admin.url
+
     def drop_later(self, name: str) -> None:
         self._drops.append(self._thread.submit(drop_pg_database, self._admin, name))
 
@@ -206,8 +214,9 @@ class DatabaseSupply:
 
 @pytest.fixture(scope="session")
 def pg_supply(pg_admin):
-    supply = DatabaseSupply(pg_admin)
+    supply = DatabaseSupply.current = DatabaseSupply(pg_admin)
     yield supply
+    DatabaseSupply.current = None
     supply.close()
 
 

@@ -83,13 +83,19 @@ def pg_leftover_databases(admin, live_name: str) -> list[str]:
 
 
 def drop_restore_leftovers(admin, live_name: str) -> None:
-    """The databases a restore keeps or a killed one leaves (conftest drops only live)."""
-    import sqlalchemy as sa
+    """The databases a restore keeps or a killed one leaves (conftest drops only live).
+    Dropped by the session's database supply while the next tests run (a DROP DATABASE
+    waits for a checkpoint; the supply's drops are checked when the session ends), or at
+    once without one."""
+    from conftest import DatabaseSupply, drop_pg_database
 
+    supply = DatabaseSupply.current
     for name in pg_leftover_databases(admin, live_name):
         if "_restore_" in name:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if supply is not None and supply.serves(admin):
+                supply.drop_later(name)
+            else:
+                drop_pg_database(admin, name)
 
 
 # ---------------------------------------------------------------- a writer that reconnects
