@@ -1,13 +1,15 @@
 """Point-in-time recovery of PostgreSQL through the real pgBackRest (issue 16).
 
 A throwaway cluster of the test's own (tests/pg_cluster.py) archives through our
-archive_command into a repository in its directory: stanza-create, check, a full backup,
-then game writes (the game's schema, players created through the game's store) with two
-marker players on either side of a moment read from the server's own clock. A restore to
-that moment has the first and not the second; a moment outside the window is one Error
-line naming the window; the scratch cluster is gone afterwards, after an exception inside
-the with-block too, and after its run was killed (the next run removes it). A cluster whose
-archive_command fails reports the failure in its window.
+archive_command into a repository (state, repository and scratch clusters in a home in
+/dev/shm, see make_home): stanza-create, check, a full backup, then game writes (the game's
+schema, players created through the game's store) with two marker players on either side of
+a moment read from the server's own clock. A restore to that moment has the first and not
+the second, and does not archive; a moment after the archive's last commit restores the
+archive's end; a moment outside the window is one Error line naming the window; the scratch
+cluster is gone afterwards, after an exception inside the with-block too, and after its run
+was killed (the next run removes it). A cluster whose archive_command fails, or pushes
+elsewhere, reports it in its window.
 
 Without pgbackrest these tests skip, unless INTEGRITY_REQUIRE_POSTGRES=1 (CI), where they
 fail: `.ci/run` installs Debian's `pgbackrest` package.
@@ -34,6 +36,7 @@ from game_core.errors import PreconditionFailed
 from game_core.schema_state import upgrade_to_head
 from game_core.store import Store
 from integrity.db.scratch_cluster import CLUSTER_PREFIX
+from integrity.pitr.pgbackrest import PgBackRestEngine
 from integrity.settings import resolve_settings
 from pg_cluster import ThrowawayCluster
 
@@ -44,8 +47,6 @@ if not shutil.which("pgbackrest") or not shutil.which("pg_config"):
         raise RuntimeError("pgbackrest (or pg_config) is missing and INTEGRITY_REQUIRE_POSTGRES=1: "
                            "install Debian's pgbackrest package (.ci/run does)")
     pytest.skip("pgbackrest is not installed (apt-get install pgbackrest)", allow_module_level=True)
-
-from integrity.pitr.pgbackrest import PgBackRestEngine  # noqa: E402  (after the skip: it needs nothing, but reads better)
 
 
 def wait_for(condition, what: str):
@@ -221,10 +222,15 @@ def test_the_configuration_names_the_repository_the_cluster_and_the_retention(ar
     assert {command.step for command in engine.commands()} >= {"archive-push", "stanza-create", "check", "backup", "info", "restore"}
 
 
-def test_a_missing_data_directory_setting_is_one_error_naming_the_key(archived):
+def test_a_missing_data_directory_setting_is_one_error_naming_the_key(archived, tmp_path):
     cluster, engine, _, _, _ = archived
     with pytest.raises(PreconditionFailed, match=r"\[pitr\] pg_data_dir is empty"):
         engine_for_cluster(cluster, home_of(engine), "game", pg_data_dir="")
+    # Disabled, the configuration is only shown (`integrity pitr config`): no error, a placeholder.
+    disabled = engine_for_cluster(cluster, tmp_path, "game", pg_data_dir="", enabled="false")
+    assert "pg1-path=PG_DATA_DIR" in disabled.config_files()[disabled.config_path]
+    with pytest.raises(PreconditionFailed, match="pgbackrest.conf does not exist; run `integrity pitr config`"):
+        disabled.window()
 
 
 # ---------------------------------------------------------------- the window

@@ -70,9 +70,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from game_core.db import POSTGRESQL, DatabaseTarget, parse_database_url
+from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget, parse_database_url
 from game_core.errors import PreconditionFailed
-from integrity.db.connect import Database
+from integrity.db.connect import Database, connection_settings
 from integrity.db.scratch import RestoreFailed, ScratchCopy
 from integrity.db.scratch_cluster import as_os_user, give_to, owner_of, scratch_cluster
 from integrity.errors import ConfigInvalid
@@ -127,6 +127,7 @@ class PgBackRestEngine:
     resolution_seconds: float
     binary: str
     bindir: str = ""
+    connection: ConnectionSettings = ConnectionSettings()  # the configured timeouts, for reading the live server
     name: str = "pgbackrest"
 
     @classmethod
@@ -135,7 +136,7 @@ class PgBackRestEngine:
         if target.kind != POSTGRESQL:
             raise PreconditionFailed("pgBackRest archives PostgreSQL only; this database is not PostgreSQL")
         pitr = settings.pitr
-        if not pitr.pg_data_dir:
+        if not pitr.pg_data_dir and pitr.enabled:
             raise ConfigInvalid("[pitr] pg_data_dir is empty; set it to the PostgreSQL cluster's data directory "
                                 "(SHOW data_directory), which pgBackRest backs up")
         binary = shutil.which("pgbackrest")
@@ -143,7 +144,7 @@ class PgBackRestEngine:
             raise PgBackRestMissing(f"pgbackrest not found on PATH; {INSTALL_HINT}")
         return cls(
             database=target,
-            data_dir=Path(pitr.pg_data_dir),
+            data_dir=Path(pitr.pg_data_dir or "PG_DATA_DIR"),  # disabled: `pitr config` only shows the files
             repository=pitr.repository,
             state_dir=settings.state.dir / "pitr",
             stanza=pitr.stanza,
@@ -153,6 +154,7 @@ class PgBackRestEngine:
             resolution_seconds=max(pitr.resolution_seconds, 1.0),
             binary=binary,
             bindir=pitr.pg_bindir,
+            connection=connection_settings(settings),
         )
 
     # ---------------------------------------------------------------- configuration
@@ -281,6 +283,9 @@ class PgBackRestEngine:
     # ---------------------------------------------------------------- pgBackRest's commands
 
     def _run(self, *arguments: str) -> str:
+        if not self.config_path.is_file():
+            raise PreconditionFailed(f"{self.config_path} does not exist; run `integrity pitr config` (with [pitr] "
+                                     "enabled) to write pgBackRest's configuration")
         argv = as_os_user([*self._base(), *arguments], self.os_user())
         env = dict(os.environ)
         if self.database.url.password:  # libpq reads it; never on the command line or in the file
@@ -330,7 +335,7 @@ class PgBackRestEngine:
     # ---------------------------------------------------------------- what the engine reports
 
     def archiver_state(self) -> ArchiverState:
-        with Database(self.database, guarded=True).snapshot() as connection:
+        with Database(self.database, self.connection, guarded=True).snapshot() as connection:
             row = connection.execute(sa.text(
                 "SELECT current_setting('archive_mode'), current_setting('archive_command'), last_archived_wal, "
                 "last_archived_time, failed_count, last_failed_wal, last_failed_time, "
@@ -344,7 +349,9 @@ class PgBackRestEngine:
         info = self.info()
         status = info.get("status", {"code": 1, "message": "the stanza is not in the repository"})
         if status.get("code", 0) != 0:
-            errors.append(f"pgBackRest stanza {self.stanza}: {status.get('message')}; run `integrity pitr setup`")
+            errors.append(f"pgBackRest stanza {self.stanza}: {status.get('message')}; create it and take a full backup: "
+                          f"`{shlex.join([*self._base(), 'stanza-create'])}`, then "
+                          f"`{shlex.join([*self._base(), 'backup', '--type=full'])}` (as {self.os_user()})")
         backups = self.backups(info)
         oldest = backups[0].stopped + timedelta(seconds=1) if backups else None
         archived_max = max((entry.get("max") or "" for entry in info.get("archive", [])), default="")
@@ -384,7 +391,10 @@ class PgBackRestEngine:
         if not window.contains(moment):
             raise PreconditionFailed(f"{_text(moment)} is outside the point-in-time window ({_window_text(window)}); "
                                      "run `integrity pitr status` for the window")
-        backup = [candidate for candidate in self.backups() if candidate.stopped + timedelta(seconds=1) <= moment][-1]
+        candidates = [candidate for candidate in self.backups() if candidate.stopped + timedelta(seconds=1) <= moment]
+        if not candidates:  # expired since the window was read
+            raise PreconditionFailed(f"no backup ends before {_text(moment)} any more; run `integrity pitr status` for the window")
+        backup = candidates[-1]
         user = self.os_user()
 
         def fill(data: Path) -> None:
