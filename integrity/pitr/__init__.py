@@ -27,9 +27,6 @@ def engine_for(settings):
         from integrity.pitr.litestream import LitestreamEngine
 
         return LitestreamEngine.from_settings(settings)
-    try:
-        from integrity.pitr.pgbackrest import PgBackRestEngine
-    except ImportError:
-        raise PreconditionFailed("point-in-time recovery of PostgreSQL (pgBackRest) is not available in this "
-                                 "version of integrity") from None
+    from integrity.pitr.pgbackrest import PgBackRestEngine
+
     return PgBackRestEngine.from_settings(settings)
