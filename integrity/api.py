@@ -103,6 +103,16 @@ def pitr_replicate(inv: Invocation, *, stop=None):
     return pitr_replicate(inv.settings, notify=inv.notify, stop=stop)
 
 
+def pitr_last_clean(inv: Invocation):
+    """The latest restorable moment at which the audits pass: a bounded bisection in time
+    between the newest clean full audit in the ledger (or the oldest restorable point) and
+    the newest one, each probe a restore into scratch and the SQL audits; then what salvage
+    would bring back from live after it. Each probe goes to `inv.notify` as it ends."""
+    from integrity.pitr.operations import pitr_last_clean
+
+    return pitr_last_clean(inv.settings, inv.ledger, notify=inv.notify)
+
+
 # ---------------------------------------------------------------- backups
 
 
@@ -232,14 +242,36 @@ def diff(inv: Invocation, *, backup: str, tables: Sequence[str] | None = None, s
                        command=inv.command, lock_wait=inv.lock_wait)
 
 
-def restore(inv: Invocation, *, backup: str, dry_run: bool = False, safety_backup: bool = True,
+def restore(inv: Invocation, *, backup: str | None = None, to_time: datetime | str | None = None,
+            before_migration: str | None = None, dry_run: bool = False, safety_backup: bool = True,
             terminate_connections: bool = False, force_other_source: bool = False, keep_newer: bool = False):
-    """Restore a backup over live after `inv.consent`; `dry_run` returns the plan (with the
-    rows that would change) and changes nothing."""
-    if keep_newer and not safety_backup:
-        # The rows to keep are re-applied from the safety backup: without one there are none.
-        raise InvalidInput("--keep-newer re-applies rows from the safety backup; it cannot be combined with "
-                           "--no-safety-backup")
+    """Restore over live after `inv.consent`: a backup (an id, or latest), the database as
+    it was at `to_time` (a datetime, or text: an ISO time, UTC unless it says, or "10
+    minutes ago"), or as it was just before `before_migration` was applied (both through
+    the point-in-time engine: `restore_point_in_time`). `dry_run` returns the plan (with
+    the rows that would change) and changes nothing."""
+    given = {"ID|latest": backup, "--to-time": to_time, "--before-migration": before_migration}
+    chosen = [name for name, value in given.items() if value]
+    if len(chosen) != 1:
+        raise InvalidInput("give exactly one of ID|latest, --to-time TIME or --before-migration REVISION"
+                           + (f" ({' and '.join(chosen)} were given)" if chosen else ""))
+    _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
+    same = {"dry_run": dry_run, "safety_backup": safety_backup, "terminate_connections": terminate_connections,
+            "force_other_source": force_other_source, "keep_newer": keep_newer}
+    if to_time:
+        from integrity.timeparse import parse_moment
+
+        moment = parse_moment(to_time) if isinstance(to_time, str) else to_time
+        asked = f"--to-time {to_time if isinstance(to_time, str) else moment.isoformat()}"
+        return restore_point_in_time(inv, moment, asked=asked, **same)
+    if before_migration:
+        from integrity.recovery.point_in_time import moment_before_migration
+        from integrity.pitr import require_enabled
+
+        require_enabled(inv.settings)  # "pitr is off" first: the ledger's answer would not help
+        found = moment_before_migration(inv.settings, inv.ledger, before_migration)
+        return restore_point_in_time(inv, found.moment, asked=f"--before-migration {before_migration}",
+                                     migration=found, **same)
     from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
 
     options = RestoreOptions(
@@ -250,6 +282,38 @@ def restore(inv: Invocation, *, backup: str, dry_run: bool = False, safety_backu
     if dry_run:
         return plan
     return apply_restore(inv.settings, plan, options, consent=inv.consent, notify=inv.notify)
+
+
+def _restore_options_agree(*, safety_backup: bool, keep_newer: bool) -> None:
+    if keep_newer and not safety_backup:
+        # The rows to keep are re-applied from the safety backup: without one there are none.
+        raise InvalidInput("--keep-newer re-applies rows from the safety backup; it cannot be combined with "
+                           "--no-safety-backup")
+
+
+def restore_point_in_time(inv: Invocation, moment: datetime, *, dry_run: bool = False, safety_backup: bool = True,
+                          terminate_connections: bool = False, force_other_source: bool = False,
+                          keep_newer: bool = False, asked: str | None = None, migration=None):
+    """Restore the database as it was at `moment` (aware, or naive meaning UTC) from the
+    point-in-time engine's archive: restored into scratch, materialised as a backup of
+    purpose "point-in-time", then restored like any backup (plan, consent, safety backup,
+    staging, checks, swap, salvage with `keep_newer`). `dry_run` restores into scratch only
+    and returns a preview against live; nothing is written, the repository included.
+    `asked`: how the moment was chosen, recorded in the backup's manifest ("--last-clean"); `migration`:
+    the `MigrationMoment` it came from (integrity.recovery.point_in_time), shown with the result."""
+    _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
+    from datetime import timezone
+
+    from integrity.recovery.point_in_time import restore_point_in_time as restore_to_moment
+    from integrity.recovery.restore import RestoreOptions
+
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    options = RestoreOptions(
+        backup="", safety_backup=safety_backup, terminate_connections=terminate_connections,
+        force_other_source=force_other_source, keep_newer=keep_newer, lock_wait=inv.lock_wait, command=inv.command,
+    )
+    return restore_to_moment(inv.settings, moment, options, dry_run=dry_run, consent=inv.consent, notify=inv.notify,
+                             asked=asked, migration=migration)
 
 
 def salvage(inv: Invocation, *, from_backup: str | None = None, from_database: str | None = None,

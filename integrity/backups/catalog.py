@@ -13,7 +13,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from game_core.errors import Failure
-from integrity.backups.repository import AuditVerdict, BackupNotFound, Event, JournalEntry, Manifest, Repository, backup_time
+from integrity.backups.repository import (
+    POINT_IN_TIME,
+    AuditVerdict,
+    BackupNotFound,
+    Event,
+    JournalEntry,
+    Manifest,
+    Repository,
+    backup_time,
+)
 
 
 @dataclass(frozen=True)
@@ -128,13 +137,18 @@ class BackupInfo:
     manifest_problem: str | None = None
     identity: str | None = None  # the store_identity UUID of the database it came from
     safety: bool = False  # taken by a restore of live before its swap
+    # A point-in-time backup's origin (engine, moment, window; see Manifest.point_in_time):
+    # the database as it was at a moment, materialised for `restore --to-time` and its kin.
+    point_in_time: dict | None = None
 
     @property
     def restorable(self) -> bool:
         """What an automatic choice may pick: intact, not suspect, not failed by a restore
         or drill, not deep-failed, not a safety backup (those hold live as it was before a
-        restore, possibly the damage itself: restored only when named by id), clean when
-        it was audited, and of a proven store (no identity: no proof it is this game's)."""
+        restore, possibly the damage itself: restored only when named by id), not a
+        point-in-time backup (a moment someone chose for one restore, possibly long before
+        the newest backup: restored only when named by id), clean when it was audited, and
+        of a proven store (no identity: no proof it is this game's)."""
         return self.why_not_restorable is None
 
     @property
@@ -150,6 +164,7 @@ class BackupInfo:
             (state.failed, "a restore or drill of it failed verification"),
             (state.deep_failed, "deep verification failed"),
             (self.safety, "a safety backup (restored only when named by id)"),
+            (self.point_in_time is not None, "a point-in-time backup (restored only when named by id)"),
             (state.audit is AuditVerdict.DIRTY, "its audit found violations"),
         )
         return next((text for failing, text in reasons if failing), None)
@@ -219,6 +234,7 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             continue
         state = with_manifest_facts(state, manifest)
         safety = is_safety(manifest)
+        point = manifest.point_in_time if is_point_in_time(manifest) else None
         backups.append(BackupInfo(
             id=backup_id,
             created_at=manifest.created,
@@ -228,9 +244,10 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             label=manifest.label,
             rows=manifest.row_counts(),
             state=state,
-            states=state.labels(now) + (["safety"] if safety else []),
+            states=state.labels(now) + kind_labels(manifest),
             identity=manifest.source_identity,
             safety=safety,
+            point_in_time=point,
         ))
     return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()),
                    journal_problems=journal.problems)
@@ -242,6 +259,15 @@ SAFETY_LABEL_PREFIX = "safety before restore of "
 def is_safety(manifest: Manifest) -> bool:
     """Manifests written before `purpose` existed carry the safety backup's label only."""
     return manifest.purpose == "safety" or (manifest.label or "").startswith(SAFETY_LABEL_PREFIX)
+
+
+def is_point_in_time(manifest: Manifest) -> bool:
+    return manifest.purpose == POINT_IN_TIME
+
+
+def kind_labels(manifest: Manifest) -> list[str]:
+    """The states that say what kind of backup this is, beside what is known of it."""
+    return (["safety"] if is_safety(manifest) else []) + (["point-in-time"] if is_point_in_time(manifest) else [])
 
 
 def with_manifest_facts(state: BackupState, manifest: Manifest) -> BackupState:
@@ -297,7 +323,7 @@ def show_backup(repository: Repository, backup_id: str, now: datetime | None = N
     manifest = repository.read_manifest(backup_id)
     journal = repository.read_journal()
     state = with_manifest_facts(fold_journal(journal.entries).get(backup_id, BackupState()), manifest)
-    labels = state.labels(now or datetime.now(timezone.utc)) + (["safety"] if is_safety(manifest) else [])
+    labels = state.labels(now or datetime.now(timezone.utc)) + kind_labels(manifest)
     return BackupDetail(manifest, labels, state, str(repository.path_of(backup_id)), journal.problems)
 
 

@@ -19,16 +19,18 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from game_core.db import DatabaseTarget
 from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
 from integrity import __version__
 from integrity.backups.archive import check_archive
-from integrity.backups.plausibility import assess_against_repository
+from integrity.backups.plausibility import Tolerances, assess, assess_against_repository
 from integrity.backups.signing import signer_of
 from integrity.backups.durable import fsync_directory
 from integrity.backups.repository import (
     MANIFEST,
     MANIFEST_HASH,
     MANIFEST_SIGNATURE,
+    POINT_IN_TIME,
     Manifest,
     Repository,
     RepositoryUnusable,
@@ -91,34 +93,42 @@ def create_backup(
     locks_held: bool = False,
     purpose: str = "backup",
     progress: Reporter = NO_PROGRESS,
+    source: DatabaseTarget | None = None,
+    point_in_time: dict | None = None,
 ) -> CreatedBackup:
     """`locks_held`: the caller already holds the repository writer lock and the database
     lock (a restore takes its safety backup inside its own locks; flock and advisory
     locks are per open file or session, so taking them again here would fail).
     `purpose`: "backup", "safety" (a restore's copy of live, which may be of a database
     that is not the game's: it must always be restorable to where it came from) or
-    "check" (`backup check`'s test backup)."""
+    "check" (`backup check`'s test backup) or "point-in-time".
+    `source` and `point_in_time` (purpose "point-in-time"): the copy to back up instead of
+    live, a point-in-time engine's restore of the guarded database to a moment
+    (integrity.recovery.point_in_time), and that origin ({engine, moment, window, asked}),
+    recorded in the manifest. The backup is still of the guarded database (its source in
+    the manifest, its locks), as it was at that moment."""
+    if (purpose == POINT_IN_TIME) != (source is not None and point_in_time is not None):
+        raise ValueError("a point-in-time backup needs both its source copy and its point_in_time, and only it")
     repository = Repository.of(settings)
     repository.require_exists()
     signer = signer_of(settings)  # refused (exit 4) before anything is copied; None: signing off
     target = guarded_target(settings)
+    copied = Database.of(settings) if source is None else Database.of(settings).beside(source)
     started = time.perf_counter()
     with _locks(repository, target, settings, command=command, lock_wait=lock_wait, held=locks_held):
         if purpose != "safety":
-            _require_game_database(settings, target)
+            _require_game_database(copied, target)
         backup_id = _next_backup_id(repository)
         temp = repository.temp_path(backup_id)
         temp.mkdir()
         crash_point("create:started")
         try:
             pause_point("create:started")
-            capture = _capture(settings, temp, progress)
+            capture = _capture(settings, copied, temp, progress)
             if purpose != "safety" and (capture.identity is None or capture.revision is None):
                 raise NotAGameDatabase(_not_the_game(target))
-            suspect_reasons = None if purpose == "safety" else assess_against_repository(
-                settings.backups, repository, identity=capture.identity, tables=capture.tables, files=capture.files,
-                source=capture.source, tables_without_data=capture.tables_without_data,
-            )
+            recorded_source = capture.source if source is None else _as_guarded(capture.source, target)
+            suspect_reasons = None if purpose == "safety" else _plausibility(settings, repository, capture, purpose)
             manifest = Manifest(
                 id=backup_id,
                 engine=target.kind,
@@ -134,7 +144,8 @@ def create_backup(
                 timings={name: round(value, 3) for name, value in capture.timings.items()},
                 suspect_reasons=suspect_reasons,
                 purpose=purpose,
-                source=capture.source,
+                source=recorded_source,
+                point_in_time=point_in_time,
             )
             data = manifest.to_json()
             write_file_durably(temp / MANIFEST, data)
@@ -180,12 +191,37 @@ def _locks(repository: Repository, target, settings: Settings, *, command: str, 
         yield
 
 
-def _require_game_database(settings: Settings, target) -> None:
+def _plausibility(settings: Settings, repository: Repository, capture, purpose: str) -> list[str]:
+    """The suspect reasons of a new backup. A point-in-time backup is of the past on
+    purpose: older rows and fewer of them than the newest backup are what was asked for,
+    so only what it must hold on its own is checked (every table with rows has data)."""
+    if purpose == POINT_IN_TIME:
+        return assess(tables=capture.tables, data_size=0, source=capture.source, previous_restorable=None,
+                      previous_any=None, tolerances=Tolerances(shrink=1.0, size_drop=1.0),
+                      tables_without_data=capture.tables_without_data)
+    return assess_against_repository(
+        settings.backups, repository, identity=capture.identity, tables=capture.tables, files=capture.files,
+        source=capture.source, tables_without_data=capture.tables_without_data,
+    )
+
+
+def _as_guarded(copied: dict, target: DatabaseTarget) -> dict:
+    """The source a point-in-time backup records: the guarded database, not the scratch copy
+    it was read from (a file or a scratch cluster gone by now). The next backup of live
+    compares its source with this one's, and a restore knows where the backup belongs.
+    PostgreSQL's system identifier is kept as read: a physical restore keeps the cluster's."""
+    if "path" in copied:  # SQLite records the file
+        return {**copied, "path": str(target.sqlite_path.resolve())}
+    return {**copied, "host": target.url.host or "local socket", "port": target.url.port or 5432,
+            "database": target.url.database}
+
+
+def _require_game_database(copied: Database, target) -> None:
     """Refuse what is not the game's database before anything is copied, as far as the
     engine can tell before its capture (which checks again on what it copied)."""
-    state = engine_for(Database.of(settings)).backup_source_state()
+    state = engine_for(copied).backup_source_state()
     if state is SourceState.MISSING:
-        raise DatabaseMissing(f"database {target.display} does not exist; nothing to back up (check --database-url)")
+        raise DatabaseMissing(f"database {copied.display} does not exist; nothing to back up (check --database-url)")
     if state is SourceState.NOT_THE_GAME:
         raise NotAGameDatabase(_not_the_game(target))
 
@@ -209,8 +245,8 @@ def _next_backup_id(repository: Repository) -> str:
     return backup_id
 
 
-def _capture(settings: Settings, temp, progress: Reporter = NO_PROGRESS):
-    return engine_for(Database.of(settings)).backup(
+def _capture(settings: Settings, copied: Database, temp, progress: Reporter = NO_PROGRESS):
+    return engine_for(copied).backup(
         temp, level=settings.backups.compression_level, threads=COMPRESSION_THREADS, progress=progress,
     )
 

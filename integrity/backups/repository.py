@@ -58,7 +58,9 @@ FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 ENGINES = ("sqlite", "postgresql")  # game_core.db.SQLITE, POSTGRESQL
 FILE_KINDS = {"sqlite": "sqlite-db", "postgresql": "pg-custom"}  # the data file each engine writes
-PURPOSES = ("backup", "safety", "check")
+PURPOSES = ("backup", "safety", "check", "point-in-time")
+POINT_IN_TIME = "point-in-time"
+PITR_ENGINES = ("litestream", "pgbackrest")  # integrity.pitr engines' names
 
 
 class BackupNotFound(PreconditionFailed):
@@ -205,6 +207,22 @@ class FileEntry:
         return cls(**document)
 
 
+def _check_point_in_time(point: object) -> None:
+    """A point-in-time backup's origin: its engine, moment and window (see Manifest)."""
+    _check(isinstance(point, dict), "point_in_time is not an object")
+    unknown = sorted(set(point) - {"engine", "moment", "window", "asked"})
+    _check(not unknown, f"point_in_time has unknown fields {unknown}")
+    _check(point.get("engine") in PITR_ENGINES, f"point_in_time.engine {point.get('engine')!r} is not one of {list(PITR_ENGINES)}")
+    aware_time(point.get("moment"), "point_in_time.moment")
+    window = point.get("window")
+    _check(isinstance(window, dict) and set(window) == {"oldest", "newest"},
+           "point_in_time.window is not an object of oldest and newest")
+    for edge in ("oldest", "newest"):
+        if window[edge] is not None:
+            aware_time(window[edge], f"point_in_time.window.{edge}")
+    _optional_text(point, "asked")
+
+
 @dataclass(frozen=True)
 class Manifest:
     id: str
@@ -224,13 +242,21 @@ class Manifest:
     # before plausibility was checked). See integrity/backups/plausibility.py.
     suspect_reasons: list[str] | None = None
     # "backup" (made by `backup create` or a job), "safety" (taken by a restore of live
-    # before its swap: restored only when named by id), "check" (`backup check`'s test).
+    # before its swap: restored only when named by id), "check" (`backup check`'s test),
+    # "point-in-time" (the database as a point-in-time engine restored it to a moment:
+    # restored only when named by id, by `restore --to-time` and its kin).
     purpose: str = "backup"
     source: dict[str, Any] = field(default_factory=dict)  # host, port, database, system identifier or path
+    # A point-in-time backup's origin: {"engine": "litestream"|"pgbackrest", "moment": ISO,
+    # "window": {"oldest": ISO|None, "newest": ISO|None}, "asked": what the operator gave}.
+    # Absent from every other manifest, so that they read exactly as before it existed.
+    point_in_time: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         document = dict(self.__dict__)
         document["files"] = [entry.__dict__ for entry in self.files]
+        if document["point_in_time"] is None:
+            del document["point_in_time"]
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -282,6 +308,10 @@ class Manifest:
         _check(reasons is None or (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)),
                "suspect_reasons is not a list of text")
         _check(document.get("purpose", "backup") in PURPOSES, f"purpose {document.get('purpose')!r} is not one of {list(PURPOSES)}")
+        _check((document.get("point_in_time") is not None) == (document.get("purpose") == POINT_IN_TIME),
+               "point_in_time is given without purpose point-in-time, or the other way round")
+        if document.get("point_in_time") is not None:
+            _check_point_in_time(document["point_in_time"])
         return cls(**document)
 
     @property

@@ -1,4 +1,4 @@
-"""`integrity restore ID|latest` and `integrity salvage --from-backup ID`."""
+"""`integrity restore ID|latest|--to-time TIME|--before-migration REVISION` and `integrity salvage`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from integrity.commands.params import LockWait, Yes, backup_reference
 restore_app = typer.Typer()
 
 
-
 @restore_app.command("restore")
 def restore(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(metavar="ID|latest", callback=backup_reference, help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (backup, states, changes per table, safety backup) and change nothing.")] = False,
+    backup: Annotated[str | None, typer.Argument(metavar="ID|latest", callback=backup_reference, help="A backup id (`integrity backup list`), or latest: the newest good backup of this database.")] = None,
+    to_time: Annotated[str | None, typer.Option("--to-time", metavar="TIME", help="Restore the database as it was at TIME, from the point-in-time archive ([pitr]): a UTC time (2026-12-07T12:00:00Z; without an offset it is UTC) or a time ago (90s ago, 10 minutes ago, 2 hours ago).")] = None,
+    before_migration: Annotated[str | None, typer.Option("--before-migration", metavar="REVISION", help="Restore the database as it was one resolution step before `integrity migrate apply` applied REVISION (found in the ledger), from the point-in-time archive.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (backup, states, changes per table, safety backup) and change nothing. With --to-time/--before-migration the moment is restored into scratch and compared with live; nothing is written, not even the backup repository.")] = False,
     yes: Yes = False,
     no_safety_backup: Annotated[bool, typer.Option("--no-safety-backup", help="Do not back up live first: its current data is lost for good.")] = False,
     terminate_connections: Annotated[bool, typer.Option("--terminate-connections", help="PostgreSQL: end the sessions connected to live at the swap.")] = False,
@@ -24,17 +25,23 @@ def restore(
     keep_newer: Annotated[bool, typer.Option("--keep-newer", help="After the swap, re-apply rows only the pre-restore data holds that pass the audits (salvage).")] = False,
     lock_wait: LockWait = 0,
 ) -> None:
-    """Restore a backup over the live database: staging restore and checks, safety backup of
-    live taken last (SQLite: writers held out until the swap commits; PostgreSQL: later
-    writes stay in the kept old database), atomic swap, post-restore check; each phase timed. Live is left as it was on any failure.
-    Exit 2 for --keep-newer with --no-safety-backup, 4 when a precondition or consent is missing,
-    5 when the backup or the staging copy fails verification."""
+    """Restore a backup, or the database as it was at a point in time, over the live database:
+    staging restore and checks, safety backup of live taken last (SQLite: writers held out
+    until the swap commits; PostgreSQL: later writes stay in the kept old database), atomic
+    swap, post-restore check; each phase timed. Live is left as it was on any failure.
+    A point in time (--to-time, --before-migration) is restored by the point-in-time engine
+    (Litestream, pgBackRest) into scratch, materialised as a backup of purpose point-in-time
+    (restored only when named by id, never as latest), then restored like any backup.
+    Exit 2 for bad TIME text, for not exactly one of ID, --to-time and --before-migration,
+    and for --keep-newer with --no-safety-backup; 4 when a precondition or consent is
+    missing (pitr not enabled, a TIME outside the restorable window, a REVISION the ledger
+    never saw applied); 5 when the backup or the staging copy fails verification."""
     from integrity import api
 
     ctx.obj.emit(api.restore(
-        ctx.obj.invocation(lock_wait=lock_wait, yes=yes), backup=backup, dry_run=dry_run,
-        safety_backup=not no_safety_backup, terminate_connections=terminate_connections,
-        force_other_source=force_other_source, keep_newer=keep_newer,
+        ctx.obj.invocation(lock_wait=lock_wait, yes=yes), backup=backup, to_time=to_time,
+        before_migration=before_migration, dry_run=dry_run, safety_backup=not no_safety_backup,
+        terminate_connections=terminate_connections, force_other_source=force_other_source, keep_newer=keep_newer,
     ))
 
 

@@ -8,12 +8,14 @@ from rich.table import Table
 
 
 def register(render_text) -> None:
+    from integrity.recovery.point_in_time import PointInTimeRestore
     from integrity.recovery.restore import RestorePlan, RestoreResult
     from integrity.recovery.salvage import SalvageReport
 
     render_text.register(RestorePlan, render_plan)
     render_text.register(RestoreResult, render_result)
     render_text.register(SalvageReport, render_salvage)
+    render_text.register(PointInTimeRestore, render_point_in_time)
 
 
 def _print(console: Console, text: str) -> None:
@@ -77,15 +79,59 @@ def plan_lines(plan) -> list[str]:
     return lines
 
 
-def render_plan(plan, console: Console) -> None:
-    _print(console, f"restore plan for backup {plan.backup_id} (dry run: nothing was changed)")
-    for line in plan_lines(plan):
+def _utc(moment) -> str:
+    from integrity.timeparse import utc_text
+
+    return "unknown" if moment is None else utc_text(moment)
+
+
+def render_point_in_time(restored, console: Console) -> None:
+    """`restore --to-time` / `--before-migration`: where the data comes from, then the
+    restore's result (or, in a dry run, the preview against live)."""
+    point = restored.point_in_time
+    source = point.describe()
+    if restored.migration is not None:
+        _print(console, f"before migration {restored.migration.revision}: applied by {restored.migration.found}; "
+                        f"restoring one resolution step earlier")
+    if restored.dry_run:
+        _render_preview(source, point, restored.outcome, console)
+        return
+    _print(console, f"{source}, materialised as backup {restored.backup_id} "
+                    f"(window {_utc(point.window_oldest)} to {_utc(point.window_newest)})")
+    render_result(restored.outcome, console)
+
+
+def _render_preview(source: str, point, preview, console: Console) -> None:
+    _print(console, f"restore plan for {source} (dry run: nothing was changed, nothing written to the repository)")
+    relation = "at this code's head" if preview.revision == preview.head_revision else f"this code's head is {preview.head_revision}"
+    lines = [
+        f"window     {_utc(point.window_oldest)} to {_utc(point.window_newest)}",
+        f"read from  {preview.copy} (removed)",
+        f"database   {preview.database}",
+        f"revision   {preview.revision} ({relation})",
+        f"audit      {preview.audit} at that moment"
+        + (": " + "; ".join(f"{v['rule']} {v['failing_rows']:,} rows" for v in preview.violations) if preview.violations else ""),
+        "then       materialise it as a backup (purpose point-in-time, restored only by id), restore it like any "
+        "backup: staging, checks, "
+        + ("a safety backup of live, " if preview.safety_backup else "NO safety backup, ")
+        + "the swap" + (", then re-apply the rows only live holds that pass the audits (--keep-newer)" if preview.keep_newer else ""),
+    ]
+    changing = [c for c in preview.changes if c.changes]
+    lines.append("changes    " + ("; ".join(_change_text(c) for c in changing) if changing
+                                  else "live already holds what it held at that moment"))
+    for warning in preview.warnings:
+        lines.append(f"warning    {warning}")
+    for line in lines:
         _print(console, f"  {line}")
+    _changes_table(preview.changes, console)
+
+
+def _changes_table(changes, console: Console) -> None:
     table = Table(show_header=True, header_style="bold")
     numbers = ("live rows", "after restore", "removed", "brought back", "rewritten")
     for column in ("table", *numbers, "what differs"):
         table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
-    for change in plan.changes:
+    for change in changes:
         columns = ", ".join(f"{name} {count:,}" for name, count in change.changed_columns.items())
         table.add_row(
             change.table,
@@ -95,6 +141,13 @@ def render_plan(plan, console: Console) -> None:
             escape(columns or ", ".join(change.differing)) or "-",
         )
     console.print(table)
+
+
+def render_plan(plan, console: Console) -> None:
+    _print(console, f"restore plan for backup {plan.backup_id} (dry run: nothing was changed)")
+    for line in plan_lines(plan):
+        _print(console, f"  {line}")
+    _changes_table(plan.changes, console)
     if plan.backup_violations:
         violations = Table(show_header=True, header_style="bold", title="audit violations: backup vs live")
         for column in ("rule", "severity", "backup rows", "live rows"):

@@ -57,6 +57,7 @@ _TOPIC_OF = {
     "integrity.recovery.drill": "drill",
     "integrity.recovery.restore": "restore",
     "integrity.recovery.salvage": "restore",
+    "integrity.recovery.point_in_time": "restore",
     "integrity.recovery.diff": "recovery_diff",
     "integrity.recovery.repair": "recovery_diff",
     "integrity.scheduler.daemon": "schedule",
