@@ -43,3 +43,22 @@ def replicate(ctx: typer.Context) -> None:
     from integrity import api
 
     ctx.obj.emit(api.pitr_replicate(ctx.obj.invocation()))
+
+
+@pitr_app.command("last-clean")
+def last_clean(ctx: typer.Context) -> None:
+    """Find the latest restorable moment at which the audits pass: bisect the archive's
+    window in time (from the newest clean full audit in the ledger, else the oldest
+    restorable point, to the newest point), restoring into scratch and running the SQL
+    audits at each probe, at most 1 + ceil(log2(steps + 1)) restores of [pitr]
+    resolution_seconds steps. Prints each probe (time, verdict, failing rules), the moment
+    found, the rows salvage would bring back after it, and the restore command to run.
+    Live is only read.
+
+    Exit 0 when a clean moment was found, 3 when even the lower bound is dirty, 4 when pitr
+    is not enabled or nothing is restorable yet, 5 when a restore failed.
+
+    Example: integrity pitr last-clean"""
+    from integrity import api
+
+    ctx.obj.emit(api.pitr_last_clean(ctx.obj.invocation()))

@@ -1,4 +1,4 @@
-"""What `integrity pitr config`, `pitr status` and `pitr replicate` do, on whichever engine
+"""What `integrity pitr config`, `pitr status`, `pitr replicate` and `pitr last-clean` do, on whichever engine
 `engine_for` picks; integrity.api calls these and nothing else here.
 
 The lag is measured, never assumed: the engine's window says how new its newest shipped
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -179,3 +180,84 @@ class _stopped_by_signals:
     def __exit__(self, *exc) -> None:
         for number, handler in self.saved.items():
             signal.signal(number, handler)
+
+
+# ---------------------------------------------------------------- --last-clean (integrity.pitr.search)
+
+
+@dataclass(frozen=True)
+class LastCleanReport:
+    """`integrity pitr last-clean`: the search, the moment found and what comes back after it."""
+
+    engine: str
+    window_oldest: datetime
+    window_newest: datetime
+    lower_source: str  # search.LOWER_FROM_AUDIT or search.LOWER_FROM_WINDOW
+    lower_audit_at: datetime | None  # when that clean full audit ran (None: the window's oldest)
+    bisection: Any  # search.Bisection: bounds, every probe, the boundary
+    after: Any  # search.AfterTheMoment, None when nothing clean was found
+    seconds: float
+    restores: int = field(init=False)
+    found: datetime | None = field(init=False)  # the latest clean moment
+    first_dirty: datetime | None = field(init=False)  # the grid point after it (None: the newest point is clean)
+    next_command: str | None = field(init=False)
+    error: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        from integrity.pitr.search import moment_text
+
+        found, dirty = self.bisection.found, self.bisection.first_dirty
+        object.__setattr__(self, "restores", len(self.bisection.probes))
+        object.__setattr__(self, "found", found)
+        object.__setattr__(self, "first_dirty", dirty)
+        object.__setattr__(self, "next_command", None if found is None or dirty is None
+                           else f"integrity restore --to-time {moment_text(found)} --keep-newer")
+        error = None
+        if found is None:
+            error = (f"no clean moment in the point-in-time window: even the lower bound "
+                     f"{moment_text(self.bisection.lower)} ({self.lower_source}) is dirty; restore a backup whose "
+                     "audits passed (`integrity backup list`) or repair the data (`integrity repair progress --dry-run`)")
+        object.__setattr__(self, "error", error)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.found is not None else ExitCode.PROBLEMS_FOUND
+
+    def summary(self) -> dict[str, Any]:
+        return {"engine": self.engine, "found": _iso(self.found), "first_dirty": _iso(self.first_dirty),
+                "restores": self.restores, "bound": self.bisection.bound, "lower_source": self.lower_source,
+                "would_reapply": None if self.after is None else dict(self.after.would_reapply),
+                "seconds": round(self.seconds, 3)}
+
+
+def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None]) -> LastCleanReport:
+    """Bisect the point-in-time window for the latest moment whose restore passes the
+    audits (integrity.pitr.search), then count what salvage would bring back from live after
+    it. Exit 0 when a clean moment was found, 3 when even the lower bound is dirty."""
+    from game_core.errors import PreconditionFailed
+    from integrity.db.connect import Database
+    from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, bisect_time,
+                                       newest_clean_full_audit, rows_after)
+
+    require_enabled(settings)
+    started = time.perf_counter()
+    engine = engine_for(settings)
+    window = engine.window()
+    if window.oldest is None or window.newest is None:
+        reason = f": {window.errors[0]}" if window.errors else ""
+        raise PreconditionFailed(f"nothing can be restored from the {engine.name} archive yet{reason}; "
+                                 "run `integrity pitr status`")
+    audit_at = newest_clean_full_audit(ledger)
+    if audit_at is not None and window.contains(audit_at):
+        lower, source = audit_at, LOWER_FROM_AUDIT
+    else:
+        lower, source, audit_at = window.oldest, LOWER_FROM_WINDOW, None
+    live = Database.of(settings)
+    judge = RestoringJudge(engine, live, settings.state.dir / "scratch", notify=notify)
+    try:
+        bisection = bisect_time(judge, lower=lower, upper=window.newest, resolution_seconds=engine.resolution_seconds)
+        after = None if judge.kept is None else rows_after(live, judge.kept[1])
+    finally:
+        judge.close()
+    return LastCleanReport(engine.name, window.oldest, window.newest, source, audit_at, bisection, after,
+                           time.perf_counter() - started)

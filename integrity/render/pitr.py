@@ -1,4 +1,4 @@
-"""Text renderers of `integrity pitr config`, `pitr status` and `pitr replicate`."""
+"""Text renderers of `integrity pitr config`, `pitr status`, `pitr replicate` and `pitr last-clean`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ PLAIN = {"highlight": False, "markup": False, "soft_wrap": True}
 
 
 def register(render_text) -> None:
-    from integrity.pitr.operations import PitrConfigReport, PitrStatusReport, ReplicateReport
+    from integrity.pitr.operations import LastCleanReport, PitrConfigReport, PitrStatusReport, ReplicateReport
 
     render_text.register(PitrConfigReport, render_config)
     render_text.register(PitrStatusReport, render_status)
     render_text.register(ReplicateReport, render_replicate)
+    render_text.register(LastCleanReport, render_last_clean)
 
 
 def _moment(value) -> str:
@@ -64,3 +65,39 @@ def render_replicate(report, console: Console) -> None:
         console.print(f"died: {death}", **PLAIN)
     if not report.stopped_cleanly:
         console.print("note: the replicator did not stop on SIGTERM in time and was killed", **PLAIN)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s" if value == int(value) else f"{value:.3f}s"
+
+
+def render_last_clean(report, console: Console) -> None:
+    search = report.bisection
+    console.print(f"engine: {report.engine}  window: {_moment(report.window_oldest)} to {_moment(report.window_newest)}", **PLAIN)
+    console.print(f"search: {_moment(search.lower)} ({report.lower_source}) to {_moment(search.upper)} "
+                  f"(the newest restorable point), resolution {_seconds(search.resolution_seconds)}", **PLAIN)
+    console.print("probe  moment                verdict  seconds  failing rules", **PLAIN)
+    for number, probe in enumerate(search.probes, start=1):
+        rules = ", ".join(f"{rule.rule} ({rule.failing_rows} rows{'' if rule.severity == 'error' else ', ' + rule.severity})"
+                          for rule in probe.failing_rules) or "-"
+        console.print(f"{number:>5}  {_moment(probe.moment):<20}  {probe.verdict:<7}  {probe.seconds:>7.2f}  {rules}", **PLAIN)
+    console.print(f"restores: {report.restores} (at most {search.bound} for {search.steps} steps)", **PLAIN)
+    if report.found is None:
+        console.print("last clean moment: none in the window", **PLAIN)
+        return
+    if report.first_dirty is None:
+        console.print(f"last clean moment: {_moment(report.found)}: the newest restorable point is clean; "
+                      "nothing to go back for", **PLAIN)
+    else:
+        console.print(f"last clean moment: {_moment(report.found)} (first dirty: {_moment(report.first_dirty)})", **PLAIN)
+    after = report.after
+    if after is not None and after.problem:
+        console.print(f"rows after it: unknown: {after.problem}", **PLAIN)
+    elif after is not None:
+        back = ", ".join(f"{rows} {table}" for table, rows in after.would_reapply.items())
+        recomputed = f" ({after.recomputed} results with recomputed metrics)" if after.recomputed else ""
+        console.print(f"rows after it that salvage would bring back (live against the restore, dry run): {back}{recomputed}", **PLAIN)
+        for reason, rows in after.left_out.items():
+            console.print(f"  left out: {reason}: {rows} rows", **PLAIN)
+    if report.next_command:
+        console.print(f"next: {report.next_command}", **PLAIN)

@@ -1,0 +1,273 @@
+"""`--last-clean`: the latest restorable moment at which the audits pass, found by a
+bounded bisection in time over the point-in-time archive (issue 16).
+
+The search (`bisect_time`) is pure: it knows moments and a judge, nothing of engines.
+The judge used for real (`RestoringJudge`) restores the archive at a moment into a scratch
+copy (`PitrEngine.restored_at`) and runs the SQL audits on it (`audit_copy`, the function
+`drill` and `backup verify --deep` audit their copies with): error-severity rules decide
+clean or dirty, warnings never do.
+
+The grid. Moments are `lower + k * resolution` for k = 0 .. N - 1, and the upper bound
+itself as point N, where N = ceil((upper - lower) / resolution): no two probes are closer
+than the engine's resolution (`PitrEngine.resolution_seconds`: whole seconds on both
+engines; Litestream lists its files to the second, pgBackRest compares backup stop times
+to the second). When the resolution is whole seconds the lower bound is moved up to the
+next whole second, so every probed moment, and the one printed for `restore --to-time`,
+is a whole second (the restore at a later moment holds at least as much).
+
+The bounds. Upper: the newest restorable point (the window's newest); it is probed first,
+and when it is clean the answer is "the newest point is clean" after one restore. Lower:
+the newest clean FULL audit recorded in the ledger when it lies inside the window (the
+live database passed every rule then, so the search need not look earlier), else the
+window's oldest point. The lower bound is never taken as clean on trust: the ledger's
+audit judged live, while a restore at that moment holds only what the engine had shipped
+by then, so it is probed like any other point, and only when every later probe was dirty.
+
+The invariant: `clean` is the highest grid index known clean (-1 before any, standing for
+"earlier than the lower bound"), `dirty` the lowest known dirty (N after the first
+probe). Each probe halves the gap; the search ends when they are adjacent. So the probes
+are at most 1 + ceil(log2(N + 1)), which is ceil(log2(window / resolution)) + 1 except when
+N is an exact power of two (the extra probe is the one that can prove the lower bound
+itself). `bisect_time` asserts that bound. The moment found is clean and the next grid
+point (at most one resolution later) dirty: a boundary between clean and dirty. It is the
+LATEST clean moment when damage, once made, stays until now (the incident's shape); a
+database dirty for a while, repaired, then damaged again has several boundaries, and the
+search returns one of them.
+
+What comes back after it. The restore of the moment found is kept (never restored twice)
+and salvage's own logic runs as a dry run (integrity.recovery.salvage.run_salvage,
+dry_run=True) with that restored copy in the place of the restored live database and
+live as the pre-restore data: exactly what `integrity restore --to-time MOMENT --keep-newer`
+would re-apply if it ran now (new players and results that pass the error rules), and what
+it would leave out (rows the damage changed, rows the rules refuse). Counting rows newer
+than the moment by their timestamps would be dishonest twice: the damage does not change
+created_at, and the rows it changed would be counted as coming back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+# Probe roles, as the report shows them.
+UPPER = "upper"
+BISECT = "bisect"
+# How many recorded full audits are looked through for the newest clean one.
+_AUDIT_LOOKBACK = 50
+LOWER_FROM_AUDIT = "the newest clean full audit in the ledger"
+LOWER_FROM_WINDOW = "the oldest restorable point"
+
+
+class SearchBoundExceeded(AssertionError):
+    """The bisection made more probes than its bound: a bug, never a user error."""
+
+
+@dataclass(frozen=True)
+class FailingRule:
+    rule: str
+    severity: str
+    failing_rows: int
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One restore and audit of the archive at `moment`."""
+
+    moment: datetime
+    role: str  # UPPER or BISECT
+    clean: bool
+    failing_rules: tuple[FailingRule, ...]  # every failing rule; error-severity ones make it dirty
+    restore_seconds: float
+    audit_seconds: float
+
+    @property
+    def verdict(self) -> str:
+        return "clean" if self.clean else "dirty"
+
+    @property
+    def seconds(self) -> float:
+        return self.restore_seconds + self.audit_seconds
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """The search itself: its bounds, every probe in order, and the boundary found."""
+
+    lower: datetime
+    upper: datetime
+    resolution_seconds: float
+    steps: int  # N: grid points lower + k * resolution (k < N), and the upper bound
+    bound: int  # the most probes the search may make: 1 + ceil(log2(N + 1))
+    probes: tuple[Probe, ...]
+    found: datetime | None  # the latest clean moment (None: even the lower bound is dirty)
+    first_dirty: datetime | None  # the grid point after it (None: the upper bound is clean)
+
+
+def probe_bound(steps: int) -> int:
+    """The most probes a search over `steps` grid steps makes: the upper bound, then a
+    bisection of the steps + 1 places the first dirty point can be (0 .. steps)."""
+    return 1 + math.ceil(math.log2(steps + 1))
+
+
+def grid_lower(lower: datetime, upper: datetime, resolution_seconds: float) -> datetime:
+    """`lower` moved up to the next whole second when the resolution is whole seconds (a
+    restore at a later moment holds at least as much), never past `upper`."""
+    if resolution_seconds != int(resolution_seconds) or lower.microsecond == 0:
+        return min(lower, upper)
+    return min(lower.replace(microsecond=0) + timedelta(seconds=1), upper)
+
+
+def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upper: datetime,
+                resolution_seconds: float) -> Bisection:
+    """Find a clean moment whose next grid point is dirty, between `lower` and `upper`.
+
+    `judge(moment, role)` restores and audits; it is called with the upper bound first.
+    """
+    if resolution_seconds <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution_seconds}")
+    if upper < lower:
+        raise ValueError(f"upper bound {upper} is before lower bound {lower}")
+    lower = grid_lower(lower, upper, resolution_seconds)
+    steps = math.ceil((upper - lower).total_seconds() / resolution_seconds)
+    step = timedelta(seconds=resolution_seconds)
+
+    def point(index: int) -> datetime:
+        return upper if index >= steps else lower + index * step
+
+    bound = probe_bound(steps)
+    probes: list[Probe] = []
+
+    def probe(index: int, role: str) -> Probe:
+        made = judge(point(index), role)
+        probes.append(made)
+        if len(probes) > bound:
+            raise SearchBoundExceeded(f"{len(probes)} probes over a bound of {bound} ({steps} steps)")
+        return made
+
+    if probe(steps, UPPER).clean:
+        return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), upper, None)
+    clean, dirty = -1, steps  # -1: earlier than the lower bound, nothing known clean yet
+    while dirty - clean > 1:
+        middle = (clean + dirty) // 2
+        if probe(middle, BISECT).clean:
+            clean = middle
+        else:
+            dirty = middle
+    found = None if clean < 0 else point(clean)
+    return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), found, point(dirty))
+
+
+# ---------------------------------------------------------------- the real judge
+
+
+class RestoringJudge:
+    """Restore the archive at a moment into scratch and audit the copy; the newest clean
+    copy is kept open (`kept`) until the next clean one or `close`, so the moment found is
+    never restored twice (at most two copies exist at once)."""
+
+    def __init__(self, engine, database, scratch_dir, *, notify: Callable[[str], None] = lambda line: None):
+        self.engine = engine
+        self.database = database  # integrity.db.connect.Database of live: copies open beside it
+        self.scratch_dir = scratch_dir
+        self.notify = notify
+        self.kept = None  # (moment, ScratchCopy) of the newest clean probe
+        self._kept_stack: ExitStack | None = None
+
+    def __call__(self, moment: datetime, role: str) -> Probe:
+        from integrity.backups.repository import AuditVerdict
+        from integrity.backups.verify import audit_copy
+
+        stack = ExitStack()
+        try:
+            started = time.perf_counter()
+            copy = stack.enter_context(self.engine.restored_at(moment, self.scratch_dir))
+            restored = time.perf_counter()
+            with self.database.beside(copy.target).reader() as reader, reader.connect() as connection:
+                verdict, violations = audit_copy(connection)
+            audited = time.perf_counter()
+        except BaseException:
+            stack.close()
+            raise
+        made = Probe(
+            moment=moment, role=role, clean=verdict is AuditVerdict.CLEAN,
+            failing_rules=tuple(FailingRule(v["rule"], v["severity"], int(v["failing_rows"])) for v in violations),
+            restore_seconds=restored - started, audit_seconds=audited - restored,
+        )
+        if made.clean:
+            self._release()
+            self.kept, self._kept_stack = (moment, copy), stack
+        else:
+            stack.close()
+        errors = ", ".join(f"{rule.rule} ({rule.failing_rows} rows)" for rule in made.failing_rules if rule.severity == "error")
+        self.notify(f"probe {moment_text(moment)}: {made.verdict}{': ' + errors if errors else ''} ({made.seconds:.1f}s)")
+        return made
+
+    def _release(self) -> None:
+        if self._kept_stack is not None:
+            self._kept_stack.close()
+        self.kept, self._kept_stack = None, None
+
+    def close(self) -> None:
+        self._release()
+
+
+# ---------------------------------------------------------------- around the search
+
+
+@dataclass(frozen=True)
+class AfterTheMoment:
+    """What salvage's dry run says of the rows live holds beyond the moment found."""
+
+    would_reapply: dict[str, int]  # table -> rows `restore --keep-newer` would bring back
+    left_out: dict[str, int]  # "table: reason" -> rows it would not (changed by the damage, refused by a rule)
+    recomputed: int  # results that would come back with the values their counts give
+    seconds: float
+    problem: str | None = None  # salvage's dry run could not run: why (the counts are then empty)
+
+
+def rows_after(live, copy) -> AfterTheMoment:
+    """Salvage's dry run with the restored copy as the restored database and live as the
+    pre-restore data: what `restore --keep-newer` to that moment would re-apply now."""
+    import sqlalchemy as sa
+
+    from game_core.errors import Failure
+    from integrity.db.sql import error_reason
+    from integrity.recovery.salvage import run_salvage
+
+    started = time.perf_counter()
+    try:
+        with live.beside(copy.target).reader() as restored, live.reader() as current:
+            report = run_salvage(restored, current, source_name="live", dry_run=True)
+    except sa.exc.DBAPIError as exc:
+        return AfterTheMoment({}, {}, 0, time.perf_counter() - started,
+                              problem=f"salvage's dry run could not read live against the restore: {error_reason(exc)}")
+    except Failure as exc:
+        return AfterTheMoment({}, {}, 0, time.perf_counter() - started, problem=str(exc))
+    left_out = {f"{item.table}: {item.reason}": item.rows for item in report.left_out}
+    return AfterTheMoment(dict(report.reapplied), left_out, int(report.recomputed.get("results", 0)),
+                          time.perf_counter() - started)
+
+
+def newest_clean_full_audit(ledger) -> datetime | None:
+    """When the newest full audit of the whole catalogue that passed started (None: none)."""
+    if ledger is None:
+        return None
+    from integrity.audit_history import FULL, AuditHistory
+
+    for run in AuditHistory(ledger.engine).runs(limit=_AUDIT_LOOKBACK, scope=FULL, whole_catalogue=True,
+                                                with_counts=False):
+        if run.ok:
+            return run.started_at.astimezone(UTC)
+    return None
+
+
+def moment_text(moment: datetime | None) -> str | None:
+    """UTC, ISO 8601 with Z; whole seconds print without a fraction."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="seconds" if moment.microsecond == 0 else "microseconds").replace("+00:00", "Z")

@@ -1,0 +1,435 @@
+"""`--last-clean`'s bisection in time (integrity.pitr.search): the pure search against a
+judge with a known flip moment (the bound on restores, the answer within one resolution,
+all clean, all dirty, flips at the edges), then `integrity pitr last-clean` end to end with
+the real Litestream replicating a game database that is damaged at a recorded moment.
+
+Nothing sleeps a fixed time and assumes: every wait is on a condition, with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cli_runner import CliRunner
+from game_core.db import create_engine
+from game_core.store import Store, TestOutcome
+from integrity.cli import app
+from integrity.pitr import engine_for
+from integrity.pitr.litestream import LISTING_STEP, LitestreamEngine
+from integrity.pitr.search import (
+    BISECT,
+    UPPER,
+    FailingRule,
+    Probe,
+    SearchBoundExceeded,
+    bisect_time,
+    grid_lower,
+    probe_bound,
+)
+from integrity.pitr.supervise import Supervisor
+from integrity.settings import resolve_settings
+
+runner = CliRunner()
+DEADLINE_SECONDS = 30.0
+LOWER = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+ONE_HOUR = timedelta(hours=1)
+
+
+# ---------------------------------------------------------------- the pure search
+
+
+class FlipJudge:
+    """Clean strictly before `flip`, dirty from it on (damage that stays); records calls."""
+
+    def __init__(self, flip: datetime | None) -> None:
+        self.flip = flip  # None: clean everywhere
+        self.calls: list[tuple[datetime, str]] = []
+
+    def clean_at(self, moment: datetime) -> bool:
+        return self.flip is None or moment < self.flip
+
+    def __call__(self, moment: datetime, role: str) -> Probe:
+        self.calls.append((moment, role))
+        clean = self.clean_at(moment)
+        failing = () if clean else (FailingRule("results.wpm_recomputed", "error", 7),)
+        return Probe(moment, role, clean, failing, restore_seconds=0.0, audit_seconds=0.0)
+
+
+def search(judge, *, lower=LOWER, upper=LOWER + ONE_HOUR, resolution=1.0):
+    return bisect_time(judge, lower=lower, upper=upper, resolution_seconds=resolution)
+
+
+def assert_boundary(result, judge: FlipJudge, resolution: float) -> None:
+    """The answer is clean, the next grid point dirty, at most one resolution apart, and
+    the flip lies between them; the probes stayed within the bound."""
+    assert len(result.probes) <= result.bound == probe_bound(result.steps)
+    assert [call[0] for call in judge.calls] == [probe.moment for probe in result.probes]
+    assert result.probes[0].role == UPPER and result.probes[0].moment == result.upper
+    if result.found is not None:
+        assert judge.clean_at(result.found)
+    assert not judge.clean_at(result.first_dirty)
+    if result.found is not None:
+        assert timedelta(0) < result.first_dirty - result.found <= timedelta(seconds=resolution)
+        assert result.found < judge.flip <= result.first_dirty
+
+
+def test_a_one_hour_window_at_one_second_takes_at_most_thirteen_restores_and_finds_the_flip_within_a_second():
+    steps = 3600
+    assert probe_bound(steps) == 1 + math.ceil(math.log2(steps)) == 13
+    for offset in (0.5, 1, 1.25, 17, 1799.5, 1800, 2047, 2048, 3598.999, 3599, 3599.5):
+        judge = FlipJudge(LOWER + timedelta(seconds=offset))
+        result = search(judge)
+        assert result.steps == steps
+        assert_boundary(result, judge, 1.0)
+        assert len(result.probes) <= 13
+        # The answer is the latest grid point before the flip: nothing later is clean.
+        assert result.found == LOWER + timedelta(seconds=math.ceil(offset) - 1)
+
+
+def test_every_flip_of_a_small_window_is_found_exactly_within_the_bound():
+    upper = LOWER + timedelta(seconds=37)
+    for tenth in range(1, 370 + 1):  # every flip from just after the lower bound to the upper bound
+        judge = FlipJudge(LOWER + timedelta(seconds=tenth / 10))
+        result = search(judge, upper=upper)
+        assert_boundary(result, judge, 1.0)
+
+
+def test_a_clean_newest_point_is_the_answer_after_one_restore():
+    judge = FlipJudge(None)
+    result = search(judge)
+    assert [probe.role for probe in result.probes] == [UPPER]
+    assert result.found == result.upper and result.first_dirty is None
+
+
+def test_all_dirty_probes_down_to_the_lower_bound_and_finds_nothing():
+    judge = FlipJudge(LOWER - timedelta(seconds=1))
+    result = search(judge)
+    assert result.found is None
+    assert result.first_dirty == LOWER  # the lower bound itself was restored and judged dirty
+    assert judge.calls[-1] == (LOWER, BISECT)
+    assert len(result.probes) <= result.bound
+
+
+def test_a_flip_right_after_the_lower_bound_answers_the_lower_bound():
+    judge = FlipJudge(LOWER + timedelta(microseconds=1))
+    result = search(judge)
+    assert_boundary(result, judge, 1.0)
+    assert result.found == LOWER and result.first_dirty == LOWER + timedelta(seconds=1)
+
+
+def test_a_flip_at_the_upper_bound_answers_the_point_before_it():
+    upper = LOWER + ONE_HOUR + timedelta(milliseconds=300)  # the last step is shorter than the resolution
+    judge = FlipJudge(upper)
+    result = search(judge, upper=upper)
+    assert_boundary(result, judge, 1.0)
+    assert result.found == LOWER + ONE_HOUR and result.first_dirty == upper
+
+
+def test_a_window_of_one_moment_is_one_restore():
+    judge = FlipJudge(LOWER)
+    result = search(judge, upper=LOWER)
+    assert result.steps == 0 and result.bound == 1 and len(result.probes) == 1
+    assert result.found is None and result.first_dirty == LOWER
+
+
+def test_a_coarser_resolution_takes_fewer_restores_and_answers_within_it():
+    judge = FlipJudge(LOWER + timedelta(seconds=1234.5))
+    result = search(judge, resolution=10.0)
+    assert result.steps == 360 and result.bound == 1 + 9
+    assert_boundary(result, judge, 10.0)
+
+
+def test_a_lower_bound_between_seconds_moves_up_to_the_next_whole_second():
+    lower = LOWER + timedelta(seconds=5, microseconds=250_000)
+    assert grid_lower(lower, LOWER + ONE_HOUR, 1.0) == LOWER + timedelta(seconds=6)
+    assert grid_lower(lower, LOWER + timedelta(seconds=5, microseconds=500_000), 1.0) == LOWER + timedelta(seconds=5, microseconds=500_000)
+    assert grid_lower(lower, LOWER + ONE_HOUR, 1.5) == lower  # a fractional resolution keeps it
+    judge = FlipJudge(LOWER + timedelta(seconds=100))
+    result = search(judge, lower=lower)
+    assert all(probe.moment.microsecond == 0 for probe in result.probes)
+    assert result.found == LOWER + timedelta(seconds=99)
+
+
+def test_a_judge_that_is_clean_again_later_still_gets_a_clean_dirty_boundary():
+    # Dirty from 100 s to 200 s, clean after, dirty again from 3000 s: a boundary is found.
+    def clean_at(moment):
+        seconds = (moment - LOWER).total_seconds()
+        return not (100 <= seconds < 200 or seconds >= 3000)
+
+    judge = FlipJudge(None)
+    judge.clean_at = clean_at
+    result = search(judge)
+    assert clean_at(result.found) and not clean_at(result.first_dirty)
+    assert result.first_dirty - result.found <= timedelta(seconds=1)
+
+
+def test_the_bound_is_enforced(monkeypatch):
+    # A search allowed fewer probes than bisection needs must stop with the bound's error.
+    import integrity.pitr.search as search_module
+
+    monkeypatch.setattr(search_module, "probe_bound", lambda steps: 3)
+    with pytest.raises(SearchBoundExceeded, match="4 probes over a bound of 3"):
+        search(FlipJudge(LOWER + timedelta(seconds=1800.5)))
+
+
+# ---------------------------------------------------------------- end to end with Litestream
+
+
+def wait_for(condition, *, what: str, deadline: float = DEADLINE_SECONDS):
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def pitr_env(tmp_path, sqlite_path, monkeypatch):
+    environ = {
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "INTEGRITY_DATABASE_URL": f"sqlite:///{sqlite_path}",
+        "INTEGRITY_PITR__ENABLED": "true",
+        "INTEGRITY_PITR__REPOSITORY": str(tmp_path / "replica"),
+        "INTEGRITY_STATE__DIR": str(tmp_path / "state"),
+    }
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return environ
+
+
+class Replication:
+    """Litestream replicating the test's game database, started when the test says so."""
+
+    def __init__(self, engine: LitestreamEngine, log_path: Path) -> None:
+        self.engine = engine
+        self.supervisor = Supervisor(engine.replicator(), log_path=log_path, restart_delay=0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.supervisor.run, args=(self.stop,), daemon=True)
+
+    def start(self) -> LitestreamEngine:
+        self.engine.write_config()
+        self.thread.start()
+        return self.engine
+
+
+@pytest.fixture
+def replication(tmp_path, pitr_env):
+    engine = engine_for(resolve_settings(environ=pitr_env, cwd=tmp_path))
+    assert isinstance(engine, LitestreamEngine)
+    replication = Replication(engine, tmp_path / "state" / "pitr" / "litestream.log")
+    try:
+        yield replication
+    finally:
+        replication.stop.set()
+        if replication.thread.is_alive():
+            replication.thread.join(timeout=30)
+            assert not replication.thread.is_alive(), "the supervisor did not stop its child"
+
+
+class Background:
+    """The game creating a player every 0.1 s in a thread (no results), so that Litestream
+    ships a file every second, as a live game makes it do."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        self.store = Store(self.engine)
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.count = 0
+
+    def _run(self) -> None:
+        while not self.halt.wait(0.1):
+            self.count += 1
+            self.store.create_player(f"background_{self.count}")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.halt.set()
+        self.thread.join()
+        self.engine.dispose()
+
+
+def restorable_moment_after(engine: LitestreamEngine, moment: datetime) -> datetime:
+    """A moment inside the window whose restore holds every commit before `moment` (the
+    second LTX file stamped after it began its read after the first was written)."""
+
+    def ready():
+        level0 = sorted((f for f in engine.ltx_files() if f.level == 0), key=lambda f: f.max_txid)
+        after = [f for f in level0 if f.created > moment]
+        if len(after) < 2:
+            return None
+        later = [f.created for f in level0 if f.created >= after[1].created + LISTING_STEP]
+        return later[0] if later else None
+
+    return wait_for(ready, what=f"Litestream to ship the commits before {moment:%H:%M:%S.%f}")
+
+
+class Game:
+    """The game writing through its own store, each result with its own started_at."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        self.store = Store(self.engine)
+        self.last = datetime.now(UTC)
+
+    def play(self, username: str) -> None:
+        self.store.get_or_create_player(username)
+        self.last = started = max(datetime.now(UTC), self.last + timedelta(microseconds=1))
+        self.store.record_result(username, TestOutcome(
+            mode="time", mode_param=30, started_at=started, duration_ms=30_000, correct_word_chars=200,
+            correct_spaces=40, correct_chars=205, incorrect_chars=3, extra_chars=0, missed_chars=1,
+            correct_keystrokes=245, incorrect_keystrokes=3,
+        ))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def wpm_by_id(path: Path) -> dict[int, float]:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {row_id: float(wpm) for row_id, wpm in connection.execute("SELECT id, wpm FROM results")}
+    finally:
+        connection.close()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False, prog_name="integrity")
+
+
+def usernames(path: Path) -> set[str]:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {name for (name,) in connection.execute("SELECT username FROM players")}
+    finally:
+        connection.close()
+
+
+def damage(url: str) -> int:
+    """Every stored wpm multiplied by 5 (results.wpm_recomputed fails); the rows changed."""
+    writer = create_engine(url)
+    try:
+        with writer.begin() as connection:
+            return connection.exec_driver_sql("UPDATE results SET wpm = wpm * 5").rowcount
+    finally:
+        writer.dispose()
+
+
+def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_it(replication, sqlite_path, sqlite_url, tmp_path):
+    engine = replication.start()
+    game = Game(sqlite_url)
+    try:
+        with Background(sqlite_url):
+            for number in range(1, 4):
+                for _ in range(3):
+                    game.play(f"before_{number}")
+            clean_wpm = wpm_by_id(sqlite_path)
+            every_clean_write = restorable_moment_after(engine, datetime.now(UTC))
+            wait_for(lambda: datetime.now(UTC) > every_clean_write, what="the moment that holds every clean write")
+            # A clean full audit in the ledger, after that moment: the search starts from it.
+            audited = invoke("audit")
+            assert audited.exit_code == 0, audited.output
+            audit_done = datetime.now(UTC)
+            # The damage lands after the search's lower bound (the audit's time moved up to a whole second).
+            wait_for(lambda: datetime.now(UTC) > grid_lower(audit_done, audit_done + ONE_HOUR, 1.0),
+                     what="the second after the audit")
+            damaged_at = datetime.now(UTC)
+            damaged = damage(sqlite_url)
+            # Good results after the damage, of an old player and of new ones.
+            good_results = 6
+            for number in range(good_results):
+                game.play("before_1" if number % 2 else f"after_{number}")
+            # The newest restorable point holds the damage once a file made after it is listed.
+            restorable_moment_after(engine, datetime.now(UTC))
+    finally:
+        game.close()
+
+    result = invoke("--json", "pitr", "last-clean")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["result"]
+    found = datetime.fromisoformat(report["found"])
+    first_dirty = datetime.fromisoformat(report["first_dirty"])
+    search_result = report["bisection"]
+    # Started from the ledger's audit, not the window's oldest point.
+    assert report["lower_source"] == "the newest clean full audit in the ledger"
+    assert datetime.fromisoformat(search_result["lower"]) == grid_lower(
+        datetime.fromisoformat(report["lower_audit_at"]), datetime.fromisoformat(search_result["upper"]), 1.0)
+    # The moment: clean, the next second dirty, and within one resolution step before the
+    # damage (a restore at the first dirty moment holds the damage's commit, so that moment
+    # is after it; the moment found is at most one second earlier).
+    assert found < first_dirty and first_dirty - found <= timedelta(seconds=1)
+    assert damaged_at - timedelta(seconds=1) < found
+    # The restores: within the bound, the newest point first and dirty with the rule the damage breaks.
+    probes = search_result["probes"]
+    assert report["restores"] == len(probes) <= search_result["bound"] == probe_bound(search_result["steps"])
+    assert probes[0]["role"] == UPPER and not probes[0]["clean"]
+    assert {"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged} in probes[0]["failing_rules"]
+    assert any(probe["clean"] and probe["moment"] == report["found"] for probe in probes)
+    assert report["next_command"] == f"integrity restore --to-time {report['found'].replace('+00:00', 'Z')} --keep-newer"
+    # Checked without the audits: the restore at that moment holds every result as written
+    # before the damage, undamaged; and which players live holds beyond it.
+    with engine.restored_at(found, tmp_path / "scratch") as copy:
+        assert wpm_by_id(copy.target.sqlite_path) == clean_wpm
+        players_after = usernames(sqlite_path) - usernames(copy.target.sqlite_path)
+    assert {f"after_{number}" for number in range(0, good_results, 2)} <= players_after
+    # What comes back after it: exactly the good rows written after the damage; the rows the
+    # damage changed are left out.
+    after = report["after"]
+    assert after["problem"] is None
+    assert after["would_reapply"] == {"players": len(players_after), "results": good_results}
+    assert after["left_out"] == {"results: changed": damaged}
+    assert list((tmp_path / "state" / "scratch").glob("pitr-*")) == []  # every probe's copy removed
+
+    text = invoke("pitr", "last-clean")
+    assert text.exit_code == 0, text.output
+    assert f"last clean moment: {found:%Y-%m-%d %H:%M:%S}Z (first dirty: {first_dirty:%Y-%m-%d %H:%M:%S}Z)" in text.stdout
+    assert f"results.wpm_recomputed ({damaged} rows)" in text.stdout
+    assert ("rows after it that salvage would bring back (live against the restore, dry run): "
+            f"{len(players_after)} players, {good_results} results") in text.stdout
+    assert f"  left out: results: changed: {damaged} rows" in text.stdout
+    assert f"next: integrity restore --to-time {found:%Y-%m-%dT%H:%M:%S}Z --keep-newer" in text.stdout
+
+
+def test_a_database_dirty_since_the_archive_began_is_exit_3_naming_the_lower_bound(replication, sqlite_url):
+    game = Game(sqlite_url)
+    try:
+        game.play("player")
+    finally:
+        game.close()
+    damage(sqlite_url)  # before Litestream's first snapshot: no restorable moment is clean
+    engine = replication.start()
+    with Background(sqlite_url):
+        restorable_moment_after(engine, datetime.now(UTC))
+    result = invoke("--json", "pitr", "last-clean")
+    assert result.exit_code == 3, result.output
+    document = json.loads(result.stdout)
+    report = document["result"]
+    assert report["found"] is None and report["after"] is None and report["next_command"] is None
+    assert report["lower_source"] == "the oldest restorable point"  # no audit in the ledger
+    lower = report["bisection"]["lower"]
+    assert report["first_dirty"] == lower  # the lower bound itself was restored, and dirty
+    assert report["bisection"]["probes"][-1]["moment"] == lower
+    assert all(not probe["clean"] for probe in report["bisection"]["probes"])
+    assert document["error"].startswith("no clean moment in the point-in-time window: even the lower bound ")
+
+
+def test_last_clean_while_pitr_is_off_is_exit_4_naming_the_setting(tmp_path, sqlite_path, monkeypatch):
+    monkeypatch.setenv("INTEGRITY_DATABASE_URL", f"sqlite:///{sqlite_path}")
+    monkeypatch.setenv("INTEGRITY_STATE__DIR", str(tmp_path / "state"))
+    result = invoke("pitr", "last-clean")
+    assert result.exit_code == 4
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: point-in-time recovery is not enabled; set `enabled = true`")
