@@ -316,6 +316,33 @@ def restore_point_in_time(inv: Invocation, moment: datetime, *, dry_run: bool = 
                              asked=asked, migration=migration)
 
 
+def restore_last_clean(inv: Invocation, *, dry_run: bool = False, safety_backup: bool = True,
+                       terminate_connections: bool = False, force_other_source: bool = False, keep_newer: bool = False):
+    """`restore --last-clean`: `pitr_last_clean`'s search (each probe to `inv.notify`), then
+    `restore_point_in_time` of the moment it found. When the newest restorable point is
+    clean, or nothing in the window is, the search alone is returned and live is not
+    touched (exit 0 with nothing to go back for; exit 3)."""
+    _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
+    from integrity.backups.repository import Repository
+    from integrity.pitr import require_enabled
+    from integrity.pitr.operations import LastCleanRestore, pitr_last_clean, require_consent_possible
+    from integrity.pitr.search import moment_text
+
+    require_enabled(inv.settings)
+    # What would stop the restore stops it before the search (many restores on a big database).
+    Repository.of(inv.settings).require_exists()
+    if not dry_run:
+        require_consent_possible(inv.consent, "restore the database as it was at the last clean moment")
+    search = pitr_last_clean(inv.settings, inv.ledger, notify=inv.notify, count_after=False)
+    if search.found is None or search.first_dirty is None:
+        return search
+    asked = f"--last-clean (first dirty {moment_text(search.first_dirty)}, {search.restores} restores)"
+    restored = restore_point_in_time(inv, search.found, dry_run=dry_run, safety_backup=safety_backup,
+                                     terminate_connections=terminate_connections,
+                                     force_other_source=force_other_source, keep_newer=keep_newer, asked=asked)
+    return LastCleanRestore(search, restored)
+
+
 def salvage(inv: Invocation, *, from_backup: str | None = None, from_database: str | None = None,
             dry_run: bool = False):
     """Re-apply rows only the pre-restore data holds (a backup, or PostgreSQL's kept database)."""

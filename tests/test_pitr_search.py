@@ -433,3 +433,74 @@ def test_last_clean_while_pitr_is_off_is_exit_4_naming_the_setting(tmp_path, sql
     result = invoke("pitr", "last-clean")
     assert result.exit_code == 4
     assert result.stderr.strip().splitlines()[-1].startswith("Error: point-in-time recovery is not enabled; set `enabled = true`")
+
+
+# ---------------------------------------------------------------- restore --last-clean (through the api)
+
+
+def last_clean_invocation(tmp_path: Path, pitr_env: dict, *, yes: bool):
+    from integrity.invocation import Invocation
+    from integrity.ledger import Ledger
+    from integrity.recovery.consent import Consent
+
+    environ = {**pitr_env, "INTEGRITY_BACKUPS__REPOSITORY": str(tmp_path / "repo")}
+    (tmp_path / "repo").mkdir(exist_ok=True)  # what `integrity init` does
+    settings = resolve_settings(environ=environ, cwd=tmp_path)
+    ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    return Invocation(settings, "restore", ledger=ledger, consent=Consent(yes=yes, no_input=not yes))
+
+
+def test_restore_last_clean_restores_the_moment_found_and_keeps_the_good_rows_after_it(replication, pitr_env, sqlite_path,
+                                                                                       sqlite_url, tmp_path):
+    from integrity import api
+    from integrity.pitr.operations import LastCleanRestore
+
+    engine = replication.start()
+    game = Game(sqlite_url)
+    try:
+        with Background(sqlite_url):
+            for number in range(1, 3):
+                for _ in range(3):
+                    game.play(f"before_{number}")
+            clean_wpm = wpm_by_id(sqlite_path)
+            restorable_moment_after(engine, datetime.now(UTC))
+            damaged_at = datetime.now(UTC)
+            damaged = damage(sqlite_url)
+            for _ in range(2):
+                game.play("after_damage")
+            restorable_moment_after(engine, datetime.now(UTC))
+    finally:
+        game.close()
+    assert damaged == len(clean_wpm)
+
+    inv = last_clean_invocation(tmp_path, pitr_env, yes=True)
+    try:
+        result = api.restore_last_clean(inv, keep_newer=True)
+    finally:
+        inv.ledger.close()
+    assert isinstance(result, LastCleanRestore)
+    assert result.exit_code == 0, result.error
+    search = result.search
+    assert damaged_at - timedelta(seconds=1) < search.found < search.first_dirty
+    assert search.after is None  # the restore salvages for itself: the search's own count is skipped
+    point = result.restored.point_in_time
+    assert point.moment == search.found and point.asked.startswith("--last-clean (first dirty ")
+    # Live is the moment found (every result as written before the damage) plus the good
+    # results written after it, brought back by --keep-newer.
+    live_wpm = wpm_by_id(sqlite_path)
+    assert {row_id: live_wpm[row_id] for row_id in clean_wpm} == clean_wpm
+    assert len(live_wpm) == len(clean_wpm) + 2
+    assert "after_damage" in usernames(sqlite_path)
+
+
+def test_restore_last_clean_that_could_never_be_confirmed_is_refused_before_any_restore(pitr_env, tmp_path):
+    from integrity import api
+    from integrity.recovery.consent import ConsentRequired
+
+    inv = last_clean_invocation(tmp_path, pitr_env, yes=False)
+    try:
+        with pytest.raises(ConsentRequired, match="needs consent and --no-input forbids asking; run again with --yes"):
+            api.restore_last_clean(inv)
+    finally:
+        inv.ledger.close()
+    assert not (tmp_path / "state" / "scratch").exists() or not list((tmp_path / "state" / "scratch").iterdir())

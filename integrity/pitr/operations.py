@@ -230,10 +230,11 @@ class LastCleanReport:
                 "seconds": round(self.seconds, 3)}
 
 
-def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None]) -> LastCleanReport:
+def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None], count_after: bool = True) -> LastCleanReport:
     """Bisect the point-in-time window for the latest moment whose restore passes the
-    audits (integrity.pitr.search), then count what salvage would bring back from live after
-    it. Exit 0 when a clean moment was found, 3 when even the lower bound is dirty."""
+    audits (integrity.pitr.search), then (`count_after`) count what salvage would bring back
+    from live after it. Exit 0 when a clean moment was found, 3 when even the lower bound is
+    dirty."""
     from game_core.errors import PreconditionFailed
     from integrity.db.connect import Database
     from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, bisect_time,
@@ -256,8 +257,42 @@ def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None]) -> LastC
     judge = RestoringJudge(engine, live, settings.state.dir / "scratch", notify=notify)
     try:
         bisection = bisect_time(judge, lower=lower, upper=window.newest, resolution_seconds=engine.resolution_seconds)
-        after = None if judge.kept is None else rows_after(live, judge.kept[1])
+        after = None if judge.kept is None or not count_after else rows_after(live, judge.kept[1])
     finally:
         judge.close()
     return LastCleanReport(engine.name, window.oldest, window.newest, source, audit_at, bisection, after,
                            time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class LastCleanRestore:
+    """`integrity restore --last-clean`: the search, then the restore of the moment it found
+    (integrity.recovery.point_in_time's result, or its dry run's preview)."""
+
+    search: LastCleanReport
+    restored: Any  # integrity.recovery.point_in_time.PointInTimeRestore
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.restored.exit_code)
+
+    @property
+    def error(self) -> str | None:
+        return self.restored.error
+
+    def summary(self) -> dict[str, Any]:
+        return {"search": self.search.summary(), **self.restored.summary()}
+
+
+def require_consent_possible(consent, action: str) -> None:
+    """Refuse before the search, not after its restores, a run that could never be given
+    consent (the typed confirmation itself is asked once the restore's plan is known; the
+    same rule as integrity.recovery.point_in_time's for --to-time)."""
+    from integrity.recovery.consent import ConsentRequired, Prompter
+
+    if consent.yes:
+        return
+    if consent.no_input:
+        raise ConsentRequired(f"{action} needs consent and --no-input forbids asking; run again with --yes")
+    if not (consent.prompter or Prompter()).interactive():
+        raise ConsentRequired(f"{action} needs consent: run again with --yes, or from a terminal to type the confirmation")

@@ -10,12 +10,14 @@ PLAIN = {"highlight": False, "markup": False, "soft_wrap": True}
 
 
 def register(render_text) -> None:
-    from integrity.pitr.operations import LastCleanReport, PitrConfigReport, PitrStatusReport, ReplicateReport
+    from integrity.pitr.operations import (LastCleanReport, LastCleanRestore, PitrConfigReport, PitrStatusReport,
+                                           ReplicateReport)
 
     render_text.register(PitrConfigReport, render_config)
     render_text.register(PitrStatusReport, render_status)
     render_text.register(ReplicateReport, render_replicate)
     render_text.register(LastCleanReport, render_last_clean)
+    render_text.register(LastCleanRestore, render_last_clean_restore)
 
 
 def _moment(value) -> str:
@@ -71,7 +73,7 @@ def _seconds(value: float) -> str:
     return f"{value:g}s" if value == int(value) else f"{value:.3f}s"
 
 
-def render_last_clean(report, console: Console) -> None:
+def render_last_clean(report, console: Console, *, next_command: bool = True) -> None:
     search = report.bisection
     console.print(f"engine: {report.engine}  window: {_moment(report.window_oldest)} to {_moment(report.window_newest)}", **PLAIN)
     console.print(f"search: {_moment(search.lower)} ({report.lower_source}) to {_moment(search.upper)} "
@@ -99,5 +101,14 @@ def render_last_clean(report, console: Console) -> None:
         console.print(f"rows after it that salvage would bring back (live against the restore, dry run): {back}{recomputed}", **PLAIN)
         for reason, rows in after.left_out.items():
             console.print(f"  left out: {reason}: {rows} rows", **PLAIN)
-    if report.next_command:
+    if report.next_command and next_command:
         console.print(f"next: {report.next_command}", **PLAIN)
+
+
+def render_last_clean_restore(result, console: Console) -> None:
+    """`restore --last-clean`: the search (without the next command: it ran), then the
+    restore of the moment found as `restore --to-time` shows it."""
+    from integrity.render.restore import render_point_in_time
+
+    render_last_clean(result.search, console, next_command=False)
+    render_point_in_time(result.restored, console)
