@@ -136,7 +136,11 @@ def test_sqlite_restore_to_a_time_between_the_marker_and_the_damage(replicated):
 
     listed = env.listed()[point_in_time]
     assert listed["point_in_time"]["moment"] == moment.isoformat() and listed["point_in_time"]["asked"] == f"--to-time {iso(moment)}"
+    assert listed["label"] == f"point in time {iso(moment)} (litestream)"
     assert env.latest() == regular  # never the point-in-time backup, though it is newer
+    # Its manifest names live as its source (not the scratch copy): the next backup of live is not suspect.
+    assert env.repository().read_manifest(point_in_time).source["path"] == str(Path(env.url.removeprefix("sqlite:///")).resolve())
+    env.create()
 
     # Outside the window: exit 4 naming it, and nothing restored.
     outside = env.invoke("restore", "--to-time", "2 hours ago", "--yes")
@@ -171,8 +175,27 @@ def test_sqlite_restore_before_a_migration_the_ledger_recorded(replicated, tmp_p
     # A revision the ledger never saw applied (applied behind the tool's back, or never): exit 4 naming --to-time.
     unknown = env.invoke("restore", "--before-migration", "0003_elsewhere", "--yes")
     assert unknown.returncode == 4
-    assert "'0003_elsewhere' was never applied through `integrity migrate apply`" in one_error(unknown)
+    assert ("revision '0003_elsewhere' was never applied by this tool (the ledger holds no `integrity migrate apply` run "
+            "that applied it)") in one_error(unknown)
     assert "--to-time TIME" in one_error(unknown)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-12-07T12:00:00Z", "2026-12-07T12:00:00+00:00"),
+    ("2026-12-07T12:00:00", "2026-12-07T12:00:00+00:00"),  # no offset: UTC, never the machine's zone
+    ("2026-12-07 13:30:00+01:00", "2026-12-07T12:30:00+00:00"),
+    ("2026-12-07T11:59:59.250Z", "2026-12-07T11:59:59.250000+00:00"),
+    ("90s ago", "2026-12-07T12:28:30+00:00"),
+    ("10 minutes ago", "2026-12-07T12:20:00+00:00"),
+    ("2 hours ago", "2026-12-07T10:30:00+00:00"),
+    ("1 Hour  AGO", "2026-12-07T11:30:00+00:00"),
+    ("3 days ago", "2026-12-04T12:30:00+00:00"),
+])
+def test_times_are_read_as_utc_or_as_a_time_ago(text, expected):
+    from integrity.timeparse import parse_moment
+
+    now = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)
+    assert parse_moment(text, now).isoformat() == expected
 
 
 def test_usage_errors_are_exit_2_and_pitr_off_is_exit_4(tmp_path, sqlite_url):
@@ -180,6 +203,7 @@ def test_usage_errors_are_exit_2_and_pitr_off_is_exit_4(tmp_path, sqlite_url):
     for args, said in (
         (("--to-time", "yesterday-ish"), "--to-time 'yesterday-ish' is not a UTC time"),
         (("--to-time", "10 parsecs ago"), "'parsecs' is not a unit"),
+        (("--to-time", "99999999999999 days ago"), "is more than 100 years ago"),
         (("latest", "--to-time", "10 minutes ago"), "give exactly one of ID|latest, --to-time TIME or --before-migration REVISION (ID|latest and --to-time were given)"),
         (("--to-time", "10 minutes ago", "--before-migration", "0002_x"), "(--to-time and --before-migration were given)"),
         ((), "give exactly one of ID|latest, --to-time TIME or --before-migration REVISION"),

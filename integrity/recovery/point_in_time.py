@@ -80,6 +80,10 @@ class PointInTime:
     def describe(self) -> str:
         return f"the database as it was at {utc_text(self.moment)} ({self.engine})"
 
+    def label(self) -> str:
+        """The materialised backup's label, as `backup list` shows it."""
+        return f"point in time {utc_text(self.moment)} ({self.engine})"
+
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
@@ -105,12 +109,11 @@ def moment_before_migration(settings, ledger, revision: str) -> MigrationMoment:
     step = timedelta(seconds=max(settings.pitr.resolution_seconds, 1.0))
     run = _apply_run(ledger, revision)
     if run is None:
-        where = "there is no ledger" if ledger is None else "the ledger holds no `integrity migrate apply` run that applied it"
+        where = "there is no ledger to read" if ledger is None else "the ledger holds no `integrity migrate apply` run that applied it"
         raise MigrationNotRecorded(
-            f"revision {revision!r} was never applied through `integrity migrate apply` that this tool knows of "
-            f"({where}): it was applied behind the tool's back, or never; give the moment yourself with "
-            "--to-time TIME, a time before it was applied (`integrity pitr status` shows the restorable window, "
-            "`integrity history --kind migrate` the runs)"
+            f"revision {revision!r} was never applied by this tool ({where}): it was applied behind the tool's back, "
+            "or never; give the moment yourself with --to-time TIME, a time before it was applied "
+            "(`integrity pitr status` shows the restorable window, `integrity history --kind migrate` the runs)"
         )
     return MigrationMoment(revision=revision, moment=run.started_at - step, applied_at=run.started_at,
                            found=f"migrate apply run {run.id} started {utc_text(run.started_at)} (the ledger)")
@@ -205,7 +208,7 @@ def restore_point_in_time(settings, moment: datetime, options, *, dry_run: bool 
     with engine.restored_at(moment, settings.state.dir / "scratch") as copy:
         if dry_run:
             return PointInTimeRestore(point, None, _preview(settings, copy, options))
-        created = create_backup(settings, label=f"{point.describe()}, {point.asked}", lock_wait=options.lock_wait,
+        created = create_backup(settings, label=point.label(), lock_wait=options.lock_wait,
                                 command=options.command, purpose=POINT_IN_TIME, source=copy.target,
                                 point_in_time=point.record())
         backup_id = created.manifest.id

@@ -102,7 +102,7 @@ def render_point_in_time(restored, console: Console) -> None:
 
 
 def _render_preview(source: str, point, preview, console: Console) -> None:
-    _print(console, f"restore plan for {source} (dry run: nothing was changed, nothing written to the repository)")
+    _print(console, f"restore plan for {source} (dry run: nothing was changed or written)")
     relation = "at this code's head" if preview.revision == preview.head_revision else f"this code's head is {preview.head_revision}"
     lines = [
         f"window     {_utc(point.window_oldest)} to {_utc(point.window_newest)}",
