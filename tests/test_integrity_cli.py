@@ -486,7 +486,7 @@ def test_usage_errors_after_the_callback_are_recorded_with_exit_2(initialized):
 def test_a_bug_is_exit_1_with_one_line_and_recorded(initialized, monkeypatch):
     import integrity.status
 
-    def broken(settings):
+    def broken(settings, **_):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(integrity.status, "collect_status", broken)
@@ -503,7 +503,7 @@ def test_a_bug_is_exit_1_with_one_line_and_recorded(initialized, monkeypatch):
 def test_an_interrupt_is_exit_130_and_recorded(initialized, monkeypatch):
     import integrity.status
 
-    def interrupted(settings):
+    def interrupted(settings, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(integrity.status, "collect_status", interrupted)
