@@ -9,6 +9,7 @@ Nothing sleeps a fixed time and assumes: every wait is on a condition, with a de
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import sqlite3
 import threading
@@ -504,3 +505,68 @@ def test_restore_last_clean_that_could_never_be_confirmed_is_refused_before_any_
     finally:
         inv.ledger.close()
     assert not (tmp_path / "state" / "scratch").exists() or not list((tmp_path / "state" / "scratch").iterdir())
+
+
+# ---------------------------------------------------------------- PostgreSQL: pgBackRest
+
+
+def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damage():
+    """The same search on a throwaway cluster archiving through the real pgBackRest: each
+    probe a restore into a scratch cluster; the lower bound the window's oldest point (no
+    audit in the ledger), one second after the full backup."""
+    import sqlalchemy as sa
+
+    import test_pitr_pgbackrest as pg  # skips without pgbackrest (fails under INTEGRITY_REQUIRE_POSTGRES=1)
+    from backup_helpers import BackupEnv, fill_database
+    from game_core.schema_state import upgrade_to_head
+
+    home = pg.make_home()
+    cluster = pg.start_archiving_cluster(home)
+    try:
+        with pg.admin(cluster) as connection:
+            connection.execute(sa.text("CREATE DATABASE game"))
+        url = cluster.url("game")
+        migrated = create_engine(url)
+        with migrated.begin() as connection:
+            upgrade_to_head(connection)
+        migrated.dispose()
+        fill_database(url, players=3, results_per_player=3)
+        env = BackupEnv(home, url, extra_env={
+            "INTEGRITY_STATE__DIR": str(home / "state"), "INTEGRITY_PITR__ENABLED": "true",
+            "INTEGRITY_PITR__REPOSITORY": str(home / "archive"), "INTEGRITY_PITR__PG_DATA_DIR": str(cluster.data),
+        })
+        engine = engine_for(env.settings())
+        engine.write_config()
+        engine.create_stanza()
+        backup = engine.backup("full")
+        wait_for(lambda: pg.server_now(cluster) > backup.stopped + timedelta(seconds=2), what="the backup's seconds to pass")
+        game = Game(url)
+        try:
+            game.play("before_damage")
+            # The damage a second or more into the window, so that the search has steps before it.
+            wait_for(lambda: pg.server_now(cluster) > backup.stopped + timedelta(seconds=3), what="a second in the window")
+            damaged_at = pg.server_now(cluster)
+            damaged = damage(url)
+            game.play("after_damage")
+            game.play("after_damage")
+        finally:
+            game.close()
+        switched = pg.switch_wal(cluster)
+        wait_for(lambda: (engine.archiver_state().last_archived_wal or "")[:24] >= switched, what=f"{switched} to be archived")
+
+        code, document = env.invoke_json("pitr", "last-clean")
+        assert code == 0, document
+        report = document["result"]
+        assert report["engine"] == "pgbackrest" and report["lower_source"] == "the oldest restorable point"
+        found = datetime.fromisoformat(report["found"])
+        first_dirty = datetime.fromisoformat(report["first_dirty"])
+        assert damaged_at - timedelta(seconds=1) < found < first_dirty <= found + timedelta(seconds=1)
+        probes = report["bisection"]["probes"]
+        assert report["restores"] == len(probes) <= report["bisection"]["bound"]
+        assert not probes[0]["clean"] and any(rule["rule"] == "results.wpm_recomputed" for rule in probes[0]["failing_rules"])
+        assert report["after"]["would_reapply"] == {"players": 1, "results": 2}
+        assert report["after"]["left_out"] == {"results: changed": damaged}
+        assert not any(pg.postgres_running_in(path) for path in (home / "state" / "scratch").glob("*"))
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
