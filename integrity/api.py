@@ -243,17 +243,20 @@ def diff(inv: Invocation, *, backup: str, tables: Sequence[str] | None = None, s
 
 
 def restore(inv: Invocation, *, backup: str | None = None, to_time: datetime | str | None = None,
-            before_migration: str | None = None, dry_run: bool = False, safety_backup: bool = True,
-            terminate_connections: bool = False, force_other_source: bool = False, keep_newer: bool = False):
+            before_migration: str | None = None, last_clean: bool = False, dry_run: bool = False,
+            safety_backup: bool = True, terminate_connections: bool = False, force_other_source: bool = False,
+            keep_newer: bool = False):
     """Restore over live after `inv.consent`: a backup (an id, or latest), the database as
     it was at `to_time` (a datetime, or text: an ISO time, UTC unless it says, or "10
-    minutes ago"), or as it was just before `before_migration` was applied (both through
-    the point-in-time engine: `restore_point_in_time`). `dry_run` returns the plan (with
-    the rows that would change) and changes nothing."""
-    given = {"ID|latest": backup, "--to-time": to_time, "--before-migration": before_migration}
+    minutes ago"), as it was just before `before_migration` was applied, or at the last
+    moment the audits pass (`last_clean`: `restore_last_clean`), the last three through the
+    point-in-time engine (`restore_point_in_time`). `dry_run` returns the plan (with the
+    rows that would change) and changes nothing."""
+    given = {"ID|latest": backup, "--to-time": to_time, "--before-migration": before_migration,
+             "--last-clean": last_clean}
     chosen = [name for name, value in given.items() if value]
     if len(chosen) != 1:
-        raise InvalidInput("give exactly one of ID|latest, --to-time TIME or --before-migration REVISION"
+        raise InvalidInput("give exactly one of ID|latest, --to-time TIME, --before-migration REVISION or --last-clean"
                            + (f" ({' and '.join(chosen)} were given)" if chosen else ""))
     _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
     same = {"dry_run": dry_run, "safety_backup": safety_backup, "terminate_connections": terminate_connections,
@@ -272,6 +275,8 @@ def restore(inv: Invocation, *, backup: str | None = None, to_time: datetime | s
         found = moment_before_migration(inv.settings, inv.ledger, before_migration)
         return restore_point_in_time(inv, found.moment, asked=f"--before-migration {before_migration}",
                                      migration=found, **same)
+    if last_clean:
+        return restore_last_clean(inv, **same)
     from integrity.recovery.restore import RestoreOptions, apply_restore, plan_restore
 
     options = RestoreOptions(

@@ -204,16 +204,17 @@ def test_usage_errors_are_exit_2_and_pitr_off_is_exit_4(tmp_path, sqlite_url):
         (("--to-time", "yesterday-ish"), "--to-time 'yesterday-ish' is not a UTC time"),
         (("--to-time", "10 parsecs ago"), "'parsecs' is not a unit"),
         (("--to-time", "99999999999999 days ago"), "is more than 100 years ago"),
-        (("latest", "--to-time", "10 minutes ago"), "give exactly one of ID|latest, --to-time TIME or --before-migration REVISION (ID|latest and --to-time were given)"),
+        (("latest", "--to-time", "10 minutes ago"), "give exactly one of ID|latest, --to-time TIME, --before-migration REVISION or --last-clean (ID|latest and --to-time were given)"),
         (("--to-time", "10 minutes ago", "--before-migration", "0002_x"), "(--to-time and --before-migration were given)"),
-        ((), "give exactly one of ID|latest, --to-time TIME or --before-migration REVISION"),
+        (("latest", "--last-clean"), "(ID|latest and --last-clean were given)"),
+        ((), "give exactly one of ID|latest, --to-time TIME, --before-migration REVISION or --last-clean"),
         (("--to-time", "10 minutes ago", "--keep-newer", "--no-safety-backup"), "--keep-newer re-applies rows"),
     ):
         result = env.invoke("restore", *args, "--yes")
         assert result.returncode == 2, (args, result.output)
         assert said in one_error(result), args
     off = BackupEnv(tmp_path, sqlite_url, extra_env={"INTEGRITY_STATE__DIR": str(tmp_path / "state")})
-    for args in (("--to-time", "10 minutes ago"), ("--before-migration", "0002_x")):
+    for args in (("--to-time", "10 minutes ago"), ("--before-migration", "0002_x"), ("--last-clean",)):
         result = off.invoke("restore", *args, "--yes")
         assert result.returncode == 4, result.output
         assert "point-in-time recovery is not enabled" in one_error(result)
