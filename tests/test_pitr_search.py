@@ -73,7 +73,7 @@ def assert_boundary(result, judge: FlipJudge, resolution: float) -> None:
     the flip lies between them; the probes stayed within the bound."""
     assert len(result.probes) <= result.bound == probe_bound(result.steps)
     assert [call[0] for call in judge.calls] == [probe.moment for probe in result.probes]
-    assert result.probes[0].role == UPPER and result.probes[0].moment == result.upper
+    assert all((probe.role == UPPER) == (probe.moment == result.upper) for probe in result.probes)
     if result.found is not None:
         assert judge.clean_at(result.found)
     assert not judge.clean_at(result.first_dirty)
@@ -82,15 +82,16 @@ def assert_boundary(result, judge: FlipJudge, resolution: float) -> None:
         assert result.found < judge.flip <= result.first_dirty
 
 
-def test_a_one_hour_window_at_one_second_takes_at_most_thirteen_restores_and_finds_the_flip_within_a_second():
+def test_a_one_hour_window_at_one_second_takes_at_most_twelve_restores_and_finds_the_flip_within_a_second():
+    """Issue 16's bound: log2(window / resolution) restores, 12 for an hour at one second."""
     steps = 3600
-    assert probe_bound(steps) == 1 + math.ceil(math.log2(steps)) == 13
+    assert probe_bound(steps) == math.ceil(math.log2(steps)) == 12
     for offset in (0.5, 1, 1.25, 17, 1799.5, 1800, 2047, 2048, 3598.999, 3599, 3599.5):
         judge = FlipJudge(LOWER + timedelta(seconds=offset))
         result = search(judge)
         assert result.steps == steps
         assert_boundary(result, judge, 1.0)
-        assert len(result.probes) <= 13
+        assert len(result.probes) <= 12
         # The answer is the latest grid point before the flip: nothing later is clean.
         assert result.found == LOWER + timedelta(seconds=math.ceil(offset) - 1)
 
@@ -103,10 +104,11 @@ def test_every_flip_of_a_small_window_is_found_exactly_within_the_bound():
         assert_boundary(result, judge, 1.0)
 
 
-def test_a_clean_newest_point_is_the_answer_after_one_restore():
+def test_a_clean_newest_point_is_the_answer_within_the_bound():
     judge = FlipJudge(None)
     result = search(judge)
-    assert [probe.role for probe in result.probes] == [UPPER]
+    assert len(result.probes) <= result.bound == 12
+    assert result.probes[-1].role == UPPER and result.probes[-1].clean
     assert result.found == result.upper and result.first_dirty is None
 
 
@@ -138,13 +140,14 @@ def test_a_window_of_one_moment_is_one_restore():
     judge = FlipJudge(LOWER)
     result = search(judge, upper=LOWER)
     assert result.steps == 0 and result.bound == 1 and len(result.probes) == 1
+    assert result.probes[0].role == UPPER
     assert result.found is None and result.first_dirty == LOWER
 
 
 def test_a_coarser_resolution_takes_fewer_restores_and_answers_within_it():
     judge = FlipJudge(LOWER + timedelta(seconds=1234.5))
     result = search(judge, resolution=10.0)
-    assert result.steps == 360 and result.bound == 1 + 9
+    assert result.steps == 360 and result.bound == 9  # ceil(log2(362))
     assert_boundary(result, judge, 10.0)
 
 
@@ -374,11 +377,12 @@ def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_i
     # is after it; the moment found is at most one second earlier).
     assert found < first_dirty and first_dirty - found <= timedelta(seconds=1)
     assert damaged_at - timedelta(seconds=1) < found
-    # The restores: within the bound, the newest point first and dirty with the rule the damage breaks.
+    # The restores: within the bound, every dirty one failing the rule the damage breaks.
     probes = search_result["probes"]
     assert report["restores"] == len(probes) <= search_result["bound"] == probe_bound(search_result["steps"])
-    assert probes[0]["role"] == UPPER and not probes[0]["clean"]
-    assert {"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged} in probes[0]["failing_rules"]
+    dirty = [probe for probe in probes if not probe["clean"]]
+    assert dirty and all({"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged}
+                         in probe["failing_rules"] for probe in dirty)
     assert any(probe["clean"] and probe["moment"] == report["found"] for probe in probes)
     assert report["next_command"] == f"integrity restore --to-time {report['found'].replace('+00:00', 'Z')} --keep-newer"
     # Checked without the audits: the restore at that moment holds every result as written
@@ -563,7 +567,8 @@ def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damag
         assert damaged_at - timedelta(seconds=1) < found < first_dirty <= found + timedelta(seconds=1)
         probes = report["bisection"]["probes"]
         assert report["restores"] == len(probes) <= report["bisection"]["bound"]
-        assert not probes[0]["clean"] and any(rule["rule"] == "results.wpm_recomputed" for rule in probes[0]["failing_rules"])
+        dirty = [probe for probe in probes if not probe["clean"]]
+        assert dirty and all(any(rule["rule"] == "results.wpm_recomputed" for rule in probe["failing_rules"]) for probe in dirty)
         assert report["after"]["would_reapply"] == {"players": 1, "results": 2}
         assert report["after"]["left_out"] == {"results: changed": damaged}
         assert not any(pg.postgres_running_in(path) for path in (home / "state" / "scratch").glob("*"))

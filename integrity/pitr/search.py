@@ -15,8 +15,8 @@ to the second). When the resolution is whole seconds the lower bound is moved up
 next whole second, so every probed moment, and the one printed for `restore --to-time`,
 is a whole second (the restore at a later moment holds at least as much).
 
-The bounds. Upper: the newest restorable point (the window's newest); it is probed first,
-and when it is clean the answer is "the newest point is clean" after one restore. Lower:
+The bounds. Upper: the newest restorable point (the window's newest), probed like any other
+point: when it is clean the answer is "the newest point is clean". Lower:
 the newest clean FULL audit recorded in the ledger when it lies inside the window (the
 live database passed every rule then, so the search need not look earlier), else the
 window's oldest point. The lower bound is never taken as clean on trust: the ledger's
@@ -24,11 +24,13 @@ audit judged live, while a restore at that moment holds only what the engine had
 by then, so it is probed like any other point, and only when every later probe was dirty.
 
 The invariant: `clean` is the highest grid index known clean (-1 before any, standing for
-"earlier than the lower bound"), `dirty` the lowest known dirty (N after the first
-probe). Each probe halves the gap; the search ends when they are adjacent. So the probes
-are at most 1 + ceil(log2(N + 1)), which is ceil(log2(window / resolution)) + 1 except when
-N is an exact power of two (the extra probe is the one that can prove the lower bound
-itself). `bisect_time` asserts that bound. The moment found is clean and the next grid
+"earlier than the lower bound"), `dirty` the lowest known dirty (N + 1 before any, standing
+for "later than the upper bound"). Each probe halves the gap; the search ends when they are
+adjacent. The answer is one of N + 2 (nothing clean, or the last clean point is one of the
+N + 1), so the probes are at most ceil(log2(N + 2)): 12 for an hour at one second, the
+issue's bound of log2(window / resolution). Probing the newest point first would answer an
+all-clean archive in one restore but costs one more in the case the search exists for (the
+damage is there), so it is not done. `bisect_time` asserts the bound. The moment found is clean and the next grid
 point (at most one resolution later) dirty: a boundary between clean and dirty. It is the
 LATEST clean moment when damage, once made, stays until now (the incident's shape); a
 database dirty for a while, repaired, then damaged again has several boundaries, and the
@@ -53,7 +55,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-# Probe roles, as the report shows them.
+# Probe roles, as the report shows them: the upper bound itself, or a point inside.
 UPPER = "upper"
 BISECT = "bisect"
 # How many recorded full audits are looked through for the newest clean one.
@@ -101,16 +103,16 @@ class Bisection:
     upper: datetime
     resolution_seconds: float
     steps: int  # N: grid points lower + k * resolution (k < N), and the upper bound
-    bound: int  # the most probes the search may make: 1 + ceil(log2(N + 1))
+    bound: int  # the most probes the search may make: ceil(log2(N + 2))
     probes: tuple[Probe, ...]
     found: datetime | None  # the latest clean moment (None: even the lower bound is dirty)
     first_dirty: datetime | None  # the grid point after it (None: the upper bound is clean)
 
 
 def probe_bound(steps: int) -> int:
-    """The most probes a search over `steps` grid steps makes: the upper bound, then a
-    bisection of the steps + 1 places the first dirty point can be (0 .. steps)."""
-    return 1 + math.ceil(math.log2(steps + 1))
+    """The most probes a search over `steps` grid steps makes: a bisection of the steps + 2
+    answers (no point clean, or the last clean one is point 0 .. steps)."""
+    return math.ceil(math.log2(steps + 2))
 
 
 def grid_lower(lower: datetime, upper: datetime, resolution_seconds: float) -> datetime:
@@ -125,7 +127,7 @@ def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upp
                 resolution_seconds: float) -> Bisection:
     """Find a clean moment whose next grid point is dirty, between `lower` and `upper`.
 
-    `judge(moment, role)` restores and audits; it is called with the upper bound first.
+    `judge(moment, role)` restores and audits one grid point.
     """
     if resolution_seconds <= 0:
         raise ValueError(f"resolution must be positive, got {resolution_seconds}")
@@ -148,17 +150,17 @@ def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upp
             raise SearchBoundExceeded(f"{len(probes)} probes over a bound of {bound} ({steps} steps)")
         return made
 
-    if probe(steps, UPPER).clean:
-        return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), upper, None)
-    clean, dirty = -1, steps  # -1: earlier than the lower bound, nothing known clean yet
+    # -1: earlier than the lower bound; steps + 1: later than the upper bound.
+    clean, dirty = -1, steps + 1
     while dirty - clean > 1:
         middle = (clean + dirty) // 2
-        if probe(middle, BISECT).clean:
+        if probe(middle, UPPER if middle == steps else BISECT).clean:
             clean = middle
         else:
             dirty = middle
     found = None if clean < 0 else point(clean)
-    return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), found, point(dirty))
+    first_dirty = None if dirty > steps else point(dirty)
+    return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), found, first_dirty)
 
 
 # ---------------------------------------------------------------- the real judge
