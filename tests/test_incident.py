@@ -114,7 +114,8 @@ class _InProcessPrograms:
 
     def run(self, command, *, input=None, cwd=None, env=None, **kwargs):
         app = self._apps.get(str(command[0]))
-        if app is None or (env or {}).get("INTEGRITY_CRASH_AT"):
+        env = dict(os.environ) if env is None else env
+        if app is None or env.get("INTEGRITY_CRASH_AT"):
             return subprocess.run(command, input=input, cwd=cwd, env=env, **kwargs)
         environment = {name: None for name in os.environ if name not in env}
         environment.update(env)
@@ -124,6 +125,31 @@ class _InProcessPrograms:
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             stderr += "".join(traceback.format_exception(*result.exc_info))
         return subprocess.CompletedProcess(command, result.exit_code, result.stdout, stderr)
+
+
+def test_in_process_steps_report_a_crash_and_crash_points_stay_real_processes(tmp_path, monkeypatch):
+    """The harness cannot hide what a real process would show: a step that raises exits 1
+    with its traceback on stderr (the script flags any traceback), and a step at a crash
+    point is handed to a real process."""
+    import typer
+
+    crashing = typer.Typer()
+
+    @crashing.command()
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    programs = _InProcessPrograms(tmp_path)
+    programs._apps[str(tmp_path / "integrity")] = crashing
+    crashed = programs.run([str(tmp_path / "integrity")], cwd=tmp_path, env={"PATH": os.environ["PATH"]},
+                           capture_output=True, text=True)
+    assert crashed.returncode == 1 and "Traceback" in crashed.stderr and "RuntimeError: a bug" in crashed.stderr
+
+    handed = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: handed.append((command, kwargs["env"])))
+    programs.run([str(tmp_path / "integrity"), "restore"], cwd=tmp_path, env={"INTEGRITY_CRASH_AT": "restore:x"})
+    programs.run(["alembic", "upgrade", "head"], cwd=tmp_path, env={})
+    assert [command for command, _ in handed] == [[str(tmp_path / "integrity"), "restore"], ["alembic", "upgrade", "head"]]
 
 
 def steps(summary: dict, pattern: str) -> list[dict]:
