@@ -94,9 +94,11 @@ class Recording:
         if path is None:
             return
         try:
-            from integrity.prometheus import write_metrics_file
+            from integrity.prometheus import PITR_READING_COMMANDS, write_metrics_file
 
-            write_metrics_file(self.settings, self.ledger)
+            # Reading the point-in-time archive costs engine subprocesses: only the runs
+            # that report it read it afresh; the others carry its last reading forward.
+            write_metrics_file(self.settings, self.ledger, pitr_fresh=self.command in PITR_READING_COMMANDS)
         except Exception as exc:
             detail = str(exc)
             if str(path) not in detail:  # MetricsUnwritable names the path; anything else gets it here

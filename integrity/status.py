@@ -12,7 +12,8 @@ JSON `problems` list) names the problems most urgent first:
 2. live data: the audits found rows failing error rules in live (present corruption);
 3. the schema: live differs from its revision's model, or a revision was applied without
    a passing dry run on this store (integrity.schema_check), or it is behind head;
-4. protection: no restorable backup within the RPO, the newest backups suspect;
+4. protection: no restorable backup within the RPO, the newest backups suspect; the
+   point-in-time archive lagging, failing or its replicator dying (`pitr_checks`);
 5. the tool's own records: the ledger or the schedule cannot be read;
 6. history: the last drill, deep verification, the newest backup's verification, audits
    and jobs that ran too long ago.
@@ -158,6 +159,7 @@ def _collect_status(settings: Settings, ledger) -> StatusReport:
     checks.extend(audit_checks(settings, ledger=ledger))
     checks.extend(drill_checks(settings, ledger=ledger))
     checks.extend(job_checks(settings, ledger=ledger))
+    checks.extend(pitr_checks(settings, ledger=ledger))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -539,3 +541,107 @@ def job_checks(settings: Settings, *, now: datetime | None = None, ledger=None) 
             detail += ": not beating, the scheduler was killed or hangs"
         checks.append(StatusCheck("scheduler", CheckState.OK, detail))
     return checks
+
+
+# ---------------------------------------------------------------- point-in-time recovery (issue 16)
+
+PITR_RUNBOOK = "runbooks/pitr-lag.md"
+# A replicator death stays a problem row until the replicator has run this long without
+# dying again: a crash loop with long gaps must not look healthy between two deaths.
+REPLICATOR_CLEAN_SECONDS = 600
+# Deaths counted in the replicator row (the ledger keeps them all).
+_DEATHS_COUNTED_SECONDS = 86400
+# How long one reading of the engine's window serves status and the metrics of the same
+# run: reading it is two engine subprocesses (Litestream) or an `info` and a query (pgBackRest).
+_PITR_READING_SECONDS = 5.0
+_pitr_reading: dict[tuple, tuple[float, object]] = {}
+
+
+def read_pitr_status(settings: Settings):
+    """`integrity.pitr.operations.pitr_status` of `settings` (or the Failure it raised),
+    read at most once per _PITR_READING_SECONDS per process: `status` and the metrics file
+    written after it share one reading."""
+    import time
+
+    from integrity.pitr.operations import pitr_status
+
+    key = (settings.database_url, str(settings.pitr.repository), str(settings.state.dir))
+    cached = _pitr_reading.get(key)
+    if cached is not None and time.monotonic() - cached[0] < _PITR_READING_SECONDS:
+        return cached[1]
+    try:
+        reading = pitr_status(settings)
+    except Failure as exc:
+        reading = exc
+    _pitr_reading[key] = (time.monotonic(), reading)
+    return reading
+
+
+def _moment_text(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def pitr_checks(settings: Settings, *, now: datetime | None = None, ledger=None) -> list[StatusCheck]:
+    """With `[pitr] enabled`: the point-in-time archive's recovery point (newest shipped
+    position, its age, the lag against lag_objective_seconds, the oldest restorable point),
+    the engine's errors, and the replicator's deaths recorded by `schedule run`. The lag
+    is judged by integrity.pitr.operations (`PitrStatusReport.findings`), never here."""
+    if not settings.pitr.enabled:
+        return []
+    now = now or datetime.now(timezone.utc)
+    report = read_pitr_status(settings)
+    if isinstance(report, Failure):
+        state = CheckState.PRECONDITION if report.exit_code == ExitCode.PRECONDITION else CheckState.PROBLEM
+        return [StatusCheck("pitr recovery point", state, f"{report}; see {PITR_RUNBOOK}", Urgency.PROTECTION)]
+    checks = [_recovery_point_check(report)]
+    if report.errors:
+        checks.append(StatusCheck(
+            "pitr errors", CheckState.PROBLEM,
+            f"{report.engine}: {'; '.join(report.errors)}; see {PITR_RUNBOOK}", Urgency.PROTECTION,
+        ))
+    checks.extend(replicator_checks(settings, now=now, ledger=ledger))
+    return checks
+
+
+def _recovery_point_check(report) -> StatusCheck:
+    lag_findings = [finding for finding in report.findings if finding not in report.errors]
+    if report.newest is None:
+        point = "nothing shipped yet"
+    else:
+        age = report.newest_age_seconds
+        lag = "caught up, lag 0s" if report.caught_up else f"lag {report.lag_seconds:.1f}s"
+        point = f"newest {_moment_text(report.newest)} ({age:.0f}s old, {lag})"
+    detail = (f"{report.engine}: {point}; objective {report.lag_objective_seconds}s; "
+              f"oldest restorable {_moment_text(report.oldest)}")
+    if lag_findings:
+        why = "; ".join(lag_findings)
+        if PITR_RUNBOOK not in why:
+            why += f"; see {PITR_RUNBOOK}"
+        return StatusCheck("pitr recovery point", CheckState.PROBLEM, f"{detail}: {why}", Urgency.PROTECTION)
+    return StatusCheck("pitr recovery point", CheckState.OK, detail, Urgency.PROTECTION)
+
+
+def replicator_checks(settings: Settings, *, now: datetime | None = None, ledger=None) -> list[StatusCheck]:
+    """The replicator `schedule run` supervises (integrity.scheduler.daemon): its deaths in
+    the last day from the ledger; a problem until it has run REPLICATOR_CLEAN_SECONDS
+    without dying. No row when it never died (nothing to say) or the engine has none."""
+    from datetime import timedelta
+
+    from integrity.scheduler.records import replicator_deaths
+
+    now = now or datetime.now(timezone.utc)
+    try:
+        with _ledger_for(settings, "pitr replicator", ledger) as ledger:
+            deaths = replicator_deaths(ledger, since=now - timedelta(seconds=_DEATHS_COUNTED_SECONDS))
+    except _LedgerUnreadable as exc:
+        return [exc.check]
+    if not deaths:
+        return []
+    last = deaths[0]
+    detail = (f"the replicator died {len(deaths)} time(s) in the last day, last at {_moment_text(last.fire_time)} "
+              f"({age_text(last.fire_time, now)}): {last.reason}")
+    if (now - last.fire_time).total_seconds() < REPLICATOR_CLEAN_SECONDS:
+        return [StatusCheck("pitr replicator", CheckState.PROBLEM,
+                            f"{detail}; restarted by `integrity schedule run`, see {PITR_RUNBOOK}", Urgency.PROTECTION)]
+    return [StatusCheck("pitr replicator", CheckState.OK,
+                        f"{detail}; no death in the {REPLICATOR_CLEAN_SECONDS // 60} minutes since")]

@@ -251,3 +251,50 @@ def test_the_rto_rule_fires_when_a_drill_predicts_a_restore_over_the_objective(p
         (NOW_MINUTES, "IntegrityDrillRtoMissed", expect("IntegrityDrillRtoMissed", {})),
         (NOW_MINUTES, "IntegrityDrillFailed", []),
     ])
+
+
+# ---------------------------------------------------------------- point-in-time archive (issue 16)
+
+
+def test_pitr_rules_stay_quiet_while_litestream_is_caught_up(promtool, sqlite_path, tmp_path):
+    from test_pitr_watch import healthy_archive, metrics
+
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        metrics(environ)
+    finally:
+        replicating.stop()
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    assert samples(text)[("integrity_pitr_lag_seconds", ())] == 0
+    run_promtool(promtool, tmp_path, text, [
+        (minute, name, []) for minute in (NOW_MINUTES, NOW_MINUTES + 5)
+        for name in ("IntegrityPitrLagOverObjective", "IntegrityPitrArchiverStopped")
+    ])
+
+
+def test_pitr_rules_fire_when_litestream_stopped_while_the_game_writes(promtool, sqlite_path, tmp_path):
+    from test_pitr_watch import metrics, stopped_archive
+
+    environ = stopped_archive(tmp_path, sqlite_path, INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS="1")
+    metrics(environ)
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    values = samples(text)
+    assert values[("integrity_pitr_lag_seconds", ())] > 1 and values[("integrity_pitr_errors", ())] == 0
+    run_promtool(promtool, tmp_path, text, [
+        (NOW_MINUTES, "IntegrityPitrLagOverObjective", expect("IntegrityPitrLagOverObjective", {})),
+        (NOW_MINUTES + 5, "IntegrityPitrLagOverObjective", expect("IntegrityPitrLagOverObjective", {})),
+        (NOW_MINUTES + 5, "IntegrityPitrArchiverStopped", expect("IntegrityPitrArchiverStopped", {})),
+    ])
+
+
+def test_the_archiver_rule_fires_on_engine_errors(promtool, sqlite_path, tmp_path):
+    """Nothing ever shipped (no Litestream ran): the engine's error alone fires it."""
+    from test_pitr_watch import metrics, pitr_environ
+
+    environ = pitr_environ(tmp_path, sqlite_path)
+    values = metrics(environ)
+    assert values["integrity_pitr_errors"] == 1 and "integrity_pitr_lag_seconds" not in values
+    run_promtool(promtool, tmp_path, Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8"), [
+        (NOW_MINUTES + 5, "IntegrityPitrArchiverStopped", expect("IntegrityPitrArchiverStopped", {})),
+        (NOW_MINUTES + 5, "IntegrityPitrLagOverObjective", []),
+    ])

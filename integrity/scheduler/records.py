@@ -18,6 +18,11 @@ from integrity.ledger import Ledger, _aware, claims, heartbeats, schedule_events
 
 SKIPPED = "skipped"
 MISSED = "missed"
+# The point-in-time replicator `schedule run` supervises (Litestream): each death is an
+# event of this pseudo-job (never a [schedule] job name, so job health never counts it),
+# `fire_time` the moment it died, `reason` the exit status and its last line of output.
+REPLICATOR_JOB = "pitr_replicator"
+DIED = "died"
 # How often a running scheduler touches its heartbeat row; `status` calls a running
 # scheduler silent after four of these.
 HEARTBEAT_SECONDS = 15.0
@@ -139,3 +144,12 @@ def init_time(ledger: Ledger) -> datetime | None:
     query = sa.select(sa.func.min(runs.c.started_at)).where(runs.c.command == "init", runs.c.exit_code == 0)
     with ledger.engine.connect() as connection:
         return _aware(connection.execute(query).scalar())
+
+
+def record_replicator_death(ledger: Ledger, died_at: datetime, reason: str) -> None:
+    record_event(ledger, REPLICATOR_JOB, died_at, DIED, reason)
+
+
+def replicator_deaths(ledger: Ledger, *, since: datetime, limit: int = 1000) -> list[ScheduleEvent]:
+    """The replicator's deaths since `since`, newest first."""
+    return [event for event in events(ledger, job=REPLICATOR_JOB, kind=DIED, limit=limit) if event.fire_time >= since]

@@ -1,0 +1,226 @@
+"""Point-in-time recovery watched like everything else (issue 16): `integrity status` rows
+and the metrics file, with the real Litestream replicating the test's own game database.
+
+A healthy setup (Litestream running, caught up) gives an ok recovery-point row; Litestream
+stopped while the game writes gives a problem row naming the lag and runbooks/pitr-lag.md.
+Replicator deaths recorded by `schedule run` are a problem row until it has run cleanly
+for a while. Runs that do not report the archive carry its last reading forward in the
+metrics file instead of reading it again (two Litestream subprocesses per reading).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+from cli_runner import CliRunner
+from game_core.db import create_engine
+from game_core.store import Store
+from integrity.cli import app
+from integrity.pitr import engine_for
+from integrity.pitr.supervise import Supervisor
+
+DEADLINE_SECONDS = 30.0
+runner = CliRunner()
+
+
+def wait_for(condition, *, what: str, deadline: float = DEADLINE_SECONDS):
+    """The first truthy value of `condition()`, polled until the deadline."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def pitr_environ(tmp_path: Path, database: Path, **extra: str) -> dict[str, str]:
+    return {
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "INTEGRITY_DATABASE_URL": f"sqlite:///{database}",
+        "INTEGRITY_BACKUPS__REPOSITORY": str(tmp_path / "repo"),
+        "INTEGRITY_PITR__ENABLED": "true",
+        "INTEGRITY_PITR__REPOSITORY": str(tmp_path / "replica"),
+        "INTEGRITY_STATE__DIR": str(tmp_path / "state"),
+        "INTEGRITY_METRICS__PATH": str(tmp_path / "metrics" / "integrity.prom"),
+        **extra,
+    }
+
+
+def write_player(database: Path, username: str) -> None:
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        Store(engine).create_player(username)
+    finally:
+        engine.dispose()
+
+
+class Replicating:
+    """Litestream replicating `database` under a Supervisor thread, stoppable mid-test."""
+
+    def __init__(self, environ: dict[str, str], tmp_path: Path) -> None:
+        from integrity.settings import resolve_settings
+
+        self.settings = resolve_settings(environ=environ, cwd=tmp_path)
+        self.engine = engine_for(self.settings)
+        self.engine.write_config()
+        self.supervisor = Supervisor(self.engine.replicator(), log_path=tmp_path / "state" / "pitr" / "litestream.log",
+                                     restart_delay=0.2)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.supervisor.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.supervisor.pid, what="litestream to start")
+
+    def caught_up(self):
+        """The window once everything written is shipped."""
+        return wait_for(lambda: (w := self.engine.window()).caught_up and w.newest is not None and w,
+                        what="litestream to ship every write")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=DEADLINE_SECONDS)
+        assert not self.thread.is_alive(), "the supervisor did not stop its child"
+
+
+def healthy_archive(tmp_path: Path, database: Path, **extra: str) -> tuple[dict[str, str], Replicating]:
+    """Litestream running and caught up with a write of the game."""
+    environ = pitr_environ(tmp_path, database, **extra)
+    replicating = Replicating(environ, tmp_path)
+    write_player(database, "healthy")
+    replicating.caught_up()
+    return environ, replicating
+
+
+def stopped_archive(tmp_path: Path, database: Path, **extra: str) -> dict[str, str]:
+    """Litestream shipped the game's writes, then stopped; the game wrote again more than
+    the engine's grace after the newest shipped file (the lag it must see)."""
+    from integrity.pitr.litestream import LISTING_STEP, UNSHIPPED_GRACE
+
+    environ, replicating = healthy_archive(tmp_path, database, **extra)
+    replicating.stop()
+    newest = replicating.engine.window().newest
+    wait_for(lambda: datetime.now(UTC) > newest + LISTING_STEP + UNSHIPPED_GRACE + timedelta(seconds=0.5),
+             what="the grace after the newest shipped file to pass")
+    write_player(database, "unshipped")
+    return environ
+
+
+def invoke(environ: dict[str, str], *args: str):
+    return runner.invoke(app, list(args), env=environ, catch_exceptions=False, prog_name="integrity")
+
+
+def status_checks(environ: dict[str, str]) -> dict[str, dict]:
+    result = invoke(environ, "--json", "status")
+    document = json.loads(result.stdout)
+    return {check["name"]: check for check in document["result"]["checks"]}
+
+
+def metrics(environ: dict[str, str]) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert invoke(environ, "metrics").exit_code == 0
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if not sample.labels}
+
+
+# ---------------------------------------------------------------- status rows
+
+
+def test_status_has_an_ok_recovery_point_row_while_litestream_is_caught_up(tmp_path, sqlite_path):
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        checks = status_checks(environ)
+    finally:
+        replicating.stop()
+    row = checks["pitr recovery point"]
+    assert row["state"] == "ok", row
+    assert row["detail"].startswith("litestream: newest ") and "caught up, lag 0s" in row["detail"]
+    assert "objective 10s; oldest restorable 20" in row["detail"]
+    assert "pitr errors" not in checks and "pitr replicator" not in checks
+
+
+def test_status_reports_the_lag_when_litestream_stopped_while_the_game_writes(tmp_path, sqlite_path):
+    environ = stopped_archive(tmp_path, sqlite_path, INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS="1")
+    result = invoke(environ, "--json", "status")
+    document = json.loads(result.stdout)
+    checks = {check["name"]: check for check in document["result"]["checks"]}
+    row = checks["pitr recovery point"]
+    assert row["state"] == "problem", row
+    assert "replication lag" in row["detail"] and "over the objective of 1s" in row["detail"]
+    assert row["detail"].endswith("see runbooks/pitr-lag.md")
+    assert "pitr recovery point" in document["result"]["problems"]
+
+
+def test_status_has_no_pitr_rows_while_pitr_is_disabled(tmp_path, sqlite_path):
+    environ = pitr_environ(tmp_path, sqlite_path, INTEGRITY_PITR__ENABLED="false")
+    assert not [name for name in status_checks(environ) if name.startswith("pitr")]
+
+
+def test_a_missing_litestream_is_a_precondition_row(tmp_path, sqlite_path):
+    environ = pitr_environ(tmp_path, sqlite_path, INTEGRITY_PITR__LITESTREAM_BIN=str(tmp_path / "no-litestream"))
+    row = status_checks(environ)["pitr recovery point"]
+    assert row["state"] == "precondition", row
+    assert "litestream" in row["detail"] and row["detail"].endswith("see runbooks/pitr-lag.md")
+
+
+def test_replicator_deaths_are_a_problem_until_it_ran_cleanly_for_a_while(tmp_path, sqlite_path):
+    from integrity.ledger import Ledger
+    from integrity.scheduler.records import record_replicator_death
+    from integrity.settings import resolve_settings
+    from integrity.status import REPLICATOR_CLEAN_SECONDS, replicator_checks
+
+    settings = resolve_settings(environ=pitr_environ(tmp_path, sqlite_path), cwd=tmp_path)
+    now = datetime.now(UTC)
+    ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    try:
+        assert replicator_checks(settings, now=now, ledger=ledger) == []  # never died: nothing to say
+        record_replicator_death(ledger, now - timedelta(seconds=120), "pid 7 was killed by SIGKILL after 3.0s: boom")
+        record_replicator_death(ledger, now - timedelta(seconds=60), "pid 8 exited with status 1 after 0.1s: cannot open")
+        [row] = replicator_checks(settings, now=now, ledger=ledger)
+        assert row.state.value == "problem"
+        assert row.detail.startswith("the replicator died 2 time(s) in the last day, last at ")
+        assert "(1m ago): pid 8 exited with status 1 after 0.1s: cannot open" in row.detail
+        later = now + timedelta(seconds=REPLICATOR_CLEAN_SECONDS)
+        [row] = replicator_checks(settings, now=later, ledger=ledger)
+        assert row.state.value == "ok", row
+    finally:
+        ledger.close()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_carry_the_archive_reading_forward_through_runs_that_do_not_read_it(tmp_path, sqlite_path):
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        first = metrics(environ)
+    finally:
+        replicating.stop()
+    assert first["integrity_pitr_enabled"] == 1 and first["integrity_pitr_lag_seconds"] == 0
+    assert first["integrity_pitr_errors"] == 0 and first["integrity_objective_pitr_lag_seconds"] == 10
+    assert 0 < first["integrity_pitr_oldest_timestamp_seconds"] <= first["integrity_pitr_newest_timestamp_seconds"]
+    # `history` does not read the archive: the file keeps the reading `metrics` made, even
+    # though Litestream is gone now (a reading would say so: it would differ).
+    assert invoke(environ, "history").exit_code == 0
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    carried = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line.startswith("integrity_pitr_")}
+    assert carried == {name: value for name, value in first.items() if name.startswith("integrity_pitr_")}
+    assert f"integrity_metrics_generated_timestamp_seconds {first['integrity_metrics_generated_timestamp_seconds']}" not in text
+
+
+def test_metrics_read_the_archive_afresh_in_status(tmp_path, sqlite_path):
+    environ = pitr_environ(tmp_path, sqlite_path)
+    assert invoke(environ, "history").exit_code == 0  # nothing read yet: only the enabled flag and the objective
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    assert "integrity_pitr_enabled 1" in text and "integrity_pitr_errors" not in text
+    invoke(environ, "status")
+    text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
+    assert "integrity_pitr_errors 1" in text  # the replica holds no LTX file yet
