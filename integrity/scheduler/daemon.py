@@ -12,6 +12,14 @@ scheduler woke up too late for (misfire) as missed.
 
 SIGTERM or SIGINT: no new job starts, running ones finish, exit 0. A second signal exits
 at once (130); a backup killed mid-way leaves only its invisible `.tmp-` directory.
+
+With `[pitr] enabled` and an engine that needs one (Litestream; pgBackRest's archiving is
+the server's own), the scheduler also runs the engine's replicator under
+integrity.pitr.supervise's Supervisor: restarted whenever it dies, each death recorded in
+the ledger as a scheduler event (`records.record_replicator_death`, which `status` turns
+into a problem row), stopped with SIGTERM when the scheduler stops. Every heartbeat then
+also rewrites the metrics file with a fresh reading of the archive, so the lag alerts see
+a new value every HEARTBEAT_SECONDS while the scheduler runs.
 """
 
 from __future__ import annotations
@@ -85,6 +93,11 @@ class Daemon:
     _ledger: Ledger | None = None
     _report: SchedulerStopped | None = None
     _claims_forgotten: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    replicator: tuple[str, ...] | None = None  # the point-in-time engine's argv (`replicator_argv`)
+    replicator_log: object = None  # its log file (Path)
+    _replicator_stop: threading.Event = field(default_factory=threading.Event)
+    _replicator_thread: threading.Thread | None = None
+    _supervisor: object = None
 
     # ------------------------------------------------------------ start
 
@@ -118,11 +131,13 @@ class Daemon:
         self._scheduler.add_listener(self._max_instances, EVENT_JOB_MAX_INSTANCES)
         self._scheduler.add_listener(self._misfired, EVENT_JOB_MISSED)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        log.info("scheduler started: %s", ", ".join(f"{j} ({s.value})" for j, s in self.schedules.items()))
+        log.info("scheduler started: %s", ", ".join(f"{j} ({s.value})" for j, s in self.schedules.items()) or "no jobs")
         try:
+            self._start_replicator()
             self._scheduler.start()  # blocks until a signal shuts it down
             self._wait_for_running_jobs()
         finally:
+            self._stop_replicator()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._report.stopped_at = datetime.now(timezone.utc)
@@ -232,6 +247,56 @@ class Daemon:
                 self._claims_forgotten = now
         except Exception as exc:
             log.warning("could not record the heartbeat: %s", exc)
+        if self.settings.pitr.enabled:
+            self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        """The metrics file with a fresh reading of the point-in-time archive (other runs
+        carry it forward: integrity.prometheus `_pitr`)."""
+        try:
+            from integrity.prometheus import write_metrics_file
+
+            write_metrics_file(self.settings, self._ledger, pitr_fresh=True)
+        except Exception as exc:
+            log.warning("could not write the metrics file: %s", exc)
+
+    # ------------------------------------------------------------ the point-in-time replicator
+
+    def _start_replicator(self) -> None:
+        if self.replicator is None:
+            return
+        from integrity.pitr.supervise import Supervisor
+
+        self._supervisor = Supervisor(self.replicator, log_path=self.replicator_log,
+                                      on_start=lambda pid: log.info("replicator running (pid %d): %s", pid,
+                                                                    " ".join(self.replicator)),
+                                      on_death=self._replicator_died)
+        self._replicator_thread = threading.Thread(target=self._supervisor.run, args=(self._replicator_stop,),
+                                                   name="pitr-replicator", daemon=True)
+        self._replicator_thread.start()
+
+    def _replicator_died(self, death) -> None:
+        log.warning("replicator died: %s; restarting", death.describe())
+        try:
+            records.record_replicator_death(self._ledger, death.at, death.describe())
+        except Exception as exc:  # the restart matters more than its record
+            log.warning("could not record the replicator's death: %s", exc)
+
+    def _stop_replicator(self) -> None:
+        if self._replicator_thread is None:
+            return
+        self._replicator_stop.set()
+        self._replicator_thread.join()  # the Supervisor sends SIGTERM and waits (then kills)
+        log.info("replicator stopped")
+
+    def _kill_replicator_now(self) -> None:
+        """On the second signal: the child runs in its own session and would outlive us."""
+        pid = self._supervisor.pid if self._supervisor is not None else None
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------ stop
 
@@ -241,6 +306,7 @@ class Daemon:
             # The operator insists. Whatever runs dies with the process; a backup leaves
             # only its `.tmp-` directory, which nothing lists or restores.
             os.write(2, f"{name} again: exiting at once\n".encode())
+            self._kill_replicator_now()
             os._exit(int(ExitCode.INTERRUPTED))
         self._stopping = True
         self._report.signal_name = name
@@ -265,7 +331,27 @@ def run_scheduler(settings, *, perform: Perform, heartbeat_seconds: float = HEAR
     from integrity.scheduler.triggers import build_schedules
 
     schedules = {job: s for job, s in build_schedules(settings.schedule).items() if job in available_jobs()}
-    if not schedules:
+    replicator, replicator_log = replicator_argv(settings)
+    if not schedules and replicator is None:
         raise PreconditionFailed("every job in [schedule] is off: nothing to schedule; set at least one job to a cron "
                                  "expression or an interval")
-    return Daemon(settings, schedules, perform, heartbeat_seconds=heartbeat_seconds).run()
+    return Daemon(settings, schedules, perform, heartbeat_seconds=heartbeat_seconds, replicator=replicator,
+                  replicator_log=replicator_log).run()
+
+
+def replicator_argv(settings):
+    """(argv, log path) of the point-in-time engine's replicator when `[pitr] enabled` and
+    the engine has one (its configuration written now), else (None, None). A missing
+    engine program is exit 4 before the scheduler starts."""
+    if not settings.pitr.enabled:
+        return None, None
+    from pathlib import Path
+
+    from integrity.pitr import engine_for
+
+    engine = engine_for(settings)
+    argv = engine.replicator()
+    if argv is None:
+        return None, None
+    engine.write_config()
+    return tuple(argv), Path(settings.state.dir) / "pitr" / f"{engine.name}.log"
