@@ -224,3 +224,72 @@ def test_metrics_read_the_archive_afresh_in_status(tmp_path, sqlite_path):
     invoke(environ, "status")
     text = Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8")
     assert "integrity_pitr_errors 1" in text  # the replica holds no LTX file yet
+
+
+# ---------------------------------------------------------------- backup check proves the point-in-time path
+
+
+def pitr_findings(environ: dict[str, str], tmp_path: Path) -> dict[str, dict]:
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    result = invoke(environ, "--json", "backup", "check")
+    document = json.loads(result.stdout)
+    return {finding["name"]: finding for finding in document["result"]["findings"] if finding["name"].startswith("pitr")}
+
+
+def marker_players(database: Path) -> list[str]:
+    import sqlite3
+
+    from integrity.backups.check import PITR_MARKER_PREFIX
+
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return [name for (name,) in connection.execute("SELECT username FROM players WHERE username LIKE ?",
+                                                       (PITR_MARKER_PREFIX + "%",))]
+    finally:
+        connection.close()
+
+
+def test_backup_check_writes_a_marker_sees_it_archived_and_restored_then_removes_it(tmp_path, sqlite_path):
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        findings = pitr_findings(environ, tmp_path)
+    finally:
+        replicating.stop()
+    assert findings["pitr archive"]["state"] == "ok", findings
+    assert "reached the litestream archive within" in findings["pitr archive"]["detail"]
+    assert findings["pitr restore"]["state"] == "ok", findings
+    assert findings["pitr restore"]["detail"].endswith("and held the marker written before it")
+    assert marker_players(sqlite_path) == []
+
+
+def test_backup_check_fails_the_archive_when_litestream_stopped(tmp_path, sqlite_path):
+    environ = stopped_archive(tmp_path, sqlite_path, INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS="1")
+    findings = pitr_findings(environ, tmp_path)
+    finding = findings["pitr archive"]
+    assert finding["state"] == "fail", findings
+    assert "did not reach the litestream archive within 8s (lag objective 1s + grace)" in finding["detail"]
+    assert finding["detail"].endswith("see runbooks/pitr-lag.md")
+    assert "pitr restore" not in findings
+    assert marker_players(sqlite_path) == []
+
+
+def test_backup_check_fails_the_restore_when_the_archive_lacks_the_marker(tmp_path, sqlite_path, monkeypatch):
+    """An archive that restores an older state than asked (injected: every restore lands
+    four seconds early, before the marker) is caught by the restore, not the listing."""
+    from integrity.pitr.litestream import LitestreamEngine
+
+    original = LitestreamEngine.restored_at
+    monkeypatch.setattr(LitestreamEngine, "restored_at",
+                        lambda self, moment, scratch_dir: original(self, moment - timedelta(seconds=4), scratch_dir))
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        oldest = replicating.engine.window().oldest
+        wait_for(lambda: datetime.now(UTC) > oldest + timedelta(seconds=5), what="a window older than the injected shift")
+        findings = pitr_findings(environ, tmp_path)
+    finally:
+        replicating.stop()
+    assert findings["pitr archive"]["state"] == "ok", findings
+    finding = findings["pitr restore"]
+    assert finding["state"] == "fail", findings
+    assert "but the marker player integrity.pitr-check." in finding["detail"]
+    assert marker_players(sqlite_path) == []

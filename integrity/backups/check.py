@@ -4,6 +4,10 @@ Rights, tools, space and settings are checked one by one, then a real backup of 
 configured database is written into a throwaway repository beside the real one (same
 disk, same permissions), read back, hash-checked and removed. Each finding names the
 setting to fix. Exit 0 when every finding passed (warnings allowed), 4 otherwise.
+
+With `[pitr] enabled` the point-in-time path is proven too (`_point_in_time_path`): a
+marker player written to the guarded database, the archive receiving it within the lag
+objective, a restore of that moment into scratch holding it, and the marker deleted.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
     findings += _same_disk(settings, repository)
     if not any(f.state == "fail" for f in findings):
         findings += _real_backup(settings, repository, command)
+    if settings.pitr.enabled:
+        findings += _point_in_time_path(settings, command)
     return BackupCheckReport(tuple(findings))
 
 
@@ -188,3 +194,130 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> li
         return [CheckFinding("trial backup", "fail", str(exc))]
     finally:
         shutil.rmtree(throwaway, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the point-in-time path (issue 16)
+
+PITR_MARKER_PREFIX = "integrity.pitr-check."
+# Beyond the lag objective: the engine's own step (Litestream lists whole seconds and ships
+# every sync interval) and the time to read its window.
+PITR_GRACE_SECONDS = 5.0
+_PITR_POLL_SECONDS = 0.2
+# The marker's removal is written this long after the marker, and the restore asks for the
+# whole second before the removal: at least 2 s after the marker, so the marker is in it
+# when the engine shipped it within 2 s (Litestream: one 1s sync interval, whole-second
+# listing). An archive slower than that fails "pitr restore" even within a longer
+# objective: the check proves a 2 s recovery point, not the objective's.
+_PITR_MARKER_LIFETIME = 3.0
+
+
+def _point_in_time_path(settings: Settings, command: str) -> list[CheckFinding]:
+    """Write a marker player, delete it at least _PITR_MARKER_LIFETIME later, wait (bounded
+    by the lag objective plus grace) until the archive's newest position reaches the
+    deletion's second, then restore that second (before the deletion, after the marker)
+    into scratch and look for the marker. Findings "pitr archive" and "pitr restore".
+
+    Engine-neutral on purpose: a restore to T holds what was shipped before T, on both
+    engines; the restore, not the listing, is the proof."""
+    import math
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from integrity.pitr import engine_for
+
+    try:
+        engine = engine_for(settings)
+    except Failure as exc:
+        return [CheckFinding("pitr archive", "fail", str(exc))]
+    marker = f"{PITR_MARKER_PREFIX}{secrets.token_hex(4)}"
+    objective = settings.pitr.lag_objective_seconds
+    deadline_seconds = objective + PITR_GRACE_SECONDS + 2 * engine.resolution_seconds
+    try:
+        written_at = _write_marker(settings, marker, command)
+        try:
+            # The deletion falls in a later whole second than marker + lifetime.
+            delete_after = written_at + timedelta(seconds=_PITR_MARKER_LIFETIME)
+            time.sleep(max(0.0, (delete_after - datetime.now(timezone.utc)).total_seconds()))
+        finally:
+            deleted_at = _delete_marker(settings, marker, command)
+    except Failure as exc:
+        return [CheckFinding("pitr archive", "fail", f"could not write the marker player {marker}: {exc}")]
+    moment = deleted_at.replace(microsecond=0)  # the whole second before the deletion, after the marker
+    started = time.monotonic()
+    window = None
+    while True:
+        window = engine.window()
+        if window.newest is not None and window.newest >= moment and window.contains(moment):
+            break
+        if time.monotonic() - started > deadline_seconds:
+            newest = "nothing" if window.newest is None else f"{window.newest:%Y-%m-%d %H:%M:%S}Z"
+            errors = f"; {engine.name} says: {'; '.join(window.errors)}" if window.errors else ""
+            return [CheckFinding(
+                "pitr archive", "fail",
+                f"the marker written at {written_at:%H:%M:%S}Z did not reach the {engine.name} archive within "
+                f"{math.ceil(deadline_seconds)}s (lag objective {objective}s + grace); its newest position is "
+                f"{newest}{errors}; see runbooks/pitr-lag.md",
+            )]
+        time.sleep(_PITR_POLL_SECONDS)
+    waited = (datetime.now(timezone.utc) - written_at).total_seconds()
+    findings = [CheckFinding(
+        "pitr archive", "ok",
+        f"a marker written at {written_at:%H:%M:%S}Z reached the {engine.name} archive within {waited:.1f}s "
+        f"(lag objective {objective}s); window {window.oldest:%Y-%m-%d %H:%M:%S}Z to {window.newest:%Y-%m-%d %H:%M:%S}Z",
+    )]
+    return findings + [_restore_finds_marker(settings, engine, moment, marker)]
+
+
+def _write_marker(settings: Settings, marker: str, command: str):
+    from datetime import datetime, timezone
+
+    from game_core.store import Store
+    from integrity.db.connect import Write
+    from integrity.db.locks import database_lock
+
+    database = Database.of(settings)
+    with database_lock(database.target, state_dir=settings.state.dir, command=command, wait_seconds=0), \
+            database.writer(Write.PITR_CHECK) as engine:
+        Store(engine).create_player(marker)
+    return datetime.now(timezone.utc)
+
+
+def _delete_marker(settings: Settings, marker: str, command: str):
+    """Delete the marker (it has no results: nothing cascades); returns when it was done."""
+    from datetime import datetime, timezone
+
+    from game_core.schema import players
+    from integrity.db.connect import Write
+    from integrity.db.locks import database_lock
+
+    database = Database.of(settings)
+    with database_lock(database.target, state_dir=settings.state.dir, command=command, wait_seconds=30), \
+            database.writer(Write.PITR_CHECK) as engine, engine.begin() as connection:
+        connection.execute(players.delete().where(players.c.username == marker))
+    return datetime.now(timezone.utc)
+
+
+def _restore_finds_marker(settings: Settings, engine, moment, marker: str) -> CheckFinding:
+    import time
+
+    import sqlalchemy as sa
+
+    from game_core.schema import players
+
+    started = time.perf_counter()
+    try:
+        with engine.restored_at(moment, settings.state.dir / "scratch") as copy, \
+                Database.of(settings).beside(copy.target).reader() as restored, restored.connect() as connection:
+            found = connection.execute(sa.select(sa.func.count()).select_from(players)
+                                       .where(players.c.username == marker)).scalar_one()
+    except (Failure, sa.exc.DBAPIError) as exc:
+        return CheckFinding("pitr restore", "fail", f"restoring {moment:%Y-%m-%d %H:%M:%S}Z from the {engine.name} archive "
+                                                    f"failed: {exc}; see runbooks/pitr-lag.md")
+    seconds = time.perf_counter() - started
+    if not found:
+        return CheckFinding("pitr restore", "fail",
+                            f"{moment:%Y-%m-%d %H:%M:%S}Z restored from the {engine.name} archive in {seconds:.1f}s, "
+                            f"but the marker player {marker} written before it is not there: the archive does not hold "
+                            "what the database committed; see runbooks/pitr-lag.md")
+    return CheckFinding("pitr restore", "ok", f"{moment:%Y-%m-%d %H:%M:%S}Z restored from the {engine.name} archive into "
+                                              f"scratch in {seconds:.1f}s and held the marker written before it")

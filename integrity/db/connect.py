@@ -43,6 +43,10 @@ class Write(enum.Enum):
     SALVAGE = "salvage"
     MIGRATE_APPLY = "migrate apply"
     PROBE_CANARIES = "probe canaries"
+    # `backup check` with point-in-time recovery on: one marker player written, found in a
+    # restore from the archive, and deleted (integrity.backups.check); its own purpose
+    # because, unlike the canaries, the row is removed again within the same run.
+    PITR_CHECK = "pitr check"
     COPY = "a temporary copy"
 
 
