@@ -428,6 +428,8 @@ def lag_under(load_name: str, work: Path, template: Path, args) -> list[float]:
     if isinstance(load, SimulateLoad) and load.failure:
         print(f"  simulate failed: {load.failure}")
     lags = [marker.covered_at - marker.committed_at for marker in markers]
+    if min(lags) < 0:  # a file completed before the commit cannot hold it: the measure is broken
+        raise RuntimeError(f"a marker was covered {min(lags):.3f} s before its commit: the WAL or LTX reading is wrong")
     extra = f", {load.runs} simulate runs" if isinstance(load, SimulateLoad) else f", {load.written} results written"
     p50, p95, p99 = (percentile(lags, share) for share in (50, 95, 99))
     print(f"  {load_name} load ({len(lags)} markers{extra}): p50 {p50:.2f} s, p95 {p95:.2f} s, "
