@@ -293,3 +293,59 @@ def test_backup_check_fails_the_restore_when_the_archive_lacks_the_marker(tmp_pa
     assert finding["state"] == "fail", findings
     assert "but the marker player integrity.pitr-check." in finding["detail"]
     assert marker_players(sqlite_path) == []
+
+
+# ---------------------------------------------------------------- drill --at TIME
+
+
+def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point_in_time_drill(tmp_path, sqlite_path):
+    from integrity.ledger import Ledger
+    from integrity.timeparse import utc_text
+
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    engine = replicating.engine
+    shipped = lambda: max((f.max_txid for f in engine.ltx_files()), default=0)  # noqa: E731
+    try:
+        write_player(sqlite_path, "before_the_moment")
+        written = datetime.now(UTC)
+        moment = wait_for(lambda: (now := datetime.now(UTC)) > written + timedelta(seconds=2.5) and now,
+                          what="the moment, well after the first write was shipped")
+        wait_for(lambda: datetime.now(UTC) > moment + timedelta(seconds=1.5), what="a write well after the moment")
+        before = shipped()
+        write_player(sqlite_path, "after_the_moment")
+        wait_for(lambda: shipped() > before, what="litestream to ship the write after the moment")
+        result = invoke(environ, "--json", "drill", "--at", utc_text(moment))
+        outside = invoke(environ, "drill", "--at", "2000-01-01T00:00:00Z")
+    finally:
+        replicating.stop()
+    document = json.loads(result.stdout)
+    assert result.exit_code == 0, result.output
+    report = document["result"]
+    assert report["point_in_time"]["moment"] == utc_text(moment)
+    assert report["point_in_time"]["engine"] == "litestream" and report["audit"] == "clean"
+    players = next(table for table in report["tables"] if table["table"] == "players")
+    assert players["only_live"] == 1 and players["only_backup"] == 0  # after_the_moment is not in it
+    assert [phase["name"] for phase in report["phases"]] == ["restore", "audits", "compare with live", "swap rehearsal"]
+
+    settings_dir = Path(environ["INTEGRITY_STATE__DIR"])
+    ledger = Ledger.open(settings_dir, None)
+    try:
+        [run] = [run for run in ledger.runs(kind="drill", limit=5) if run.exit_code == 0]  # the other one: exit 4
+    finally:
+        ledger.close()
+    assert run.summary["point_in_time"]["moment"] == utc_text(moment)
+    assert run.summary["backup_id"] == f"point in time {utc_text(moment)} (litestream)"
+
+    assert outside.exit_code == 4
+    assert outside.stderr.strip().splitlines()[-1].startswith(
+        "Error: 2000-01-01T00:00:00Z is outside the point-in-time window (")
+
+
+def test_drill_at_refuses_a_backup_too_and_bad_time_text(tmp_path, sqlite_path):
+    environ = pitr_environ(tmp_path, sqlite_path)
+    both = invoke(environ, "drill", "--at", "10 minutes ago", "--backup", "latest")
+    assert both.exit_code == 2
+    assert both.stderr.strip().splitlines()[-1] == "Error: --backup and --at cannot be given together; give one of --backup, --at"
+    bad = invoke(environ, "drill", "--at", "yesterday-ish")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("Error: --at 'yesterday-ish' is not a UTC time")

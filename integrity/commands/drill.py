@@ -16,12 +16,17 @@ def drill(
         str | None,
         typer.Option("--backup", metavar="ID", callback=backup_reference, help="The backup to drill (default: the newest good backup of this database)."),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Drill the point-in-time archive ([pitr]) at TIME instead of a backup: a UTC time (2026-12-07T12:00:00Z; without an offset it is UTC) or a time ago (90s ago, 10 minutes ago)."),
+    ] = None,
     lock_wait: LockWait = 0,
 ) -> None:
     """Restore a backup into scratch (never touching live), verify and audit it, compare it
     with live, and predict a full restore's time against [objectives] rto_seconds. Exit 0
     when all passed and the RTO and RPO hold, 5 when the restore or a check failed, 3 when
-    an objective was missed or the data is dirty."""
+    an objective was missed or the data is dirty. With --at the point-in-time archive is
+    restored at that moment instead (exit 4 when it is outside the archive's window)."""
     from integrity import api
 
-    ctx.obj.emit(api.drill(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id))
+    ctx.obj.emit(api.drill(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id, at=at))

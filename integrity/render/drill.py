@@ -24,7 +24,12 @@ def _duration(seconds: float | None) -> str:
 def render_drill(report, console: Console) -> None:
     plain = {"highlight": False, "markup": False}
     outcome = {0: "passed", 3: "worked, with problems", 5: "FAILED"}[int(report.exit_code)]
-    console.print(f"drill of backup {report.backup_id} ({report.engine}): {outcome}", **plain)
+    point = report.point_in_time
+    if point is None:
+        console.print(f"drill of backup {report.backup_id} ({report.engine}): {outcome}", **plain)
+    else:
+        console.print(f"drill of the {point['engine']} archive at {point['moment']} ({report.engine}): {outcome}", **plain)
+        console.print(f"  asked: {point['asked']}; window {point['window_oldest']} to {point['window_newest']}", **plain)
 
     phases = Table(show_header=True, header_style="bold")
     for column in ("phase", "seconds", "result", "detail"):
