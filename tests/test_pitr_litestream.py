@@ -163,7 +163,9 @@ def test_the_window_is_read_back_from_litestream_and_times_outside_it_are_refuse
     assert window.oldest is not None and window.newest is not None and window.oldest <= window.newest
     assert window.errors == ()
     files = engine.ltx_files()
-    assert window.newest == max(f.created for f in files)
+    # Listed at S, a file was made in [S, S + 1 s): the newest restorable point is one step
+    # past the newest listed second, so that a restore to it holds the newest file.
+    assert window.newest == max(f.created for f in files) + LISTING_STEP
     for outside in (window.oldest - timedelta(hours=1), window.newest + timedelta(hours=1)):
         with pytest.raises(PreconditionFailed) as caught:
             with engine.restored_at(outside, tmp_path / "scratch"):
@@ -175,6 +177,32 @@ def test_the_window_is_read_back_from_litestream_and_times_outside_it_are_refuse
     with engine.restored_at(window.oldest, tmp_path / "scratch") as copy:
         assert copy.target.sqlite_path.is_file()
     assert list((tmp_path / "scratch").glob("pitr-*")) == []
+
+
+def test_the_last_write_shipped_is_restorable_at_the_newest_point(replicating, sqlite_url, tmp_path):
+    """The newest point is what `pitr last-clean` probes and `pitr status` calls the recovery
+    point: a restore there must hold the newest file. At the newest file's listed second it
+    did not (Litestream takes files made strictly before the time, and the listing truncates
+    to the second), so when the damage was the last write, a search for the last clean
+    moment called the newest point clean. Here a marker is the last write: a restore at the
+    newest point must come to hold it once it is shipped (it never did)."""
+    engine, _, _, _ = replicating
+    with Writer(sqlite_url) as writer:
+        restorable_moment_after(engine, writer.mark("warm_up"))
+    last = create_engine(sqlite_url)  # the writer has stopped: nothing is written after this
+    try:
+        Store(last).create_player("the_last_write")
+    finally:
+        last.dispose()
+
+    def restored_with_it() -> bool:
+        window = engine.window()
+        if window.newest is None:
+            return False
+        with engine.restored_at(window.newest, tmp_path / "scratch") as copy:
+            return "the_last_write" in usernames(copy.target.sqlite_path)
+
+    wait_for(restored_with_it, what="a restore at the newest point to hold the last write", deadline=15)
 
 
 def test_a_killed_litestream_is_restarted_and_its_death_reported(replicating, sqlite_url):

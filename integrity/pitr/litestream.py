@@ -236,13 +236,14 @@ class LitestreamEngine:
         if not files:
             return RecoveryWindow(None, None, ("the replica holds no LTX file yet: is `integrity pitr replicate` running?",))
         starts = [f.created for f in files if f.level == SNAPSHOT_LEVEL or f.min_txid == FIRST_TXID]
-        # A restore to T needs a file made strictly before T; listed at S, it was made before S + 1 s.
+        # A restore to T needs a file made strictly before T; listed at S, it was made before
+        # S + 1 s. So both ends are a listed second plus one: a restore to the newest point
+        # holds the newest file (at its listed second it would miss it, and a search for the
+        # last clean moment would call the newest point clean while the damage is shipped).
         oldest = min(starts) + LISTING_STEP if starts else None
-        newest = max(f.created for f in files)
+        newest = max(f.created for f in files) + LISTING_STEP
         if oldest is None:
             errors.append("no snapshot and no LTX file from the first transaction: nothing can be restored")
-        elif oldest > newest:
-            newest = oldest  # one file only, made within the listed second: restorable from its end
         try:
             state, local_txid = self.local_state()
         except LitestreamFailed as exc:
@@ -275,7 +276,7 @@ class LitestreamEngine:
             latest = modified if latest is None else max(latest, modified)
         if latest is None:
             return None
-        if newest is None or latest >= newest + LISTING_STEP + UNSHIPPED_GRACE:
+        if newest is None or latest >= newest + UNSHIPPED_GRACE:
             return latest
         return None
 
