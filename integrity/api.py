@@ -339,14 +339,14 @@ def restore_last_clean(inv: Invocation, *, dry_run: bool = False, safety_backup:
     _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
     from integrity.backups.repository import Repository
     from integrity.pitr import require_enabled
-    from integrity.pitr.operations import LastCleanRestore, pitr_last_clean, require_consent_possible
+    from integrity.pitr.operations import LastCleanRestore, pitr_last_clean
     from integrity.pitr.search import moment_text
 
     require_enabled(inv.settings)
     # What would stop the restore stops it before the search (many restores on a big database).
     Repository.of(inv.settings).require_exists()
     if not dry_run:
-        require_consent_possible(inv.consent, "restore the database as it was at the last clean moment")
+        inv.consent.require_possible("restore the database as it was at the last clean moment")
     search = pitr_last_clean(inv.settings, inv.ledger, notify=inv.notify, count_after=False)
     if search.found is None or search.first_dirty is None:
         return search

@@ -282,17 +282,3 @@ class LastCleanRestore:
 
     def summary(self) -> dict[str, Any]:
         return {"search": self.search.summary(), **self.restored.summary()}
-
-
-def require_consent_possible(consent, action: str) -> None:
-    """Refuse before the search, not after its restores, a run that could never be given
-    consent (the typed confirmation itself is asked once the restore's plan is known; the
-    same rule as integrity.recovery.point_in_time's for --to-time)."""
-    from integrity.recovery.consent import ConsentRequired, Prompter
-
-    if consent.yes:
-        return
-    if consent.no_input:
-        raise ConsentRequired(f"{action} needs consent and --no-input forbids asking; run again with --yes")
-    if not (consent.prompter or Prompter()).interactive():
-        raise ConsentRequired(f"{action} needs consent: run again with --yes, or from a terminal to type the confirmation")

@@ -142,6 +142,17 @@ class Consent:
             prompter=self.prompter,
         )
 
+    def require_possible(self, action: str) -> None:
+        """Refuse now a run that could never be given consent for `action` (no --yes, and
+        --no-input or no terminal): before work that comes ahead of the question (a
+        point-in-time restore into scratch, a search of many restores) is spent on it."""
+        if self.yes:
+            return
+        if self.no_input:
+            raise ConsentRequired(f"{action} needs consent and --no-input forbids asking; run again with --yes")
+        if not (self.prompter or Prompter()).interactive():
+            raise ConsentRequired(f"{action} needs consent: run again with --yes, or from a terminal to type the confirmation")
+
 
 def consent_for(runtime: Any, *, yes: bool, describe: Callable[[Any], Sequence[str]] | None = None) -> Consent:
     """The consent of a CLI run: its --yes, the global --no-input, the terminal."""

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from game_core.errors import ExitCode, PreconditionFailed
-from integrity.recovery.consent import Consent, ConsentRequired, Prompter
+from integrity.recovery.consent import Consent
 from integrity.timeparse import utc_text
 
 PHASE = "point-in-time"
@@ -200,7 +200,7 @@ def restore_point_in_time(settings, moment: datetime, options, *, dry_run: bool 
     require_enabled(settings)
     Repository.of(settings).require_exists()  # before the engine restores anything (minutes on a big database)
     if not dry_run:
-        _require_consent_possible(consent, moment)
+        consent.require_possible(f"restore the database as it was at {utc_text(moment)}")
     engine = engine_for(settings)
     window = engine.window()
     point = PointInTime(engine.name, moment, window.oldest, window.newest, asked or f"--to-time {utc_text(moment)}")
@@ -218,18 +218,6 @@ def restore_point_in_time(settings, moment: datetime, options, *, dry_run: bool 
     plan = plan_restore(settings, options)
     result = apply_restore(settings, plan, options, consent=consent, notify=notify)
     return PointInTimeRestore(point, backup_id, result, materialise_seconds=seconds, migration=migration)
-
-
-def _require_consent_possible(consent: Consent, moment: datetime) -> None:
-    """Refuse now, not after the engine's restore, a run that could never be given consent
-    (the typed confirmation itself is asked once the plan is known)."""
-    if consent.yes:
-        return
-    action = f"restore the database as it was at {utc_text(moment)}"
-    if consent.no_input:
-        raise ConsentRequired(f"{action} needs consent and --no-input forbids asking; run again with --yes")
-    if not (consent.prompter or Prompter()).interactive():
-        raise ConsentRequired(f"{action} needs consent: run again with --yes, or from a terminal to type the confirmation")
 
 
 def _preview(settings, copy, options) -> PointInTimePreview:
