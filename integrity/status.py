@@ -638,8 +638,8 @@ def replicator_checks(settings: Settings, *, now: datetime | None = None, ledger
     if not deaths:
         return []
     last = deaths[0]
-    detail = (f"the replicator died {len(deaths)} time(s) in the last day, last at {_moment_text(last.fire_time)} "
-              f"({age_text(last.fire_time, now)}): {last.reason}")
+    # The reason is the death's own line: its pid, exit status, life, time and last output.
+    detail = f"the replicator died {len(deaths)} time(s) in the last day, the last {age_text(last.fire_time, now)}: {last.reason}"
     if (now - last.fire_time).total_seconds() < REPLICATOR_CLEAN_SECONDS:
         return [StatusCheck("pitr replicator", CheckState.PROBLEM,
                             f"{detail}; restarted by `integrity schedule run`, see {PITR_RUNBOOK}", Urgency.PROTECTION)]

@@ -73,7 +73,7 @@ def test_schedule_run_restarts_a_killed_litestream_and_status_shows_the_death(tm
         checks = {check["name"]: check for check in json.loads(result.stdout)["result"]["checks"]}
         row = checks["pitr replicator"]
         assert row["state"] == "problem"
-        assert row["detail"].startswith("the replicator died 1 time(s) in the last day, last at ")
+        assert row["detail"].startswith("the replicator died 1 time(s) in the last day, the last ")
         assert f"pid {first} was killed by SIGKILL" in row["detail"]
         assert "restarted by `integrity schedule run`, see runbooks/pitr-lag.md" in row["detail"]
 

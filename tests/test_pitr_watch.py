@@ -185,8 +185,8 @@ def test_replicator_deaths_are_a_problem_until_it_ran_cleanly_for_a_while(tmp_pa
         record_replicator_death(ledger, now - timedelta(seconds=60), "pid 8 exited with status 1 after 0.1s: cannot open")
         [row] = replicator_checks(settings, now=now, ledger=ledger)
         assert row.state.value == "problem"
-        assert row.detail.startswith("the replicator died 2 time(s) in the last day, last at ")
-        assert "(1m ago): pid 8 exited with status 1 after 0.1s: cannot open" in row.detail
+        assert row.detail.startswith("the replicator died 2 time(s) in the last day, the last 1m ago: ")
+        assert "1m ago: pid 8 exited with status 1 after 0.1s: cannot open" in row.detail
         later = now + timedelta(seconds=REPLICATOR_CLEAN_SECONDS)
         [row] = replicator_checks(settings, now=later, ledger=ledger)
         assert row.state.value == "ok", row
@@ -256,7 +256,7 @@ def test_backup_check_writes_a_marker_sees_it_archived_and_restored_then_removes
     finally:
         replicating.stop()
     assert findings["pitr archive"]["state"] == "ok", findings
-    assert "reached the litestream archive within" in findings["pitr archive"]["detail"]
+    assert "the litestream archive reached the deletion's second " in findings["pitr archive"]["detail"]
     assert findings["pitr restore"]["state"] == "ok", findings
     assert findings["pitr restore"]["detail"].endswith("and held the marker written before it")
     assert marker_players(sqlite_path) == []

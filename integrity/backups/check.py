@@ -259,11 +259,12 @@ def _point_in_time_path(settings: Settings, command: str) -> list[CheckFinding]:
                 f"{newest}{errors}; see runbooks/pitr-lag.md",
             )]
         time.sleep(_PITR_POLL_SECONDS)
-    waited = (datetime.now(timezone.utc) - written_at).total_seconds()
+    waited = (datetime.now(timezone.utc) - deleted_at).total_seconds()
     findings = [CheckFinding(
         "pitr archive", "ok",
-        f"a marker written at {written_at:%H:%M:%S}Z reached the {engine.name} archive within {waited:.1f}s "
-        f"(lag objective {objective}s); window {window.oldest:%Y-%m-%d %H:%M:%S}Z to {window.newest:%Y-%m-%d %H:%M:%S}Z",
+        f"a marker written at {written_at:%H:%M:%S}Z and deleted at {deleted_at:%H:%M:%S}Z: the {engine.name} archive "
+        f"reached the deletion's second {waited:.1f}s after it (lag objective {objective}s); window "
+        f"{window.oldest:%Y-%m-%d %H:%M:%S}Z to {window.newest:%Y-%m-%d %H:%M:%S}Z",
     )]
     return findings + [_restore_finds_marker(settings, engine, moment, marker)]
 
