@@ -306,8 +306,9 @@ def _pitr(out: _Collector, settings: Settings, *, fresh: bool, previous_text: st
     one reading shared with status's rows).
 
     Reading it costs two Litestream subprocesses (measured: 50-90 ms wall, about 57 ms of
-    child CPU per reading) or a pgBackRest `info` and a query, too much for the file that
-    every command rewrites (issue 20's fixed cost). So only `integrity metrics`, `status`,
+    child CPU per reading) or a pgBackRest `info` and a query (measured: 90-330 ms wall,
+    about 16 ms of child CPU), too much for the file that every command rewrites (issue
+    20's fixed cost). So only `integrity metrics`, `status`,
     `pitr status` and `schedule run` (every heartbeat) read it; every other run carries the
     last reading forward unchanged, and integrity_pitr_checked_timestamp_seconds says how
     old it is. The alert rules compare newest's age with time(), which grows between

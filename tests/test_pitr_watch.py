@@ -331,6 +331,10 @@ def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point
     ledger = Ledger.open(settings_dir, None)
     try:
         [run] = [run for run in ledger.runs(kind="drill", limit=5) if run.exit_code == 0]  # the other one: exit 4
+        # The archive's drill is not the scheduled drill of the backups: that job stays unsucceeded.
+        from integrity.jobs import JOBS, job_runs
+
+        assert job_runs(ledger, JOBS["drill"]).last_success is None
     finally:
         ledger.close()
     assert run.summary["point_in_time"]["moment"] == utc_text(moment)
