@@ -227,14 +227,17 @@ def probe(inv: Invocation, *, sample: int | None = None, timeout: float | None =
 
 def drill(inv: Invocation, *, backup_id: str | None = None, at: datetime | str | None = None):
     """Restore a backup (default: the newest restorable) into scratch, verify, audit, compare
-    with live, and predict a full restore's time. `at` (a datetime, or text as restore's
-    --to-time takes it) drills the point-in-time archive at that moment instead."""
+    with live, and predict a full restore's time. `at` (a datetime, text as restore's
+    --to-time takes it, or "random": a moment drawn from the archive's window) drills the
+    point-in-time archive at that moment instead."""
     _at_most_one({"--backup": backup_id, "--at": at})
     if at:
         from integrity.recovery.drill import run_point_in_time_drill
         from integrity.timeparse import parse_moment
 
-        moment = parse_moment(at, option="--at") if isinstance(at, str) else at
+        from integrity.recovery.drill import RANDOM_MOMENT
+
+        moment = at if at == RANDOM_MOMENT or not isinstance(at, str) else parse_moment(at, option="--at")
         return run_point_in_time_drill(inv.settings, moment, asked=f"--at {at}" if isinstance(at, str) else "--at",
                                        progress=inv.progress)
     from integrity.recovery.drill import run_drill

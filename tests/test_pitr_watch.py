@@ -316,6 +316,7 @@ def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point
         wait_for(lambda: shipped() > before, what="litestream to ship the write after the moment")
         result = invoke(environ, "--json", "drill", "--at", utc_text(moment))
         outside = invoke(environ, "drill", "--at", "2000-01-01T00:00:00Z")
+        drawn = invoke(environ, "--json", "drill", "--at", "random")
     finally:
         replicating.stop()
     document = json.loads(result.stdout)
@@ -330,7 +331,8 @@ def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point
     settings_dir = Path(environ["INTEGRITY_STATE__DIR"])
     ledger = Ledger.open(settings_dir, None)
     try:
-        [run] = [run for run in ledger.runs(kind="drill", limit=5) if run.exit_code == 0]  # the other one: exit 4
+        runs = {run.summary.get("point_in_time", {}).get("asked"): run for run in ledger.runs(kind="drill", limit=5)}
+        run = runs[f"--at {utc_text(moment)}"]
         # The archive's drill is not the scheduled drill of the backups: that job stays unsucceeded.
         from integrity.jobs import JOBS, job_runs
 
@@ -343,6 +345,11 @@ def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point
     assert outside.exit_code == 4
     assert outside.stderr.strip().splitlines()[-1].startswith(
         "Error: 2000-01-01T00:00:00Z is outside the point-in-time window (")
+
+    assert drawn.exit_code == 0, drawn.output
+    point = json.loads(drawn.stdout)["result"]["point_in_time"]
+    assert point["asked"] == "--at random"
+    assert point["window_oldest"] <= point["moment"] <= point["window_newest"]  # ISO texts in UTC: ordered as times
 
 
 def test_drill_at_refuses_a_backup_too_and_bad_time_text(tmp_path, sqlite_path):

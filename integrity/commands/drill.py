@@ -18,7 +18,7 @@ def drill(
     ] = None,
     at: Annotated[
         str | None,
-        typer.Option("--at", metavar="TIME", help="Drill the point-in-time archive ([pitr]) at TIME instead of a backup: a UTC time (2026-12-07T12:00:00Z; without an offset it is UTC) or a time ago (90s ago, 10 minutes ago)."),
+        typer.Option("--at", metavar="TIME", help="Drill the point-in-time archive ([pitr]) at TIME instead of a backup: a UTC time (2026-12-07T12:00:00Z; without an offset it is UTC) or a time ago (90s ago, 10 minutes ago), or `random`: a moment drawn from the archive's window."),
     ] = None,
     lock_wait: LockWait = 0,
 ) -> None:

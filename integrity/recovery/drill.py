@@ -474,11 +474,18 @@ def _create_seconds(manifest: Manifest, ledger, *, hash_seconds: float, restore_
 # ---------------------------------------------------------------- a drill at a point in time (issue 16)
 
 
-def run_point_in_time_drill(settings: Settings, moment: datetime, *, asked: str,
-                            progress: Reporter = NO_PROGRESS) -> DrillReport:
-    """Drill the point-in-time archive at `moment` (module docstring). Exit 4 when pitr is
-    not enabled or `moment` is outside the archive's window; 5 when the engine cannot
-    restore it or the copy cannot be read; 3 for the same findings as a backup's drill."""
+# `drill --at random`: a moment drawn uniformly from the archive's window, so that repeated
+# drills rehearse the whole retained archive, not only its newest end.
+RANDOM_MOMENT = "random"
+
+
+def run_point_in_time_drill(settings: Settings, moment: datetime | str, *, asked: str,
+                            progress: Reporter = NO_PROGRESS, rng=None) -> DrillReport:
+    """Drill the point-in-time archive at `moment` (module docstring), or at a random
+    moment of its window (`RANDOM_MOMENT`, drawn with `rng`, default `random`). Exit 4
+    when pitr is not enabled, nothing is restorable or `moment` is outside the window; 5
+    when the engine cannot restore it or the copy cannot be read; 3 for the same findings
+    as a backup's drill."""
     from integrity.guarded import check_guarded
     from integrity.pitr import engine_for as pitr_engine_for
     from integrity.pitr import require_enabled
@@ -488,6 +495,8 @@ def run_point_in_time_drill(settings: Settings, moment: datetime, *, asked: str,
     check_guarded(settings)
     archive = pitr_engine_for(settings)
     window = archive.window()
+    if moment == RANDOM_MOMENT:
+        moment = _random_moment(window, rng)
     if not window.contains(moment):
         span = ("nothing restorable yet" if window.oldest is None or window.newest is None
                 else f"{utc_text(window.oldest)} to {utc_text(window.newest)}")
@@ -548,3 +557,13 @@ def run_point_in_time_drill(settings: Settings, moment: datetime, *, asked: str,
     )
     return report(audit=audit, violations=violations, tables=tables, compare_problem=compare_problem,
                   prediction=prediction)
+
+
+def _random_moment(window, rng) -> datetime:
+    import random
+
+    if window.oldest is None or window.newest is None or window.newest < window.oldest:
+        reason = f": {window.errors[0]}" if window.errors else ""
+        raise PreconditionFailed(f"nothing can be restored from the point-in-time archive yet{reason}; "
+                                 "run `integrity pitr status`")
+    return window.oldest + (window.newest - window.oldest) * (rng or random).random()
