@@ -9,59 +9,20 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cli_runner import CliRunner
-from game_core.db import create_engine
-from game_core.store import Store
-from integrity.cli import app
+import pitr_helpers
 from integrity.pitr.litestream import locate_litestream
+from pitr_helpers import DEADLINE_SECONDS, invoke, wait_for, write_player
 
-runner = CliRunner()
-DEADLINE_SECONDS = 30.0
 INTEGRITY = Path(sys.executable).parent / "integrity"
 
-
-def wait_for(condition, *, what: str, deadline: float = DEADLINE_SECONDS):
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def pitr_env(tmp_path, sqlite_path, monkeypatch):
-    """pitr enabled on the test's own game database, its replica and state in tmp_path."""
-    environ = {
-        "INTEGRITY_DATABASE_URL": f"sqlite:///{sqlite_path}",
-        "INTEGRITY_PITR__ENABLED": "true",
-        "INTEGRITY_PITR__REPOSITORY": str(tmp_path / "replica"),
-        "INTEGRITY_STATE__DIR": str(tmp_path / "state"),
-    }
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    return environ
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False, prog_name="integrity")
-
-
-def write_player(sqlite_path: Path, username: str) -> None:
-    engine = create_engine(f"sqlite:///{sqlite_path}")
-    try:
-        Store(engine).create_player(username)
-    finally:
-        engine.dispose()
+# A fixture (pitr_helpers says why it is bound, not imported by name).
+pitr_env = pitr_helpers.pitr_env
 
 
 # ---------------------------------------------------------------- config
@@ -157,7 +118,7 @@ def test_replicate_refuses_an_engine_whose_server_archives_by_itself(pitr_env, m
 
 
 def test_replicate_ships_reports_a_death_restarts_and_status_follows_the_lag(pitr_env, tmp_path, sqlite_path, monkeypatch):
-    environment = {**os.environ, **pitr_env, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    environment = {**os.environ, **pitr_env}
     stderr_path = tmp_path / "replicate.err"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen([str(INTEGRITY), "pitr", "replicate"], stdout=subprocess.PIPE, stderr=stderr,

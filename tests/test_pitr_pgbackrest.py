@@ -2,7 +2,7 @@
 
 A throwaway cluster of the test's own (tests/pg_cluster.py) archives through our
 archive_command into a repository (state, repository and scratch clusters in a home in
-/dev/shm, see make_home): stanza-create, check, a full backup, then game writes (the game's
+/dev/shm, see pitr_helpers.make_home): stanza-create, check, a full backup, then game writes (the game's
 schema, players created through the game's store) with two marker players on either side of
 a moment read from the server's own clock. A restore to that moment has the first and not
 the second, and does not archive; a moment after the archive's last commit restores the
@@ -18,47 +18,39 @@ fail: `.ci/run` installs Debian's `pgbackrest` package.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import REQUIRE_POSTGRES
 from game_core.db import create_engine
 from game_core.errors import PreconditionFailed
-from game_core.schema_state import upgrade_to_head
 from game_core.store import Store
 from integrity.db.scratch_cluster import CLUSTER_PREFIX
 from integrity.pitr.pgbackrest import PgBackRestEngine
 from integrity.settings import resolve_settings
 from pg_cluster import ThrowawayCluster
+from pitr_helpers import (
+    admin,
+    archive_everything,
+    cluster_in_home,
+    create_game_database,
+    players_in,
+    postgres_running_in,
+    read_only_connection,
+    require_pgbackrest,
+    server_now,
+    show,
+    switch_wal,
+    wait_for,
+    wait_for_server_clock,
+)
 
-DEADLINE_SECONDS = 30
-
-if not shutil.which("pgbackrest") or not shutil.which("pg_config"):
-    if REQUIRE_POSTGRES:
-        raise RuntimeError("pgbackrest (or pg_config) is missing and INTEGRITY_REQUIRE_POSTGRES=1: "
-                           "install Debian's pgbackrest package (.ci/run does)")
-    pytest.skip("pgbackrest is not installed (apt-get install pgbackrest)", allow_module_level=True)
-
-
-def wait_for(condition, what: str):
-    """Poll `condition` until it returns something true, or fail after the deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+require_pgbackrest()
 
 
 def engine_for_cluster(cluster: ThrowawayCluster, home: Path, database: str, **pitr) -> PgBackRestEngine:
@@ -71,108 +63,27 @@ def engine_for_cluster(cluster: ThrowawayCluster, home: Path, database: str, **p
     return PgBackRestEngine.from_settings(settings)
 
 
-def make_home() -> Path:
-    """Where a test keeps integrity's state, the repository and the scratch clusters: in
-    memory when it can (pgBackRest fsyncs each of a cluster's ~1,000 files: a restore took
-    5.4 s on this disk, 0.4 s in /dev/shm), reachable by the server's OS user (pytest's tmp
-    dirs are 0700), and removed by a watcher if this run is killed."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    home = Path(tempfile.mkdtemp(prefix="integrity-pitr-test-", dir=base))
-    home.chmod(0o755)
-    subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null && [ -d '{home}' ]; do sleep 1; done; rm -rf '{home}'"],
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return home
-
-
-def archive_command_for(home: Path) -> str:
-    # Known before the engine exists: the server must have it before anything is archived.
-    return f"'{shutil.which('pgbackrest')} --config={home / 'state' / 'pitr' / 'pgbackrest.conf'} --stanza=game archive-push %p'"
-
-
-def start_archiving_cluster(home: Path) -> ThrowawayCluster:
-    """A cluster archiving through our archive_command, set through ALTER SYSTEM and a
-    reload once the cluster exists (a -c option would win over ALTER SYSTEM); until then
-    WAL waits (PostgreSQL 15: archive_mode on, no command)."""
-    # autovacuum off: no commit but the test's own may reach the archive (the restores' markers).
-    # archive_timeout 600: segments switch when a test says so (pg_switch_wal), never by the clock.
-    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "archive_timeout": "600",
-                                                "autovacuum": "off"})
-    with admin(cluster) as connection:  # archive_command takes a reload, archive_mode a restart
-        connection.execute(sa.text(f"ALTER SYSTEM SET archive_command = {archive_command_for(home)}"))
-        # In postgresql.auto.conf too, so that a restored copy would archive unless told not to.
-        connection.execute(sa.text("ALTER SYSTEM SET archive_mode = on"))
-        connection.execute(sa.text("SELECT pg_reload_conf()"))
-    wait_for(lambda: "archive-push" in show(cluster, "archive_command"), "the reload to reach new sessions")  # signalled, not awaited
-    return cluster
-
-
-def show(cluster: ThrowawayCluster, setting: str) -> str:
-    with admin(cluster) as connection:
-        return connection.execute(sa.text(f"SHOW {setting}")).scalar()
-
-
-class admin:
-    """An autocommit connection to the cluster's maintenance database."""
-
-    def __init__(self, cluster: ThrowawayCluster, database: str = "postgres") -> None:
-        self._engine = sa.create_engine(cluster.url(database), isolation_level="AUTOCOMMIT")
-
-    def __enter__(self) -> sa.Connection:
-        self._connection = self._engine.connect()
-        return self._connection
-
-    def __exit__(self, *exc) -> None:
-        self._connection.close()
-        self._engine.dispose()
-
-
-def server_now(cluster: ThrowawayCluster) -> datetime:
-    with admin(cluster) as connection:
-        return connection.execute(sa.text("SELECT clock_timestamp()")).scalar()
-
-
-def switch_wal(cluster: ThrowawayCluster) -> str:
-    with admin(cluster) as connection:
-        return connection.execute(sa.text("SELECT pg_walfile_name(pg_switch_wal())")).scalar()
-
-
-def postgres_running_in(data: Path) -> bool:
-    # The server's command line, not the watcher's (which names pg_ctl -D).
-    found = subprocess.run(["pgrep", "-f", "--", f"bin/postgres -D {data}"], capture_output=True, text=True)
-    return found.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def archived():
     """A cluster archiving through pgBackRest, a full backup of it, then two marker
     players committed on either side of `moment`, all archived."""
-    home = make_home()
-    cluster = start_archiving_cluster(home)
-    try:
-        with admin(cluster) as connection:
-            connection.execute(sa.text("CREATE DATABASE game"))
-        game = create_engine(cluster.url("game"))
-        with game.begin() as connection:
-            upgrade_to_head(connection)
+    with cluster_in_home() as (home, cluster):
+        game = create_engine(create_game_database(cluster))
         engine = engine_for_cluster(cluster, home, "game")
         engine.write_config()
         engine.create_stanza()
         engine.check()
         backup = engine.backup("full")
         # The window opens a second after the backup's stop (whole seconds): write after it.
-        wait_for(lambda: server_now(cluster) > backup.stopped + timedelta(seconds=1), "the backup's second to pass")
+        wait_for_server_clock(cluster, backup.stopped + timedelta(seconds=1), what="the backup's second to pass")
         store = Store(game)
         store.create_player("before_moment")
         moment = server_now(cluster)  # after the first commit, before the second: the server's own clock
         store.create_player("after_moment")
         before_switch = engine.window()
         game.dispose()
-        switched = switch_wal(cluster)
-        wait_for(lambda: (engine.archiver_state().last_archived_wal or "")[:24] >= switched, f"{switched} to be archived")
+        archive_everything(cluster, engine)
         yield cluster, engine, backup, moment, before_switch
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def home_of(engine: PgBackRestEngine) -> Path:
@@ -180,26 +91,13 @@ def home_of(engine: PgBackRestEngine) -> Path:
 
 
 def scratch_dir(archived, tmp_path) -> Path:
-    """A scratch directory in the test's home (see make_home)."""
+    """A scratch directory in the test's home (see pitr_helpers.make_home)."""
     return home_of(archived[1]) / f"scratch-{tmp_path.name}"
 
 
 def setting_in(target, name: str) -> str:
-    engine = create_engine(target, read_only=True)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(sa.text(f"SHOW {name}")).scalar()
-    finally:
-        engine.dispose()
-
-
-def players_in(target) -> set[str]:
-    engine = create_engine(target, read_only=True)
-    try:
-        with engine.connect() as connection:
-            return set(connection.execute(sa.text("SELECT username FROM players")).scalars())
-    finally:
-        engine.dispose()
+    with read_only_connection(target) as connection:
+        return connection.execute(sa.text(f"SHOW {name}")).scalar()
 
 
 # ---------------------------------------------------------------- configuration
@@ -245,39 +143,38 @@ def test_the_window_runs_from_the_backup_to_the_last_archived_wal(archived):
     assert window.newest is not None and window.newest > moment
     assert window.contains(moment)
     # Nothing is written after the switch (autovacuum is off): once archived, nothing waits.
-    wait_for(lambda: engine.window().caught_up, "the window to be caught up")
+    wait_for(lambda: engine.window().caught_up, what="the window to be caught up")
 
 
 def set_archive_command(cluster: ThrowawayCluster, command: str) -> None:
     with admin(cluster) as connection:
         connection.execute(sa.text(f"ALTER SYSTEM SET archive_command = '{command}'"))
         connection.execute(sa.text("SELECT pg_reload_conf()"))
-    wait_for(lambda: show(cluster, "archive_command") == command, "the reload to reach new sessions")
+    wait_for(lambda: show(cluster, "archive_command") == command, what="the reload to reach new sessions")
 
 
 def test_an_archive_command_that_fails_or_pushes_elsewhere_is_reported_in_the_window():
-    home = make_home()
-    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "autovacuum": "off"})
-    try:
+    def start_without_a_command(home: Path) -> ThrowawayCluster:
+        # archive_mode on and no archive_command yet: the test sets each one it tries.
+        return ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "autovacuum": "off"})
+
+    with cluster_in_home(start_without_a_command) as (home, cluster):
         engine = engine_for_cluster(cluster, home, "postgres")
         engine.write_config()
         set_archive_command(cluster, "/bin/false")
         switch_wal(cluster)
-        wait_for(lambda: engine.archiver_state().failed_count > 0, "archive_command to fail")
+        wait_for(lambda: engine.archiver_state().failed_count > 0, what="archive_command to fail")
         window = engine.window()
         assert window.newest is None and not window.contains(server_now(cluster)) and not window.caught_up
         assert any(error.startswith("archiving is failing: archive_command failed") for error in window.errors), window.errors
         assert any("stanza game" in error for error in window.errors), window.errors  # never stanza-created
 
         set_archive_command(cluster, "/bin/true")  # succeeds, and pushes nothing into our repository
-        wait_for(lambda: engine.archiver_state().last_archived_wal, "a segment to be 'archived'")
+        wait_for(lambda: engine.archiver_state().last_archived_wal, what="a segment to be 'archived'")
         window = engine.window()
         assert window.newest is None
         assert any("archive_command does not push into" in error for error in window.errors), window.errors
         assert not any(error.startswith("archiving is failing") for error in window.errors)  # it succeeds now
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- restore

@@ -14,8 +14,6 @@ Nothing sleeps a fixed time and assumes: every wait is on a condition, with a de
 
 from __future__ import annotations
 
-import shutil
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,12 +22,23 @@ import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, fill_database, one_error
 from game_core.db import create_engine
-from game_core.schema_state import head_revision, upgrade_to_head
+from game_core.schema_state import head_revision
 from game_core.store import Store
-from integrity.pitr import engine_for
-from integrity.pitr.supervise import Supervisor
+from pitr_helpers import (
+    Replication,
+    Writer,
+    admin,
+    archive_everything,
+    archived_game,
+    litestream_engine,
+    pitr_backup_env,
+    players_in,
+    read_only_connection,
+    restorable_moment_after,
+    server_now,
+    wait_for_server_clock,
+)
 from test_migrate_dry_run import ADD_COUNTRY, history, revision_of
-from test_pitr_litestream import Writer, restorable_moment_after, wait_for
 
 DAMAGED_ACCURACY = 150  # out of the audits' range: the incident's kind of silent change
 
@@ -38,22 +47,9 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def usernames(url: str) -> set[str]:
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            return set(connection.execute(sa.text("SELECT username FROM players")).scalars())
-    finally:
-        engine.dispose()
-
-
 def highest_accuracy(url: str) -> float:
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            return float(connection.execute(sa.text("SELECT MAX(accuracy) FROM results")).scalar())
-    finally:
-        engine.dispose()
+    with read_only_connection(url) as connection:
+        return float(connection.execute(sa.text("SELECT MAX(accuracy) FROM results")).scalar())
 
 
 def damage(url: str) -> int:
@@ -66,14 +62,6 @@ def damage(url: str) -> int:
         engine.dispose()
 
 
-def pitr_env(tmp_path: Path, url: str, state: Path, **pitr: str) -> BackupEnv:
-    return BackupEnv(tmp_path, url, extra_env={
-        "INTEGRITY_STATE__DIR": str(state),
-        "INTEGRITY_PITR__ENABLED": "true",
-        **{f"INTEGRITY_PITR__{key.upper()}": value for key, value in pitr.items()},
-    })
-
-
 # ---------------------------------------------------------------- SQLite: Litestream
 
 
@@ -82,22 +70,10 @@ def replicated(tmp_path, sqlite_url):
     """(env, engine): a filled game database with Litestream replicating it (supervised in a
     thread, as `integrity pitr replicate` does), state, replica and repository in tmp_path."""
     fill_database(sqlite_url, players=4, results_per_player=5)
-    env = pitr_env(tmp_path, sqlite_url, tmp_path / "state", repository=str(tmp_path / "replica"))
-    engine = engine_for(env.settings())
-    engine.write_config()
-    deaths: list = []
-    supervisor = Supervisor(engine.replicator(), log_path=tmp_path / "state" / "pitr" / "litestream.log",
-                            on_death=deaths.append, restart_delay=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield env, engine
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the supervisor did not stop litestream"
-    assert deaths == []
+    env = pitr_backup_env(tmp_path, sqlite_url, repository=str(tmp_path / "replica"))
+    with Replication(litestream_engine(env.settings())) as replication:
+        yield env, replication.start()
+    assert replication.deaths == []
 
 
 def test_sqlite_restore_to_a_time_between_the_marker_and_the_damage(replicated):
@@ -130,7 +106,7 @@ def test_sqlite_restore_to_a_time_between_the_marker_and_the_damage(replicated):
     [point_in_time] = [b for b in env.listed_ids() if b not in before and b != regular and "point-in-time" in env.listed()[b]["states"]]
     assert (f"the database as it was at {iso(moment)} (litestream), materialised as backup {point_in_time}"
             in result.stdout)
-    live = usernames(env.url)
+    live = players_in(env.url)
     assert "before_moment" in live and "good_after" in live  # the marker, and salvage's
     assert highest_accuracy(env.url) <= 100  # the damage is gone (changed rows are never re-applied)
 
@@ -165,7 +141,7 @@ def test_sqlite_restore_before_a_migration_the_ledger_recorded(replicated, tmp_p
     code, document = env.invoke_json("restore", "--before-migration", "0002_country", "--yes")
     assert code == 0, document
     assert revision_of(env.url) == head_revision()  # the column added by the revision is gone again
-    live = usernames(env.url)
+    live = players_in(env.url)
     assert "before_migration" in live and "after_migration" not in live
     point = document["result"]["point_in_time"]
     assert datetime.fromisoformat(point["moment"]) == applied_at - timedelta(seconds=1)  # one resolution step before
@@ -199,7 +175,7 @@ def test_times_are_read_as_utc_or_as_a_time_ago(text, expected):
 
 
 def test_usage_errors_are_exit_2_and_pitr_off_is_exit_4(tmp_path, sqlite_url):
-    env = pitr_env(tmp_path, sqlite_url, tmp_path / "state", repository=str(tmp_path / "replica"))
+    env = pitr_backup_env(tmp_path, sqlite_url, repository=str(tmp_path / "replica"))
     for args, said in (
         (("--to-time", "yesterday-ish"), "--to-time 'yesterday-ish' is not a UTC time"),
         (("--to-time", "10 parsecs ago"), "'parsecs' is not a unit"),
@@ -270,46 +246,24 @@ def test_a_point_in_time_manifest_is_validated_and_never_restorable_by_itself():
 def pg_archived(tmp_path):
     """(env, cluster, engine): a filled game database on a throwaway cluster archiving through
     pgBackRest, its stanza created and a full backup taken; state and repositories in a home
-    the cluster's OS user can reach (test_pitr_pgbackrest.make_home)."""
-    import test_pitr_pgbackrest as pg
-
-    home = pg.make_home()
-    cluster = pg.start_archiving_cluster(home)
-    try:
-        with pg.admin(cluster) as connection:
-            connection.execute(sa.text("CREATE DATABASE game"))
-        url = cluster.url("game")
-        game = create_engine(url)
-        with game.begin() as connection:
-            upgrade_to_head(connection)
-        game.dispose()
-        fill_database(url, players=4, results_per_player=5)
-        env = pitr_env(home, url, home / "state", repository=str(home / "archive"), pg_data_dir=str(cluster.data))
-        engine = engine_for(env.settings())
-        engine.write_config()
-        engine.create_stanza()
-        backup = engine.backup("full")
-        wait_for(lambda: pg.server_now(cluster) > backup.stopped + timedelta(seconds=1), what="the backup's second to pass")
-        yield env, cluster, engine
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    the cluster's OS user can reach (pitr_helpers.make_home)."""
+    with archived_game(players=4, results_per_player=5) as archived:
+        wait_for_server_clock(archived.cluster, archived.backup.stopped + timedelta(seconds=1),
+                              what="the backup's second to pass")
+        yield archived.env, archived.cluster, archived.engine
 
 
 def test_postgresql_restore_to_a_time_between_the_marker_and_the_damage(pg_archived):
-    import test_pitr_pgbackrest as pg
-
     env, cluster, engine = pg_archived
     regular = env.create()
     game = create_engine(env.url)
     store = Store(game)
     store.create_player("before_moment")
-    moment = pg.server_now(cluster)  # the server's own clock, between the two commits
+    moment = server_now(cluster)  # the server's own clock, between the two commits
     store.create_player("good_after")
     game.dispose()
     assert damage(env.url) == 20
-    switched = pg.switch_wal(cluster)
-    wait_for(lambda: (engine.archiver_state().last_archived_wal or "")[:24] >= switched, what=f"{switched} to be archived")
+    archive_everything(cluster, engine)
 
     before = env.listed_ids()
     code, document = env.invoke_json("restore", "--to-time", iso(moment), "--dry-run")
@@ -322,11 +276,11 @@ def test_postgresql_restore_to_a_time_between_the_marker_and_the_damage(pg_archi
     assert code == 0, document
     point_in_time = document["result"]["backup_id"]
     assert document["result"]["point_in_time"]["engine"] == "pgbackrest"
-    live = usernames(env.url)
+    live = players_in(env.url)
     assert "before_moment" in live and "good_after" in live  # the marker, and salvage's from the kept database
     assert highest_accuracy(env.url) <= 100
     assert "point-in-time" in env.listed()[point_in_time]["states"]
     assert env.latest() == regular
     kept = document["result"]["outcome"]["old_database"]
-    with pg.admin(cluster) as connection:
+    with admin(cluster) as connection:
         connection.execute(sa.text(f'DROP DATABASE "{kept}" WITH (FORCE)'))

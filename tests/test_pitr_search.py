@@ -9,22 +9,16 @@ Nothing sleeps a fixed time and assumes: every wait is on a condition, with a de
 from __future__ import annotations
 
 import json
-import shutil
 import math
 import sqlite3
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from cli_runner import CliRunner
+import pitr_helpers
 from game_core.db import create_engine
 from game_core.store import Store, TestOutcome
-from integrity.cli import app
-from integrity.pitr import engine_for
-from integrity.pitr.litestream import LISTING_STEP, LitestreamEngine
 from integrity.pitr.search import (
     BISECT,
     UPPER,
@@ -35,13 +29,15 @@ from integrity.pitr.search import (
     grid_lower,
     probe_bound,
 )
-from integrity.pitr.supervise import Supervisor
 from integrity.settings import resolve_settings
+from pitr_helpers import Writer, invoke, players_in, restorable_moment_after, wait_for
 
-runner = CliRunner()
-DEADLINE_SECONDS = 30.0
 LOWER = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 ONE_HOUR = timedelta(hours=1)
+
+# Fixtures (pitr_helpers says why they are bound, not imported by name).
+pitr_env = pitr_helpers.pitr_env
+replication = pitr_helpers.replication
 
 
 # ---------------------------------------------------------------- the pure search
@@ -187,101 +183,6 @@ def test_the_bound_is_enforced(monkeypatch):
 # ---------------------------------------------------------------- end to end with Litestream
 
 
-def wait_for(condition, *, what: str, deadline: float = DEADLINE_SECONDS):
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def pitr_env(tmp_path, sqlite_path, monkeypatch):
-    environ = {
-        "XDG_DATA_HOME": str(tmp_path / "xdg"),
-        "INTEGRITY_DATABASE_URL": f"sqlite:///{sqlite_path}",
-        "INTEGRITY_PITR__ENABLED": "true",
-        "INTEGRITY_PITR__REPOSITORY": str(tmp_path / "replica"),
-        "INTEGRITY_STATE__DIR": str(tmp_path / "state"),
-    }
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    return environ
-
-
-class Replication:
-    """Litestream replicating the test's game database, started when the test says so."""
-
-    def __init__(self, engine: LitestreamEngine, log_path: Path) -> None:
-        self.engine = engine
-        self.supervisor = Supervisor(engine.replicator(), log_path=log_path, restart_delay=0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.supervisor.run, args=(self.stop,), daemon=True)
-
-    def start(self) -> LitestreamEngine:
-        self.engine.write_config()
-        self.thread.start()
-        return self.engine
-
-
-@pytest.fixture
-def replication(tmp_path, pitr_env):
-    engine = engine_for(resolve_settings(environ=pitr_env, cwd=tmp_path))
-    assert isinstance(engine, LitestreamEngine)
-    replication = Replication(engine, tmp_path / "state" / "pitr" / "litestream.log")
-    try:
-        yield replication
-    finally:
-        replication.stop.set()
-        if replication.thread.is_alive():
-            replication.thread.join(timeout=30)
-            assert not replication.thread.is_alive(), "the supervisor did not stop its child"
-
-
-class Background:
-    """The game creating a player every 0.1 s in a thread (no results), so that Litestream
-    ships a file every second, as a live game makes it do."""
-
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        self.store = Store(self.engine)
-        self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.count = 0
-
-    def _run(self) -> None:
-        while not self.halt.wait(0.1):
-            self.count += 1
-            self.store.create_player(f"background_{self.count}")
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.halt.set()
-        self.thread.join()
-        self.engine.dispose()
-
-
-def restorable_moment_after(engine: LitestreamEngine, moment: datetime) -> datetime:
-    """A moment inside the window whose restore holds every commit before `moment` (the
-    second LTX file stamped after it began its read after the first was written)."""
-
-    def ready():
-        level0 = sorted((f for f in engine.ltx_files() if f.level == 0), key=lambda f: f.max_txid)
-        after = [f for f in level0 if f.created > moment]
-        if len(after) < 2:
-            return None
-        later = [f.created for f in level0 if f.created >= after[1].created + LISTING_STEP]
-        return later[0] if later else None
-
-    return wait_for(ready, what=f"Litestream to ship the commits before {moment:%H:%M:%S.%f}")
-
-
 class Game:
     """The game writing through its own store, each result with its own started_at."""
 
@@ -289,6 +190,12 @@ class Game:
         self.engine = create_engine(url)
         self.store = Store(self.engine)
         self.last = datetime.now(UTC)
+
+    def play_clean_history(self, players: int) -> None:
+        """Three results each for players before_1 .. before_N: what the damage comes after."""
+        for number in range(1, players + 1):
+            for _ in range(3):
+                self.play(f"before_{number}")
 
     def play(self, username: str) -> None:
         self.store.get_or_create_player(username)
@@ -299,7 +206,10 @@ class Game:
             correct_keystrokes=245, incorrect_keystrokes=3,
         ))
 
-    def close(self) -> None:
+    def __enter__(self) -> Game:
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.engine.dispose()
 
 
@@ -307,18 +217,6 @@ def wpm_by_id(path: Path) -> dict[int, float]:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return {row_id: float(wpm) for row_id, wpm in connection.execute("SELECT id, wpm FROM results")}
-    finally:
-        connection.close()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False, prog_name="integrity")
-
-
-def usernames(path: Path) -> set[str]:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {name for (name,) in connection.execute("SELECT username FROM players")}
     finally:
         connection.close()
 
@@ -335,32 +233,26 @@ def damage(url: str) -> int:
 
 def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_it(replication, sqlite_path, sqlite_url, tmp_path):
     engine = replication.start()
-    game = Game(sqlite_url)
-    try:
-        with Background(sqlite_url):
-            for number in range(1, 4):
-                for _ in range(3):
-                    game.play(f"before_{number}")
-            clean_wpm = wpm_by_id(sqlite_path)
-            every_clean_write = restorable_moment_after(engine, datetime.now(UTC))
-            wait_for(lambda: datetime.now(UTC) > every_clean_write, what="the moment that holds every clean write")
-            # A clean full audit in the ledger, after that moment: the search starts from it.
-            audited = invoke("audit")
-            assert audited.exit_code == 0, audited.output
-            audit_done = datetime.now(UTC)
-            # The damage lands after the search's lower bound (the audit's time moved up to a whole second).
-            wait_for(lambda: datetime.now(UTC) > grid_lower(audit_done, audit_done + ONE_HOUR, 1.0),
-                     what="the second after the audit")
-            damaged_at = datetime.now(UTC)
-            damaged = damage(sqlite_url)
-            # Good results after the damage, of an old player and of new ones.
-            good_results = 6
-            for number in range(good_results):
-                game.play("before_1" if number % 2 else f"after_{number}")
-            # The newest restorable point holds the damage once a file made after it is listed.
-            restorable_moment_after(engine, datetime.now(UTC))
-    finally:
-        game.close()
+    with Game(sqlite_url) as game, Writer(sqlite_url):
+        game.play_clean_history(3)
+        clean_wpm = wpm_by_id(sqlite_path)
+        every_clean_write = restorable_moment_after(engine, datetime.now(UTC))
+        wait_for(lambda: datetime.now(UTC) > every_clean_write, what="the moment that holds every clean write")
+        # A clean full audit in the ledger, after that moment: the search starts from it.
+        audited = invoke("audit")
+        assert audited.exit_code == 0, audited.output
+        audit_done = datetime.now(UTC)
+        # The damage lands after the search's lower bound (the audit's time moved up to a whole second).
+        wait_for(lambda: datetime.now(UTC) > grid_lower(audit_done, audit_done + ONE_HOUR, 1.0),
+                 what="the second after the audit")
+        damaged_at = datetime.now(UTC)
+        damaged = damage(sqlite_url)
+        # Good results after the damage, of an old player and of new ones.
+        good_results = 6
+        for number in range(good_results):
+            game.play("before_1" if number % 2 else f"after_{number}")
+        # The newest restorable point holds the damage once a file made after it is listed.
+        restorable_moment_after(engine, datetime.now(UTC))
 
     result = invoke("--json", "pitr", "last-clean")
     assert result.exit_code == 0, result.output
@@ -389,7 +281,7 @@ def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_i
     # before the damage, undamaged; and which players live holds beyond it.
     with engine.restored_at(found, tmp_path / "scratch") as copy:
         assert wpm_by_id(copy.target.sqlite_path) == clean_wpm
-        players_after = usernames(sqlite_path) - usernames(copy.target.sqlite_path)
+        players_after = players_in(sqlite_url) - players_in(copy.target)
     assert {f"after_{number}" for number in range(0, good_results, 2)} <= players_after
     # What comes back after it: exactly the good rows written after the damage; the rows the
     # damage changed are left out.
@@ -410,14 +302,11 @@ def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_i
 
 
 def test_a_database_dirty_since_the_archive_began_is_exit_3_naming_the_lower_bound(replication, sqlite_url):
-    game = Game(sqlite_url)
-    try:
+    with Game(sqlite_url) as game:
         game.play("player")
-    finally:
-        game.close()
     damage(sqlite_url)  # before Litestream's first snapshot: no restorable moment is clean
     engine = replication.start()
-    with Background(sqlite_url):
+    with Writer(sqlite_url):
         restorable_moment_after(engine, datetime.now(UTC))
     result = invoke("--json", "pitr", "last-clean")
     assert result.exit_code == 3, result.output
@@ -461,21 +350,15 @@ def test_restore_last_clean_restores_the_moment_found_and_keeps_the_good_rows_af
     from integrity.pitr.operations import LastCleanRestore
 
     engine = replication.start()
-    game = Game(sqlite_url)
-    try:
-        with Background(sqlite_url):
-            for number in range(1, 3):
-                for _ in range(3):
-                    game.play(f"before_{number}")
-            clean_wpm = wpm_by_id(sqlite_path)
-            restorable_moment_after(engine, datetime.now(UTC))
-            damaged_at = datetime.now(UTC)
-            damaged = damage(sqlite_url)
-            for _ in range(2):
-                game.play("after_damage")
-            restorable_moment_after(engine, datetime.now(UTC))
-    finally:
-        game.close()
+    with Game(sqlite_url) as game, Writer(sqlite_url):
+        game.play_clean_history(2)
+        clean_wpm = wpm_by_id(sqlite_path)
+        restorable_moment_after(engine, datetime.now(UTC))
+        damaged_at = datetime.now(UTC)
+        damaged = damage(sqlite_url)
+        for _ in range(2):
+            game.play("after_damage")
+        restorable_moment_after(engine, datetime.now(UTC))
     assert damaged == len(clean_wpm)
 
     inv = last_clean_invocation(tmp_path, pitr_env, yes=True)
@@ -495,7 +378,7 @@ def test_restore_last_clean_restores_the_moment_found_and_keeps_the_good_rows_af
     live_wpm = wpm_by_id(sqlite_path)
     assert {row_id: live_wpm[row_id] for row_id in clean_wpm} == clean_wpm
     assert len(live_wpm) == len(clean_wpm) + 2
-    assert "after_damage" in usernames(sqlite_path)
+    assert "after_damage" in players_in(sqlite_url)
 
 
 def test_restore_last_clean_that_could_never_be_confirmed_is_refused_before_any_restore(pitr_env, tmp_path):
@@ -518,45 +401,21 @@ def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damag
     """The same search on a throwaway cluster archiving through the real pgBackRest: each
     probe a restore into a scratch cluster; the lower bound the window's oldest point (no
     audit in the ledger), one second after the full backup."""
-    import sqlalchemy as sa
+    from pitr_helpers import archive_everything, archived_game, postgres_running_in, server_now, wait_for_server_clock
 
-    import test_pitr_pgbackrest as pg  # skips without pgbackrest (fails under INTEGRITY_REQUIRE_POSTGRES=1)
-    from backup_helpers import BackupEnv, fill_database
-    from game_core.schema_state import upgrade_to_head
-
-    home = pg.make_home()
-    cluster = pg.start_archiving_cluster(home)
-    try:
-        with pg.admin(cluster) as connection:
-            connection.execute(sa.text("CREATE DATABASE game"))
-        url = cluster.url("game")
-        migrated = create_engine(url)
-        with migrated.begin() as connection:
-            upgrade_to_head(connection)
-        migrated.dispose()
-        fill_database(url, players=3, results_per_player=3)
-        env = BackupEnv(home, url, extra_env={
-            "INTEGRITY_STATE__DIR": str(home / "state"), "INTEGRITY_PITR__ENABLED": "true",
-            "INTEGRITY_PITR__REPOSITORY": str(home / "archive"), "INTEGRITY_PITR__PG_DATA_DIR": str(cluster.data),
-        })
-        engine = engine_for(env.settings())
-        engine.write_config()
-        engine.create_stanza()
-        backup = engine.backup("full")
-        wait_for(lambda: pg.server_now(cluster) > backup.stopped + timedelta(seconds=2), what="the backup's seconds to pass")
-        game = Game(url)
-        try:
+    # Skips without pgbackrest (fails under INTEGRITY_REQUIRE_POSTGRES=1).
+    with archived_game(players=3, results_per_player=3) as archived:
+        cluster, engine, env = archived.cluster, archived.engine, archived.env
+        wait_for_server_clock(cluster, archived.backup.stopped + timedelta(seconds=2), what="the backup's seconds to pass")
+        with Game(env.url) as game:
             game.play("before_damage")
             # The damage a second or more into the window, so that the search has steps before it.
-            wait_for(lambda: pg.server_now(cluster) > backup.stopped + timedelta(seconds=3), what="a second in the window")
-            damaged_at = pg.server_now(cluster)
-            damaged = damage(url)
+            wait_for_server_clock(cluster, archived.backup.stopped + timedelta(seconds=3), what="a second in the window")
+            damaged_at = server_now(cluster)
+            damaged = damage(env.url)
             game.play("after_damage")
             game.play("after_damage")
-        finally:
-            game.close()
-        switched = pg.switch_wal(cluster)
-        wait_for(lambda: (engine.archiver_state().last_archived_wal or "")[:24] >= switched, what=f"{switched} to be archived")
+        archive_everything(cluster, engine)
 
         code, document = env.invoke_json("pitr", "last-clean")
         assert code == 0, document
@@ -571,7 +430,4 @@ def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damag
         assert dirty and all(any(rule["rule"] == "results.wpm_recomputed" for rule in probe["failing_rules"]) for probe in dirty)
         assert report["after"]["would_reapply"] == {"players": 1, "results": 2}
         assert report["after"]["left_out"] == {"results: changed": damaged}
-        assert not any(pg.postgres_running_in(path) for path in (home / "state" / "scratch").glob("*"))
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        assert not any(postgres_running_in(path) for path in (archived.home / "state" / "scratch").glob("*"))
