@@ -5,6 +5,7 @@
     .venv/bin/python scripts/replay_incident.py --engine postgresql \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/incident   # an EMPTY database
     ... --workdir DIR --json-summary PATH
+    .venv/bin/python scripts/replay_incident.py --pitr                # SQLite, Litestream replicating
 
 The story (DESIGN.md section 1), each step a real `typing-game`, `integrity` or `alembic`
 process with a private XDG_DATA_HOME and INTEGRITY_* environment:
@@ -30,6 +31,16 @@ process with a private XDG_DATA_HOME and INTEGRITY_* environment:
 6. Afterwards audit, probe and drill pass, and the rows lost are exactly the ones nothing
    can rebuild (the time tests whose missed characters the migration dropped), counted.
 
+With --pitr (SQLite; issue 16), point-in-time recovery is on from the start: `integrity pitr
+replicate` (Litestream) runs in the background from right after `integrity init`, waited on
+until `integrity pitr status` exits 0; the recovery act then runs `integrity pitr last-clean`
+and `integrity restore --last-clean --keep-newer` instead of `restore latest --keep-newer`,
+and the books hold that nothing is lost: the moment found lies within one resolution step of
+the bad revision's application (the plain-alembic step's start), and every player and result
+written before it is back with the values the game wrote. The replicator is stopped with
+SIGTERM at the end whatever happened. PostgreSQL with --pitr is refused (not built: it needs a
+throwaway archiving cluster of the script's own; tests/test_pitr_pgbackrest.py shows one).
+
 Each step prints its command, exit code and a few key lines. The script exits 1 when any
 step does not behave as the story expects, and writes what it saw to --json-summary.
 It reads the database directly only to keep its own books (which results existed before
@@ -43,6 +54,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -51,7 +63,11 @@ import tempfile
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+# The replicator is a real background process whoever runs the script's other steps
+# (tests/test_incident.py swaps the module `subprocess` for an in-process stand-in).
+from subprocess import DEVNULL, STDOUT, Popen, TimeoutExpired
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: typing-game, integrity, alembic
@@ -59,6 +75,10 @@ REVISION = "0002_optimise_retrieval"
 PLAYERS, TESTS_PER_PLAYER = 200, 10  # before the good backup
 LATE_PLAYERS, LATE_TESTS = 12, 5  # after it, before the migration
 KILLED = -9  # a subprocess killed by SIGKILL
+# Deadlines of the --pitr waits (conditions polled, never a fixed sleep): the replica caught
+# up, the replicator gone after SIGTERM.
+REPLICA_DEADLINE_SECONDS, STOP_DEADLINE_SECONDS = 90, 30
+LAG_OBJECTIVE_SECONDS = 10  # [pitr] lag_objective_seconds's default, which the story keeps
 
 REVISION_SOURCE = '''"""Optimise data retrieval: levels as labels, whole-number wpm, lean time tests.
 
@@ -120,6 +140,8 @@ class Story:
     failures: list[str] = field(default_factory=list)
     act: int = 0
     extra_path: str | None = None
+    pitr: bool = False
+    replicator: Popen | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -161,6 +183,8 @@ class Story:
         )
         if self.engine == "postgresql":
             env.update(INTEGRITY_DATABASE_URL=self.url, GAME_DATABASE_URL=self.url)
+        if self.pitr:
+            env.update(INTEGRITY_PITR__ENABLED="true", INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS=str(LAG_OBJECTIVE_SECONDS))
         env.update(extra)
         return env
 
@@ -248,6 +272,9 @@ class Story:
         )
         return {(u, str(s)): (float(w), m, mode) for u, s, w, m, mode in rows}
 
+    def usernames(self) -> set[str]:
+        return {name for (name,) in self.query("SELECT username FROM players")}
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -329,12 +356,81 @@ def pg_execute(url: str, *statements: str) -> None:
         engine.dispose()
 
 
+# ---------------------------------------------------------------------- point-in-time recovery (--pitr)
+
+
+def start_replicator(story: Story) -> None:
+    """`integrity pitr replicate` in the background (it runs and restarts Litestream), its
+    output in $WORK/pitr-replicate.log; then wait until the replica is caught up."""
+    story.integrity("pitr", "config", keep=r"^point-in-time engine|^\s+(replicate|restore):", show=3)
+    log = (story.workdir / "pitr-replicate.log").open("ab")
+    story.say("$ integrity pitr replicate &  (in the background; its output: $WORK/pitr-replicate.log)")
+    # A session of its own: the stop below can reach Litestream too if the replicator hangs.
+    story.replicator = Popen([str(BIN / "integrity"), "pitr", "replicate"], stdout=log, stderr=STDOUT, stdin=DEVNULL, cwd=story.workdir, env=story.environ(), start_new_session=True)
+    log.close()
+    story.facts["pitr"] = {"replicator_pid": story.replicator.pid}
+    story.say(f"  pid {story.replicator.pid}")
+    wait_until_caught_up(story)
+
+
+def wait_until_caught_up(story: Story) -> None:
+    """Poll `integrity pitr status` until it exits 0 (something restorable, lag within the
+    objective), with a deadline; the last reading is shown as a step of the story."""
+    deadline = time.monotonic() + REPLICA_DEADLINE_SECONDS
+    polls = 0
+    while True:
+        polls += 1
+        completed = subprocess.run([str(BIN / "integrity"), "pitr", "status"], capture_output=True, text=True,
+                                   cwd=story.workdir, env=story.environ(), timeout=120)
+        if completed.returncode == 0 or time.monotonic() > deadline:
+            break
+        if story.replicator is not None and story.replicator.poll() is not None:
+            break  # the replicator is gone: waiting longer cannot help
+        time.sleep(0.5)
+    story.say(f"(waited for `integrity pitr status` to exit 0: {polls} reading(s))")
+    story.integrity("pitr", "status", keep=r"^(oldest|newest|lag)", show=3)
+
+
+def stop_replicator(story: Story) -> None:
+    """SIGTERM to the replicator (it stops Litestream cleanly), waited on; if it outlives the
+    deadline, its whole session is killed. Its exit code goes into the summary."""
+    replicator = story.replicator
+    if replicator is None:
+        return
+    facts = story.facts.setdefault("pitr", {})
+    if replicator.poll() is not None:
+        facts["replicator_exit"] = replicator.returncode
+        story.fail(f"the replicator had already stopped (exit {replicator.returncode}): see $WORK/pitr-replicate.log")
+        return
+    replicator.send_signal(signal.SIGTERM)
+    try:
+        replicator.wait(timeout=STOP_DEADLINE_SECONDS)
+    except TimeoutExpired:
+        os.killpg(replicator.pid, signal.SIGKILL)
+        replicator.wait()
+        story.fail(f"the replicator did not stop within {STOP_DEADLINE_SECONDS}s of SIGTERM: killed")
+    facts["replicator_exit"] = replicator.returncode
+    story.say(f"(the replicator, pid {replicator.pid}, stopped by SIGTERM: exit {replicator.returncode})")
+    story.check(replicator.returncode == 0, f"the replicator exited {replicator.returncode} on SIGTERM, expected 0")
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_moment(text: str) -> datetime:
+    """`2026-12-07 13:06:52Z` or `2026-12-07T13:06:52Z` as printed by `integrity`."""
+    return datetime.fromisoformat(text.replace(" ", "T").replace("Z", "+00:00"))
+
+
 # ---------------------------------------------------------------------- the acts
 
 
 def act_1_play_and_back_up(story: Story) -> None:
     story.heading(1, "The game is played; a good backup is taken and deeply verified")
     story.integrity("init", keep=r"^(schema|repository)")
+    if story.pitr:
+        start_replicator(story)
     story.game("simulate", "--players", str(PLAYERS), "--tests-per-player", str(TESTS_PER_PLAYER), "--seed", "1",
                keep=r"^(players|results) ")
     # The old copy the misconfigured job will back up later: the store as it was then.
@@ -424,12 +520,17 @@ def act_3_unchecked_migration(story: Story) -> None:
     story.game("play", "--player", "bob", "--mode", "words", "--words", "15", "--seed", "5", "--duration-ms", "9100",
                stdin=typed_words(15, 5, typo_at=2), prefix='echo "<15 words, one typo>" | ', keep=r"^\s+(wpm|accuracy) ")
     story.facts["results_before_migration"] = {"|".join(k): v for k, v in story.results_by_key().items()}
+    story.facts["players_before_migration"] = sorted(story.usernames())
 
     project_ini, hand_ini = write_revision(story)
     story.say(f"(revision {REVISION} written into a copy of the history: $WORK/project/migrations)")
     story.integrity("migrate", "dry-run", "--alembic-config", str(project_ini), expect=(3,),
                     keep=r"^error", show=5, always=r"^dry run")
+    # Its application time is the anchor point-in-time recovery is judged against (--pitr).
+    started = datetime.now(UTC)
     story.run(["alembic", "-c", str(hand_ini), "upgrade", "head"], (0,), keep=r"Running upgrade", show=2)
+    finished = datetime.now(UTC)
+    story.facts["bad_revision_applied"] = {"started_at": utc_text(started), "finished_at": utc_text(finished)}
     # The game keeps being used: on a damaged schema it must now refuse, in one line.
     story.game("play", "--player", "carol", "--mode", "words", "--words", "12", "--seed", "6", "--duration-ms", "8000",
                stdin=typed_words(12, 6), prefix='echo "<12 words>" | ', expect=(4,), keep=r"^Error", show=0)
@@ -527,7 +628,8 @@ def evaluate_alerts(story: Story, metrics_path: Path, *, firing: bool) -> None:
 
 
 def act_5_recovery(story: Story) -> None:
-    story.heading(5, "Recovery: latest is the good backup; salvage brings back what can be rebuilt")
+    story.heading(5, "Recovery: the last clean moment of the point-in-time archive; salvage brings back what came after"
+                  if story.pitr else "Recovery: latest is the good backup; salvage brings back what can be rebuilt")
     good = story.facts.get("good_backup")
     # The first attempt dies after its safety backup (the on-call laptop lost its VPN):
     # that safety backup holds the damaged data and must never become `latest`.
@@ -541,7 +643,14 @@ def act_5_recovery(story: Story) -> None:
     chosen = next((m.group(1) for line in dry.output_lines if (m := re.match(r"restore plan for backup (\S+)", line))), None)
     story.facts["dry_run_chose"] = chosen
     story.check(chosen == good, f"restore latest --dry-run chose {chosen}, not the good backup {good}")
+    if story.pitr:
+        restore_last_clean(story)
+    else:
+        restore_latest(story)
 
+
+def restore_latest(story: Story) -> None:
+    good = story.facts.get("good_backup")
     before = story.results_by_key()
     restore = story.integrity("--no-input", "restore", "latest", "--yes", "--keep-newer",
                               *(["--terminate-connections"] if story.engine == "postgresql" else []),
@@ -551,9 +660,17 @@ def act_5_recovery(story: Story) -> None:
     story.facts["restore_chose"] = chosen and chosen.group(1)
     story.check(story.facts["restore_chose"] == good,
                 f"restore latest restored {story.facts['restore_chose']}, not the good backup {good}")
-    salvage = re.search(r"re-applied ([\d,]+) players and ([\d,]+) results \(([\d,]+) as is, recomputed ([\d,]+)\)", text)
+    read_salvage(story, restore, text)
+    story.facts["_before_restore"], story.facts["_after_restore"] = before, story.results_by_key()
+
+
+def read_salvage(story: Story, restore, text: str) -> None:
+    """The salvage summary and the rows it left out, from a `--keep-newer` restore's output."""
+    # With nothing re-applied the line stops after the counts (no "(N as is, recomputed N)").
+    salvage = re.search(r"re-applied ([\d,]+) players and ([\d,]+) results(?: \(([\d,]+) as is, recomputed ([\d,]+)\))?",
+                        text)
     if story.check(salvage is not None, "no salvage summary line in the restore's output"):
-        players, results, as_is, recomputed = map(parse_int, salvage.groups())
+        players, results, as_is, recomputed = (parse_int(group or "0") for group in salvage.groups())
         story.facts["salvage"] = {"players": players, "results": results, "as_is": as_is, "recomputed": recomputed}
     left_out = {}
     for line in restore.output_lines:
@@ -561,8 +678,57 @@ def act_5_recovery(story: Story) -> None:
         if row:
             left_out[f"{row.group(1)}:{row.group(2)}"] = parse_int(row.group(3))
     story.facts["left_out"] = left_out
-    after = story.results_by_key()
-    story.facts["_before_restore"], story.facts["_after_restore"] = before, after
+
+
+def restore_last_clean(story: Story) -> None:
+    """`pitr last-clean` (the search, a dry run), then `restore --last-clean --keep-newer`;
+    the moment found is held against the bad revision's application."""
+    wait_until_caught_up(story)  # the damage is shipped: the search's upper bound holds it
+    facts = story.facts.setdefault("pitr", {})
+    search = story.integrity("pitr", "last-clean", keep=r"^(engine|search|restores|last clean|rows after|  left out|next)",
+                             show=8)
+    text = "\n".join(search.output_lines)
+    found = re.search(r"last clean moment: (\S+ \S+) \(first dirty: (\S+ \S+)\)", text)
+    resolution = re.search(r"resolution ([\d.]+)s", text)
+    bound = re.search(r"restores: (\d+) \(at most (\d+) for (\d+) steps\)", text)
+    if not story.check(found is not None and resolution is not None, "pitr last-clean printed no last clean moment"):
+        return
+    moment, first_dirty = parse_moment(found.group(1)), parse_moment(found.group(2))
+    step = float(resolution.group(1))
+    facts.update(moment=utc_text(moment), first_dirty=utc_text(first_dirty), resolution_seconds=step,
+                 probes=bound and int(bound.group(1)), probe_bound=bound and int(bound.group(2)))
+
+    before = story.results_by_key()
+    restore = story.integrity("--no-input", "restore", "--last-clean", "--keep-newer", "--yes",
+                              keep=r"^restored |^last clean moment|^salvage from|recomputed \d|^audit|│ results|│ players",
+                              show=8)
+    text = re.sub(r"\s+", " ", " ".join(restore.output_lines))  # rich wraps long lines at COLUMNS
+    restored = re.search(r"last clean moment: (\S+ \S+) \(first dirty", text)
+    facts["restore_moment"] = restored and utc_text(parse_moment(restored.group(1)))
+    story.check(facts["restore_moment"] == facts["moment"],
+                f"restore --last-clean restored {facts['restore_moment']}, pitr last-clean found {facts['moment']}")
+    read_salvage(story, restore, text)
+    story.facts["_before_restore"], story.facts["_after_restore"] = before, story.results_by_key()
+
+    # The moment against the bad revision: clean at the moment, dirty one step later, so
+    # the damage was shipped inside (moment, moment + step]; it was committed after alembic
+    # started, so the moment is less than one step before that start. Shipping waits at
+    # most the lag objective (the status read before the search met it).
+    applied = story.facts.get("bad_revision_applied", {})
+    started, finished = parse_moment(applied["started_at"]), parse_moment(applied["finished_at"])
+    facts["moment_after_revision_started_seconds"] = round((moment - started).total_seconds(), 3)
+    facts["moment_after_revision_finished_seconds"] = round((moment - finished).total_seconds(), 3)
+    story.say(f"the moment found, {found.group(1)}, against the bad revision's application "
+              f"({applied['started_at']} to {applied['finished_at']}): "
+              f"{facts['moment_after_revision_started_seconds']:+.3f}s from its start")
+    story.check(first_dirty - moment == timedelta(seconds=step),
+                f"the first dirty point {facts['first_dirty']} is not one resolution step ({step}s) after {facts['moment']}")
+    story.check(moment > started - timedelta(seconds=step),
+                f"the moment found {facts['moment']} is more than one resolution step before the bad revision started "
+                f"({applied['started_at']})")
+    story.check(moment <= finished + timedelta(seconds=LAG_OBJECTIVE_SECONDS),
+                f"the moment found {facts['moment']} is later than the bad revision's end ({applied['finished_at']}) "
+                f"plus the lag objective ({LAG_OBJECTIVE_SECONDS}s)")
 
 
 def act_6_afterwards(story: Story) -> None:
@@ -579,6 +745,8 @@ def tally(story: Story) -> None:
     """The books: which results existed before the restore and after the salvage."""
     in_backup = {tuple(key) for key in story.facts.pop("results_in_good_backup", [])}
     before_migration = {tuple(k.split("|", 1)): v for k, v in story.facts.pop("results_before_migration", {}).items()}
+    players_before_migration = set(story.facts.pop("players_before_migration", []))
+    players_lost = players_before_migration - story.usernames()
     before = story.facts.pop("_before_restore", {})
     after = story.facts.pop("_after_restore", {})
     late = {key: value for key, value in before_migration.items() if key not in in_backup}
@@ -598,8 +766,13 @@ def tally(story: Story) -> None:
         "backed_up_results_the_migration_changed": len(changed),
         "results_lost": len(lost),
         "late_results_back_with_another_wpm": len(wrong),
+        "players_before_migration": len(players_before_migration),
+        "players_lost": len(players_lost),
     }
     story.facts["books"] = facts
+    if story.pitr:
+        books_after_point_in_time(story, before_migration, before, after, lost, unrecoverable, players_lost)
+        return
     salvage = story.facts.get("salvage", {})
     left_out = story.facts.get("left_out", {})
     unrecoverable_left_out = sum(n for reason, n in left_out.items() if reason.startswith("results:") and
@@ -626,6 +799,33 @@ def tally(story: Story) -> None:
                 f"{len(changed)} that the backup holds")
 
 
+def books_after_point_in_time(story: Story, before_migration: dict, before: dict, after: dict, lost: set,
+                              unrecoverable: set, players_lost: set) -> None:
+    """--pitr: the same books, held to "no row lost": the moment restored precedes the
+    damage, so every player and result written before the revision is back, with the
+    values the game wrote (the unrecoverable ones of the backup restore included)."""
+    facts = story.facts["books"]
+    # Every result, not only the late ones: the restore itself must hold the game's values.
+    wrong = sorted(f"{u} {s}: {after[(u, s)][:2]} (was {value[:2]})" for (u, s), value in before_migration.items()
+                   if (u, s) in after and after[(u, s)][:2] != value[:2])
+    facts["results_back_with_other_values"] = len(wrong)
+    salvage = story.facts.get("salvage", {})
+    left_out = story.facts.get("left_out", {})
+    story.say("the books (the script's own count of players and results, read before the migration, before the restore "
+              "and after it):")
+    story.say(f"  before the migration: {facts['players_before_migration']:,} players, {len(before_migration):,} results "
+              f"({facts['results_written_after_it']:,} written after the good backup, {len(unrecoverable):,} of them "
+              f"time tests whose missed characters the migration dropped)")
+    story.say(f"  salvage: {salvage.get('players', '?')} players and {salvage.get('results', '?')} results back, left out "
+              f"{', '.join(f'{k} {v:,}' for k, v in sorted(left_out.items())) or 'nothing'}")
+    story.say(f"  lost: {len(players_lost):,} players, {len(lost):,} results; back with other values: {len(wrong):,}")
+    story.check(not players_lost, f"{len(players_lost)} players lost: {sorted(players_lost)[:3]}")
+    story.check(not lost, f"{len(lost)} results lost ({len(lost & unrecoverable)} of them the time tests the migration "
+                f"damaged): {sorted(lost)[:3]}")
+    story.check(not wrong, f"results back with other values than the game wrote: {wrong[:3]}")
+    story.check(len(unrecoverable) > 0, "the story produced no result the backup restore loses: it proves nothing")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -634,19 +834,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the data directory, copies and files go (default: a new temp dir)")
     parser.add_argument("--json-summary", type=Path, help="write every step, fact and failure here as JSON")
     parser.add_argument("--quiet", action="store_true", help="print nothing but the verdict")
+    parser.add_argument("--pitr", action="store_true",
+                        help="point-in-time recovery on (SQLite: Litestream replicating from the start); recover with "
+                             "restore --last-clean")
     args = parser.parse_args(argv)
+    if args.pitr and args.engine == "postgresql":
+        print("Error: --pitr replays the incident on SQLite only for now (PostgreSQL needs a throwaway archiving "
+              "cluster of the script's own, not built); drop --engine postgresql", file=sys.stderr)
+        return 2
     if args.engine == "postgresql" and not args.database_url:
         parser.error("--engine postgresql needs --database-url of an empty database")
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="incident-"))).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    story = Story(args.engine, workdir, args.database_url or "", quiet=args.quiet)
-    story.say(f"replaying the incident on {args.engine} in {workdir}")
+    story = Story(args.engine, workdir, args.database_url or "", quiet=args.quiet, pitr=args.pitr)
+    story.say(f"replaying the incident on {args.engine}{' with point-in-time recovery' if args.pitr else ''} in {workdir}")
     started = time.monotonic()
     try:
         for act in (act_1_play_and_back_up, act_2_misconfigured_backups, act_3_unchecked_migration,
                     act_4_detection, act_5_recovery, act_6_afterwards):
             act(story)
     finally:
+        try:
+            stop_replicator(story)
+        except BaseException as exc:  # the summary is written whatever happened
+            story.fail(f"stopping the replicator: {exc!r}")
         if story.facts.get("stale_database"):
             pg_execute(pg_admin_url(story.url), f'DROP DATABASE IF EXISTS "{story.facts["stale_database"]}" WITH (FORCE)')
         for key in [k for k in story.facts if k.startswith("_") or k in ("results_in_good_backup", "results_before_migration")]:
@@ -659,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
             print(story.shorten(f"   - {failure}"), file=sys.stderr if story.quiet else sys.stdout)
         if args.json_summary:
             args.json_summary.write_text(json.dumps({
-                "engine": story.engine, "ok": not story.failures, "seconds": round(seconds, 1),
+                "engine": story.engine, "pitr": story.pitr, "ok": not story.failures, "seconds": round(seconds, 1),
                 "steps": [asdict(step) for step in story.steps], "facts": story.facts, "failures": story.failures,
             }, indent=2, default=str))
     return 0 if not story.failures else 1
