@@ -378,6 +378,13 @@ class PgBackRestEngine:
                 errors.append(f"the server archived {last} at {_text(server.last_archived_time)} but the repository's "
                               f"newest WAL is {archived_max or 'none'}: archive_command does not push into "
                               f"{self.repository} (it is {server.archive_command!r})")
+        if oldest is not None and newest is not None and newest < oldest:
+            # Right after the first full backup: the segment its end was written to is archived,
+            # but a restore needs WAL from after the backup's stop, which comes with the next one.
+            errors.append(f"nothing is restorable yet: no WAL has been archived since backup {backups[0].label} ended "
+                          f"at {_text(backups[0].stopped)}; the next segment is archived within archive_timeout "
+                          "(or run `SELECT pg_switch_wal()` on the server)")
+            return RecoveryWindow(oldest=None, newest=None, errors=tuple(errors), caught_up=False)
         return RecoveryWindow(oldest=oldest, newest=newest, errors=tuple(errors), caught_up=caught_up)
 
     # ---------------------------------------------------------------- restore
