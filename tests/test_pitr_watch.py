@@ -12,53 +12,25 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
 from cli_runner import CliRunner
-from game_core.db import create_engine
-from game_core.store import Store
 from integrity.cli import app
 from integrity.pitr import engine_for
 from integrity.pitr.supervise import Supervisor
 
-DEADLINE_SECONDS = 30.0
+from pitr_helpers import DEADLINE_SECONDS, wait_for, write_player
+from pitr_helpers import pitr_environ as _pitr_environ
+
 runner = CliRunner()
 
 
-def wait_for(condition, *, what: str, deadline: float = DEADLINE_SECONDS):
-    """The first truthy value of `condition()`, polled until the deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def pitr_environ(tmp_path: Path, database: Path, **extra: str) -> dict[str, str]:
-    return {
-        "XDG_DATA_HOME": str(tmp_path / "xdg"),
-        "INTEGRITY_DATABASE_URL": f"sqlite:///{database}",
-        "INTEGRITY_BACKUPS__REPOSITORY": str(tmp_path / "repo"),
-        "INTEGRITY_PITR__ENABLED": "true",
-        "INTEGRITY_PITR__REPOSITORY": str(tmp_path / "replica"),
-        "INTEGRITY_STATE__DIR": str(tmp_path / "state"),
-        "INTEGRITY_METRICS__PATH": str(tmp_path / "metrics" / "integrity.prom"),
-        **extra,
-    }
-
-
-def write_player(database: Path, username: str) -> None:
-    engine = create_engine(f"sqlite:///{database}")
-    try:
-        Store(engine).create_player(username)
-    finally:
-        engine.dispose()
+    """The shared [pitr] environment, with this file's repository and metrics path."""
+    return _pitr_environ(tmp_path, database, INTEGRITY_BACKUPS__REPOSITORY=str(tmp_path / "repo"),
+                         INTEGRITY_METRICS__PATH=str(tmp_path / "metrics" / "integrity.prom"), **extra)
 
 
 class Replicating:
