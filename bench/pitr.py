@@ -18,8 +18,9 @@ lag: SQLite replica lag under a steady write load. Litestream replicates a game 
     (salts) and WALOffset + WALSize reaches that end. The lag of a marker is the covering
     file's ctime in the replica (the file replica renames the finished file into place,
     then sets its mtime: ctime is when it was complete) minus the marker's commit time.
-    When another writer committed between the marker and the WAL read, the end is that
-    later commit's: the lag can only be overstated. p50/p95/p99/max over `--samples`
+    The game's writes wait while a marker commits and its WAL is read; simulate's
+    subprocess cannot be held, so a commit of it in between makes the end that later
+    commit's: under simulate the lag can only be overstated. p50/p95/p99/max over `--samples`
     markers per load; target p99 <= 2 s.
 
 overhead: simulate's write rate (results/s, `game_core.simulate.simulate` in this process,
@@ -323,7 +324,8 @@ class MarkerWriter:
     """A marker player committed every `interval` s on a fixed schedule, its WAL position
     read right after the commit."""
 
-    def __init__(self, database: Path, samples: int, interval: float) -> None:
+    def __init__(self, database: Path, samples: int, interval: float, gate: threading.Lock | None = None) -> None:
+        self.gate = gate or threading.Lock()  # held by the load's writer around each of its writes, when it has one
         self.engine = create_engine(str(database))
         self.store = Store(self.engine)
         self.wal = WalReader(Path(f"{database}-wal"))
@@ -337,18 +339,22 @@ class MarkerWriter:
                 delay = began + number * self.interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                self.store.create_player(f"marker_{os.getpid()}_{number}")
-                committed_at = time.time()
-                self.markers.append(Marker(committed_at, self.wal.position()))
+                with self.gate:  # no write of the load between the commit and the WAL read
+                    self.store.create_player(f"marker_{os.getpid()}_{number}")
+                    committed_at = time.time()
+                    self.markers.append(Marker(committed_at, self.wal.position()))
         finally:
             self.engine.dispose()
         return self.markers
 
 
 class GameLoad:
-    """The game's store recording results at a steady rate, in a thread."""
+    """The game's store recording results at a steady rate, in a thread. Each write holds
+    `gate`, so that another writer can read the WAL position of its own commit (SQLite's
+    write lock would make the game wait for that commit anyway)."""
 
     def __init__(self, url: str, rate: float) -> None:
+        self.gate = threading.Lock()
         self.engine = create_engine(url)
         self.store = Store(self.engine)
         self.rate = rate
@@ -362,9 +368,10 @@ class GameLoad:
         while not self.halt.is_set():
             self.written += 1
             name = f"game_{self.written % 50}"
-            self.store.get_or_create_player(name)
-            self.last = max(datetime.now(UTC), self.last + timedelta(microseconds=1))
-            self.store.record_result(name, good_outcome(self.last))
+            with self.gate:
+                self.store.get_or_create_player(name)
+                self.last = max(datetime.now(UTC), self.last + timedelta(microseconds=1))
+                self.store.record_result(name, good_outcome(self.last))
             delay = began + self.written / self.rate - time.monotonic()
             if delay > 0:
                 self.halt.wait(delay)
@@ -419,7 +426,8 @@ def lag_under(load_name: str, work: Path, template: Path, args) -> list[float]:
         else:
             load = GameLoad(f"sqlite:///{database}", args.game_rate)
         with load:
-            markers = MarkerWriter(database, args.samples, args.marker_interval).run()
+            gate = load.gate if isinstance(load, GameLoad) else None  # simulate's subprocess cannot be held
+            markers = MarkerWriter(database, args.samples, args.marker_interval, gate).run()
         for marker in markers:
             marker.covered_at = wait_for(lambda: watcher.covered_at(marker.position),
                                          what="the replica to cover every marker", deadline=60)
@@ -637,12 +645,13 @@ def bench_last_clean(work: Path, args) -> None:
         engine = engine_for(settings)
         with ReplicaWatcher(replication.replica) as watcher:
             wal = WalReader(Path(f"{database}-wal"))
-            with GameLoad(url, args.game_rate):
+            with GameLoad(url, args.game_rate) as game:
                 time.sleep(args.clean_seconds)  # the clean period: a duration of the scenario, not a wait on a condition
-                damaged_at = datetime.now(UTC)
-                changed = damage(url)
-                damage_committed = datetime.now(UTC)
-                damage_position = wal.position()
+                with game.gate:  # the damage's own WAL position, no game write after it
+                    damaged_at = datetime.now(UTC)
+                    changed = damage(url)
+                    damage_committed = datetime.now(UTC)
+                    damage_position = wal.position()
                 time.sleep(args.after_seconds)
             last = wal.position()
             wait_for(lambda: watcher.covered_at(last), what="the replica to hold every write")
@@ -657,14 +666,11 @@ def bench_last_clean(work: Path, args) -> None:
         print(f"  damage: {changed:,} results rows at {damaged_at:%H:%M:%S.%f} to {damage_committed:%H:%M:%S.%f}Z; "
               f"window {span:.1f} s searched at {resolution * 1000:.1f} ms ({args.window_steps} steps, as a one-hour "
               "window at 1 s)")
-        probes: list[str] = []
-        invocation = Invocation(settings, command="pitr last-clean", notify=probes.append)
+        invocation = Invocation(settings, command="pitr last-clean", notify=lambda line: print(f"    {line}", flush=True))
         with searched_at_resolution(resolution):
             began = time.perf_counter()
             report = api.pitr_last_clean(invocation)
             total = time.perf_counter() - began
-        for line in probes:
-            print(f"    {line}")
         if report.found is None:
             raise RuntimeError(f"last-clean found no clean moment: {report.error}")
         live = Database.of(settings)
