@@ -6,6 +6,7 @@
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/incident   # an EMPTY database
     ... --workdir DIR --json-summary PATH
     .venv/bin/python scripts/replay_incident.py --pitr                # SQLite, Litestream replicating
+    .venv/bin/python scripts/replay_incident.py --pitr --engine postgresql   # a throwaway cluster, pgBackRest
 
 The story (DESIGN.md section 1), each step a real `typing-game`, `integrity` or `alembic`
 process with a private XDG_DATA_HOME and INTEGRITY_* environment:
@@ -38,8 +39,12 @@ and `integrity restore --last-clean --keep-newer` instead of `restore latest --k
 and the books hold that nothing is lost: the moment found lies within one resolution step of
 the bad revision's application (the plain-alembic step's start), and every player and result
 written before it is back with the values the game wrote. The replicator is stopped with
-SIGTERM at the end whatever happened. PostgreSQL with --pitr is refused (not built: it needs a
-throwaway archiving cluster of the script's own; tests/test_pitr_pgbackrest.py shows one).
+SIGTERM at the end whatever happened. On PostgreSQL the server at 127.0.0.1:5432 is never
+reconfigured: --pitr starts a throwaway cluster of its own with WAL archiving through
+pgBackRest (tests/pg_cluster.py's ThrowawayCluster; archive_command set as `integrity pitr
+config` names it), runs the stanza-create and full backup commands `integrity pitr config`
+prints right after `integrity init`, plays the story in a database of that cluster, and
+removes the cluster at the end.
 
 Each step prints its command, exit code and a few key lines. The script exits 1 when any
 step does not behave as the story expects, and writes what it saw to --json-summary.
@@ -79,6 +84,9 @@ KILLED = -9  # a subprocess killed by SIGKILL
 # up, the replicator gone after SIGTERM.
 REPLICA_DEADLINE_SECONDS, STOP_DEADLINE_SECONDS = 90, 30
 LAG_OBJECTIVE_SECONDS = 10  # [pitr] lag_objective_seconds's default, which the story keeps
+# PostgreSQL: the throwaway cluster's archive_timeout (and [pitr] archive_timeout_seconds),
+# under the lag objective so that `pitr status` can say it is met while the story runs.
+ARCHIVE_TIMEOUT_SECONDS = 5
 
 REVISION_SOURCE = '''"""Optimise data retrieval: levels as labels, whole-number wpm, lean time tests.
 
@@ -142,6 +150,8 @@ class Story:
     extra_path: str | None = None
     pitr: bool = False
     replicator: Popen | None = None
+    cluster: object | None = None  # --pitr on PostgreSQL: tests/pg_cluster.py's ThrowawayCluster
+    pg_home: Path | None = None  # its integrity state and pgBackRest repository, reachable by the server's OS user
 
     # ------------------------------------------------------------------ output
 
@@ -153,7 +163,11 @@ class Story:
         """Paths under the work directory as $WORK, the database URL as $DATABASE_URL:
         the same story reads the same wherever it ran."""
         text = text.replace(str(self.workdir), "$WORK")
-        if self.engine == "postgresql":
+        if self.pg_home is not None:
+            text = text.replace(str(self.pg_home), "$PITR_HOME")
+        if self.cluster is not None:
+            text = text.replace(str(self.cluster.directory), "$CLUSTER")
+        if self.engine == "postgresql" and self.url:
             text = text.replace(self.url, "$DATABASE_URL")
         return text
 
@@ -185,6 +199,10 @@ class Story:
             env.update(INTEGRITY_DATABASE_URL=self.url, GAME_DATABASE_URL=self.url)
         if self.pitr:
             env.update(INTEGRITY_PITR__ENABLED="true", INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS=str(LAG_OBJECTIVE_SECONDS))
+        if self.pitr and self.cluster is not None:
+            env.update(INTEGRITY_STATE__DIR=str(self.state_dir), INTEGRITY_PITR__REPOSITORY=str(self.pg_home / "repo"),
+                       INTEGRITY_PITR__PG_DATA_DIR=str(self.cluster.data),
+                       INTEGRITY_PITR__ARCHIVE_TIMEOUT_SECONDS=str(ARCHIVE_TIMEOUT_SECONDS))
         env.update(extra)
         return env
 
@@ -249,6 +267,12 @@ class Story:
     @property
     def live_url(self) -> str:
         return self.url if self.engine == "postgresql" else f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def state_dir(self) -> Path:
+        if self.pg_home is not None:
+            return self.pg_home / "state"
+        return self.workdir / "xdg" / "typing-game" / "state"
 
     @property
     def sqlite_path(self) -> Path:
@@ -377,18 +401,77 @@ def wait_until_caught_up(story: Story) -> None:
     """Poll `integrity pitr status` until it exits 0 (something restorable, lag within the
     objective), with a deadline; the last reading is shown as a step of the story."""
     deadline = time.monotonic() + REPLICA_DEADLINE_SECONDS
-    polls = 0
+    polls, first = 0, None
     while True:
         polls += 1
         completed = subprocess.run([str(BIN / "integrity"), "pitr", "status"], capture_output=True, text=True,
                                    cwd=story.workdir, env=story.environ(), timeout=120)
+        first = first or completed
         if completed.returncode == 0 or time.monotonic() > deadline:
             break
         if story.replicator is not None and story.replicator.poll() is not None:
             break  # the replicator is gone: waiting longer cannot help
         time.sleep(0.5)
-    story.say(f"(waited for `integrity pitr status` to exit 0: {polls} reading(s))")
+    waited = f"{polls} reading(s)"
+    if first.returncode != 0:  # why it was not yet
+        why = [line.strip() for line in (first.stdout + first.stderr).splitlines() if re.match(r"\s*(lag|Error|error)", line)]
+        waited += f"; the first exited {first.returncode}" + (f": {why[0]}" if why else "")
+    story.say(story.shorten(f"(waited for `integrity pitr status` to exit 0: {waited})"))
     story.integrity("pitr", "status", keep=r"^(oldest|newest|lag)", show=3)
+
+
+def start_archiving_cluster(story: Story) -> None:
+    """--pitr on PostgreSQL: a throwaway cluster with WAL archiving on (a restart-only
+    setting, so never the shared server's), an empty `incident` database in it for the
+    story, and a home for integrity's state and the pgBackRest repository that the server's
+    OS user can reach (in memory when it can: pgBackRest fsyncs every file it restores)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg_cluster import ThrowawayCluster
+
+    if not shutil.which("pgbackrest"):
+        raise SystemExit("Error: pgbackrest not found: install Debian's pgbackrest package (apt-get install pgbackrest)")
+    story.pg_home = Path(tempfile.mkdtemp(prefix="incident-pitr-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+    story.pg_home.chmod(0o755)
+    # archive_command comes later, once `integrity pitr config` has named it (a reload).
+    story.cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica",
+                                                     "archive_timeout": str(ARCHIVE_TIMEOUT_SECONDS)})
+    story.url = story.cluster.url("incident")
+    pg_execute(pg_admin_url(story.url), 'CREATE DATABASE "incident"')
+    story.say(f"(a throwaway cluster archiving WAL: $CLUSTER, port {story.cluster.port}; archive_timeout "
+              f"{ARCHIVE_TIMEOUT_SECONDS}s; the story's database: $DATABASE_URL; integrity's state and the pgBackRest "
+              "repository: $PITR_HOME)")
+
+
+def start_archiving(story: Story) -> None:
+    """The cluster archives through pgBackRest as `integrity pitr config` says: its
+    archive_command set (ALTER SYSTEM and a reload), then its stanza-create and a full
+    backup run as the printed commands, as the server's OS user."""
+    from integrity.db.scratch_cluster import as_os_user, owner_of
+
+    config = story.integrity("pitr", "config", keep=r"^point-in-time engine|^\s+(stanza-create|archive_command)", show=3)
+    printed = {}
+    for line in config.output_lines:
+        match = re.match(r"^\s*(archive_command) = (.+)$|^\s*(stanza-create|backup): (.+)$", line)
+        if match and not (match.group(3) == "backup" and not line.endswith("--type=full")):
+            printed[match.group(1) or match.group(3)] = match.group(2) or match.group(4)
+    if not story.check(set(printed) == {"archive_command", "stanza-create", "backup"},
+                       f"`integrity pitr config` did not name archive_command, stanza-create and a full backup: {printed}"):
+        raise SystemExit(1)
+    quoted = printed["archive_command"].replace("'", "''")
+    pg_execute(pg_admin_url(story.url), f"ALTER SYSTEM SET archive_command = '{quoted}'", "SELECT pg_reload_conf()")
+    story.say(f"(ALTER SYSTEM SET archive_command = '{printed['archive_command']}'; SELECT pg_reload_conf())")
+    deadline = time.monotonic() + REPLICA_DEADLINE_SECONDS
+    while "archive-push" not in story.query("SHOW archive_command")[0][0]:  # the reload is signalled, not awaited
+        if time.monotonic() > deadline:
+            story.fail("the cluster never took the new archive_command")
+            raise SystemExit(1)
+        time.sleep(0.2)
+    user = owner_of(story.cluster.data)
+    for step in ("stanza-create", "backup"):
+        argv = as_os_user(printed[step].split(), user)
+        story.run([shutil.which(argv[0]) or argv[0], *argv[1:]], (0,), keep=r"ERROR|WARN", show=2,
+                  prefix="")
+    wait_until_caught_up(story)
 
 
 def stop_replicator(story: Story) -> None:
@@ -429,7 +512,9 @@ def parse_moment(text: str) -> datetime:
 def act_1_play_and_back_up(story: Story) -> None:
     story.heading(1, "The game is played; a good backup is taken and deeply verified")
     story.integrity("init", keep=r"^(schema|repository)")
-    if story.pitr:
+    if story.pitr and story.engine == "postgresql":
+        start_archiving(story)
+    elif story.pitr:
         start_replicator(story)
     story.game("simulate", "--players", str(PLAYERS), "--tests-per-player", str(TESTS_PER_PLAYER), "--seed", "1",
                keep=r"^(players|results) ")
@@ -700,6 +785,7 @@ def restore_last_clean(story: Story) -> None:
 
     before = story.results_by_key()
     restore = story.integrity("--no-input", "restore", "--last-clean", "--keep-newer", "--yes",
+                              *(["--terminate-connections"] if story.engine == "postgresql" else []),
                               keep=r"^restored |^last clean moment|^salvage from|recomputed \d|^audit|│ results|│ players",
                               show=8)
     text = re.sub(r"\s+", " ", " ".join(restore.output_lines))  # rich wraps long lines at COLUMNS
@@ -838,11 +924,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="point-in-time recovery on (SQLite: Litestream replicating from the start); recover with "
                              "restore --last-clean")
     args = parser.parse_args(argv)
-    if args.pitr and args.engine == "postgresql":
-        print("Error: --pitr replays the incident on SQLite only for now (PostgreSQL needs a throwaway archiving "
-              "cluster of the script's own, not built); drop --engine postgresql", file=sys.stderr)
+    if args.pitr and args.engine == "postgresql" and args.database_url:
+        print("Error: --pitr --engine postgresql starts a throwaway archiving cluster of its own (archiving is "
+              "a restart-only setting of the server): drop --database-url", file=sys.stderr)
         return 2
-    if args.engine == "postgresql" and not args.database_url:
+    if args.engine == "postgresql" and not args.database_url and not args.pitr:
         parser.error("--engine postgresql needs --database-url of an empty database")
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="incident-"))).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -850,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
     story.say(f"replaying the incident on {args.engine}{' with point-in-time recovery' if args.pitr else ''} in {workdir}")
     started = time.monotonic()
     try:
+        if story.pitr and story.engine == "postgresql":
+            start_archiving_cluster(story)
         for act in (act_1_play_and_back_up, act_2_misconfigured_backups, act_3_unchecked_migration,
                     act_4_detection, act_5_recovery, act_6_afterwards):
             act(story)
@@ -858,8 +946,13 @@ def main(argv: list[str] | None = None) -> int:
             stop_replicator(story)
         except BaseException as exc:  # the summary is written whatever happened
             story.fail(f"stopping the replicator: {exc!r}")
-        if story.facts.get("stale_database"):
+        if story.facts.get("stale_database") and story.cluster is None:
             pg_execute(pg_admin_url(story.url), f'DROP DATABASE IF EXISTS "{story.facts["stale_database"]}" WITH (FORCE)')
+        if story.cluster is not None:  # with everything in it
+            story.cluster.stop()
+            story.say("(the throwaway cluster stopped and removed)")
+        if story.pg_home is not None:
+            shutil.rmtree(story.pg_home, ignore_errors=True)
         for key in [k for k in story.facts if k.startswith("_") or k in ("results_in_good_backup", "results_before_migration")]:
             story.facts.pop(key)
         seconds = time.monotonic() - started
