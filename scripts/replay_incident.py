@@ -397,27 +397,43 @@ def start_replicator(story: Story) -> None:
     wait_until_caught_up(story)
 
 
-def wait_until_caught_up(story: Story) -> None:
+def wait_until_caught_up(story: Story, *, everything: bool = False) -> None:
     """Poll `integrity pitr status` until it exits 0 (something restorable, lag within the
-    objective), with a deadline; the last reading is shown as a step of the story."""
+    objective) and, with `everything`, says it is caught up (nothing written waits to be
+    shipped: the damage is in the archive); with a deadline. The last reading is shown as a
+    step of the story."""
     deadline = time.monotonic() + REPLICA_DEADLINE_SECONDS
-    polls, first = 0, None
+    polls, first, nudged = 0, None, 0
     while True:
         polls += 1
         completed = subprocess.run([str(BIN / "integrity"), "pitr", "status"], capture_output=True, text=True,
                                    cwd=story.workdir, env=story.environ(), timeout=120)
         first = first or completed
-        if completed.returncode == 0 or time.monotonic() > deadline:
+        if completed.returncode == 0 and (not everything or "(caught up" in completed.stdout):
+            break
+        if time.monotonic() > deadline:
             break
         if story.replicator is not None and story.replicator.poll() is not None:
             break  # the replicator is gone: waiting longer cannot help
+        if story.cluster is not None:
+            # An idle server never reaches archive_timeout (it switches only after WAL it
+            # counts as activity): right after the full backup nothing newer than the
+            # backup's stop would be archived for a minute. A checkpoint is such WAL; the
+            # switch archives its segment now.
+            pg_execute(pg_admin_url(story.url), "CHECKPOINT", "SELECT pg_switch_wal()")
+            nudged += 1
         time.sleep(0.5)
     waited = f"{polls} reading(s)"
     if first.returncode != 0:  # why it was not yet
         why = [line.strip() for line in (first.stdout + first.stderr).splitlines() if re.match(r"\s*(lag|Error|error)", line)]
         waited += f"; the first exited {first.returncode}" + (f": {why[0]}" if why else "")
+    if nudged:
+        waited += f"; CHECKPOINT and pg_switch_wal() after {nudged} of them"
     story.say(story.shorten(f"(waited for `integrity pitr status` to exit 0: {waited})"))
-    story.integrity("pitr", "status", keep=r"^(oldest|newest|lag)", show=3)
+    reading = story.integrity("pitr", "status", keep=r"^(oldest|newest|lag)", show=3)
+    if everything:
+        story.check(any("(caught up" in line for line in reading.output_lines),
+                    "the archive never caught up with the writes before the deadline")
 
 
 def start_archiving_cluster(story: Story) -> None:
@@ -768,7 +784,7 @@ def read_salvage(story: Story, restore, text: str) -> None:
 def restore_last_clean(story: Story) -> None:
     """`pitr last-clean` (the search, a dry run), then `restore --last-clean --keep-newer`;
     the moment found is held against the bad revision's application."""
-    wait_until_caught_up(story)  # the damage is shipped: the search's upper bound holds it
+    wait_until_caught_up(story, everything=True)  # the damage is shipped: the search's upper bound holds it
     facts = story.facts.setdefault("pitr", {})
     search = story.integrity("pitr", "last-clean", keep=r"^(engine|search|restores|last clean|rows after|  left out|next)",
                              show=8)
