@@ -156,3 +156,16 @@ def test_the_books_count_a_lost_row(tmp_path):
     assert any("1 players lost" in failure for failure in failures), failures
     assert any("1 results lost (1 of them the time tests" in failure for failure in failures), failures
     assert any("other values" in failure and "62.0" in failure for failure in failures), failures
+
+
+def test_pitr_on_postgresql_refuses_a_shared_server_in_one_line(tmp_path):
+    """--pitr on PostgreSQL starts an archiving cluster of its own: a --database-url (the
+    shared server, whose archiving must never be reconfigured) is refused before anything."""
+    completed = _replay_in_process(["--pitr", "--engine", "postgresql", "--database-url",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/never_touched",
+                                    "--workdir", str(tmp_path / "work")], tmp_path)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("Error: --pitr --engine postgresql starts"), \
+        completed.stderr
+    assert not (tmp_path / "work").exists()
