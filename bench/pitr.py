@@ -61,7 +61,11 @@ last-clean: `integrity pitr last-clean` (api.pitr_last_clean, the whole command:
     integrity/pitr/search.py), total < 10x the anchor. The moment found is compared with
     the damage's replica file (its LTX header's timestamp, when Litestream read the WAL):
     a restore to T holds the files made before T, so the boundary lies there, up to one
-    monitor interval (1 s) after the damage's commit.
+    monitor interval (1 s) after the damage's commit. That holds while the level-0 files
+    exist: Litestream 0.5 deletes them l0-retention (5 min) after compacting them into
+    level 1, whose files span 30 s and carry their newest source's time (superfly/ltx's
+    compactor); a search that runs later (the 1 GB case) finds the damage's level-1
+    file's time, and a restore there holds the state at the previous level-1 file's end.
 
 Scratch files live under bench/.work/pitr-PID/ (removed at the end, the benchmark
 database too); the throwaway cluster is stopped and removed.
@@ -253,6 +257,7 @@ class ReplicaFile:
     salts: tuple[int, int]
     made_at: float  # the LTX header's timestamp: when Litestream read the WAL (ms)
     complete_at: float  # the file's ctime: renamed into place and its mtime set
+    path: Path
 
     def covers(self, position: WalPosition) -> bool:
         return self.salts == position.salts and self.wal_offset + self.wal_size >= position.end
@@ -289,7 +294,8 @@ class ReplicaWatcher:
                     continue
                 made_ms = struct.unpack(">q", header[32:40])[0]
                 wal_offset, wal_size, salt1, salt2 = struct.unpack(">qqII", header[48:72])
-                self.files[path] = ReplicaFile(level, wal_offset, wal_size, (salt1, salt2), made_ms / 1000, complete_at)
+                self.files[path] = ReplicaFile(level, wal_offset, wal_size, (salt1, salt2), made_ms / 1000, complete_at,
+                                               path)
 
     def _run(self) -> None:
         while not self.halt.wait(POLL_SECONDS):
@@ -671,6 +677,10 @@ def bench_last_clean(work: Path, args) -> None:
             began = time.perf_counter()
             report = api.pitr_last_clean(invocation)
             total = time.perf_counter() - began
+        # Litestream deletes level-0 files l0-retention (5 min) after compacting them into
+        # level 1 (30 s spans stamped with their newest source's time): a restore then lands
+        # on level-1 boundaries, and the boundary found is the damage's level-1 file's.
+        damage_file_kept = damage_file.path.exists()
         if report.found is None:
             raise RuntimeError(f"last-clean found no clean moment: {report.error}")
         live = Database.of(settings)
@@ -692,6 +702,9 @@ def bench_last_clean(work: Path, args) -> None:
           f"file was made at {made:%H:%M:%S.%f}Z ({(made - damage_committed).total_seconds():.3f} s after its commit), "
           f"{(made - report.found).total_seconds():.4f} s after the moment found; bound {report.bisection.bound} "
           f"for {report.bisection.steps} steps")
+    if not damage_file_kept:
+        print("  (the damage's level-0 file was gone by the end of the search: Litestream's l0-retention, 5 min, had removed "
+              "it after compaction, so restores landed on level-1 files, 30 s spans stamped with their newest source's time)")
     probes_made = report.bisection.probes
     print(f"  last-clean total {total:.1f} s: {report.restores} probes {probe_seconds:.1f} s (restore with its window "
           f"check {statistics.mean(p.restore_seconds for p in probes_made):.2f} s, audit "
