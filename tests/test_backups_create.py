@@ -207,7 +207,9 @@ def test_random_sigkills_leave_no_partial_backup(tmp_path, sqlite_url):
     counts = fill_large_sqlite(sqlite_url)
     assert counts["results"] >= 200_000
     env = BackupEnv(tmp_path, sqlite_url)
-    seed = int.from_bytes(os.urandom(4), "big")
+    # A fixed seed: the kill points are spread over the work as a random draw spreads them,
+    # and a failure is reproduced by running the test again (a suite must be deterministic).
+    seed = 20261207
     rng = random.Random(seed)
 
     def start_and_wait_for_work():

@@ -22,7 +22,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_runner import CliRunner
 
 from integrity.cli import app
 from integrity.ledger import Ledger, runs
