@@ -73,6 +73,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -311,16 +312,9 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
             return _failed(repository, report, manifest, problems, command, fingerprints)
 
         # 6. swap rehearsal
-        with timer.phase(SWAP) as phase:
-            try:
-                swap_basis = store_engine.rehearse_swap(copy, scratch_dir=scratch_dir)
-                phase.detail = swap_basis
-            except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
-                # The backup is sound (not journalled as failed), but a restore would fail
-                # here too (a full disk, no right to rename databases): the drill fails.
-                phase.fail(error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc))
-        if not phase.ok:
-            return report(manifest, problems=(f"the swap rehearsal failed: {phase.detail}",))
+        swap_basis, swap_problem = _rehearse_swap(timer, store_engine, copy, scratch_dir)
+        if swap_problem:
+            return report(manifest, problems=(swap_problem,))
 
     prediction = _predict(manifest, ledger, timer, store_engine.swap_allowance_seconds, swap_basis,
                           live_bytes=live_bytes, backup_bytes=backup_bytes)
@@ -387,6 +381,20 @@ def _compare_with_live(live, engine, timer: PhaseTimer, progress: Reporter) -> t
         except sa.exc.DBAPIError as exc:
             phase.fail(error_reason(exc))
     return tables, (None if phase.ok else phase.detail)
+
+
+def _rehearse_swap(timer: PhaseTimer, store_engine, copy, scratch_dir: Path) -> tuple[object, str | None]:
+    """The swap rehearsal phase: (what it measured, None), or (None, why it failed). The
+    copy is sound (nothing is journalled as failed), but a restore would fail at the swap
+    too (a full disk, no right to rename databases): the drill fails."""
+    with timer.phase(SWAP) as phase:
+        try:
+            phase.detail = store_engine.rehearse_swap(copy, scratch_dir=scratch_dir)
+        except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
+            phase.fail(error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc))
+    if not phase.ok:
+        return None, f"the swap rehearsal failed: {phase.detail}"
+    return phase.detail, None
 
 
 def _predict(manifest: Manifest, ledger, timer: PhaseTimer, swap_allowance: float, swap_basis: str, *,
@@ -535,14 +543,9 @@ def run_point_in_time_drill(settings: Settings, moment: datetime | str, *, asked
                 copy_bytes = _database_bytes(engine)
         except sa.exc.DBAPIError as exc:
             return report(problems=(f"the restored copy cannot be read: {error_reason(exc)}",))
-        with timer.phase(SWAP) as phase:
-            try:
-                swap_basis = store_engine.rehearse_swap(copy, scratch_dir=scratch_dir)
-                phase.detail = swap_basis
-            except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
-                phase.fail(error_reason(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc))
-        if not phase.ok:
-            return report(problems=(f"the swap rehearsal failed: {phase.detail}",))
+        swap_basis, swap_problem = _rehearse_swap(timer, store_engine, copy, scratch_dir)
+        if swap_problem:
+            return report(problems=(swap_problem,))
     restore_seconds = timer.seconds(RESTORE)
     scale = live_bytes / copy_bytes if copy_bytes else 1.0
     prediction = Prediction(
