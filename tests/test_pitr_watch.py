@@ -321,7 +321,9 @@ def test_drill_at_a_moment_restores_the_archive_there_and_is_recorded_as_a_point
     assert drawn.exit_code == 0, drawn.output
     point = json.loads(drawn.stdout)["result"]["point_in_time"]
     assert point["asked"] == "--at random"
-    assert point["window_oldest"] <= point["moment"] <= point["window_newest"]  # ISO texts in UTC: ordered as times
+    # Compared as times: as texts, "…33Z" sorts after "…33.819633Z" of the same second.
+    oldest, moment_drawn, newest = (datetime.fromisoformat(point[key]) for key in ("window_oldest", "moment", "window_newest"))
+    assert oldest <= moment_drawn <= newest
 
 
 def test_drill_at_refuses_a_backup_too_and_bad_time_text(tmp_path, sqlite_path):
