@@ -52,6 +52,9 @@ def test_config_writes_a_file_the_real_litestream_reads(pitr_env, tmp_path, sqli
     parsed = yaml.safe_load(config_path.read_text())
     assert parsed["dbs"][0]["path"] == str(sqlite_path)
     assert parsed["dbs"][0]["replica"] == {"type": "file", "path": str(tmp_path / "replica"), "sync-interval": "1s"}
+    # Level-0 files (one-second restores) kept for twice the full-audit interval (1d by default):
+    # Litestream's own 5 minutes would leave last-clean 30 s steps for anything older.
+    assert parsed["l0-retention"] == "172800s"
     # Litestream itself reads it back: the database it lists is ours.
     listed = subprocess.run([str(locate_litestream()), "databases", "-config", str(config_path), "-no-expand-env"],
                             capture_output=True, text=True, timeout=30)
@@ -176,3 +179,14 @@ def test_a_bad_pitr_value_is_exit_4_naming_the_key(pitr_env, monkeypatch, key, v
     result = invoke("pitr", "config")
     assert result.exit_code == 4
     assert f"INTEGRITY_PITR__{key}" in result.stderr and f"allowed: {allowed}" in result.stderr
+
+
+@pytest.mark.parametrize(("audit_full", "kept"), [("1d", 172_800), ("6h", 43_200), ("10m", 3_600), ("off", 86_400),
+                                                  ("0 3 * * *", 86_400)])
+def test_level_zero_files_are_kept_for_the_span_last_clean_searches(tmp_path, audit_full, kept):
+    from integrity.pitr.litestream import l0_retention_for
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ={"XDG_DATA_HOME": str(tmp_path), "INTEGRITY_SCHEDULE__AUDIT_FULL": audit_full},
+                                cwd=tmp_path)
+    assert l0_retention_for(settings) == kept

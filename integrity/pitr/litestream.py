@@ -117,6 +117,24 @@ class LtxFile:
     created: datetime  # truncated to the second by the listing
 
 
+# The level-0 files cover at least this long, whatever the audit schedule says.
+MIN_L0_RETENTION_SECONDS = 3600
+DEFAULT_L0_RETENTION_SECONDS = 86_400  # when full audits are off
+
+
+def l0_retention_for(settings) -> int:
+    """Twice the `[schedule] audit_full` interval (at least an hour; a day when full audits
+    are off): `last-clean` searches from the last clean full audit, and at one-second
+    resolution only while the level-0 files of that span are kept. The cost is one small
+    file per sync interval with writes, kept that long."""
+    from integrity.settings import schedule_seconds
+
+    interval = schedule_seconds(settings.schedule.audit_full)
+    if interval is None:
+        return DEFAULT_L0_RETENTION_SECONDS
+    return max(MIN_L0_RETENTION_SECONDS, int(2 * interval))
+
+
 @dataclass(frozen=True)
 class LitestreamEngine:
     """Litestream replicating one SQLite file into a file replica (`[pitr] repository`)."""
@@ -128,6 +146,10 @@ class LitestreamEngine:
     resolution_seconds: float
     binary: Path
     name: str = "litestream"
+    # How long Litestream keeps its level-0 files (one per sync with writes): past its
+    # default of 5 minutes a restore lands on 30 s level-1 files, and `last-clean` could no
+    # longer find a moment to the second in the span it searches.
+    l0_retention_seconds: int = DEFAULT_L0_RETENTION_SECONDS
 
     @classmethod
     def from_settings(cls, settings) -> LitestreamEngine:
@@ -140,6 +162,7 @@ class LitestreamEngine:
             repository=pitr.repository,
             config_path=settings.state.dir / "pitr" / "litestream.yml",
             sync_interval=pitr.sync_interval,
+            l0_retention_seconds=l0_retention_for(settings),
             resolution_seconds=max(pitr.resolution_seconds, 1.0),  # the listing's whole seconds
             binary=locate_litestream(pitr.litestream_bin),
         )
@@ -150,6 +173,7 @@ class LitestreamEngine:
         # JSON strings are YAML scalars: a path with ':' or '#' stays one value.
         lines = [
             "# Written by `integrity` from integrity.toml [pitr]; edit that file, not this one.",
+            f"l0-retention: {json.dumps(f'{self.l0_retention_seconds}s')}",
             "dbs:",
             f"  - path: {json.dumps(str(self.database))}",
             "    replica:",
