@@ -232,10 +232,8 @@ def drill(inv: Invocation, *, backup_id: str | None = None, at: datetime | str |
     point-in-time archive at that moment instead."""
     _at_most_one({"--backup": backup_id, "--at": at})
     if at:
-        from integrity.recovery.drill import run_point_in_time_drill
+        from integrity.recovery.drill import RANDOM_MOMENT, run_point_in_time_drill
         from integrity.timeparse import parse_moment
-
-        from integrity.recovery.drill import RANDOM_MOMENT
 
         moment = at if at == RANDOM_MOMENT or not isinstance(at, str) else parse_moment(at, option="--at")
         return run_point_in_time_drill(inv.settings, moment, asked=f"--at {at}" if isinstance(at, str) else "--at",
@@ -270,7 +268,7 @@ def restore(inv: Invocation, *, backup: str | None = None, to_time: datetime | s
     if len(chosen) != 1:
         raise InvalidInput("give exactly one of ID|latest, --to-time TIME, --before-migration REVISION or --last-clean"
                            + (f" ({' and '.join(chosen)} were given)" if chosen else ""))
-    _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)
+    _restore_options_agree(safety_backup=safety_backup, keep_newer=keep_newer)  # a usage conflict before any work
     same = {"dry_run": dry_run, "safety_backup": safety_backup, "terminate_connections": terminate_connections,
             "force_other_source": force_other_source, "keep_newer": keep_newer}
     if to_time:
