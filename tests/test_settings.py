@@ -17,7 +17,7 @@ from game_core.errors import ExitCode
 from integrity.errors import ConfigInvalid
 from integrity.settings import JOBS, SECTIONS, Settings, resolve_settings, schedule_seconds, starter_toml
 
-ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore], [pitr]"
+ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore], [pitr], [migrate]"
 CRON_OR_INTERVAL = (
     "a 5-field cron expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'"
 )
@@ -136,6 +136,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "stanza": "game",
             "litestream_bin": "",
         },
+        "migrate": {"lock_budget": 1.0},
         "config_path": None,
         "data_dir": str(data_dir),
     }
@@ -145,7 +146,7 @@ def test_every_section_has_its_documented_defaults(resolve, data_dir):
     settings = resolve()
     assert settings.describe() == expected_defaults(data_dir)
     assert settings.config_path is None and settings.config_display == "none (defaults)"
-    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore", "pitr"]
+    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore", "pitr", "migrate"]
 
 
 def test_schedule_has_one_entry_per_documented_job(resolve):
