@@ -33,7 +33,7 @@ from integrity.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-LEDGER_SCHEMA_VERSION = 5
+LEDGER_SCHEMA_VERSION = 6
 RUNNING = "running"
 KILLED = "killed"
 
@@ -201,8 +201,30 @@ def _create_v5(connection: sa.Connection) -> None:
     connection.execute(sa.text(f"CREATE INDEX IF NOT EXISTS runs_running ON runs (id) WHERE outcome = '{RUNNING}'"))
 
 
+# Layout 6: notifications (integrity.notify). One row per condition ever notified
+# ("job_failed:backup", "backup_suspect:<id>", "drill_failed", "audit_dirty"): `active` is
+# the state last notified, so a condition notifies once when it starts and once when it
+# clears, however many runs see it in between. `last_error` keeps the last delivery that
+# did not reach every target (target URLs masked), for `integrity notify status`.
+notify_conditions = sa.Table(
+    "notify_conditions",
+    _metadata,
+    sa.Column("key", sa.String(160), primary_key=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("error_at", sa.DateTime(timezone=True)),
+)
+
+
+def _create_v6(connection: sa.Connection) -> None:
+    _metadata.create_all(connection, tables=[notify_conditions])
+
+
 # Each step takes the ledger from version N-1 to N; only ever append.
-_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5}
+_UPGRADES = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5, 6: _create_v6}
 
 # The first key of the two-key advisory lock a run holds in a PostgreSQL ledger ("LEDG");
 # scratch claims use another class (integrity.db.claims.CLAIM_LOCK_CLASS).

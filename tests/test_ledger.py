@@ -146,12 +146,12 @@ def test_the_ledger_is_a_file_in_the_state_directory(ledger, state_dir):
 
 
 def test_fresh_ledger_gets_the_current_layout(ledger):
-    assert LEDGER_SCHEMA_VERSION == 5
-    assert ledger.schema_version() == 5
-    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "5")]
+    assert LEDGER_SCHEMA_VERSION == 6
+    assert ledger.schema_version() == 6
+    assert raw_rows(ledger.engine, "SELECT key, value FROM ledger_meta") == [("schema_version", "6")]
     assert set(sa.inspect(ledger.engine).get_table_names()) == {
         "ledger_meta", "runs", "audit_runs", "audit_rule_counts", "claims", "schedule_events", "heartbeats",
-        "migration_dry_runs",
+        "migration_dry_runs", "notify_conditions",
     }
 
 
