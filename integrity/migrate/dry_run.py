@@ -295,7 +295,13 @@ _ENGINE_RULES = {"batch-rebuild-cascade": "sqlite", "pg-index-not-concurrent": P
 def for_engine(findings, engine: str | None) -> list[Finding]:
     """The static findings that concern `engine` (all of them when it is unknown: a lint
     without a database warns about both engines)."""
-    return [f for f in findings if engine is None or _ENGINE_RULES.get(f.rule, engine) == engine]
+    return [f for f in findings if engine is None or _engine_of(f.rule, engine) == engine]
+
+
+def _engine_of(rule: str, default: str) -> str:
+    if rule.startswith("squawk"):  # squawk's rules (and its absence) are about PostgreSQL SQL
+        return POSTGRESQL
+    return _ENGINE_RULES.get(rule, default)
 
 
 _LOCK_RULES = {"pg-index-not-concurrent", "pg-constraint-validated", "pg-table-rewrite"}

@@ -57,6 +57,8 @@ RULES: dict[str, Rule] = {rule.id: rule for rule in (
           "expand and contract: add a new column, backfill in batches, switch over"),
     Rule("needs-data-pass", I, "static", "offline mode cannot render this revision (it reads the database or uses batch operations)",
           "run `integrity migrate dry-run`: the data pass runs it on a copy"),
+    Rule("squawk-unavailable", W, "static", "squawk (PostgreSQL rules, reported as squawk:<rule>) is not installed or could not run",
+          "install it: pip install 'typing-game-integrity[squawk]' (the squawk-cli package)"),
     # ---- data: measured on the snapshot copy
     Rule("migration-failed", E, "data", "the revision failed on the copy of real data",
           "fix the rows it names, or make the revision handle them; it would fail in production the same way"),

@@ -70,7 +70,23 @@ def lint_revisions(project: MigrationProject, revisions: list[RevisionInfo], *, 
         for revision in revisions:
             lint, schema = _lint_revision(revision, schema, log)
             lints.append(lint)
+    lints = _with_squawk(lints)
     return LintReport(tuple(lints), time.perf_counter() - started, schema_error)
+
+
+def _with_squawk(lints: list[RevisionLint]) -> list[RevisionLint]:
+    """squawk's violations on each revision's PostgreSQL SQL, folded into its findings
+    (integrity.migrate.squawk: one process for all revisions; a warning when missing)."""
+    from dataclasses import replace
+
+    from integrity.migrate.squawk import squawk_findings
+
+    run = squawk_findings(lints, our_findings=[f for lint in lints for f in lint.findings])
+    return [
+        replace(lint, findings=tuple(sorted((*lint.findings, *run.findings[lint.revision]), key=Finding.key)))
+        if lint.revision in run.findings else lint
+        for lint in lints
+    ]
 
 
 # ---------------------------------------------------------------- recording

@@ -1,0 +1,200 @@
+"""squawk (the `squawk-cli` package) on the PostgreSQL SQL the static pass renders.
+
+The static pass records each revision's upgrade through Alembic's offline mode for
+PostgreSQL (integrity.migrate.static_pass); this module writes that SQL to one file per
+revision, runs ONE squawk process over all the files (`--reporter json`), and folds its
+violations into our findings: rule id `squawk:<squawk's rule>`, the revision that
+rendered the statement, the table the statement names (so a revision's `ignore` and
+`expect`, and the dry run's empty-table and engine filters, treat them like ours).
+
+What we keep and what we take from squawk (the README says the same):
+- Our rules stay where they know more than one file of SQL can: the PostgreSQL lock
+  rules (pg-index-not-concurrent, pg-constraint-validated, pg-table-rewrite) know which
+  tables the pending revisions created (empty, so harmless), which type changes are
+  binary-coercible (no rewrite), and the dry run measures their locks on real data;
+  the loss rules (drop-table, drop-column, rename-*, not-null-no-default) are
+  engine-independent and know which columns are new. squawk's rules for the same
+  hazards are excluded (`_COVERED_BY_OURS`), so a hazard is reported once.
+- squawk's constraint rules catch what ours miss (a NOT VALID constraint validated in
+  the same transaction, which keeps the strong lock for the scan): they are kept,
+  except on a revision and table where our pg-constraint-validated already fired.
+- Everything else squawk finds (DROP INDEX without CONCURRENTLY, a UNIQUE constraint
+  built under ACCESS EXCLUSIVE, serial primary keys, ...) is a warning (an error where
+  squawk itself says error). Its type-style advice (prefer bigint, text, timestamptz,
+  identity) is excluded: it fires on every CREATE TABLE of the game's own schema, which
+  chose its types deliberately, and changes nothing a migration does to data or locks.
+- Rules that describe the offline rendering rather than the migration are excluded:
+  the game's connect hook sets lock_timeout and statement_timeout on every PostgreSQL
+  connection (squawk only sees the SQL), Alembic wraps each revision in a transaction
+  (robust statements), and autocommit_block's COMMIT/BEGIN pair is the documented way to
+  run CREATE INDEX CONCURRENTLY (transaction nesting, an uncommitted transaction).
+
+Without the binary: one warning finding saying how to install it, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from integrity.migrate.findings import Finding, Severity
+
+PREFIX = "squawk:"
+UNAVAILABLE = "squawk-unavailable"
+INSTALL_HINT = "pip install 'typing-game-integrity[squawk]' (the squawk-cli package)"
+
+# Our rule that covers the same hazard, better (see the module docstring).
+_COVERED_BY_OURS = {
+    "require-concurrent-index-creation": "pg-index-not-concurrent",
+    "changing-column-type": "pg-table-rewrite",
+    "adding-not-nullable-field": "pg-table-rewrite",
+    "adding-required-field": "not-null-no-default",
+    "ban-drop-column": "drop-column",
+    "ban-drop-table": "drop-table",
+    "renaming-column": "rename-column",
+    "renaming-table": "rename-table",
+}
+# Rules about how offline SQL looks, not about what the migration does on a server.
+_NOT_APPLICABLE = ("require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts",
+                   "transaction-nesting", "ban-uncommitted-transaction")
+# Advice about type choices: not about what a migration does to data or availability.
+_STYLE = ("prefer-bigint-over-int", "prefer-bigint-over-smallint", "prefer-identity", "prefer-text-field",
+          "prefer-timestamptz", "ban-char-field")
+EXCLUDED = tuple(sorted(set(_COVERED_BY_OURS) | set(_NOT_APPLICABLE) | set(_STYLE)))
+# Kept unless our own rule fired on the same revision and table.
+_DEDUPLICATED = {"constraint-missing-not-valid": "pg-constraint-validated",
+                 "adding-foreign-key-constraint": "pg-constraint-validated"}
+
+
+class SquawkFailed(RuntimeError):
+    """squawk ran but did not produce a report (a crash, unreadable output)."""
+
+
+def squawk_binary() -> str | None:
+    """The squawk next to this Python (the venv's bin) first, then on PATH."""
+    beside = Path(sys.executable).parent / "squawk"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("squawk")
+
+
+@dataclass(frozen=True)
+class SquawkRun:
+    findings: dict[str, tuple[Finding, ...]]  # revision id -> its squawk findings
+    seconds: float  # the one squawk process, wall clock
+    files: int
+
+
+def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) -> SquawkRun:
+    """Run squawk on each revision's PostgreSQL upgrade SQL. `revisions` are the static
+    pass's RevisionLint objects (id and `sql["postgresql"]`); `our_findings` are ours, for
+    deduplication. A revision whose PostgreSQL rendering is empty is not sent."""
+    with_sql = [lint for lint in revisions if lint.sql.get("postgresql")]
+    if not with_sql:
+        return SquawkRun({}, 0.0, 0)
+    binary = binary if binary is not None else squawk_binary()
+    first = with_sql[0].revision
+    if binary is None:
+        return _unavailable(first, f"squawk is not installed, so its PostgreSQL rules were not run; install it with {INSTALL_HINT}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="integrity-squawk-") as folder:
+        files: dict[str, tuple[str, list[tuple[int, str]]]] = {}  # file name -> (revision, [(first line, statement)])
+        for index, lint in enumerate(with_sql):
+            name = f"{index:04d}.sql"
+            files[name] = (lint.revision, _write(Path(folder) / name, lint.sql["postgresql"]))
+        try:
+            violations = _run(binary, folder, sorted(files))
+        except SquawkFailed as exc:
+            return _unavailable(first, f"{exc}; its PostgreSQL rules were not run (reinstall it with {INSTALL_HINT})")
+    seconds = time.perf_counter() - started
+    ours = {(f.revision, f.rule, f.table) for f in our_findings}
+    found: dict[str, set[Finding]] = {}
+    for violation in violations:
+        name = Path(violation.get("file", "")).name
+        if name not in files:
+            continue
+        revision, statements = files[name]
+        finding = _finding(violation, revision, statements)
+        if finding is None:
+            continue
+        covering = _DEDUPLICATED.get(violation.get("rule_name"))
+        if covering and (revision, covering, finding.table) in ours:
+            continue
+        found.setdefault(revision, set()).add(finding)
+    return SquawkRun({rev: tuple(sorted(f, key=Finding.key)) for rev, f in found.items()}, seconds, len(files))
+
+
+def _unavailable(revision: str, message: str) -> SquawkRun:
+    return SquawkRun({revision: (Finding(rule=UNAVAILABLE, severity=Severity.WARNING, revision=revision, message=message),)},
+                     0.0, 0)
+
+
+def _write(path: Path, statements) -> list[tuple[int, str]]:
+    """One statement after another, each ending with `;`; returns each statement's first
+    line (0-based, as squawk's JSON counts them)."""
+    lines: list[str] = []
+    starts = []
+    for statement in statements:
+        text = statement.rstrip().rstrip(";").rstrip() + ";"
+        starts.append((len(lines), text))
+        lines.extend(text.splitlines())
+    path.write_text("\n".join(lines) + "\n")
+    return starts
+
+
+def _run(binary: str, folder: str, names: list[str]) -> list[dict]:
+    command = [binary, "--reporter", "json", "--assume-in-transaction", *[f"--exclude={rule}" for rule in EXCLUDED], *names]
+    try:
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SquawkFailed(f"{binary} could not run: {exc}") from None
+    # squawk exits 1 when it found violations; its report is the JSON on stdout either way.
+    try:
+        report = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        tail = " ".join((done.stderr or done.stdout).split())[-200:]
+        raise SquawkFailed(f"{binary} exited {done.returncode} without a JSON report: {tail}") from None
+    if not isinstance(report, list):
+        raise SquawkFailed(f"{binary} wrote {type(report).__name__} instead of a list of violations")
+    return report
+
+
+def _finding(violation: dict, revision: str, statements: list[tuple[int, str]]) -> Finding | None:
+    rule = violation.get("rule_name") or "unknown"
+    if rule in EXCLUDED:
+        return None
+    line = int(violation.get("line") or 0)
+    statement = next((text for start, text in reversed(statements) if start <= line), statements[0][1] if statements else "")
+    table, column = _target(statement)
+    severity = Severity.ERROR if str(violation.get("level", "")).lower() == "error" else Severity.WARNING
+    message = " ".join(str(violation.get("message") or rule).split())
+    hint = violation.get("help")
+    if hint:
+        message += f" Fix: {' '.join(str(hint).split())}"
+    where = f"{table}: " if table else ""
+    return Finding(rule=PREFIX + rule, severity=severity, revision=revision,
+                   message=f"{where}{message} [{_short(statement)}]", table=table, column=column, phase="static")
+
+
+def _target(statement: str) -> tuple[str | None, str | None]:
+    """The table (and column) the statement names, read by the static pass's SQL reader."""
+    from integrity.migrate.static_pass import _parse_sql
+
+    try:
+        parsed = _parse_sql(statement, "postgresql")
+    except Exception:  # a statement the reader does not know: no table, still a finding
+        return None, None
+    first = next((s for s in parsed if s.table), None)
+    return (first.table, first.column) if first else (None, None)
+
+
+def _short(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= 100 else text[:97] + "..."
