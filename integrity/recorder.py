@@ -85,9 +85,23 @@ class Recording:
             log.warning("could not record the run in the ledger %s: %s", self.ledger.location, exc)
         try:
             self._write_metrics()
+            self._notify()
         finally:
             self.ledger.close()
             self.ledger = None
+
+    def _notify(self) -> None:
+        """[notify] targets told of the conditions this run started or cleared
+        (integrity.notify); nothing at all is imported or read when none is set."""
+        targets = getattr(getattr(self.settings, "notify", None), "targets", ())
+        if not targets:
+            return
+        try:
+            from integrity.notify import notify_after_run
+
+            notify_after_run(self.settings, self.ledger, self.command, self.run_id)
+        except Exception as exc:  # the run happened: its notifications must not change its outcome
+            log.warning("could not evaluate the notifications of this run: %s: %s", type(exc).__name__, exc)
 
     def _write_metrics(self) -> None:
         path = getattr(getattr(self.settings, "metrics", None), "path", None)
