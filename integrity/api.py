@@ -417,9 +417,16 @@ def _record_dry_run(inv: Invocation, report) -> None:
 
 
 def migrate_lint(inv: Invocation, *, to: str | None = None, start: str | None = None,
-                 alembic_config: Path | None = None, fail_on: str = "error"):
-    """The static pass alone: the revision graph and each pending revision's operations."""
+                 alembic_config: Path | None = None, fail_on: str = "error", files: list[Path] | None = None):
+    """The static pass alone: the revision graph and each pending revision's operations
+    (with `files`: the revisions among them, each against the schema before it)."""
     _one_of("--fail-on", fail_on, FAIL_ON)
+    if files:
+        if to or start:
+            raise InvalidInput("give revision files or --from/--to, not both: files lint exactly those revisions and the schema before them")
+        from integrity.migrate.changed import lint_files
+
+        return lint_files(inv.settings, files, alembic_config=alembic_config, fail_on=fail_on)
     from integrity.migrate.dry_run import lint
 
     return lint(inv.settings, alembic_config=alembic_config, to=to, start=start, fail_on=fail_on)
@@ -439,6 +446,14 @@ def migrate_apply(inv: Invocation, *, to: str | None = None, alembic_config: Pat
 
     return apply_migrations(inv.settings, inv.ledger, alembic_config=alembic_config, to=to, consent=inv.consent,
                             command=inv.command, lock_wait=inv.lock_wait)
+
+
+def migrate_check_applied(inv: Invocation, *, alembic_config: Path | None = None):
+    """The deploy gate: whether every revision live is at passed a dry run on this store
+    with these revision files (exit 3 naming the ones that did not)."""
+    from integrity.migrate.gate import check_applied
+
+    return check_applied(inv.settings, inv.ledger, alembic_config=alembic_config)
 
 
 # ---------------------------------------------------------------- the scheduler

@@ -18,6 +18,7 @@ class OutputFormat(str, Enum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    github = "github"
 
 
 class FailOn(str, Enum):
@@ -30,7 +31,7 @@ AlembicConfig = Annotated[Path | None, typer.Option(
     help="An alembic.ini, or a pyproject.toml with [tool.alembic] (default: the game's own history).",
 )]
 To = Annotated[str | None, typer.Option("--to", metavar="REV", help="The target revision (default: the single head).")]
-Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown", help="Report format; markdown suits a pull-request comment.")]
+Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown|github", help="Report format; markdown suits a pull-request comment, github prints workflow-command annotations on the revision files' lines.")]
 FailOnOption = Annotated[FailOn, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
 
 
@@ -42,6 +43,10 @@ def _emit(ctx: typer.Context, report, output_format: OutputFormat) -> None:
         from integrity.render.migrate import MarkdownReport
 
         report = MarkdownReport(report)
+    if output_format is OutputFormat.github:
+        from integrity.render.migrate import GithubAnnotations
+
+        report = GithubAnnotations(report)
     runtime.emit(report)
 
 
@@ -52,6 +57,7 @@ def dry_run(
     from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID|latest", callback=backup_reference, help="Copy this backup (latest: the newest deep-verified one; the default on PostgreSQL).")] = None,
     from_live: Annotated[bool, typer.Option("--from-live", help="Copy the live database, only read (the default on SQLite).")] = False,
     snapshot: Annotated[str | None, typer.Option("--snapshot", metavar="PATH", help="Copy a snapshot nobody uses: a SQLite file, or a PostgreSQL database name or URL.")] = None,
+    from_snapshot: Annotated[Path | None, typer.Option("--from-snapshot", metavar="PATH", help="A file written by `integrity snapshot export` (SQLite file, or pg_dump archive restored into a scratch database on the configured server).")] = None,
     alembic_config: AlembicConfig = None,
     output_format: Format = OutputFormat.text,
     fail_on: FailOnOption = FailOn.error,
@@ -73,8 +79,8 @@ def dry_run(
 
     report = api.migrate_dry_run(
         ctx.obj.invocation(lock_wait=lock_wait), to=to, from_backup=from_backup, from_live=from_live,
-        snapshot=snapshot, alembic_config=alembic_config, fail_on=fail_on.value, keep_copy=keep_copy,
-        sample_limit=limit,
+        snapshot=snapshot, from_snapshot=from_snapshot, alembic_config=alembic_config, fail_on=fail_on.value,
+        keep_copy=keep_copy, sample_limit=limit,
     )
     _emit(ctx, report, output_format)
 
@@ -87,17 +93,22 @@ def lint(
     alembic_config: AlembicConfig = None,
     output_format: Format = OutputFormat.text,
     fail_on: FailOnOption = FailOn.error,
+    files: Annotated[list[Path] | None, typer.Argument(metavar="[REVISION_FILE]...", help="Lint only these revision files (each against the schema before it), as the pre-commit hook does; other files are left out.")] = None,
 ) -> None:
     """The static pass alone, without data: the revision graph, and each pending revision's
     operations (recorded through Alembic's offline mode for SQLite and PostgreSQL) against
-    the rules of `integrity migrate rules`. Takes well under 2 seconds.
+    the rules of `integrity migrate rules`, and squawk's PostgreSQL rules on the SQL they
+    render. Takes well under 2 seconds.
 
-    Exit 0 when clean; 2 for an unknown --format or --fail-on; 3 on error findings (or
-    warnings with --fail-on warning); 4 for a config or history that does not load."""
+    Example: integrity migrate lint --alembic-config alembic.ini migrations/versions/0007_add_country.py
+
+    Exit 0 when clean; 2 for an unknown --format or --fail-on, or files with --from/--to; 3
+    on error findings (or warnings with --fail-on warning); 4 for a config or history that
+    does not load."""
     from integrity import api
 
     report = api.migrate_lint(ctx.obj.invocation(), to=to, start=start, alembic_config=alembic_config,
-                              fail_on=fail_on.value)
+                              fail_on=fail_on.value, files=files or None)
     _emit(ctx, report, output_format)
 
 
@@ -130,3 +141,17 @@ def apply(
 
     ctx.obj.emit(api.migrate_apply(ctx.obj.invocation(lock_wait=lock_wait, yes=yes), to=to,
                                    alembic_config=alembic_config))
+
+
+@migrate_app.command("check-applied")
+def check_applied(ctx: typer.Context, alembic_config: AlembicConfig = None) -> None:
+    """The deploy gate: check that every revision the live database is at passed a dry run
+    on this store with these revision files (their SHA-256, as `migrate apply` checks).
+    Call it in a deploy pipeline before traffic moves to the new code. The first revision
+    (the schema `integrity init` created) needs no dry run.
+
+    Exit 0 when they all passed; 3 naming each revision that did not; 4 when live is
+    unreachable, has no revision, or is at one this history does not know."""
+    from integrity import api
+
+    ctx.obj.emit(api.migrate_check_applied(ctx.obj.invocation(), alembic_config=alembic_config))

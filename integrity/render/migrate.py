@@ -25,6 +25,21 @@ class MarkdownReport:
         return self.report.summary()
 
 
+@dataclass(frozen=True)
+class GithubAnnotations:
+    """A lint or dry-run report as GitHub workflow commands (`::error file=...,line=...`),
+    one per counting finding, at the line of its operation in the revision file."""
+
+    report: object
+
+    @property
+    def exit_code(self):
+        return self.report.exit_code
+
+    def summary(self) -> dict:
+        return self.report.summary()
+
+
 def register(render_text) -> None:
     from integrity.migrate.dry_run import DryRunReport
     from integrity.migrate.rules import RulesListing
@@ -33,8 +48,12 @@ def register(render_text) -> None:
     render_text.register(DryRunReport, render_dry_run)
     # Never folded at the terminal's width: a folded table row is no longer Markdown.
     render_text.register(MarkdownReport, lambda wrapped, console: console.print(markdown(wrapped.report), soft_wrap=True, **_PLAIN))
+    render_text.register(GithubAnnotations, lambda wrapped, console: console.print(github(wrapped.report), soft_wrap=True, **_PLAIN))
     render_text.register(RulesListing, render_rules)
     render_text.register(ApplyReport, render_apply)
+    from integrity.migrate.gate import GateReport
+
+    render_text.register(GateReport, render_gate)
 
 
 def verdict(report) -> str:
@@ -143,6 +162,46 @@ def markdown(report) -> str:
     return "\n".join(lines)
 
 
+_GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def github(report, *, cwd=None) -> str:
+    """Workflow commands: GitHub shows each on the revision file's line in the pull
+    request; the verdict follows as a plain log line."""
+    from pathlib import Path
+
+    from integrity.migrate.locate import finding_line
+    from integrity.migrate.rules import RULES
+
+    here = Path(cwd or Path.cwd()).resolve()
+    paths = {r.id: r.path for r in report.revisions}
+    lines = []
+    for f in report.findings:
+        if not f.counts:
+            continue
+        properties = []
+        path = paths.get(f.revision)
+        if path:
+            resolved = Path(path).resolve()
+            shown = resolved.relative_to(here) if resolved.is_relative_to(here) else resolved
+            properties += [f"file={_property(str(shown))}", f"line={finding_line(resolved, f)}"]
+        properties.append(f"title={_property(f'{f.rule} ({f.revision})' if f.revision else f.rule)}")
+        rule = RULES.get(f.rule)
+        rows = f" [{f.rows:,} rows]" if f.rows is not None else ""
+        fix = f" Fix: {rule.hint}" if rule else ""
+        lines.append(f"::{_GITHUB_LEVEL[f.severity.value]} {','.join(properties)}::{_data(f.message + rows + fix)}")
+    lines.append(verdict(report))
+    return "\n".join(lines)
+
+
+def _data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _property(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def render_rules(listing, console: Console) -> None:
     table = Table(show_header=True, header_style="bold")
     for column in ("rule", "severity", "phase", "meaning", "fix"):
@@ -160,3 +219,13 @@ def render_apply(report, console: Console) -> None:
     console.print(f"pinned backup {report.backup_id} taken first; dry run {report.dry_run_at} matched the revision files", **_PLAIN)
     audit = "clean" if report.audit_ok else f"{report.audit_errors} error rules fail"
     console.print(f"audits on live after the upgrade: {audit}", **_PLAIN)
+
+
+def render_gate(report, console: Console) -> None:
+    for r in report.revisions:
+        mark = "passed" if r.passed else "NOT PASSED"
+        console.print(f"{r.id} ({r.sha256[:12]}): {mark}: {r.evidence}", **_PLAIN)
+    state = "passed" if report.passed else "FAILED"
+    missing = [r.id for r in report.revisions if not r.passed]
+    tail = f": {', '.join(missing)} never passed a dry run on this store with these files" if missing else ""
+    console.print(f"deploy gate {state}: {report.database} ({report.engine}) at {', '.join(r.id for r in report.revisions)}{tail}", **_PLAIN)
