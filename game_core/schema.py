@@ -44,7 +44,9 @@ players = sa.Table(
     "players",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("username", sa.String(32), nullable=False, unique=True),
+    # "personal": data about a person, replaced by a stable pseudonym in a sanitised
+    # snapshot (`integrity snapshot export --sanitize` reads this marking and nothing else).
+    sa.Column("username", sa.String(32), nullable=False, unique=True, info={"personal": True}),
     sa.Column("created_at", UTC_DATETIME, nullable=False),
 )
 

@@ -382,11 +382,17 @@ def repair_progress(inv: Invocation, *, dry_run: bool = False):
 
 def migrate_dry_run(inv: Invocation, *, to: str | None = None, from_backup: str | None = None,
                     from_live: bool = False, snapshot: str | None = None, alembic_config: Path | None = None,
-                    fail_on: str = "error", keep_copy: bool = False, sample_limit: int = 10):
-    """Rehearse the pending revisions on a copy (of a backup, live or a snapshot) and record
-    the verdict in `inv.ledger`, where `migrate_apply` looks for a passing dry run."""
-    _at_most_one({"--from-backup": from_backup, "--from-live": from_live, "--snapshot": snapshot})
+                    fail_on: str = "error", keep_copy: bool = False, sample_limit: int = 10,
+                    from_snapshot: Path | None = None):
+    """Rehearse the pending revisions on a copy (of a backup, live, a snapshot database or
+    a `snapshot export` file) and record the verdict in `inv.ledger`, where `migrate_apply`
+    looks for a passing dry run."""
+    _at_most_one({"--from-backup": from_backup, "--from-live": from_live, "--snapshot": snapshot,
+                  "--from-snapshot": from_snapshot})
     _one_of("--fail-on", fail_on, FAIL_ON)
+    from contextlib import nullcontext
+    from dataclasses import replace
+
     from integrity.migrate.dry_run import dry_run
     from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, SourceChoice
 
@@ -397,9 +403,21 @@ def migrate_dry_run(inv: Invocation, *, to: str | None = None, from_backup: str 
         choice = SourceChoice(LIVE)
     elif snapshot:
         choice = SourceChoice(SNAPSHOT, snapshot=snapshot)
-    report = dry_run(inv.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
-                     keep_copy=keep_copy, sample_limit=sample_limit, command=inv.command, lock_wait=inv.lock_wait,
-                     progress=inv.progress)
+    opened = nullcontext()
+    if from_snapshot:
+        from integrity.snapshots.export import opened_snapshot
+
+        # The file made ready as a `--snapshot` (a pg_dump archive restored into a scratch
+        # database, dropped afterwards).
+        opened = opened_snapshot(inv.settings, from_snapshot)
+    with opened as ready:
+        if ready is not None:
+            choice = SourceChoice(SNAPSHOT, snapshot=ready)
+        report = dry_run(inv.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
+                         keep_copy=keep_copy, sample_limit=sample_limit, command=inv.command,
+                         lock_wait=inv.lock_wait, progress=inv.progress)
+    if from_snapshot and report.source is not None:
+        report = replace(report, source=f"snapshot file {from_snapshot}")  # the file, not its scratch copy
     if report.data_pass and inv.ledger is not None:
         _record_dry_run(inv, report)
     return report
@@ -454,6 +472,25 @@ def migrate_check_applied(inv: Invocation, *, alembic_config: Path | None = None
     from integrity.migrate.gate import check_applied
 
     return check_applied(inv.settings, inv.ledger, alembic_config=alembic_config)
+
+
+# ---------------------------------------------------------------- snapshots for CI (issue 18)
+
+
+def snapshot_export(inv: Invocation, *, to: str, sanitize: bool = False, from_backup: str | None = None,
+                    key_file: Path | None = None, overwrite: bool = False):
+    """Write a consistent copy of live (or of a backup: an id, or latest for the newest
+    restorable one) to the local file `to`, with the columns the model marks personal
+    replaced by stable pseudonyms when `sanitize` (keyed by `key_file`'s bytes, else by a
+    random key used once). Live is only read."""
+    if key_file is not None and not sanitize:
+        raise InvalidInput("--key-file keys the pseudonyms of --sanitize; add --sanitize or leave --key-file out")
+    from integrity.snapshots.export import export_snapshot, read_key_file
+
+    key = read_key_file(key_file) if key_file is not None else None
+    return export_snapshot(inv.settings, to=to, sanitize=sanitize, from_backup=from_backup, key=key,
+                           key_source=f"--key-file {key_file}" if key_file is not None else None,
+                           overwrite=overwrite, command=inv.command, lock_wait=inv.lock_wait, progress=inv.progress)
 
 
 # ---------------------------------------------------------------- the scheduler

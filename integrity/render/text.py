@@ -68,8 +68,9 @@ _TOPIC_OF = {
     "integrity.migrate.apply": "migrate",
     "integrity.render.migrate": "migrate",
     "integrity.pitr.operations": "pitr",
+    "integrity.snapshots.export": "snapshots",
 }
-TOPICS = ("text", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr")
+TOPICS = ("text", "snapshots", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr")
 
 
 def _bind_renderers_of(kind: type) -> None:
