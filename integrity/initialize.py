@@ -52,7 +52,7 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
     status = _status_read_only(database)
     written = write_starter_config(config_path, database_url_given)
     settings.state.dir.mkdir(parents=True, exist_ok=True)
-    Repository(settings.backups.repository).ensure()  # the one command that creates a repository
+    Repository.of(settings).ensure()  # the one command that creates a repository (a directory, or an object store's marker)
     created = False
     identity = None
     if status.state is SchemaState.EMPTY:

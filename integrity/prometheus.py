@@ -220,7 +220,7 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
 
     repository = Repository.of(settings)
     good = deep = catalog = None
-    if repository.backups_dir.is_dir():
+    if repository.exists():
         catalog = read_catalog(repository, now).of_store(identity)
         good, deep = catalog.newest_restorable(), catalog.newest_deep_verified()
     out.add("integrity_backup_newest_good_timestamp_seconds", _ts(good.created_at if good else None))

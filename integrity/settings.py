@@ -25,6 +25,7 @@ from game_core.errors import InvalidInput
 from game_core.paths import data_dir as game_data_dir
 from game_core.paths import default_database_url
 from integrity.errors import ConfigInvalid
+from integrity.storage.location import S3Url, is_s3_url, s3_url_problem
 
 CONFIG_FILE_NAME = "integrity.toml"
 ENV_PREFIX = "INTEGRITY_"
@@ -103,15 +104,36 @@ class RetentionSettings:
     keep_monthly: int = _option(6, "keep the newest backup of each of this many months", _between(0, MAX_COUNT))
 
 
+def _object_lock_mode(value: str) -> str | None:
+    return None if value in ("", "governance", "compliance") else "governance, compliance or empty (no Object Lock)"
+
+
+_object_lock_mode.allowed = "governance, compliance or empty"
+
+
+@dataclass(frozen=True)
+class ObjectStorageSettings:
+    """How to reach a repository on S3-compatible object storage. Credentials are never
+    here: they come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    AWS_PROFILE and ~/.aws, instance roles)."""
+
+    endpoint_url: str = _option("", "the S3 endpoint (https://...); empty: AWS_ENDPOINT_URL, else AWS's own", _url_or_empty)
+    region: str = _option("", "the bucket's region; empty: AWS_REGION / the profile's, else us-east-1")
+    path_style: bool = _option(False, "address the bucket in the path (most self-hosted servers), not as a host name")
+    object_lock_mode: str = _option("", "S3 Object Lock retention put on every object of a backup: governance, compliance or empty (off)", _object_lock_mode)
+    object_lock_days: int = _option(0, "days each backup's objects stay locked (with object_lock_mode); prune keeps what is still locked", _between(0, CENTURY_DAYS))
+
+
 @dataclass(frozen=True)
 class BackupSettings:
-    repository: Path = _option(Path("backups"), "the backup repository (relative: to the data directory)")
+    repository: Path | S3Url = _option(Path("backups"), "the backup repository: a directory (relative: to the data directory) or s3://bucket/prefix")
     compression_level: int = _option(3, "zstd level of backup files", _between(1, 22))
     shrink_tolerance: float = _option(0.10, "a table shrinking by more than this share since the previous backup fails deep verification, and makes a new backup suspect", _between(0.0, 1.0))
     size_drop_tolerance: float = _option(0.50, "the data of a new backup shrinking by more than this share since the previous restorable one makes it suspect", _between(0.0, 1.0))
     signing_public_key: str = _option("", "Ed25519 public key (base64, from `integrity backup keygen`) every manifest must be signed with; empty: signing off, unsigned backups accepted")
     signing_key_file: str = _option("", "the private key that signs new backups: only on hosts that make backups, outside the repository, mode 0600 (relative: to the data directory); empty: this host does not sign")
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    s3: ObjectStorageSettings = field(default_factory=ObjectStorageSettings)
 
 
 @dataclass(frozen=True)
@@ -182,6 +204,30 @@ class MigrateSettings:
     lock_budget: float = _option(1.0, "seconds a dry run on PostgreSQL lets a write-blocking lock on a populated table be held (measured, scaled to production's rows) before its lock rule is an error", _between(0.001, 3600.0))
 
 
+NOTIFY_CONDITIONS = ("job_failed", "backup_suspect", "drill_failed", "audit_dirty")
+
+
+def _notify_targets(value: tuple[str, ...]) -> str | None:
+    return None if all("://" in url for url in value) else "Apprise URLs (scheme://...), e.g. [\"json://host/path\", \"slack://...\"]"
+
+
+_notify_targets.allowed = "Apprise URLs; secrets"
+
+
+def _notify_conditions(value: tuple[str, ...]) -> str | None:
+    return None if set(value) <= set(NOTIFY_CONDITIONS) else "a list of " + ", ".join(NOTIFY_CONDITIONS)
+
+
+_notify_conditions.allowed = ", ".join(NOTIFY_CONDITIONS)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    targets: tuple[str, ...] = _option((), "Apprise URLs notified when a condition starts and when it clears (needs the `notify` extra); secrets, never printed", _notify_targets)
+    conditions: tuple[str, ...] = _option(NOTIFY_CONDITIONS, "the conditions that notify", _notify_conditions)
+    timeout_seconds: int = _option(10, "how long one target may take to answer", _between(1, 300))
+
+
 SECTIONS = {
     "database": DatabaseSettings,
     "state": StateSettings,
@@ -193,6 +239,7 @@ SECTIONS = {
     "restore": RestoreSettings,
     "pitr": PitrSettings,
     "migrate": MigrateSettings,
+    "notify": NotifySettings,
 }
 
 
@@ -210,6 +257,7 @@ class Settings:
     restore: RestoreSettings
     pitr: PitrSettings
     migrate: MigrateSettings
+    notify: NotifySettings
     config_path: Path | None  # None: no file, defaults and environment only
     data_dir: Path
 
@@ -455,6 +503,8 @@ def _build(cls, values: Mapping[str, Any], section: str):
         problem = check(value) if check else None
         if problem:
             shown = mask_text_url(str(raw)) if "url" in name else raw
+            if name == "targets":  # Apprise URLs: their paths and hosts may be tokens
+                shown = [masked_target(url) for url in value]
             raise ConfigInvalid(f"invalid value {shown!r} for {_key_name(section, name, raw)}; allowed: {problem}")
         kwargs[name] = value
     return cls(**kwargs)
@@ -487,6 +537,13 @@ def _coerce(raw: Any, hint: Any, section: str, name: str) -> Any:
     if isinstance(raw, str) and "\x00" in raw:
         # No file name or URL holds one; the OS would refuse it deep inside a command.
         raise ConfigInvalid(f"invalid value for {key}: it contains a NUL character; allowed: text without NUL")
+    if hint == (Path | S3Url):  # a repository: a directory, or a location on object storage
+        if isinstance(raw, str) and is_s3_url(raw.strip()):
+            problem = s3_url_problem(raw.strip())
+            if problem:
+                raise ConfigInvalid(f"invalid value {raw!r} for {key}; allowed: a directory or {problem}")
+            return S3Url(raw.strip())
+        hint = Path
     if hint is Path:
         if isinstance(raw, str) and raw.strip():
             return Path(str(raw)).expanduser()
@@ -495,6 +552,13 @@ def _coerce(raw: Any, hint: Any, section: str, name: str) -> Any:
         if isinstance(raw, str):
             return str(raw)
         raise ConfigInvalid(f"invalid value {raw!r} for {key}; allowed: text")
+    if hint == tuple[str, ...]:
+        # A TOML array of strings; in the environment, items separated by spaces or commas
+        # (as Apprise's own command line takes several URLs).
+        items = re.split(r"[\s,]+", raw.strip()) if from_env else raw
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigInvalid(f"invalid value for {key}; allowed: a list of strings, e.g. [\"a\", \"b\"]")
+        return tuple(item for item in items if item)
     if hint == dict[str, str]:
         if not isinstance(raw, Mapping):
             raise ConfigInvalid(f"invalid value for {key}; allowed: a table of job = \"URL\"")
@@ -521,6 +585,27 @@ def _masked_ping(url: Any) -> Any:
     return f"{prefix}{host}{'/***' if slash else ''}"
 
 
+def masked_target(url: Any) -> str:
+    """An Apprise URL as it may be shown: its scheme, and its host only when it is a host
+    name or an address (`json://hooks.example.com/***`). Many Apprise schemes carry a token
+    where a host would be (`discord://webhook_id/token`, `tgram://bot_token/chat`), and
+    their paths, users and passwords are secrets: none of it is ever shown."""
+    if not isinstance(url, str):
+        return "***"
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "***"
+    authority = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    host, _, port = authority.partition(":")
+    named = host == "localhost" or re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", host) or (
+        "." in host and re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", host) and not host.replace(".", "").isdigit()
+    )
+    if not named or (port and not port.isdigit()):
+        return f"{scheme}://***"
+    shown = f"{host}:{port}" if port else host
+    return f"{scheme}://{shown}{'/***' if rest != authority else ''}"
+
+
 def _replace(obj, **changes):
     from dataclasses import replace
 
@@ -531,8 +616,8 @@ def _absolute_paths(sections: dict[str, Any], *, data_dir: Path) -> dict[str, An
     """Relative paths, from the file, the environment or the defaults, are relative to the
     data directory: cron and a shell in another directory must find the same files."""
 
-    def absolute(value: Path) -> Path:
-        return value if value.is_absolute() else (data_dir / value).absolute()
+    def absolute(value: Path | S3Url) -> Path | S3Url:
+        return value if isinstance(value, S3Url) or value.is_absolute() else (data_dir / value).absolute()
 
     state, backups, metrics = sections["state"], sections["backups"], sections["metrics"]
     sections["state"] = _replace(state, dir=absolute(state.dir))
@@ -547,7 +632,9 @@ def _describe(obj) -> Any:
         out = {}
         for f in fields(obj):
             value = getattr(obj, f.name)
-            if f.name == "pings":
+            if f.name == "targets":
+                value = [masked_target(url) for url in value]  # Apprise URLs carry tokens
+            elif f.name == "pings":
                 value = {job: "***" for job in value}  # heartbeat URLs carry secrets
             elif f.name.endswith("url") and isinstance(value, str):
                 value = mask_text_url(value)
@@ -555,6 +642,8 @@ def _describe(obj) -> Any:
         return out
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
     return obj
 
 
@@ -602,5 +691,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'

@@ -228,9 +228,9 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
 
     now = now or datetime.now(timezone.utc)
     repository = Repository.of(settings)
-    if not repository.backups_dir.is_dir():
+    if not repository.exists():
         return [StatusCheck("backups", CheckState.PROBLEM,
-                            f"no repository at {repository.root}: run `integrity init`, then `integrity backup create`",
+                            f"no repository at {repository.location}: run `integrity init`, then `integrity backup create`",
                             Urgency.PROTECTION)]
     catalog = read_catalog(repository, now).of_store(identity)
     checks = []
@@ -238,7 +238,7 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
     good = catalog.newest_restorable()
     if good is None:
         checks.append(StatusCheck("newest good backup", CheckState.PROBLEM,
-                                  f"none restorable in {repository.root}: run `integrity backup create`",
+                                  f"none restorable in {repository.location}: run `integrity backup create`",
                                   Urgency.PROTECTION))
     else:
         age = (now - good.created_at).total_seconds()
@@ -271,7 +271,7 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
         # (exit 4) and what status says of the backups may be missing a word.
         checks.append(StatusCheck(
             "journal", CheckState.PRECONDITION,
-            f"{len(catalog.journal_problems)} line(s) of {repository.journal_path} could not be read, the first: "
+            f"{len(catalog.journal_problems)} line(s) of {repository.journal_location} could not be read, the first: "
             f"{catalog.journal_problems[0]}; prune refuses until it is repaired, see runbooks/backup-failed.md",
             Urgency.RECORDS,
         ))

@@ -16,13 +16,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import zstandard
 
 from integrity.backups.repository import BackupCorrupt, FileEntry
 
 CHUNK = 1 << 20
+
+
+class RemoteFile(Protocol):
+    """A data file of a backup on object storage (integrity.backups.object_repository)."""
+
+    def open(self, where: str):
+        """A context manager giving (a readable stream, its size); BackupCorrupt when missing."""
 
 
 @dataclass(frozen=True)
@@ -125,20 +132,24 @@ def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads:
     return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, reader.digest.hexdigest())
 
 
-def check_archive(path: Path, entry: FileEntry, *, backup_id: str, advance: Callable[[int], object] | None = None) -> None:
+def check_archive(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str, advance: Callable[[int], object] | None = None) -> None:
     """Quick verification of one file: size, SHA-256 of its bytes, decompression to the end.
     `advance` is told each compressed byte count read (a progress bar)."""
     _stream(path, entry, backup_id=backup_id, sink=None, check_raw=False, advance=advance)
 
 
-def decompress_to(path: Path, entry: FileEntry, sink: Callable[[bytes], object], *, backup_id: str,
+def decompress_to(path: Path | RemoteFile, entry: FileEntry, sink: Callable[[bytes], object], *, backup_id: str,
                   advance: Callable[[int], object] | None = None) -> None:
     """Restore a file's raw bytes into `sink`, checking both hashes (raise BackupCorrupt)."""
     _stream(path, entry, backup_id=backup_id, sink=sink, check_raw=True, advance=advance)
 
 
-def _stream(path: Path, entry: FileEntry, *, backup_id: str, sink, check_raw: bool, advance=None) -> None:
+def _stream(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str, sink, check_raw: bool, advance=None) -> None:
     where = f"backup {backup_id}: {entry.name}"
+    if not isinstance(path, Path):  # an object of a repository on object storage
+        with path.open(where) as (handle, size):
+            _stream_handle(handle, size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+        return
     try:
         # Never through a symbolic link (a copy elsewhere is not this backup's file) and
         # never blocking on a FIFO: the descriptor's own type is checked before a read.
@@ -156,7 +167,11 @@ def _stream_open(handle: BinaryIO, entry: FileEntry, *, where: str, sink, check_
     info = os.fstat(handle.fileno())
     if not stat.S_ISREG(info.st_mode):
         raise BackupCorrupt(f"{where} is not a regular file")
-    actual_size = info.st_size
+    _stream_handle(handle, info.st_size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+
+
+def _stream_handle(handle: BinaryIO, actual_size: int, entry: FileEntry, *, where: str, sink, check_raw: bool,
+                   advance=None) -> None:
     if actual_size != entry.size:
         raise BackupCorrupt(f"{where} is {actual_size} bytes, the manifest says {entry.size} (truncated or replaced)")
     digest = hashlib.sha256()

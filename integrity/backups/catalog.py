@@ -249,7 +249,7 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
             safety=safety,
             point_in_time=point,
         ))
-    return Catalog(str(repository.root), tuple(backups), tuple(p.name for p in repository.leftovers()),
+    return Catalog(repository.location, tuple(backups), tuple(repository.leftover_names()),
                    journal_problems=journal.problems)
 
 
@@ -324,7 +324,7 @@ def show_backup(repository: Repository, backup_id: str, now: datetime | None = N
     journal = repository.read_journal()
     state = with_manifest_facts(fold_journal(journal.entries).get(backup_id, BackupState()), manifest)
     labels = state.labels(now or datetime.now(timezone.utc)) + kind_labels(manifest)
-    return BackupDetail(manifest, labels, state, str(repository.path_of(backup_id)), journal.problems)
+    return BackupDetail(manifest, labels, state, repository.where(backup_id), journal.problems)
 
 
 LATEST = "latest"
@@ -337,12 +337,12 @@ def resolve_backup(repository: Repository, requested: str | None, identity: str 
     `status` measures the RPO on (a repository may also hold another database's backups)."""
     if requested is not None and requested != LATEST:
         if not repository.has_backup(requested):  # path_of refuses what is not an id; a damaged one is found, then refused
-            raise BackupNotFound(f"no backup {requested} in {repository.root}; list them with `integrity backup list`")
+            raise BackupNotFound(f"no backup {requested} in {repository.location}; list them with `integrity backup list`")
         return requested
     catalog = read_catalog(repository, now).of_store(identity)
     if identity is None and len({b.identity for b in catalog.backups if b.restorable}) > 1:
         raise BackupNotFound(
-            f"{repository.root} holds backups of several databases and live's identity is unknown, so `latest` "
+            f"{repository.location} holds backups of several databases and live's identity is unknown, so `latest` "
             "is ambiguous; name the backup id (see `integrity backup list`)"
         )
     chosen = catalog.newest_restorable()
@@ -350,7 +350,7 @@ def resolve_backup(repository: Repository, requested: str | None, identity: str 
         skipped = [b for b in reversed(catalog.backups)][:3]
         why = "; ".join(f"{b.id}: {b.why_not_restorable}" for b in skipped)
         raise BackupNotFound(
-            f"no restorable backup of this database in {repository.root}"
+            f"no restorable backup of this database in {repository.location}"
             + (f" (newest skipped: {why})" if why else "")
             + "; take one with `integrity backup create`, or name a backup id after checking it with `integrity backup show`"
         )

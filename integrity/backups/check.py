@@ -26,6 +26,7 @@ from integrity.backups.signing import signing_finding
 from integrity.db.connect import Database, guarded_target
 from integrity.db.engines import engine_for
 from integrity.settings import Settings, schedule_seconds
+from integrity.storage.location import S3Url
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,19 @@ class BackupCheckReport:
 def check_backup_path(settings: Settings, *, command: str = "backup check") -> BackupCheckReport:
     findings: list[CheckFinding] = []
     findings += _database_rights(settings)
-    repository = Repository(settings.backups.repository)
-    findings += _repository_space(settings, repository)
+    if isinstance(settings.backups.repository, S3Url):
+        from integrity.backups.object_repository import ObjectRepository
+        from integrity.backups.remote_check import object_storage_findings
+
+        repository = ObjectRepository.of(settings)
+        findings += object_storage_findings(settings, repository)
+    else:
+        repository = Repository(settings.backups.repository)
+        findings += _repository_space(settings, repository)
     findings += _settings_sanity(settings)
     findings += [CheckFinding("signing", *signing_finding(settings))]
-    findings += _same_disk(settings, repository)
+    if not repository.remote:
+        findings += _same_disk(settings, repository)
     if not any(f.state == "fail" for f in findings):
         findings += _real_backup(settings, repository, command)
     if settings.pitr.enabled:
@@ -68,7 +77,7 @@ def _database_rights(settings: Settings) -> list[CheckFinding]:
 
 def _estimated_next_size(settings: Settings, repository: Repository) -> int | None:
     """The last backup's compressed size plus, for SQLite, the staged uncompressed copy."""
-    if repository.backups_dir.is_dir():
+    if repository.exists():
         catalog = read_catalog(repository)
         sized = [b for b in catalog.backups if b.size]
         if sized:
@@ -163,13 +172,14 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> li
     from integrity.backups.create import create_backup
     from integrity.backups.verify import quick_verify
 
-    throwaway = repository.root / f"{TEMP_PREFIX}check-{secrets.token_hex(4)}"
+    name = f"{TEMP_PREFIX}check-{secrets.token_hex(4)}"
+    throwaway = S3Url(f"{repository.location}/{name}") if repository.remote else repository.root / name
     trial = replace(settings, backups=replace(settings.backups, repository=throwaway))
     try:
-        # The trial lives inside the repository as a `.tmp-` directory: hold the writer lock
-        # so that a concurrent prune does not remove it as a leftover of a killed run.
+        # The trial lives inside the repository as a `.tmp-` directory (or key prefix): hold
+        # the writer lock so that a concurrent prune does not remove it as a leftover.
         with repository.writer_lock(command=command, wait_seconds=0):
-            throwaway.mkdir()
+            Repository.of(trial).ensure()
             created = create_backup(trial, label="backup check", command=command, purpose="check")
             manifest = quick_verify(Repository.of(trial), created.manifest.id)  # its signature too
             # The same plausibility a real backup gets, against the real repository's history.
@@ -193,7 +203,12 @@ def _real_backup(settings: Settings, repository: Repository, command: str) -> li
     except Failure as exc:
         return [CheckFinding("trial backup", "fail", str(exc))]
     finally:
-        shutil.rmtree(throwaway, ignore_errors=True)
+        if repository.remote:
+            from integrity.backups.remote_check import remove_prefix
+
+            remove_prefix(Repository.of(trial))
+        else:
+            shutil.rmtree(throwaway, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the point-in-time path (issue 16)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -119,8 +118,7 @@ def create_backup(
         if purpose != "safety":
             _require_game_database(copied, target)
         backup_id = _next_backup_id(repository)
-        temp = repository.temp_path(backup_id)
-        temp.mkdir()
+        temp = repository.staging(backup_id)
         crash_point("create:started")
         try:
             pause_point("create:started")
@@ -159,25 +157,24 @@ def create_backup(
                 for entry in manifest.files:
                     check_archive(temp / entry.name, entry, backup_id=backup_id, advance=task.advance)
             crash_point("create:verified")
-            os.rename(temp, repository.path_of(backup_id))
-            fsync_directory(repository.backups_dir)
+            repository.publish(backup_id, temp, manifest)
             crash_point("create:renamed")
         except OSError as exc:
-            shutil.rmtree(temp, ignore_errors=True)
+            repository.discard(temp)
             if exc.errno == errno.ENOSPC:
                 raise _repository_full(settings, repository) from None
             raise
         except sqlite3.OperationalError as exc:
             # The SQLite copy into the repository reports a full disk as SQLITE_FULL, not ENOSPC.
-            shutil.rmtree(temp, ignore_errors=True)
+            repository.discard(temp)
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
                 raise _repository_full(settings, repository) from None
             raise
         except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
+            repository.discard(temp)
             raise
         repository.record_quick_check(backup_id, problem=None, by=command)
-    return CreatedBackup(manifest=manifest, path=str(repository.path_of(backup_id)), seconds=time.perf_counter() - started)
+    return CreatedBackup(manifest=manifest, path=repository.where(backup_id), seconds=time.perf_counter() - started)
 
 
 @contextmanager
@@ -252,11 +249,11 @@ def _capture(settings: Settings, copied: Database, temp, progress: Reporter = NO
 
 
 def _repository_full(settings: Settings, repository: Repository) -> RepositoryUnusable:
-    free = shutil.disk_usage(repository.root).free
+    free = repository.free_bytes()
     target = guarded_target(settings)
     needed = target.sqlite_path.stat().st_size * 2 if target.sqlite_path and target.sqlite_path.exists() else None
     need_text = f"about {needed / 1e6:.0f} MB (a copy plus its compressed form)" if needed else "more room"
     return RepositoryUnusable(
-        f"the backup repository {repository.root} ran out of space ({free / 1e6:.0f} MB free, needs {need_text}); "
+        f"the backup repository {repository.location} ran out of space ({free / 1e6:.0f} MB free, needs {need_text}); "
         "the partial backup was removed; free space or set [backups] repository to a larger disk"
     )

@@ -20,14 +20,11 @@ expires is removed as what it is: a symbolic link is unlinked, never followed.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from integrity.backups.catalog import Catalog, read_catalog
-from integrity.backups.durable import fsync_directory
-from integrity.backups.repository import TEMP_PREFIX, JournalIncomplete, Repository
+from integrity.backups.repository import JournalIncomplete, Repository
 from integrity.locks import LockHeld
 from integrity.settings import RetentionSettings, Settings
 
@@ -130,21 +127,20 @@ def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: s
             return PruneResult(plan, dry_run=True)
         deleted, skipped = [], []
         for decision in plan.expiring:
+            locked = repository.locked_until(decision.backup_id)
+            if locked is not None:  # S3 Object Lock: the server would refuse; keep it until then
+                skipped.append({"backup_id": decision.backup_id,
+                                "reason": f"under Object Lock retention until {locked.isoformat(timespec='seconds')}"})
+                continue
             try:
                 with repository.deleting(decision.backup_id, command=command):
-                    _delete(repository, decision.backup_id)
+                    repository.remove_backup(decision.backup_id)
             except LockHeld as exc:
                 skipped.append({"backup_id": decision.backup_id, "reason": str(exc)})
                 continue
             repository.record_pruned(decision.backup_id, list(decision.reasons), by=command)
             deleted.append(decision.backup_id)
-        removed = []
-        for leftover in repository.leftovers():
-            _remove(leftover)
-            if not os.path.lexists(leftover):
-                removed.append(leftover.name)
-        if deleted or removed:
-            fsync_directory(repository.backups_dir)
+        removed = repository.remove_leftovers()
     return PruneResult(plan, dry_run=False, deleted=tuple(deleted), skipped=tuple(skipped), removed_leftovers=tuple(removed))
 
 
@@ -154,22 +150,3 @@ def _refusal(problems: tuple[str, ...]) -> str:
             "may be a pin, so nothing was deleted. Keep a copy of the journal, remove or repair the damaged line(s), "
             "re-pin what must be kept, then run again")
 
-
-def _delete(repository: Repository, backup_id: str) -> None:
-    """Rename out of sight first: a crash mid-delete leaves a leftover, never half a backup."""
-    doomed = repository.backups_dir / f"{TEMP_PREFIX}pruned-{backup_id}"
-    os.rename(repository.path_of(backup_id), doomed)
-    fsync_directory(repository.backups_dir)
-    _remove(doomed, strict=True)
-
-
-def _remove(path, *, strict: bool = False) -> None:
-    """A directory tree, or a symbolic link or file as itself: a damaged backup replaced by
-    a link to a copy elsewhere loses the link, never what it points at."""
-    if os.path.islink(path) or not os.path.isdir(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    shutil.rmtree(path, ignore_errors=not strict)

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,8 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from game_core.errors import PreconditionFailed
+from integrity.backups.durable import fsync_directory
 from integrity.errors import VerificationFailed
 from integrity.locks import file_lock
+from integrity.storage.location import S3Url
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
@@ -439,7 +442,103 @@ class JournalContents:
         return not self.problems
 
 
-class Repository:
+def validated_manifest(backup_id: str, data: bytes, recorded: bytes, *, verifier, signature: bytes | None) -> Manifest:
+    """A backup's manifest after the checks every repository makes, wherever its bytes
+    came from: its hash file matches (invariant 4), its signature when signing is on,
+    every value in it, and that it is this backup's own."""
+    where = f"backup {backup_id}"
+    try:
+        recorded_hash = recorded.decode("utf-8").split()[0]
+    except (IndexError, UnicodeDecodeError):
+        raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
+    if sha256_bytes(data) != recorded_hash:
+        raise BackupCorrupt(f"{where}: manifest.json does not match manifest.sha256; it was edited or damaged")
+    if verifier is not None:  # hashes prove intact, only the signature proves who made it
+        problem = verifier.problem(backup_id, data, signature)
+        if problem:
+            raise BackupCorrupt(problem)
+    try:
+        manifest = Manifest.from_json(data)
+    except ManifestInvalid as exc:
+        raise BackupCorrupt(f"{where}: manifest.json {exc}; it cannot be trusted or restored") from None
+    if manifest.id != backup_id:
+        # A manifest moved, copied or edited into another backup's directory (two
+        # directories swapped): what it describes is not what this directory is.
+        raise BackupCorrupt(f"{where}: its manifest is that of backup {manifest.id} (directories swapped or copied); "
+                            "it cannot be trusted or restored")
+    return manifest
+
+
+def unlisted_names(manifest: Manifest, present: set[str]) -> list[str]:
+    """What a backup holds beyond its manifest, hash, optional signature and listed files."""
+    expected = {MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE} | {entry.name for entry in manifest.files}
+    return sorted(present - expected)
+
+
+def stray_text(where: str, stray: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+    return (f"{where} holds {shown}, which its manifest does not list (a backup is exactly its listed files); "
+            "it cannot be trusted or restored")
+
+
+def new_journal_entry(backup_id: str, event: Event | str, detail: dict[str, Any] | None) -> JournalEntry:
+    """An event stamped now, checked to read back as written (a bad detail is a bug here,
+    not damage found later)."""
+    entry = JournalEntry(
+        at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        backup_id=backup_id,
+        event=Event(event),  # ValueError on a misspelt event: a bug, caught by the tests
+        detail=detail or {},
+    )
+    parse_journal_line(entry.to_line())
+    return entry
+
+
+class JournalRecords:
+    """What both kinds of repository record and read the same way, over their own
+    `append` and `read_journal` (a file appended under flock; immutable event objects)."""
+
+    # Typed writers: each kind of event is written in one place, with the detail its
+    # readers (the catalog's fold, `backup show`) expect. `by` is the command that found it.
+
+    def record_quick_check(self, backup_id: str, *, problem: str | None, by: str) -> JournalEntry:
+        """The hashes and decompression passed (intact) or not (corrupt, with why)."""
+        if problem is None:
+            return self.append(backup_id, Event.INTACT, {"by": by})
+        return self.append(backup_id, Event.CORRUPT, {"problem": problem, "by": by})
+
+    def record_deep_check(self, backup_id: str, *, problems: list[str], fingerprints: dict, by: str) -> JournalEntry:
+        """A restore into scratch with its engine check, counts and drift: deep-verified
+        when nothing was found, deep-failed with the problems otherwise."""
+        event = Event.DEEP_FAILED if problems else Event.DEEP_VERIFIED
+        return self.append(backup_id, event, {"by": by, "problems": list(problems), "fingerprints": fingerprints})
+
+    def record_audit(self, backup_id: str, verdict: AuditVerdict, violations: list[dict], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event(verdict.value), {"by": by, "violations": list(violations)})
+
+    def record_failure(self, backup_id: str, problem: str, *, by: str) -> JournalEntry:
+        """A restore or drill of this backup failed verification: never restorable again."""
+        return self.append(backup_id, Event.FAILED, {"problem": problem, "by": by})
+
+    def record_drill(self, backup_id: str, summary: dict[str, Any], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event.DRILLED, {"by": by, **summary})
+
+    def record_pruned(self, backup_id: str, reasons: list[str], *, by: str) -> JournalEntry:
+        return self.append(backup_id, Event.PRUNED, {"reasons": list(reasons), "by": by})
+
+    def record_pin(self, backup_id: str, until: str | None) -> JournalEntry:
+        """Kept out of retention until `until` (ISO time), or for ever with None."""
+        return self.append(backup_id, Event.PINNED, {"until": until})
+
+    def record_unpin(self, backup_id: str) -> JournalEntry:
+        return self.append(backup_id, Event.UNPINNED)
+
+    def journal(self) -> list[JournalEntry]:
+        """The readable events (see `read_journal` for what could not be read)."""
+        return list(self.read_journal().entries)
+
+
+class Repository(JournalRecords):
     """One backup repository directory."""
 
     def __init__(self, root: Path, *, verifier=None):
@@ -453,10 +552,17 @@ class Repository:
 
     @classmethod
     def of(cls, settings) -> "Repository":
-        """The configured repository, checking manifest signatures when signing is configured."""
+        """The configured repository, checking manifest signatures when signing is
+        configured: this class for a directory, an ObjectRepository (the same interface)
+        for `s3://` (integrity.backups.object_repository, which imports boto3 when used)."""
         from integrity.backups.signing import verifier_of
 
-        return cls(settings.backups.repository, verifier=verifier_of(settings.backups))
+        verifier = verifier_of(settings.backups)
+        if isinstance(settings.backups.repository, S3Url):
+            from integrity.backups.object_repository import ObjectRepository
+
+            return ObjectRepository.of(settings, verifier=verifier)
+        return cls(settings.backups.repository, verifier=verifier)
 
     # ------------------------------------------------------------- layout
 
@@ -508,6 +614,76 @@ class Repository:
             return []
         return sorted(p for p in self.backups_dir.iterdir() if p.name.startswith(TEMP_PREFIX))
 
+    # ------------------------------------------------------------- the storage interface
+    # What the rest of the tool uses, the same on a directory and on object storage
+    # (integrity.backups.object_repository): a location to show, files to read, a staging
+    # place, publishing and removal. Paths never leave this class's kind.
+
+    remote = False
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    @property
+    def journal_location(self) -> str:
+        return str(self.journal_path)
+
+    def exists(self) -> bool:
+        return self.backups_dir.is_dir()
+
+    def where(self, backup_id: str) -> str:
+        return str(self.path_of(backup_id))
+
+    def file_of(self, backup_id: str, name: str) -> Path:
+        """A data file of a backup, for integrity.backups.archive to read and check."""
+        return self.path_of(backup_id) / name
+
+    def leftover_names(self) -> list[str]:
+        return [path.name for path in self.leftovers()]
+
+    def staging(self, backup_id: str) -> Path:
+        """Where a new backup is written: `.tmp-<id>` inside the repository, so that
+        publishing it is one rename on the same file system."""
+        temp = self.temp_path(backup_id)
+        temp.mkdir()
+        return temp
+
+    def publish(self, backup_id: str, staging: Path, manifest: Manifest) -> None:
+        """Make a complete, fsynced and checked backup visible: one rename, then the
+        directory fsynced so the rename survives a power cut."""
+        os.rename(staging, self.path_of(backup_id))
+        fsync_directory(self.backups_dir)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        """Free space where new backups are written (for a full disk's message)."""
+        return shutil.disk_usage(self.root).free
+
+    def locked_until(self, backup_id: str) -> None:
+        """A directory has no Object Lock (see ObjectRepository.locked_until)."""
+        return None
+
+    def remove_backup(self, backup_id: str) -> None:
+        """Rename out of sight first: a crash mid-delete leaves a leftover, never half a backup."""
+        doomed = self.backups_dir / f"{TEMP_PREFIX}pruned-{backup_id}"
+        os.rename(self.path_of(backup_id), doomed)
+        fsync_directory(self.backups_dir)
+        _remove_entry(doomed, strict=True)
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what killed or failed runs left (under the writer lock); the names removed."""
+        removed = []
+        for leftover in self.leftovers():
+            _remove_entry(leftover)
+            if not os.path.lexists(leftover):
+                removed.append(leftover.name)
+        if removed:
+            fsync_directory(self.backups_dir)
+        return removed
+
     # ------------------------------------------------------------- manifests
 
     def read_manifest(self, backup_id: str) -> Manifest:
@@ -530,24 +706,19 @@ class Repository:
                 raise BackupCorrupt(f"{where}: {name} {problem}; it cannot be trusted or restored")
         try:
             data = read_regular_file(directory / MANIFEST)
-            recorded = read_regular_file(directory / MANIFEST_HASH).decode("utf-8").split()[0]
-        except (OSError, IndexError, UnicodeDecodeError):
+            recorded = read_regular_file(directory / MANIFEST_HASH)
+        except OSError:
             raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
-        if sha256_bytes(data) != recorded:
-            raise BackupCorrupt(f"{where}: manifest.json does not match manifest.sha256; it was edited or damaged")
-        if self.verifier is not None:  # hashes prove intact, only the signature proves who made it
-            problem = self.verifier.problem(backup_id, data, directory / MANIFEST_SIGNATURE)
-            if problem:
-                raise BackupCorrupt(problem)
-        try:
-            manifest = Manifest.from_json(data)
-        except ManifestInvalid as exc:
-            raise BackupCorrupt(f"{where}: manifest.json {exc}; it cannot be trusted or restored") from None
-        if manifest.id != backup_id:
-            # A manifest moved, copied or edited into another backup's directory (two
-            # directories swapped): what it describes is not what this directory is.
-            raise BackupCorrupt(f"{where}: its manifest is that of backup {manifest.id} (directories swapped or copied); "
-                                "it cannot be trusted or restored")
+        signature = None
+        if self.verifier is not None:
+            try:
+                signature = (directory / MANIFEST_SIGNATURE).read_bytes()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                raise BackupCorrupt(f"backup {backup_id}: {MANIFEST_SIGNATURE} cannot be read; it cannot be trusted "
+                                    "or restored") from None
+        manifest = validated_manifest(backup_id, data, recorded, verifier=self.verifier, signature=signature)
         self._check_contents(directory, manifest, where)
         return manifest
 
@@ -556,16 +727,13 @@ class Repository:
         regular file: anything else (a stray file, a second data file, a directory, a
         symbolic link to a copy elsewhere) means someone changed a backup that never changes."""
         listed = {entry.name for entry in manifest.files}
-        expected = {MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE} | listed
         try:
             present = set(os.listdir(directory))
         except OSError as exc:
             raise BackupCorrupt(f"{where} cannot be read ({exc.strerror})") from None
-        stray = sorted(present - expected)
+        stray = unlisted_names(manifest, present)
         if stray:
-            shown = ", ".join(repr(name) for name in stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
-            raise BackupCorrupt(f"{where} holds {shown}, which its manifest does not list (a backup is exactly its "
-                                "listed files); it cannot be trusted or restored")
+            raise BackupCorrupt(stray_text(where, stray))
         for name in sorted(listed | ({MANIFEST_SIGNATURE} & present)):
             problem = describe_entry(directory / name)
             if problem:
@@ -577,14 +745,8 @@ class Repository:
         """Record one event: under an flock on the journal, on a fresh line (a line torn by
         a crash is closed first, so it never swallows this one), every byte written
         (a short write is continued, a failed one raised), then fsynced."""
-        entry = JournalEntry(
-            at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            backup_id=backup_id,
-            event=Event(event),  # ValueError on a misspelt event: a bug, caught by the tests
-            detail=detail or {},
-        )
+        entry = new_journal_entry(backup_id, event, detail)
         line = entry.to_line()
-        parse_journal_line(line)  # what is written must read back: a bad detail is a bug here, not damage later
         if entry.event not in (Event.PINNED, Event.UNPINNED):  # a person re-pinning starts a lost journal again
             self._refuse_lost_journal(besides=backup_id)
         try:
@@ -605,41 +767,6 @@ class Repository:
         finally:
             os.close(descriptor)
         return entry
-
-    # Typed writers: each kind of event is written in one place, with the detail its
-    # readers (the catalog's fold, `backup show`) expect. `by` is the command that found it.
-
-    def record_quick_check(self, backup_id: str, *, problem: str | None, by: str) -> JournalEntry:
-        """The hashes and decompression passed (intact) or not (corrupt, with why)."""
-        if problem is None:
-            return self.append(backup_id, Event.INTACT, {"by": by})
-        return self.append(backup_id, Event.CORRUPT, {"problem": problem, "by": by})
-
-    def record_deep_check(self, backup_id: str, *, problems: list[str], fingerprints: dict, by: str) -> JournalEntry:
-        """A restore into scratch with its engine check, counts and drift: deep-verified
-        when nothing was found, deep-failed with the problems otherwise."""
-        event = Event.DEEP_FAILED if problems else Event.DEEP_VERIFIED
-        return self.append(backup_id, event, {"by": by, "problems": list(problems), "fingerprints": fingerprints})
-
-    def record_audit(self, backup_id: str, verdict: AuditVerdict, violations: list[dict], *, by: str) -> JournalEntry:
-        return self.append(backup_id, Event(verdict.value), {"by": by, "violations": list(violations)})
-
-    def record_failure(self, backup_id: str, problem: str, *, by: str) -> JournalEntry:
-        """A restore or drill of this backup failed verification: never restorable again."""
-        return self.append(backup_id, Event.FAILED, {"problem": problem, "by": by})
-
-    def record_drill(self, backup_id: str, summary: dict[str, Any], *, by: str) -> JournalEntry:
-        return self.append(backup_id, Event.DRILLED, {"by": by, **summary})
-
-    def record_pruned(self, backup_id: str, reasons: list[str], *, by: str) -> JournalEntry:
-        return self.append(backup_id, Event.PRUNED, {"reasons": list(reasons), "by": by})
-
-    def record_pin(self, backup_id: str, until: str | None) -> JournalEntry:
-        """Kept out of retention until `until` (ISO time), or for ever with None."""
-        return self.append(backup_id, Event.PINNED, {"until": until})
-
-    def record_unpin(self, backup_id: str) -> JournalEntry:
-        return self.append(backup_id, Event.UNPINNED)
 
     def _journal_unwritable(self, exc: OSError) -> RepositoryUnusable:
         problem = describe_entry(self.journal_path)
@@ -716,10 +843,6 @@ class Repository:
                             "`integrity backup pin` (which starts a new journal)")
         return JournalContents(tuple(entries), tuple(problems))
 
-    def journal(self) -> list[JournalEntry]:
-        """The readable events (see `read_journal` for what could not be read)."""
-        return list(self.read_journal().entries)
-
     # ------------------------------------------------------------- locks
 
     @contextmanager
@@ -755,6 +878,18 @@ class Repository:
         with file_lock(self.locks_dir / f"backup-{backup_id}.lock", exclusive=True,
                        wait_seconds=0, command=command, what=f"backup {backup_id}"):
             yield
+
+
+def _remove_entry(path: Path, *, strict: bool = False) -> None:
+    """A directory tree, or a symbolic link or file as itself: a damaged backup replaced by
+    a link to a copy elsewhere loses the link, never what it points at."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(path, ignore_errors=not strict)
 
 
 def _write_all(descriptor: int, data: bytes) -> None:

@@ -86,24 +86,24 @@ class ManifestVerifier:
     def key_id(self) -> str:
         return key_id(self.public_key)
 
-    def problem(self, backup_id: str, manifest: bytes, signature_path: Path) -> str | None:
-        """Why the backup cannot be trusted: None when `signature_path` holds this key's
-        signature of `manifest`. The repository reads the manifest and calls it corrupt;
-        this class knows only keys and signatures (and imports nothing of the repository)."""
-        name = signature_path.name
-        try:
-            line = signature_path.read_text(encoding="ascii")
-        except FileNotFoundError:
+    def problem(self, backup_id: str, manifest: bytes, signature: bytes | None, *, name: str = "manifest.sig") -> str | None:
+        """Why the backup cannot be trusted: None when `signature` (the bytes of its
+        `name` file or object; None when there is none) is this key's signature of
+        `manifest`. The repository reads both (from a directory or a bucket) and calls the
+        backup corrupt; this class knows only keys and signatures."""
+        if signature is None:
             return (
                 f"backup {backup_id} is not signed (no {name}) but signing is configured "
                 f"([backups] signing_public_key, key {self.key_id}): it was not made by a holder of the signing key, "
                 "or it predates signing; it is never verified or restored while signing is on"
             )
-        except (OSError, UnicodeDecodeError):
+        try:
+            line = signature.decode("ascii")
+        except UnicodeDecodeError:
             return f"backup {backup_id}: {name} cannot be read; it cannot be trusted or restored"
         fields = line.split()
-        signature = _decode_signature(fields)
-        if signature is None:
+        decoded = _decode_signature(fields)
+        if decoded is None:
             return f"backup {backup_id}: {name} is not a signature this tool wrote; it cannot be trusted or restored"
         if fields[1] != self.key_id:
             return (
@@ -114,7 +114,7 @@ class ManifestVerifier:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, manifest)
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(decoded, manifest)
         except InvalidSignature:
             return (
                 f"backup {backup_id}: {name} does not match manifest.json under the configured key {self.key_id}: "

@@ -81,10 +81,10 @@ def select_backups(repository: Repository, *, backup_id: str | None, latest: boo
     ids = repository.backup_ids()
     if backup_id:
         if not repository.has_backup(backup_id):
-            raise BackupNotFound(f"no backup {backup_id} in {repository.root}; list them with `integrity backup list`")
+            raise BackupNotFound(f"no backup {backup_id} in {repository.location}; list them with `integrity backup list`")
         return [backup_id]
     if not ids:
-        raise BackupNotFound(f"the repository {repository.root} holds no backups; take one with `integrity backup create`")
+        raise BackupNotFound(f"the repository {repository.location} holds no backups; take one with `integrity backup create`")
     return ids if all_ else ids[-1:]
 
 
@@ -112,7 +112,7 @@ def verify_backups(
         problem for problem in known.get(result.backup_id, ())
         if result.deep is None or not problem.startswith(("DEEP-FAILED", "dirty"))  # this run's own verdict says it
     )) for result in results]
-    return VerifyReport(repository=str(repository.root), deep=deep, results=tuple(results),
+    return VerifyReport(repository=repository.location, deep=deep, results=tuple(results),
                         journal_problems=catalog.journal_problems)
 
 
@@ -146,7 +146,7 @@ def quick_verify(repository: Repository, backup_id: str, progress: Reporter = NO
     manifest = repository.read_manifest(backup_id)
     with progress.task(f"hashing {backup_id}", total=sum(e.size for e in manifest.files), unit="bytes") as task:
         for entry in manifest.files:
-            check_archive(repository.path_of(backup_id) / entry.name, entry, backup_id=backup_id, advance=task.advance)
+            check_archive(repository.file_of(backup_id, entry.name), entry, backup_id=backup_id, advance=task.advance)
     return manifest
 
 

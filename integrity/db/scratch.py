@@ -44,7 +44,7 @@ def sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path
     entry = manifest.files[0]
     with claimed_path(scratch_dir, f"{manifest.id}-{secrets.token_hex(4)}.db") as path:
         with path.open("xb") as handle, progress.task(f"restoring {manifest.id}", total=entry.size, unit="bytes") as task:
-            decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id,
+            decompress_to(repository.file_of(manifest.id, entry.name), entry, handle.write, backup_id=manifest.id,
                           advance=task.advance)
         yield ScratchCopy(parse_database_url(str(path)), f"scratch file {path.name}")
 
@@ -81,7 +81,7 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
         )
         try:
             with progress.task(f"restoring {manifest.id} (pg_restore)", total=entry.size, unit="bytes") as task:
-                decompress_to(repository.path_of(manifest.id) / entry.name, entry, process.stdin.write,
+                decompress_to(repository.file_of(manifest.id, entry.name), entry, process.stdin.write,
                               backup_id=manifest.id, advance=task.advance)
         except BrokenPipeError:
             pass  # pg_restore stopped reading: its exit status below says why

@@ -127,7 +127,7 @@ def stage(repository: Repository, manifest: Manifest, *, state_dir: Path, live_p
     entry = manifest.files[0]
     try:
         with path.open("xb") as handle:
-            decompress_to(repository.path_of(manifest.id) / entry.name, entry, handle.write, backup_id=manifest.id)
+            decompress_to(repository.file_of(manifest.id, entry.name), entry, handle.write, backup_id=manifest.id)
     except OSError as exc:
         remove(path)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -117,6 +117,8 @@ class DataPass:
     tables: tuple[TableContent, ...] = ()
     audits: AuditFailures = AuditFailures()
     round_trip: RoundTrip = RoundTrip()
+    # revision -> the locks its downgrade held in the round trip (PostgreSQL), as locks_held
+    downgrade_locks: dict[str, tuple[dict, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,15 @@ def dry_run(
         for phase in copies.phases:
             timer.add(phase)
         rehearsal = _Rehearsal(project=project, copies=copies, pending=tuple(pending), lint=lint, target=target,
-                               conn_settings=conn_settings, sample_limit=sample_limit, progress=progress)
+                               conn_settings=conn_settings, sample_limit=sample_limit, progress=progress,
+                               lock_budget=settings.migrate.lock_budget)
         data = _data_pass(rehearsal, timer)
         _check_source_unmoved(copies, start, conn_settings)
 
     from integrity.migrate.intent import apply_intent
 
-    static = _lock_rules_on_empty_tables(for_engine(lint.findings, live.kind), copies.fingerprints)
+    static = _lock_severity(for_engine(lint.findings, live.kind), data, copies.fingerprints, database,
+                            settings.migrate.lock_budget)
     findings = apply_intent([*static, *data.findings], pending, data_pass=True)
     return DryRunReport(
         report_version=REPORT_VERSION,
@@ -281,7 +285,9 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     timer = PhaseTimer()
     with timer.phase("static pass"):
         result = lint_revisions(project, pending, start_revision=start)
-    findings = apply_intent(for_engine(result.findings, engine_kind), pending, data_pass=False)
+    from integrity.migrate.locks import unmeasured
+
+    findings = apply_intent(unmeasured(for_engine(result.findings, engine_kind)), pending, data_pass=False)
     runs = [_revision_run(r, lint_for=result) for r in pending]
     return _report(project, engine_kind, None, None, start, target, runs, findings, fail_on, started,
                    data_pass=False, phases=_published(timer))
@@ -295,7 +301,7 @@ _ENGINE_RULES = {"batch-rebuild-cascade": "sqlite", "pg-index-not-concurrent": P
 def for_engine(findings, engine: str | None) -> list[Finding]:
     """The static findings that concern `engine` (all of them when it is unknown: a lint
     without a database warns about both engines)."""
-    return [f for f in findings if engine is None or _engine_of(f.rule, engine) == engine]
+    return [f for f in findings if engine is None or (f.engine or _engine_of(f.rule, engine)) == engine]
 
 
 def _engine_of(rule: str, default: str) -> str:
@@ -304,19 +310,21 @@ def _engine_of(rule: str, default: str) -> str:
     return _ENGINE_RULES.get(rule, default)
 
 
-_LOCK_RULES = {"pg-index-not-concurrent", "pg-constraint-validated", "pg-table-rewrite"}
+def _lock_severity(findings, data: DataPass, prints: dict[str, TableFingerprint], database: Database,
+                   budget: float) -> list[Finding]:
+    """The PostgreSQL lock rules' severity from the holds the data pass measured, scaled to
+    production's rows (integrity.migrate.locks)."""
+    from integrity.migrate import locks
 
-
-def _lock_rules_on_empty_tables(findings, prints: dict[str, TableFingerprint]) -> list[Finding]:
-    """A strong lock on a table that holds no rows blocks nobody for long: the data pass
-    knows the row counts, so there the lock rules are warnings, not errors."""
-    from dataclasses import replace
-
-    return [
-        replace(f, severity=Severity.WARNING, message=f"{f.message} (the table is empty on this copy)")
-        if f.rule in _LOCK_RULES and f.table in prints and prints[f.table].rows == 0 else f
-        for f in findings
-    ]
+    tables = {f.table for f in findings if f.rule in locks.LOCK_RULES and f.table}
+    return locks.measured(
+        findings,
+        upgrade_locks={run.id: run.locks_held for run in data.revisions},
+        downgrade_locks=data.downgrade_locks,
+        copy_rows={name: fp.rows for name, fp in prints.items()},
+        production_rows=locks.production_rows(database, tables) if tables else {},
+        budget=budget,
+    )
 
 
 def _report(project, engine, source, identity, start, target, runs, findings, fail_on, started, *, data_pass, note=None, phases=()):
@@ -416,7 +424,7 @@ def _chosen_backup(settings, repository, requested: str | None, live: DatabaseTa
     newest = read_catalog(repository).of_store(identity).newest_deep_verified()
     if newest is None:
         raise BackupNotFound(
-            f"no deep-verified backup of this database in {repository.root}; run `integrity backup verify --deep`, "
+            f"no deep-verified backup of this database in {repository.location}; run `integrity backup verify --deep`, "
             "or dry-run another source (--from-live, --snapshot)"
         )
     return newest.id
@@ -462,6 +470,7 @@ class _Rehearsal:
     conn_settings: ConnectionSettings
     sample_limit: int
     progress: Reporter = NO_PROGRESS
+    lock_budget: float = 1.0  # [migrate] lock_budget
 
 
 @dataclass(frozen=True)
@@ -491,15 +500,16 @@ def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
         changes = schema_changes(before.schema, after.schema)
         tables, content_findings = _content(job, before_engine, work_engine, before, after, changes, timer)
         with timer.phase("round trip"), job.progress.task("round trip (downgrade, upgrade again)", unit="revisions"):
-            round_trip, trip_findings = _round_trip(job, before_engine, work_engine, before, after)
+            round_trip, trip_findings, downgrade_locks = _round_trip(job, before_engine, work_engine, before, after)
     return DataPass(
         revisions=revisions,
         findings=(*_audit_findings(before.audits, after.audits, job.pending), *content_findings, *trip_findings,
-                  *_lock_findings(runs, job.pending, after.prints)),
+                  *_lock_findings(runs, job.pending, after.prints, job.lock_budget)),
         schema_changes=tuple(changes),
         tables=tables,
         audits=AuditFailures(before=before.audits, after=after.audits),
         round_trip=round_trip,
+        downgrade_locks=downgrade_locks,
     )
 
 
@@ -814,17 +824,21 @@ def _audit_findings(before: dict[str, int], after: dict[str, int], pending) -> l
 # ---------------------------------------------------------------- round trip
 
 
-def _round_trip(job: _Rehearsal, before_engine, engine, before: _State, after: _State) -> tuple[RoundTrip, list[Finding]]:
+def _round_trip(job: _Rehearsal, before_engine, engine, before: _State,
+                after: _State) -> tuple[RoundTrip, list[Finding], dict[str, tuple[dict, ...]]]:
     """Downgrade the migrated copy to the start and compare it with before; upgrade it again
-    and compare it with the first upgrade."""
+    and compare it with the first upgrade. Also returns the locks each downgrade held."""
+    from dataclasses import asdict
+
     from integrity.migrate.observe import capture_schema
 
     pending = job.pending
     owner = pending[0].id if len(pending) == 1 else pending[-1].id
     traces = _run(job.project, engine, pending, "downgrade", job.sample_limit)
+    downgrade_locks = {trace.revision: tuple(asdict(lock) for lock in trace.locks_held) for trace in traces}
     failed = next((t for t in traces if t.failed), None)
     if failed is not None:
-        return RoundTrip(downgrade="failed"), [_failure_finding(failed, "round-trip-failed", "round-trip")]
+        return RoundTrip(downgrade="failed"), [_failure_finding(failed, "round-trip-failed", "round-trip")], downgrade_locks
     findings = []
     with engine.connect() as connection:
         schema_back, prints_back = capture_schema(connection), database_fingerprints(connection)
@@ -833,14 +847,19 @@ def _round_trip(job: _Rehearsal, before_engine, engine, before: _State, after: _
     if lossy:
         rows, samples = _rows_not_restored(before_engine, engine, before.schema, schema_back,
                                            _changed_tables(before.prints, prints_back), job.sample_limit)
+        causes = downgrade_loss_causes(job.lint, after.schema, before.prints, prints_back, engine=job.copies.engine)
+        because = "".join(f"; {cause}" for _table, cause in causes)
+        emptied = {table for table, _cause in causes}
         findings.append(Finding(
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
-            message=f"after the downgrade the copy differs from before the upgrade: {lossy}", rows=rows, samples=samples,
+            message=f"after the downgrade the copy differs from before the upgrade: {lossy}{because}", rows=rows,
+            samples=samples, table=emptied.pop() if len(emptied) == 1 else None,
         ))
     traces = _run(job.project, engine, pending, "upgrade", job.sample_limit)
     failed = next((t for t in traces if t.failed), None)
     if failed is not None:
-        return RoundTrip(downgrade, "failed"), [*findings, _failure_finding(failed, "round-trip-failed", "round-trip")]
+        return (RoundTrip(downgrade, "failed"), [*findings, _failure_finding(failed, "round-trip-failed", "round-trip")],
+                downgrade_locks)
     with engine.connect() as connection:
         lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), after.schema, after.prints)
     if lossy:
@@ -848,7 +867,66 @@ def _round_trip(job: _Rehearsal, before_engine, engine, before: _State, after: _
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
             message=f"upgrading again after the downgrade differs from the first upgrade: {lossy}",
         ))
-    return RoundTrip(downgrade, "lossy" if lossy else "identical"), findings
+    return RoundTrip(downgrade, "lossy" if lossy else "identical"), findings, downgrade_locks
+
+
+def downgrade_loss_causes(lint, schema, before_prints: dict[str, TableFingerprint], back_prints: dict[str, TableFingerprint],
+                          *, engine: str) -> list[tuple[str, str]]:
+    """(table, the downgrade operation that removed its rows) for every table that holds
+    fewer rows after the downgrade than before the upgrade: an operation of a downgrade that
+    names the table, or one that removed rows of a table it reaches through ON DELETE
+    CASCADE (on SQLite, a batch rebuild: its DROP TABLE cascades like a DELETE). `schema`
+    is the migrated copy's (the downgrade starts from it); `lint` the static pass's result,
+    which recorded each downgrade's operations and SQLite rebuilds."""
+    causes = []
+    for table in sorted(before_prints):
+        if table not in back_prints or back_prints[table].rows >= before_prints[table].rows:
+            continue
+        lost = before_prints[table].rows - back_prints[table].rows
+        cause = None
+        for revision in reversed(lint.revisions):  # downgrades run newest first
+            where = f"the downgrade of {revision.revision}"
+            rebuilt = revision.rebuilds.get("downgrade", ()) if engine == "sqlite" else ()
+            for parent in rebuilt:
+                path = _cascade_path(schema, parent, table)
+                if path and len(path) > 1:
+                    cause = (f"{table} lost {lost:,} rows through ON DELETE CASCADE ({' -> '.join(path)}) when {where} "
+                             f"rebuilt {parent} (SQLite batch_alter_table: copy, DROP TABLE {parent}, rename)")
+                    break
+            for operation in () if cause else revision.downgrade_operations:
+                if operation.kind not in ("DropTableOp", "ExecuteSQLOp") or not operation.table:
+                    continue
+                path = _cascade_path(schema, operation.table, table)
+                if path:
+                    through = f" through ON DELETE CASCADE ({' -> '.join(path)})" if len(path) > 1 else ""
+                    cause = f"{table} lost {lost:,} rows{through} by {where}: {operation.detail}"
+                    break
+            if cause:
+                break
+        causes.append((table, cause or f"{table} lost {lost:,} rows in the downgrade (no operation of it names "
+                                        "the table or a parent that cascades to it)"))
+    return causes
+
+
+def _cascade_path(schema, parent: str, child: str) -> list[str] | None:
+    """[parent, ..., child] along foreign keys with ON DELETE CASCADE (child referencing
+    parent), [child] when they are the same table, None when deletes do not reach it."""
+    children: dict[str, set[str]] = {}
+    for table in schema.tables.values():
+        for foreign_key in table.foreign_keys:
+            if (foreign_key.ondelete or "").upper() == "CASCADE" and foreign_key.referred_table != table.name:
+                children.setdefault(foreign_key.referred_table, set()).add(table.name)
+    paths = {parent: [parent]}
+    queue = [parent]
+    while queue:
+        current = queue.pop(0)
+        if current == child:
+            return paths[current]
+        for following in sorted(children.get(current, ())):
+            if following not in paths:
+                paths[following] = paths[current] + [following]
+                queue.append(following)
+    return None
 
 
 def _rows_not_restored(before_engine, engine, schema_before, schema_back, tables: list[str], sample_limit: int) -> tuple[int | None, tuple[str, ...]]:
@@ -891,10 +969,7 @@ def _state_differences(schema, prints, expected_schema, expected_prints) -> str:
 
 # ---------------------------------------------------------------- locks (PostgreSQL)
 
-LOCK_BUDGET_SECONDS = 1.0
-
-
-def _lock_findings(runs: dict, pending, after_prints: dict[str, TableFingerprint]) -> list[Finding]:
+def _lock_findings(runs: dict, pending, after_prints: dict[str, TableFingerprint], budget: float) -> list[Finding]:
     findings = []
     populated = {name for name, fp in after_prints.items() if fp.rows}
     for revision in pending:
@@ -907,10 +982,10 @@ def _lock_findings(runs: dict, pending, after_prints: dict[str, TableFingerprint
                     message=f"{rewrite['relation']}: rewritten ({rewrite['rows']:,} rows) while the revision held its lock",
                 ))
         for lock in run.locks_held:
-            if lock["mode"] == "AccessExclusiveLock" and lock["relation"] in populated and lock["seconds"] > LOCK_BUDGET_SECONDS:
+            if lock["mode"] == "AccessExclusiveLock" and lock["relation"] in populated and lock["seconds"] > budget:
                 findings.append(Finding(
                     rule="long-exclusive-lock", severity=RULES["long-exclusive-lock"].severity, revision=revision.id,
                     table=lock["relation"], phase="run",
-                    message=f"{lock['relation']}: ACCESS EXCLUSIVE held {lock['seconds']:.1f} s until commit (budget {LOCK_BUDGET_SECONDS:.0f} s)",
+                    message=f"{lock['relation']}: ACCESS EXCLUSIVE held {lock['seconds']:.1f} s until commit (budget {budget:g} s)",
                 ))
     return findings

@@ -1,0 +1,380 @@
+"""A backup repository on S3-compatible object storage: the same backups, manifests,
+journal and guarantees as a directory (integrity.backups.repository), on objects.
+
+    <prefix>/
+      repository.json              written by `integrity init`: this prefix is a repository
+      <id>/data.<kind>.zst           uploaded first (multipart, a SHA-256 per part)
+      <id>/manifest.sha256           then the manifest's hash (and manifest.sig)
+      <id>/manifest.json             created last and create-only: the backup's commit
+      journal/<time>-<random>.json   one immutable object per event
+      locks/writer.json              the writer lease; locks/read-<id>-<random>.json read leases
+
+Object storage has no rename, so the manifest is the commit: a backup exists exactly
+when its `manifest.json` does, and it is created with `If-None-Match: *`, so no run ever
+overwrites a backup (two hosts with the same id: one wins, the other fails). Objects under
+an id without a manifest are an upload in progress or killed; listings leave them out and
+prune removes them (and aborts incomplete multipart uploads) under the writer lease.
+Everything read is checked as on a directory: the manifest against its hash and
+signature, exactly its listed objects, every data object's SHA-256 as it streams.
+
+New backups are written and checked in a local staging directory under the state
+directory first (the engines write files), then uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from integrity.backups.repository import (
+    JOURNAL,
+    MANIFEST,
+    MANIFEST_HASH,
+    MANIFEST_SIGNATURE,
+    TEMP_PREFIX,
+    BackupCorrupt,
+    BackupNotFound,
+    Event,
+    JournalContents,
+    JournalEntry,
+    JournalRecords,
+    Manifest,
+    RepositoryUnusable,
+    is_backup_id,
+    new_journal_entry,
+    parse_journal_line,
+    stray_text,
+    unlisted_names,
+    validated_manifest,
+)
+from integrity.storage import leases
+from integrity.storage.location import S3Url
+from integrity.storage.s3 import ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, Retention
+
+MARKER = "repository.json"
+MARKER_FORMAT = 1
+JOURNAL_DIR = "journal/"
+LOCKS_DIR = "locks/"
+WRITER_LEASE = f"{LOCKS_DIR}writer.json"
+READ_WORKERS = 8  # journal events and manifests are small: latency, not bandwidth, bounds reading them
+
+
+class ObjectFile:
+    """A data file of a backup, read as a stream (integrity.backups.archive checks it)."""
+
+    def __init__(self, store: ObjectStore, name: str):
+        self.store = store
+        self.name = name
+
+    @contextmanager
+    def open(self, where: str) -> Iterator[tuple[Any, int]]:
+        try:
+            with self.store.reading(self.name) as (stream, size):
+                yield stream, size
+        except ObjectMissing:
+            raise BackupCorrupt(f"{where} is missing") from None
+
+
+class ObjectRepository(JournalRecords):
+    """One backup repository under a bucket's prefix."""
+
+    remote = True
+
+    def __init__(self, store: ObjectStore, *, staging_root: Path, verifier=None, retention_mode: str = "",
+                 retention_days: int = 0):
+        self.store = store
+        self.verifier = verifier
+        self.staging_root = staging_root
+        self.retention_mode = retention_mode.upper()
+        self.retention_days = retention_days
+
+    @classmethod
+    def of(cls, settings, *, verifier=None, url: S3Url | None = None) -> "ObjectRepository":
+        s3 = settings.backups.s3
+        store = ObjectStore(url or settings.backups.repository, endpoint_url=s3.endpoint_url, region=s3.region,
+                            path_style=s3.path_style)
+        return cls(store, staging_root=settings.state.dir / "uploads", verifier=verifier,
+                   retention_mode=s3.object_lock_mode, retention_days=s3.object_lock_days)
+
+    # ------------------------------------------------------------- where
+
+    @property
+    def location(self) -> str:
+        return self.store.display().rstrip("/")
+
+    @property
+    def journal_location(self) -> str:
+        return self.store.display(JOURNAL_DIR)
+
+    def where(self, backup_id: str) -> str:
+        self._require_id(backup_id)
+        return self.store.display(f"{backup_id}/")
+
+    def file_of(self, backup_id: str, name: str) -> ObjectFile:
+        self._require_id(backup_id)
+        return ObjectFile(self.store, f"{backup_id}/{name}")
+
+    @staticmethod
+    def _require_id(backup_id: str) -> None:
+        if not is_backup_id(backup_id):
+            raise BackupNotFound(
+                f"{backup_id!r} is not a backup id (like 20261127T030118Z-a1b2c3); list them with `integrity backup list`"
+            )
+
+    # ------------------------------------------------------------- the repository itself
+
+    def ensure(self) -> None:
+        """Mark the prefix as a repository (the bucket itself is the operator's to create)."""
+        marker = json.dumps({"format": MARKER_FORMAT, "kind": "integrity backup repository"}).encode()
+        try:
+            self.store.put(MARKER, marker, create_only=True)
+        except ObjectExists:
+            pass
+
+    def exists(self) -> bool:
+        return self.store.exists(MARKER)
+
+    def require_exists(self) -> None:
+        if not self.exists():
+            raise RepositoryUnusable(
+                f"backup repository {self.location} does not exist (no {MARKER} under the prefix); check [backups] "
+                "repository (or INTEGRITY_BACKUPS__REPOSITORY), or create it with `integrity init`"
+            )
+
+    def _objects_by_backup(self) -> dict[str, dict[str, int]]:
+        """Every object named like `<id>/...`: {id: {name inside the backup: size}}."""
+        grouped: dict[str, dict[str, int]] = {}
+        for stored in self.store.list():
+            head, slash, rest = stored.key.partition("/")
+            if slash and is_backup_id(head):
+                grouped.setdefault(head, {})[rest] = stored.size
+        return grouped
+
+    def backup_ids(self) -> list[str]:
+        """Committed backups (their manifest created), oldest first."""
+        return sorted(i for i, names in self._objects_by_backup().items() if MANIFEST in names)
+
+    def has_backup(self, backup_id: str) -> bool:
+        self._require_id(backup_id)
+        return any(self.store.list(f"{backup_id}/"))
+
+    def leftover_names(self) -> list[str]:
+        """Uploads in progress or killed (objects without a manifest), incomplete multipart
+        uploads and local staging directories of killed runs."""
+        names = {i for i, objects in self._objects_by_backup().items() if MANIFEST not in objects}
+        names |= {name.partition("/")[0] for name, _ in self.store.incomplete_uploads()}
+        if self.staging_root.is_dir():
+            names |= {p.name for p in self.staging_root.iterdir() if p.name.startswith(TEMP_PREFIX)}
+        return sorted(names)
+
+    # ------------------------------------------------------------- manifests
+
+    def read_manifest(self, backup_id: str) -> Manifest:
+        self._require_id(backup_id)
+        where = f"backup {backup_id}"
+        present = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
+        if MANIFEST not in present:
+            pending = " (objects of an unfinished upload are there: prune removes them)" if present else ""
+            raise BackupNotFound(f"no backup {backup_id} in {self.location}{pending}; list them with `integrity backup list`")
+        if MANIFEST_HASH not in present:
+            raise BackupCorrupt(f"{where} has a missing or empty manifest ({MANIFEST_HASH} is missing); it cannot be "
+                                "trusted or restored")
+        try:
+            data = self.store.get(f"{backup_id}/{MANIFEST}")
+            recorded = self.store.get(f"{backup_id}/{MANIFEST_HASH}")
+            signature = None
+            if self.verifier is not None and MANIFEST_SIGNATURE in present:
+                signature = self.store.get(f"{backup_id}/{MANIFEST_SIGNATURE}")
+        except ObjectMissing:
+            raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
+        manifest = validated_manifest(backup_id, data, recorded, verifier=self.verifier, signature=signature)
+        stray = unlisted_names(manifest, set(present))
+        if stray:
+            raise BackupCorrupt(stray_text(where, stray))
+        for entry in manifest.files:
+            if entry.name not in present:
+                raise BackupCorrupt(f"{where}: {entry.name} is missing; it cannot be trusted or restored")
+        return manifest
+
+    # ------------------------------------------------------------- writing backups
+
+    def staging(self, backup_id: str) -> Path:
+        """A local directory under the state directory: the engines write files, which
+        are checked there before anything is uploaded."""
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        temp = self.staging_root / f"{TEMP_PREFIX}{backup_id}"
+        temp.mkdir()
+        return temp
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.staging_root if self.staging_root.is_dir() else self.staging_root.parent).free
+
+    def retention(self) -> Retention | None:
+        """The Object Lock put on a new backup's objects, when configured."""
+        if not self.retention_mode or not self.retention_days:
+            return None
+        return Retention(self.retention_mode, datetime.now(timezone.utc) + timedelta(days=self.retention_days))
+
+    def publish(self, backup_id: str, staging: Path, manifest: Manifest) -> None:
+        """Upload a checked backup: its data objects, the manifest's hash and signature,
+        each size compared with the manifest, then the manifest itself, create-only (the
+        commit). A run killed before that leaves objects no listing shows."""
+        retention = self.retention()
+        for entry in manifest.files:
+            self.store.upload(f"{backup_id}/{entry.name}", staging / entry.name, retention=retention)
+        for name in (MANIFEST_HASH, MANIFEST_SIGNATURE):
+            if (staging / name).exists():
+                self.store.put(f"{backup_id}/{name}", (staging / name).read_bytes(), retention=retention)
+        uploaded = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
+        for entry in manifest.files:
+            if uploaded.get(entry.name) != entry.size:
+                raise BackupCorrupt(f"backup {backup_id}: {entry.name} is {uploaded.get(entry.name)} bytes on "
+                                    f"{self.location} after its upload, the manifest says {entry.size}")
+        try:
+            self.store.put(f"{backup_id}/{MANIFEST}", (staging / MANIFEST).read_bytes(), create_only=True,
+                           retention=retention)
+        except ObjectExists:
+            raise RepositoryUnusable(
+                f"backup {backup_id} already exists in {self.location} (another host wrote the same id); nothing "
+                "was overwritten: run again for a new id"
+            ) from None
+        self.discard(staging)
+
+    def locked_until(self, backup_id: str) -> datetime | None:
+        """When Object Lock lets this backup's manifest be deleted; None when it is not locked."""
+        try:
+            head = self.store.head(f"{backup_id}/{MANIFEST}")
+        except ObjectMissing:
+            return None
+        until = head.get("ObjectLockRetainUntilDate")
+        return until if until and until > datetime.now(timezone.utc) else None
+
+    def remove_backup(self, backup_id: str) -> None:
+        """The manifest first (the backup is gone from every listing at once), then its
+        other objects; a crash between leaves objects prune removes later."""
+        self._require_id(backup_id)
+        try:
+            self.store.delete(f"{backup_id}/{MANIFEST}")
+        except ObjectLocked:
+            raise RepositoryUnusable(f"backup {backup_id} is under Object Lock retention in {self.location}; "
+                                     "it cannot be deleted yet") from None
+        for stored in self.store.list(f"{backup_id}/"):
+            self.store.delete(stored.key)
+
+    def remove_leftovers(self) -> list[str]:
+        """Under the writer lease: abort incomplete multipart uploads, remove the objects
+        of uploads without a manifest and local staging of killed runs. Objects still
+        under Object Lock stay (and are listed again next time)."""
+        removed = set()
+        for name, upload_id in self.store.incomplete_uploads():
+            self.store.abort_upload(name, upload_id)
+            removed.add(name.partition("/")[0])
+        for backup_id, objects in self._objects_by_backup().items():
+            if MANIFEST in objects:
+                continue
+            try:
+                for name in objects:
+                    self.store.delete(f"{backup_id}/{name}")
+                removed.add(backup_id)
+            except ObjectLocked:
+                continue
+        if self.staging_root.is_dir():
+            for path in self.staging_root.iterdir():
+                if path.name.startswith(TEMP_PREFIX):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.add(path.name)
+        return sorted(removed)
+
+    # ------------------------------------------------------------- journal
+
+    def append(self, backup_id: str, event: Event | str, detail: dict[str, Any] | None = None) -> JournalEntry:
+        """One immutable object per event, created under a new name: no append to race,
+        nothing an event can tear or overwrite."""
+        entry = new_journal_entry(backup_id, event, detail)
+        if entry.event not in (Event.PINNED, Event.UNPINNED):
+            self._refuse_lost_journal(besides=backup_id)
+        stamp = datetime.fromisoformat(entry.at).strftime("%Y%m%dT%H%M%S.%fZ")
+        self.store.put(f"{JOURNAL_DIR}{stamp}-{secrets.token_hex(4)}.json", entry.to_line(), create_only=True)
+        return entry
+
+    def require_journal_writable(self, *, automatic: bool = True) -> None:
+        if automatic:
+            self._refuse_lost_journal(besides=None)
+
+    def _refuse_lost_journal(self, *, besides: str | None) -> None:
+        """As on a directory: with backups there and no event at all, the journal was lost;
+        an automatic event does not start a new one (it would hold none of the old pins)."""
+        if self.store.list(JOURNAL_DIR):
+            return
+        others = [b for b in self.backup_ids() if b != besides]
+        if others:
+            raise RepositoryUnusable(
+                f"cannot record in the backup journal {self.journal_location}: it holds no events while the "
+                f"repository holds {len(others)} other backup(s), so their pins and verifications are lost; re-pin "
+                "what must be kept with `integrity backup pin` (which starts a new journal) before anything else is recorded"
+            )
+
+    def read_journal(self) -> JournalContents:
+        objects = [stored.key for stored in self.store.list(JOURNAL_DIR)]
+        if not objects:
+            count = len(self.backup_ids())
+            if not count:
+                return JournalContents(())
+            return JournalContents((), (f"{JOURNAL} (the events under {self.journal_location}) is missing while the "
+                                        f"repository holds {count} backup(s): their pins and verifications are gone; "
+                                        "re-pin what must be kept with `integrity backup pin` (which starts a new journal)",))
+
+        def read(name: str) -> tuple[str, bytes | None]:
+            try:
+                return name, self.store.get(name)
+            except ObjectMissing:
+                return name, None
+
+        with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="journal-read") as pool:
+            contents = list(pool.map(read, objects))
+        entries, problems = [], []
+        for name, data in contents:
+            if data is None:
+                continue  # removed between the listing and the read: nothing to read
+            try:
+                entries.append(parse_journal_line(data.strip()))
+            except ValueError as exc:
+                problems.append(f"journal event {name} {exc}; it was skipped")
+        entries.sort(key=lambda entry: entry.at)
+        return JournalContents(tuple(entries), tuple(problems))
+
+    # ------------------------------------------------------------- locks
+
+    @contextmanager
+    def writer_lock(self, *, command: str, wait_seconds: float) -> Iterator[None]:
+        """One writer per repository at a time, across hosts (a lease object)."""
+        self.require_exists()
+        with leases.lease(self.store, WRITER_LEASE, command=command, mode="exclusive",
+                          what=f"backup repository {self.location}", wait_seconds=wait_seconds):
+            yield
+
+    @contextmanager
+    def reading(self, backup_id: str, *, command: str, wait_seconds: float = 0) -> Iterator[None]:
+        """A read lease on one backup: prune on any host skips it while it is held."""
+        name = f"{LOCKS_DIR}read-{backup_id}-{secrets.token_hex(4)}.json"
+        with leases.lease(self.store, name, command=command, mode="shared", what=f"backup {backup_id}",
+                          wait_seconds=wait_seconds):
+            yield
+
+    @contextmanager
+    def deleting(self, backup_id: str, *, command: str) -> Iterator[None]:
+        """Refuse (LockHeld) while anyone holds a read lease on this backup."""
+        readers = leases.live_leases(self.store, f"{LOCKS_DIR}read-{backup_id}-")
+        if readers:
+            raise leases.LockHeld(f"backup {backup_id} locked by {leases.describe(readers[0])}; it is being read")
+        yield

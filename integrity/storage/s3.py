@@ -1,0 +1,283 @@
+"""S3-compatible object storage: the one module that talks to it.
+
+Why boto3 (with its s3transfer): managed multipart uploads and ranged downloads whose
+memory is bounded by part size times concurrency, SHA-256 checksums sent with every part
+(the server refuses a part whose bytes changed on the way), conditional writes
+(`If-None-Match: *`: a manifest is created, never overwritten), S3 Object Lock, and the
+standard AWS credential chain (environment, profile, instance role), so no secret ever
+sits in our configuration. It is imported when a remote repository is first used, never
+by `integrity --help` or a local repository.
+
+Every failure of the service or the network becomes `RepositoryUnusable` with one line
+naming the bucket and what to do; never a traceback, never a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from game_core.errors import PreconditionFailed
+
+from integrity.storage.location import S3Url
+
+PART_SIZE = 16 << 20  # multipart part size: memory is about PART_SIZE x CONCURRENCY per transfer
+CONCURRENCY = 4
+STREAM_CHUNK = 1 << 20
+
+
+class StorageUnusable(PreconditionFailed):
+    """The object storage cannot be reached, refuses our credentials or has no such bucket."""
+
+
+class ObjectExists(Exception):
+    """A create-only write found the key taken (a conditional create lost its race)."""
+
+
+class ObjectMissing(Exception):
+    """No object under that key."""
+
+
+class ObjectLocked(Exception):
+    """The server refused to delete or overwrite an object under Object Lock retention."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True)
+class Retention:
+    """S3 Object Lock put on an object when it is written."""
+
+    mode: str  # "GOVERNANCE" or "COMPLIANCE"
+    until: datetime
+
+
+class ObjectStore:
+    """One bucket and key prefix on an S3-compatible server."""
+
+    def __init__(self, url: S3Url, *, endpoint_url: str = "", region: str = "", path_style: bool = False):
+        self.url = url
+        self.bucket = url.bucket
+        self.prefix = url.prefix
+        self._endpoint_url = endpoint_url or None
+        self._region = region or None
+        self._path_style = path_style
+        self._client = None
+
+    # ------------------------------------------------------------- the client
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path" if self._path_style else "auto"},
+                # Checksums only where we ask for them: every upload sends SHA-256 itself.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=CONCURRENCY * 2 + 2,
+                connect_timeout=10,
+                read_timeout=60,
+            )
+            session = boto3.session.Session()
+            region = self._region or session.region_name or "us-east-1"
+            self._client = session.client("s3", endpoint_url=self._endpoint_url, region_name=region, config=config)
+        return self._client
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def display(self, name: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Service and network failures as one line (StorageUnusable); the conditions our
+        callers decide on (missing, taken, locked) as their own exceptions."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
+                raise ObjectMissing(doing) from None
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                raise ObjectExists(doing) from None
+            if code == "NoSuchBucket":
+                raise StorageUnusable(f"the bucket {self.bucket} does not exist ({doing} {self.display()}); create it, "
+                                      "or fix [backups] repository") from None
+            if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                if "lock" in str(exc).lower() or "retention" in str(exc).lower():
+                    raise ObjectLocked(doing) from None
+                raise StorageUnusable(f"access denied {doing} {self.display()} ({code}); check the AWS credentials "
+                                      "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy") from None
+            raise StorageUnusable(f"object storage refused {doing} {self.display()}: {code or status}") from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise StorageUnusable(f"no AWS credentials for {self.display()}: set AWS_ACCESS_KEY_ID and "
+                                  "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE") from None
+        except BotoCoreError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StorageUnusable(f"cannot reach object storage {doing} {self.display()}: {first}; check "
+                                  "[backups.s3] endpoint_url (or AWS_ENDPOINT_URL) and the network") from None
+
+    # ------------------------------------------------------------- reading
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.head(name)
+        except ObjectMissing:
+            return False
+        return True
+
+    def head(self, name: str) -> dict:
+        with self._errors(f"reading {name} in"):
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+
+    def get(self, name: str) -> bytes:
+        """A small object's bytes (a manifest, a journal event); ObjectMissing if absent."""
+        return self.get_tagged(name)[0]
+
+    def get_tagged(self, name: str) -> tuple[bytes, str]:
+        """A small object's bytes and its ETag (for a delete that must hit this very version)."""
+        with self._errors(f"reading {name} in"):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+            return response["Body"].read(), response.get("ETag", "")
+
+    @contextmanager
+    def reading(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
+        """A streamed object and its size: read it in chunks, never whole in memory."""
+        with self._errors(f"reading {name} in"):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+        body = response["Body"]
+        try:
+            yield _StreamErrors(body, self, name), int(response["ContentLength"])
+        finally:
+            body.close()
+
+    def list(self, under: str = "") -> list[StoredObject]:
+        """Every object whose name starts with `under` (relative to the prefix), by name."""
+        found = []
+        with self._errors("listing"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(under)):
+                for item in page.get("Contents", ()):
+                    found.append(StoredObject(item["Key"][len(self.prefix):], int(item["Size"]), item["LastModified"]))
+        return sorted(found, key=lambda o: o.key)
+
+    # ------------------------------------------------------------- writing
+
+    def put(self, name: str, data: bytes, *, create_only: bool = False, retention: Retention | None = None) -> None:
+        """One small object, its SHA-256 checked by the server. `create_only`: ObjectExists
+        when the key is taken (If-None-Match: the server decides, not a racy look first)."""
+        extra = {"IfNoneMatch": "*"} if create_only else {}
+        with self._errors(f"writing {name} in"):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data, ChecksumAlgorithm="SHA256",
+                                   **extra, **_retention_arguments(retention))
+
+    def upload(self, name: str, path: Path, *, retention: Retention | None = None) -> None:
+        """A file, streamed in parts with a SHA-256 per part; visible only once complete
+        (a killed upload leaves an incomplete multipart upload, aborted by `abort_uploads`)."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
+                                max_concurrency=CONCURRENCY, use_threads=True)
+        extra = {"ChecksumAlgorithm": "SHA256", **_retention_arguments(retention)}
+        with self._errors(f"uploading {name} to"):
+            self.client.upload_file(str(path), self.bucket, self.key(name), ExtraArgs=extra, Config=config)
+
+    def copy_from(self, source: "ObjectStore", name: str, *, retention: Retention | None = None) -> None:
+        """Copy one object from another bucket on the same server without downloading it."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
+                                max_concurrency=CONCURRENCY, use_threads=True)
+        extra = {"ChecksumAlgorithm": "SHA256", **_retention_arguments(retention)}
+        with self._errors(f"copying {name} to"):
+            self.client.copy({"Bucket": source.bucket, "Key": source.key(name)}, self.bucket, self.key(name),
+                             ExtraArgs=extra, Config=config, SourceClient=source.client)
+
+    def delete(self, name: str, *, if_match: str | None = None) -> None:
+        """Remove one object (its current version); ObjectLocked when retention forbids it.
+        `if_match`: only if it is still that ETag's version (ObjectExists when it changed)."""
+        condition = {"IfMatch": if_match} if if_match else {}
+        with self._errors(f"deleting {name} in"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name), **condition,
+                                      **self._version_of_locked(name))
+
+    def _version_of_locked(self, name: str) -> dict:
+        """With Object Lock the bucket is versioned: deleting without a version only adds a
+        delete marker (the backup would look gone and still cost). Delete the version
+        itself, which the server refuses while it is retained."""
+        try:
+            head = self.head(name)
+        except ObjectMissing:
+            return {}
+        version = head.get("VersionId")
+        return {"VersionId": version} if version and version != "null" else {}
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """(name, upload id) of multipart uploads started under the prefix and never completed."""
+        found = []
+        with self._errors("listing the incomplete uploads of"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", ()):
+                    found.append((upload["Key"][len(self.prefix):], upload["UploadId"]))
+        return found
+
+    def abort_upload(self, name: str, upload_id: str) -> None:
+        with self._errors(f"aborting the upload of {name} in"):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
+            except Exception as exc:  # already completed or aborted by another run: nothing left to do
+                if "NoSuchUpload" not in str(exc):
+                    raise
+
+    # ------------------------------------------------------------- the bucket
+
+    def bucket_facts(self) -> dict:
+        """What `backup check` reports: Object Lock configuration and the server's clock."""
+        with self._errors("reading the bucket of"):
+            response = self.client.head_bucket(Bucket=self.bucket)
+        facts = {"server_date": response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")}
+        try:
+            with self._errors("reading the Object Lock configuration of"):
+                lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            facts["object_lock"] = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except (StorageUnusable, ObjectMissing):
+            facts["object_lock"] = False
+        return facts
+
+
+class _StreamErrors:
+    """A response body whose network failures mid-read become StorageUnusable."""
+
+    def __init__(self, body, store: ObjectStore, name: str):
+        self._body = body
+        self._store = store
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        with self._store._errors(f"reading {self._name} in"):
+            return self._body.read(size if size and size > 0 else None)
+
+
+def _retention_arguments(retention: Retention | None) -> dict:
+    if retention is None:
+        return {}
+    return {"ObjectLockMode": retention.mode, "ObjectLockRetainUntilDate": retention.until}
+
