@@ -169,7 +169,8 @@ SAFE = [
 
 def test_every_static_rule_has_a_dangerous_and_a_safe_case():
     static = {rule_id for rule_id, rule in RULES.items() if rule.phase == "static"}
-    covered = {rule for rule, _ in DANGEROUS} | {"empty-downgrade", "enum-not-dropped", "needs-data-pass"}
+    # squawk-unavailable: missing and broken squawk binaries in tests/test_migrate_squawk.py.
+    covered = {rule for rule, _ in DANGEROUS} | {"empty-downgrade", "enum-not-dropped", "needs-data-pass", "squawk-unavailable"}
     assert static <= covered
     assert {rule for rule, _ in SAFE} >= {rule for rule, _ in DANGEROUS}
 

@@ -156,10 +156,12 @@ def _run(binary: str, folder: str, names: list[str]) -> list[dict]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SquawkFailed(f"{binary} could not run: {exc}") from None
     # squawk exits 1 when it found violations; its report is the JSON on stdout either way.
+    tail = " ".join((done.stderr or done.stdout or "").split())[-200:]
+    if done.returncode not in (0, 1) or (done.returncode == 1 and not done.stdout.strip()):
+        raise SquawkFailed(f"{binary} exited {done.returncode} without a JSON report: {tail or 'no output'}")
     try:
         report = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
-        tail = " ".join((done.stderr or done.stdout).split())[-200:]
         raise SquawkFailed(f"{binary} exited {done.returncode} without a JSON report: {tail}") from None
     if not isinstance(report, list):
         raise SquawkFailed(f"{binary} wrote {type(report).__name__} instead of a list of violations")
