@@ -76,6 +76,23 @@ def metrics(inv: Invocation):
     return metrics_report(inv.settings, inv.ledger)
 
 
+# ---------------------------------------------------------------- notifications (issue 19)
+
+
+def notify_test(inv: Invocation):
+    """Send a test notification to every [notify] target; exit 4 when one failed."""
+    from integrity.notify import send_test
+
+    return send_test(inv.settings)
+
+
+def notify_status(inv: Invocation):
+    """The [notify] targets (masked) and each condition's state as last notified."""
+    from integrity.notify import notify_status as read_status
+
+    return read_status(inv.settings, inv.ledger)
+
+
 # ---------------------------------------------------------------- point-in-time recovery (issue 16)
 
 

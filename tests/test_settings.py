@@ -17,7 +17,7 @@ from game_core.errors import ExitCode
 from integrity.errors import ConfigInvalid
 from integrity.settings import JOBS, SECTIONS, Settings, resolve_settings, schedule_seconds, starter_toml
 
-ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore], [pitr], [migrate]"
+ALLOWED_SECTIONS = "[database], [state], [backups], [schedule], [objectives], [audits], [metrics], [restore], [pitr], [migrate], [notify]"
 CRON_OR_INTERVAL = (
     "a 5-field cron expression that fires ('0 * * * *'), an interval from 1s to 366d ('30s', '15m', '1h', '1d') or 'off'"
 )
@@ -137,6 +137,11 @@ def expected_defaults(data_dir: Path) -> dict:
             "litestream_bin": "",
         },
         "migrate": {"lock_budget": 1.0},
+        "notify": {
+            "targets": [],
+            "conditions": ["job_failed", "backup_suspect", "drill_failed", "audit_dirty"],
+            "timeout_seconds": 10,
+        },
         "config_path": None,
         "data_dir": str(data_dir),
     }
@@ -146,7 +151,7 @@ def test_every_section_has_its_documented_defaults(resolve, data_dir):
     settings = resolve()
     assert settings.describe() == expected_defaults(data_dir)
     assert settings.config_path is None and settings.config_display == "none (defaults)"
-    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore", "pitr", "migrate"]
+    assert list(SECTIONS) == ["database", "state", "backups", "schedule", "objectives", "audits", "metrics", "restore", "pitr", "migrate", "notify"]
 
 
 def test_schedule_has_one_entry_per_documented_job(resolve):

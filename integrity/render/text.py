@@ -68,9 +68,10 @@ _TOPIC_OF = {
     "integrity.migrate.apply": "migrate",
     "integrity.render.migrate": "migrate",
     "integrity.pitr.operations": "pitr",
+    "integrity.notify": "notify",
     "integrity.snapshots.export": "snapshots",
 }
-TOPICS = ("text", "snapshots", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr")
+TOPICS = ("text", "snapshots", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr", "notify")
 
 
 def _bind_renderers_of(kind: type) -> None:
