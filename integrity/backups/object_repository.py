@@ -54,6 +54,7 @@ from integrity.backups.repository import (
     unlisted_names,
     validated_manifest,
 )
+from integrity.crashpoints import crash_point
 from integrity.storage import leases
 from integrity.storage.location import S3Url
 from integrity.storage.s3 import ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, Retention
@@ -235,6 +236,7 @@ class ObjectRepository(JournalRecords):
         for name in (MANIFEST_HASH, MANIFEST_SIGNATURE):
             if (staging / name).exists():
                 self.store.put(f"{backup_id}/{name}", (staging / name).read_bytes(), retention=retention)
+        crash_point("create:uploaded")  # data, hash and signature up, no manifest: invisible
         uploaded = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
         for entry in manifest.files:
             if uploaded.get(entry.name) != entry.size:
