@@ -1,5 +1,9 @@
 """`integrity migrate lint FILE...`: lint the revisions a commit changes (the pre-commit hook).
 
+Without --alembic-config the project is the one the files belong to: the alembic.ini (or
+pyproject.toml with [tool.alembic]) in a revision's folder or above it (pre-commit passes
+only file names, and `pre-commit try-repo` no arguments at all).
+
 The static pass judges a revision against the schema before it, so the lint starts at
 the parent of the earliest changed revision (tables that exist there count as holding
 rows) and reports only the changed revisions. Given files that are not revisions of the
@@ -24,7 +28,7 @@ def lint_files(settings, files: list[Path], *, alembic_config: Path | None = Non
     from integrity.phases import PhaseTimer
 
     started = time.perf_counter()
-    project = MigrationProject.load(alembic_config)
+    project = MigrationProject.load(alembic_config if alembic_config is not None else discover_config(files))
     everything = project.pending(None)  # the whole history in upgrade order (checks the graph too)
     wanted = {Path(f).resolve() for f in files}
     changed = [r for r in everything if r.path.resolve() in wanted]
@@ -42,3 +46,29 @@ def lint_files(settings, files: list[Path], *, alembic_config: Path | None = Non
     runs = [_revision_run(r, lint_for=result) for r in changed]
     return _report(project, None, None, None, start, changed[-1].id, runs, findings, fail_on, started,
                    data_pass=False, phases=_published(timer))
+
+
+def discover_config(files: list[Path], cwd: Path | None = None) -> Path | None:
+    """The Alembic project of the given revision files: the first alembic.ini, or
+    pyproject.toml with a [tool.alembic] table, in a revision's folder or above it, then
+    in the working directory; None (the game's own history) when there is none."""
+    folders: list[Path] = []
+    for file in files:
+        folders += list(Path(file).resolve().parents)
+    folders.append((cwd or Path.cwd()).resolve())
+    for folder in dict.fromkeys(folders):  # each once, in order
+        if (folder / "alembic.ini").is_file():
+            return folder / "alembic.ini"
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _has_tool_alembic(pyproject):
+            return pyproject
+    return None
+
+
+def _has_tool_alembic(pyproject: Path) -> bool:
+    import tomllib
+
+    try:
+        return "alembic" in tomllib.loads(pyproject.read_text()).get("tool", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
