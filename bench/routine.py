@@ -50,7 +50,6 @@ def simulate_routine(ledger, *, start: datetime, days: int, seed: int = 1, resul
                      incidents: Incidents | None = Incidents(), probe_minutes: int = 1) -> dict[str, int]:
     """Write `days` of the routine from `start` into `ledger` (an open integrity.ledger.Ledger);
     return how many rows of each command were written."""
-
     from integrity.ledger import audit_rule_counts, audit_runs, runs
 
     rng = random.Random(seed)

@@ -76,6 +76,16 @@ def metrics(inv: Invocation):
     return metrics_report(inv.settings, inv.ledger)
 
 
+def report(inv: Invocation, *, since: str = "7d", now: datetime | None = None):
+    """The evidence of the window `since` (24h, 7d, 4w) as a data model
+    (integrity.evidence.Evidence): status, protection per repository, objectives, charts,
+    drills, dry runs, audits and jobs. `integrity report --html` renders it."""
+    from integrity.evidence import collect_evidence, parse_since
+
+    window = parse_since(since)  # a bad window is exit 2 before anything is read
+    return collect_evidence(inv.settings, inv.ledger, since=window, now=now)
+
+
 # ---------------------------------------------------------------- notifications (issue 19)
 
 

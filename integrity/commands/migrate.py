@@ -19,6 +19,7 @@ class OutputFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     github = "github"
+    html = "html"
 
 
 class FailOn(str, Enum):
@@ -31,7 +32,7 @@ AlembicConfig = Annotated[Path | None, typer.Option(
     help="An alembic.ini, or a pyproject.toml with [tool.alembic] (default: the game's own history).",
 )]
 To = Annotated[str | None, typer.Option("--to", metavar="REV", help="The target revision (default: the single head).")]
-Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown|github", help="Report format; markdown suits a pull-request comment, github prints workflow-command annotations on the revision files' lines.")]
+Format = Annotated[OutputFormat, typer.Option("--format", metavar="text|json|markdown|github|html", help="Report format; markdown suits a pull-request comment, github prints workflow-command annotations on the revision files' lines, html is one self-contained page with the markdown report's facts.")]
 FailOnOption = Annotated[FailOn, typer.Option("--fail-on", metavar="error|warning", help="Exit 3 on error findings (default), or also on warnings.")]
 
 
@@ -47,6 +48,10 @@ def _emit(ctx: typer.Context, report, output_format: OutputFormat) -> None:
         from integrity.render.migrate import GithubAnnotations
 
         report = GithubAnnotations(report)
+    if output_format is OutputFormat.html:
+        from integrity.render.report_html import HtmlDryRunReport
+
+        report = HtmlDryRunReport(report)
     runtime.emit(report)
 
 

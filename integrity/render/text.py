@@ -68,10 +68,12 @@ _TOPIC_OF = {
     "integrity.migrate.apply": "migrate",
     "integrity.render.migrate": "migrate",
     "integrity.pitr.operations": "pitr",
-    "integrity.notify": "notify",
     "integrity.snapshots.export": "snapshots",
+    "integrity.notify": "notify",
+    "integrity.evidence": "report_html",
+    "integrity.render.report_html": "report_html",
 }
-TOPICS = ("text", "snapshots", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr", "notify")
+TOPICS = ("text", "snapshots", "backups", "audits", "drill", "restore", "recovery_diff", "schedule", "probe", "migrate", "pitr", "notify", "report_html")
 
 
 def _bind_renderers_of(kind: type) -> None:
