@@ -43,7 +43,7 @@ def test_quick_and_deep_verify_read_every_object_back(env):
     code, document = env.invoke_json("backup", "verify", "--all", "--deep")
     assert code == 0, document
     assert [r["backup_id"] for r in document["result"]["results"]] == [first, second]
-    assert "deep-verified" in env.journal_events(second) and "deep-verified" in env.journal_events(first)
+    assert "deep_verified" in env.journal_events(second) and "deep_verified" in env.journal_events(first)
     assert document["result"]["repository"] == f"s3://{env.bucket}/repo"
 
 
@@ -92,7 +92,7 @@ def test_status_and_metrics_report_the_remote_repository(env):
     rows = {row["name"]: row for row in document["result"]["checks"]}
     assert rows["newest good backup"]["state"] == "ok", rows
     metrics = env.invoke("metrics")
-    assert metrics.returncode == 0 and "integrity_backup_age_seconds" in metrics.output
+    assert metrics.returncode == 0 and "integrity_backup_newest_good_timestamp_seconds" in metrics.output
 
 
 def test_backup_check_proves_reach_rights_clock_and_a_trial_backup(env):
