@@ -269,6 +269,12 @@ def _sqlite_engine(target: DatabaseTarget, *, read_only: bool, settings: Connect
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
+        # An AUTOCOMMIT connection (Alembic's autocommit_block()) must stay outside any
+        # transaction: SQLite ignores `PRAGMA foreign_keys` inside one, and turning foreign
+        # keys off around a batch rebuild is the only way to keep its DROP TABLE from
+        # cascading into the child tables.
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
         # A writer takes the lock at BEGIN: upgrading a read transaction to a write
         # fails at once (SQLITE_BUSY_SNAPSHOT) when another writer committed meanwhile.
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

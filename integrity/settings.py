@@ -201,7 +201,7 @@ class PitrSettings:
 
 @dataclass(frozen=True)
 class MigrateSettings:
-    lock_budget: float = _option(1.0, "seconds a dry run on PostgreSQL lets a write-blocking lock on a populated table be held (measured, scaled to production's rows) before its lock rule is an error", _between(0.001, 3600.0))
+    lock_budget: float = _option(1.0, "seconds a dry run on PostgreSQL lets a write-blocking lock on a populated table be held (measured, scaled to production's rows) before its lock rule is an error", _between(0.000001, 3600.0))
 
 
 NOTIFY_CONDITIONS = ("job_failed", "backup_suspect", "drill_failed", "audit_dirty")

@@ -17,6 +17,28 @@ class Severity(str, Enum):
 
 
 @dataclass(frozen=True)
+class LockHold:
+    """How long the statement a lock rule names kept its table locked on the copy."""
+
+    mode: str  # as pg_locks names it, e.g. "ShareLock"
+    seconds: float  # measured on the copy: from the statement's start to the commit
+    copy_rows: int  # rows of the table on the copy
+    production_rows: int  # rows of the table in production (the source), as counted or estimated
+    scaled_seconds: float  # seconds x max(1, production_rows / copy_rows)
+    budget: float  # [migrate] lock_budget
+
+    @property
+    def scale(self) -> float:
+        return max(1.0, self.production_rows / self.copy_rows) if self.copy_rows else 1.0
+
+    def text(self) -> str:
+        scaled = (f", {self.scaled_seconds:.2f} s scaled to production's {self.production_rows:,} rows "
+                  f"(copy: {self.copy_rows:,})" if self.scale > 1 else "")
+        verdict = "over" if self.scaled_seconds > self.budget else "within"
+        return f"measured: {self.mode} held {self.seconds:.2f} s{scaled}, {verdict} the lock budget of {self.budget:g} s"
+
+
+@dataclass(frozen=True)
 class Finding:
     rule: str  # a stable id from integrity.migrate.rules.RULES
     severity: Severity
@@ -29,6 +51,12 @@ class Finding:
     phase: str = "static"  # static | run | diff | audit | round-trip | intent
     declared: bool = False  # covered by the revision's declared intent: reported, not failed
     ignored_by: str | None = None  # the reason of the `ignore` entry that silenced it
+    # The one engine a static finding concerns (offline mode failing for one dialect);
+    # None: both, or decided by its rule (integrity.migrate.dry_run.for_engine).
+    engine: str | None = None
+    # PostgreSQL lock rules in a dry run: the hold measured on the copy, scaled to
+    # production's rows, against [migrate] lock_budget (see dry_run.measured_locks).
+    lock_hold: LockHold | None = None
 
     @property
     def counts(self) -> bool:

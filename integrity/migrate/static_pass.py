@@ -46,6 +46,9 @@ class RevisionLint:
     needs_data_pass: dict[str, str]  # dialect -> why offline mode could not render it
     findings: tuple[Finding, ...]  # phase "static", sorted by Finding.key()
     touched_tables: frozenset[str] | None  # None when unknown (raw SQL not understood, or rendering stopped early)
+    # "upgrade"/"downgrade" -> the tables a SQLite batch rebuilds (copy, drop, rename), in
+    # order: what a cascade the data pass measures (rows lost, a lossy round trip) came from.
+    rebuilds: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -393,11 +396,17 @@ def _lint_revision(revision: RevisionInfo, schema: _Schema, log: _Log) -> tuple[
             reasons.append(f"downgrade: {down.error}")
         if reasons:
             needs[dialect] = "; ".join(reasons)
-            findings.add(_finding("needs-data-pass", revision, f"{dialect}: offline mode cannot render the {needs[dialect]}"))
+            findings.add(_finding("needs-data-pass", revision, f"{dialect}: offline mode cannot render the {needs[dialect]}",
+                                  engine=dialect))
         judge = _Judge(revision, dialect, schema.copy())
-        judge.upgrade(up.events)
+        judge.judge(up.events)
         judge.downgrade(up, down)
         findings |= judge.findings
+        # The downgrade, with the same rules, against the schema the upgrade left: what the
+        # upgrade created (fresh) it may drop; a column it changed it may change back.
+        back = _Judge(revision, dialect, judge.schema.copy(), direction="downgrade", before_upgrade=schema)
+        back.judge(down.events)
+        findings |= back.findings
         after[dialect] = judge.schema
         if up.error or judge.unknown_tables:
             touched = None
@@ -413,6 +422,8 @@ def _lint_revision(revision: RevisionInfo, schema: _Schema, log: _Log) -> tuple[
         needs_data_pass=needs,
         findings=tuple(sorted(findings, key=Finding.key)),
         touched_tables=None if touched is None else frozenset(touched),
+        rebuilds={direction: tuple(event.table for event in run.events if isinstance(event, _Rebuild))
+                  for direction, run in zip(("upgrade", "downgrade"), runs["sqlite"])},
     )
     return lint, after[upgrade_dialect]
 
@@ -426,10 +437,11 @@ def _fullest(runs: dict[str, _Run]) -> str:
     return max(DIALECTS, key=lambda dialect: (len(runs[dialect].events), dialect == DIALECTS[0]))
 
 
-def _finding(rule_id: str, revision: RevisionInfo, message: str, table: str | None = None, column: str | None = None) -> Finding:
+def _finding(rule_id: str, revision: RevisionInfo, message: str, table: str | None = None, column: str | None = None,
+             engine: str | None = None) -> Finding:
     return Finding(
         rule=rule_id, severity=RULES[rule_id].severity, revision=revision.id, message=message,
-        table=table, column=column, phase="static",
+        table=table, column=column, phase="static", engine=engine,
     )
 
 
@@ -438,10 +450,13 @@ class _Judge:
     against the schema as each operation finds it. Operations and the raw SQL of
     op.execute() reach the same rule methods."""
 
-    def __init__(self, revision: RevisionInfo, dialect: str, schema: _Schema):
+    def __init__(self, revision: RevisionInfo, dialect: str, schema: _Schema, *, direction: str = "upgrade",
+                 before_upgrade: _Schema | None = None):
         self.revision = revision
         self.dialect = dialect
         self.schema = schema
+        self.direction = direction  # "downgrade": every message says so
+        self.before_upgrade = before_upgrade  # a downgrade's: the schema the upgrade started from
         self.findings: set[Finding] = set()
         self.touched: set[str] = set()
         self.unknown_tables = False  # raw SQL this pass could not read
@@ -451,15 +466,17 @@ class _Judge:
         self.foreign_keys_off = False  # a PRAGMA foreign_keys=OFF ran before (SQLite)
 
     def add(self, rule_id: str, message: str, table: str | None = None, column: str | None = None) -> None:
+        if self.direction == "downgrade":
+            message = f"downgrade: {message}"
         self.findings.add(_finding(rule_id, self.revision, message, table, column))
 
     def holds_data(self, table: str | None, column: str | None = None) -> bool:
         """Whether the table (and column) existed before this upgrade, so may hold rows."""
         return self.schema.existing(table) and (column is None or (table, column) not in self.schema.fresh_columns)
 
-    # ------------------------------------------------------------ upgrade
+    # ------------------------------------------------------------ one direction's operations
 
-    def upgrade(self, events: list) -> None:
+    def judge(self, events: list) -> None:
         for event in events:
             if isinstance(event, _Rebuild):
                 self._rebuild(event.table)
@@ -578,6 +595,8 @@ class _Judge:
             return
         both = old is not None and new is not None
         change = _value_change(old, new) if both else None
+        if change and self._restores_type(table, column, new):
+            change = None  # every value stored before the upgrade had that type (the round trip checks the rest)
         if change and self.holds_data(table, column):
             rule_id, why = change
             self.add(rule_id, f"{table}.{column}: {_type_text(old)} → {_type_text(new)} {why}", table, column)
@@ -586,6 +605,13 @@ class _Judge:
         shown = f" {_type_text(old)} → {_type_text(new)}" if both else f" to {_type_text(new)}" if new is not None else ""
         self.add("pg-table-rewrite", f"{table}.{column}: ALTER COLUMN TYPE{shown} rewrites the table under ACCESS EXCLUSIVE",
                  table, column)
+
+    def _restores_type(self, table: str, column: str | None, new) -> bool:
+        """Whether a downgrade gives the column back the type it had before the upgrade."""
+        if self.before_upgrade is None or column is None:
+            return False
+        known = self.before_upgrade.column(table, column)
+        return known is not None and known.type is not None and _kind(known.type) == _kind(new)
 
     def _set_not_null(self, table: str, column: str | None) -> None:
         if not self.holds_data(table):
