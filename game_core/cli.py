@@ -173,7 +173,9 @@ app = typer.Typer(
     cls=GameGroup,
     help="A terminal typing game: play tests, see your stats and the leaderboards.\n\n" + EXIT_CODE_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    # Typer's own --install-completion / --show-completion: `import typer` loads its completion
+    # modules (and shellingham) whatever this says, so `--help` costs nothing more.
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
