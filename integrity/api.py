@@ -186,6 +186,17 @@ def backup_prune(inv: Invocation, *, dry_run: bool = False):
     return prune(inv.settings, dry_run=dry_run, lock_wait=inv.lock_wait, command=inv.command)
 
 
+def backup_copy(inv: Invocation, *, to: str, backup_id: str | None = None, all_missing: bool = False,
+                source: str | None = None):
+    """Copy a backup (or every intact one the destination lacks) from `source` (default:
+    the primary) into the repository named `to`, verified again there."""
+    from integrity.backups.copy import copy_backups
+    from integrity.settings import PRIMARY_REPOSITORY
+
+    return copy_backups(inv.settings, to=to, backup_id=backup_id, all_missing=all_missing,
+                        source_name=source or PRIMARY_REPOSITORY, command=inv.command, lock_wait=inv.lock_wait)
+
+
 def backup_pin(inv: Invocation, *, backup_id: str, until: datetime | None = None):
     """Keep a backup out of retention, for ever or `until`, under the repository's writer lock."""
     from integrity.backups.catalog import pin

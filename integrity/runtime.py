@@ -122,6 +122,7 @@ class Runtime:
     recording: Any = None  # integrity.recorder.Recording, once the run is open in the ledger
     base_invocation: Any = None  # integrity.invocation.Invocation, built with the recording
     summary: dict[str, Any] = field(default_factory=dict)
+    repository: str | None = None  # `integrity backup --repository NAME ...`: a copy instead of the primary
 
     def __post_init__(self) -> None:
         # -q: nothing on stderr but errors, whoever prints (commands print phase notes here).
@@ -130,7 +131,14 @@ class Runtime:
     def invocation(self, *, lock_wait: float | None = None, yes: bool | None = None):
         """What the command hands to integrity.api: this run's invocation with the command's
         own --lock-wait and --yes."""
-        return self.base_invocation.given(lock_wait=lock_wait, yes=yes)
+        invocation = self.base_invocation.given(lock_wait=lock_wait, yes=yes)
+        if self.repository:
+            from dataclasses import replace
+
+            from integrity.backups.repositories import settings_for
+
+            invocation = replace(invocation, settings=settings_for(invocation.settings, self.repository))
+        return invocation
 
     def configure_logging(self) -> None:
         level = logging.WARNING if not self.verbose else logging.DEBUG

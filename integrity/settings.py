@@ -124,6 +124,29 @@ class ObjectStorageSettings:
     object_lock_days: int = _option(0, "days each backup's objects stay locked (with object_lock_mode); prune keeps what is still locked", _between(0, CENTURY_DAYS))
 
 
+PRIMARY_REPOSITORY = "primary"  # the name of [backups] repository among [[repositories]]
+_REPOSITORY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _repository_name(value: str) -> str | None:
+    if value == PRIMARY_REPOSITORY:
+        return f"a name other than {PRIMARY_REPOSITORY!r} (that is [backups] repository)"
+    return None if _REPOSITORY_NAME.match(value) else "a name of lower-case letters, digits, - and _ (up to 32, a letter first)"
+
+
+_repository_name.allowed = "lower-case letters, digits, - and _"
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """A further repository, `[[repositories]]`: a copy of the primary ([backups]
+    repository), the same format, for the 3-2-1 rule (another disk, another site)."""
+
+    name: str = _option("", "the repository's name (`backup copy --to NAME`, `drill --from NAME`, status)", _repository_name)
+    location: Path | S3Url = _option(Path(), "a directory (relative: to the data directory) or s3://bucket/prefix")
+    s3: ObjectStorageSettings = field(default_factory=ObjectStorageSettings)
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     repository: Path | S3Url = _option(Path("backups"), "the backup repository: a directory (relative: to the data directory) or s3://bucket/prefix")
@@ -155,6 +178,7 @@ class ObjectivesSettings:
     rto_seconds: int = _option(600, "a predicted full restore must take less than this", _between(1, YEAR_SECONDS))
     deep_verify_max_age_seconds: int = _option(172800, "the newest deep-verified backup must be younger than this", _between(1, YEAR_SECONDS))
     probe_min_success_ratio: float = _option(0.99, "the retrieval probe fails below this success ratio", _between(0.0, 1.0))
+    copy_max_age_seconds: int = _option(86400, "with [[repositories]] configured, the newest good backup in each copy must be younger than this", _between(1, YEAR_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -211,7 +235,7 @@ def _notify_targets(value: tuple[str, ...]) -> str | None:
     return None if all("://" in url for url in value) else "Apprise URLs (scheme://...), e.g. [\"json://host/path\", \"slack://...\"]"
 
 
-_notify_targets.allowed = "Apprise URLs; secrets"
+_notify_targets.allowed = "a list of Apprise URLs"
 
 
 def _notify_conditions(value: tuple[str, ...]) -> str | None:
@@ -260,6 +284,7 @@ class Settings:
     notify: NotifySettings
     config_path: Path | None  # None: no file, defaults and environment only
     data_dir: Path
+    repositories: tuple[RepositorySettings, ...] = ()  # [[repositories]]: the copies
 
     @property
     def database_url(self) -> str:
@@ -374,6 +399,7 @@ def resolve_settings(
     for layer in (file_values, env_values):
         _merge(merged, layer)
     try:
+        copies = _repositories(merged.pop("repositories", []), data_dir)
         _reject_unknown_sections(merged)
         sections = {name: _build(cls, merged.get(name, {}), name) for name, cls in SECTIONS.items()}
     except ConfigInvalid as exc:
@@ -399,7 +425,30 @@ def resolve_settings(
         or default_database_url(environ)
     )
     sections["database"] = _replace(sections["database"], url=url)
-    return Settings(**sections, config_path=config_path, data_dir=data_dir)
+    return Settings(**sections, config_path=config_path, data_dir=data_dir, repositories=copies)
+
+
+def _repositories(raw: Any, data_dir: Path) -> tuple[RepositorySettings, ...]:
+    """`[[repositories]]`, an array of tables in the file (the environment cannot hold one)."""
+    if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
+        variable = _first_variable(raw) if isinstance(raw, Mapping) else None
+        where = f"{variable} ([[repositories]])" if variable else "[[repositories]]"
+        raise ConfigInvalid(f"invalid {where}; allowed: an array of tables in integrity.toml, each with name and location")
+    copies = []
+    for index, item in enumerate(raw, start=1):
+        where = f"repositories #{index}"
+        for required in ("name", "location"):
+            if required not in item:
+                raise ConfigInvalid(f"[[repositories]] #{index} has no {required}; each copy needs a name and a location")
+        entry = _build(RepositorySettings, item, where)
+        if not isinstance(entry.location, S3Url) and not entry.location.is_absolute():
+            entry = _replace(entry, location=(data_dir / entry.location).absolute())
+        copies.append(entry)
+    names = [entry.name for entry in copies]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ConfigInvalid(f"[[repositories]] name {duplicated[0]!r} is used twice; each copy needs its own name")
+    return tuple(copies)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

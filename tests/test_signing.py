@@ -423,8 +423,8 @@ def test_help_does_not_load_the_crypto_library():
 def test_every_repository_built_from_the_settings_checks_signatures():
     """Signatures are checked in Repository.read_manifest, so a Repository built without the
     configured key would read manifests unchecked: every one goes through Repository.of,
-    except init (creates the directory, reads nothing) and backup check's space estimate
-    (reads sizes only, and reports signing as a finding of its own)."""
+    except backup check's space estimate (reads sizes only, and reports signing as a
+    finding of its own)."""
     root = Path(__file__).resolve().parents[1] / "integrity"
     unchecked = sorted(
         str(path.relative_to(root))
@@ -432,4 +432,4 @@ def test_every_repository_built_from_the_settings_checks_signatures():
         for line in path.read_text(encoding="utf-8").splitlines()
         if "Repository(settings" in line or "Repository(ctx.obj.settings" in line
     )
-    assert unchecked == ["backups/check.py", "initialize.py"], unchecked
+    assert unchecked == ["backups/check.py"], unchecked

@@ -204,6 +204,12 @@ class ObjectRepository(JournalRecords):
                 raise BackupCorrupt(f"{where}: {entry.name} is missing; it cannot be trusted or restored")
         return manifest
 
+    def manifest_files(self, backup_id: str) -> dict[str, bytes]:
+        """The manifest, its hash and its signature (when there is one) exactly as stored."""
+        present = {stored.key.partition("/")[2] for stored in self.store.list(f"{backup_id}/")}
+        return {name: self.store.get(f"{backup_id}/{name}")
+                for name in (MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE) if name in present}
+
     # ------------------------------------------------------------- writing backups
 
     def staging(self, backup_id: str) -> Path:

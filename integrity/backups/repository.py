@@ -722,6 +722,13 @@ class Repository(JournalRecords):
         self._check_contents(directory, manifest, where)
         return manifest
 
+    def manifest_files(self, backup_id: str) -> dict[str, bytes]:
+        """The manifest, its hash and its signature (when there is one) exactly as stored:
+        what a copy carries over byte for byte (integrity.backups.copy)."""
+        directory = self.path_of(backup_id)
+        names = (MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE)
+        return {name: read_regular_file(directory / name) for name in names if (directory / name).exists()}
+
     def _check_contents(self, directory: Path, manifest: Manifest, where: str) -> None:
         """Exactly the manifest, its hash, an optional signature and the listed files, each a
         regular file: anything else (a stray file, a second data file, a directory, a

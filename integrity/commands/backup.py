@@ -9,7 +9,17 @@ import typer
 
 from integrity.commands.params import MAX_LABEL_LENGTH, LockWait, backup_reference, label_text
 
-backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, keygen, check.", no_args_is_help=True)
+backup_app = typer.Typer(help="Backups: create, list, verify, prune, pin, copy, keygen, check.", no_args_is_help=True)
+
+@backup_app.callback()
+def backup_options(
+    ctx: typer.Context,
+    repository: Annotated[str | None, typer.Option("--repository", metavar="NAME", help="Work on this repository: primary ([backups] repository, the default) or a copy's [[repositories]] name.")] = None,
+) -> None:
+    """Backups: create, list, verify, prune, pin, copy, keygen, check."""
+    if repository is not None:
+        ctx.obj.repository = repository
+
 
 BackupId = Annotated[str, typer.Argument(metavar="ID", callback=backup_reference, help="A backup id, as `integrity backup list` shows it.")]
 
@@ -108,6 +118,23 @@ def keygen(
     from integrity import api
 
     ctx.obj.emit(api.backup_keygen(ctx.obj.invocation(), out=out))
+
+
+@backup_app.command("copy")
+def copy(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", metavar="NAME", help="The repository to copy into: a [[repositories]] name.")],
+    backup_id: Annotated[str | None, typer.Argument(metavar="[ID|latest]", callback=backup_reference, help="The backup to copy.")] = None,
+    all_missing: Annotated[bool, typer.Option("--all-missing", help="Every intact backup the destination does not hold yet.")] = False,
+    lock_wait: LockWait = 0,
+) -> None:
+    """Copy verified backups into another repository (byte for byte, same id and signature),
+    re-verifying every hash at the destination. Exit 5 when a backup failed on the way."""
+    from integrity import api
+
+    # The unswapped invocation: --repository names the source here, among all repositories.
+    ctx.obj.emit(api.backup_copy(ctx.obj.base_invocation.given(lock_wait=lock_wait), to=to, backup_id=backup_id,
+                                 all_missing=all_missing, source=ctx.obj.repository))
 
 
 @backup_app.command("check")

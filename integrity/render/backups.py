@@ -39,6 +39,9 @@ def register(render_text) -> None:
     render_text.register(PruneResult, render_prune)
     render_text.register(PinChange, render_pin)
     render_text.register(BackupCheckReport, render_check)
+    from integrity.backups.copy import CopyResult
+
+    render_text.register(CopyResult, render_copy)
     from integrity.backups.signing import GeneratedKey
 
     render_text.register(GeneratedKey, render_keygen)
@@ -157,7 +160,7 @@ def render_prune(result, console: Console) -> None:
         if decision.keep:
             verdict = "keep"
         elif decision.backup_id in skipped:
-            verdict = "skipped (in use)"
+            verdict = "kept (Object Lock)" if "Object Lock" in skipped[decision.backup_id] else "skipped (in use)"
         elif result.dry_run:
             verdict = "would delete"
         else:
@@ -168,6 +171,19 @@ def render_prune(result, console: Console) -> None:
         console.print(f"removed leftovers of interrupted runs: {', '.join(result.removed_leftovers)}", highlight=False, markup=False)
     elif result.dry_run and result.plan.leftovers:
         console.print(f"would remove leftovers of interrupted runs: {', '.join(result.plan.leftovers)}", highlight=False, markup=False)
+
+
+def render_copy(result, console: Console) -> None:
+    for item in result.copied:
+        console.print(f"copied {item['backup_id']} ({item['size'] / 1e6:.1f} MB in {item['seconds']:.1f}s) to "
+                      f"{result.destination}, verified there", highlight=False, markup=False)
+    if result.present:
+        console.print(f"already in {result.destination}: {', '.join(result.present)}", highlight=False, markup=False)
+    for item in result.failed:
+        console.print(f"NOT copied {item['backup_id']}: {item['problem']}", highlight=False, markup=False)
+    if not (result.copied or result.present or result.failed):
+        console.print(f"nothing to copy: {result.destination} holds every intact backup of {result.source}",
+                      highlight=False, markup=False)
 
 
 def render_pin(change, console: Console) -> None:
