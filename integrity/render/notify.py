@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 _PLAIN = {"highlight": False, "markup": False}
 
@@ -29,11 +28,9 @@ def render_status(report, console: Console) -> None:
     if not report.rows:
         console.print("no condition notified yet", **_PLAIN)
         return
-    table = Table(show_header=True, header_style="bold")
-    for column in ("condition", "state", "since", "detail", "last delivery failure"):
-        table.add_column(column, overflow="fold")
+    # Lines, not a table: the details and target errors are sentences that a table folds.
     for row in report.rows:
-        failure = f"{row.error_at:%Y-%m-%d %H:%M:%SZ} {row.last_error}" if row.last_error and row.error_at else "-"
-        table.add_row(row.key, "ACTIVE" if row.active else "clear", f"{row.changed_at:%Y-%m-%d %H:%M:%SZ}",
-                      row.detail, failure)
-    console.print(table)
+        state = "ACTIVE" if row.active else "clear"
+        console.print(f"{row.key}: {state} since {row.changed_at:%Y-%m-%d %H:%M:%SZ}: {row.detail}", **_PLAIN)
+        if row.last_error and row.error_at:
+            console.print(f"  last delivery failure {row.error_at:%Y-%m-%d %H:%M:%SZ}: {row.last_error}", **_PLAIN)
