@@ -216,14 +216,22 @@ class Browser:
             raise RuntimeError(f"evaluate failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: Path, width: int = 1280) -> int:
-        """A PNG of the whole page; returns its height in CSS pixels."""
-        height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True)
-        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=True)["data"]
+    def screenshot(self, path: Path, width: int = 1280, height: int | None = None) -> int:
+        """A PNG of the whole page laid out `width` pixels wide (or of its top `height`
+        pixels); returns the page's height in CSS pixels."""
+        def resize(to_height: int) -> None:
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": to_height, "deviceScaleFactor": 1, "mobile": False}, session=True)
+
+        resize(800)  # lay the page out at its width first: its height depends on it
+        full = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
+        shown = min(full, height or full)
+        resize(shown)
+        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                    "clip": {"x": 0, "y": 0, "width": width, "height": shown, "scale": 1}},
+                         session=True)["data"]
         path.write_bytes(base64.b64decode(data))
-        return height
+        return full
 
     def close(self) -> None:
         try:
