@@ -202,6 +202,9 @@ class ObjectRepository(JournalRecords):
         for entry in manifest.files:
             if entry.name not in present:
                 raise BackupCorrupt(f"{where}: {entry.name} is missing; it cannot be trusted or restored")
+            if present[entry.name] != entry.size:  # the listing gives sizes: a truncation shows without a read
+                raise BackupCorrupt(f"{where}: {entry.name} is {present[entry.name]} bytes, the manifest says "
+                                    f"{entry.size} (truncated or replaced); it cannot be trusted or restored")
         return manifest
 
     def manifest_files(self, backup_id: str) -> dict[str, bytes]:
