@@ -284,12 +284,20 @@ def notify_after_run(settings, ledger, command: str, run_id: str | None = None) 
         if row.active and key not in current and any(key.startswith(prefix) for prefix in complete):
             kind = key.split(":", 1)[0]
             current[key] = Condition(key, kind, False, f"{_subject(key)} is no longer in the repository")
+    changed = [(key, condition) for key, condition in current.items()
+               if condition.active != (key in rows and rows[key].active)]
+    if not changed:
+        return []
+    try:
+        _apprise()
+    except NotifyUnavailable as exc:
+        # One line, and nothing claimed: once the extra is installed, the next run that
+        # evaluates these conditions notifies them.
+        log.warning("%s; %d notification(s) not sent: %s", exc, len(changed), ", ".join(key for key, _ in changed))
+        return []
     notices = []
-    for key, condition in current.items():
+    for key, condition in changed:
         before = rows.get(key)
-        was_active = before is not None and before.active
-        if condition.active == was_active:
-            continue
         if not _claim(ledger, key, before, condition, run_id):
             continue  # another run notified this change
         notice = send_notice(settings, condition)

@@ -327,9 +327,13 @@ def test_without_the_notify_extra_the_error_says_to_install_it(tmp_path, sqlite_
                                  "pip install 'typing-game-integrity[notify]'")
     result = run("backup", "create")
     assert result.returncode == 4 and "Traceback" not in result.stderr
-    assert ("WARNING: [notify] targets are set but Apprise is not installed; install the `notify` extra: "
-            "pip install 'typing-game-integrity[notify]'") in result.stderr.splitlines()
+    assert [line for line in result.stderr.splitlines() if line.startswith("WARNING")] == [
+        "WARNING: [notify] targets are set but Apprise is not installed; install the `notify` extra: "
+        "pip install 'typing-game-integrity[notify]'; 1 notification(s) not sent: job_failed:backup"]
     assert webhook.received == []
+    # Nothing was marked as told: with Apprise back, the next run tells it.
+    assert env.invoke("backup", "create").returncode == 4
+    assert webhook.titles(hook) == ["[integrity] job backup is failing"]
 
 
 # ---------------------------------------------------------------- secrets
