@@ -147,6 +147,15 @@ class RepositorySettings:
     s3: ObjectStorageSettings = field(default_factory=ObjectStorageSettings)
 
 
+def _age_recipients(value: tuple[str, ...]) -> str | None:
+    from integrity.backups.encryption import recipients_problem  # pyrage only when recipients are set
+
+    return recipients_problem(value)
+
+
+_age_recipients.allowed = "age recipients (age1...), or [] (unencrypted)"
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     repository: Path | S3Url = _option(Path("backups"), "the backup repository: a directory (relative: to the data directory) or s3://bucket/prefix")
@@ -155,6 +164,8 @@ class BackupSettings:
     size_drop_tolerance: float = _option(0.50, "the data of a new backup shrinking by more than this share since the previous restorable one makes it suspect", _between(0.0, 1.0))
     signing_public_key: str = _option("", "Ed25519 public key (base64, from `integrity backup keygen`) every manifest must be signed with; empty: signing off, unsigned backups accepted")
     signing_key_file: str = _option("", "the private key that signs new backups: only on hosts that make backups, outside the repository, mode 0600 (relative: to the data directory); empty: this host does not sign")
+    encrypt_to: tuple[str, ...] = _option((), "age recipients (age1..., public keys from `age-keygen`) every new backup is encrypted to; empty: backups unencrypted (`backup check` warns)", _age_recipients)
+    identity_file: str = _option("", "an age identity file (`age-keygen` output) of one of the recipients, needed by restore, deep verify, drills and diffs of encrypted backups: outside the repository, mode 0600 (relative: to the data directory); empty: this host cannot decrypt")
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     s3: ObjectStorageSettings = field(default_factory=ObjectStorageSettings)
 

@@ -4,6 +4,12 @@ Never the whole file in memory: 1 MiB chunks in, 1 MiB chunks out. The compresse
 bytes are hashed as they are written (what `quick verify` re-reads), the raw bytes as
 they are read (what a restore re-creates). zstd frames carry their own content
 checksum, so decompressing to the end also proves the content is whole.
+
+An encrypted backup's file (`.age`, integrity.backups.encryption) is age ciphertext of
+the compressed bytes: its quick check is the ciphertext's size and SHA-256 only (no key
+needed, nothing decompressed); reading its plaintext decrypts with this host's identity
+(exit 4 naming the recipients when it has none that fits), then decompresses and checks
+the raw SHA-256 as for any file.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
+from integrity.backups.encryption import DecryptionKeyUnavailable, SealedFile, decrypt_stream, is_sealed
 from integrity.backups.repository import BackupCorrupt, FileEntry
 
 CHUNK = 1 << 20
@@ -144,11 +151,22 @@ def decompress_to(path: Path | RemoteFile, entry: FileEntry, sink: Callable[[byt
     _stream(path, entry, backup_id=backup_id, sink=sink, check_raw=True, advance=advance)
 
 
-def _stream(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str, sink, check_raw: bool, advance=None) -> None:
+def _stream(path: Path | RemoteFile | SealedFile, entry: FileEntry, *, backup_id: str, sink, check_raw: bool,
+            advance=None) -> None:
     where = f"backup {backup_id}: {entry.name}"
+    identities = None
+    plaintext_wanted = check_raw or sink is not None
+    if isinstance(path, SealedFile):
+        if is_sealed(entry.name) and plaintext_wanted:
+            identities = path.identities()  # exit 4 naming the recipients before a byte is read
+        path = path.inner
+    elif is_sealed(entry.name) and plaintext_wanted:
+        raise DecryptionKeyUnavailable(f"{where} is encrypted and was given without a way to its keys "
+                                       "(read it through its repository's file_of)")
     if not isinstance(path, Path):  # an object of a repository on object storage
         with path.open(where) as (handle, size):
-            _stream_handle(handle, size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+            _stream_handle(handle, size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance,
+                           identities=identities)
         return
     try:
         # Never through a symbolic link (a copy elsewhere is not this backup's file) and
@@ -160,20 +178,87 @@ def _stream(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str, sink, 
         why = "is a symbolic link, not a file of the backup" if os.path.islink(path) else f"cannot be read ({exc.strerror})"
         raise BackupCorrupt(f"{where} {why}") from None
     with os.fdopen(descriptor, "rb") as handle:
-        _stream_open(handle, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+        _stream_open(handle, entry, where=where, sink=sink, check_raw=check_raw, advance=advance, identities=identities)
 
 
-def _stream_open(handle: BinaryIO, entry: FileEntry, *, where: str, sink, check_raw: bool, advance=None) -> None:
+def _stream_open(handle: BinaryIO, entry: FileEntry, *, where: str, sink, check_raw: bool, advance=None,
+                 identities=None) -> None:
     info = os.fstat(handle.fileno())
     if not stat.S_ISREG(info.st_mode):
         raise BackupCorrupt(f"{where} is not a regular file")
-    _stream_handle(handle, info.st_size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance)
+    _stream_handle(handle, info.st_size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance,
+                   identities=identities)
+
+
+class _Undecompressable(Exception):
+    """Plaintext that decrypted but is no zstd stream (raised through pyrage's writer)."""
+
+
+def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, identities, advance=None) -> None:
+    """An age-encrypted data file. Without identities (quick verification): the
+    ciphertext's SHA-256. With them: decrypted as it is read (age authenticates every
+    64 KiB chunk), decompressed and the raw bytes hashed beside it, the ciphertext hashed
+    as well. A ciphertext that does not decrypt is read to its end first, so that its
+    SHA-256 says which it is: damaged or swapped (it does not match), or written wrongly."""
+    cipher = _HashingReader(handle, advance)
+    if identities is None:
+        while cipher.read(CHUNK):
+            pass
+        _check_ciphertext(cipher, entry, where)
+        return
+    raw_digest = hashlib.sha256()
+    raw_size = 0
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    problem = None
+    with _ChunkConsumer(hashlib.sha256(), raw_digest, sink) as consumer:
+        def plaintext(chunk: bytes) -> None:
+            nonlocal raw_size
+            try:
+                output = decompressor.decompress(chunk)
+            except zstandard.ZstdError as exc:
+                raise _Undecompressable(str(exc)) from None
+            raw_size += len(output)
+            consumer.put(b"", output)
+
+        try:
+            failure = decrypt_stream(cipher, plaintext, identities)
+            if failure is None:
+                tail = decompressor.flush()
+                raw_size += len(tail)
+                consumer.put(b"", tail)
+            else:
+                problem = f"does not decrypt ({failure})"
+        except _Undecompressable as exc:
+            problem = f"decrypts but does not decompress: {exc}"
+    if problem is not None:
+        while cipher.read(CHUNK):
+            pass
+    _check_ciphertext(cipher, entry, where)
+    if problem is not None:
+        raise BackupCorrupt(f"{where} matches its SHA-256 in the manifest but {problem}: it was written wrongly, or "
+                            "not to the recipients its manifest names; it cannot be restored")
+    if not decompressor.eof:
+        raise BackupCorrupt(f"{where} decrypts to a zstd stream that ends in the middle of a frame (truncated)")
+    if raw_size != entry.raw_size:
+        raise BackupCorrupt(f"{where} decompresses to {raw_size} bytes, the manifest says {entry.raw_size}")
+    if raw_digest.hexdigest() != entry.raw_sha256:
+        raise BackupCorrupt(f"{where} decompresses to content that does not match the manifest")
+
+
+def _check_ciphertext(cipher: _HashingReader, entry: FileEntry, where: str) -> None:
+    if cipher.size != entry.size:
+        raise BackupCorrupt(f"{where} gave {cipher.size} bytes, the manifest says {entry.size} (truncated or replaced)")
+    if cipher.digest.hexdigest() != entry.sha256:
+        raise BackupCorrupt(f"{where} does not match its SHA-256 in the manifest (damaged or swapped)")
 
 
 def _stream_handle(handle: BinaryIO, actual_size: int, entry: FileEntry, *, where: str, sink, check_raw: bool,
-                   advance=None) -> None:
+                   advance=None, identities=None) -> None:
     if actual_size != entry.size:
         raise BackupCorrupt(f"{where} is {actual_size} bytes, the manifest says {entry.size} (truncated or replaced)")
+    if is_sealed(entry.name):
+        _stream_sealed(handle, entry, where=where, sink=sink, identities=identities, advance=advance)
+        return
     digest = hashlib.sha256()
     raw_digest = hashlib.sha256() if check_raw else None
     raw_size = 0

@@ -22,6 +22,7 @@ from game_core.errors import ExitCode, Failure
 from integrity.backups.catalog import read_catalog
 from integrity.backups.plausibility import assess_against_repository
 from integrity.backups.repository import TEMP_PREFIX, Repository
+from integrity.backups.encryption import encryption_finding
 from integrity.backups.signing import signing_finding
 from integrity.db.connect import Database, guarded_target
 from integrity.db.engines import engine_for
@@ -62,6 +63,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
         findings += _repository_space(settings, repository)
     findings += _settings_sanity(settings)
     findings += [CheckFinding("signing", *signing_finding(settings))]
+    findings += [CheckFinding("encryption", *encryption_finding(settings))]
     if not repository.remote:
         findings += _same_disk(settings, repository)
     if not any(f.state == "fail" for f in findings):

@@ -127,6 +127,7 @@ def create_backup(
                 raise NotAGameDatabase(_not_the_game(target))
             recorded_source = capture.source if source is None else _as_guarded(capture.source, target)
             suspect_reasons = None if purpose == "safety" else _plausibility(settings, repository, capture, purpose)
+            files, encryption = _encrypted(settings, temp, capture.files, progress)
             manifest = Manifest(
                 id=backup_id,
                 engine=target.kind,
@@ -137,13 +138,14 @@ def create_backup(
                 source_identity=capture.identity,
                 revision=capture.revision,
                 tables=capture.tables,
-                files=capture.files,
+                files=files,
                 tool={"name": "integrity", "version": __version__, "host": socket.gethostname(), **capture.tool},
                 timings={name: round(value, 3) for name, value in capture.timings.items()},
                 suspect_reasons=suspect_reasons,
                 purpose=purpose,
                 source=recorded_source,
                 point_in_time=point_in_time,
+                encryption=encryption,
             )
             data = manifest.to_json()
             write_file_durably(temp / MANIFEST, data)
@@ -186,6 +188,24 @@ def _locks(repository: Repository, target, settings: Settings, *, command: str, 
         target, state_dir=settings.state.dir, command=command, wait_seconds=lock_wait
     ):
         yield
+
+
+def _encrypted(settings: Settings, temp, files, progress: Reporter):
+    """With [backups] encrypt_to set, each data file replaced by its age ciphertext
+    (integrity.backups.encryption), and the manifest's encryption field; else as captured.
+    The plaintext is proven to be what the capture wrote and to decompress whole as it is
+    encrypted; the read-back below then checks the ciphertext's hash (no key here)."""
+    recipients = settings.backups.encrypt_to
+    if not recipients:
+        return files, None
+    from integrity.backups.encryption import manifest_field, seal_file
+
+    sealed = []
+    for entry in files:
+        with progress.task(f"encrypting {entry.name}", total=entry.size, unit="bytes") as task:
+            sealed.append(seal_file(temp, entry, recipients, advance=task.advance))
+    crash_point("create:encrypted")
+    return tuple(sealed), manifest_field(recipients)
 
 
 def _plausibility(settings: Settings, repository: Repository, capture, purpose: str) -> list[str]:

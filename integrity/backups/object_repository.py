@@ -120,7 +120,7 @@ class ObjectRepository(JournalRecords):
 
     def file_of(self, backup_id: str, name: str) -> ObjectFile:
         self._require_id(backup_id)
-        return ObjectFile(self.store, f"{backup_id}/{name}")
+        return self.readable(backup_id, name, ObjectFile(self.store, f"{backup_id}/{name}"))  # `.age`: with its keys
 
     @staticmethod
     def _require_id(backup_id: str) -> None:

@@ -3,6 +3,7 @@
     <repository>/
       <id>/                    a finished backup, immutable once renamed into place:
         data.<kind>.zst          the data file, zstd-compressed
+                                 (data.<kind>.zst.age: then age-encrypted, see encryption.py)
         manifest.json            written last: what the backup holds and every file's hash
         manifest.sha256          the manifest's own hash, `sha256sum -c` format
         manifest.sig             the manifest's Ed25519 signature, when signing is configured
@@ -56,8 +57,10 @@ JOURNAL = "journal.jsonl"
 TEMP_PREFIX = ".tmp-"
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 # A data file's name: a plain name inside its backup directory (no separators, no dot
-# first, so never "..", a hidden file or the manifest), ending in the compression's suffix.
-FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.zst$")
+# first, so never "..", a hidden file or the manifest), ending in the compression's suffix,
+# and then `.age` when the backup is encrypted (integrity.backups.encryption).
+FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.zst(\.age)?$")
+AGE_RECIPIENT_PATTERN = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 ENGINES = ("sqlite", "postgresql")  # game_core.db.SQLITE, POSTGRESQL
 FILE_KINDS = {"sqlite": "sqlite-db", "postgresql": "pg-custom"}  # the data file each engine writes
@@ -226,6 +229,17 @@ def _check_point_in_time(point: object) -> None:
     _optional_text(point, "asked")
 
 
+def _check_encryption(encryption: object) -> None:
+    """An encrypted backup's scheme and recipients (see Manifest): public keys only."""
+    _check(isinstance(encryption, dict) and set(encryption) == {"scheme", "recipients"},
+           "encryption is not an object of scheme and recipients")
+    _check(encryption["scheme"] == "age", f"encryption.scheme {str(encryption['scheme'])[:20]!r} is not 'age'")
+    recipients = encryption["recipients"]
+    _check(isinstance(recipients, list) and len(recipients) > 0
+           and all(isinstance(r, str) and AGE_RECIPIENT_PATTERN.match(r) for r in recipients),
+           "encryption.recipients is not a list of age recipients (age1...)")
+
+
 @dataclass(frozen=True)
 class Manifest:
     id: str
@@ -254,12 +268,17 @@ class Manifest:
     # "window": {"oldest": ISO|None, "newest": ISO|None}, "asked": what the operator gave}.
     # Absent from every other manifest, so that they read exactly as before it existed.
     point_in_time: dict[str, Any] | None = None
+    # An encrypted backup's scheme and public recipients: {"scheme": "age", "recipients":
+    # ["age1...", ...]}; its files are `.age` ciphertext (size and sha256 the ciphertext's,
+    # raw_size and raw_sha256 the plaintext's). Absent from unencrypted manifests.
+    encryption: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         document = dict(self.__dict__)
         document["files"] = [entry.__dict__ for entry in self.files]
-        if document["point_in_time"] is None:
-            del document["point_in_time"]
+        for optional in ("point_in_time", "encryption"):
+            if document[optional] is None:
+                del document[optional]
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -315,6 +334,11 @@ class Manifest:
                "point_in_time is given without purpose point-in-time, or the other way round")
         if document.get("point_in_time") is not None:
             _check_point_in_time(document["point_in_time"])
+        if document.get("encryption") is not None:
+            _check_encryption(document["encryption"])
+        sealed = {entry.name.endswith(".age") for entry in document["files"]}
+        _check(sealed == {document.get("encryption") is not None},
+               "encryption does not match its files (.age files need an encryption field, and only they)")
         return cls(**document)
 
     @property
@@ -537,6 +561,24 @@ class JournalRecords:
         """The readable events (see `read_journal` for what could not be read)."""
         return list(self.read_journal().entries)
 
+    # integrity.backups.encryption.Keyring: the identities this host decrypts with (set by
+    # Repository.of from [backups] identity_file; None: it cannot decrypt).
+    keyring = None
+
+    def readable(self, backup_id: str, name: str, file):
+        """A data file as integrity.backups.archive reads it: an encrypted one (`.age`)
+        wrapped with the way to its keys, found from the manifest only when it is opened
+        for its plaintext (a quick check hashes the ciphertext and needs none)."""
+        if not name.endswith(".age"):
+            return file
+        from integrity.backups.encryption import SealedFile
+
+        def recipients() -> list[str]:
+            encryption = self.read_manifest(backup_id).encryption or {}
+            return list(encryption.get("recipients", ()))
+
+        return SealedFile(file, self.keyring, backup_id, recipients)
+
 
 class Repository(JournalRecords):
     """One backup repository directory."""
@@ -557,12 +599,17 @@ class Repository(JournalRecords):
         for `s3://` (integrity.backups.object_repository, which imports boto3 when used)."""
         from integrity.backups.signing import verifier_of
 
+        from integrity.backups.encryption import keyring_of
+
         verifier = verifier_of(settings.backups)
         if isinstance(settings.backups.repository, S3Url):
             from integrity.backups.object_repository import ObjectRepository
 
-            return ObjectRepository.of(settings, verifier=verifier)
-        return cls(settings.backups.repository, verifier=verifier)
+            repository = ObjectRepository.of(settings, verifier=verifier)
+        else:
+            repository = cls(settings.backups.repository, verifier=verifier)
+        repository.keyring = keyring_of(settings)  # loads nothing until a backup is decrypted
+        return repository
 
     # ------------------------------------------------------------- layout
 
@@ -636,8 +683,9 @@ class Repository(JournalRecords):
         return str(self.path_of(backup_id))
 
     def file_of(self, backup_id: str, name: str) -> Path:
-        """A data file of a backup, for integrity.backups.archive to read and check."""
-        return self.path_of(backup_id) / name
+        """A data file of a backup, for integrity.backups.archive to read and check
+        (an encrypted one wrapped with its keys: `readable`)."""
+        return self.readable(backup_id, name, self.path_of(backup_id) / name)
 
     def leftover_names(self) -> list[str]:
         return [path.name for path in self.leftovers()]

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.archive import check_archive
+from integrity.backups.encryption import DecryptionKeyUnavailable
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, BackupNotFound, Manifest, Repository
 from integrity.backups.statistics import compare_statistics, table_statistics
 from integrity.db.connect import Database
@@ -189,6 +190,8 @@ def _deep_verify(settings: Settings, repository: Repository, manifest: Manifest,
                 problems += checked.problems
                 fingerprints = checked.fingerprints
                 audit, violations = audit_copy(connection, progress)
+    except DecryptionKeyUnavailable:
+        raise  # this host's missing or wrong key, not the backup's fault: nothing journalled (exit 4)
     except Failure as exc:
         problems.append(str(exc))
     except sa.exc.DBAPIError as exc:

@@ -79,6 +79,7 @@ import sqlalchemy as sa
 
 from game_core.errors import ExitCode, Failure, PreconditionFailed
 from integrity.backups.catalog import resolve_backup
+from integrity.backups.encryption import DecryptionKeyUnavailable
 from integrity.backups.repository import AuditVerdict, BackupCorrupt, Manifest, Repository
 from integrity.backups.statistics import store_identity
 from integrity.backups.verify import audit_copy, deep_checks, quick_verify
@@ -292,6 +293,8 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
                     repository, manifest, scratch_dir=scratch_dir, progress=progress,
                 ))
                 phase.detail = copy.description
+        except DecryptionKeyUnavailable:
+            raise  # this host's missing or wrong key, not the backup's fault: never journalled as failed (exit 4)
         except Failure as exc:
             return _failed(repository, report, manifest, [str(exc)], command)
         crash_point("drill:restored")  # a kill here leaves the scratch copy for the next run to reclaim
