@@ -65,6 +65,16 @@ def test_squawk_finds_what_our_rules_do_not_and_the_safe_form_passes(tmp_path, u
     assert squawked(lint(tmp_path / "safe", safe)) == {}
 
 
+def test_the_downgrade_is_checked_with_the_same_rules(tmp_path):
+    ini = make_project(tmp_path, {"0002_case.py": revision_source(
+        "0002_case", HEAD, 'op.create_index("ix_results_xp", "results", ["xp"], postgresql_concurrently=True)',
+        'op.drop_index("ix_results_xp", table_name="results")')})
+    project = MigrationProject.load(ini)
+    (revision,) = lint_revisions(project, project.pending(HEAD), start_revision=HEAD).revisions
+    (finding,) = [f for f in revision.findings if f.rule == "squawk:require-concurrent-index-deletion"]
+    assert finding.message.startswith("downgrade: ") and "DROP INDEX ix_results_xp" in finding.message
+
+
 def test_our_rule_for_the_same_hazard_wins_and_offline_artefacts_are_not_reported(tmp_path):
     # Ours knows the table holds rows and (in a dry run) measures the lock: squawk's twin is dropped.
     revision = lint(tmp_path / "one", 'op.create_check_constraint("ck_xp", "results", "xp >= 0")\n'

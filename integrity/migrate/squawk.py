@@ -93,11 +93,20 @@ class SquawkRun:
 
 
 def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) -> SquawkRun:
-    """Run squawk on each revision's PostgreSQL upgrade SQL. `revisions` are the static
+    """Run squawk on each revision's PostgreSQL upgrade and downgrade SQL. `revisions` are the static
     pass's RevisionLint objects (id and `sql["postgresql"]`); `our_findings` are ours, for
     deduplication. A revision whose PostgreSQL rendering is empty is not sent."""
-    with_sql = [lint for lint in revisions if lint.sql.get("postgresql")]
-    if not with_sql:
+    # (revision, direction, statements): downgrades are checked with the same rules (a
+    # rollback under load takes the same locks), their findings prefixed "downgrade:".
+    scripts = [
+        (lint.revision, direction, statements)
+        for lint in revisions
+        for direction, statements in (("upgrade", lint.sql.get("postgresql")),
+                                      ("downgrade", getattr(lint, "downgrade_sql", {}).get("postgresql")))
+        if statements
+    ]
+    with_sql = [lint for lint in revisions if lint.sql.get("postgresql") or getattr(lint, "downgrade_sql", {}).get("postgresql")]
+    if not scripts:
         return SquawkRun({}, 0.0, 0)
     binary = binary if binary is not None else squawk_binary()
     first = with_sql[0].revision
@@ -105,10 +114,10 @@ def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) ->
         return _unavailable(first, f"squawk is not installed, so its PostgreSQL rules were not run; install it with {INSTALL_HINT}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="integrity-squawk-") as folder:
-        files: dict[str, tuple[str, list[tuple[int, str]]]] = {}  # file name -> (revision, [(first line, statement)])
-        for index, lint in enumerate(with_sql):
-            name = f"{index:04d}.sql"
-            files[name] = (lint.revision, _write(Path(folder) / name, lint.sql["postgresql"]))
+        files: dict[str, tuple[str, str, list[tuple[int, str]]]] = {}  # name -> (revision, direction, [(first line, statement)])
+        for index, (revision, direction, statements) in enumerate(scripts):
+            name = f"{index:04d}.{direction}.sql"
+            files[name] = (revision, direction, _write(Path(folder) / name, statements))
         try:
             violations = _run(binary, folder, sorted(files))
         except SquawkFailed as exc:
@@ -120,8 +129,8 @@ def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) ->
         name = Path(violation.get("file", "")).name
         if name not in files:
             continue
-        revision, statements = files[name]
-        finding = _finding(violation, revision, statements)
+        revision, direction, statements = files[name]
+        finding = _finding(violation, revision, statements, direction)
         if finding is None:
             continue
         covering = _DEDUPLICATED.get(violation.get("rule_name"))
@@ -168,7 +177,7 @@ def _run(binary: str, folder: str, names: list[str]) -> list[dict]:
     return report
 
 
-def _finding(violation: dict, revision: str, statements: list[tuple[int, str]]) -> Finding | None:
+def _finding(violation: dict, revision: str, statements: list[tuple[int, str]], direction: str = "upgrade") -> Finding | None:
     rule = violation.get("rule_name") or "unknown"
     if rule in EXCLUDED:
         return None
@@ -180,7 +189,7 @@ def _finding(violation: dict, revision: str, statements: list[tuple[int, str]]) 
     hint = violation.get("help")
     if hint:
         message += f" Fix: {' '.join(str(hint).split())}"
-    where = f"{table}: " if table else ""
+    where = ("downgrade: " if direction == "downgrade" else "") + (f"{table}: " if table else "")
     return Finding(rule=PREFIX + rule, severity=severity, revision=revision,
                    message=f"{where}{message} [{_short(statement)}]", table=table, column=column, phase="static")
 

@@ -46,6 +46,7 @@ class RevisionLint:
     needs_data_pass: dict[str, str]  # dialect -> why offline mode could not render it
     findings: tuple[Finding, ...]  # phase "static", sorted by Finding.key()
     touched_tables: frozenset[str] | None  # None when unknown (raw SQL not understood, or rendering stopped early)
+    downgrade_sql: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dialect -> the downgrade's offline SQL (squawk reads it)
     # "upgrade"/"downgrade" -> the tables a SQLite batch rebuilds (copy, drop, rename), in
     # order: what a cascade the data pass measures (rows lost, a lossy round trip) came from.
     rebuilds: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -419,6 +420,7 @@ def _lint_revision(revision: RevisionInfo, schema: _Schema, log: _Log) -> tuple[
         operations=tuple(_recorded(op) for op in runs[upgrade_dialect][0].operations),
         downgrade_operations=tuple(_recorded(op) for op in runs[downgrade_dialect][1].operations),
         sql={dialect: tuple(up.statements) for dialect, (up, _down) in runs.items()},
+        downgrade_sql={dialect: tuple(down.statements) for dialect, (_up, down) in runs.items()},
         needs_data_pass=needs,
         findings=tuple(sorted(findings, key=Finding.key)),
         touched_tables=None if touched is None else frozenset(touched),
