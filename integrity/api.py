@@ -90,10 +90,11 @@ def report(inv: Invocation, *, since: str = "7d", now: datetime | None = None):
 
 
 def notify_test(inv: Invocation):
-    """Send a test notification to every [notify] target; exit 4 when one failed."""
+    """Send a test notification to every [notify] target; exit 4 when one failed. When
+    every target answered, the delivery failures the ledger kept are forgotten."""
     from integrity.notify import send_test
 
-    return send_test(inv.settings)
+    return send_test(inv.settings, inv.ledger)
 
 
 def notify_status(inv: Invocation):
@@ -143,11 +144,20 @@ def pitr_last_clean(inv: Invocation):
 # ---------------------------------------------------------------- backups
 
 
-def backup_create(inv: Invocation, *, label: str | None = None):
-    """A consistent online backup, quick-verified before it is called done."""
+def backup_create(inv: Invocation, *, label: str | None = None, copy: bool = False):
+    """A consistent online backup, quick-verified before it is called done. `copy`: then
+    copied to every [[repositories]] copy (not when suspect), each outcome in `copies`."""
+    from dataclasses import replace
+
     from integrity.backups.create import create_backup
 
-    return create_backup(inv.settings, label=label, lock_wait=inv.lock_wait, command=inv.command, progress=inv.progress)
+    created = create_backup(inv.settings, label=label, lock_wait=inv.lock_wait, command=inv.command, progress=inv.progress)
+    if not copy or created.suspect_reasons:
+        return created
+    from integrity.backups.copy import copy_to_each
+
+    return replace(created, copies=copy_to_each(inv.settings, created.manifest.id, command=inv.command,
+                                                 lock_wait=inv.lock_wait))
 
 
 def backup_list(inv: Invocation):
@@ -263,12 +273,26 @@ def probe(inv: Invocation, *, sample: int | None = None, timeout: float | None =
 # ---------------------------------------------------------------- recovery
 
 
-def drill(inv: Invocation, *, backup_id: str | None = None, at: datetime | str | None = None):
+def drill(inv: Invocation, *, backup_id: str | None = None, at: datetime | str | None = None,
+          from_repository: str | None = None, alternate: bool = False):
     """Restore a backup (default: the newest restorable) into scratch, verify, audit, compare
     with live, and predict a full restore's time. `at` (a datetime, text as restore's
     --to-time takes it, or "random": a moment drawn from the archive's window) drills the
-    point-in-time archive at that moment instead."""
+    point-in-time archive at that moment instead. `from_repository`: a copy's name
+    ([[repositories]]) instead of the primary; `alternate`: the repository whose turn it is
+    (the scheduled drill rehearses each in rotation)."""
     _at_most_one({"--backup": backup_id, "--at": at})
+    _at_most_one({"--at": at, "--from": from_repository})
+    if alternate and from_repository is None and not at:
+        from integrity.backups.repositories import repository_in_turn
+
+        from_repository = repository_in_turn(inv.settings)
+    if from_repository is not None:
+        from dataclasses import replace
+
+        from integrity.backups.repositories import settings_for
+
+        inv = replace(inv, settings=settings_for(inv.settings, from_repository))
     if at:
         from integrity.recovery.drill import RANDOM_MOMENT, run_point_in_time_drill
         from integrity.timeparse import parse_moment

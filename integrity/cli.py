@@ -211,12 +211,12 @@ from integrity.commands.metrics import metrics  # noqa: E402
 app.command("metrics")(metrics)
 from integrity.commands.pitr import pitr_app  # noqa: E402
 app.add_typer(pitr_app, name="pitr")
-from integrity.commands.report import report  # noqa: E402
-app.command("report")(report)
-from integrity.commands.notify import notify_app  # noqa: E402
-app.add_typer(notify_app, name="notify")
 from integrity.commands.snapshot import snapshot_app  # noqa: E402
 app.add_typer(snapshot_app, name="snapshot")
+from integrity.commands.notify import notify_app  # noqa: E402
+app.add_typer(notify_app, name="notify")
+from integrity.commands.report import report  # noqa: E402
+app.command("report")(report)
 
 
 def main() -> None:

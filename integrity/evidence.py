@@ -252,35 +252,76 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _window_runs(ledger, since: datetime) -> list[_Run]:
-    """Every run that started in the window, oldest first, summaries parsed once. The
-    probe's runs (one a minute: 43,200 a month, nine in ten of a month's runs) are read
-    without their summaries: the database extracts the one figure the report needs."""
+    """Every run but the probe's that started in the window, oldest first, summaries parsed
+    once. The probe runs every minute (43,200 runs a month, nine in ten of a month's runs):
+    its runs are summed up by the database instead (`_probe_figures`)."""
     import sqlalchemy as sa
 
     from integrity.ledger import runs
 
-    columns = (runs.c.id, runs.c.command, runs.c.started_at, runs.c.finished_at, runs.c.exit_code)
-    if ledger.engine.dialect.name == "postgresql":
-        ratio = sa.literal_column("(runs.summary::json ->> 'success_ratio')::float")
-    else:
-        ratio = sa.func.json_extract(runs.c.summary, "$.success_ratio")
-    in_window = runs.c.started_at >= since
-    others = sa.select(*columns, runs.c.summary).where(in_window, runs.c.command != "probe")
-    probes = sa.select(*columns, ratio.label("ratio")).where(in_window, runs.c.command == "probe")
+    query = (sa.select(runs.c.id, runs.c.command, runs.c.started_at, runs.c.finished_at, runs.c.exit_code, runs.c.summary)
+             .where(runs.c.started_at >= since, runs.c.command != "probe").order_by(runs.c.started_at, runs.c.id))
     found = []
     with ledger.engine.connect() as connection:
-        for row in connection.execute(others):
+        for row in connection.execute(query):
             try:
                 summary = json.loads(row.summary or "{}")
             except ValueError:
                 summary = {}
             found.append(_Run(row.id, row.command, _aware(row.started_at), _aware(row.finished_at), row.exit_code,
                               summary if isinstance(summary, dict) else {}))
-        for row in connection.execute(probes):
-            summary = {} if row.ratio is None else {"success_ratio": float(row.ratio)}
-            found.append(_Run(row.id, row.command, _aware(row.started_at), _aware(row.finished_at), row.exit_code, summary))
-    found.sort(key=lambda run: (run.started_at, run.id))
     return found
+
+
+@dataclass(frozen=True)
+class _ProbeFigures:
+    ratios: tuple[tuple[int, int, float, float], ...]  # (bucket start, probes, lowest, mean) per chart bucket
+    per_job_bucket: dict[int, tuple[int, int]]  # bucket start -> (runs, failures) per job-chart bucket
+    runs: int
+    failures: int
+    last_failure_at: datetime | None
+    last_failure_exit: int | None
+    last_ratio: float | None
+
+
+def _probe_figures(ledger, since: datetime, chart_bucket: int, job_bucket: int) -> _ProbeFigures:
+    """The probe's finished runs in the window, summed up in the ledger's database: the
+    lowest and mean success ratio per chart bucket, runs and failures per job-chart bucket,
+    the last failure and the last ratio. Times become epoch seconds there (SQLite stores
+    the ledger's UTC times as text; PostgreSQL as timestamptz)."""
+    import sqlalchemy as sa
+
+    from integrity.ledger import runs
+
+    if ledger.engine.dialect.name == "postgresql":
+        epoch = sa.literal_column("CAST(EXTRACT(EPOCH FROM runs.started_at) AS BIGINT)")
+        ratio = sa.literal_column("CAST(CAST(runs.summary AS JSON) ->> 'success_ratio' AS FLOAT)")
+    else:
+        epoch = sa.cast(sa.func.strftime("%s", runs.c.started_at), sa.BigInteger)
+        ratio = sa.func.json_extract(runs.c.summary, "$.success_ratio")
+    probe = sa.and_(runs.c.command == "probe", runs.c.started_at >= since, runs.c.exit_code.is_not(None))
+    failing = runs.c.exit_code != 0
+
+    def bucket(size: int):
+        return (epoch // size) * size  # integer division on both engines: the bucket's start
+
+    by_ratio = (sa.select(bucket(chart_bucket).label("b"), sa.func.count(ratio), sa.func.min(ratio), sa.func.avg(ratio))
+                .where(probe, ratio.is_not(None)).group_by(sa.literal_column("b")).order_by(sa.literal_column("b")))
+    by_job = (sa.select(bucket(job_bucket).label("b"), sa.func.count(), sa.func.sum(sa.case((failing, 1), else_=0)))
+              .where(probe).group_by(sa.literal_column("b")))
+    last_failure = (sa.select(runs.c.started_at, runs.c.exit_code).where(probe, failing)
+                    .order_by(runs.c.started_at.desc()).limit(1))
+    last_ratio = sa.select(ratio).where(probe, ratio.is_not(None)).order_by(runs.c.started_at.desc()).limit(1)
+    with ledger.engine.connect() as connection:
+        ratios = tuple((int(b), int(n), float(low), float(mean)) for b, n, low, mean in connection.execute(by_ratio))
+        per_job = {int(b): (int(n), int(f or 0)) for b, n, f in connection.execute(by_job)}
+        failure = connection.execute(last_failure).first()
+        newest = connection.execute(last_ratio).scalar()
+    return _ProbeFigures(
+        ratios, per_job, sum(n for n, _ in per_job.values()), sum(f for _, f in per_job.values()),
+        _aware(failure.started_at) if failure else None, failure.exit_code if failure else None,
+        None if newest is None else float(newest),
+    )
 
 
 def _store_identity(settings: Settings) -> str | None:
@@ -366,8 +407,9 @@ def collect_evidence(settings: Settings, ledger, *, since: timedelta, now: datet
     backups_chart, attention = _backups(settings, by_command.get("backup create", []), catalogues, start, now)
     drills = _drills(by_command.get("drill", []))
     audit_rules, audits = _audit_failures(ledger, start)
-    probe_chart = _probe_chart(by_command.get("probe", []), bucket, settings.objectives.probe_min_success_ratio)
-    jobs_chart, jobs = _jobs(runs, since)
+    probes = _probe_figures(ledger, start, bucket, _job_bucket(since))
+    probe_chart = _probe_chart(probes, bucket, settings.objectives.probe_min_success_ratio)
+    jobs_chart, jobs = _jobs(runs, probes, since)
     charts = (
         backups_chart[0], backups_chart[1],
         _drill_chart(drills, settings.objectives.rto_seconds),
@@ -375,7 +417,7 @@ def collect_evidence(settings: Settings, ledger, *, since: timedelta, now: datet
         probe_chart,
         jobs_chart,
     )
-    objectives = _objectives(settings, protection, ledger, by_command.get("probe", []), now)
+    objectives = _objectives(settings, protection, ledger, probes.last_ratio, now)
     return Evidence(
         generated_at=now,
         since=start,
@@ -393,7 +435,7 @@ def collect_evidence(settings: Settings, ledger, *, since: timedelta, now: datet
         audit_rules=audit_rules,
         audits_in_window=audits,
         jobs=jobs,
-        runs_in_window=len(runs),
+        runs_in_window=len(runs) + probes.runs,
     )
 
 
@@ -564,19 +606,12 @@ def _audit_chart(rules: tuple[RuleFailures, ...]) -> Chart:
 # ---------------------------------------------------------------- probe
 
 
-def _probe_chart(runs: list[_Run], bucket: int, objective: float) -> Chart:
-    buckets: dict[int, list[float]] = defaultdict(list)
-    for run in runs:
-        ratio = run.summary.get("success_ratio")
-        if isinstance(ratio, (int, float)):
-            buckets[_bucket_of(run.started_at, bucket)].append(float(ratio))
-    points = []
-    for moment in sorted(buckets):
-        values = buckets[moment]
-        low = min(values)
-        points.append(Point(_moment(moment), low, f"{len(values)} probe(s): lowest {low:.4f}, mean {sum(values) / len(values):.4f}",
-                            low < objective))
-    return Chart("probe-success", "Probe success ratio", "ratio", (Series("lowest success ratio", tuple(points)),),
+def _probe_chart(figures: _ProbeFigures, bucket: int, objective: float) -> Chart:
+    points = tuple(
+        Point(_moment(start), low, f"{count} probe(s): lowest {low:.4f}, mean {mean:.4f}", low < objective)
+        for start, count, low, mean in figures.ratios
+    )
+    return Chart("probe-success", "Probe success ratio", "ratio", (Series("lowest success ratio", points),),
                  threshold=objective, threshold_label=f"objective {objective}",
                  note=f"the lowest ratio per {_window_text(timedelta(seconds=bucket)) if bucket >= 3600 else f'{bucket // 60}m'} bucket")
 
@@ -584,14 +619,23 @@ def _probe_chart(runs: list[_Run], bucket: int, objective: float) -> Chart:
 # ---------------------------------------------------------------- jobs
 
 
-def _jobs(runs: list[_Run], since: timedelta) -> tuple[Chart, tuple[JobTotals, ...]]:
+def _job_bucket(since: timedelta) -> int:
+    return 3600 if since <= timedelta(days=2) else 86400
+
+
+def _jobs(runs: list[_Run], probes: _ProbeFigures, since: timedelta) -> tuple[Chart, tuple[JobTotals, ...]]:
     from integrity.jobs import JOBS, job_verdict
     from integrity.ledger import RunRecord
 
-    bucket = 3600 if since <= timedelta(days=2) else 86400
+    bucket = _job_bucket(since)
     ran: Counter = Counter()
     failed: Counter = Counter()
     totals: dict[str, list] = {name: [0, 0, None, None] for name in JOBS}
+    for moment, (count, failures) in probes.per_job_bucket.items():
+        ran[moment] += count
+        failed[moment] += failures
+    if "probe" in totals:
+        totals["probe"] = [probes.runs, probes.failures, probes.last_failure_at, probes.last_failure_exit]
     sharing: dict[str, list] = defaultdict(list)
     for job in JOBS.values():
         sharing[job.command].append(job)
@@ -604,7 +648,7 @@ def _jobs(runs: list[_Run], since: timedelta) -> tuple[Chart, tuple[JobTotals, .
         if run.exit_code != 0:
             failed[moment] += 1
         if len(jobs) == 1:
-            name = jobs[0].name  # the command's only job (probe: 43,200 runs a month)
+            name = jobs[0].name  # the command's only job
         else:
             record = RunRecord(run.id, run.command, run.started_at, run.finished_at, "", run.exit_code, run.summary, "", 0, "")
             # The first job it may be: a run is counted once.
@@ -644,7 +688,7 @@ def _dry_runs(runs: list[_Run]) -> tuple[DryRunRow, ...]:
 # ---------------------------------------------------------------- objectives
 
 
-def _objectives(settings: Settings, protection, ledger, probes: list[_Run], now: datetime) -> tuple[Objective, ...]:
+def _objectives(settings: Settings, protection, ledger, ratio: float | None, now: datetime) -> tuple[Objective, ...]:
     from integrity.status import drill_evidence
 
     o = settings.objectives
@@ -679,8 +723,6 @@ def _objectives(settings: Settings, protection, ledger, probes: list[_Run], now:
         found.append(Objective("RTO", predicted, float(o.rto_seconds), "seconds",
                                None if predicted is None else predicted <= o.rto_seconds,
                                "predicted full restore of the last drill" if last is not None else "never drilled"))
-    ratio = next((run.summary.get("success_ratio") for run in reversed(probes)
-                  if isinstance(run.summary.get("success_ratio"), (int, float))), None)
     found.append(Objective("Probe success ratio", ratio, o.probe_min_success_ratio, "ratio",
                            None if ratio is None else ratio >= o.probe_min_success_ratio,
                            "the last probe in the window" if ratio is not None else "no probe in the window",

@@ -10,6 +10,7 @@ from pathlib import Path
 from game_core.db import parse_database_url
 from game_core.errors import ExitCode
 from game_core.schema_state import SchemaState, SchemaStatus, head_revision, schema_status, upgrade_to_head
+from integrity.backups.repositories import all_repositories
 from integrity.backups.repository import Repository
 from integrity.backups.statistics import store_identity
 from integrity.db.connect import Database, Write
@@ -53,6 +54,8 @@ def initialize(settings: Settings, config_path: Path, *, database_url_given: str
     written = write_starter_config(config_path, database_url_given)
     settings.state.dir.mkdir(parents=True, exist_ok=True)
     Repository.of(settings).ensure()  # the one command that creates a repository (a directory, or an object store's marker)
+    for _name, copy in all_repositories(settings)[1:]:  # and each [[repositories]] copy
+        copy.ensure()
     created = False
     identity = None
     if status.state is SchemaState.EMPTY:

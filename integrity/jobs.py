@@ -99,7 +99,8 @@ def _is_prune(run: RunRecord) -> Verdict:
 JOBS: dict[str, Job] = {
     job.name: job
     for job in (
-        Job("backup", "backup create", _always, "a consistent online backup, quick-verified", "backup_create"),
+        Job("backup", "backup create", _always, "a consistent online backup, quick-verified, copied to each [[repositories]] copy",
+            "backup_create", {"copy": True}, "--copy"),
         Job("verify", "backup verify", _verify_quick, "quick verification (hashes, decompression)",
             "backup_verify", {"latest": True}, "--latest"),
         Job("deep_verify", "backup verify", _verify_is_deep, "deep verification (restored, checked, audited)",
@@ -109,7 +110,8 @@ JOBS: dict[str, Job] = {
         Job("audit", "audit", _audit_scope("incremental"), "incremental audit (rows since the last run)",
             "audit", {"since_last": True}, "--since-last"),
         Job("audit_full", "audit", _audit_scope("full"), "full audit of every row", "audit"),
-        Job("drill", "drill", _drill_of_a_backup, "restore drill on a scratch copy", "drill"),
+        Job("drill", "drill", _drill_of_a_backup, "restore drill on a scratch copy, of each repository in turn", "drill",
+            {"alternate": True}, "--alternate"),
         Job("probe", "probe", _always, "retrieval probe through the game's store", "probe"),
     )
 }

@@ -429,6 +429,43 @@ def _scrub(text: str, url: str) -> str:
     return text[:500]
 
 
+# ---------------------------------------------------------------- status
+
+
+def notify_checks(settings, *, ledger=None) -> list:
+    """The `notifications` row of `integrity status` when [notify] targets are set: a
+    problem while a notification did not reach every target (alerts that go nowhere are
+    found here, also by cron users running -q, who never see the warning), until
+    `integrity notify test` reaches every target. No row without targets, or when the
+    ledger cannot be read (the ledger's own rows say so)."""
+    from integrity.errors import LedgerUnavailable
+    from integrity.status import CheckState, StatusCheck, Urgency
+
+    if not settings.notify.targets or ledger is None or isinstance(ledger, LedgerUnavailable):
+        return []
+    failed = sorted((row for row in read_rows(ledger).values() if row.last_error),
+                    key=lambda row: row.error_at or row.changed_at, reverse=True)
+    targets = f"{len(settings.notify.targets)} target(s)"
+    if not failed:
+        return [StatusCheck("notifications", CheckState.OK, f"{targets}; every notification reached every target",
+                            Urgency.RECORDS)]
+    newest = failed[0]
+    return [StatusCheck(
+        "notifications", CheckState.PROBLEM,
+        f"{len(failed)} notification(s) did not reach every target of {targets}, the newest {newest.key} at "
+        f"{_when(newest.error_at or newest.changed_at)}: {newest.last_error}; fix [notify] targets, then run "
+        "`integrity notify test` (it clears these once every target answers)",
+        Urgency.RECORDS,
+    )]
+
+
+def forget_delivery_errors(ledger) -> None:
+    from integrity.ledger import notify_conditions as table
+
+    with ledger.engine.begin() as connection:
+        connection.execute(table.update().where(table.c.last_error.is_not(None)).values(last_error=None, error_at=None))
+
+
 # ---------------------------------------------------------------- the commands
 
 
@@ -455,7 +492,9 @@ class NotifyTestResult:
         return {"targets": len(self.deliveries), "failed": sum(not d.ok for d in self.deliveries)}
 
 
-def send_test(settings) -> NotifyTestResult:
+def send_test(settings, ledger=None) -> NotifyTestResult:
+    """A test notification to every target; when every one answered, the delivery
+    failures recorded in the ledger are forgotten (the targets work now)."""
     if not settings.notify.targets:
         raise NotifyUnavailable("no [notify] targets are configured; add targets = [\"json://host/path\"] to [notify] "
                                 "in integrity.toml (or set INTEGRITY_NOTIFY__TARGETS)")
@@ -463,7 +502,10 @@ def send_test(settings) -> NotifyTestResult:
     title = "[integrity] test notification"
     body = (f"A test from `integrity notify test` on {socket.gethostname()}: this target will be told when "
             f"{', '.join(settings.notify.conditions) or 'no condition'} start and clear.")
-    return NotifyTestResult(tuple(send(settings, title, body, failure=False)), title)
+    result = NotifyTestResult(tuple(send(settings, title, body, failure=False)), title)
+    if ledger is not None and result.exit_code == ExitCode.OK:
+        forget_delivery_errors(ledger)
+    return result
 
 
 @dataclass(frozen=True)

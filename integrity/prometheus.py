@@ -55,6 +55,9 @@ METRICS: dict[str, str] = {
     "integrity_job_last_completion_timestamp_seconds": "When the job's newest finished run ended, whatever its exit code.",
     "integrity_job_last_duration_seconds": "How long the job's newest finished run took.",
     "integrity_job_last_exit_code": "Exit code of the job's newest finished run (0 ok, 3 problems, 4 precondition, 5 verification failed).",
+    "integrity_repository_newest_good_timestamp_seconds": "Creation time of the newest restorable backup of this database in each repository (primary and [[repositories]] copies; 0: none or unreachable), with its kind (directory or s3).",
+    "integrity_offhost_newest_good_timestamp_seconds": "Creation time of the newest restorable backup of this database on object storage, off this host (0: none): the 3-2-1 rule's off-site copy.",
+    "integrity_objective_copy_max_age_seconds": "[objectives] copy_max_age_seconds: how old the newest backup in each copy, and off this host, may be.",
     "integrity_backup_newest_good_timestamp_seconds": "Creation time of the newest restorable backup of this database (intact, not suspect, not failed or deep-failed, not a safety backup, not dirty; 0: none): the RPO's measure.",
     "integrity_backup_newest_good_size_bytes": "Size of the newest restorable backup.",
     "integrity_backup_newest_deep_verified_timestamp_seconds": "Creation time of the newest restorable backup that passed deep verification (0: none).",
@@ -231,6 +234,17 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
     out.add("integrity_backups_suspect", counts.get("suspect", 0))
     out.add("integrity_backups_deep_failed", counts.get("deep_failed", 0))
     out.add("integrity_backups_failed", counts.get("failed", 0))
+    if settings.repositories:  # the 3-2-1 rule: each repository's freshness, and the newest off-host one
+        from integrity.backups.repositories import newest_good_per_repository
+
+        every = newest_good_per_repository(settings, identity, now)
+        for freshness in every:
+            out.add("integrity_repository_newest_good_timestamp_seconds",
+                    _ts(freshness.newest.created_at if freshness.newest else None),
+                    repository=freshness.name, kind="s3" if freshness.remote else "directory")
+        off_host = [f.newest.created_at for f in every if f.remote and f.newest is not None]
+        out.add("integrity_offhost_newest_good_timestamp_seconds", _ts(max(off_host) if off_host else None))
+        out.add("integrity_objective_copy_max_age_seconds", settings.objectives.copy_max_age_seconds)
 
 
 def _audits(out: _Collector, ledger) -> None:

@@ -156,10 +156,12 @@ def _collect_status(settings: Settings, ledger) -> StatusReport:
         checks.append(StatusCheck("database", CheckState.OK, f"reachable ({target.kind})", Urgency.DATABASE))
         checks.append(schema_check(verdict))
     checks.extend(backup_checks(settings, identity=identity))
+    checks.extend(copy_checks(settings, identity=identity))
     checks.extend(audit_checks(settings, ledger=ledger))
     checks.extend(drill_checks(settings, ledger=ledger))
     checks.extend(job_checks(settings, ledger=ledger))
     checks.extend(pitr_checks(settings, ledger=ledger))
+    checks.extend(_notify_checks(settings, ledger))
     return StatusReport(
         database=target.display,
         engine=target.kind,
@@ -170,6 +172,15 @@ def _collect_status(settings: Settings, ledger) -> StatusReport:
         checks=tuple(checks),
         problems=tuple(check.name for check in most_urgent_first(checks)),
     )
+
+
+def _notify_checks(settings: Settings, ledger) -> list[StatusCheck]:
+    """The `notifications` row when [notify] targets are set (integrity.notify)."""
+    if not settings.notify.targets:
+        return []
+    from integrity.notify import notify_checks
+
+    return notify_checks(settings, ledger=ledger)
 
 
 def _judge_schema(connection, ledger):
@@ -280,6 +291,30 @@ def backup_checks(settings: Settings, *, identity: str | None = None, now: datet
         checks.append(StatusCheck("newest backup", CheckState.FAILED,
                                   f"{newest.id} failed verification: {'; '.join(newest.state.problems) or newest.manifest_problem}; "
                                   "see runbooks/backup-failed.md"))
+    return checks
+
+
+def copy_checks(settings: Settings, *, identity: str | None = None, now: datetime | None = None) -> list[StatusCheck]:
+    """Each [[repositories]] copy's newest restorable backup of this database against
+    [objectives] copy_max_age_seconds: the 3-2-1 rule made visible (a copy that stopped
+    receiving backups, or cannot be reached, is a problem long before the disk dies)."""
+    from integrity.backups.repositories import newest_good_per_repository
+
+    now = now or datetime.now(timezone.utc)
+    limit = settings.objectives.copy_max_age_seconds
+    checks = []
+    for freshness in newest_good_per_repository(settings, identity, now)[1:]:
+        name = f"copy {freshness.name}"
+        if freshness.problem is not None:
+            checks.append(StatusCheck(name, CheckState.PRECONDITION, freshness.problem, Urgency.PROTECTION))
+        elif freshness.newest is None:
+            checks.append(StatusCheck(name, CheckState.PROBLEM, f"none restorable in {freshness.location}: run "
+                                      f"`integrity backup copy --all-missing --to {freshness.name}`", Urgency.PROTECTION))
+        else:
+            age = (now - freshness.newest.created_at).total_seconds()
+            state = CheckState.OK if age <= limit else CheckState.PROBLEM
+            checks.append(StatusCheck(name, state, f"{freshness.newest.id}, {age_text(freshness.newest.created_at, now)} "
+                                      f"in {freshness.location} (limit {limit}s)", Urgency.PROTECTION))
     return checks
 
 

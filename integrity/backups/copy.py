@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from game_core.errors import ExitCode, InvalidInput
+from game_core.errors import ExitCode, Failure, InvalidInput
 from integrity.backups.archive import CHUNK
 from integrity.backups.catalog import LATEST, read_catalog
 from integrity.backups.repository import BackupCorrupt, BackupNotFound, Manifest, RepositoryUnusable
@@ -85,6 +85,26 @@ def copy_backups(settings: Settings, *, to: str, backup_id: str | None = None, a
             destination.record_quick_check(chosen, problem=None, by=command)
             copied.append({"backup_id": chosen, "size": verified.size, "seconds": round(time.perf_counter() - started, 3)})
     return CopyResult(source.location, destination.location, tuple(copied), tuple(present), tuple(failed))
+
+
+def copy_to_each(settings: Settings, backup_id: str, *, command: str, lock_wait: float = 0) -> tuple[dict, ...]:
+    """A new backup into every copy repository: one failing (unreachable, full) is reported
+    and the others still get theirs."""
+    outcomes = []
+    for entry in settings.repositories:
+        try:
+            result = copy_backups(settings, to=entry.name, backup_id=backup_id, command=command, lock_wait=lock_wait)
+        except Failure as exc:
+            outcomes.append({"repository": entry.name, "state": "failed", "problem": str(exc),
+                             "exit_code": int(exc.exit_code)})
+            continue
+        if result.failed:
+            outcomes.append({"repository": entry.name, "state": "failed", "problem": result.failed[0]["problem"],
+                             "exit_code": int(ExitCode.VERIFICATION_FAILED)})
+        else:
+            outcomes.append({"repository": entry.name, "state": "copied" if result.copied else "present",
+                             "problem": None, "exit_code": 0})
+    return tuple(outcomes)
 
 
 def _copyable(info) -> bool:

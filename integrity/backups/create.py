@@ -52,6 +52,9 @@ class CreatedBackup:
     manifest: Manifest
     path: str
     seconds: float
+    # `backup create --copy`: each copy repository's outcome, {"repository", "state":
+    # copied | present | failed, "problem", "exit_code"} (integrity.api.backup_create).
+    copies: tuple[dict, ...] = ()
 
     @property
     def suspect_reasons(self) -> list[str]:
@@ -59,7 +62,11 @@ class CreatedBackup:
 
     @property
     def exit_code(self) -> int:
-        # Written and intact, but implausible: a problem found, and cron must hear of it.
+        # A copy that failed is the worse news (the off-host copy is what a lost disk needs);
+        # written and intact but implausible is a problem found, and cron must hear of it.
+        failed = [c["exit_code"] for c in self.copies if c["state"] == "failed"]
+        if failed:
+            return max(failed)
         return ExitCode.PROBLEMS_FOUND if self.suspect_reasons else ExitCode.OK
 
     def summary(self) -> dict:
@@ -69,6 +76,7 @@ class CreatedBackup:
             "rows": self.manifest.row_counts(),
             "seconds": round(self.seconds, 3),
             "suspect": self.suspect_reasons,
+            "copies": {c["repository"]: c["state"] for c in self.copies},
         }
 
 

@@ -34,6 +34,7 @@ import re
 import stat
 from collections import deque
 from collections.abc import Callable
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -228,6 +229,27 @@ class SealedFile:
         recipients = list(self.recipients())
         keyring = self.keyring or Keyring(None, None)
         return keyring.identities_for(recipients, self.backup_id)
+
+    @contextmanager
+    def open(self, where: str):
+        """The ciphertext as it is stored, like an object-storage file's `open`: (a
+        readable stream, its size). For readers of the bytes themselves (`backup copy`
+        moves ciphertext and needs no key)."""
+        if not isinstance(self.inner, Path):
+            with self.inner.open(where) as opened:
+                yield opened
+            return
+        from integrity.backups.repository import BackupCorrupt
+
+        try:
+            descriptor = os.open(self.inner, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BackupCorrupt(f"{where} cannot be read ({exc.strerror})") from None
+        with os.fdopen(descriptor, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BackupCorrupt(f"{where} is not a regular file")
+            yield handle, info.st_size
 
 
 # ------------------------------------------------------------------ encrypting (backup create)

@@ -6,7 +6,7 @@ journal and guarantees as a directory (integrity.backups.repository), on objects
       <id>/data.<kind>.zst           uploaded first (multipart, a SHA-256 per part)
       <id>/manifest.sha256           then the manifest's hash (and manifest.sig)
       <id>/manifest.json             created last and create-only: the backup's commit
-      journal/<time>-<random>.json   one immutable object per event
+      journal/<time>-<random>-<sha256>.json   one immutable object per event (its hash's start in its name)
       locks/writer.json              the writer lease; locks/read-<id>-<random>.json read leases
 
 Object storage has no rename, so the manifest is the commit: a backup exists exactly
@@ -65,6 +65,17 @@ JOURNAL_DIR = "journal/"
 LOCKS_DIR = "locks/"
 WRITER_LEASE = f"{LOCKS_DIR}writer.json"
 READ_WORKERS = 8  # journal events and manifests are small: latency, not bandwidth, bounds reading them
+
+
+EVENT_DIGEST_DIGITS = 16
+
+
+def _event_digest(data: bytes) -> str:
+    """The start of a journal event's SHA-256, carried in its object's name: an event has
+    no manifest to hold its hash, and a flipped byte often leaves valid JSON."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:EVENT_DIGEST_DIGITS]
 
 
 class ObjectFile:
@@ -144,9 +155,11 @@ class ObjectRepository(JournalRecords):
 
     def require_exists(self) -> None:
         if not self.exists():
+            self.store.bucket_facts()  # a missing bucket or no access says so, before "no marker"
             raise RepositoryUnusable(
-                f"backup repository {self.location} does not exist (no {MARKER} under the prefix); check [backups] "
-                "repository (or INTEGRITY_BACKUPS__REPOSITORY), or create it with `integrity init`"
+                f"backup repository {self.location} does not exist (no {MARKER} under the prefix); check its location "
+                "([backups] repository, INTEGRITY_BACKUPS__REPOSITORY or a [[repositories]] location), or create it "
+                "with `integrity init`"
             )
 
     def _objects_by_backup(self) -> dict[str, dict[str, int]]:
@@ -240,6 +253,8 @@ class ObjectRepository(JournalRecords):
         each size compared with the manifest, then the manifest itself, create-only (the
         commit). A run killed before that leaves objects no listing shows."""
         retention = self.retention()
+        if self.store.list(f"{backup_id}/"):  # another host's backup of this id: upload nothing over its objects
+            raise self._id_taken(backup_id)
         for entry in manifest.files:
             self.store.upload(f"{backup_id}/{entry.name}", staging / entry.name, retention=retention)
         for name in (MANIFEST_HASH, MANIFEST_SIGNATURE):
@@ -255,11 +270,12 @@ class ObjectRepository(JournalRecords):
             self.store.put(f"{backup_id}/{MANIFEST}", (staging / MANIFEST).read_bytes(), create_only=True,
                            retention=retention)
         except ObjectExists:
-            raise RepositoryUnusable(
-                f"backup {backup_id} already exists in {self.location} (another host wrote the same id); nothing "
-                "was overwritten: run again for a new id"
-            ) from None
+            raise self._id_taken(backup_id) from None
         self.discard(staging)
+
+    def _id_taken(self, backup_id: str) -> RepositoryUnusable:
+        return RepositoryUnusable(f"backup {backup_id} already exists in {self.location} (another host wrote the same "
+                                  "id); nothing was overwritten: run again for a new id")
 
     def locked_until(self, backup_id: str) -> datetime | None:
         """When Object Lock lets this backup's manifest be deleted; None when it is not locked."""
@@ -315,7 +331,8 @@ class ObjectRepository(JournalRecords):
         if entry.event not in (Event.PINNED, Event.UNPINNED):
             self._refuse_lost_journal(besides=backup_id)
         stamp = datetime.fromisoformat(entry.at).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.store.put(f"{JOURNAL_DIR}{stamp}-{secrets.token_hex(4)}.json", entry.to_line(), create_only=True)
+        line = entry.to_line()
+        self.store.put(f"{JOURNAL_DIR}{stamp}-{secrets.token_hex(4)}-{_event_digest(line)}.json", line, create_only=True)
         return entry
 
     def require_journal_writable(self, *, automatic: bool = True) -> None:
@@ -357,6 +374,11 @@ class ObjectRepository(JournalRecords):
         for name, data in contents:
             if data is None:
                 continue  # removed between the listing and the read: nothing to read
+            digest = name.removesuffix(".json").rpartition("-")[2]
+            if len(digest) == EVENT_DIGEST_DIGITS and _event_digest(data) != digest:  # names of 8 digits carry none
+                problems.append(f"journal event {name} does not match the SHA-256 in its name (damaged or replaced); "
+                                "it was skipped")
+                continue
             try:
                 entries.append(parse_journal_line(data.strip()))
             except ValueError as exc:

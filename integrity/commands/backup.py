@@ -28,12 +28,14 @@ BackupId = Annotated[str, typer.Argument(metavar="ID", callback=backup_reference
 def create(
     ctx: typer.Context,
     label: Annotated[str | None, typer.Option("--label", callback=label_text, help=f"A note stored in the manifest: one line, at most {MAX_LABEL_LENGTH} characters.")] = None,
+    copy: Annotated[bool, typer.Option("--copy", help="Then copy it into every [[repositories]] copy, verified there (not when suspect).")] = False,
     lock_wait: LockWait = 0,
 ) -> None:
-    """Take a consistent online backup of the game database, verified before it is called done."""
+    """Take a consistent online backup of the game database, verified before it is called done.
+    With --copy, exit 4 or 5 when a copy failed (the backup itself is kept)."""
     from integrity import api
 
-    ctx.obj.emit(api.backup_create(ctx.obj.invocation(lock_wait=lock_wait), label=label))
+    ctx.obj.emit(api.backup_create(ctx.obj.invocation(lock_wait=lock_wait), label=label, copy=copy))
 
 
 @backup_app.command("list")

@@ -20,6 +20,11 @@ def drill(
         str | None,
         typer.Option("--at", metavar="TIME", help="Drill the point-in-time archive ([pitr]) at TIME instead of a backup: a UTC time (2026-12-07T12:00:00Z; without an offset it is UTC) or a time ago (90s ago, 10 minutes ago), or `random`: a moment drawn from the archive's window."),
     ] = None,
+    from_repository: Annotated[
+        str | None,
+        typer.Option("--from", metavar="NAME", help="Drill a backup of this repository: primary or a [[repositories]] copy's name."),
+    ] = None,
+    alternate: Annotated[bool, typer.Option("--alternate", help="The repository whose turn it is: primary and each copy in rotation, one per [schedule] drill interval (the scheduled drill).")] = False,
     lock_wait: LockWait = 0,
 ) -> None:
     """Restore a backup into scratch (never touching live), verify and audit it, compare it
@@ -29,4 +34,5 @@ def drill(
     restored at that moment instead (exit 4 when it is outside the archive's window)."""
     from integrity import api
 
-    ctx.obj.emit(api.drill(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id, at=at))
+    ctx.obj.emit(api.drill(ctx.obj.invocation(lock_wait=lock_wait), backup_id=backup_id, at=at,
+                           from_repository=from_repository, alternate=alternate))

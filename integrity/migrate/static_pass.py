@@ -103,6 +103,17 @@ class _Rebuild:
     table: str
 
 
+@dataclass(frozen=True)
+class _Autocommit:
+    """Entering (True) or leaving (False) MigrationContext.autocommit_block(): SQLite obeys
+    `PRAGMA foreign_keys` only outside a transaction, that is only inside such a block."""
+
+    inside: bool
+
+
+_MARKERS = (_Rebuild, _Autocommit)
+
+
 @dataclass
 class _Log:
     events: list = field(default_factory=list)  # the operations (and _Rebuild markers) of the run being recorded
@@ -119,9 +130,20 @@ def _recording() -> Iterator[_Log]:
     """
     from alembic.operations.base import AbstractOperations
     from alembic.operations.batch import BatchOperationsImpl
+    from alembic.runtime.migration import MigrationContext
 
     log = _Log()
     invoke, flush = AbstractOperations.invoke, BatchOperationsImpl.flush
+    autocommit_block = MigrationContext.autocommit_block
+
+    @contextmanager
+    def recording_autocommit_block(context):
+        log.events.append(_Autocommit(True))
+        try:
+            with autocommit_block(context):
+                yield
+        finally:
+            log.events.append(_Autocommit(False))
 
     def recording_invoke(operations, operation):
         log.events.append(operation)
@@ -135,10 +157,12 @@ def _recording() -> Iterator[_Log]:
         return flush(batch)
 
     AbstractOperations.invoke, BatchOperationsImpl.flush = recording_invoke, recording_flush
+    MigrationContext.autocommit_block = recording_autocommit_block
     try:
         yield log
     finally:
         AbstractOperations.invoke, BatchOperationsImpl.flush = invoke, flush
+        MigrationContext.autocommit_block = autocommit_block
 
 
 class _StatementBuffer:
@@ -166,7 +190,7 @@ class _Run:
 
     @property
     def operations(self) -> list:
-        return [event for event in self.events if not isinstance(event, _Rebuild)]
+        return [event for event in self.events if not isinstance(event, _MARKERS)]
 
 
 def _render(revision: RevisionInfo, direction: str, dialect: str, log: _Log) -> _Run:
@@ -291,7 +315,7 @@ def _start_schema(project: MigrationProject, start_revision: str | None, log: _L
         return _Schema(), f"the schema at {start_revision} could not be built on SQLite: {_one_line(exc)}"
     from_ops = _Schema()
     for operation in replayed:
-        if not isinstance(operation, _Rebuild):
+        if not isinstance(operation, _MARKERS):
             _apply(from_ops, operation)
     schema = _Schema()
     for table, (columns, foreign_keys) in reflected.items():
@@ -465,7 +489,9 @@ class _Judge:
         self.dropped: dict[str, list[str]] = {}  # table -> columns it held before and lost
         self.added: dict[str, list[str]] = {}
         self.backfilled: set[str] = set()  # tables an UPDATE of this revision wrote
-        self.foreign_keys_off = False  # a PRAGMA foreign_keys=OFF ran before (SQLite)
+        self.foreign_keys_off = False  # a PRAGMA foreign_keys=OFF ran before, outside the transaction (SQLite)
+        self.foreign_keys_ignored = False  # ... one ran inside the transaction, where SQLite ignores it
+        self.autocommit = False  # inside op.get_context().autocommit_block()
 
     def add(self, rule_id: str, message: str, table: str | None = None, column: str | None = None) -> None:
         if self.direction == "downgrade":
@@ -482,6 +508,9 @@ class _Judge:
         for event in events:
             if isinstance(event, _Rebuild):
                 self._rebuild(event.table)
+                continue
+            if isinstance(event, _Autocommit):
+                self.autocommit = event.inside
                 continue
             self.touched.update(table for table in _tables_of(event) if table)
             self._operation(event)
@@ -558,7 +587,10 @@ class _Judge:
         elif s.kind == "create-index":
             self._create_index(s.table, s.name, s.concurrently)
         elif s.kind in ("foreign-keys-off", "foreign-keys-on"):
-            self.foreign_keys_off = s.kind == "foreign-keys-off"
+            if self.autocommit:
+                self.foreign_keys_off = s.kind == "foreign-keys-off"
+            else:  # Alembic runs the revision in a transaction: SQLite ignores the PRAGMA there
+                self.foreign_keys_ignored = s.kind == "foreign-keys-off"
 
     # ------------------------------------------------------------ the rules
 
@@ -648,8 +680,8 @@ class _Judge:
 
     def _rebuild(self, table: str) -> None:
         self.touched.add(table)
-        # With foreign_keys turned off first, the DROP inside the rebuild cascades nowhere
-        # (whether the PRAGMA took effect outside the transaction is the data pass's to see).
+        # With foreign_keys turned off first, outside the transaction, the DROP inside the
+        # rebuild cascades nowhere (the data pass sees whether it did).
         if not self.holds_data(table) or self.foreign_keys_off:
             return
         children = sorted(
@@ -657,9 +689,11 @@ class _Judge:
             if child != table and any(fk.referred_table == table and (fk.ondelete or "").upper() == "CASCADE" for fk in fks)
         )
         if children:
+            ignored = (" (its PRAGMA foreign_keys=OFF runs inside the transaction, where SQLite ignores it: run it in "
+                       "op.get_context().autocommit_block())" if self.foreign_keys_ignored else "")
             self.add("batch-rebuild-cascade",
                      f"{table}: the SQLite batch rebuild drops and recreates the table; with foreign_keys=ON that "
-                     f"deletes every row of {', '.join(children)} (ON DELETE CASCADE)", table)
+                     f"deletes every row of {', '.join(children)} (ON DELETE CASCADE){ignored}", table)
 
     # ------------------------------------------------------------ downgrade
 

@@ -71,7 +71,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -167,6 +167,7 @@ class DrillReport:
     # A drill of the point-in-time archive: {"engine", "moment", "window_oldest",
     # "window_newest", "asked"}; None for a drill of a backup.
     point_in_time: dict | None = None
+    repository: str | None = None  # where the drilled backup was read from (primary or a copy)
     # The verdicts, derived from the above; fields so that --json carries them.
     predicted_seconds: float | None = field(init=False)
     rto_met: bool | None = field(init=False)
@@ -263,6 +264,7 @@ def run_drill(
         with repository.reading(chosen, command=command, wait_seconds=lock_wait):
             report = _drill(settings, repository, chosen, live=live, identity=identity,
                             command=command, ledger=ledger, now=now, progress=progress)
+    report = replace(report, repository=repository.location)
     repository.record_drill(report.backup_id, {"exit_code": int(report.exit_code), **report.summary()}, by=command)
     return report
 

@@ -62,6 +62,9 @@ def render_created(result, console: Console) -> None:
     console.print(f"  {_megabytes(manifest.size)} ({_megabytes(manifest.files[0].raw_size)} raw), revision {manifest.revision}", highlight=False, markup=False)
     console.print(f"  rows: {rows}", highlight=False, markup=False)
     console.print(f"  {result.path}", highlight=False, markup=False)
+    for copy in result.copies:
+        outcome = f"NOT copied: {copy['problem']}" if copy["state"] == "failed" else f"{copy['state']}, verified there"
+        console.print(f"  copy {copy['repository']}: {outcome}", highlight=False, markup=False)
     for reason in result.suspect_reasons:
         console.print(f"  SUSPECT: {reason}", highlight=False, markup=False)
     if result.suspect_reasons:

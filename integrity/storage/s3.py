@@ -255,8 +255,12 @@ class ObjectStore:
 
     def bucket_facts(self) -> dict:
         """What `backup check` reports: Object Lock configuration and the server's clock."""
-        with self._errors("reading the bucket of"):
-            response = self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with self._errors("reading the bucket of"):
+                response = self.client.head_bucket(Bucket=self.bucket)
+        except ObjectMissing:  # HEAD has no body: a missing bucket is a bare 404
+            raise StorageUnusable(f"the bucket {self.bucket} does not exist ({self.display()}); create it, or fix "
+                                  "the repository's location") from None
         facts = {"server_date": response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")}
         try:
             with self._errors("reading the Object Lock configuration of"):
