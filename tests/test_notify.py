@@ -268,6 +268,32 @@ def test_when_no_target_gets_it_the_next_run_tries_again(tmp_path, webhook, hook
     assert webhook.titles(hook) == ["[integrity] job backup is failing"]
 
 
+def _notifications_row(env: BackupEnv) -> tuple[str, str] | None:
+    code, document = env.invoke_json("status")
+    rows = {c["name"]: (c["state"], c["detail"]) for c in document["result"]["checks"]}
+    return rows.get("notifications")
+
+
+def test_a_delivery_failure_is_a_status_problem_until_notify_test_reaches_every_target(tmp_path, sqlite_url, webhook,
+                                                                                       hook):
+    targets = (webhook.url(f"refuse-{hook}"), webhook.url(hook))
+    assert notifying(tmp_path, missing_database(tmp_path), *targets).invoke("backup", "create").returncode == 4
+    live = notifying(tmp_path, sqlite_url, *targets)
+    assert _notifications_row(BackupEnv(tmp_path, sqlite_url)) is None  # no targets: no row
+
+    state, detail = _notifications_row(live)
+    assert state == "problem"
+    assert detail.startswith("1 notification(s) did not reach every target of 2 target(s), the newest job_failed:backup at ")
+    assert f"target 1 (json://127.0.0.1:{webhook.port}/***): Failed to send JSON POST notification" in detail
+    assert detail.endswith("fix [notify] targets, then run `integrity notify test` (it clears these once every target answers)")
+
+    assert live.invoke("notify", "test").returncode == 4  # still refusing: still a problem
+    assert _notifications_row(live)[0] == "problem"
+    fixed = notifying(tmp_path, sqlite_url, webhook.url(hook))
+    assert fixed.invoke("notify", "test").returncode == 0
+    assert _notifications_row(fixed) == ("ok", "1 target(s); every notification reached every target")
+
+
 # ---------------------------------------------------------------- notify test
 
 
