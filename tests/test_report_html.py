@@ -196,6 +196,36 @@ def world_probe_runs(evidence) -> int:
     return next(j.runs for j in evidence.jobs if j.job == "probe")
 
 
+def test_the_probe_chart_and_totals_sum_up_every_probe_run(world, rendered):
+    """The probe's runs are summed up by the ledger's database (SQL buckets): the same
+    figures, computed here from every run the ledger returns."""
+    from integrity.evidence import _bucket_seconds, parse_since
+    from integrity.ledger import Ledger
+
+    evidence, _ = rendered
+    ledger = Ledger.open(world.env.settings().state.dir)
+    try:
+        runs = [r for r in ledger.runs(kind="probe", limit=100_000)
+                if r.started_at >= evidence.since and r.exit_code is not None]
+    finally:
+        ledger.close()
+    size = _bucket_seconds(parse_since(WINDOW))
+    buckets: dict[int, list[float]] = {}
+    for run in runs:
+        stamp = int(run.started_at.timestamp())
+        buckets.setdefault(stamp - stamp % size, []).append(run.summary["success_ratio"])
+    chart = next(c for c in evidence.charts if c.id == "probe-success")
+    (series,) = chart.series
+    assert [(int(p.x.timestamp()), p.y) for p in series.points] == [(b, min(v)) for b, v in sorted(buckets.items())]
+    assert sum(p.flagged for p in series.points) == sum(min(v) < 0.99 for v in buckets.values()) > 0
+    probe = next(j for j in evidence.jobs if j.job == "probe")
+    failures = [r for r in runs if r.exit_code != 0]
+    assert (probe.runs, probe.failures) == (len(runs), len(failures)) and probe.failures > 0
+    assert probe.last_failure_at == max(r.started_at for r in failures)
+    assert next(o for o in evidence.objectives if o.name == "Probe success ratio").measured == max(
+        runs, key=lambda r: r.started_at).summary["success_ratio"]
+
+
 def test_the_point_check_catches_a_missing_point(browser, rendered, tmp_path):
     evidence, page = rendered
     text = page.read_text(encoding="utf-8")
