@@ -23,7 +23,9 @@ condition notifies once when it starts and once ("resolved") when it clears: the
 last notified is the ledger row, claimed with a conditional write before anything is
 sent, so two runs finishing together notify once. When no target got a notification the
 claim is given back (the next run tries again); what a target answered is kept in the row
-(`integrity notify status`) and logged as a warning, and never changes the run's outcome.
+(`integrity notify status`; a `notifications` problem row in `integrity status` until
+`integrity notify test` reaches every target) and logged as a warning, and never changes
+the run's outcome.
 
 Target URLs are secrets (their paths, users and hosts are tokens): only
 `settings.masked_target` forms are shown, logged or stored, and Apprise's own log (which
