@@ -613,7 +613,7 @@ def _probe_chart(figures: _ProbeFigures, bucket: int, objective: float) -> Chart
     )
     return Chart("probe-success", "Probe success ratio", "ratio", (Series("lowest success ratio", points),),
                  threshold=objective, threshold_label=f"objective {objective}",
-                 note=f"the lowest ratio per {_window_text(timedelta(seconds=bucket)) if bucket >= 3600 else f'{bucket // 60}m'} bucket")
+                 note=f"the lowest ratio per {_window_text(timedelta(seconds=bucket)) if bucket % 3600 == 0 else f'{bucket // 60}m'} bucket")
 
 
 # ---------------------------------------------------------------- jobs

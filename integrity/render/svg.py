@@ -63,7 +63,16 @@ def _y_range(chart) -> tuple[float, float]:
         low = min(values + [1.0])
         return (max(0.0, low - (1 - low) * 0.2 - 0.001) if low > 0.5 else 0.0), 1.0
     top = max(values + [0.0])
-    return 0.0, (top * 1.12 if top > 0 else 1.0)
+    return 0.0, _nice_ceiling(top * 1.05) if top > 0 else 1.0
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 4, 5, 8 times a power of ten at or above `value`: quarters
+    of it (the four grid steps) are round numbers."""
+    import math
+
+    power = 10 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 4, 5, 8, 10) if step * power >= value)
 
 
 def chart_svg(chart, start: datetime, end: datetime) -> str:
