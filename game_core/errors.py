@@ -26,7 +26,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.BUG: "unexpected error (a bug)",
     ExitCode.USAGE: "usage error",
     ExitCode.PROBLEMS_FOUND: "the check ran and found problems (audit violations, dry-run findings, "
-    "stale or missing backups, missed objectives)",
+    "stale or missing backups, missed objectives, a revision live runs that never passed a dry run)",
     ExitCode.PRECONDITION: "precondition not met: configuration invalid, database missing or "
     "unreachable, lock held, tool missing",
     ExitCode.VERIFICATION_FAILED: "verification failed: checksum mismatch, corrupt or incomplete "
