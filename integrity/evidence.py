@@ -192,6 +192,7 @@ class Evidence:
     config: str
     status_exit_code: int
     status: tuple[StatusRow, ...]
+    row_counts: dict[str, int]  # live's tables now, as `integrity status` counted them
     protection: tuple[RepositoryProtection, ...]
     objectives: tuple[Objective, ...]
     charts: tuple[Chart, ...]
@@ -426,6 +427,7 @@ def collect_evidence(settings: Settings, ledger, *, since: timedelta, now: datet
         config=status.config,
         status_exit_code=int(status.exit_code),
         status=tuple(StatusRow(c.name, c.state.value, c.detail) for c in status.checks),
+        row_counts=dict(status.row_counts),
         protection=protection,
         objectives=objectives,
         charts=charts,
