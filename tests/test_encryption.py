@@ -97,6 +97,8 @@ def test_create_writes_only_ciphertext_and_the_manifest_keeps_both_hashes(env, k
     assert set(manifest) == set(plain_manifest) | {"encryption"}
     assert set(entry) == set(plain_manifest["files"][0])
     assert b"secretplayer" not in (directory / "manifest.json").read_bytes()
+    shown = env.invoke("backup", "show", backup_id, INTEGRITY_BACKUPS__IDENTITY_FILE="")
+    assert shown.returncode == 0 and f"encrypted age to {keys['first']['recipient']}\n" in shown.stdout
 
 
 def test_an_unencrypted_repository_has_no_encryption_field_and_check_warns(tmp_path, sqlite_url):
@@ -299,3 +301,22 @@ def test_create_and_restore_work_encrypted_on_s3(tmp_path, sqlite_url, keys, s3_
     restored = env.invoke("--no-input", "restore", backup_id, "--yes")
     assert restored.returncode == 0, restored.output
     assert scalar(env.url, "SELECT COUNT(*) FROM results") == before
+
+
+def test_backup_copy_moves_the_ciphertext_and_a_drill_from_the_copy_decrypts_it(tmp_path, sqlite_url, keys):
+    """A copy needs no key (it moves and re-hashes ciphertext); reading the copy does."""
+    fill_database(sqlite_url, players=3, results_per_player=8)
+    env = _encrypted_env(tmp_path, sqlite_url, keys, "first")
+    config = env.data_home / "typing-game" / "integrity.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[[repositories]]\nname = "usb"\nlocation = "{tmp_path / "usb"}"\n', encoding="utf-8")
+    assert env.invoke("--no-input", "init").returncode == 0
+    backup_id = env.create()
+    copied = env.invoke("backup", "copy", backup_id, "--to", "usb", INTEGRITY_BACKUPS__IDENTITY_FILE="")
+    assert copied.returncode == 0, copied.output
+    stored = (tmp_path / "usb" / backup_id / "data.db.zst.age").read_bytes()
+    assert stored == (env.repo / backup_id / "data.db.zst.age").read_bytes() and stored.startswith(AGE_HEADER)
+    no_key = env.invoke("drill", "--from", "usb", INTEGRITY_BACKUPS__IDENTITY_FILE="")
+    assert no_key.returncode == 4 and keys["first"]["recipient"] in no_key.output
+    drill = env.invoke("drill", "--from", "usb")
+    assert drill.returncode == 0, drill.output

@@ -108,6 +108,9 @@ def render_detail(detail, console: Console) -> None:
     console.print(f"engine    {manifest.engine}   revision {manifest.revision}   identity {manifest.source_identity}", highlight=False, markup=False)
     console.print(f"source    {manifest.source_path or manifest.source_url}", highlight=False, markup=False)
     console.print(f"label     {manifest.label or '-'}", highlight=False, markup=False)
+    if manifest.encryption:  # public recipients only: which identity opens it
+        console.print(f"encrypted {manifest.encryption['scheme']} to {', '.join(manifest.encryption['recipients'])}",
+                      highlight=False, markup=False)
     console.print(f"path      {detail.path}", highlight=False, markup=False)
     for label, moment in (("intact", detail.state.intact_at), ("deep-verified", detail.state.deep_verified_at),
                           ("clean", detail.state.clean_at), ("dirty", detail.state.dirty_at),

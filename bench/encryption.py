@@ -1,0 +1,149 @@
+"""What encryption at rest costs: backups with and without age encryption, in one run.
+
+    .venv/bin/python bench/encryption.py                        # 10,000 players x 65 tests (about 130 MB), about 1.5 min
+    .venv/bin/python bench/encryption.py --players 100000       # the 1 GB database
+
+Measured on the same SQLite database (built once with `typing-game simulate --seed 1`,
+kept under bench/.work/), median of --repeat runs after one warm-up, warm page cache,
+through `integrity.api` as the CLI calls it; the anchor is the same command unencrypted:
+- `backup create` (copy, compress, encrypt, fsync, read back)        goal <= 1.15x
+- quick verify (encrypted: the ciphertext's SHA-256 only, no key)   goal <= 1.15x
+- the restore stream (decrypt, decompress, both hashes, into a file) goal <= 1.15x
+- deep verify (restore into scratch, engine check, counts, audits)   goal <= 1.15x
+- peak resident memory of encrypted create and deep verify in child processes, from
+  wait4's rusage                                                     goal < 200 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+sys.path.insert(0, str(HERE.parent))
+
+from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def make_identity(directory: Path) -> tuple[str, Path]:
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    path = directory / "bench-identity.txt"
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(descriptor, f"{identity}\n".encode())
+    os.close(descriptor)
+    return str(identity.to_public()), path
+
+
+def settings_for(url: str, repository: Path, *, recipient: str | None, identity: Path | None):
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ={"HOME": str(WORK), "XDG_DATA_HOME": str(WORK / "xdg")}, cwd=WORK,
+                                database_url_option=url)
+    backups = replace(settings.backups, repository=repository,
+                      encrypt_to=(recipient,) if recipient else (), identity_file=str(identity) if identity else "")
+    return replace(settings, backups=backups, state=replace(settings.state, dir=WORK / "enc-state"))
+
+
+def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return usage.ru_maxrss / 1024
+
+
+def line(what: str, plain: float, sealed: float, goal: str) -> None:
+    print(f"{what:<16} unencrypted {plain:7.2f}s   encrypted {sealed:7.2f}s   ratio {sealed / plain:4.2f} ({goal})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--players", type=int, default=10_000)
+    parser.add_argument("--tests-per-player", type=int, default=65)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-deep", action="store_true", help="leave out deep verify (its audits dominate)")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    print(machine_line())
+    database = build_sqlite_database(WORK, args.players, args.tests_per_player)
+    url = f"sqlite:///{database}"
+    print(f"database {database.name}: {database.stat().st_size / 1e6:.0f} MB", flush=True)
+
+    from integrity import api
+    from integrity.backups.archive import decompress_to
+    from integrity.backups.repository import Repository
+    from integrity.invocation import Invocation
+
+    recipient, identity = make_identity(WORK)
+    kinds = {
+        "plain": settings_for(url, WORK / "enc-plain", recipient=None, identity=None),
+        "sealed": settings_for(url, WORK / "enc-sealed", recipient=recipient, identity=identity),
+    }
+    fresh(WORK / "enc-state")
+    times: dict[str, dict[str, float]] = {"plain": {}, "sealed": {}}
+    ids: dict[str, str] = {}
+    # Interleaved, so that load from elsewhere on the machine falls on both alike.
+    for kind, settings in kinds.items():
+        def create(settings=settings):
+            fresh(settings.backups.repository)
+            api.backup_create(Invocation(settings, command="backup create"))
+
+        times[kind]["create"] = median_seconds(create, args.repeat)
+        repository = Repository.of(settings)
+        ids[kind] = repository.backup_ids()[-1]
+        manifest = repository.read_manifest(ids[kind])
+        entry = manifest.files[0]
+        verify = Invocation(settings, command="backup verify")
+        times[kind]["quick"] = median_seconds(lambda: api.backup_verify(verify, backup_id=ids[kind]), args.repeat)
+
+        def stream(repository=repository, manifest=manifest, entry=entry):
+            target = WORK / "enc-restored.db"
+            target.unlink(missing_ok=True)
+            with target.open("xb") as handle:
+                decompress_to(repository.file_of(manifest.id, entry.name), entry, handle.write, backup_id=manifest.id)
+            target.unlink()
+
+        times[kind]["stream"] = median_seconds(stream, args.repeat)
+        if not args.skip_deep:
+            deep = Invocation(settings, command="backup verify --deep")
+            times[kind]["deep"] = median_seconds(
+                lambda: api.backup_verify(deep, backup_id=ids[kind], deep=True), args.repeat)
+        print(f"  {kind}: {entry.name} {entry.size / 1e6:.1f} MB ({entry.raw_size / 1e6:.0f} MB raw)", flush=True)
+
+    line("create", times["plain"]["create"], times["sealed"]["create"], "goal <= 1.15")
+    line("quick verify", times["plain"]["quick"], times["sealed"]["quick"], "goal <= 1.15; encrypted hashes only")
+    line("restore stream", times["plain"]["stream"], times["sealed"]["stream"], "goal <= 1.15")
+    if not args.skip_deep:
+        line("deep verify", times["plain"]["deep"], times["sealed"]["deep"], "goal <= 1.15")
+
+    env = {**os.environ, "XDG_DATA_HOME": str(WORK / "xdg"),
+           "INTEGRITY_BACKUPS__REPOSITORY": str(fresh(WORK / "enc-rss")),
+           "INTEGRITY_STATE__DIR": str(WORK / "enc-state"),
+           "INTEGRITY_BACKUPS__ENCRYPT_TO": recipient, "INTEGRITY_BACKUPS__IDENTITY_FILE": str(identity)}
+    integrity = [sys.executable, "-m", "integrity.cli", "--database-url", url]
+    create_mb = peak_rss_mb([*integrity, "backup", "create"], env)
+    deep_mb = peak_rss_mb([*integrity, "backup", "verify", "--latest", "--deep"], env)
+    print(f"peak memory      encrypted create {create_mb:.0f} MB   encrypted deep verify {deep_mb:.0f} MB   (goal < 200 MB each)")
+
+    for leftover in ("enc-plain", "enc-sealed", "enc-rss", "enc-state", "xdg"):
+        shutil.rmtree(WORK / leftover, ignore_errors=True)
+    identity.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
