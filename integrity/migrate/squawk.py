@@ -92,10 +92,12 @@ class SquawkRun:
     files: int
 
 
-def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) -> SquawkRun:
+def squawk_findings(revisions, *, our_findings=(), binary: str | None = None, target=None) -> SquawkRun:
     """Run squawk on each revision's PostgreSQL upgrade and downgrade SQL. `revisions` are the static
     pass's RevisionLint objects (id and `sql["postgresql"]`); `our_findings` are ours, for
-    deduplication. A revision whose PostgreSQL rendering is empty is not sent."""
+    deduplication. A revision whose PostgreSQL rendering is empty is not sent. `target`
+    reads the table and column a statement names (the static pass hands in its SQL reader;
+    without it findings carry no table)."""
     # (revision, direction, statements): downgrades are checked with the same rules (a
     # rollback under load takes the same locks), their findings prefixed "downgrade:".
     scripts = [
@@ -130,7 +132,7 @@ def squawk_findings(revisions, *, our_findings=(), binary: str | None = None) ->
         if name not in files:
             continue
         revision, direction, statements = files[name]
-        finding = _finding(violation, revision, statements, direction)
+        finding = _finding(violation, revision, statements, direction, target)
         if finding is None:
             continue
         covering = _DEDUPLICATED.get(violation.get("rule_name"))
@@ -177,13 +179,14 @@ def _run(binary: str, folder: str, names: list[str]) -> list[dict]:
     return report
 
 
-def _finding(violation: dict, revision: str, statements: list[tuple[int, str]], direction: str = "upgrade") -> Finding | None:
+def _finding(violation: dict, revision: str, statements: list[tuple[int, str]], direction: str = "upgrade",
+             target=None) -> Finding | None:
     rule = violation.get("rule_name") or "unknown"
     if rule in EXCLUDED:
         return None
     line = int(violation.get("line") or 0)
     statement = next((text for start, text in reversed(statements) if start <= line), statements[0][1] if statements else "")
-    table, column = _target(statement)
+    table, column = _target(statement, target)
     severity = Severity.ERROR if str(violation.get("level", "")).lower() == "error" else Severity.WARNING
     message = " ".join(str(violation.get("message") or rule).split())
     hint = violation.get("help")
@@ -194,16 +197,13 @@ def _finding(violation: dict, revision: str, statements: list[tuple[int, str]], 
                    message=f"{where}{message} [{_short(statement)}]", table=table, column=column, phase="static")
 
 
-def _target(statement: str) -> tuple[str | None, str | None]:
-    """The table (and column) the statement names, read by the static pass's SQL reader."""
-    from integrity.migrate.static_pass import _parse_sql
-
+def _target(statement: str, target) -> tuple[str | None, str | None]:
+    if target is None:
+        return None, None
     try:
-        parsed = _parse_sql(statement, "postgresql")
+        return target(statement)
     except Exception:  # a statement the reader does not know: no table, still a finding
         return None, None
-    first = next((s for s in parsed if s.table), None)
-    return (first.table, first.column) if first else (None, None)
 
 
 def _short(statement: str) -> str:

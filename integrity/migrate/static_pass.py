@@ -78,6 +78,12 @@ def lint_revisions(project: MigrationProject, revisions: list[RevisionInfo], *, 
     return LintReport(tuple(lints), time.perf_counter() - started, schema_error)
 
 
+def _statement_target(statement: str) -> tuple[str | None, str | None]:
+    """The table (and column) a PostgreSQL statement names, for squawk's findings."""
+    first = next((s for s in _parse_sql(statement, "postgresql") if s.table), None)
+    return (first.table, first.column) if first else (None, None)
+
+
 def _with_squawk(lints: list[RevisionLint]) -> list[RevisionLint]:
     """squawk's violations on each revision's PostgreSQL SQL, folded into its findings
     (integrity.migrate.squawk: one process for all revisions; a warning when missing)."""
@@ -85,7 +91,7 @@ def _with_squawk(lints: list[RevisionLint]) -> list[RevisionLint]:
 
     from integrity.migrate.squawk import squawk_findings
 
-    run = squawk_findings(lints, our_findings=[f for lint in lints for f in lint.findings])
+    run = squawk_findings(lints, our_findings=[f for lint in lints for f in lint.findings], target=_statement_target)
     return [
         replace(lint, findings=tuple(sorted((*lint.findings, *run.findings[lint.revision]), key=Finding.key)))
         if lint.revision in run.findings else lint
