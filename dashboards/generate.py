@@ -4,7 +4,7 @@
     .venv/bin/python dashboards/generate.py --check  # exit 1 when the JSON is not what this writes
 
 One panel per objective (RPO, deep-verification age, RTO, probe success ratio, the
-point-in-time lag), each drawing the measure against its objective: the objective is the
+point-in-time lag, the copies' age), each drawing the measure against its objective: the objective is the
 `integrity_objective_*` series of the same file (a dashed red line that follows
 integrity.toml, as the alert rules compare with it), and the panel's static threshold is
 the default objective, which colours the stat and the area above it. Then every other
@@ -137,71 +137,79 @@ def dashboard() -> dict:
         ], unit="s", threshold=10, objective="lag objective", pos=(0, 17, 12, 8),
             description="Only with [pitr] enabled: against [pitr] lag_objective_seconds. Alerts: "
                         "IntegrityPitrLagOverObjective, IntegrityPitrArchiverStopped."),
+        timeseries("Copies: age of the newest good backup in each repository", [
+            target("time() - integrity_repository_newest_good_timestamp_seconds", "{{repository}} ({{kind}})"),
+            target("time() - integrity_offhost_newest_good_timestamp_seconds", "newest off this host", "B"),
+            target("integrity_objective_copy_max_age_seconds", "copy objective", "C"),
+        ], unit="s", threshold=86400, objective="copy objective", pos=(12, 17, 12, 8),
+            description="Only with [[repositories]] copies: each repository's newest good backup, and the newest on "
+                        "object storage (the 3-2-1 rule's off-site copy), against [objectives] copy_max_age_seconds. "
+                        "Alerts: IntegrityCopyTooOld, IntegrityNoOffHostCopy."),
         timeseries("Point-in-time archive: window", [
             target("time() - integrity_pitr_newest_timestamp_seconds", "newest restorable age"),
             target("time() - integrity_pitr_oldest_timestamp_seconds", "oldest restorable age", "B"),
             target("time() - integrity_pitr_checked_timestamp_seconds", "reading age", "C"),
-        ], unit="s", pos=(12, 17, 12, 8),
+        ], unit="s", pos=(0, 25, 12, 8),
             description="How far back and how recently a point in time can be restored, and how old the reading is."),
     ]
-    panels.append(row("Now", 25))
+    panels.append(row("Now", 33))
     panels += [
         stat("Database up", [target("integrity_database_up", "up")], unit="none", threshold=1, above_is_bad=False,
-             pos=(0, 26, 4, 4), mappings=YES_NO, description="The guarded database answered when the metrics were collected."),
-        stat("Drill failed", [target("integrity_drill_failed", "failed")], unit="none", threshold=1, pos=(4, 26, 4, 4),
+             pos=(0, 34, 4, 4), mappings=YES_NO, description="The guarded database answered when the metrics were collected."),
+        stat("Drill failed", [target("integrity_drill_failed", "failed")], unit="none", threshold=1, pos=(4, 34, 4, 4),
              mappings=YES_NO, description="The newest drill failed verification and no restore succeeded since. Alert: IntegrityDrillFailed."),
         stat("Unresolved audit error rows", [target("integrity_audit_unresolved_error_rows", "rows")], unit="none",
-             threshold=1, pos=(8, 26, 4, 4), description="Rows failing error rules until a full audit is clean. Alert: IntegrityAuditErrorRulesFailing."),
+             threshold=1, pos=(8, 34, 4, 4), description="Rows failing error rules until a full audit is clean. Alert: IntegrityAuditErrorRulesFailing."),
         stat("Schema", [target("integrity_schema_unchecked", "unchecked"), target("integrity_schema_drift", "drift", "B")],
-             unit="none", threshold=1, pos=(12, 26, 6, 4), mappings=YES_NO,
+             unit="none", threshold=1, pos=(12, 34, 6, 4), mappings=YES_NO,
              description="A revision applied without a passing dry run; live differs from its revision's model. "
                          "Alerts: IntegritySchemaUnchecked, IntegritySchemaDrift."),
         stat("Backups in bad states", [
             target("integrity_backups_suspect", "suspect"), target("integrity_backups_deep_failed", "deep-failed", "B"),
             target("integrity_backups_failed", "failed", "C"),
-        ], unit="none", threshold=1, pos=(18, 26, 6, 4),
+        ], unit="none", threshold=1, pos=(18, 34, 6, 4),
             description="Alerts: IntegrityBackupSuspect, IntegrityDeepVerifyFailed."),
         stat("Point-in-time", [target("integrity_pitr_enabled", "enabled"), target("integrity_pitr_errors", "errors", "B")],
-             unit="none", pos=(0, 30, 6, 4), description="[pitr] enabled, and the engine's errors when last read."),
+             unit="none", pos=(0, 38, 6, 4), description="[pitr] enabled, and the engine's errors when last read."),
         stat("Last drill exit code", [target("integrity_drill_last_exit_code", "exit code")], unit="none", threshold=3,
-             pos=(6, 30, 6, 4), description="0 passed, 3 problems, 5 verification failed."),
+             pos=(6, 38, 6, 4), description="0 passed, 3 problems, 5 verification failed."),
         stat("Ages", [
             target("time() - integrity_drill_last_timestamp_seconds", "last drill"),
             target("time() - integrity_audit_last_timestamp_seconds", "last audit", "B"),
             target("time() - integrity_probe_last_timestamp_seconds", "last probe", "C"),
             target("time() - integrity_metrics_generated_timestamp_seconds", "metrics file", "D"),
-        ], unit="s", pos=(12, 30, 12, 4), description="How old each figure is. Alert: IntegrityProbeStale."),
+        ], unit="s", pos=(12, 38, 12, 4), description="How old each figure is. Alert: IntegrityProbeStale."),
     ]
-    panels.append(row("Jobs", 34))
+    panels.append(row("Jobs", 42))
     panels += [
         timeseries("Time since each job's last success, against twice its interval", [
             target("time() - integrity_job_last_success_timestamp_seconds", "{{job_name}}"),
             target("2 * integrity_job_interval_seconds", "{{job_name}} limit", "B"),
-        ], unit="s", pos=(0, 35, 12, 8), description="Alerts: IntegrityJobStale, IntegrityCronJobStale."),
+        ], unit="s", pos=(0, 43, 12, 8), description="Alerts: IntegrityJobStale, IntegrityCronJobStale."),
         timeseries("Each job's last exit code", [target("integrity_job_last_exit_code", "{{job_name}}")], unit="none",
-                   threshold=1, pos=(12, 35, 12, 8), description="Alert: IntegrityJobFailed."),
+                   threshold=1, pos=(12, 43, 12, 8), description="Alert: IntegrityJobFailed."),
         timeseries("Each job's last duration", [target("integrity_job_last_duration_seconds", "{{job_name}}")], unit="s",
-                   pos=(0, 43, 12, 8), description="How long the newest finished run took."),
+                   pos=(0, 51, 12, 8), description="How long the newest finished run took."),
         stat("Jobs on, and when each last completed", [
             target("integrity_job_enabled", "{{job_name}} on"),
             target("time() - integrity_job_last_completion_timestamp_seconds", "{{job_name}} completed", "B"),
-        ], unit="none", pos=(12, 43, 12, 8), mappings=YES_NO, description="[schedule] on or off; age of the newest finished run."),
+        ], unit="none", pos=(12, 51, 12, 8), mappings=YES_NO, description="[schedule] on or off; age of the newest finished run."),
     ]
-    panels.append(row("Backups, audits, probe", 51))
+    panels.append(row("Backups, audits, probe", 59))
     panels += [
         timeseries("Size of the newest good and deep-verified backups", [
             target("integrity_backup_newest_good_size_bytes", "newest good"),
             target("integrity_backup_newest_deep_verified_size_bytes", "newest deep-verified", "B"),
-        ], unit="bytes", pos=(0, 52, 12, 8), description="A sudden drop is what a suspect backup looks like."),
+        ], unit="bytes", pos=(0, 60, 12, 8), description="A sudden drop is what a suspect backup looks like."),
         timeseries("Failing rows per audit rule", [target("integrity_audit_rule_failing_rows", "{{rule}} ({{severity}})")],
-                   unit="none", pos=(12, 52, 12, 8), description="The newest whole-catalogue audit's counts."),
+                   unit="none", pos=(12, 60, 12, 8), description="The newest whole-catalogue audit's counts."),
         timeseries("Probe latency", [
             target("integrity_probe_latency_p50_seconds", "p50"),
             target("integrity_probe_latency_p95_seconds", "p95", "B"),
             target("integrity_probe_latency_max_seconds", "max", "C"),
-        ], unit="s", pos=(0, 60, 12, 8), description="One player's reads through the game's store."),
+        ], unit="s", pos=(0, 68, 12, 8), description="One player's reads through the game's store."),
         timeseries("Probe failures by kind", [target("integrity_probe_failed_players", "{{kind}}")], unit="none",
-                   threshold=1, pos=(12, 60, 12, 8), description="exception, timeout, wrong-type, missing-row, mismatch."),
+                   threshold=1, pos=(12, 68, 12, 8), description="exception, timeout, wrong-type, missing-row, mismatch."),
     ]
     return {
         "title": "Typing game: data integrity",

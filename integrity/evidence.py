@@ -111,6 +111,7 @@ class RepositoryProtection:
     bad: dict[str, int] = field(default_factory=dict)  # suspect, deep_failed, failed, corrupt
     problem: str | None = None  # why nothing could be read
     oldest_restorable_at: datetime | None = None  # point-in-time archives: the window's start
+    name: str = "primary"  # the repository's name ([backups] repository is "primary", copies their own)
 
 
 @dataclass(frozen=True)
@@ -346,32 +347,37 @@ def _store_identity(settings: Settings) -> str | None:
 
 
 def repository_protection(settings: Settings, identity: str | None, now: datetime):
-    """Per repository: the newest restorable and deep-verified backup of this database and
-    how many are in a bad state; then the point-in-time archive when `[pitr] enabled`.
-    Returns (protections, catalogues by location) so the backup chart reads each once."""
+    """Per repository (the primary, then each [[repositories]] copy): the newest restorable
+    and deep-verified backup of this database and how many are in a bad state; then the
+    point-in-time archive when `[pitr] enabled`. Returns (protections, catalogues by
+    repository name) so the backup chart reads the primary's once. A repository that
+    cannot be read is a row with its problem, never an error."""
     from integrity.backups.catalog import read_catalog
-    from integrity.backups.repository import Repository
+    from integrity.backups.repositories import open_repository, repository_names, settings_for
 
     protections: list[RepositoryProtection] = []
     catalogues = {}
-    for repository in (Repository.of(settings),):  # the configured repositories, primary first
-        location = str(repository.root)
-        if not repository.backups_dir.is_dir():
-            protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0,
-                                                    problem=f"no repository at {location}: run `integrity init`"))
-            continue
+    for name in repository_names(settings):
+        location = str(settings_for(settings, name).backups.repository)
         try:
+            repository = open_repository(settings, name)
+            if not repository.exists():
+                protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0,
+                                                        problem=f"no repository at {location}: run `integrity init`",
+                                                        name=name))
+                continue
             catalog = read_catalog(repository, now).of_store(identity)
         except Failure as exc:
-            protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0, problem=str(exc)))
+            protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0,
+                                                    problem=str(exc), name=name))
             continue
-        catalogues[location] = catalog
+        catalogues[name] = catalog
         good, deep = catalog.newest_restorable(), catalog.newest_deep_verified()
         protections.append(RepositoryProtection(
             "backups", location,
             good.id if good else None, good.created_at if good else None, good.size if good else None,
             deep.id if deep else None, deep.created_at if deep else None,
-            len(catalog.backups), catalog.counts(),
+            len(catalog.backups), catalog.counts(), name=name,
         ))
     if settings.pitr.enabled:
         from integrity.status import read_pitr_status
@@ -379,12 +385,12 @@ def repository_protection(settings: Settings, identity: str | None, now: datetim
         reading = read_pitr_status(settings)
         if isinstance(reading, Exception):
             protections.append(RepositoryProtection("point-in-time", str(settings.pitr.repository),
-                                                    None, None, None, None, None, 0, problem=str(reading)))
+                                                    None, None, None, None, None, 0, problem=str(reading), name="pitr"))
         else:
             protections.append(RepositoryProtection(
                 "point-in-time", f"{reading.engine}: {reading.repository}", None, reading.newest, None, None, None, 0,
                 bad={"errors": len(reading.errors)}, problem="; ".join(reading.findings) or None,
-                oldest_restorable_at=reading.oldest,
+                oldest_restorable_at=reading.oldest, name="pitr",
             ))
     return tuple(protections), catalogues
 
@@ -485,7 +491,8 @@ def _backups(settings: Settings, creates: list[_Run], catalogues: dict, start: d
     from integrity.backups.repository import Repository, backup_time, is_backup_id
 
     known: dict[str, BackupRow] = {}
-    infos = {b.id: b for catalog in catalogues.values() for b in catalog.backups}
+    primary = catalogues.get("primary")  # copies hold the same backups (same ids)
+    infos = {b.id: b for b in primary.backups} if primary is not None else {}
     try:
         journal_states = fold_journal(Repository.of(settings).read_journal().entries)
     except (Failure, OSError):
@@ -699,9 +706,14 @@ def _objectives(settings: Settings, protection, ledger, ratio: float | None, now
         if p.kind != "backups":
             continue
         age = None if p.newest_restorable_at is None else (now - p.newest_restorable_at).total_seconds()
-        found.append(Objective(
-            f"RPO ({p.location})", age, float(o.rpo_seconds), "seconds", age is not None and age <= o.rpo_seconds,
-            f"newest restorable backup {p.newest_restorable_id}" if p.newest_restorable_id else "no restorable backup"))
+        why = f"newest restorable backup {p.newest_restorable_id}" if p.newest_restorable_id else (p.problem or "no restorable backup")
+        if p.name != "primary":  # a copy: the 3-2-1 rule's limit, not the RPO
+            limit = o.copy_max_age_seconds
+            found.append(Objective(f"Copy age ({p.name}: {p.location})", age, float(limit), "seconds",
+                                   age is not None and age <= limit, why))
+            continue
+        found.append(Objective(f"RPO ({p.location})", age, float(o.rpo_seconds), "seconds",
+                               age is not None and age <= o.rpo_seconds, why))
         deep = None if p.newest_deep_verified_at is None else (now - p.newest_deep_verified_at).total_seconds()
         found.append(Objective(
             f"Deep verification age ({p.location})", deep, float(o.deep_verify_max_age_seconds), "seconds",

@@ -1,7 +1,8 @@
 """The Grafana dashboard (dashboards/integrity.json) against the metrics the tool really writes.
 
 Two real metrics files are written by the real commands: one after a routine (a backup,
-a quick and a deep verify, a prune, a full and an incremental audit, a drill, a probe),
+a quick and a deep verify, a prune, a full and an incremental audit, a drill, a probe,
+with a [[repositories]] copy configured),
 one with [pitr] enabled while Litestream replicates and is caught up (the point-in-time
 families). Every metric named in the dashboard and in the alert rules must be in one of
 them; every metric in them, and every family integrity.prometheus declares, must be on
@@ -83,7 +84,11 @@ def written(tmp_path_factory, sqlite_template) -> set[str]:
     shutil.copyfile(sqlite_template, database)
     url = f"sqlite:///{database}"
     fill_database(url, players=4, results_per_player=5)
-    env = BackupEnv(tmp, url)
+    # A copy repository ([[repositories]], only in the file) for the copies' families.
+    (tmp / "copy").mkdir()
+    config = tmp / "integrity.toml"
+    config.write_text(f'[[repositories]]\nname = "offsite"\nlocation = "{tmp / "copy"}"\n')
+    env = BackupEnv(tmp, url, extra_env={"INTEGRITY_CONFIG": str(config)})
     env.create()
     for args in (("backup", "verify", "--latest"), ("backup", "verify", "--latest", "--deep"), ("backup", "prune"),
                  ("audit",), ("audit", "--since-last"), ("drill",), ("probe",), ("metrics",)):
@@ -101,6 +106,7 @@ def written(tmp_path_factory, sqlite_template) -> set[str]:
         replicating.stop()
     archive = families(Path(environ["INTEGRITY_METRICS__PATH"]).read_text(encoding="utf-8"))
     assert "integrity_pitr_lag_seconds" in archive and "integrity_probe_success_ratio" in routine
+    assert "integrity_repository_newest_good_timestamp_seconds" in routine
     return routine | archive
 
 

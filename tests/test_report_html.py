@@ -323,6 +323,38 @@ def test_an_unwritable_path_is_exit_4_and_keeps_the_old_page(world, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [page.name]
 
 
+def test_each_repository_has_its_row_and_a_copy_its_objective(browser, sqlite_url, tmp_path):
+    """[[repositories]]: the primary and each copy have a row; a copy is held to
+    [objectives] copy_max_age_seconds. The copy that holds the backup meets it; the one
+    that was never filled misses it, visibly."""
+    fill_database(sqlite_url, players=2, results_per_player=3)
+    for name in ("offsite", "forgotten"):
+        (tmp_path / name).mkdir()
+    config = tmp_path / "integrity.toml"
+    config.write_text("".join(f'[[repositories]]\nname = "{name}"\nlocation = "{tmp_path / name}"\n\n'
+                              for name in ("offsite", "forgotten")))
+    env = BackupEnv(tmp_path, sqlite_url, extra_env={"INTEGRITY_CONFIG": str(config)})
+    backup = env.create()
+    assert env.invoke("backup", "copy", backup, "--to", "offsite").returncode == 0
+    code, document = env.invoke_json("report", "--since", "1d")
+    assert code == 0, document
+    rows = {p["name"]: p for p in document["result"]["protection"]}
+    assert list(rows) == ["primary", "offsite", "forgotten"]
+    assert rows["primary"]["newest_restorable_id"] == rows["offsite"]["newest_restorable_id"] == backup
+    assert rows["forgotten"]["newest_restorable_id"] is None
+    verdicts = {o["name"].split(" (")[1].split(":")[0]: o["met"] for o in document["result"]["objectives"]
+                if o["name"].startswith("Copy age")}
+    assert verdicts == {"offsite": True, "forgotten": False}
+    page = tmp_path / "copies.html"
+    assert env.invoke("report", "--html", str(page), "--since", "1d").returncode == 0
+    found, url = browser.load(page)
+    assert found.problems(url) == []
+    assert visible(browser, '#protection tr.failing[data-repository="forgotten"]')
+    assert not visible(browser, '#protection tr.failing[data-repository="offsite"]')
+    missed = visible(browser, '#objectives tr[data-met="false"]')
+    assert any(row.startswith("Copy age (forgotten") and "MISSED" in row for row in missed), missed
+
+
 # ---------------------------------------------------------------- the dry run's HTML twin
 
 
