@@ -18,14 +18,16 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from backup_helpers import fill_database, one_error, wait_for
+from backup_helpers import BackupEnv, fill_database, one_error, wait_for
 from integrity.backups.repository import MANIFEST, MANIFEST_HASH, MANIFEST_SIGNATURE
-from s3_helpers import SECRET_KEY, S3BackupEnv, s3_env, s3_server  # noqa: F401
+from s3_helpers import SECRET_KEY, S3BackupEnv, S3Server, free_port
+from s3_helpers import s3_env, s3_server  # noqa: F401  (fixtures)
 
 DATA = "data.db.zst"
 
@@ -363,3 +365,149 @@ def test_a_sigkill_during_a_multipart_upload_leaves_nothing_visible_and_prune_ab
 
     _assert_cleaned_by_prune(env, backup_id, backup_id)
     assert [n for n in env.objects() if n != "repository.json" and not n.startswith("journal/")] == []
+
+
+# ---------------------------------------------------------------- Object Lock
+
+KEEP_ONE = {
+    "INTEGRITY_BACKUPS__RETENTION__KEEP_LAST": "1",
+    "INTEGRITY_BACKUPS__RETENTION__KEEP_HOURLY": "0",
+    "INTEGRITY_BACKUPS__RETENTION__KEEP_DAILY": "0",
+    "INTEGRITY_BACKUPS__RETENTION__KEEP_WEEKLY": "0",
+    "INTEGRITY_BACKUPS__RETENTION__KEEP_MONTHLY": "0",
+}
+
+
+def _locked_env(tmp_path, server, pristine, mode: str, *, object_lock: bool = True) -> S3BackupEnv:
+    settings = {"INTEGRITY_BACKUPS__S3__OBJECT_LOCK_MODE": mode, "INTEGRITY_BACKUPS__S3__OBJECT_LOCK_DAYS": "1"}
+    return S3BackupEnv(tmp_path, f"sqlite:///{pristine['root'] / 'game.db'}", extra_env=settings, server=server,
+                       bucket=server.new_bucket(object_lock=object_lock))
+
+
+@pytest.mark.parametrize("mode", ["governance", "compliance"])
+def test_object_lock_refuses_a_delete_and_prune_keeps_a_locked_expiring_backup(tmp_path, s3_env, pristine, mode):
+    from botocore.exceptions import ClientError
+
+    env = _locked_env(tmp_path, s3_env, pristine, mode)
+    older, newer = env.create(), env.create()
+    client = s3_env.client()
+    for name in (DATA, MANIFEST, MANIFEST_HASH):
+        head = client.head_object(Bucket=env.bucket, Key=f"repo/{older}/{name}")
+        assert head["ObjectLockMode"] == mode.upper(), head
+        with pytest.raises(ClientError) as refused:  # the version itself: without one S3 only adds a delete marker
+            client.delete_object(Bucket=env.bucket, Key=f"repo/{older}/{name}", VersionId=head["VersionId"])
+        assert refused.value.response["Error"]["Code"] == "AccessDenied", refused.value.response
+    # The control: the same client deletes an unlocked object's version in the same bucket.
+    probe = client.put_object(Bucket=env.bucket, Key="repo/locks/probe", Body=b"x")
+    client.delete_object(Bucket=env.bucket, Key="repo/locks/probe", VersionId=probe["VersionId"])
+
+    code, pruned = env.invoke_json("backup", "prune", **KEEP_ONE)
+    assert code == 0, pruned
+    result = pruned["result"]
+    assert result["deleted"] == [] and [s["backup_id"] for s in result["skipped"]] == [older], result
+    assert result["skipped"][0]["reason"].startswith("under Object Lock retention until "), result
+    assert {b["id"] for b in listing(env)["backups"]} == {older, newer}
+    verified = env.invoke("backup", "verify", "--all")
+    assert verified.returncode == 0, verified.output
+
+
+def _check(env: S3BackupEnv, **extra) -> tuple[int, dict]:
+    code, document = env.invoke_json("backup", "check", **extra)
+    assert "result" in document, document.get("error")
+    return code, {f["name"]: f for f in document["result"]["findings"]}
+
+
+def test_backup_check_proves_object_lock_and_fails_when_the_bucket_has_none(tmp_path, s3_env, pristine):
+    locked = _locked_env(tmp_path / "locked", s3_env, pristine, "governance")
+    code, findings = _check(locked)
+    assert code == 0 and findings["immutability"]["state"] == "ok", findings
+    assert "refused the delete of a locked probe" in findings["immutability"]["detail"]
+
+    unlocked = _locked_env(tmp_path / "unlocked", s3_env, pristine, "governance", object_lock=False)
+    code, findings = _check(unlocked)
+    assert code == 4 and findings["immutability"]["state"] == "fail", findings
+    assert f"the bucket {unlocked.bucket} has no Object Lock" in findings["immutability"]["detail"]
+    refused = unlocked.invoke("backup", "create")
+    assert refused.returncode == 4, refused.output
+    one_error(refused)
+    assert listing(unlocked)["backups"] == []
+
+
+# ---------------------------------------------------------------- credentials and reach
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """A second moto server, in a process of its own, that checks signatures: set up
+    without authentication (a user, its key, a policy allowing S3, a bucket holding a
+    repository), then authentication switched on for every later request."""
+    import boto3
+    import requests
+
+    from backup_helpers import wait_for
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server = S3Server(f"http://127.0.0.1:{port}")
+
+        def up() -> bool:
+            assert process.poll() is None, "the moto server exited"
+            try:
+                return requests.get(f"{server.endpoint}/moto-api/", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+        wait_for(up, timeout=30, what="the authenticating moto server")
+        bucket = server.new_bucket()
+        server.client().put_object(Bucket=bucket, Key="repo/repository.json",
+                                   Body=json.dumps({"format": 1, "kind": "integrity backup repository"}).encode())
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="backups")
+        iam.put_user_policy(UserName="backups", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="backups")["AccessKey"]
+        requests.post(f"{server.endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+        yield {"server": server, "bucket": bucket, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _no_secret(completed, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in completed.stdout + completed.stderr
+
+
+def test_a_wrong_secret_key_is_one_error_line_exit_4_and_never_shown(tmp_path, sqlite_url, auth_server):
+    server, key, secret = auth_server["server"], auth_server["key"], auth_server["secret"]
+    env = BackupEnv(tmp_path, sqlite_url)
+    location = {"INTEGRITY_BACKUPS__REPOSITORY": f"s3://{auth_server['bucket']}/repo", **server.environ(),
+                "AWS_ACCESS_KEY_ID": key}
+    wrong = "wrong-Secret-Key-0000000000000000000000"
+
+    accepted = env.invoke("backup", "list", **{**location, "AWS_SECRET_ACCESS_KEY": secret})  # the control
+    assert accepted.returncode == 0, accepted.output
+    for run in (env.run, env.invoke):  # a real process; in-process, where boto3 already holds a session
+        for args in (("backup", "list"), ("backup", "create")):
+            refused = run(*args, **{**location, "AWS_SECRET_ACCESS_KEY": wrong})
+            assert refused.returncode == 4, refused.stderr
+            error = one_error(refused)
+            assert "access denied" in error and "check the AWS credentials" in error, error
+            assert auth_server["bucket"] in error, error
+            _no_secret(refused, wrong, secret, SECRET_KEY)
+
+
+@pytest.mark.parametrize("case", ["closed port", "missing bucket"])
+def test_an_unreachable_endpoint_and_a_missing_bucket_are_one_error_line_exit_4(tmp_path, sqlite_url, s3_server, case):
+    env = BackupEnv(tmp_path, sqlite_url)
+    environ = {**s3_server.environ(), "INTEGRITY_BACKUPS__REPOSITORY": "s3://no-such-bucket-here/repo"}
+    if case == "closed port":
+        environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    expected = {"closed port": "cannot reach object storage", "missing bucket": "the bucket no-such-bucket-here does not exist"}
+    for run, args in ((env.run, ("backup", "list")), (env.invoke, ("backup", "create"))):
+        refused = run(*args, **environ)
+        assert refused.returncode == 4, (args, refused.stderr)
+        assert expected[case] in one_error(refused), (args, refused.stderr)
+        _no_secret(refused, SECRET_KEY)

@@ -110,10 +110,19 @@ class ObjectStore:
     def _errors(self, doing: str) -> Iterator[None]:
         """Service and network failures as one line (StorageUnusable); the conditions our
         callers decide on (missing, taken, locked) as their own exceptions."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
         try:
             yield
+        except Boto3Error as exc:
+            # The transfer manager (upload_file, copy) wraps the service's error in its own
+            # (S3UploadFailedError, RetriesExceededError): judge the error it wraps.
+            cause = getattr(exc, "last_exception", None) or exc.__context__
+            if isinstance(cause, (ClientError, BotoCoreError)):
+                with self._errors(doing):
+                    raise cause from None
+            raise StorageUnusable(f"object storage refused {doing} {self.display()}: {type(exc).__name__}") from None
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -124,7 +133,7 @@ class ObjectStore:
             if code == "NoSuchBucket":
                 raise StorageUnusable(f"the bucket {self.bucket} does not exist ({doing} {self.display()}); create it, "
                                       "or fix [backups] repository") from None
-            if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
                 if "lock" in str(exc).lower() or "retention" in str(exc).lower():
                     raise ObjectLocked(doing) from None
                 raise StorageUnusable(f"access denied {doing} {self.display()} ({code}); check the AWS credentials "
@@ -218,18 +227,26 @@ class ObjectStore:
         """Remove one object (its current version); ObjectLocked when retention forbids it.
         `if_match`: only if it is still that ETag's version (ObjectExists when it changed)."""
         condition = {"IfMatch": if_match} if if_match else {}
-        with self._errors(f"deleting {name} in"):
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(name), **condition,
-                                      **self._version_of_locked(name))
-
-    def _version_of_locked(self, name: str) -> dict:
-        """With Object Lock the bucket is versioned: deleting without a version only adds a
-        delete marker (the backup would look gone and still cost). Delete the version
-        itself, which the server refuses while it is retained."""
         try:
             head = self.head(name)
         except ObjectMissing:
-            return {}
+            head = {}
+        try:
+            with self._errors(f"deleting {name} in"):
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(name), **condition,
+                                          **self._version_of_locked(head))
+        except StorageUnusable:
+            # AccessDenied's text for a retained object varies (AWS names the lock, moto
+            # says only "Access Denied"): the object's own retention decides.
+            if _retained(head):
+                raise ObjectLocked(f"deleting {name} in") from None
+            raise
+
+    @staticmethod
+    def _version_of_locked(head: dict) -> dict:
+        """With Object Lock the bucket is versioned: deleting without a version only adds a
+        delete marker (the backup would look gone and still cost). Delete the version
+        itself, which the server refuses while it is retained."""
         version = head.get("VersionId")
         return {"VersionId": version} if version and version != "null" else {}
 
@@ -299,6 +316,14 @@ class _StreamErrors:
     def read(self, size: int = -1) -> bytes:
         with self._store._errors(f"reading {self._name} in"):
             return self._body.read(size if size and size > 0 else None)
+
+
+def _retained(head: dict) -> bool:
+    """An object under Object Lock retention or a legal hold, from its HEAD."""
+    from datetime import timezone
+
+    until = head.get("ObjectLockRetainUntilDate")
+    return head.get("ObjectLockLegalHoldStatus") == "ON" or bool(until and until > datetime.now(timezone.utc))
 
 
 def _retention_arguments(retention: Retention | None) -> dict:
