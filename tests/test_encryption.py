@@ -279,6 +279,20 @@ def test_two_recipients_each_can_restore(tmp_path, sqlite_url, keys):
     assert f"is encrypted to 2 age recipients ({keys['first']['recipient']}, {keys['second']['recipient']})" in completed.output
 
 
+@pytest.mark.postgres
+def test_a_postgresql_backup_is_encrypted_and_deep_verifies_through_pg_restore(tmp_path, pg_url, keys):
+    fill_database(pg_url, players=2, results_per_player=4, prefix="secretplayer")
+    env = _encrypted_env(tmp_path, pg_url, keys, "first")
+    backup_id = env.create()
+    ciphertext = (env.repo / backup_id / "data.dump.zst.age").read_bytes()
+    assert ciphertext.startswith(AGE_HEADER) and b"secretplayer" not in ciphertext
+    no_key = env.invoke("backup", "verify", backup_id, "--deep", INTEGRITY_BACKUPS__IDENTITY_FILE="")
+    assert no_key.returncode == 4 and keys["first"]["recipient"] in no_key.output
+    deep = env.invoke("backup", "verify", backup_id, "--deep")
+    assert deep.returncode == 0, deep.output
+    assert "deep_verified" in _events(env, backup_id)
+
+
 # ---------------------------------------------------------------- object storage
 
 
