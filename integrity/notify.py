@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any
 
 from game_core.errors import ExitCode, PreconditionFailed
+from integrity.notify_records import ConditionRow, read_rows
 from integrity.settings import NOTIFY_CONDITIONS, masked_target
 
 log = logging.getLogger(__name__)
@@ -208,33 +209,6 @@ def evaluate(settings, ledger, command: str) -> tuple[list[Condition], set[str]]
 
 
 # ---------------------------------------------------------------- the state last notified
-
-
-@dataclass(frozen=True)
-class ConditionRow:
-    key: str
-    active: bool
-    detail: str
-    changed_at: datetime
-    run_id: str | None
-    last_error: str | None
-    error_at: datetime | None
-
-
-def read_rows(ledger, *, prefix: str | None = None) -> dict[str, ConditionRow]:
-    import sqlalchemy as sa
-
-    from integrity.ledger import _aware, notify_conditions as table
-
-    query = sa.select(table).order_by(table.c.key)
-    if prefix:
-        query = query.where(table.c.key.like(prefix.replace("%", r"\%").replace("_", r"\_") + "%", escape="\\"))
-    with ledger.engine.connect() as connection:
-        return {
-            row["key"]: ConditionRow(row["key"], bool(row["active"]), row["detail"], _aware(row["changed_at"]),
-                                     row["run_id"], row["last_error"], _aware(row["error_at"]))
-            for row in connection.execute(query).mappings()
-        }
 
 
 def _claim(ledger, key: str, before: ConditionRow | None, condition: Condition, run_id: str | None) -> bool:
@@ -432,33 +406,6 @@ def _scrub(text: str, url: str) -> str:
 
 
 # ---------------------------------------------------------------- status
-
-
-def notify_checks(settings, *, ledger=None) -> list:
-    """The `notifications` row of `integrity status` when [notify] targets are set: a
-    problem while a notification did not reach every target (alerts that go nowhere are
-    found here, also by cron users running -q, who never see the warning), until
-    `integrity notify test` reaches every target. No row without targets, or when the
-    ledger cannot be read (the ledger's own rows say so)."""
-    from integrity.errors import LedgerUnavailable
-    from integrity.status import CheckState, StatusCheck, Urgency
-
-    if not settings.notify.targets or ledger is None or isinstance(ledger, LedgerUnavailable):
-        return []
-    failed = sorted((row for row in read_rows(ledger).values() if row.last_error),
-                    key=lambda row: row.error_at or row.changed_at, reverse=True)
-    targets = f"{len(settings.notify.targets)} target(s)"
-    if not failed:
-        return [StatusCheck("notifications", CheckState.OK, f"{targets}; every notification reached every target",
-                            Urgency.RECORDS)]
-    newest = failed[0]
-    return [StatusCheck(
-        "notifications", CheckState.PROBLEM,
-        f"{len(failed)} notification(s) did not reach every target of {targets}, the newest {newest.key} at "
-        f"{_when(newest.error_at or newest.changed_at)}: {newest.last_error}; fix [notify] targets, then run "
-        "`integrity notify test` (it clears these once every target answers)",
-        Urgency.RECORDS,
-    )]
 
 
 def forget_delivery_errors(ledger) -> None:

@@ -720,6 +720,15 @@ def starter_toml(database_url: str | None = None) -> str:
     ]
     for name, cls in SECTIONS.items():
         lines.extend(_section_lines(name, cls, database_url if name == "database" else None))
+    lines.extend([
+        "# Copies of the backups (the 3-2-1 rule): any number of [[repositories]], each a directory",
+        "# or s3://bucket/prefix with its own [repositories.s3] keys (as [backups.s3]).",
+        "# `integrity backup create --copy` (the scheduled backup job) copies each new good backup.",
+        "# [[repositories]]",
+        '# name = "offsite"',
+        '# location = "s3://game-backups/offsite"',
+        "",
+    ])
     return "\n".join(lines).rstrip() + "\n"
 
 

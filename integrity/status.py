@@ -175,12 +175,30 @@ def _collect_status(settings: Settings, ledger) -> StatusReport:
 
 
 def _notify_checks(settings: Settings, ledger) -> list[StatusCheck]:
-    """The `notifications` row when [notify] targets are set (integrity.notify)."""
-    if not settings.notify.targets:
-        return []
-    from integrity.notify import notify_checks
+    """The `notifications` row of `integrity status` when [notify] targets are set: a
+    problem while a notification did not reach every target (alerts that go nowhere are
+    found here, also by cron users running -q, who never see the warning), until
+    `integrity notify test` reaches every target. No row without targets, or when the
+    ledger cannot be read (the ledger's own rows say so)."""
+    from integrity.errors import LedgerUnavailable
+    from integrity.notify_records import read_rows
 
-    return notify_checks(settings, ledger=ledger)
+    if not settings.notify.targets or ledger is None or isinstance(ledger, LedgerUnavailable):
+        return []
+    failed = sorted((row for row in read_rows(ledger).values() if row.last_error),
+                    key=lambda row: row.error_at or row.changed_at, reverse=True)
+    targets = f"{len(settings.notify.targets)} target(s)"
+    if not failed:
+        return [StatusCheck("notifications", CheckState.OK, f"{targets}; every notification reached every target",
+                            Urgency.RECORDS)]
+    newest = failed[0]
+    return [StatusCheck(
+        "notifications", CheckState.PROBLEM,
+        f"{len(failed)} notification(s) did not reach every target of {targets}, the newest {newest.key} at "
+        f"{(newest.error_at or newest.changed_at):%Y-%m-%d %H:%M:%SZ}: {newest.last_error}; fix [notify] targets, then run "
+        "`integrity notify test` (it clears these once every target answers)",
+        Urgency.RECORDS,
+    )]
 
 
 def _judge_schema(connection, ledger):

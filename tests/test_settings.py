@@ -95,7 +95,10 @@ def expected_defaults(data_dir: Path) -> dict:
             "size_drop_tolerance": 0.50,
             "signing_public_key": "",
             "signing_key_file": "",
+            "encrypt_to": [],
+            "identity_file": "",
             "retention": {"keep_last": 7, "keep_hourly": 24, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6},
+            "s3": {"endpoint_url": "", "region": "", "path_style": False, "object_lock_mode": "", "object_lock_days": 0},
         },
         "schedule": {
             "backup": "1h",
@@ -113,6 +116,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "rto_seconds": 600,
             "deep_verify_max_age_seconds": 2 * 86400,
             "probe_min_success_ratio": 0.99,
+            "copy_max_age_seconds": 86400,
         },
         "audits": {
             "samples": 5,
@@ -144,6 +148,7 @@ def expected_defaults(data_dir: Path) -> dict:
         },
         "config_path": None,
         "data_dir": str(data_dir),
+        "repositories": [],
     }
 
 
@@ -429,7 +434,7 @@ def test_unknown_key_in_toml_is_rejected_naming_it_and_what_is_allowed(resolve, 
     message = config_error(resolve, "[backups]\ncompresion_level = 3\n", cwd=cwd)
     assert message == (
         "unknown key [backups] compresion_level; allowed in [backups]: "
-        "compression_level, repository, retention, shrink_tolerance, signing_key_file, signing_public_key, size_drop_tolerance"
+        "compression_level, encrypt_to, identity_file, repository, retention, s3, shrink_tolerance, signing_key_file, signing_public_key, size_drop_tolerance"
     )
 
 
@@ -445,7 +450,7 @@ def test_unknown_key_in_the_environment_is_rejected_naming_the_variable(resolve,
     message = config_error(resolve, env={"INTEGRITY_OBJECTIVES__RPO": "60"}, cwd=cwd)
     assert message == (
         "unknown key INTEGRITY_OBJECTIVES__RPO ([objectives] rpo); allowed in [objectives]: "
-        "deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds"
+        "copy_max_age_seconds, deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds"
     )
 
 
@@ -650,11 +655,11 @@ def test_starter_toml_shows_every_key_with_help(resolve):
     for name, cls in SECTIONS.items():
         assert f"[{name}]" in text
         for f in dataclasses.fields(cls):
-            if not dataclasses.is_dataclass(f.type) and f.name not in ("pings", "retention"):
+            if not dataclasses.is_dataclass(f.type) and f.name not in ("pings", "retention", "s3"):
                 assert f"\n{f.name} = " in text, f.name
     for key in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"):
         assert f"\n{key} = " in text
-    assert "[backups.retention]" in text
+    assert "[backups.retention]" in text and "[backups.s3]" in text
     assert "# [schedule.pings] backup = " in text  # commented: pings are secrets
 
 

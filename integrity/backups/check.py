@@ -57,7 +57,7 @@ def check_backup_path(settings: Settings, *, command: str = "backup check") -> B
         from integrity.backups.remote_check import object_storage_findings
 
         repository = ObjectRepository.of(settings)
-        findings += object_storage_findings(settings, repository)
+        findings += object_storage_findings(settings, repository, CheckFinding)
     else:
         repository = Repository(settings.backups.repository)
         findings += _repository_space(settings, repository)

@@ -239,7 +239,7 @@ class SealedFile:
             with self.inner.open(where) as opened:
                 yield opened
             return
-        from integrity.backups.repository import BackupCorrupt
+        from integrity.backups.format import BackupCorrupt
 
         try:
             descriptor = os.open(self.inner, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -379,7 +379,7 @@ def seal_file(directory: Path, entry, recipients: tuple[str, ...] | list[str], *
     ciphertext's, raw_size and raw_sha256 unchanged)."""
     import pyrage
 
-    from integrity.backups.repository import BackupCorrupt
+    from integrity.backups.format import BackupCorrupt
 
     parsed = recipients_of(recipients)
     source_path = directory / entry.name

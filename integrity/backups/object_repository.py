@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from integrity.backups.repository import (
+from integrity.backups.format import (
     JOURNAL,
     MANIFEST,
     MANIFEST_HASH,
@@ -44,7 +44,6 @@ from integrity.backups.repository import (
     Event,
     JournalContents,
     JournalEntry,
-    JournalRecords,
     Manifest,
     RepositoryUnusable,
     is_backup_id,
@@ -54,6 +53,7 @@ from integrity.backups.repository import (
     unlisted_names,
     validated_manifest,
 )
+from integrity.backups.records import JournalRecords
 from integrity.crashpoints import crash_point
 from integrity.storage import leases
 from integrity.storage.location import S3Url

@@ -23,9 +23,8 @@ SKEW_FAIL_SECONDS = 600
 LOCK_PROBE_SECONDS = 2  # how long the Object Lock probe stays locked (then it is removed)
 
 
-def object_storage_findings(settings, repository: ObjectRepository) -> list:
-    from integrity.backups.check import CheckFinding
-
+def object_storage_findings(settings, repository: ObjectRepository, CheckFinding) -> list:
+    """`CheckFinding` is check.py's finding type (passed in: check.py imports this module)."""
     try:
         repository.require_exists()
         findings = [_round_trip(repository, CheckFinding)]

@@ -50,6 +50,7 @@ _TOPIC_OF = {
     "integrity.audits": "audits",
     "integrity.backups.catalog": "backups",
     "integrity.backups.check": "backups",
+    "integrity.backups.copy": "backups",
     "integrity.backups.create": "backups",
     "integrity.backups.prune": "backups",
     "integrity.backups.verify": "backups",
