@@ -237,6 +237,25 @@ def test_overwrite_replaces_the_file_whole(tmp_path, sqlite_live):
     assert out.read_bytes()[:16] == b"SQLite format 3\x00"
 
 
+def test_an_export_killed_before_its_rename_leaves_the_old_file(tmp_path, sqlite_live):
+    """SIGKILL once the new file is complete under its temporary name: PATH is still the
+    previous snapshot, whole; only the hidden temporary file is left beside it."""
+    import signal
+
+    env = BackupEnv(tmp_path, f"sqlite:///{sqlite_live}")
+    out = tmp_path / "ci" / "shaped.db"
+    out.parent.mkdir()
+    out.write_text("yesterday's snapshot")
+    completed = env.run("snapshot", "export", "--sanitize", "--overwrite", "--to", str(out),
+                        INTEGRITY_CRASH_AT="snapshot-export:written")
+    assert completed.returncode == -signal.SIGKILL, completed.stderr
+    assert "crash point snapshot-export:written: SIGKILL" in completed.stderr
+    assert out.read_text() == "yesterday's snapshot"
+    leftovers = [p for p in out.parent.iterdir() if p != out]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".shaped.db.") and leftovers[0].name.endswith(".tmp")
+    assert survivors(leftovers[0].read_bytes()) == []  # already sanitised when it died
+
+
 def test_a_copy_without_the_marked_column_is_refused_and_leaves_nothing(tmp_path, sqlite_live):
     with closing(sqlite3.connect(sqlite_live)) as connection:
         connection.execute("ALTER TABLE players RENAME COLUMN username TO handle")

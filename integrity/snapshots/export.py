@@ -25,6 +25,7 @@ from pathlib import Path
 
 from game_core.db import POSTGRESQL, SQLITE, DatabaseTarget, parse_database_url
 from game_core.errors import ExitCode, InvalidInput, PreconditionFailed
+from integrity.crashpoints import crash_point
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.snapshots.sanitize import ColumnReplaced
 
@@ -131,6 +132,7 @@ def export_snapshot(
             facts = _export_sqlite(job, from_backup, temporary)
         else:
             facts = _export_postgres(job, from_backup, temporary)
+        crash_point("snapshot-export:written")  # complete under its temporary name only
         _fsync(temporary)
         os.replace(temporary, path)
         from integrity.backups.durable import fsync_directory
