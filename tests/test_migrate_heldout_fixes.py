@@ -271,7 +271,8 @@ def test_the_hint_followed_passes_lint_and_the_dry_run(tmp_path, seeded):
 
 def test_the_pragma_inside_the_transaction_is_caught_by_the_data_pass(tmp_path, seeded):
     """The control: the same revision with the PRAGMA run inside Alembic's transaction (no
-    autocommit_block) is ignored by SQLite, and the dry run finds every child row lost."""
+    autocommit_block) is ignored by SQLite: lint says so, and the dry run finds every
+    child row lost."""
     source = (CASES_DIR / f"{REMEDY_CASE}.py").read_text()
     broken = source.replace(
         "    with op.get_context().autocommit_block():\n        op.execute(f\"PRAGMA foreign_keys={'ON' if on else 'OFF'}\")",
@@ -280,8 +281,14 @@ def test_the_pragma_inside_the_transaction_is_caught_by_the_data_pass(tmp_path, 
     assert "with op.get_context().autocommit_block()" not in broken
     url = seeded("sqlite")
     results = count(url, "SELECT COUNT(*) FROM results")
-    exit_code, document = dry_run(tmp_path, url, project_with(tmp_path / "project", "heldout_pragma_in_tx", broken),
-                                  "--from-live")
+    ini = project_with(tmp_path / "project", "heldout_pragma_in_tx", broken)
+    exit_code, document = lint(tmp_path, url, ini)
+    assert exit_code == 3
+    messages = [f["message"] for f in findings(document, "batch-rebuild-cascade")]
+    assert len(messages) == 2 and messages[0].startswith("downgrade: players:") and messages[1].startswith("players:")
+    assert all(message.endswith("(its PRAGMA foreign_keys=OFF runs inside the transaction, where SQLite ignores it: "
+                                "run it in op.get_context().autocommit_block())") for message in messages)
+    exit_code, document = dry_run(tmp_path, url, ini, "--from-live")
     assert exit_code == 3
     assert {(f["table"], f["rows"]) for f in findings(document, "cascade-rows-lost")} >= {("results", results)}
 
