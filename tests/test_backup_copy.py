@@ -206,3 +206,27 @@ def test_s3_primary_copies_to_a_directory(tmp_path, sqlite_url, s3_env):
     code, document = env.invoke_json("backup", "create", "--copy")
     assert code == 0, document
     assert document["result"]["copies"][0]["state"] == "copied"
+
+
+def test_between_two_buckets_the_server_copies_and_its_checksum_is_checked(tmp_path, sqlite_url, s3_env):
+    fill_database(sqlite_url, players=2, results_per_player=5)
+    env = S3BackupEnv(tmp_path, sqlite_url, server=s3_env)
+    other = s3_env.new_bucket()
+    config = env.data_home / "typing-game" / "integrity.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[[repositories]]\nname = "far"\nlocation = "s3://{other}/copy"\n', encoding="utf-8")
+    assert env.invoke("--no-input", "init").returncode == 0
+    good, damaged = env.create(), env.create()
+    code, document = env.invoke_json("backup", "copy", good, "--to", "far")
+    assert code == 0, document
+    assert _repository(env, "far").manifest_files(good) == _repository(env, "primary").manifest_files(good)
+    data_name = next(name for name in env.objects(f"{damaged}/") if "/data." in name)
+    raw = bytearray(env.objects(data_name)[data_name])
+    raw[len(raw) // 2] ^= 0xFF
+    env.put_object(data_name, bytes(raw))  # damaged in the source bucket after its verification
+    code, document = env.invoke_json("backup", "copy", damaged, "--to", "far")
+    assert code == 5, document
+    assert "does not match its SHA-256" in document["result"]["failed"][0]["problem"]
+    assert _repository(env, "far").backup_ids() == [good]
+    assert not [name for name in s3_env.client().list_objects_v2(Bucket=other).get("Contents", ())
+                if damaged in name["Key"]]

@@ -6,7 +6,8 @@ the same id), published at the destination as any new backup is (a directory ren
 into place, or the manifest created last and create-only on object storage). Every data
 file is hashed on the way against the manifest, and read back from the destination
 afterwards (`quick_verify` there): what a later restore from the copy will read is what was
-checked. Only intact backups are copied; one that fails on the way is reported, and the
+checked. Between two buckets of one server the bytes never cross this host: the server
+copies each object and returns the SHA-256 of what it wrote, checked against the manifest. Only intact backups are copied; one that fails on the way is reported, and the
 destination keeps nothing of it.
 """
 
@@ -77,8 +78,10 @@ def copy_backups(settings: Settings, *, to: str, backup_id: str | None = None, a
             try:
                 with source.reading(chosen, command=command, wait_seconds=lock_wait):
                     manifest = source.read_manifest(chosen)
-                    _transfer(source, destination, manifest)
-                verified = quick_verify(destination, chosen)
+                    checked_by_server = _server_side(source, destination, manifest)
+                    if not checked_by_server:
+                        _transfer(source, destination, manifest)
+                verified = destination.read_manifest(chosen) if checked_by_server else quick_verify(destination, chosen)
             except BackupCorrupt as exc:
                 failed.append({"backup_id": chosen, "problem": str(exc)})
                 continue
@@ -131,6 +134,14 @@ def _chosen(catalog, backup_id: str, where: str) -> str:
     if backup_id not in {b.id for b in catalog.backups}:
         raise BackupNotFound(f"no backup {backup_id} in {where}; list them with `integrity backup list`")
     return backup_id
+
+
+def _server_side(source, destination, manifest: Manifest) -> bool:
+    """Between two buckets of one server, the server copies and hashes what it wrote (see
+    ObjectRepository.publish_server_side); True when that is how the backup was copied."""
+    if not (source.remote and destination.remote and destination.store.same_server(source.store)):
+        return False
+    return destination.publish_server_side(source, manifest, source.manifest_files(manifest.id))
 
 
 def _transfer(source, destination, manifest: Manifest) -> None:

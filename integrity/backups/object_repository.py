@@ -277,6 +277,34 @@ class ObjectRepository(JournalRecords):
         return RepositoryUnusable(f"backup {backup_id} already exists in {self.location} (another host wrote the same "
                                   "id); nothing was overwritten: run again for a new id")
 
+    def publish_server_side(self, source: "ObjectRepository", manifest: Manifest, manifest_files: dict[str, bytes]) -> bool:
+        """Copy a backup from another bucket on the same server without its bytes crossing
+        this host: each data object copied by the server, which returns the SHA-256 of
+        what it wrote (compared with the manifest: the destination's bytes are checked, not
+        only the source's), then the manifest's hash and signature, then the manifest,
+        create-only, as any publish. False (nothing committed, objects removed) when the
+        server gave no checksum: the caller copies through this host instead."""
+        retention = self.retention()
+        backup_id = manifest.id
+        for entry in manifest.files:
+            name = f"{backup_id}/{entry.name}"
+            written = self.store.copy_from(source.store, name, retention=retention)
+            if written is None or written != entry.sha256:
+                for stored in self.store.list(f"{backup_id}/"):
+                    self.store.delete(stored.key)
+                if written is None:
+                    return False
+                raise BackupCorrupt(f"backup {backup_id}: {entry.name} copied to {self.location} does not match its "
+                                    "SHA-256 in the manifest (the source is damaged); nothing was copied")
+        for name in (MANIFEST_HASH, MANIFEST_SIGNATURE):
+            if name in manifest_files:
+                self.store.put(f"{backup_id}/{name}", manifest_files[name], retention=retention)
+        try:
+            self.store.put(f"{backup_id}/{MANIFEST}", manifest_files[MANIFEST], create_only=True, retention=retention)
+        except ObjectExists:
+            raise RepositoryUnusable(f"backup {backup_id} already exists in {self.location}; nothing was overwritten") from None
+        return True
+
     def locked_until(self, backup_id: str) -> datetime | None:
         """When Object Lock lets this backup's manifest be deleted; None when it is not locked."""
         try:

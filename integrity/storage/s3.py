@@ -30,6 +30,7 @@ from integrity.storage.location import S3Url
 PART_SIZE = 16 << 20  # multipart part size: memory is about PART_SIZE x CONCURRENCY per transfer
 CONCURRENCY = 4
 STREAM_CHUNK = 1 << 20
+SINGLE_COPY_LIMIT = 5 * 10**9  # S3's limit of one CopyObject request
 
 
 class StorageUnusable(PreconditionFailed):
@@ -212,16 +213,30 @@ class ObjectStore:
         with self._errors(f"uploading {name} to"):
             self.client.upload_file(str(path), self.bucket, self.key(name), ExtraArgs=extra, Config=config)
 
-    def copy_from(self, source: "ObjectStore", name: str, *, retention: Retention | None = None) -> None:
-        """Copy one object from another bucket on the same server without downloading it."""
-        from boto3.s3.transfer import TransferConfig
+    def same_server(self, other: "ObjectStore") -> bool:
+        """Whether a server-side copy between the two can work (one endpoint, one client setup)."""
+        return (self._endpoint_url, self._region, self._path_style) == (other._endpoint_url, other._region, other._path_style)
 
-        config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
-                                max_concurrency=CONCURRENCY, use_threads=True)
-        extra = {"ChecksumAlgorithm": "SHA256", **_retention_arguments(retention)}
+    def copy_from(self, source: "ObjectStore", name: str, *, retention: Retention | None = None) -> str | None:
+        """Copy one object from another bucket on the same server without moving its bytes
+        through this host. Returns the SHA-256 (hex) the server computed over the copy's
+        bytes, None when it gave none (then the caller reads the copy back to check it).
+        One CopyObject request: up to 5 GB, the limit of a checksummed single copy."""
+        import base64
+
+        if self.size_of(source, name) > SINGLE_COPY_LIMIT:
+            raise StorageUnusable(f"{source.display(name)} is over 5 GB: a server-side copy must be multipart, "
+                                  "which has no whole-object SHA-256; copy through this host instead")
         with self._errors(f"copying {name} to"):
-            self.client.copy({"Bucket": source.bucket, "Key": source.key(name)}, self.bucket, self.key(name),
-                             ExtraArgs=extra, Config=config, SourceClient=source.client)
+            response = self.client.copy_object(
+                Bucket=self.bucket, Key=self.key(name), CopySource={"Bucket": source.bucket, "Key": source.key(name)},
+                ChecksumAlgorithm="SHA256", **_retention_arguments(retention))
+        checksum = response.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        return base64.b64decode(checksum).hex() if checksum and "-" not in checksum else None
+
+    @staticmethod
+    def size_of(store: "ObjectStore", name: str) -> int:
+        return int(store.head(name)["ContentLength"])
 
     def delete(self, name: str, *, if_match: str | None = None) -> None:
         """Remove one object (its current version); ObjectLocked when retention forbids it.
