@@ -64,6 +64,8 @@ def sanitize(connection: sa.Connection, columns: tuple[PersonalColumn, ...], key
     for start in range(0, len(rows), INSERT_BATCH):
         connection.execute(sa.text(f"INSERT INTO {MAP_TABLE} (original, pseudonym) VALUES (:o, :p)"),
                            rows[start:start + INSERT_BATCH])
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text(f"ANALYZE {MAP_TABLE}"))  # a temporary table has no statistics until then
     replaced = []
     for marked in columns:
         table, column = quote(marked.table), quote(marked.column)
