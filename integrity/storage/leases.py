@@ -90,13 +90,15 @@ def lease(store: ObjectStore, name: str, *, command: str, mode: str, what: str, 
             break
         except ObjectExists:
             current = _read_lease(store, name)
-            if current is not None and is_stale(current):
+            if current is None:  # released between our create and this read: it is free, try again
+                continue
+            if is_stale(current):
                 _remove_stale(store, name, current["etag"])
                 continue
             if time.monotonic() >= deadline:
                 waited = f" after waiting {wait_seconds:g}s" if wait_seconds else ""
-                who = describe(current) if current else "another process"
-                raise LockHeld(f"{what} locked by {who}{waited}; wait for it, or run again with --lock-wait 600") from None
+                raise LockHeld(f"{what} locked by {describe(current)}{waited}; wait for it, or run again with "
+                               "--lock-wait 600") from None
             time.sleep(POLL_SECONDS)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(store, name, token, command, mode, stop), daemon=True,
