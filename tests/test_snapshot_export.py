@@ -317,6 +317,33 @@ def test_a_marked_key_or_number_is_a_mistake_in_the_model(planted):
         personal_columns(metadata)
 
 
+def test_one_value_gets_one_pseudonym_in_every_marked_column(tmp_path):
+    """Two tables marked personal share names: one map for both (a join on the name still
+    joins), NULLs stay NULL, the rows counted per column."""
+    from integrity.snapshots.pseudonyms import personal_columns
+    from integrity.snapshots.sanitize import sanitize
+
+    metadata = sa.MetaData()
+    sa.Table("players", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("username", sa.String(32), info={"personal": True}))
+    sa.Table("messages", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("author", sa.String(40), info={"personal": True}), sa.Column("body", sa.Text))
+    engine = create_engine(f"sqlite:///{tmp_path / 'two.db'}", create_missing=True)
+    try:
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+            connection.execute(sa.text("INSERT INTO players VALUES (1, 'ann'), (2, 'bo_b'), (3, NULL)"))
+            connection.execute(sa.text("INSERT INTO messages VALUES (1, 'bo_b', 'hi'), (2, 'ann', 'yo'), (3, 'cy', 'x')"))
+            replaced = sanitize(connection, personal_columns(metadata), b"k" * 32)
+            players = dict(connection.execute(sa.text("SELECT id, username FROM players")).all())
+            authors = dict(connection.execute(sa.text("SELECT id, author FROM messages")).all())
+    finally:
+        engine.dispose()
+    assert sorted((c.column, c.rows, c.values) for c in replaced) == [("messages.author", 3, 3), ("players.username", 2, 2)]
+    assert players[3] is None
+    assert authors[2] == players[1] != "ann" and authors[1] == players[2] != "bo_b" and authors[3] != "cy"
+
+
 def test_pseudonyms_keep_length_shape_and_case_collisions():
     from integrity.snapshots.pseudonyms import fold, pseudonyms
 
