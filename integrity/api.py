@@ -86,6 +86,14 @@ def report(inv: Invocation, *, since: str = "7d", now: datetime | None = None):
     return collect_evidence(inv.settings, inv.ledger, since=window, now=now)
 
 
+def report_write(inv: Invocation, *, path: Path, page: str, evidence, seconds: float = 0.0):
+    """Replace `path` atomically with `page` (the report of `evidence`, rendered by the
+    caller: integrity.render is no library's business); exit 4 when it cannot be written."""
+    from integrity.evidence import write_report
+
+    return write_report(path, page, evidence, seconds=seconds)
+
+
 # ---------------------------------------------------------------- notifications (issue 19)
 
 

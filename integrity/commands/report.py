@@ -35,8 +35,8 @@ def report(
     if html is None:
         ctx.obj.emit(evidence)
         return
-    from integrity.evidence import write_report
     from integrity.render.report_html import render_report
 
-    page = render_report(evidence)
-    ctx.obj.emit(write_report(html, page, evidence, seconds=time.perf_counter() - started))
+    page = render_report(evidence)  # rendering is the CLI's; writing the file is the library's
+    ctx.obj.emit(api.report_write(ctx.obj.invocation(), path=html, page=page, evidence=evidence,
+                                  seconds=time.perf_counter() - started))
