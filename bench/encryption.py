@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
+from bench.common import build_sqlite_database, machine_line  # noqa: E402
 
 
 def fresh(path: Path) -> Path:
@@ -67,6 +67,24 @@ def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
     return usage.ru_maxrss / 1024
 
 
+def paired(times: dict, what: str, action, repeat: int) -> None:
+    """The median of `repeat` runs of `action(kind)` for both kinds, alternating, after one
+    warm-up run of each (page cache, imports)."""
+    import statistics
+    import time
+
+    runs: dict[str, list[float]] = {"plain": [], "sealed": []}
+    for kind in runs:
+        action(kind)
+    for _ in range(repeat):
+        for kind in runs:
+            started = time.perf_counter()
+            action(kind)
+            runs[kind].append(time.perf_counter() - started)
+    for kind, values in runs.items():
+        times[kind][what] = statistics.median(values)
+
+
 def line(what: str, plain: float, sealed: float, goal: str) -> None:
     print(f"{what:<16} unencrypted {plain:7.2f}s   encrypted {sealed:7.2f}s   ratio {sealed / plain:4.2f} ({goal})", flush=True)
 
@@ -96,34 +114,40 @@ def main() -> None:
     }
     fresh(WORK / "enc-state")
     times: dict[str, dict[str, float]] = {"plain": {}, "sealed": {}}
-    ids: dict[str, str] = {}
-    # Interleaved, so that load from elsewhere on the machine falls on both alike.
-    for kind, settings in kinds.items():
-        def create(settings=settings):
-            fresh(settings.backups.repository)
-            api.backup_create(Invocation(settings, command="backup create"))
 
-        times[kind]["create"] = median_seconds(create, args.repeat)
-        repository = Repository.of(settings)
-        ids[kind] = repository.backup_ids()[-1]
-        manifest = repository.read_manifest(ids[kind])
+    def create(kind: str) -> None:
+        fresh(kinds[kind].backups.repository)
+        api.backup_create(Invocation(kinds[kind], command="backup create"))
+
+    # Interleaved (plain, sealed, plain, ...), so that load from elsewhere on the machine
+    # falls on both alike.
+    paired(times, "create", create, args.repeat)
+    repositories = {kind: Repository.of(settings) for kind, settings in kinds.items()}
+    manifests = {kind: r.read_manifest(r.backup_ids()[-1]) for kind, r in repositories.items()}
+    for kind, manifest in manifests.items():
         entry = manifest.files[0]
-        verify = Invocation(settings, command="backup verify")
-        times[kind]["quick"] = median_seconds(lambda: api.backup_verify(verify, backup_id=ids[kind]), args.repeat)
-
-        def stream(repository=repository, manifest=manifest, entry=entry):
-            target = WORK / "enc-restored.db"
-            target.unlink(missing_ok=True)
-            with target.open("xb") as handle:
-                decompress_to(repository.file_of(manifest.id, entry.name), entry, handle.write, backup_id=manifest.id)
-            target.unlink()
-
-        times[kind]["stream"] = median_seconds(stream, args.repeat)
-        if not args.skip_deep:
-            deep = Invocation(settings, command="backup verify --deep")
-            times[kind]["deep"] = median_seconds(
-                lambda: api.backup_verify(deep, backup_id=ids[kind], deep=True), args.repeat)
         print(f"  {kind}: {entry.name} {entry.size / 1e6:.1f} MB ({entry.raw_size / 1e6:.0f} MB raw)", flush=True)
+
+    def quick(kind: str) -> None:
+        api.backup_verify(Invocation(kinds[kind], command="backup verify"), backup_id=manifests[kind].id)
+
+    def stream(kind: str) -> None:
+        manifest, entry = manifests[kind], manifests[kind].files[0]
+        target = WORK / "enc-restored.db"
+        target.unlink(missing_ok=True)
+        with target.open("xb") as handle:
+            decompress_to(repositories[kind].file_of(manifest.id, entry.name), entry, handle.write,
+                          backup_id=manifest.id)
+        target.unlink()
+
+    def deep(kind: str) -> None:
+        api.backup_verify(Invocation(kinds[kind], command="backup verify --deep"), backup_id=manifests[kind].id,
+                          deep=True)
+
+    paired(times, "quick", quick, args.repeat)
+    paired(times, "stream", stream, args.repeat)
+    if not args.skip_deep:
+        paired(times, "deep", deep, args.repeat)
 
     line("create", times["plain"]["create"], times["sealed"]["create"], "goal <= 1.15")
     line("quick verify", times["plain"]["quick"], times["sealed"]["quick"], "goal <= 1.15; encrypted hashes only")

@@ -298,7 +298,7 @@ class _Worker:
 
 class _PlaintextReader:
     """What pyrage encrypts: the compressed file, read a chunk at a time; each chunk is
-    hashed, decompressed and the raw bytes hashed in the worker thread, so the file
+    hashed, and decompressed and the raw bytes hashed in the worker thread, so the file
     encrypted is proven to be the one the capture wrote and to decompress whole."""
 
     def __init__(self, handle, worker: _Worker, advance=None):
@@ -319,7 +319,6 @@ class _PlaintextReader:
     def _check(self, chunk: bytes) -> None:
         import zstandard
 
-        self.digest.update(chunk)
         if self.decompress_error is not None:
             return
         try:
@@ -337,6 +336,7 @@ class _PlaintextReader:
                 if not chunk:
                     return b""
                 self.size += len(chunk)
+                self.digest.update(chunk)  # here: the worker's decompression and raw hash are the longer half
                 self.worker.submit(self._check, chunk)
                 if self.advance is not None:
                     self.advance(len(chunk))
