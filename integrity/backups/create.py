@@ -136,6 +136,7 @@ def create_backup(
             recorded_source = capture.source if source is None else _as_guarded(capture.source, target)
             suspect_reasons = None if purpose == "safety" else _plausibility(settings, repository, capture, purpose)
             files, encryption = _encrypted(settings, temp, capture.files, progress)
+            repository.begin_upload(backup_id, temp, files)  # object storage: uploads while it is verified below
             manifest = Manifest(
                 id=backup_id,
                 engine=target.kind,

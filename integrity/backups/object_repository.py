@@ -106,6 +106,7 @@ class ObjectRepository(JournalRecords):
         self.staging_root = staging_root
         self.retention_mode = retention_mode.upper()
         self.retention_days = retention_days
+        self._uploads: dict[Path, tuple] = {}  # staging directory -> (pool, future) of begin_upload
 
     @classmethod
     def of(cls, settings, *, verifier=None, url: S3Url | None = None) -> "ObjectRepository":
@@ -236,7 +237,38 @@ class ObjectRepository(JournalRecords):
         temp.mkdir()
         return temp
 
+    def begin_upload(self, backup_id: str, staging: Path, files) -> None:
+        """Start uploading the data files while create reads them back to check them: the
+        upload and the check overlap (both read the staging files, from the page cache), and
+        `publish` commits only after both, so nothing unverified becomes visible."""
+        if self.store.list(f"{backup_id}/"):  # another host's backup of this id: upload nothing over its objects
+            raise self._id_taken(backup_id)
+        retention = self.retention()
+
+        def upload() -> None:
+            for entry in files:
+                self.store.upload(f"{backup_id}/{entry.name}", staging / entry.name, retention=retention)
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._uploads[staging] = (pool, pool.submit(upload))
+
+    def _finish_upload(self, staging: Path) -> bool:
+        """Wait for the upload begun for `staging`: True when one ran (raising its error)."""
+        started = self._uploads.pop(staging, None)
+        if started is None:
+            return False
+        pool, future = started
+        try:
+            future.result()
+        finally:
+            pool.shutdown(wait=True)
+        return True
+
     def discard(self, staging: Path) -> None:
+        try:
+            self._finish_upload(staging)  # never remove files an upload still reads
+        except Exception:  # noqa: BLE001 - the run is failing already; its objects are leftovers for prune
+            pass
         shutil.rmtree(staging, ignore_errors=True)
 
     def free_bytes(self) -> int:
@@ -253,10 +285,11 @@ class ObjectRepository(JournalRecords):
         each size compared with the manifest, then the manifest itself, create-only (the
         commit). A run killed before that leaves objects no listing shows."""
         retention = self.retention()
-        if self.store.list(f"{backup_id}/"):  # another host's backup of this id: upload nothing over its objects
-            raise self._id_taken(backup_id)
-        for entry in manifest.files:
-            self.store.upload(f"{backup_id}/{entry.name}", staging / entry.name, retention=retention)
+        if not self._finish_upload(staging):  # begun while create checked the files, or not at all
+            if self.store.list(f"{backup_id}/"):  # another host's backup of this id: upload nothing over its objects
+                raise self._id_taken(backup_id)
+            for entry in manifest.files:
+                self.store.upload(f"{backup_id}/{entry.name}", staging / entry.name, retention=retention)
         for name in (MANIFEST_HASH, MANIFEST_SIGNATURE):
             if (staging / name).exists():
                 self.store.put(f"{backup_id}/{name}", (staging / name).read_bytes(), retention=retention)
@@ -287,7 +320,7 @@ class ObjectRepository(JournalRecords):
         retention = self.retention()
         if retention is not None:
             # A locked object must arrive with its checksum header, which a CopyObject cannot
-            # carry on every server (moto, MinIO refuse it): upload through this host instead.
+            # carry on every server (moto refuses it): upload through this host instead.
             return False
         backup_id = manifest.id
         for entry in manifest.files:

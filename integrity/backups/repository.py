@@ -204,6 +204,9 @@ class Repository(JournalRecords):
         temp.mkdir()
         return temp
 
+    def begin_upload(self, backup_id: str, staging: Path, files) -> None:
+        """Nothing to send ahead: a directory's backup is published by one rename."""
+
     def publish(self, backup_id: str, staging: Path, manifest: Manifest) -> None:
         """Make a complete, fsynced and checked backup visible: one rename, then the
         directory fsynced so the rename survives a power cut."""
