@@ -355,6 +355,30 @@ def test_each_repository_has_its_row_and_a_copy_its_objective(browser, sqlite_ur
     assert any(row.startswith("Copy age (forgotten") and "MISSED" in row for row in missed), missed
 
 
+def test_without_jinja2_the_report_names_the_extra_to_install(world, tmp_path):
+    """Jinja2 is the `report` extra: without it, --html is exit 4 naming it (a subprocess
+    in which `import jinja2` fails); the text report needs no Jinja2."""
+    import subprocess
+
+    program = ("import sys; sys.modules['jinja2'] = None; "
+               "from integrity.cli import main; sys.argv[0] = 'integrity'; main()")
+    env = world.env.process_env()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        completed = subprocess.run([sys.executable, "-c", program, *args], env=env, capture_output=True, text=True,
+                                   timeout=60)
+        assert "Traceback" not in completed.stderr, completed.stderr
+        return completed
+
+    html = run("report", "--html", str(tmp_path / "r.html"))
+    assert html.returncode == 4, html.stderr
+    assert "Error: the HTML report needs Jinja2: install the report extra" in html.stderr
+    assert not (tmp_path / "r.html").exists()
+    text = run("report", "--since", "1d")
+    assert text.returncode == 0, text.stderr
+    assert "integrity status would exit" in text.stdout
+
+
 # ---------------------------------------------------------------- the dry run's HTML twin
 
 

@@ -48,6 +48,7 @@ def _utc(moment: datetime | None) -> str:
 
 def render_report(evidence) -> str:
     """The whole page of `integrity report --html`."""
+    env = _environment()  # first: without Jinja2 this says which extra to install
     from markupsafe import Markup
 
     from integrity.render.svg import chart_svg
@@ -58,7 +59,7 @@ def render_report(evidence) -> str:
         for name in drill.phases:
             if name not in phase_names:
                 phase_names.append(name)
-    return _environment().get_template("report.html").render(e=evidence, charts=charts, phase_names=phase_names)
+    return env.get_template("report.html").render(e=evidence, charts=charts, phase_names=phase_names)
 
 
 @dataclass(frozen=True)
