@@ -153,7 +153,7 @@ def _age_recipients(value: tuple[str, ...]) -> str | None:
     return recipients_problem(value)
 
 
-_age_recipients.allowed = "age recipients (age1...), or [] (unencrypted)"
+_age_recipients.allowed = "[\"age1...\", ...] or []"
 
 
 @dataclass(frozen=True)

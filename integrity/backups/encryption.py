@@ -92,7 +92,6 @@ def recipients_problem(values: tuple[str, ...]) -> str | None:
     return None
 
 
-recipients_problem.allowed = "age recipients (age1...)"
 
 
 def named(recipients: list[str] | tuple[str, ...]) -> str:
