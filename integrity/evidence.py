@@ -112,6 +112,7 @@ class RepositoryProtection:
     problem: str | None = None  # why nothing could be read
     oldest_restorable_at: datetime | None = None  # point-in-time archives: the window's start
     name: str = "primary"  # the repository's name ([backups] repository is "primary", copies their own)
+    lag_seconds: float | None = None  # point-in-time archives: the replication lag when read (None: nothing shipped)
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,7 @@ def repository_protection(settings: Settings, identity: str | None, now: datetim
             protections.append(RepositoryProtection(
                 "point-in-time", f"{reading.engine}: {reading.repository}", None, reading.newest, None, None, None, 0,
                 bad={"errors": len(reading.errors)}, problem="; ".join(reading.findings) or None,
-                oldest_restorable_at=reading.oldest, name="pitr",
+                oldest_restorable_at=reading.oldest, name="pitr", lag_seconds=reading.lag_seconds,
             ))
     return tuple(protections), catalogues
 
@@ -721,11 +722,11 @@ def _objectives(settings: Settings, protection, ledger, ratio: float | None, now
             f"newest deep-verified backup {p.newest_deep_verified_id}" if p.newest_deep_verified_id else "none deep-verified"))
     if settings.pitr.enabled:
         point = next((p for p in protection if p.kind == "point-in-time"), None)
-        age = None if point is None or point.newest_restorable_at is None else (now - point.newest_restorable_at).total_seconds()
+        lag = None if point is None else point.lag_seconds
         limit = float(settings.pitr.lag_objective_seconds)
-        found.append(Objective("RPO (point-in-time archive)", age, limit, "seconds",
-                               age is not None and age <= limit,
-                               "age of the newest shipped position (0 lag when caught up)"))
+        found.append(Objective("RPO (point-in-time archive)", lag, limit, "seconds", lag is not None and lag <= limit,
+                               "the replication lag: 0 while nothing written waits to be shipped" if lag is not None
+                               else (point.problem if point is not None and point.problem else "nothing shipped yet")))
     evidence = drill_evidence(ledger)
     last = evidence.last
     predicted = last.summary.get("predicted_seconds") if last is not None else None

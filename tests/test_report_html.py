@@ -355,6 +355,39 @@ def test_each_repository_has_its_row_and_a_copy_its_objective(browser, sqlite_ur
     assert any(row.startswith("Copy age (forgotten") and "MISSED" in row for row in missed), missed
 
 
+def test_the_point_in_time_archive_has_its_row_and_objective(sqlite_path, tmp_path):
+    """[pitr] enabled, Litestream caught up: the archive's window is a protection row and
+    its lag an objective, met (the same reading `integrity status` makes)."""
+    import json
+
+    from test_pitr_watch import healthy_archive, invoke
+
+    environ, replicating = healthy_archive(tmp_path, sqlite_path)
+    try:
+        result = invoke(environ, "--json", "report", "--since", "1h")
+    finally:
+        replicating.stop()
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)["result"]
+    (archive,) = [p for p in document["protection"] if p["kind"] == "point-in-time"]
+    assert archive["name"] == "pitr" and archive["location"].startswith("litestream: ")
+    assert archive["newest_restorable_at"] and archive["oldest_restorable_at"] and archive["problem"] is None
+    (lag,) = [o for o in document["objectives"] if o["name"] == "RPO (point-in-time archive)"]
+    assert lag["met"] is True and lag["target"] == 10 and lag["measured"] == 0
+
+
+def test_a_stopped_archive_misses_its_objective(sqlite_path, tmp_path):
+    import json
+
+    from test_pitr_watch import invoke, stopped_archive
+
+    environ = stopped_archive(tmp_path, sqlite_path, INTEGRITY_PITR__LAG_OBJECTIVE_SECONDS="1")
+    result = invoke(environ, "--json", "report", "--since", "1h")
+    assert result.exit_code == 0, result.output
+    (lag,) = [o for o in json.loads(result.stdout)["result"]["objectives"] if o["name"] == "RPO (point-in-time archive)"]
+    assert lag["met"] is False and lag["measured"] > 1, lag
+
+
 def test_without_jinja2_the_report_names_the_extra_to_install(world, tmp_path):
     """Jinja2 is the `report` extra: without it, --html is exit 4 naming it (a subprocess
     in which `import jinja2` fails); the text report needs no Jinja2."""
