@@ -341,22 +341,28 @@ def test_a_sigkill_during_a_multipart_upload_leaves_nothing_visible_and_prune_ab
     shutil.copyfile(large_database, tmp_path / "game.db")
     env = S3BackupEnv(tmp_path, f"sqlite:///{tmp_path / 'game.db'}", server=s3_env)
     client = s3_env.client()
+    seen: list[str] = []
     process = env.popen("backup", "create")
     try:
         def uploading() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"create ended ({process.returncode}) before a multipart upload was seen: "
                                      f"{process.stderr.read()}")
-            return bool(client.list_multipart_uploads(Bucket=env.bucket).get("Uploads"))
+            seen.extend(u["Key"] for u in client.list_multipart_uploads(Bucket=env.bucket).get("Uploads", ()))
+            return bool(seen)
         wait_for(uploading, timeout=15, what="an incomplete multipart upload")
     finally:
         process.kill()
         process.communicate()
     assert process.returncode == -signal.SIGKILL
+    assert len(seen) == 1 and seen[0].endswith(f"/{DATA}"), seen
+    backup_id = seen[0].removeprefix("repo/").partition("/")[0]
 
-    uploads = client.list_multipart_uploads(Bucket=env.bucket)["Uploads"]
-    assert len(uploads) == 1 and uploads[0]["Key"].endswith(f"/{DATA}"), uploads
-    backup_id = uploads[0]["Key"].removeprefix("repo/").partition("/")[0]
+    # Killed mid-upload: the multipart upload is still open (or, had the kill landed just
+    # after its last part, the data object is whole); the manifest is never there.
+    open_uploads = client.list_multipart_uploads(Bucket=env.bucket).get("Uploads", [])
+    assert [u["Key"] for u in open_uploads] == seen or f"{backup_id}/{DATA}" in env.objects(backup_id), open_uploads
+    assert f"{backup_id}/{MANIFEST}" not in env.objects(backup_id)
     result = listing(env)
     assert result["backups"] == [] and backup_id in result["leftovers"], result
     refused = env.invoke("restore", backup_id, "--dry-run")
