@@ -489,13 +489,14 @@ def _backups(settings: Settings, creates: list[_Run], catalogues: dict, start: d
     replaced it (the RPO as it was lived), from the ledger's `backup create` runs and the
     catalogue and journal's states (pruned backups keep their ledger facts)."""
     from integrity.backups.catalog import fold_journal
-    from integrity.backups.repository import Repository, backup_time, is_backup_id
+    from integrity.backups.repositories import open_repository
+    from integrity.backups.repository import backup_time, is_backup_id
 
     known: dict[str, BackupRow] = {}
     primary = catalogues.get("primary")  # copies hold the same backups (same ids)
     infos = {b.id: b for b in primary.backups} if primary is not None else {}
     try:
-        journal_states = fold_journal(Repository.of(settings).read_journal().entries)
+        journal_states = fold_journal(open_repository(settings).read_journal().entries)  # the primary
     except (Failure, OSError):
         journal_states = {}
     for run in creates:
