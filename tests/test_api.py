@@ -117,12 +117,12 @@ def test_the_job_table_names_every_configurable_job_and_an_api_operation_for_it(
     for job in JOBS.values():
         inspect.signature(getattr(api, job.operation)).bind(Invocation(None, command=job.command), **job.options)
     assert {name: job.command_line for name, job in JOBS.items()} == {
-        "backup": "integrity -q backup create",
+        "backup": "integrity -q backup create --copy",
         "verify": "integrity -q backup verify --latest",
         "deep_verify": "integrity -q backup verify --latest --deep",
         "prune": "integrity -q backup prune",
         "audit": "integrity -q audit --since-last",
         "audit_full": "integrity -q audit",
-        "drill": "integrity -q drill",
+        "drill": "integrity -q drill --alternate",
         "probe": "integrity -q probe",
     }

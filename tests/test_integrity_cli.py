@@ -572,7 +572,7 @@ def test_invalid_config_key_from_the_environment_is_exit_4_naming_it(monkeypatch
     assert result.stdout == ""
     assert the_error(result) == (
         "unknown key INTEGRITY_BACKUPS__REPO ([backups] repo); allowed in [backups]: "
-        "compression_level, repository, retention, shrink_tolerance, signing_key_file, signing_public_key, size_drop_tolerance"
+        "compression_level, encrypt_to, identity_file, repository, retention, s3, shrink_tolerance, signing_key_file, signing_public_key, size_drop_tolerance"
     )
 
 
