@@ -78,7 +78,7 @@ def scaled_hold(mode: str, seconds: float, copy_rows: int, production_rows: int,
     validation scans are linear in the rows), never scaled down."""
     hold = LockHold(mode=mode, seconds=round(seconds, 4), copy_rows=copy_rows, production_rows=production_rows,
                     scaled_seconds=0.0, budget=budget)
-    return replace(hold, scaled_seconds=round(seconds * hold.scale, 4))
+    return replace(hold, scaled_seconds=round(hold.seconds * hold.scale, 4))  # from the seconds shown
 
 
 def _longest_write_blocking(locks: Iterable[Mapping], table: str) -> tuple[str, float] | None:
