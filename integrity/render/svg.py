@@ -63,7 +63,12 @@ def _y_range(chart) -> tuple[float, float]:
         low = min(values + [1.0])
         return (max(0.0, low - (1 - low) * 0.2 - 0.001) if low > 0.5 else 0.0), 1.0
     top = max(values + [0.0])
-    return 0.0, _nice_ceiling(top * 1.05) if top > 0 else 1.0
+    if top <= 0:
+        return 0.0, 1.0
+    # Seconds tick in the unit value_text shows them in (2 h, not 7,200 s rounded to 8,000 s).
+    scale = next((size for limit, size in ((86400 * 2, 86400), (7200, 3600), (240, 60)) if top >= limit), 1) \
+        if chart.unit == "seconds" else 1
+    return 0.0, _nice_ceiling(top * 1.05 / scale) * scale
 
 
 def _nice_ceiling(value: float) -> float:
