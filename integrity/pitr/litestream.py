@@ -57,6 +57,7 @@ from game_core.errors import PreconditionFailed
 from integrity.db.claims import claimed_path
 from integrity.db.scratch import RestoreFailed, ScratchCopy
 from integrity.pitr.engine import EngineCommand, RecoveryWindow
+from integrity.storage.location import S3Url
 
 VERSION = "0.5.17"
 INSTALL_HINT = "pip install 'typing-game-integrity[pitr]'"
@@ -135,12 +136,31 @@ def l0_retention_for(settings) -> int:
     return max(MIN_L0_RETENTION_SECONDS, int(2 * interval))
 
 
+
+def archive_location(settings) -> tuple[Path | S3Url, object | None]:
+    """Where the archive lives: [pitr] repository, or under the backup repository named by
+    [pitr] store (its `pitr/litestream`, a directory or a prefix in its bucket, reached with
+    that repository's [backups.s3] / [repositories.s3] keys)."""
+    from game_core.errors import InvalidInput
+    from integrity.backups.repositories import settings_for
+    from integrity.errors import ConfigInvalid
+
+    if not settings.pitr.store:
+        return settings.pitr.repository, None
+    try:
+        chosen = settings_for(settings, settings.pitr.store).backups
+    except InvalidInput as exc:
+        raise ConfigInvalid(f"[pitr] store: {exc}") from None
+    if isinstance(chosen.repository, S3Url):
+        return S3Url(f"{chosen.repository}/pitr/litestream"), chosen.s3
+    return chosen.repository / "pitr" / "litestream", None
+
 @dataclass(frozen=True)
 class LitestreamEngine:
     """Litestream replicating one SQLite file into a file replica (`[pitr] repository`)."""
 
     database: Path
-    repository: Path
+    repository: Path | S3Url  # a directory, or (with [pitr] store naming a bucket) a prefix in it
     config_path: Path
     sync_interval: str
     resolution_seconds: float
@@ -150,6 +170,7 @@ class LitestreamEngine:
     # default of 5 minutes a restore lands on 30 s level-1 files, and `last-clean` could no
     # longer find a moment to the second in the span it searches.
     l0_retention_seconds: int = DEFAULT_L0_RETENTION_SECONDS
+    s3: object | None = None  # integrity.settings.ObjectStorageSettings of the bucket's repository
 
     @classmethod
     def from_settings(cls, settings) -> LitestreamEngine:
@@ -157,9 +178,11 @@ class LitestreamEngine:
         if target.kind != SQLITE or target.sqlite_path is None:
             raise PreconditionFailed("Litestream replicates SQLite files only; this database is not one")
         pitr = settings.pitr
+        repository, s3 = archive_location(settings)
         return cls(
             database=target.sqlite_path,
-            repository=pitr.repository,
+            repository=repository,
+            s3=s3,
             config_path=settings.state.dir / "pitr" / "litestream.yml",
             sync_interval=pitr.sync_interval,
             l0_retention_seconds=l0_retention_for(settings),
@@ -177,11 +200,25 @@ class LitestreamEngine:
             "dbs:",
             f"  - path: {json.dumps(str(self.database))}",
             "    replica:",
-            "      type: file",
-            f"      path: {json.dumps(str(self.repository))}",
+            *self._replica_lines(),
             f"      sync-interval: {json.dumps(self.sync_interval)}",
         ]
         return {self.config_path: "\n".join(lines) + "\n"}
+
+    def _replica_lines(self) -> list[str]:
+        """A file replica, or an S3 one (Litestream reads the credentials from the standard
+        AWS variables itself: none are written into its configuration)."""
+        if not isinstance(self.repository, S3Url):
+            return ["      type: file", f"      path: {json.dumps(str(self.repository))}"]
+        lines = ["      type: s3", f"      bucket: {json.dumps(self.repository.bucket)}",
+                 f"      path: {json.dumps(self.repository.prefix.rstrip('/'))}"]
+        if self.s3 is not None and self.s3.endpoint_url:
+            lines.append(f"      endpoint: {json.dumps(self.s3.endpoint_url)}")
+        if self.s3 is not None and (self.s3.region or self.s3.endpoint_url):
+            lines.append(f"      region: {json.dumps(self.s3.region or 'us-east-1')}")
+        if self.s3 is not None and self.s3.path_style:
+            lines.append("      force-path-style: true")
+        return lines
 
     def write_config(self) -> list[Path]:
         from integrity.backups.durable import fsync_directory

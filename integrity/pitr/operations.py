@@ -125,7 +125,7 @@ def pitr_status(settings, *, now: datetime | None = None) -> PitrStatusReport:
     return PitrStatusReport(
         engine=engine.name,
         database=parse_database_url(settings.database_url).display,
-        repository=str(settings.pitr.repository),
+        repository=str(engine.repository),
         checked_at=checked_at,
         oldest=window.oldest,
         newest=window.newest,

@@ -113,6 +113,21 @@ class ArchiverState:
     segment_bytes: int
 
 
+
+def _archive_directory(settings) -> Path:
+    """[pitr] repository, or the `pitr/pgbackrest` directory of the backup repository named
+    by [pitr] store. pgBackRest's own S3 client speaks only HTTPS, which the tests' object
+    storage cannot offer here, so an archive in a bucket is refused rather than untested."""
+    if not settings.pitr.store:
+        return settings.pitr.repository
+    from integrity.pitr.litestream import archive_location
+
+    location, _ = archive_location(settings)
+    if not isinstance(location, Path):
+        raise ConfigInvalid(f"[pitr] store {settings.pitr.store!r} is on object storage: pgBackRest's archive must be a "
+                            "directory here; set [pitr] repository (or store a directory repository's name)")
+    return location.parent / "pgbackrest"
+
 @dataclass
 class PgBackRestEngine:
     """pgBackRest archiving one PostgreSQL cluster into `[pitr] repository`."""
@@ -145,7 +160,7 @@ class PgBackRestEngine:
         return cls(
             database=target,
             data_dir=Path(pitr.pg_data_dir or "PG_DATA_DIR"),  # disabled: `pitr config` only shows the files
-            repository=pitr.repository,
+            repository=_archive_directory(settings),
             state_dir=settings.state.dir / "pitr",
             stanza=pitr.stanza,
             archive_timeout_seconds=pitr.archive_timeout_seconds,
