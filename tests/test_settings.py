@@ -139,6 +139,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "pg_bindir": "",
             "stanza": "game",
             "litestream_bin": "",
+            "store": "",
         },
         "migrate": {"lock_budget": 1.0},
         "notify": {
