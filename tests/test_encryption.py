@@ -251,6 +251,24 @@ def test_a_manifest_rehashed_over_damaged_ciphertext_is_caught_by_decryption(env
     assert "deep_failed" in _events(env, backup_id)
 
 
+def test_ciphertext_replaced_by_another_plaintext_encrypted_to_the_right_key_is_exit_5(env, keys):
+    """A writer of the repository who knows the recipient (a public key) can encrypt data of
+    its own and recompute the hashes: what decrypts must still decompress to the raw
+    SHA-256 of the manifest (here it is not even zstd)."""
+    import pyrage
+
+    backup_id = env.create()
+    forged = pyrage.encrypt(b"not a backup " * 1000, [pyrage.x25519.Recipient.from_str(keys["first"]["recipient"])])
+    (env.repo / backup_id / "data.db.zst.age").write_bytes(forged)
+    document = _manifest(env, backup_id)
+    document["files"][0].update(size=len(forged), sha256=hashlib.sha256(forged).hexdigest())
+    _rewrite_manifest(env, backup_id, document)
+    assert env.invoke("backup", "verify", backup_id).returncode == 0  # the control: hashes alone accept it
+    completed = env.invoke("backup", "verify", backup_id, "--deep")
+    assert completed.returncode == 5, completed.output
+    assert "data.db.zst.age matches its SHA-256 in the manifest but decrypts to data that does not decompress" in completed.output
+
+
 def test_encrypted_files_without_the_encryption_field_are_a_corrupt_manifest(env):
     backup_id = env.create()
     document = _manifest(env, backup_id)

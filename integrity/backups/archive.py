@@ -26,7 +26,13 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from integrity.backups.encryption import DecryptionKeyUnavailable, SealedFile, decrypt_stream, is_sealed
+from integrity.backups.encryption import (
+    DecryptionKeyUnavailable,
+    OrderedWorker,
+    SealedFile,
+    decrypt_stream,
+    is_sealed,
+)
 from integrity.backups.repository import BackupCorrupt, FileEntry
 
 CHUNK = 1 << 20
@@ -209,9 +215,12 @@ def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, iden
     raw_digest = hashlib.sha256()
     raw_size = 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    problem = None
+    problem = failure = undecompressable = None
+    # Three stages, in order: this thread decrypts (pyrage holds the GIL), `stage`
+    # decompresses (zstd releases it), the consumer hashes the raw bytes and feeds the sink.
+    stage = OrderedWorker()
     with _ChunkConsumer(hashlib.sha256(), raw_digest, sink) as consumer:
-        def plaintext(chunk: bytes) -> None:
+        def decompress(chunk: bytes) -> None:
             nonlocal raw_size
             try:
                 output = decompressor.decompress(chunk)
@@ -221,15 +230,20 @@ def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, iden
             consumer.put(b"", output)
 
         try:
-            failure = decrypt_stream(cipher, plaintext, identities)
-            if failure is None:
-                tail = decompressor.flush()
-                raw_size += len(tail)
-                consumer.put(b"", tail)
-            else:
-                problem = f"does not decrypt ({failure})"
+            failure = decrypt_stream(cipher, lambda chunk: stage.submit(decompress, chunk), identities)
+            stage.finish()
         except _Undecompressable as exc:
-            problem = f"decrypts but does not decompress: {exc}"
+            undecompressable = str(exc)
+        finally:
+            stage.abandon()
+        if failure is not None:  # the first cause: what follows a failed chunk is not plaintext
+            problem = f"does not decrypt ({failure})"
+        elif undecompressable is not None:
+            problem = f"decrypts to data that does not decompress ({undecompressable})"
+        else:
+            tail = decompressor.flush()
+            raw_size += len(tail)
+            consumer.put(b"", tail)
     if problem is not None:
         while cipher.read(CHUNK):
             pass

@@ -267,9 +267,11 @@ def recipients_of(values: tuple[str, ...] | list[str]) -> list[Any]:
         ) from None
 
 
-class _Worker:
+class OrderedWorker:
     """One thread that runs submitted calls in order, at most `IN_FLIGHT` waiting: hashing
-    and decompression beside pyrage's own work in the caller's thread."""
+    and decompression beside pyrage's own work in the caller's thread. pyrage holds the
+    GIL while it encrypts or decrypts, zstd and hashlib release it: work moved here runs
+    beside the cipher on the second core instead of after it."""
 
     IN_FLIGHT = 4
 
@@ -300,7 +302,7 @@ class _PlaintextReader:
     hashed, and decompressed and the raw bytes hashed in the worker thread, so the file
     encrypted is proven to be the one the capture wrote and to decompress whole."""
 
-    def __init__(self, handle, worker: _Worker, advance=None):
+    def __init__(self, handle, worker: OrderedWorker, advance=None):
         import zstandard
 
         self.handle = handle
@@ -349,23 +351,40 @@ class _PlaintextReader:
 
 
 class _HashingWriter:
+    """Where pyrage writes the ciphertext (8 KiB at a time): gathered into 1 MiB chunks,
+    each hashed and written at once (hashlib and the write release the GIL for a chunk
+    that size, not for 8 KiB)."""
+
     def __init__(self, handle):
         self.handle = handle
         self.digest = hashlib.sha256()
         self.size = 0
+        self.buffer = bytearray()
         self.error: BaseException | None = None
 
     def write(self, data) -> int:
         try:
-            self.digest.update(data)
-            self.size += len(data)
-            self.handle.write(data)
+            self.buffer += data
+            if len(self.buffer) >= CHUNK:
+                self._drain()
             return len(data)
         except BaseException as exc:
             self.error = exc
             raise OSError("writing the ciphertext failed") from None
 
+    def _drain(self) -> None:
+        chunk = bytes(self.buffer)
+        self.buffer.clear()
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        self.handle.write(chunk)
+
     def flush(self) -> None:
+        pass  # the whole of it is written by `close`: pyrage flushes more often than that pays
+
+    def close(self) -> None:
+        if self.buffer:
+            self._drain()
         self.handle.flush()
 
 
@@ -383,7 +402,7 @@ def seal_file(directory: Path, entry, recipients: tuple[str, ...] | list[str], *
     parsed = recipients_of(recipients)
     source_path = directory / entry.name
     target_path = directory / f"{entry.name}{SUFFIX}"
-    worker = _Worker()
+    worker = OrderedWorker()
     try:
         with source_path.open("rb") as source, target_path.open("xb") as target:
             reader = _PlaintextReader(source, worker, advance)
@@ -395,7 +414,7 @@ def seal_file(directory: Path, entry, recipients: tuple[str, ...] | list[str], *
                     if error is not None:
                         raise error
                 raise BackupCorrupt(f"encrypting {entry.name} failed: {exc}") from None
-            target.flush()
+            writer.close()
             os.fsync(target.fileno())
         worker.finish()
     except BaseException:
@@ -426,16 +445,22 @@ def manifest_field(recipients: tuple[str, ...] | list[str]) -> dict:
 
 
 class _CiphertextSource:
-    """What pyrage decrypts from: the caller's reader (which hashes the ciphertext);
-    its own errors kept and raised as they were."""
+    """What pyrage decrypts from: the caller's reader (which hashes the ciphertext), read
+    1 MiB at a time and handed out in the 8 KiB pieces pyrage asks for; its own errors kept
+    and raised as they were."""
 
     def __init__(self, reader):
         self.reader = reader
+        self.buffer = memoryview(b"")
         self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return self.reader.read(size)
+            if not self.buffer:
+                self.buffer = memoryview(self.reader.read(CHUNK))
+            size = len(self.buffer) if size is None or size < 0 else size
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+            return bytes(out)
         except BaseException as exc:
             self.error = exc
             raise OSError("reading the ciphertext failed") from None
