@@ -51,6 +51,7 @@ _TOPIC_OF = {
     "integrity.backups.catalog": "backups",
     "integrity.backups.check": "backups",
     "integrity.backups.copy": "backups",
+    "integrity.migrate.gate": "migrate",
     "integrity.backups.create": "backups",
     "integrity.backups.prune": "backups",
     "integrity.backups.verify": "backups",
