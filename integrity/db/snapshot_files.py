@@ -36,7 +36,6 @@ from integrity.db.claims import SCRATCH_PREFIX, scratch_databases
 from integrity.db.connect import Database, maintenance
 from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
 from integrity.db.sql import error_reason
-from integrity.db.sqlite_snapshot import backup_api_copy
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
@@ -65,7 +64,14 @@ def copy_sqlite(source: DatabaseTarget, settings: ConnectionSettings, destinatio
     """`source` copied to `destination` (a new file) in one read transaction."""
     with Database(source, settings).reader() as engine, engine.connect() as connection:
         connection.execute(sa.text("SELECT count(*) FROM sqlite_schema")).all()  # pins the snapshot
-        backup_api_copy(connection.connection.driver_connection, destination)
+        writer = sqlite3.connect(str(destination))
+        try:
+            connection.connection.driver_connection.backup(writer, pages=-1)  # one step: consistent while the game writes
+            writer.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as exc:
+            raise SnapshotFailed(f"cannot write the snapshot {destination}: {exc}; free space in its directory") from None
+        finally:
+            writer.close()
 
 
 def finish_sqlite(path: Path) -> None:

@@ -90,6 +90,8 @@ def check_destination(to: str, live: DatabaseTarget, *, overwrite: bool) -> Path
         raise InvalidInput(f"--to {path} is a directory; give a file name in it")
     if not path.parent.is_dir():
         raise InvalidInput(f"--to {path}: the directory {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--to {path}: the directory {path.parent} is not writable by this user; choose another")
     live_path = live.sqlite_path if live.kind == SQLITE else None
     if live_path is not None:
         live_path = live_path.expanduser().absolute()
