@@ -146,3 +146,29 @@ def test_postgresql_backup_and_restore_through_the_bucket(tmp_path, pg_url, s3_e
     assert scalar(pg_url, "SELECT COUNT(*) FROM results") == before
     code, document = env.invoke_json("backup", "verify", backup_id, "--deep")
     assert code == 0, document
+
+
+def test_the_journal_is_compacted_into_a_segment_and_reads_the_same(env):
+    backup_id = env.create()
+    repository = env.repository()
+    for _ in range(12):
+        repository.record_pin(backup_id, None)
+        repository.record_unpin(backup_id)
+    env.put_object("journal/20990101T000000.000000Z-0000abcd-0123456789abcdef.json", b'{"not": "an event"}')
+    before = repository.read_journal()
+    assert len(before.entries) == 25 and len(before.problems) == 1
+    assert repository.compact_journal(at_least=10) == 25
+    names = sorted(env.objects("journal/"))
+    assert len(names) == 2 and names[-1].startswith("journal/segment-")  # the damaged event stays, reported
+    after = repository.read_journal()
+    assert after.entries == before.entries and after.problems == before.problems
+    assert repository.compact_journal(at_least=10) == 0  # nothing new to fold
+    repository.record_pin(backup_id, None)  # new events go beside the segment
+    assert len(repository.read_journal().entries) == 26
+    # A reader between the segment's creation and the deletes sees each event once.
+    segment = names[-1]
+    body = env.objects(segment)[segment]
+    first_line = body.split(b"\n")[0]
+    event_name = "journal/20200101T000000.000000Z-00000001-" + __import__("hashlib").sha256(first_line).hexdigest()[:16] + ".json"
+    env.put_object(event_name, first_line)
+    assert len(repository.read_journal().entries) == 26

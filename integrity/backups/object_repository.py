@@ -68,6 +68,8 @@ READ_WORKERS = 8  # journal events and manifests are small: latency, not bandwid
 
 
 EVENT_DIGEST_DIGITS = 16
+SEGMENT_PREFIX = "segment-"  # journal/segment-<newest stamp>-<random>-<digest>.jsonl: compacted events
+COMPACT_AFTER_EVENTS = 500  # about a month of hourly backups' events: a status then reads ~500 objects at most
 
 
 def _event_digest(data: bytes) -> str:
@@ -76,6 +78,14 @@ def _event_digest(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()[:EVENT_DIGEST_DIGITS]
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        parse_journal_line(line)
+    except ValueError:
+        return False
+    return True
 
 
 class ObjectFile:
@@ -426,6 +436,22 @@ class ObjectRepository(JournalRecords):
             return JournalContents((), (f"{JOURNAL} (the events under {self.journal_location}) is missing while the "
                                         f"repository holds {count} backup(s): their pins and verifications are gone; "
                                         "re-pin what must be kept with `integrity backup pin` (which starts a new journal)",))
+        lines, problems = self._journal_lines(objects)
+        entries, seen = [], set()
+        for name, line in lines:
+            if line in seen:
+                continue  # an event also in a segment (a compaction between its write and its deletes)
+            seen.add(line)
+            try:
+                entries.append(parse_journal_line(line))
+            except ValueError as exc:
+                problems.append(f"journal event {name} {exc}; it was skipped")
+        entries.sort(key=lambda entry: entry.at)
+        return JournalContents(tuple(entries), tuple(problems))
+
+    def _journal_lines(self, objects: list[str]) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """(object name, event line) of every journal object whose bytes match the digest in
+        its name (an event object holds one line, a segment many), and what did not."""
 
         def read(name: str) -> tuple[str, bytes | None]:
             try:
@@ -435,21 +461,38 @@ class ObjectRepository(JournalRecords):
 
         with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="journal-read") as pool:
             contents = list(pool.map(read, objects))
-        entries, problems = [], []
+        lines, problems = [], []
         for name, data in contents:
             if data is None:
-                continue  # removed between the listing and the read: nothing to read
-            digest = name.removesuffix(".json").rpartition("-")[2]
+                continue  # removed between the listing and the read (compacted): its lines are in a segment
+            digest = name.removesuffix(".json").removesuffix(".jsonl").rpartition("-")[2]
             if len(digest) == EVENT_DIGEST_DIGITS and _event_digest(data) != digest:  # names of 8 digits carry none
                 problems.append(f"journal event {name} does not match the SHA-256 in its name (damaged or replaced); "
                                 "it was skipped")
                 continue
-            try:
-                entries.append(parse_journal_line(data.strip()))
-            except ValueError as exc:
-                problems.append(f"journal event {name} {exc}; it was skipped")
-        entries.sort(key=lambda entry: entry.at)
-        return JournalContents(tuple(entries), tuple(problems))
+            lines.extend((name, line.strip()) for line in data.split(b"\n") if line.strip())
+        return lines, problems
+
+    def compact_journal(self, *, at_least: int = COMPACT_AFTER_EVENTS) -> int:
+        """Fold the event objects into one segment object once there are `at_least` of them
+        (under the writer lease: prune calls it), so that reading the journal stays a few
+        requests, not one per event ever recorded. The segment is created (create-only, its
+        digest in its name) before any event is deleted: a reader in between sees some
+        events twice, and keeps them once. Damaged events stay where they are, reported."""
+        events = [s.key for s in self.store.list(JOURNAL_DIR) if not s.key.startswith(f"{JOURNAL_DIR}{SEGMENT_PREFIX}")]
+        if len(events) < at_least:
+            return 0
+        lines, problems = self._journal_lines(events)
+        if not lines:
+            return 0
+        readable = [(name, line) for name, line in lines if _parses(line)]
+        body = b"".join(line + b"\n" for _, line in sorted(readable, key=lambda item: item[0]))
+        newest = max(name for name, _ in readable).removeprefix(JOURNAL_DIR).partition("-")[0]
+        self.store.put(f"{JOURNAL_DIR}{SEGMENT_PREFIX}{newest}-{secrets.token_hex(4)}-{_event_digest(body)}.jsonl",
+                       body, create_only=True)
+        for name in sorted({name for name, _ in readable}):
+            self.store.delete(name)
+        return len(readable)
 
     # ------------------------------------------------------------- locks
 

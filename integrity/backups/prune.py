@@ -141,6 +141,7 @@ def prune(settings: Settings, *, dry_run: bool, lock_wait: float = 0, command: s
             repository.record_pruned(decision.backup_id, list(decision.reasons), by=command)
             deleted.append(decision.backup_id)
         removed = repository.remove_leftovers()
+        repository.compact_journal()
     return PruneResult(plan, dry_run=False, deleted=tuple(deleted), skipped=tuple(skipped), removed_leftovers=tuple(removed))
 
 
