@@ -7,6 +7,7 @@ journal and guarantees as a directory (integrity.backups.repository), on objects
       <id>/manifest.sha256           then the manifest's hash (and manifest.sig)
       <id>/manifest.json             created last and create-only: the backup's commit
       journal/<time>-<random>-<sha256>.json   one immutable object per event (its hash's start in its name)
+      journal/segment-<time>-<random>-<sha256>.jsonl   events folded together by prune
       locks/writer.json              the writer lease; locks/read-<id>-<random>.json read leases
 
 Object storage has no rename, so the manifest is the commit: a backup exists exactly
@@ -17,8 +18,9 @@ prune removes them (and aborts incomplete multipart uploads) under the writer le
 Everything read is checked as on a directory: the manifest against its hash and
 signature, exactly its listed objects, every data object's SHA-256 as it streams.
 
-New backups are written and checked in a local staging directory under the state
-directory first (the engines write files), then uploaded.
+New backups are written in a local staging directory under the state directory (the
+engines write files); their upload runs while create reads them back to check them, and
+the manifest is created only after both.
 """
 
 from __future__ import annotations
@@ -65,8 +67,6 @@ JOURNAL_DIR = "journal/"
 LOCKS_DIR = "locks/"
 WRITER_LEASE = f"{LOCKS_DIR}writer.json"
 READ_WORKERS = 8  # journal events and manifests are small: latency, not bandwidth, bounds reading them
-
-
 EVENT_DIGEST_DIGITS = 16
 SEGMENT_PREFIX = "segment-"  # journal/segment-<newest stamp>-<random>-<digest>.jsonl: compacted events
 COMPACT_AFTER_EVENTS = 500  # about a month of hourly backups' events: a status then reads ~500 objects at most
