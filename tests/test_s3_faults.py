@@ -413,6 +413,8 @@ def test_object_lock_refuses_a_delete_and_prune_keeps_a_locked_expiring_backup(t
     assert result["deleted"] == [] and [s["backup_id"] for s in result["skipped"]] == [older], result
     assert result["skipped"][0]["reason"].startswith("under Object Lock retention until "), result
     assert {b["id"] for b in listing(env)["backups"]} == {older, newer}
+    shown = env.invoke("backup", "prune", **KEEP_ONE)  # the text says why it stays
+    assert shown.returncode == 0 and "kept (Object Lock)" in shown.output, shown.output
     verified = env.invoke("backup", "verify", "--all")
     assert verified.returncode == 0, verified.output
 

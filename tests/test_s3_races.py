@@ -141,21 +141,24 @@ def test_a_live_holders_lease_is_respected_and_a_sigkilled_holders_is_taken_over
     _settled(a)
 
 
-@pytest.mark.parametrize("expired", [False, True])
-def test_another_hosts_lease_is_taken_over_only_once_it_has_expired(hosts, expired):
+@pytest.mark.parametrize("lease", ["live", "expired", "truncated"])
+def test_another_hosts_lease_is_taken_over_only_once_expired_or_unreadable(hosts, lease):
     a, _ = hosts
     now = datetime.now(timezone.utc)
-    expires = now - timedelta(seconds=5) if expired else now + timedelta(minutes=5)
-    a.put_object("locks/writer.json", json.dumps({
+    expires = now - timedelta(seconds=5) if lease == "expired" else now + timedelta(minutes=5)
+    document = json.dumps({
         "command": "backup create", "pid": 4242, "host": "db2.elsewhere", "mode": "exclusive", "token": "t",
         "since": (now - timedelta(minutes=1)).isoformat(timespec="seconds"),
         "expires": expires.isoformat(timespec="seconds"),
-    }).encode())
+    }).encode()
+    # A damaged lease (its writer cut off mid-put by a broken proxy) names no expiry: taken
+    # over rather than blocking the repository for ever.
+    a.put_object("locks/writer.json", document[: len(document) // 2] if lease == "truncated" else document)
     result = a.invoke("backup", "prune")
-    if expired:
-        assert result.returncode == 0, result.output
-        assert _lease(a) is None
-    else:
+    if lease == "live":
         assert result.returncode == 4, result.output
         assert "pid 4242 on db2.elsewhere" in one_error(result)
         assert _lease(a)["host"] == "db2.elsewhere"
+    else:
+        assert result.returncode == 0, result.output
+        assert "locks/writer.json" not in a.objects("locks/")
