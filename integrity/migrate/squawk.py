@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,9 @@ def squawk_findings(revisions, *, our_findings=(), binary: str | None = None, ta
             return _unavailable(first, f"{exc}; its PostgreSQL rules were not run (reinstall it with {INSTALL_HINT})")
     seconds = time.perf_counter() - started
     ours = {(f.revision, f.rule, f.table) for f in our_findings}
+    # What each revision's upgrade creates (tables, indexes, types): its downgrade may drop
+    # them, as our own downgrade rules allow, whatever squawk's drop rules say of a DROP.
+    created = {lint.revision: _created_by(lint.sql.get("postgresql") or ()) for lint in revisions}
     found: dict[str, set[Finding]] = {}
     for violation in violations:
         name = Path(violation.get("file", "")).name
@@ -134,6 +138,9 @@ def squawk_findings(revisions, *, our_findings=(), binary: str | None = None, ta
         revision, direction, statements = files[name]
         finding = _finding(violation, revision, statements, direction, target)
         if finding is None:
+            continue
+        if direction == "downgrade" and _undoes_the_upgrade(finding, _dropped_name(violation, statements),
+                                                            created.get(revision, _Created())):
             continue
         covering = _DEDUPLICATED.get(violation.get("rule_name"))
         if covering and (revision, covering, finding.table) in ours:
@@ -195,6 +202,60 @@ def _finding(violation: dict, revision: str, statements: list[tuple[int, str]], 
     where = ("downgrade: " if direction == "downgrade" else "") + (f"{table}: " if table else "")
     return Finding(rule=PREFIX + rule, severity=severity, revision=revision,
                    message=f"{where}{message} [{_short(statement)}]", table=table, column=column, phase="static")
+
+
+_CREATE = re.compile(r"^\s*CREATE\s+(?:UNIQUE\s+)?(TABLE|INDEX|TYPE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+                     r"([^\s(]+)(?:\s+ON\s+(?:ONLY\s+)?([^\s(]+))?", re.I)
+_DROP = re.compile(r"^\s*DROP\s+(?:TABLE|INDEX|TYPE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?([^\s;]+)", re.I)
+
+
+@dataclass(frozen=True)
+class _Created:
+    """What a revision's upgrade creates, read from its PostgreSQL SQL."""
+
+    tables: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    index_tables: tuple[tuple[str, str], ...] = ()  # (index, its table)
+
+
+def _bare(name: str) -> str:
+    """An identifier without its schema and quotes, lower case as PostgreSQL folds it."""
+    last = name.rsplit(".", 1)[-1]
+    return last[1:-1] if last.startswith('"') and last.endswith('"') else last.lower()
+
+
+def _created_by(statements) -> _Created:
+    tables, types, indexes = set(), set(), []
+    for text in statements:
+        match = _CREATE.match(text)
+        if not match:
+            continue
+        kind, name, table = match.group(1).upper(), _bare(match.group(2)), match.group(3)
+        if kind == "TABLE":
+            tables.add(name)
+        elif kind == "TYPE":
+            types.add(name)
+        elif table:
+            indexes.append((name, _bare(table)))
+    return _Created(frozenset(tables), frozenset(types), tuple(indexes))
+
+
+def _dropped_name(violation: dict, statements: list[tuple[int, str]]) -> str | None:
+    line = int(violation.get("line") or 0)
+    statement = next((text for start, text in reversed(statements) if start <= line), "")
+    match = _DROP.match(statement)
+    return _bare(match.group(1)) if match else None
+
+
+def _undoes_the_upgrade(finding: Finding, dropped: str | None, created: _Created) -> bool:
+    """A downgrade statement on what its own upgrade created, on a table the upgrade created:
+    no data was there before the upgrade and no reader waits on a table that did not exist
+    (as our own downgrade rules judge it). An index the upgrade put on an older table is
+    not: dropping it locks that table, and squawk says so."""
+    new_tables = created.tables
+    if finding.table in new_tables or dropped in new_tables or dropped in created.types:
+        return True
+    return any(index == dropped and table in new_tables for index, table in created.index_tables)
 
 
 def _target(statement: str, target) -> tuple[str | None, str | None]:
