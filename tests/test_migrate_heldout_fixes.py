@@ -196,6 +196,10 @@ def test_the_round_trip_names_the_rebuild_and_the_cascade(tmp_path, seeded):
     assert lossy["table"] == "personal_bests" and lossy["rows"] == bests
     (static,) = findings(document, "batch-rebuild-cascade")
     assert static["message"].startswith("downgrade: ")
+    # The ledger keeps the findings too: `integrity report` lists the last dry runs with them.
+    history = json.loads(run(tmp_path, url, "--json", "history", "--kind", "migrate").stdout)
+    recorded = history["result"]["runs"][0]["summary"]["findings"]
+    assert {(f["severity"], f["rule"]) for f in recorded} >= {("error", "round-trip-lossy"), ("error", "batch-rebuild-cascade")}
 
 
 def test_a_loss_by_a_downgrade_statement_names_the_statement(tmp_path, seeded):

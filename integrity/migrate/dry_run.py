@@ -31,6 +31,8 @@ from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, SourceCho
 from integrity.phases import PhaseTimer
 from integrity.progress import NO_PROGRESS, Reporter
 
+SUMMARY_FINDINGS = 20  # findings a dry run's ledger record keeps (its whole report is the JSON output)
+
 REPORT_VERSION = 1
 
 
@@ -171,6 +173,11 @@ class DryRunReport:
             "warnings": self.warnings,
             "passed": self.passed,
             "data_pass": self.data_pass,
+            # What the ledger keeps of the findings (the report's "last dry runs"): errors and
+            # warnings, the first SUMMARY_FINDINGS of them.
+            "findings": [{"severity": str(getattr(f.severity, "value", f.severity)), "rule": f.rule, "message": f.message}
+                         for f in self.findings if str(getattr(f.severity, "value", f.severity)) in ("error", "warning")
+                         ][:SUMMARY_FINDINGS],
         }
 
     def revision_hashes(self) -> tuple[tuple[str, str], ...]:
