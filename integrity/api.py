@@ -453,14 +453,14 @@ def repair_progress(inv: Invocation, *, dry_run: bool = False):
 def migrate_dry_run(inv: Invocation, *, to: str | None = None, from_backup: str | None = None,
                     from_live: bool = False, snapshot: str | None = None, alembic_config: Path | None = None,
                     fail_on: str = "error", keep_copy: bool = False, sample_limit: int = 10,
-                    from_snapshot: Path | None = None):
+                    from_snapshot: Path | str | None = None):
     """Rehearse the pending revisions on a copy (of a backup, live, a snapshot database or
     a `snapshot export` file) and record the verdict in `inv.ledger`, where `migrate_apply`
     looks for a passing dry run."""
     _at_most_one({"--from-backup": from_backup, "--from-live": from_live, "--snapshot": snapshot,
                   "--from-snapshot": from_snapshot})
     _one_of("--fail-on", fail_on, FAIL_ON)
-    from contextlib import nullcontext
+    from contextlib import ExitStack
     from dataclasses import replace
 
     from integrity.migrate.dry_run import dry_run
@@ -473,16 +473,20 @@ def migrate_dry_run(inv: Invocation, *, to: str | None = None, from_backup: str 
         choice = SourceChoice(LIVE)
     elif snapshot:
         choice = SourceChoice(SNAPSHOT, snapshot=snapshot)
-    opened = nullcontext()
-    if from_snapshot:
-        from integrity.snapshots.export import opened_snapshot
+    with ExitStack() as opened:
+        if from_snapshot:
+            from integrity.snapshots.export import opened_snapshot
+            from integrity.storage.location import is_s3_url
 
-        # The file made ready as a `--snapshot` (a pg_dump archive restored into a scratch
-        # database, dropped afterwards).
-        opened = opened_snapshot(inv.settings, from_snapshot)
-    with opened as ready:
-        if ready is not None:
-            choice = SourceChoice(SNAPSHOT, snapshot=ready)
+            local = from_snapshot
+            if is_s3_url(str(from_snapshot)):  # downloaded into the state directory, removed afterwards
+                from integrity.snapshots import remote
+
+                url = remote.snapshot_url(str(from_snapshot), "--from-snapshot")
+                local = opened.enter_context(remote.downloaded(inv.settings, url))
+            # The file made ready as a `--snapshot` (a pg_dump archive restored into a scratch
+            # database, dropped afterwards).
+            choice = SourceChoice(SNAPSHOT, snapshot=opened.enter_context(opened_snapshot(inv.settings, Path(local))))
         report = dry_run(inv.settings, alembic_config=alembic_config, to=to, choice=choice, fail_on=fail_on,
                          keep_copy=keep_copy, sample_limit=sample_limit, command=inv.command,
                          lock_wait=inv.lock_wait, progress=inv.progress)

@@ -201,8 +201,9 @@ def test_a_key_file_gives_the_same_pseudonyms_a_random_key_does_not(tmp_path, sq
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--to", "s3://bucket/shaped.db"], "--to s3://... is not supported yet: remote destinations come with remote "
-                                        "repositories; write a local file (--to PATH) and upload it"),
+    (["--to", "s3://bucket"], "--to s3://bucket: give s3://BUCKET/PATH/FILE (a bucket and an object name)"),
+    (["--to", "ftp://host/shaped.db"], "--to ftp://... is not a destination this tool writes; give a file (--to PATH) "
+                                       "or s3://BUCKET/PATH/FILE"),
     (["--to", "{tmp}/missing/shaped.db"], "--to {tmp}/missing/shaped.db: the directory {tmp}/missing does not exist; "
                                           "create it first"),
     (["--to", "{tmp}"], "--to {tmp} is a directory; give a file name in it"),

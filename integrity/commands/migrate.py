@@ -62,7 +62,7 @@ def dry_run(
     from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID|latest", callback=backup_reference, help="Copy this backup (latest: the newest deep-verified one; the default on PostgreSQL).")] = None,
     from_live: Annotated[bool, typer.Option("--from-live", help="Copy the live database, only read (the default on SQLite).")] = False,
     snapshot: Annotated[str | None, typer.Option("--snapshot", metavar="PATH", help="Copy a snapshot nobody uses: a SQLite file, or a PostgreSQL database name or URL.")] = None,
-    from_snapshot: Annotated[Path | None, typer.Option("--from-snapshot", metavar="PATH", help="A file written by `integrity snapshot export` (SQLite file, or pg_dump archive restored into a scratch database on the configured server).")] = None,
+    from_snapshot: Annotated[str | None, typer.Option("--from-snapshot", metavar="PATH|s3://BUCKET/KEY", help="A file written by `integrity snapshot export` (SQLite file, or pg_dump archive restored into a scratch database on the configured server), local or in a bucket.")] = None,
     alembic_config: AlembicConfig = None,
     output_format: Format = OutputFormat.text,
     fail_on: FailOnOption = FailOn.error,

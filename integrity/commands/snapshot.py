@@ -16,7 +16,7 @@ snapshot_app = typer.Typer(help="Production-shaped snapshots for CI: a consisten
 @snapshot_app.command("export")
 def export(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", metavar="PATH", help="The file to write (a SQLite database, or on PostgreSQL a pg_dump custom-format archive); s3:// is not supported yet.")],
+    to: Annotated[str, typer.Option("--to", metavar="PATH", help="The file to write (a SQLite database, or on PostgreSQL a pg_dump custom-format archive), or s3://BUCKET/KEY (uploaded whole; [backups.s3] and the AWS variables reach the bucket).")],
     sanitize: Annotated[bool, typer.Option("--sanitize", help="Replace player names and every column marked personal in game_core/schema.py by stable pseudonyms (same length and shape, keys and numbers untouched).")] = False,
     from_backup: Annotated[str | None, typer.Option("--from-backup", metavar="ID|latest", callback=backup_reference, help="Copy this backup instead of live (latest: the newest restorable one).")] = None,
     key_file: Annotated[Path | None, typer.Option("--key-file", metavar="PATH", help="A file holding the pseudonyms' HMAC key (at least 16 bytes), so the same name gets the same pseudonym in every export (default: a random key used once).")] = None,

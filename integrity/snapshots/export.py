@@ -81,10 +81,8 @@ def check_destination(to: str, live: DatabaseTarget, *, overwrite: bool) -> Path
     directory, in a missing directory, an existing file without `overwrite`, or live."""
     if "://" in to:
         scheme = to.split("://", 1)[0]
-        raise InvalidInput(
-            f"--to {scheme}://... is not supported yet: remote destinations come with remote repositories; "
-            "write a local file (--to PATH) and upload it"
-        )
+        raise InvalidInput(f"--to {scheme}://... is not a destination this tool writes; give a file (--to PATH) or "
+                           "s3://BUCKET/PATH/FILE")
     path = Path(to).expanduser().absolute()
     if path.is_dir():
         raise InvalidInput(f"--to {path} is a directory; give a file name in it")
@@ -121,10 +119,18 @@ def export_snapshot(
     pseudonyms when `sanitize` (keyed by `key`, else a random key used once)."""
     from integrity.db.connect import Database
 
+    from integrity.snapshots import remote
+    from integrity.storage.location import is_s3_url
+
     started = time.perf_counter()
     database = Database.of(settings)
     live = database.target
-    path = check_destination(to, live, overwrite=overwrite)
+    url = remote.snapshot_url(to, "--to") if is_s3_url(to) else None
+    if url is not None:  # written here first, then uploaded whole
+        remote.refuse_existing(settings, url, overwrite=overwrite)
+        path = remote.local_staging(settings, url)
+    else:
+        path = check_destination(to, live, overwrite=overwrite)
     if sanitize and key is None:
         key, key_source = secrets.token_bytes(32), "random, used for this export only"
     job = _Job(settings, database, path, sanitize, key, command, lock_wait, progress)
@@ -140,14 +146,19 @@ def export_snapshot(
         from integrity.backups.durable import fsync_directory
 
         fsync_directory(path.parent)
+        size = path.stat().st_size
+        if url is not None:
+            remote.upload(settings, path, url)
     finally:
         for leftover in (temporary, *(temporary.with_name(temporary.name + s) for s in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+        if url is not None:
+            path.unlink(missing_ok=True)
     return SnapshotExport(
-        path=str(path), engine=live.kind, format=FORMATS[live.kind], source=facts.source, backup_id=facts.backup_id,
+        path=str(url or path), engine=live.kind, format=FORMATS[live.kind], source=facts.source, backup_id=facts.backup_id,
         revision=facts.revision, store_identity=facts.identity, sanitized=sanitize,
         key=key_source if sanitize else None, columns=facts.columns, tables=facts.tables,
-        bytes=path.stat().st_size, seconds=round(time.perf_counter() - started, 3),
+        bytes=size, seconds=round(time.perf_counter() - started, 3),
     )
 
 
