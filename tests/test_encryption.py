@@ -269,6 +269,19 @@ def test_ciphertext_replaced_by_another_plaintext_encrypted_to_the_right_key_is_
     assert "data.db.zst.age matches its SHA-256 in the manifest but decrypts to data that does not decompress" in completed.output
 
 
+def test_a_create_killed_after_encrypting_leaves_nothing_visible(env):
+    import signal
+
+    crashed = env.run("backup", "create", INTEGRITY_CRASH_AT="create:encrypted")
+    assert crashed.returncode == -signal.SIGKILL and "crash point create:encrypted" in crashed.stderr
+    assert env.listed_ids() == []
+    leftovers = [p for p in env.repo.iterdir() if p.name.startswith(".tmp-")]
+    assert len(leftovers) == 1 and sorted(p.name for p in leftovers[0].iterdir()) == ["data.db.zst.age"]
+    assert env.invoke("backup", "prune").returncode == 0
+    assert not [p for p in env.repo.iterdir() if p.name.startswith(".tmp-")]
+    assert env.invoke("backup", "verify", env.create(), "--deep").returncode == 0
+
+
 def test_encrypted_files_without_the_encryption_field_are_a_corrupt_manifest(env):
     backup_id = env.create()
     document = _manifest(env, backup_id)
