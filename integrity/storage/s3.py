@@ -215,7 +215,9 @@ class ObjectStore:
 
     def same_server(self, other: "ObjectStore") -> bool:
         """Whether a server-side copy between the two can work (one endpoint, one client setup)."""
-        return (self._endpoint_url, self._region, self._path_style) == (other._endpoint_url, other._region, other._path_style)
+        # The endpoints the clients really use (a setting, else AWS_ENDPOINT_URL, else AWS's):
+        # one repository may name it in its settings and the other take it from the variable.
+        return self.client.meta.endpoint_url == other.client.meta.endpoint_url
 
     def copy_from(self, source: "ObjectStore", name: str, *, retention: Retention | None = None) -> str | None:
         """Copy one object from another bucket on the same server without moving its bytes
