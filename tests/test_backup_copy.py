@@ -139,6 +139,11 @@ def test_status_and_metrics_show_each_repository_freshness(env):
     assert 'integrity_repository_newest_good_timestamp_seconds{repository="primary",kind="directory"}' in metrics
     offhost = next(line for line in metrics.splitlines() if line.startswith("integrity_offhost_newest_good_timestamp_seconds "))
     assert float(offhost.split()[1]) > 0
+    from test_metrics_export import COPY_ALERTS, alert_rules, metrics_in
+
+    for rule in alert_rules():  # what the copies' alerts read is in the file
+        if rule["alert"] in COPY_ALERTS:
+            assert all(f"\n{name}" in metrics for name in metrics_in(rule["expr"])), rule["alert"]
 
 
 def test_an_unreachable_copy_is_a_precondition_row_not_a_crash(env):

@@ -582,7 +582,7 @@ def test_invalid_config_key_in_the_file_is_exit_4_naming_it(tmp_path):
     assert result.exit_code == 4
     assert the_error(result) == (
         "unknown key [objectives] rpo; allowed in [objectives]: "
-        f"deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds (in {tmp_path / 'integrity.toml'})"
+        f"copy_max_age_seconds, deep_verify_max_age_seconds, probe_min_success_ratio, rpo_seconds, rto_seconds (in {tmp_path / 'integrity.toml'})"
     )
 
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from backup_helpers import INTEGRITY, BackupEnv, fill_database
 from game_core.db import create_engine
-from integrity.ledger import KILLED, RUNNING, Ledger, process_gone, process_token
+from integrity.ledger import KILLED, LEDGER_SCHEMA_VERSION, RUNNING, Ledger, process_gone, process_token
 
 @pytest.fixture
 def env(tmp_path, sqlite_url) -> BackupEnv:
@@ -141,7 +141,7 @@ def test_a_layout_4_ledger_gains_the_columns_and_its_dead_runs_are_marked(tmp_pa
         )
     upgraded = Ledger.open(state_dir)
     try:
-        assert upgraded.schema_version() == 5
+        assert upgraded.schema_version() == LEDGER_SCHEMA_VERSION  # every later layout's step ran too
         columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("runs")}
         assert {"process", "run_lock"} <= columns
         assert {run.id: run.outcome for run in upgraded.runs()} == {"dead": KILLED, "alive": RUNNING}

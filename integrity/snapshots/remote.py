@@ -10,8 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from game_core.errors import InvalidInput
+from game_core.errors import InvalidInput, PreconditionFailed
 from integrity.storage.location import S3_SCHEME, S3Url, s3_url_problem
+
+
+class SnapshotMissing(PreconditionFailed):
+    """No snapshot object under that key (exit 4, as a missing snapshot file)."""
 
 
 def snapshot_url(text: str, option: str) -> S3Url:
@@ -52,7 +56,6 @@ def upload(settings, path: Path, url: S3Url) -> None:
 @contextmanager
 def downloaded(settings, url: S3Url) -> Iterator[Path]:
     """The snapshot object as a local file for the dry run, removed afterwards."""
-    from integrity.snapshots.export import SnapshotFileUnusable
     from integrity.storage.s3 import ObjectMissing
 
     store, name = _store_and_name(settings, url)
@@ -63,8 +66,8 @@ def downloaded(settings, url: S3Url) -> Iterator[Path]:
                 while chunk := stream.read(1 << 20):
                     out.write(chunk)
         except ObjectMissing:
-            raise SnapshotFileUnusable(f"--from-snapshot {url} does not exist; write one with "
-                                       "`integrity snapshot export --to s3://...`") from None
+            raise SnapshotMissing(f"--from-snapshot {url} does not exist; write one with "
+                                  "`integrity snapshot export --to s3://...`") from None
         yield path
     finally:
         path.unlink(missing_ok=True)
