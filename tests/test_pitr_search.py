@@ -409,8 +409,13 @@ def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damag
         wait_for_server_clock(cluster, archived.backup.stopped + timedelta(seconds=2), what="the backup's seconds to pass")
         with Game(env.url) as game:
             game.play("before_damage")
-            # The damage a second or more into the window, so that the search has steps before it.
-            wait_for_server_clock(cluster, archived.backup.stopped + timedelta(seconds=3), what="a second in the window")
+            played = server_now(cluster)
+            # The damage a second or more into the window, so that the search has steps before it,
+            # and more than a second after the clean play: the search's resolution is a second,
+            # so a play in the damage's own second may fall after the moment it finds (seen once
+            # on a loaded machine: three results to re-apply, not two).
+            wait_for_server_clock(cluster, max(archived.backup.stopped + timedelta(seconds=3),
+                                               played + timedelta(seconds=1.5)), what="a second in the window")
             damaged_at = server_now(cluster)
             damaged = damage(env.url)
             game.play("after_damage")
