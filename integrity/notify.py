@@ -140,14 +140,26 @@ def job_conditions(settings, ledger, command: str) -> list[Condition]:
     return conditions
 
 
-def backup_conditions(settings) -> list[Condition] | None:
-    """`backup_suspect:<id>` of each bad backup in the repository (None: it cannot be read)."""
+def backup_prefix(repository: str) -> str:
+    """The keys of one repository's bad backups: `backup_suspect:<id>` in the primary,
+    `backup_suspect@<name>:<id>` in a [[repositories]] copy (each repository's keys are
+    cleared only by a complete reading of that repository)."""
+    from integrity.settings import PRIMARY_REPOSITORY
+
+    return f"{BACKUP_SUSPECT}:" if repository == PRIMARY_REPOSITORY else f"{BACKUP_SUSPECT}@{repository}:"
+
+
+def backup_conditions(settings, repository: str = "primary") -> list[Condition] | None:
+    """A condition for each bad backup in the repository `repository` (None: it cannot be read)."""
     from game_core.errors import Failure
     from integrity.backups.catalog import read_catalog
-    from integrity.backups.repository import Repository
+    from integrity.backups.repositories import open_repository
 
     try:
-        catalog = read_catalog(Repository.of(settings))
+        opened = open_repository(settings, repository)
+        if not opened.exists():  # an unmounted disk is no proof its bad backups are gone
+            return None
+        catalog = read_catalog(opened)
     except (Failure, OSError) as exc:
         log.debug("notifications: the backup catalogue cannot be read: %s", exc)
         return None
@@ -166,8 +178,9 @@ def backup_conditions(settings) -> list[Condition] | None:
         if state.suspect:
             reasons.append("suspect: " + "; ".join(state.suspect_reasons))
         if reasons:
-            conditions.append(Condition(f"{BACKUP_SUSPECT}:{backup.id}", BACKUP_SUSPECT, True,
-                                        f"backup {backup.id} is not restorable: {'; '.join(reasons)}; "
+            where = "" if repository == "primary" else f" in repository {repository} ({opened.location})"
+            conditions.append(Condition(f"{backup_prefix(repository)}{backup.id}", BACKUP_SUSPECT, True,
+                                        f"backup {backup.id}{where} is not restorable: {'; '.join(reasons)}; "
                                         "see runbooks/backup-failed.md"))
     return conditions
 
@@ -197,10 +210,13 @@ def evaluate(settings, ledger, command: str) -> tuple[list[Condition], set[str]]
     if JOB_FAILED in families:
         conditions += job_conditions(settings, ledger, command)
     if BACKUP_SUSPECT in families:
-        bad = backup_conditions(settings)
-        if bad is not None:
-            conditions += bad
-            complete.add(f"{BACKUP_SUSPECT}:")
+        from integrity.backups.repositories import repository_names
+
+        for repository in repository_names(settings):  # the primary and every copy
+            bad = backup_conditions(settings, repository)
+            if bad is not None:
+                conditions += bad
+                complete.add(backup_prefix(repository))
     if DRILL_FAILED in families:
         conditions.append(drill_condition(settings, ledger))
     if AUDIT_DIRTY in families:
@@ -258,7 +274,7 @@ def notify_after_run(settings, ledger, command: str, run_id: str | None = None) 
     current = {condition.key: condition for condition in conditions}
     for key, row in rows.items():
         if row.active and key not in current and any(key.startswith(prefix) for prefix in complete):
-            kind = key.split(":", 1)[0]
+            kind = key.split(":", 1)[0].partition("@")[0]
             current[key] = Condition(key, kind, False, f"{_subject(key)} is no longer in the repository")
     changed = [(key, condition) for key, condition in current.items()
                if condition.active != (key in rows and rows[key].active)]
@@ -288,8 +304,10 @@ def notify_after_run(settings, ledger, command: str, run_id: str | None = None) 
 
 
 def _subject(key: str) -> str:
-    kind, _, name = key.partition(":")
-    return {JOB_FAILED: f"job {name}", BACKUP_SUSPECT: f"backup {name}", DRILL_FAILED: "the last drill",
+    family, _, name = key.partition(":")
+    kind, _, repository = family.partition("@")
+    backup = f"backup {name}" + (f" in repository {repository}" if repository else "")
+    return {JOB_FAILED: f"job {name}", BACKUP_SUSPECT: backup, DRILL_FAILED: "the last drill",
             AUDIT_DIRTY: "the live data's audit"}.get(kind, key)
 
 

@@ -209,6 +209,34 @@ def test_a_corrupt_backup_notifies_once_and_resolves_when_it_leaves_the_reposito
     assert "no longer in the repository" in webhook.bodies(hook)[1]["message"]
 
 
+def test_a_corrupt_backup_in_a_copy_notifies_and_an_unreadable_copy_clears_nothing(tmp_path, sqlite_url, webhook, hook):
+    fill_database(sqlite_url, players=3, results_per_player=5)
+    env = notifying(tmp_path, sqlite_url, webhook.url(hook))
+    config = env.data_home / "typing-game" / "integrity.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[[repositories]]\nname = "usb"\nlocation = "{tmp_path / "usb"}"\n', encoding="utf-8")
+    assert env.invoke("--no-input", "init").returncode == 0
+    backup_id = env.create("--copy")
+    copied = tmp_path / "usb" / backup_id
+    flip_byte(copied / env.repository().read_manifest(backup_id).files[0].name, random.Random(3))
+    assert env.invoke("backup", "--repository", "usb", "verify", backup_id).returncode == 5
+    [body] = webhook.bodies(hook)
+    assert body["title"] == f"[integrity] backup {backup_id} in repository usb is not restorable"
+    # The primary's copy of it is fine: no condition for it, and none cleared by reading it.
+    assert env.invoke("backup", "verify", backup_id).returncode == 0
+    assert len(webhook.received) == 1
+    # The copy cannot be read (moved away): its condition stays, nothing is "resolved".
+    (tmp_path / "usb").rename(tmp_path / "usb-away")
+    assert env.invoke("backup", "verify", backup_id).returncode == 0
+    assert len(webhook.received) == 1
+    (tmp_path / "usb-away").rename(tmp_path / "usb")
+    import shutil
+
+    shutil.rmtree(copied)
+    assert env.invoke("backup", "verify", backup_id).returncode == 0
+    assert webhook.titles(hook)[1:] == [f"[integrity] resolved: backup {backup_id} in repository usb"]
+
+
 def test_a_suspect_backup_notifies(tmp_path, sqlite_url, webhook, hook):
     """A backup of a table that lost most of its rows since the previous one is suspect."""
     fill_database(sqlite_url, players=10, results_per_player=10)
