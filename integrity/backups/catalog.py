@@ -224,13 +224,11 @@ def read_catalog(repository: Repository, now: datetime | None = None) -> Catalog
     journal = repository.read_journal()
     states = fold_journal(journal.entries)
     backups = []
-    for backup_id in repository.backup_ids():
+    for backup_id, manifest in repository.read_manifests().items():
         state = states.get(backup_id, BackupState())
-        try:
-            manifest = repository.read_manifest(backup_id)
-        except Failure as exc:
+        if isinstance(manifest, Failure):
             backups.append(BackupInfo(backup_id, backup_time(backup_id), None, None, None, None, {}, state,
-                                      ["CORRUPT"], manifest_problem=str(exc)))
+                                      ["CORRUPT"], manifest_problem=str(manifest)))
             continue
         state = with_manifest_facts(state, manifest)
         safety = is_safety(manifest)

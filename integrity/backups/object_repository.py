@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from game_core.errors import Failure
 from integrity.backups.format import (
     JOURNAL,
     MANIFEST,
@@ -201,10 +202,13 @@ class ObjectRepository(JournalRecords):
 
     # ------------------------------------------------------------- manifests
 
-    def read_manifest(self, backup_id: str) -> Manifest:
+    def read_manifest(self, backup_id: str, present: dict[str, int] | None = None) -> Manifest:
+        """`present`: the backup's objects and sizes from a listing the caller just made
+        (read_manifests), else listed here."""
         self._require_id(backup_id)
         where = f"backup {backup_id}"
-        present = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
+        if present is None:
+            present = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
         if MANIFEST not in present:
             pending = " (objects of an unfinished upload are there: prune removes them)" if present else ""
             raise BackupNotFound(f"no backup {backup_id} in {self.location}{pending}; list them with `integrity backup list`")
@@ -230,6 +234,22 @@ class ObjectRepository(JournalRecords):
                 raise BackupCorrupt(f"{where}: {entry.name} is {present[entry.name]} bytes, the manifest says "
                                     f"{entry.size} (truncated or replaced); it cannot be trusted or restored")
         return manifest
+
+    def read_manifests(self) -> dict[str, Manifest | Failure]:
+        """Every committed backup's manifest (or why it cannot be trusted), from one listing
+        and READ_WORKERS reads at a time: a catalogue of hundreds of backups is hundreds of
+        small GETs, bound by latency, not one listing per backup one after another."""
+        grouped = self._objects_by_backup()
+        committed = sorted(i for i, names in grouped.items() if MANIFEST in names)
+
+        def read(backup_id: str) -> Manifest | Failure:
+            try:
+                return self.read_manifest(backup_id, grouped[backup_id])
+            except Failure as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="manifest-read") as pool:
+            return dict(zip(committed, pool.map(read, committed)))
 
     def manifest_files(self, backup_id: str) -> dict[str, bytes]:
         """The manifest, its hash and its signature (when there is one) exactly as stored."""

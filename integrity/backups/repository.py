@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from game_core.errors import Failure
 from integrity.backups.durable import fsync_directory
 from integrity.locks import file_lock
 from integrity.storage.location import S3Url
@@ -283,6 +284,16 @@ class Repository(JournalRecords):
         manifest = validated_manifest(backup_id, data, recorded, verifier=self.verifier, signature=signature)
         self._check_contents(directory, manifest, where)
         return manifest
+
+    def read_manifests(self) -> dict[str, Manifest | Failure]:
+        """Every finished backup's manifest, oldest first, or why it cannot be trusted."""
+        found: dict[str, Manifest | Failure] = {}
+        for backup_id in self.backup_ids():
+            try:
+                found[backup_id] = self.read_manifest(backup_id)
+            except Failure as exc:
+                found[backup_id] = exc
+        return found
 
     def manifest_files(self, backup_id: str) -> dict[str, bytes]:
         """The manifest, its hash and its signature (when there is one) exactly as stored:
