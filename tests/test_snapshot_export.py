@@ -400,8 +400,12 @@ def test_postgres_sanitised_export_keeps_all_but_the_names(tmp_path, pg_admin, p
     with pg_admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{restored}"'))
     try:
-        subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "--host=127.0.0.1", "--username=postgres",
-                        f"--dbname={restored}", str(out)], check=True, capture_output=True)
+        # The server this worker's tests use (the second xdist worker runs a cluster of its
+        # own on another port or socket: a fixed --host=127.0.0.1 reached the wrong one).
+        server = sa.make_url(pg_url_for(restored))
+        subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", f"--host={server.host}",
+                        f"--port={server.port or 5432}", f"--username={server.username}", f"--dbname={restored}",
+                        str(out)], check=True, capture_output=True)
         assert_pseudonymised(before, usernames(pg_url_for(restored)))
         assert without_usernames(rows(pg_url_for(restored))) == without_usernames(live_rows)
     finally:
