@@ -172,3 +172,21 @@ def test_the_journal_is_compacted_into_a_segment_and_reads_the_same(env):
     event_name = "journal/20200101T000000.000000Z-00000001-" + __import__("hashlib").sha256(first_line).hexdigest()[:16] + ".json"
     env.put_object(event_name, first_line)
     assert len(repository.read_journal().entries) == 26
+
+
+def test_a_reader_and_a_deleter_of_one_backup_each_see_the_other(env):
+    """Both write their lease first and look for the other's second: a reader starting
+    while prune deletes is refused, and prune skips a backup being read."""
+    from integrity.locks import LockHeld
+
+    backup_id = env.create()
+    repository, other_host = env.repository(), env.repository()
+    with repository.deleting(backup_id, command="backup prune"):
+        with pytest.raises(LockHeld, match="is being deleted"):
+            with other_host.reading(backup_id, command="restore"):
+                pass
+    with repository.reading(backup_id, command="restore"):
+        with pytest.raises(LockHeld, match="it is being read"):
+            with other_host.deleting(backup_id, command="backup prune"):
+                pass
+    assert not env.objects("locks/")  # every lease given back

@@ -524,18 +524,30 @@ class ObjectRepository(JournalRecords):
                           what=f"backup repository {self.location}", wait_seconds=wait_seconds):
             yield
 
+    # A reader and prune on two hosts each write their intent first and look for the
+    # other's second (the server's listings are read-after-write consistent): whichever
+    # comes second sees the first, so a backup is never deleted under a reader that
+    # started between prune's look and its delete.
+
     @contextmanager
     def reading(self, backup_id: str, *, command: str, wait_seconds: float = 0) -> Iterator[None]:
-        """A read lease on one backup: prune on any host skips it while it is held."""
+        """A read lease on one backup: prune on any host skips it while it is held, and a
+        backup prune has begun to delete is refused (LockHeld)."""
         name = f"{LOCKS_DIR}read-{backup_id}-{secrets.token_hex(4)}.json"
         with leases.lease(self.store, name, command=command, mode="shared", what=f"backup {backup_id}",
                           wait_seconds=wait_seconds):
+            deleters = leases.live_leases(self.store, f"{LOCKS_DIR}delete-{backup_id}")
+            if deleters:
+                raise leases.LockHeld(f"backup {backup_id} is being deleted by {leases.describe(deleters[0])}")
             yield
 
     @contextmanager
     def deleting(self, backup_id: str, *, command: str) -> Iterator[None]:
-        """Refuse (LockHeld) while anyone holds a read lease on this backup."""
-        readers = leases.live_leases(self.store, f"{LOCKS_DIR}read-{backup_id}-")
-        if readers:
-            raise leases.LockHeld(f"backup {backup_id} locked by {leases.describe(readers[0])}; it is being read")
-        yield
+        """Hold the delete lease on this backup, refused (LockHeld) while anyone holds a
+        read lease on it."""
+        with leases.lease(self.store, f"{LOCKS_DIR}delete-{backup_id}.json", command=command, mode="exclusive",
+                          what=f"backup {backup_id}", wait_seconds=0):
+            readers = leases.live_leases(self.store, f"{LOCKS_DIR}read-{backup_id}-")
+            if readers:
+                raise leases.LockHeld(f"backup {backup_id} locked by {leases.describe(readers[0])}; it is being read")
+            yield
