@@ -29,19 +29,11 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
+from bench.common import build_sqlite_database, machine_line, median_seconds, peak_rss_mb  # noqa: E402
 
 
 def run(command: list[str], **kwargs) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, **kwargs)
-
-
-def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed")
-    return usage.ru_maxrss / 1024
 
 
 def settings_for(url: str, repository: Path):

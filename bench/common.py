@@ -57,3 +57,15 @@ def build_sqlite_database(work: Path, players: int, tests_per_player: int) -> Pa
     partial.rename(path)
     print(f"built in {time.perf_counter() - started:.0f}s: {path.stat().st_size / 1e9:.2f} GB", flush=True)
     return path
+
+
+def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
+    """The peak resident memory of `command` run to its end (SystemExit when it fails)."""
+    import os
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return usage.ru_maxrss / 1024

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(HERE.parent))
 
-from bench.common import build_sqlite_database, machine_line  # noqa: E402
+from bench.common import build_sqlite_database, machine_line, peak_rss_mb  # noqa: E402
 
 
 def fresh(path: Path) -> Path:
@@ -61,14 +60,6 @@ def settings_for(url: str, repository: Path, *, recipient: str | None, identity:
     backups = replace(settings.backups, repository=repository,
                       encrypt_to=(recipient,) if recipient else (), identity_file=str(identity) if identity else "")
     return replace(settings, backups=backups, state=replace(settings.state, dir=WORK / "enc-state"))
-
-
-def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed")
-    return usage.ru_maxrss / 1024
 
 
 def paired(times: dict, what: str, action, repeat: int) -> None:
