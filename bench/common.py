@@ -39,6 +39,26 @@ def median_seconds(action, repeat: int) -> float:
     return statistics.median(times)
 
 
+def side_by_side(ours, anchor, repeat: int, *, prepare=lambda: None, warm_up: bool = True,
+                 extra: dict | None = None) -> dict[str, float]:
+    """Median seconds of `ours`, of `anchor` and of each `extra` action (as `median_seconds`:
+    one warm-up each, then `repeat` timed runs), alternating within every round so that a
+    burst of load on the shared machine hits them all; `prepare` runs untimed before every
+    run. Keys: "ours", "anchor" and the names of `extra`."""
+    actions = {"anchor": anchor, **(extra or {}), "ours": ours}
+    for action in actions.values() if warm_up else ():
+        prepare()
+        action()
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeat):
+        for name, action in actions.items():
+            prepare()
+            started = time.perf_counter()
+            action()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def build_sqlite_database(work: Path, players: int, tests_per_player: int) -> Path:
     """The benchmark database, built once with `typing-game simulate --seed 1` and kept."""
     path = work / f"bench-{players}x{tests_per_player}.db"

@@ -74,6 +74,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench.backups import _copy_sqlite_into_postgres, fresh, run, settings_for  # noqa: E402
 from bench.common import build_sqlite_database, machine_line, median_seconds  # noqa: E402
+from bench.common import side_by_side as common_side_by_side  # noqa: E402
 
 CHANGED_ROWS = 1_000
 ANCHOR_DATABASE = f"bench_recovery_anchor_{os.getpid()}"
@@ -86,19 +87,8 @@ def goal(value: float, limit: float, *, at_most: bool = True) -> str:
 
 
 def side_by_side(ours, anchor, repeat: int, *, prepare=lambda: None, warm_up: bool = True) -> tuple[float, float]:
-    """Median seconds of `ours` and of `anchor` (as `median_seconds`: one warm-up each, then
-    `repeat` timed runs), the two alternating; `prepare` runs untimed before every run."""
-    for action in (anchor, ours) if warm_up else ():
-        prepare()
-        action()
-    times: dict[str, list[float]] = {"ours": [], "anchor": []}
-    for _ in range(repeat):
-        for name, action in (("anchor", anchor), ("ours", ours)):
-            prepare()
-            started = time.perf_counter()
-            action()
-            times[name].append(time.perf_counter() - started)
-    return statistics.median(times["ours"]), statistics.median(times["anchor"])
+    medians = common_side_by_side(ours, anchor, repeat, prepare=prepare, warm_up=warm_up)
+    return medians["ours"], medians["anchor"]
 
 
 def timed_steps(steps: dict, record: list[dict]):
