@@ -338,3 +338,57 @@ def test_ids_sort_in_creation_order_within_one_second(env):
     assert created == sorted(created) == env.repository().backup_ids()
     code, document = env.invoke_json("backup", "verify", "--latest")
     assert code == 0 and [r["backup_id"] for r in document["result"]["results"]] == created[-1:]
+
+
+# ---------------------------------------------------------------- create proves its own output
+
+
+def test_compression_proves_its_output_decompresses_to_what_was_read(tmp_path, monkeypatch):
+    """compress_stream decompresses the bytes it writes as it writes them: a compressor whose
+    output is not the input's (a fault of memory or of zstd) is refused, not kept."""
+    import io
+
+    import zstandard
+
+    from integrity.backups import archive
+
+    real_compressor = zstandard.ZstdCompressor
+
+    class WrongCompressor:  # compresses other bytes than it read (python-zstandard's types are not subclassed)
+        def __init__(self, **options):
+            self.compressor = real_compressor(**options)
+
+        def copy_stream(self, source, destination, **options):
+            data = bytearray(source.read(1 << 20))
+            data[len(data) // 2] ^= 0x01
+            return self.compressor.copy_stream(io.BytesIO(bytes(data)), destination, **options)
+
+    raw = os.urandom(200_000) * 3
+    digest = archive.compress_stream(io.BytesIO(raw), tmp_path / "good.zst", level=3)
+    assert (digest.raw_size, zstandard.ZstdDecompressor().decompress(
+        (tmp_path / "good.zst").read_bytes(), max_output_size=len(raw))) == (len(raw), raw)
+    monkeypatch.setattr(archive.zstandard, "ZstdCompressor", WrongCompressor)
+    with pytest.raises(archive.CompressorOutputWrong, match="decompresses to 600000 bytes that differ"):
+        archive.compress_stream(io.BytesIO(raw), tmp_path / "wrong.zst", level=3)
+
+
+def test_create_reads_its_file_back_from_disk_and_refuses_one_that_changed(env, monkeypatch):
+    """The read-back hashes the data file as stored: a byte changed on disk after the
+    capture wrote it fails the create (exit 5's BackupCorrupt) and leaves nothing visible."""
+    from integrity.backups import create as create_module
+    from integrity.backups.repository import BackupCorrupt
+
+    real_check = create_module.check_stored
+
+    def flip_then_check(path, entry, **options):
+        with open(path, "r+b") as handle:
+            handle.seek(entry.size // 2)
+            byte = handle.read(1)
+            handle.seek(entry.size // 2)
+            handle.write(bytes([byte[0] ^ 0x01]))
+        real_check(path, entry, **options)
+
+    monkeypatch.setattr(create_module, "check_stored", flip_then_check)
+    with pytest.raises(BackupCorrupt, match="does not match its SHA-256"):
+        create_module.create_backup(env.settings())
+    assert _visible_dirs(env) == [] and _leftovers(env) == []

@@ -69,21 +69,6 @@ class _HashingReader:
         return data
 
 
-class _HashingWriter:
-    def __init__(self, target: BinaryIO):
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.target.write(data)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
 class _ChunkConsumer:
     """Hashes both sides' bytes and hands the decompressed ones on, in a second thread, in order.
 
@@ -131,18 +116,111 @@ class _ChunkConsumer:
             self.pool.shutdown(wait=True)
 
 
-def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = 0,
+class CompressorOutputWrong(BackupCorrupt):
+    """The compressed stream, decompressed as it was written, did not give back the bytes read."""
+
+
+class _CheckedOutput:
+    """Where the compressor writes: each compressed chunk goes to the file and, in a thread
+    of its own, is hashed, decompressed and the result hashed. At the end the decompressed
+    size and SHA-256 must equal the raw bytes': the bytes written are proven to decompress
+    to what was read without reading the file back (create's read-back then only hashes
+    the file on disk against the SHA-256 of these same bytes, integrity.backups.create)."""
+
+    def __init__(self, target: BinaryIO):
+        self.target = target
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.decompressed = hashlib.sha256()
+        self.decompressed_size = 0
+        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self.undecompressable: str | None = None
+        self.worker = OrderedWorker()
+
+    def _check(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        if self.undecompressable is not None:
+            return
+        try:
+            output = self.decompressor.decompress(chunk)
+        except zstandard.ZstdError as exc:
+            self.undecompressable = str(exc)
+            return
+        self.decompressed.update(output)
+        self.decompressed_size += len(output)
+
+    def write(self, data) -> int:
+        chunk = bytes(data)  # python-zstandard hands a new bytes object; a view would be copied once here
+        self.size += len(chunk)
+        self.worker.submit(self._check, chunk)
+        return self.target.write(chunk)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+class _RawDigest:
+    """The raw bytes' SHA-256 in a thread of its own, so the thread that feeds zstd's
+    workers never waits for it (hashlib and zstd release the GIL)."""
+
+    def __init__(self, source: BinaryIO, advance: Callable[[int], object] | None):
+        self.source = source
+        self.advance = advance
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.worker = OrderedWorker()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.size += len(data)
+        self.worker.submit(self.digest.update, data)
+        if self.advance is not None:
+            self.advance(len(data))
+        return data
+
+
+def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = -1,
                     advance: Callable[[int], object] | None = None) -> ArchiveDigest:
-    """Compress `source` to its end into `destination` (created, fsynced); `advance` is
-    told each raw byte count read (a progress bar)."""
+    """Compress `source` to its end into `destination` (created, fsynced), proving on the
+    way that the compressed bytes decompress to the bytes read (CompressorOutputWrong
+    otherwise); `threads`: zstd's own workers (-1: one per core, outside the GIL);
+    `advance` is told each raw byte count read (a progress bar).
+
+    Four things run at once: this thread reads and feeds zstd, zstd's workers compress,
+    one thread hashes the raw bytes and one hashes, decompresses and hashes again what
+    zstd gives back, so the pass is bound by compression, not by the sum of the five."""
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-    reader = _HashingReader(source, advance)
+    reader = _RawDigest(source, advance)
     with destination.open("xb") as handle:
-        writer = _HashingWriter(handle)
-        compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
+        writer = _CheckedOutput(handle)
+        try:
+            compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
+            reader.worker.finish()
+            writer.worker.finish()
+        finally:
+            reader.worker.abandon()
+            writer.worker.abandon()
         handle.flush()
         os.fsync(handle.fileno())
-    return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, reader.digest.hexdigest())
+    raw_sha256 = reader.digest.hexdigest()
+    if writer.undecompressable is not None or not writer.decompressor.eof:
+        raise CompressorOutputWrong(f"{destination.name}: the compressed stream written does not decompress "
+                                    f"({writer.undecompressable or 'it ends in the middle of a frame'})")
+    if (writer.decompressed_size, writer.decompressed.hexdigest()) != (reader.size, raw_sha256):
+        raise CompressorOutputWrong(
+            f"{destination.name}: the compressed stream decompresses to {writer.decompressed_size} bytes that differ "
+            f"from the {reader.size} bytes read (a fault of memory or of the compressor)"
+        )
+    return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, raw_sha256)
+
+
+def check_stored(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str,
+                 advance: Callable[[int], object] | None = None) -> None:
+    """The file as stored: its size and the SHA-256 of its bytes, nothing decompressed.
+    Enough for create's read-back of a file `compress_stream` wrote: those bytes were
+    decompressed as they were written, so the same SHA-256 on disk proves the file
+    decompresses whole (BackupCorrupt otherwise)."""
+    _stream(path, entry, backup_id=backup_id, sink=None, check_raw=False, advance=advance, decompress=False)
 
 
 def check_archive(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str, advance: Callable[[int], object] | None = None) -> None:
@@ -158,7 +236,7 @@ def decompress_to(path: Path | RemoteFile, entry: FileEntry, sink: Callable[[byt
 
 
 def _stream(path: Path | RemoteFile | SealedFile, entry: FileEntry, *, backup_id: str, sink, check_raw: bool,
-            advance=None) -> None:
+            advance=None, decompress: bool = True) -> None:
     where = f"backup {backup_id}: {entry.name}"
     identities = None
     plaintext_wanted = check_raw or sink is not None
@@ -172,7 +250,7 @@ def _stream(path: Path | RemoteFile | SealedFile, entry: FileEntry, *, backup_id
     if not isinstance(path, Path):  # an object of a repository on object storage
         with path.open(where) as (handle, size):
             _stream_handle(handle, size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance,
-                           identities=identities)
+                           identities=identities, decompress=decompress)
         return
     try:
         # Never through a symbolic link (a copy elsewhere is not this backup's file) and
@@ -184,16 +262,17 @@ def _stream(path: Path | RemoteFile | SealedFile, entry: FileEntry, *, backup_id
         why = "is a symbolic link, not a file of the backup" if os.path.islink(path) else f"cannot be read ({exc.strerror})"
         raise BackupCorrupt(f"{where} {why}") from None
     with os.fdopen(descriptor, "rb") as handle:
-        _stream_open(handle, entry, where=where, sink=sink, check_raw=check_raw, advance=advance, identities=identities)
+        _stream_open(handle, entry, where=where, sink=sink, check_raw=check_raw, advance=advance, identities=identities,
+                     decompress=decompress)
 
 
 def _stream_open(handle: BinaryIO, entry: FileEntry, *, where: str, sink, check_raw: bool, advance=None,
-                 identities=None) -> None:
+                 identities=None, decompress: bool = True) -> None:
     info = os.fstat(handle.fileno())
     if not stat.S_ISREG(info.st_mode):
         raise BackupCorrupt(f"{where} is not a regular file")
     _stream_handle(handle, info.st_size, entry, where=where, sink=sink, check_raw=check_raw, advance=advance,
-                   identities=identities)
+                   identities=identities, decompress=decompress)
 
 
 class _Undecompressable(Exception):
@@ -210,7 +289,7 @@ def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, iden
     if identities is None:
         while cipher.read(CHUNK):
             pass
-        _check_ciphertext(cipher, entry, where)
+        _check_stored(cipher, entry, where)
         return
     raw_digest = hashlib.sha256()
     raw_size = 0
@@ -247,7 +326,7 @@ def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, iden
     if problem is not None:
         while cipher.read(CHUNK):
             pass
-    _check_ciphertext(cipher, entry, where)
+    _check_stored(cipher, entry, where)
     if problem is not None:
         raise BackupCorrupt(f"{where} matches its SHA-256 in the manifest but {problem}: it was written wrongly, or "
                             "not to the recipients its manifest names; it cannot be restored")
@@ -259,7 +338,7 @@ def _stream_sealed(handle: BinaryIO, entry: FileEntry, *, where: str, sink, iden
         raise BackupCorrupt(f"{where} decompresses to content that does not match the manifest")
 
 
-def _check_ciphertext(cipher: _HashingReader, entry: FileEntry, where: str) -> None:
+def _check_stored(cipher: _HashingReader, entry: FileEntry, where: str) -> None:
     if cipher.size != entry.size:
         raise BackupCorrupt(f"{where} gave {cipher.size} bytes, the manifest says {entry.size} (truncated or replaced)")
     if cipher.digest.hexdigest() != entry.sha256:
@@ -267,11 +346,17 @@ def _check_ciphertext(cipher: _HashingReader, entry: FileEntry, where: str) -> N
 
 
 def _stream_handle(handle: BinaryIO, actual_size: int, entry: FileEntry, *, where: str, sink, check_raw: bool,
-                   advance=None, identities=None) -> None:
+                   advance=None, identities=None, decompress: bool = True) -> None:
     if actual_size != entry.size:
         raise BackupCorrupt(f"{where} is {actual_size} bytes, the manifest says {entry.size} (truncated or replaced)")
     if is_sealed(entry.name):
         _stream_sealed(handle, entry, where=where, sink=sink, identities=identities, advance=advance)
+        return
+    if not decompress:
+        stored = _HashingReader(handle, advance)
+        while stored.read(CHUNK):
+            pass
+        _check_stored(stored, entry, where)
         return
     digest = hashlib.sha256()
     raw_digest = hashlib.sha256() if check_raw else None

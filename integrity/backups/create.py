@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from game_core.db import DatabaseTarget
 from game_core.errors import DatabaseMissing, ExitCode, PreconditionFailed
 from integrity import __version__
-from integrity.backups.archive import check_archive
+from integrity.backups.archive import check_stored
 from integrity.backups.plausibility import Tolerances, assess, assess_against_repository
 from integrity.backups.signing import signer_of
 from integrity.backups.durable import fsync_directory
@@ -44,7 +44,7 @@ from integrity.db.locks import database_lock
 from integrity.progress import NO_PROGRESS, Reporter
 from integrity.settings import Settings
 
-COMPRESSION_THREADS = 2  # this machine's cores; zstd's own workers, outside the GIL
+COMPRESSION_THREADS = -1  # zstd's own workers, one per core, outside the GIL
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,12 @@ def create_backup(
                 write_file_durably(temp / MANIFEST_SIGNATURE, signer.signature_file(data))
             fsync_directory(temp)
             # Read everything back before anyone can see it: create verifies its own output.
+            # Its size and SHA-256 on disk are enough: the capture decompressed these very
+            # bytes as it wrote them (compress_stream), an encrypted file's plaintext was
+            # decompressed as it was sealed; a second decompression would prove nothing more.
             with progress.task("verifying the backup", total=sum(e.size for e in manifest.files), unit="bytes") as task:
                 for entry in manifest.files:
-                    check_archive(temp / entry.name, entry, backup_id=backup_id, advance=task.advance)
+                    check_stored(temp / entry.name, entry, backup_id=backup_id, advance=task.advance)
             crash_point("create:verified")
             repository.publish(backup_id, temp, manifest)
             crash_point("create:renamed")

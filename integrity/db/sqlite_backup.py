@@ -28,12 +28,18 @@ DATA_FILE = "data.db.zst"
 
 
 def copy_database(source: Path, destination: Path, *, busy_timeout_ms: int) -> None:
-    """A consistent copy of a live SQLite database through the backup API, fsynced."""
+    """A consistent copy of a live SQLite database through the backup API, never fsynced:
+    it is scratch, read once by the compression and removed (a crash leaves it in the
+    `.tmp-` directory that prune removes); what a backup keeps is the compressed file,
+    fsynced. Syncing the copy cost a write of the whole database to disk (`sqlite3
+    .backup` pays it) for bytes that are deleted seconds later, mostly still in the page
+    cache."""
     reader = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000)
     try:
         reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         writer = sqlite3.connect(str(destination))
         try:
+            writer.execute("PRAGMA synchronous = OFF")
             reader.backup(writer, pages=-1)
             # The copy is a plain rollback-journal file: no -wal beside it to lose.
             writer.execute("PRAGMA journal_mode = DELETE")
