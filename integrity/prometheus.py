@@ -183,7 +183,7 @@ def _database(settings: Settings, ledger):
 
     from game_core.errors import Failure
     from integrity.db.connect import Database
-    from integrity.schema_check import judge_schema
+    from integrity.schema_check import judge_schema, model_cache
 
     opened = ExitStack()
     try:
@@ -192,7 +192,7 @@ def _database(settings: Settings, ledger):
         return None, False, None
     try:
         with opened, engine.connect() as connection:
-            verdict = judge_schema(connection, ledger)
+            verdict = judge_schema(connection, ledger, model_cache=model_cache(settings.state.dir))
             return verdict.identity, True, verdict
     except sa.exc.DBAPIError:
         return None, False, None

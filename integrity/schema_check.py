@@ -7,7 +7,8 @@ were stored as text. So `integrity status` and the metrics judge the schema twic
 - **drift**: live's reflected tables, columns and types against the model of its
   revision, built by running this code's Alembic history up to that revision on an
   in-memory SQLite database (the same way the dry run's static pass builds the schema it
-  judges operations against). Types are compared as normalised families (integer,
+  judges operations against), kept in the state directory by the revision files' hashes so
+  that a run reads it instead of importing Alembic to build it again. Types are compared as normalised families (integer,
   numeric with its precision and scale, float, text, datetime, ...) because the model is
   reflected from SQLite and live may be PostgreSQL: SQLite keeps neither time zones nor
   enum types, so `timestamp` against `timestamptz` is not caught here (the dry run's
@@ -33,14 +34,19 @@ unchecked. `runbooks/schema-unchecked.md` says how to tell that case apart.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from game_core.schema_state import SchemaState, SchemaStatus, schema_status
+from game_core.schema_state import SchemaState, SchemaStatus, history, schema_status
 
 # Tables in the guarded database that are not the game's schema: Litestream's bookkeeping.
 _FOREIGN_TABLE_PREFIXES = ("_litestream",)
@@ -81,19 +87,26 @@ class SchemaVerdict:
         return found
 
 
-def judge_schema(connection: Connection, ledger) -> SchemaVerdict:
-    """The schema verdict of the database behind `connection`; `ledger` may be None."""
+def model_cache(state_dir: Path) -> Path:
+    """Where the models of revisions are kept between runs (`_cached_model`)."""
+    return state_dir / "schema-models"
+
+
+def judge_schema(connection: Connection, ledger, *, model_cache: Path | None = None) -> SchemaVerdict:
+    """The schema verdict of the database behind `connection`; `ledger` may be None.
+    `model_cache`: a directory where the models of revisions are kept between runs
+    (see `_model`)."""
     from integrity.backups.statistics import store_identity
 
     status = schema_status(connection)
     identity = store_identity(connection)
     if status.revision is None or status.state is SchemaState.EMPTY:
         return SchemaVerdict(status, identity, None, None, None)
-    project = _project()
+    project = history()
     known = status.state in (SchemaState.CURRENT, SchemaState.BEHIND)
     differences, model_problem = None, None
     if known:
-        model, model_problem = _model(status.revision, _files_key(project, status.revision))
+        model, model_problem = _cached_model(status.revision, _files_key(project, status.revision), model_cache)
         if model is not None:
             differences = tuple(schema_drift(model, _live_shape(connection)))
     else:
@@ -111,7 +124,7 @@ def _unchecked(project, ledger, identity: str | None, revision: str, known: bool
     passed = _passed_revisions(ledger, identity)
     if not known:
         return [] if any(rev == revision for rev, _sha in passed) else [revision]
-    path = project.pending(None, revision)  # base .. revision, parents first
+    path = project.lineage(revision)  # base .. revision, parents first
     created = _created_by_init(ledger, identity, project)
     return [
         info.id for info in path
@@ -147,55 +160,97 @@ def _created_by_init(ledger, identity: str | None, project) -> set[str]:
         summary = run.summary
         revision = summary.get("created_revision")
         if run.exit_code == 0 and summary.get("store_identity") == identity and revision:
-            try:
-                created.update(info.id for info in project.pending(None, revision))
-            except Exception:  # MigrationProjectInvalid: init ran code with another history
-                continue
+            if revision in project:  # else init ran code with another history
+                created.update(info.id for info in project.lineage(revision))
     return created
 
 
 # ---------------------------------------------------------------- the model of a revision
 
 
-def _project():
-    """This code's history, loaded once per process while its files stay as they were:
-    the metrics after every command judge the schema, and loading the history executes
-    every revision file (compiled from source where no bytecode is cached)."""
-    from game_core.migrations import MIGRATIONS_DIR
-
-    files = tuple(sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size)
-                         for path in MIGRATIONS_DIR.rglob("*.py")))
-    return _project_of(files)
-
-
-@lru_cache(maxsize=2)
-def _project_of(files: tuple[tuple[str, int, int], ...]):
-    from integrity.migrate.project import MigrationProject
-
-    return MigrationProject.load(None)
-
-
 def _files_key(project, revision: str) -> tuple[tuple[str, str], ...]:
-    return tuple((info.id, info.sha256) for info in project.pending(None, revision))
+    return tuple((info.id, info.sha256) for info in project.lineage(revision))
+
+
+# Part of the cached models' key: a change in what is kept, or in how SQLAlchemy renders a
+# type, makes new entries instead of reading old ones. Types are kept as rendered and
+# reduced to families when read, so a change to `type_family` needs no new key.
+_MODEL_FORMAT = f"1-sqlalchemy-{sa.__version__}"
+
+
+def _cached_model(revision: str, files: tuple[tuple[str, str], ...],
+                  cache: Path | None) -> tuple[dict | None, str | None]:
+    """{table: {column: family}} of `revision` and why it is None when it could not be
+    built (`_model_columns`), kept as a small JSON file in `cache` between runs.
+
+    Building a model runs the history up to `revision` with Alembic on in-memory SQLite
+    (about 150 ms of imports and DDL), and every `status` and every metrics file written
+    after a command judges the schema: a new process reads the file instead (issue 20).
+    The key holds the revision files' hashes, so an edited revision file is built afresh;
+    a cache that cannot be read or written costs only the build."""
+    path = None
+    if cache is not None:
+        key = hashlib.sha256(json.dumps([_MODEL_FORMAT, revision, files]).encode()).hexdigest()[:32]
+        path = cache / f"model-{key}.json"
+    kept = _read_kept(path) if path is not None else None
+    if kept is None:
+        kept = _model_columns(revision, files)
+        if path is not None:
+            _keep(path, {"revision": revision, "columns": kept[0], "problem": kept[1]})
+    columns, problem = kept
+    if columns is None:
+        return None, problem
+    return {table: {name: type_family(rendered) for name, rendered in pairs} for table, pairs in columns.items()}, None
+
+
+def _read_kept(path: Path):
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        columns = kept["columns"]
+        if columns is not None:
+            columns = {str(table): [(str(name), str(rendered)) for name, rendered in pairs]
+                       for table, pairs in columns.items()}
+        return columns, kept["problem"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _keep(path: Path, document: dict) -> None:
+    """Write `document` to `path` atomically, or not at all (it is only a cache)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+            os.replace(temp, path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+    except OSError:
+        pass
 
 
 @lru_cache(maxsize=8)
-def _model(revision: str, files: tuple[tuple[str, str], ...]) -> tuple[dict | None, str | None]:
-    """{table: {column: family}} of `revision`, built on in-memory SQLite; cached per
-    process by the revision files' hashes (a status or metrics run builds it once)."""
+def _model_columns(revision: str, files: tuple[tuple[str, str], ...]):
+    """({table: [(column, type as rendered)]} in model order, None) of `revision`, built
+    on in-memory SQLite, or (None, why not); cached per process by the revision files'
+    hashes."""
     from alembic import command
 
+    from game_core.migrations import alembic_config
     from integrity.db.connect import in_memory_sqlite
     from integrity.migrate.observe import capture_schema
 
     try:
         with in_memory_sqlite() as connection:
-            command.upgrade(_project().config(connection), revision)
+            command.upgrade(alembic_config(connection), revision)
             shape = capture_schema(connection)
     except Exception as exc:  # a history that cannot run on SQLite (PostgreSQL-only operations)
         text = " ".join(str(exc).split())[:200]
         return None, f"the model of {revision} could not be built on SQLite: {type(exc).__name__}: {text}"
-    return _families(shape), None
+    return {name: [(column.name, column.type) for column in table.columns]
+            for name, table in shape.tables.items() if not name.startswith(_FOREIGN_TABLE_PREFIXES)}, None
 
 
 def _live_shape(connection: Connection) -> dict[str, dict[str, str]]:

@@ -149,7 +149,7 @@ def _collect_status(settings: Settings, ledger) -> StatusReport:
         checks.append(StatusCheck("database", CheckState.PRECONDITION, str(exc), Urgency.DATABASE))
     else:
         with opened, engine.connect() as connection:
-            verdict = _judge_schema(connection, ledger)
+            verdict = _judge_schema(settings, connection, ledger)
             counts = table_row_counts(connection)
         identity = verdict.identity
         revision = verdict.status.revision
@@ -201,13 +201,14 @@ def _notify_checks(settings: Settings, ledger) -> list[StatusCheck]:
     )]
 
 
-def _judge_schema(connection, ledger):
+def _judge_schema(settings: Settings, connection, ledger):
     """The schema verdict; without a readable ledger the dry runs stay unknown (the
     ledger's own problem is reported by the checks that read it)."""
     from integrity.errors import LedgerUnavailable
-    from integrity.schema_check import judge_schema
+    from integrity.schema_check import judge_schema, model_cache
 
-    return judge_schema(connection, None if isinstance(ledger, LedgerUnavailable) else ledger)
+    return judge_schema(connection, None if isinstance(ledger, LedgerUnavailable) else ledger,
+                        model_cache=model_cache(settings.state.dir))
 
 
 SCHEMA_RUNBOOK = "runbooks/schema-unchecked.md"

@@ -434,3 +434,4 @@ def newer_history(tmp_path, monkeypatch):
     config = Config()
     config.set_main_option("script_location", str(copy))
     monkeypatch.setattr(schema_state, "_script_directory", lambda: ScriptDirectory.from_config(config))
+    monkeypatch.setattr(schema_state, "_versions_dir", lambda: copy / "versions")

@@ -230,18 +230,150 @@ def test_reading_each_command_once_answers_as_one_job_at_a_time(initialized, sca
         ledger.close()
 
 
-def test_the_history_is_loaded_again_when_a_revision_file_changes():
-    """The schema judge keeps this code's history per process (the metrics after every
-    command judge the schema); a revision file written since must not be judged stale."""
-    from game_core.migrations import MIGRATIONS_DIR
-    from integrity.schema_check import _project
+def test_the_history_is_read_again_when_a_revision_file_changes():
+    """The history is kept per process (the metrics after every command judge the
+    schema); a revision file written since must not be judged stale."""
+    from game_core import schema_state
 
-    first = _project()
-    assert _project() is first
-    revision = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))[0]
+    first = schema_state.history()
+    assert schema_state.history() is first
+    revision = sorted(schema_state._versions_dir().glob("*.py"))[0]
     stat = revision.stat()
     try:
         os.utime(revision, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-        assert _project() is not first
+        assert schema_state.history() is not first
     finally:
         os.utime(revision, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+# ---------------------------------------------------------------- the history without Alembic
+
+
+def _alembic_reading(versions: Path) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """(head, {revision: its down revisions}) as Alembic reads the history in `versions`."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(versions.parent))
+    script = ScriptDirectory.from_config(config)
+    downs = {}
+    for rev in script.walk_revisions():
+        down = rev.down_revision
+        downs[rev.revision] = () if down is None else (down,) if isinstance(down, str) else tuple(down)
+    return script.get_current_head(), downs
+
+
+def _reader(history) -> tuple[str, dict[str, tuple[str, ...]]]:
+    return history.head, {rev.id: rev.down_revisions for rev in history.revisions.values()}
+
+
+def test_the_reader_agrees_with_alembic_on_this_codes_history():
+    from game_core.schema_state import _versions_dir, history, read_history
+
+    versions = _versions_dir()
+    assert read_history(versions) is not None  # the fast path, not Alembic's
+    assert _reader(history()) == _alembic_reading(versions)
+
+
+REVISION = """\"\"\"{doc}\"\"\"
+from alembic import op
+import sqlalchemy as sa
+
+{assignments}
+
+
+def upgrade():
+    op.create_table("{table}", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("{table}")
+"""
+
+
+@pytest.fixture
+def branched_history(tmp_path):
+    """This code's history plus two branches from its head merged again: annotated and
+    plain assignments, a tuple down_revision."""
+    import shutil
+
+    from game_core.migrations import MIGRATIONS_DIR
+    from game_core.schema_state import head_revision
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = copy / "versions"
+    head = head_revision()
+    for name, assignments in {
+        "0002_left": f'revision = "0002_left"\ndown_revision = "{head}"',
+        "0002_right": f'revision: str = "0002_right"\ndown_revision: str | None = "{head}"\nbranch_labels = None',
+        "0003_merge": 'revision = "0003_merge"\ndown_revision = ("0002_left", "0002_right")',
+    }.items():
+        (versions / f"{name}.py").write_text(REVISION.format(doc=name, assignments=assignments, table=name))
+    return versions
+
+
+def test_the_reader_agrees_with_alembic_on_a_branched_and_merged_history(branched_history):
+    from game_core.schema_state import read_history
+
+    read = read_history(branched_history)
+    assert read is not None
+    assert _reader(read) == _alembic_reading(branched_history)
+    assert read.head == "0003_merge"
+    assert [rev.id for rev in read.lineage("0003_merge")][1:] == ["0002_left", "0002_right", "0003_merge"]
+
+
+@pytest.mark.parametrize("assignments", [
+    'import os\nrevision = os.environ.get("R", "0002_computed")\ndown_revision = "{head}"',  # not a literal
+    'revision = "0002_depends"\ndown_revision = "{head}"\ndepends_on = "{head}"',
+    'revision = "0002_labelled"\ndown_revision = "{head}"\nbranch_labels = ("feature",)',
+])
+def test_a_history_the_reader_does_not_understand_is_alembics(branched_history, assignments, monkeypatch):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from game_core import schema_state
+
+    head = schema_state.head_revision()
+    for name in ("0003_merge", "0002_right", "0002_left"):
+        (branched_history / f"{name}.py").unlink()
+    (branched_history / "0002_odd.py").write_text(REVISION.format(doc="odd", assignments=assignments.format(head=head), table="odd"))
+    assert schema_state.read_history(branched_history) is None
+    config = Config()
+    config.set_main_option("script_location", str(branched_history.parent))
+    monkeypatch.setattr(schema_state, "_versions_dir", lambda: branched_history)
+    monkeypatch.setattr(schema_state, "_script_directory", lambda: ScriptDirectory.from_config(config))
+    assert _reader(schema_state.history()) == _alembic_reading(branched_history)
+    assert schema_state.head_revision() != head
+
+
+def test_a_second_status_reads_the_kept_model_and_never_imports_alembic(initialized):
+    """The first judgement of a revision builds its model with Alembic and keeps it in
+    the state directory; a later run reads it, and says the same."""
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    program = (
+        "import sys\n"
+        "from integrity.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('alembic' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    import shutil
+
+    shutil.rmtree(settings.state.dir / "schema-models")  # init kept one already
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", program, "--json", "status"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        document = json.loads(done.stdout)
+        assert document["exit_code"] == 3, done.stderr
+        outputs.append((done.stderr.strip().splitlines()[-1], document["result"]["checks"]))
+    assert len(list((settings.state.dir / "schema-models").glob("model-*.json"))) == 1
+    (first_alembic, first_checks), (second_alembic, second_checks) = outputs
+    schema = [c for c in second_checks if c["name"] == "schema"]
+    assert schema == [c for c in first_checks if c["name"] == "schema"]
+    assert "columns match the model of" in schema[0]["detail"]
+    assert (first_alembic, second_alembic) == ("True", "False")
