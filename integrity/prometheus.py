@@ -1,8 +1,10 @@
 """The Prometheus text of the current state, and its atomic text file.
 
-`integrity metrics` prints it; after every run the runtime writes the same text to
-`[metrics] path` (node_exporter's textfile collector reads `*.prom` files from a
-directory), so that cron users get it as well as the scheduler. Everything comes from
+`integrity metrics` prints it and writes it to `[metrics] path` (node_exporter's textfile
+collector reads `*.prom` files from a directory); so does the runtime after every run, so
+that cron users get it as well as the scheduler: collected afresh after a run that may
+have changed what it reads, carried forward from the file after one that did not
+(`UNCHANGING_COMMANDS`: `status`, `history`, ...). Everything comes from
 what the tool already records, never from the daemon's memory:
 
 - per job (integrity.jobs.JOBS): last success, last completion, duration, exit code,
@@ -32,8 +34,10 @@ reader sees the old text or the new, never half of either.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +49,7 @@ from integrity.settings import JOBS as SCHEDULED_JOBS
 from integrity.settings import Settings
 
 GAUGE = "gauge"
+log = logging.getLogger("integrity")
 
 # Every family the writer can emit, with its help text: the alert rules' test checks that
 # each expression names only these.
@@ -149,29 +154,56 @@ def collect(settings: Settings, ledger, *, now: datetime | None = None, pitr_fre
     """Every sample of the current state, in METRICS order. The point-in-time families are
     read from the engine when `pitr_fresh`, else carried forward from `previous_text` (the
     file as the last run left it): see `_pitr`."""
-    from integrity.settings import schedule_seconds
-
     now = now or datetime.now(timezone.utc)
     out = _Collector()
     identity, up, verdict = _database(settings, ledger)
-    _jobs(out, settings, ledger, schedule_seconds)
+    _jobs(out, ledger)
     _backups(out, settings, identity, now)
     _audits(out, ledger)
     _drill(out, ledger)
     _probe(out, ledger)
     _pitr(out, settings, fresh=pitr_fresh, previous_text=previous_text)
+    _configured(out, settings)
+    _database_families(out, up, verdict)
+    out.add("integrity_metrics_generated_timestamp_seconds", now.timestamp())
+    return _in_order(out.samples)
+
+
+_DATABASE = ("integrity_database_up", "integrity_schema_unchecked", "integrity_schema_drift")
+
+
+def _database_families(out: _Collector, up: bool, verdict) -> None:
+    out.add("integrity_database_up", up)
+    if verdict is not None:
+        out.add("integrity_schema_unchecked", None if verdict.unchecked is None else verdict.is_unchecked)
+        out.add("integrity_schema_drift", None if verdict.differences is None else verdict.drift)
+
+
+def _in_order(samples) -> tuple[Sample, ...]:
+    order = {name: i for i, name in enumerate(METRICS)}
+    return tuple(sorted(samples, key=lambda s: order[s.name]))  # stable: labels keep their order
+
+
+# Families that say what is configured here, written afresh by every run.
+_CONFIGURED = ("integrity_job_enabled", "integrity_job_interval_seconds", "integrity_objective_rpo_seconds",
+               "integrity_objective_rto_seconds", "integrity_objective_deep_verify_max_age_seconds",
+               "integrity_objective_probe_success_ratio", "integrity_objective_copy_max_age_seconds")
+
+
+def _configured(out: _Collector, settings: Settings) -> None:
+    from integrity.settings import schedule_seconds
+
+    for name in SCHEDULED_JOBS:
+        schedule = getattr(settings.schedule, name)
+        out.add("integrity_job_enabled", schedule != "off", job_name=name)
+        out.add("integrity_job_interval_seconds", schedule_seconds(schedule), job_name=name)
     objectives = settings.objectives
     out.add("integrity_objective_rpo_seconds", objectives.rpo_seconds)
     out.add("integrity_objective_rto_seconds", objectives.rto_seconds)
     out.add("integrity_objective_deep_verify_max_age_seconds", objectives.deep_verify_max_age_seconds)
     out.add("integrity_objective_probe_success_ratio", objectives.probe_min_success_ratio)
-    out.add("integrity_database_up", up)
-    if verdict is not None:
-        out.add("integrity_schema_unchecked", None if verdict.unchecked is None else verdict.is_unchecked)
-        out.add("integrity_schema_drift", None if verdict.differences is None else verdict.drift)
-    out.add("integrity_metrics_generated_timestamp_seconds", now.timestamp())
-    order = {name: i for i, name in enumerate(METRICS)}
-    return tuple(sorted(out.samples, key=lambda s: order[s.name]))  # stable: labels keep their order
+    if settings.repositories:
+        out.add("integrity_objective_copy_max_age_seconds", objectives.copy_max_age_seconds)
 
 
 def _database(settings: Settings, ledger):
@@ -198,13 +230,9 @@ def _database(settings: Settings, ledger):
         return None, False, None
 
 
-def _jobs(out: _Collector, settings: Settings, ledger, schedule_seconds) -> None:
+def _jobs(out: _Collector, ledger) -> None:
     from integrity.jobs import JOBS, jobs_runs
 
-    for name in SCHEDULED_JOBS:
-        schedule = getattr(settings.schedule, name)
-        out.add("integrity_job_enabled", schedule != "off", job_name=name)
-        out.add("integrity_job_interval_seconds", schedule_seconds(schedule), job_name=name)
     every = jobs_runs(ledger, [JOBS[name] for name in SCHEDULED_JOBS])
     for name in SCHEDULED_JOBS:
         runs = every[name]
@@ -244,7 +272,6 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
                     repository=freshness.name, kind="s3" if freshness.remote else "directory")
         off_host = [f.newest.created_at for f in every if f.remote and f.newest is not None]
         out.add("integrity_offhost_newest_good_timestamp_seconds", _ts(max(off_host) if off_host else None))
-        out.add("integrity_objective_copy_max_age_seconds", settings.objectives.copy_max_age_seconds)
 
 
 def _audits(out: _Collector, ledger) -> None:
@@ -398,8 +425,15 @@ def render(samples: tuple[Sample, ...]) -> str:
 
 
 def metrics_report(settings: Settings, ledger) -> MetricsReport:
+    """`integrity metrics`: every sample collected afresh, and written to `[metrics] path`
+    (a file that cannot be written is a warning: the text is printed all the same)."""
     samples = collect(settings, ledger)
-    return MetricsReport(path=str(settings.metrics.path), text=render(samples), samples=samples)
+    text = render(samples)
+    try:
+        write_textfile(settings.metrics.path, text)
+    except MetricsUnwritable as exc:
+        log.warning("%s", exc)
+    return MetricsReport(path=str(settings.metrics.path), text=text, samples=samples)
 
 
 # ---------------------------------------------------------------- the text file
@@ -440,17 +474,87 @@ def write_textfile(path: Path, text: str) -> None:
 
 # The runs whose metrics file reads the point-in-time archive afresh (see `_pitr`).
 PITR_READING_COMMANDS = frozenset({"metrics", "status", "pitr status"})
+# Runs that look at the guarded database: its families (up, schema drift, unchecked
+# revisions) are read afresh for the file after them even when the rest is carried, so
+# that what `status` just said of the schema is what the alerts see.
+DATABASE_READING_COMMANDS = frozenset({"status"})
+# Runs that change nothing the metrics are read from (the ledger's job runs, audits, drills
+# and probes, the repositories' catalogues, the guarded database): the file written after
+# them carries every such sample forward instead of collecting it again (issue 20: that
+# collection, a second reading of all `status` had just read, was most of every run's
+# fixed cost). A command missing here only costs a full collection. `metrics` itself
+# writes the file from what it collected (`metrics_report`).
+UNCHANGING_COMMANDS = frozenset({
+    "status", "history", "metrics", "report", "backup list", "backup show", "audit history", "pitr status",
+    "schedule list", "notify status", "migrate rules",
+})
 
 
-def write_metrics_file(settings: Settings, ledger, *, pitr_fresh: bool = True) -> Path:
-    """Collect and write `[metrics] path`; what the runtime calls after every run. Without
-    `pitr_fresh` the point-in-time families are carried forward from the file."""
+def write_metrics_file(settings: Settings, ledger, *, pitr_fresh: bool = True, changed: bool = True,
+                       database_fresh: bool = True) -> Path:
+    """Write `[metrics] path`; what the runtime calls after every run. Without
+    `pitr_fresh` the point-in-time families are carried forward from the file; without
+    `changed` (the run changed nothing they are read from: UNCHANGING_COMMANDS) every
+    sample but the configured ones, and the database's unless `database_fresh`, is, when
+    the file holds a whole collection."""
     path = settings.metrics.path
     previous = None
-    if not pitr_fresh and settings.pitr.enabled:
+    if not changed or (not pitr_fresh and settings.pitr.enabled):
         try:
             previous = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             previous = None
-    write_textfile(path, render(collect(settings, ledger, pitr_fresh=pitr_fresh, previous_text=previous)))
+    samples = None
+    if not changed:
+        samples = _carried_forward(settings, ledger, previous, pitr_fresh=pitr_fresh, database_fresh=database_fresh)
+    if samples is None:
+        samples = collect(settings, ledger, pitr_fresh=pitr_fresh, previous_text=previous)
+    write_textfile(path, render(samples))
     return path
+
+
+def _carried_forward(settings: Settings, ledger, previous: str | None, *, pitr_fresh: bool,
+                     database_fresh: bool) -> tuple[Sample, ...] | None:
+    """The samples of the file `previous` with the configured families, the
+    point-in-time ones (`_pitr`) and, when `database_fresh`, the database's written
+    afresh; None when `previous` is not a whole collection this module wrote (missing,
+    cut, another program's)."""
+    carried = _parse(previous or "")
+    names = {sample.name for sample in carried}
+    if not {"integrity_database_up", "integrity_metrics_generated_timestamp_seconds"} <= names:
+        return None
+    out = _Collector()
+    _configured(out, settings)
+    _pitr(out, settings, fresh=pitr_fresh, previous_text=previous)
+    afresh = {*_CONFIGURED, *(sample.name for sample in out.samples), "integrity_pitr_enabled",
+              "integrity_objective_pitr_lag_seconds", *_PITR_CARRIED, "integrity_metrics_generated_timestamp_seconds"}
+    if database_fresh:
+        _identity, up, verdict = _database(settings, ledger)
+        _database_families(out, up, verdict)
+        afresh.update(_DATABASE)
+    out.samples.extend(sample for sample in carried if sample.name not in afresh)
+    out.add("integrity_metrics_generated_timestamp_seconds", datetime.now(timezone.utc).timestamp())
+    return _in_order(out.samples)
+
+
+_SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL = re.compile(r'([a-z_][a-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+
+
+def _parse(text: str) -> list[Sample]:
+    """The samples of an exposition text `render` wrote, in file order; lines of families
+    this module does not declare are left out."""
+    found = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or match.group(1) not in METRICS:
+            continue
+        name, labels, value = match.groups()
+        pairs = tuple((key, re.sub(r"\\[\\n\"]", lambda m: _UNESCAPE[m.group(0)], raw))
+                      for key, raw in _LABEL.findall(labels or ""))
+        try:
+            found.append(Sample(name, pairs, float(value)))
+        except ValueError:
+            continue
+    return found

@@ -4,7 +4,10 @@ It sits below both the CLI's environment (integrity.runtime) and the scheduler
 (integrity.scheduler.runner), so a command run by hand, by cron or by the daemon is
 recorded the same way, and `status`, `history`, job health and the metrics read them alike.
 
-After every run the Prometheus text file is rewritten, so cron users get it too. The run
+After every run the Prometheus text file is rewritten, so cron users get it too: collected
+afresh after a run that may have changed what it reads, carried forward (with the
+configured values written afresh) after one that did not, such as `status`
+(integrity.prometheus.UNCHANGING_COMMANDS). The run
 already happened when it is recorded: losing its record or its metrics must never change
 its outcome, so both failures are warnings.
 """
@@ -105,14 +108,18 @@ class Recording:
 
     def _write_metrics(self) -> None:
         path = getattr(getattr(self.settings, "metrics", None), "path", None)
-        if path is None:
+        if path is None or self.command == "metrics":  # `integrity metrics` wrote what it printed
             return
         try:
-            from integrity.prometheus import PITR_READING_COMMANDS, write_metrics_file
+            from integrity.prometheus import (DATABASE_READING_COMMANDS, PITR_READING_COMMANDS, UNCHANGING_COMMANDS,
+                                              write_metrics_file)
 
             # Reading the point-in-time archive costs engine subprocesses: only the runs
             # that report it read it afresh; the others carry its last reading forward.
-            write_metrics_file(self.settings, self.ledger, pitr_fresh=self.command in PITR_READING_COMMANDS)
+            # A run that changed nothing the metrics read carries the rest forward too.
+            write_metrics_file(self.settings, self.ledger, pitr_fresh=self.command in PITR_READING_COMMANDS,
+                               changed=self.command not in UNCHANGING_COMMANDS,
+                               database_fresh=self.command in DATABASE_READING_COMMANDS)
         except Exception as exc:
             detail = str(exc)
             if str(path) not in detail:  # MetricsUnwritable names the path; anything else gets it here

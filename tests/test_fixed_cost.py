@@ -377,3 +377,93 @@ def test_a_second_status_reads_the_kept_model_and_never_imports_alembic(initiali
     assert schema == [c for c in first_checks if c["name"] == "schema"]
     assert "columns match the model of" in schema[0]["detail"]
     assert (first_alembic, second_alembic) == ("True", "False")
+
+
+# ---------------------------------------------------------------- the metrics file after a run
+
+
+@pytest.fixture
+def collections(monkeypatch):
+    """How many times the metrics were collected from their sources."""
+    from integrity import prometheus
+
+    counted = []
+    real = prometheus.collect
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prometheus, "collect", counting)
+    return counted
+
+
+def _file_samples(settings) -> dict:
+    from integrity.prometheus import _parse
+
+    return {(s.name, s.labels): s.value for s in _parse(settings.metrics.path.read_text(encoding="utf-8"))}
+
+
+def test_metrics_collects_once_and_writes_what_it_prints(initialized, collections):
+    from integrity.settings import resolve_settings
+
+    result = runner.invoke(app, ["metrics"])
+    assert result.exit_code == 0, result.output
+    assert len(collections) == 1
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    assert settings.metrics.path.read_text(encoding="utf-8") == result.stdout
+
+
+def test_a_run_that_changes_nothing_carries_the_file_forward(initialized, collections, monkeypatch):
+    """`status` collects nothing again: every sample of the last collection is carried,
+    the configured ones are written afresh, and the file says when it was written."""
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    assert runner.invoke(app, ["metrics"]).exit_code == 0
+    before = _file_samples(settings)
+    collections.clear()
+    monkeypatch.setenv("INTEGRITY_OBJECTIVES__RPO_SECONDS", "1234")
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 3, result.output
+    assert collections == []
+    after = _file_samples(settings)
+    generated = ("integrity_metrics_generated_timestamp_seconds", ())
+    assert after[generated] > before[generated]
+    assert after[("integrity_objective_rpo_seconds", ())] == 1234
+    unchanged = {key for key in before if key not in (generated, ("integrity_objective_rpo_seconds", ()))}
+    assert {key: after[key] for key in unchanged} == {key: before[key] for key in unchanged}
+    assert after.keys() == before.keys()
+
+    # A run that may change what the metrics read collects them afresh.
+    assert runner.invoke(app, ["backup", "create"]).exit_code == 0
+    assert collections == [1]
+
+
+def test_without_a_whole_file_to_carry_a_run_collects(initialized, collections):
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    for text in (None, "", "# HELP integrity_database_up x\nintegrity_database_up 1\n"):  # missing, empty, cut
+        if text is None:
+            settings.metrics.path.unlink()
+        else:
+            settings.metrics.path.write_text(text, encoding="utf-8")
+        collections.clear()
+        assert runner.invoke(app, ["status"]).exit_code == 3
+        assert collections == [1], text
+        assert ("integrity_job_enabled", (("job_name", "backup"),)) in _file_samples(settings)
+
+
+def test_the_file_reads_back_as_it_was_written():
+    from integrity.prometheus import Sample, _parse, render
+
+    samples = (
+        Sample("integrity_audit_rule_failing_rows", (("rule", 'odd "rule"\\with\nnewline'), ("severity", "error")), 3.0),
+        Sample("integrity_database_up", (), 1.0),
+        Sample("integrity_drill_predicted_recovery_seconds", (), 12.345678901234),
+        Sample("integrity_metrics_generated_timestamp_seconds", (), 1796000000.123456),
+    )
+    text = render(samples)
+    assert tuple(_parse(text)) == samples
+    assert render(tuple(_parse(text))) == text
