@@ -133,3 +133,69 @@ def test_a_replicator_that_exits_by_itself_is_reported_with_its_last_line_and_re
     assert len(deaths) == 2  # reported, restarted, reported again
     assert deaths[0].returncode == 1
     assert "nowhere.yml" in deaths[0].last_output  # litestream's own reason, from its log
+
+
+def test_a_restored_file_that_fails_sqlites_quick_check_is_refused(tmp_path):
+    # `litestream restore` runs with `-integrity-check none` and we run the pragma ourselves
+    # (its own is slower): a damaged page, or a file that is no database, must still refuse
+    # the restore.
+    import sqlite3
+
+    from integrity.db.scratch import RestoreFailed
+    from integrity.pitr.litestream import require_quick_check
+
+    path = tmp_path / "restored.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    connection.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 200,) for _ in range(2000)])
+    connection.commit()
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    connection.close()
+    require_quick_check(path, what="a good file")  # passes
+
+    with path.open("r+b") as handle:  # an interior page of the table's b-tree, overwritten
+        handle.seek(page_size * 2)
+        handle.write(b"\x0d" + b"\xff" * (page_size - 1))
+    with pytest.raises(RestoreFailed, match="^litestream restore to T: "):
+        require_quick_check(path, what="litestream restore to T")
+
+    not_a_database = tmp_path / "text.db"
+    not_a_database.write_bytes(b"not sqlite at all" * 512)
+    with pytest.raises(RestoreFailed, match="not a readable SQLite database"):
+        require_quick_check(not_a_database, what="litestream restore to T")
+
+
+def test_the_archive_keeps_keep_last_snapshots_and_never_the_newest_point(tmp_path, pitr_env, sqlite_url, monkeypatch):
+    """[backups.retention] keep_last is Litestream's snapshot retention, in snapshot
+    intervals; the real binary deletes older snapshots and keeps the newest point restorable.
+    A snapshot a second (not a day) so that the test sees retention act."""
+    from dataclasses import replace
+
+    from integrity.pitr.litestream import SNAPSHOT_INTERVAL_SECONDS
+    from integrity.settings import resolve_settings
+    from pitr_helpers import Replication, litestream_engine
+
+    monkeypatch.setenv("INTEGRITY_BACKUPS__RETENTION__KEEP_LAST", "3")
+    settings = resolve_settings(environ={**pitr_env, "INTEGRITY_BACKUPS__RETENTION__KEEP_LAST": "3"}, cwd=tmp_path)
+    configured = litestream_engine(settings)
+    text = next(iter(configured.config_files().values()))
+    assert configured.keep_snapshots == 3
+    assert f'snapshot:\n  interval: "{SNAPSHOT_INTERVAL_SECONDS}s"\n  retention: "{3 * SNAPSHOT_INTERVAL_SECONDS}s"\n' in text
+
+    engine = replace(configured, snapshot_interval_seconds=1, keep_snapshots=2)
+    with Replication(engine) as replication, Writer(sqlite_url) as writer:
+        replication.start()
+        first = wait_for(lambda: min((f.created for f in engine.ltx_files() if f.level == 9), default=None),
+                         what="the first snapshot")
+        # Retention acted: the first snapshot is gone, and the snapshots kept span about keep_last intervals.
+        kept = wait_for(lambda: (lambda snaps: snaps if snaps and min(snaps) > first + timedelta(seconds=2) else None)(
+            [f.created for f in engine.ltx_files() if f.level == 9]), what="the first snapshot to be deleted")
+        assert max(kept) - min(kept) <= timedelta(seconds=5)
+        last = writer.mark("the_newest_write")
+        restorable_moment_after(engine, last)
+    # The newest point is restorable (the level-0 files, kept l0-retention, still reach back
+    # before the deleted snapshots, so the window's oldest point need not move yet).
+    window = engine.window()
+    with engine.restored_at(window.newest, tmp_path / "scratch") as copy:
+        assert "the_newest_write" in players_in(copy.target)
+    assert replication.deaths == []

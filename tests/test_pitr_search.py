@@ -21,11 +21,14 @@ from game_core.db import create_engine
 from game_core.store import Store, TestOutcome
 from integrity.pitr.search import (
     BISECT,
+    CONFIRM,
     UPPER,
     FailingRule,
     Probe,
     SearchBoundExceeded,
     bisect_time,
+    damage_signature,
+    find_last_clean,
     grid_lower,
     probe_bound,
 )
@@ -180,6 +183,86 @@ def test_the_bound_is_enforced(monkeypatch):
         search(FlipJudge(LOWER + timedelta(seconds=1800.5)))
 
 
+# ---------------------------------------------------------------- audits with the damage's signature
+
+
+class RulesJudge:
+    """Each rule fails from its own moment on; audits with the whole catalogue until a
+    probe is dirty, then with that probe's `damage_signature`, and `confirm` audits the
+    moment found with every rule (RestoringJudge's protocol, without restores)."""
+
+    def __init__(self, fails_from: dict[str, datetime]) -> None:
+        self.fails_from = fails_from  # rule id -> the first moment it fails
+        self.signature: tuple[str, ...] | None = None
+        self.audits: list[tuple[datetime, tuple[str, ...] | None]] = []
+
+    def failing_at(self, moment: datetime) -> tuple[FailingRule, ...]:
+        return tuple(FailingRule(rule, "error", 1) for rule, start in self.fails_from.items() if moment >= start)
+
+    def _audit(self, moment: datetime, role: str, rules) -> Probe:
+        self.audits.append((moment, rules))
+        failing = tuple(rule for rule in self.failing_at(moment) if rules is None or rule.rule in rules)
+        if failing and rules is None:
+            self.signature = damage_signature(failing)
+        return Probe(moment, role, not failing, failing, 0.0, 0.0, audited_rules=rules)
+
+    def __call__(self, moment: datetime, role: str) -> Probe:
+        return self._audit(moment, role, self.signature)
+
+    def confirm(self, moment: datetime) -> Probe:
+        return self._audit(moment, CONFIRM, None)
+
+
+def test_the_signature_is_a_dirty_probes_row_rules_and_every_error_rule_without_them():
+    failing = (FailingRule("results.wpm_recomputed", "error", 3), FailingRule("progress.best_wpm_matches_results", "error", 1),
+               FailingRule("results.wpm_suspicious", "warn", 2), FailingRule("schema.results", "error", 1))
+    assert damage_signature(failing) == ("results.wpm_recomputed", "schema.results")
+    cross_only = (FailingRule("progress.best_wpm_matches_results", "error", 1), FailingRule("personal_bests.is_best", "error", 1))
+    assert damage_signature(cross_only) == ("progress.best_wpm_matches_results", "personal_bests.is_best")
+
+
+def test_probes_after_the_first_dirty_one_audit_its_signature_and_the_moment_found_every_rule():
+    flip = LOWER + timedelta(seconds=2500.5)
+    judge = RulesJudge({"results.wpm_recomputed": flip, "progress.best_wpm_matches_results": flip})
+    result = find_last_clean(judge, lower=LOWER, upper=LOWER + ONE_HOUR, resolution_seconds=1.0)
+    assert result.found == LOWER + timedelta(seconds=2500) and result.first_dirty == result.found + timedelta(seconds=1)
+    assert result.searches == 1 and result.restores <= result.bound == 12
+    first_dirty = next(index for index, probe in enumerate(result.probes) if not probe.clean)
+    # Every rule until the first dirty probe (itself included), its row rule after it.
+    assert all(probe.audited_rules is None for probe in result.probes[:first_dirty + 1])
+    assert all(probe.audited_rules == ("results.wpm_recomputed",) for probe in result.probes[first_dirty + 1:-1])
+    # The moment found was audited with every rule, on its kept copy, and passed.
+    assert result.probes[-1].role == CONFIRM and result.probes[-1].clean and result.probes[-1].moment == result.found
+    assert result.probes[-1].audited_rules is None
+
+
+def test_a_moment_found_that_fails_another_rule_is_searched_below_until_every_rule_passes():
+    # Damage in two steps: a cross-table rule fails from 1000.5 s, the row rule from 2500.5 s.
+    # The signature (the row rule) finds 2500 s; every rule there fails the cross-table one,
+    # so the search runs again below it with that rule, down to 1000 s.
+    earlier, later = LOWER + timedelta(seconds=1000.5), LOWER + timedelta(seconds=2500.5)
+    judge = RulesJudge({"progress.best_wpm_matches_results": earlier, "results.wpm_recomputed": later})
+    judge.signature = ("results.wpm_recomputed",)  # as if the first dirty probe saw only the row rule
+    result = find_last_clean(judge, lower=LOWER, upper=LOWER + ONE_HOUR, resolution_seconds=1.0)
+    assert result.searches == 2
+    assert result.found == LOWER + timedelta(seconds=1000) and result.first_dirty == result.found + timedelta(seconds=1)
+    assert not judge.failing_at(result.found) and judge.failing_at(result.first_dirty)
+    confirms = [probe for probe in result.probes if probe.role == CONFIRM]
+    assert [probe.clean for probe in confirms] == [False, True]
+    assert confirms[0].moment == LOWER + timedelta(seconds=2500)
+    # The second search never restores the moment already known dirty, and keeps its bound.
+    second = result.probes[result.probes.index(confirms[0]) + 1:-1]
+    assert confirms[0].moment not in [probe.moment for probe in second]
+    assert len(second) <= probe_bound(2500 - 1)
+
+
+def test_a_search_whose_every_probe_passes_every_rule_needs_no_confirmation():
+    judge = RulesJudge({})
+    result = find_last_clean(judge, lower=LOWER, upper=LOWER + ONE_HOUR, resolution_seconds=1.0)
+    assert result.found == result.upper and all(probe.audited_rules is None for probe in result.probes)
+    assert CONFIRM not in {probe.role for probe in result.probes}
+
+
 # ---------------------------------------------------------------- end to end with Litestream
 
 
@@ -271,11 +354,17 @@ def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_i
     assert damaged_at - timedelta(seconds=1) < found
     # The restores: within the bound, every dirty one failing the rule the damage breaks.
     probes = search_result["probes"]
-    assert report["restores"] == len(probes) <= search_result["bound"] == probe_bound(search_result["steps"])
+    restored = [probe for probe in probes if probe["role"] != "confirm"]
+    assert report["restores"] == len(restored) <= search_result["bound"] == probe_bound(search_result["steps"])
     dirty = [probe for probe in probes if not probe["clean"]]
     assert dirty and all({"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged}
                          in probe["failing_rules"] for probe in dirty)
-    assert any(probe["clean"] and probe["moment"] == report["found"] for probe in probes)
+    # Every rule until the first dirty probe, then its row rules only; the moment found
+    # passed every rule (its own probe's audit, or the confirmation on its kept copy).
+    first_dirty_probe = probes.index(dirty[0])
+    assert all(probe["audited_rules"] is None for probe in probes[:first_dirty_probe + 1])
+    assert all("results.wpm_recomputed" in probe["audited_rules"] for probe in restored[first_dirty_probe + 1:])
+    assert any(probe["clean"] and probe["moment"] == report["found"] and probe["audited_rules"] is None for probe in probes)
     assert report["next_command"] == f"integrity restore --to-time {report['found'].replace('+00:00', 'Z')} --keep-newer"
     # Checked without the audits: the restore at that moment holds every result as written
     # before the damage, undamaged; and which players live holds beyond it.
@@ -430,7 +519,7 @@ def test_postgresql_last_clean_with_pgbackrest_finds_the_second_before_the_damag
         first_dirty = datetime.fromisoformat(report["first_dirty"])
         assert damaged_at - timedelta(seconds=1) < found < first_dirty <= found + timedelta(seconds=1)
         probes = report["bisection"]["probes"]
-        assert report["restores"] == len(probes) <= report["bisection"]["bound"]
+        assert report["restores"] == len([p for p in probes if p["role"] != "confirm"]) <= report["bisection"]["bound"]
         dirty = [probe for probe in probes if not probe["clean"]]
         assert dirty and all(any(rule["rule"] == "results.wpm_recomputed" for rule in probe["failing_rules"]) for probe in dirty)
         assert report["after"]["would_reapply"] == {"players": 1, "results": 2}

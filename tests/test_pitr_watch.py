@@ -252,7 +252,8 @@ def test_backup_check_fails_the_restore_when_the_archive_lacks_the_marker(tmp_pa
 
     original = LitestreamEngine.restored_at
     monkeypatch.setattr(LitestreamEngine, "restored_at",
-                        lambda self, moment, scratch_dir: original(self, moment - timedelta(seconds=4), scratch_dir))
+                        lambda self, moment, scratch_dir, **options: original(self, moment - timedelta(seconds=4), scratch_dir,
+                                                                              **options))
     environ, replicating = healthy_archive(tmp_path, sqlite_path)
     try:
         oldest = replicating.engine.window().oldest

@@ -283,7 +283,7 @@ def _point_in_time_path(settings: Settings, command: str) -> list[CheckFinding]:
         f"reached the deletion's second {waited:.1f}s after it (lag objective {objective}s); window "
         f"{window.oldest:%Y-%m-%d %H:%M:%S}Z to {window.newest:%Y-%m-%d %H:%M:%S}Z",
     )]
-    return findings + [_restore_finds_marker(settings, engine, moment, marker)]
+    return findings + [_restore_finds_marker(settings, engine, moment, marker, window)]
 
 
 def _write_marker(settings: Settings, marker: str, command: str):
@@ -315,7 +315,7 @@ def _delete_marker(settings: Settings, marker: str, command: str):
     return datetime.now(timezone.utc)
 
 
-def _restore_finds_marker(settings: Settings, engine, moment, marker: str) -> CheckFinding:
+def _restore_finds_marker(settings: Settings, engine, moment, marker: str, window) -> CheckFinding:
     import time
 
     import sqlalchemy as sa
@@ -324,7 +324,7 @@ def _restore_finds_marker(settings: Settings, engine, moment, marker: str) -> Ch
 
     started = time.perf_counter()
     try:
-        with engine.restored_at(moment, settings.state.dir / "scratch") as copy, \
+        with engine.restored_at(moment, settings.state.dir / "scratch", window=window) as copy, \
                 Database.of(settings).beside(copy.target).reader() as restored, restored.connect() as connection:
             found = connection.execute(sa.select(sa.func.count()).select_from(players)
                                        .where(players.c.username == marker)).scalar_one()

@@ -242,12 +242,13 @@ def deep_checks(connection, repository: Repository, manifest: Manifest, *, shrin
     return DeepChecks(tuple(problems), fingerprints)
 
 
-def audit_copy(connection, progress: Reporter = NO_PROGRESS) -> tuple[AuditVerdict, tuple[dict, ...]]:
-    """`checks.run_audits` on a restored copy: (the verdict, the failing rules)."""
+def audit_copy(connection, progress: Reporter = NO_PROGRESS, *, rules=None) -> tuple[AuditVerdict, tuple[dict, ...]]:
+    """`checks.run_audits` on a restored copy: (the verdict, the failing rules). `rules`:
+    only these (ids), for a caller that proves the rest another way; default the catalogue."""
     import checks
 
     with progress.task("auditing the copy", unit="rules") as task:
-        report = checks.run_audits(connection, on_progress=task.set)
+        report = checks.run_audits(connection, rules=rules, on_progress=task.set)
     violations = tuple(
         {"rule": f.rule.id, "severity": f.rule.severity, "failing_rows": f.failing_rows}
         for f in report.violations

@@ -77,8 +77,10 @@ class PitrEngine(Protocol):
     def window(self) -> RecoveryWindow:
         """The restorable window and errors, read from the engine (never guessed)."""
 
-    def restored_at(self, moment: datetime, scratch_dir: Path) -> AbstractContextManager[ScratchCopy]:
+    def restored_at(self, moment: datetime, scratch_dir: Path, *,
+                    window: RecoveryWindow | None = None) -> AbstractContextManager[ScratchCopy]:
         """The database as it was at `moment`, restored into a claimed scratch copy that is
         removed on exit (SQLite: a file; PostgreSQL: a scratch cluster on a free port).
-        Raises a Failure naming the window when `moment` is outside it."""
+        Raises a Failure naming the window when `moment` is outside it. A caller that has
+        just read the window passes it (`window`), so it is read once per restore."""
 

@@ -207,7 +207,7 @@ class LastCleanReport:
         from integrity.pitr.search import moment_text
 
         found, dirty = self.bisection.found, self.bisection.first_dirty
-        object.__setattr__(self, "restores", len(self.bisection.probes))
+        object.__setattr__(self, "restores", self.bisection.restores)
         object.__setattr__(self, "found", found)
         object.__setattr__(self, "first_dirty", dirty)
         object.__setattr__(self, "next_command", None if found is None or dirty is None
@@ -237,7 +237,7 @@ def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None], count_af
     dirty."""
     from game_core.errors import PreconditionFailed
     from integrity.db.connect import Database
-    from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, bisect_time,
+    from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, find_last_clean,
                                        newest_clean_full_audit, rows_after)
 
     require_enabled(settings)
@@ -254,9 +254,9 @@ def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None], count_af
     else:
         lower, source, audit_at = window.oldest, LOWER_FROM_WINDOW, None
     live = Database.of(settings)
-    judge = RestoringJudge(engine, live, settings.state.dir / "scratch", notify=notify)
+    judge = RestoringJudge(engine, live, settings.state.dir / "scratch", window=window, notify=notify)
     try:
-        bisection = bisect_time(judge, lower=lower, upper=window.newest, resolution_seconds=engine.resolution_seconds)
+        bisection = find_last_clean(judge, lower=lower, upper=window.newest, resolution_seconds=engine.resolution_seconds)
         after = None if judge.kept is None or not count_after else rows_after(live, judge.kept[1])
     finally:
         judge.close()

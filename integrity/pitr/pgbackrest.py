@@ -405,11 +405,13 @@ class PgBackRestEngine:
     # ---------------------------------------------------------------- restore
 
     @contextmanager
-    def restored_at(self, moment: datetime, scratch_dir: Path, *, timeout_seconds: float = 3600.0) -> Iterator[ScratchCopy]:
+    def restored_at(self, moment: datetime, scratch_dir: Path, *, window: RecoveryWindow | None = None,
+                    timeout_seconds: float = 3600.0) -> Iterator[ScratchCopy]:
         """The cluster as it was at `moment`, restored by pgBackRest into a claimed scratch
-        cluster that is started, promoted, and always stopped and removed."""
+        cluster that is started, promoted, and always stopped and removed. `window`: the
+        caller's reading of `window()`; read here when not given."""
         moment = moment.astimezone(UTC)
-        window = self.window()
+        window = self.window() if window is None else window
         if not window.contains(moment):
             raise PreconditionFailed(f"{_text(moment)} is outside the point-in-time window ({_window_text(window)}); "
                                      "run `integrity pitr status` for the window")

@@ -23,6 +23,19 @@ window's oldest point. The lower bound is never taken as clean on trust: the led
 audit judged live, while a restore at that moment holds only what the engine had shipped
 by then, so it is probed like any other point, and only when every later probe was dirty.
 
+The audits of the probes. A probe judged dirty needs one failing error rule, and a probe
+judged clean needs every rule only if the search ends on it. So a probe is audited with the
+whole catalogue until one is dirty; the error rules that one fails (the damage's
+signature; only its row and schema rules when it fails any, one pass over their tables,
+not the cross-table aggregates) then audit every later probe: at 86 MB, 0.26 s against
+the catalogue's 4 s. The moment found, when its probe was audited that way, is then
+audited with the whole catalogue on the copy kept open (`RestoringJudge.confirm`, no
+restore): clean, it is the answer, proven as before. Dirty there (a rule outside the
+signature failed earlier than the signature's: damage in two steps), its own failing rules
+become the signature and the search runs again below it (`find_last_clean`), the moment
+found being the new known-dirty upper bound: more restores than the bound in that case only,
+each search within its own bound, and every answer still passed the whole catalogue.
+
 The invariant: `clean` is the highest grid index known clean (-1 before any, standing for
 "earlier than the lower bound"), `dirty` the lowest known dirty (N + 1 before any, standing
 for "later than the upper bound"). Each probe halves the gap; the search ends when they are
@@ -55,9 +68,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-# Probe roles, as the report shows them: the upper bound itself, or a point inside.
+# Probe roles, as the report shows them: the upper bound itself, a point inside, or the
+# whole catalogue's audit of the moment found (its kept copy: no restore).
 UPPER = "upper"
 BISECT = "bisect"
+CONFIRM = "confirm"
 # How many recorded full audits are looked through for the newest clean one.
 _AUDIT_LOOKBACK = 50
 LOWER_FROM_AUDIT = "the newest clean full audit in the ledger"
@@ -85,6 +100,7 @@ class Probe:
     failing_rules: tuple[FailingRule, ...]  # every failing rule; error-severity ones make it dirty
     restore_seconds: float
     audit_seconds: float
+    audited_rules: tuple[str, ...] | None = None  # the rules audited (None: the whole catalogue)
 
     @property
     def verdict(self) -> str:
@@ -107,6 +123,11 @@ class Bisection:
     probes: tuple[Probe, ...]
     found: datetime | None  # the latest clean moment (None: even the lower bound is dirty)
     first_dirty: datetime | None  # the grid point after it (None: the upper bound is clean)
+    searches: int = 1  # more than one: the moment a search found failed the whole catalogue
+
+    @property
+    def restores(self) -> int:
+        return sum(1 for probe in self.probes if probe.role != CONFIRM)
 
 
 def probe_bound(steps: int) -> int:
@@ -124,23 +145,27 @@ def grid_lower(lower: datetime, upper: datetime, resolution_seconds: float) -> d
 
 
 def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upper: datetime,
-                resolution_seconds: float) -> Bisection:
+                resolution_seconds: float, upper_dirty: bool = False) -> Bisection:
     """Find a clean moment whose next grid point is dirty, between `lower` and `upper`.
 
-    `judge(moment, role)` restores and audits one grid point.
+    `judge(moment, role)` restores and audits one grid point. `upper_dirty`: the upper
+    bound is already known dirty (a search again below a moment that failed), so it is
+    never probed and the bound is that of one answer fewer.
     """
     if resolution_seconds <= 0:
         raise ValueError(f"resolution must be positive, got {resolution_seconds}")
     if upper < lower:
         raise ValueError(f"upper bound {upper} is before lower bound {lower}")
     lower = grid_lower(lower, upper, resolution_seconds)
-    steps = math.ceil((upper - lower).total_seconds() / resolution_seconds)
     step = timedelta(seconds=resolution_seconds)
+    # Counted in the step as a timedelta (whole microseconds): an upper bound that is itself
+    # a grid point (a search again below one) is exactly `steps` steps away.
+    steps = math.ceil((upper - lower) / step)
 
     def point(index: int) -> datetime:
         return upper if index >= steps else lower + index * step
 
-    bound = probe_bound(steps)
+    bound = probe_bound(steps - 1 if upper_dirty else steps)
     probes: list[Probe] = []
 
     def probe(index: int, role: str) -> Probe:
@@ -151,7 +176,7 @@ def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upp
         return made
 
     # -1: earlier than the lower bound; steps + 1: later than the upper bound.
-    clean, dirty = -1, steps + 1
+    clean, dirty = -1, steps if upper_dirty else steps + 1
     while dirty - clean > 1:
         middle = (clean + dirty) // 2
         if probe(middle, UPPER if middle == steps else BISECT).clean:
@@ -163,49 +188,108 @@ def bisect_time(judge: Callable[[datetime, str], Probe], *, lower: datetime, upp
     return Bisection(lower, upper, resolution_seconds, steps, bound, tuple(probes), found, first_dirty)
 
 
+def find_last_clean(judge, *, lower: datetime, upper: datetime, resolution_seconds: float) -> Bisection:
+    """`bisect_time`, then the whole catalogue's audit of the moment found when its probe
+    was audited with the damage's signature only (`judge.confirm`); when that audit fails,
+    the search again below the moment (see the module's docstring). The result carries every
+    probe of every search, the first search's bounds, and the last search's answer."""
+    first = bisection = bisect_time(judge, lower=lower, upper=upper, resolution_seconds=resolution_seconds)
+    probes = list(bisection.probes)
+    searches = 1
+    while bisection.found is not None:
+        found_probe = next(probe for probe in reversed(probes) if probe.moment == bisection.found)
+        if found_probe.audited_rules is None:
+            break  # already judged by the whole catalogue
+        confirmed = judge.confirm(bisection.found)
+        probes.append(confirmed)
+        if confirmed.clean:
+            break
+        searches += 1
+        bisection = bisect_time(judge, lower=first.lower, upper=bisection.found,
+                                resolution_seconds=resolution_seconds, upper_dirty=True)
+        probes.extend(bisection.probes)
+    return Bisection(first.lower, first.upper, resolution_seconds, first.steps, first.bound, tuple(probes),
+                     bisection.found, bisection.first_dirty, searches)
+
+
+def damage_signature(failing: tuple[FailingRule, ...]) -> tuple[str, ...]:
+    """The error rules a dirty probe failed that later probes are audited with: its row and
+    schema rules when there are any (one pass over their tables), else every one."""
+    from checks.model import RowRule, SchemaRule
+    from checks.rules import RULES_BY_ID
+
+    errors = [rule.rule for rule in failing if rule.severity == "error"]
+    cheap = [rule for rule in errors if isinstance(RULES_BY_ID.get(rule), (RowRule, SchemaRule))]
+    return tuple(cheap or errors)
+
+
 # ---------------------------------------------------------------- the real judge
 
 
 class RestoringJudge:
     """Restore the archive at a moment into scratch and audit the copy; the newest clean
     copy is kept open (`kept`) until the next clean one or `close`, so the moment found is
-    never restored twice (at most two copies exist at once)."""
+    never restored twice (at most two copies exist at once). The whole catalogue audits
+    until a probe is dirty, that probe's `damage_signature` after it (`signature`)."""
 
-    def __init__(self, engine, database, scratch_dir, *, notify: Callable[[str], None] = lambda line: None):
+    def __init__(self, engine, database, scratch_dir, *, window=None,
+                 notify: Callable[[str], None] = lambda line: None):
         self.engine = engine
         self.database = database  # integrity.db.connect.Database of live: copies open beside it
         self.scratch_dir = scratch_dir
+        self.window = window  # the search's reading of the engine's window, read once for every restore
         self.notify = notify
+        self.signature: tuple[str, ...] | None = None  # the rules later probes are audited with (None: all)
         self.kept = None  # (moment, ScratchCopy) of the newest clean probe
         self._kept_stack: ExitStack | None = None
 
     def __call__(self, moment: datetime, role: str) -> Probe:
-        from integrity.backups.repository import AuditVerdict
-        from integrity.backups.verify import audit_copy
-
         stack = ExitStack()
         try:
             started = time.perf_counter()
-            copy = stack.enter_context(self.engine.restored_at(moment, self.scratch_dir))
+            copy = stack.enter_context(self.engine.restored_at(moment, self.scratch_dir, window=self.window))
             restored = time.perf_counter()
-            with self.database.beside(copy.target).reader() as reader, reader.connect() as connection:
-                verdict, violations = audit_copy(connection)
-            audited = time.perf_counter()
+            made = self._audit(copy, moment, role, rules=self.signature, restore_seconds=restored - started)
         except BaseException:
             stack.close()
             raise
-        made = Probe(
-            moment=moment, role=role, clean=verdict is AuditVerdict.CLEAN,
-            failing_rules=tuple(FailingRule(v["rule"], v["severity"], int(v["failing_rows"])) for v in violations),
-            restore_seconds=restored - started, audit_seconds=audited - restored,
-        )
         if made.clean:
             self._release()
             self.kept, self._kept_stack = (moment, copy), stack
         else:
             stack.close()
+        return made
+
+    def confirm(self, moment: datetime) -> Probe:
+        """The whole catalogue's audit of the kept copy at `moment` (the moment found by a
+        search whose probes were audited with the signature). Dirty: the copy is released
+        and the rules it fails become the signature of the search again below it."""
+        if self.kept is None or self.kept[0] != moment:
+            raise AssertionError(f"no kept copy at {moment_text(moment)} to confirm")
+        made = self._audit(self.kept[1], moment, CONFIRM, rules=None, restore_seconds=0.0)
+        if not made.clean:
+            self._release()
+        return made
+
+    def _audit(self, copy, moment: datetime, role: str, *, rules, restore_seconds: float) -> Probe:
+        from integrity.backups.repository import AuditVerdict
+        from integrity.backups.verify import audit_copy
+
+        started = time.perf_counter()
+        with self.database.beside(copy.target).reader() as reader, reader.connect() as connection:
+            verdict, violations = audit_copy(connection, rules=rules)
+        made = Probe(
+            moment=moment, role=role, clean=verdict is AuditVerdict.CLEAN,
+            failing_rules=tuple(FailingRule(v["rule"], v["severity"], int(v["failing_rows"])) for v in violations),
+            restore_seconds=restore_seconds, audit_seconds=time.perf_counter() - started, audited_rules=rules,
+        )
+        if not made.clean and rules is None:
+            self.signature = damage_signature(made.failing_rules) or None
         errors = ", ".join(f"{rule.rule} ({rule.failing_rows} rows)" for rule in made.failing_rules if rule.severity == "error")
-        self.notify(f"probe {moment_text(moment)}: {made.verdict}{': ' + errors if errors else ''} ({made.seconds:.1f}s)")
+        scope = "the whole catalogue" if rules is None else f"{len(rules)} rule(s) of the damage"
+        what = "the moment found, no restore" if role == CONFIRM else f"{made.seconds:.1f}s"
+        self.notify(f"{'confirm' if role == CONFIRM else 'probe'} {moment_text(moment)}: {made.verdict}"
+                    f"{': ' + errors if errors else ''} ({scope}; {what})")
         return made
 
     def _release(self) -> None:

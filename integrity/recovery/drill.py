@@ -535,7 +535,7 @@ def run_point_in_time_drill(settings: Settings, moment: datetime | str, *, asked
     with live_database.reader() as live, ExitStack() as stack:
         try:
             with timer.phase(RESTORE) as phase:
-                copy = stack.enter_context(archive.restored_at(moment, scratch_dir))
+                copy = stack.enter_context(archive.restored_at(moment, scratch_dir, window=window))
                 phase.detail = copy.description
         except Failure as exc:
             return report(problems=(f"the {archive.name} archive could not restore {utc_text(moment)}: {exc}",))

@@ -205,7 +205,7 @@ def restore_point_in_time(settings, moment: datetime, options, *, dry_run: bool 
     window = engine.window()
     point = PointInTime(engine.name, moment, window.oldest, window.newest, asked or f"--to-time {utc_text(moment)}")
     started = time.perf_counter()
-    with engine.restored_at(moment, settings.state.dir / "scratch") as copy:
+    with engine.restored_at(moment, settings.state.dir / "scratch", window=window) as copy:
         if dry_run:
             return PointInTimeRestore(point, None, _preview(settings, copy, options))
         created = create_backup(settings, label=point.label(), lock_wait=options.lock_wait,

@@ -78,12 +78,21 @@ def render_last_clean(report, console: Console, *, next_command: bool = True) ->
     console.print(f"engine: {report.engine}  window: {_moment(report.window_oldest)} to {_moment(report.window_newest)}", **PLAIN)
     console.print(f"search: {_moment(search.lower)} ({report.lower_source}) to {_moment(search.upper)} "
                   f"(the newest restorable point), resolution {_seconds(search.resolution_seconds)}", **PLAIN)
-    console.print("probe  moment                verdict  seconds  failing rules", **PLAIN)
+    console.print("probe    moment                verdict  audited  seconds  failing rules", **PLAIN)
     for number, probe in enumerate(search.probes, start=1):
         rules = ", ".join(f"{rule.rule} ({rule.failing_rows} rows{'' if rule.severity == 'error' else ', ' + rule.severity})"
                           for rule in probe.failing_rules) or "-"
-        console.print(f"{number:>5}  {_moment(probe.moment):<20}  {probe.verdict:<7}  {probe.seconds:>7.2f}  {rules}", **PLAIN)
-    console.print(f"restores: {report.restores} (at most {search.bound} for {search.steps} steps)", **PLAIN)
+        label = "confirm" if probe.role == "confirm" else str(number)
+        audited = "all" if probe.audited_rules is None else f"{len(probe.audited_rules)} rules"
+        console.print(f"{label:>7}  {_moment(probe.moment):<20}  {probe.verdict:<7}  {audited:<7}  {probe.seconds:>7.2f}  {rules}",
+                      **PLAIN)
+    console.print(f"restores: {report.restores} (at most {search.bound} for {search.steps} steps)"
+                  + (f"; {search.searches} searches: a moment found failed the whole catalogue" if search.searches > 1 else ""),
+                  **PLAIN)
+    if any(probe.audited_rules is not None for probe in search.probes):
+        proven = "; the moment found passed every rule" if report.found is not None else ""
+        console.print("audited: every rule until a probe was dirty, then only the error rules it failed (its row and schema "
+                      f"rules when any){proven}", **PLAIN)
     if report.found is None:
         console.print("last clean moment: none in the window", **PLAIN)
         return
