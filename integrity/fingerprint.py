@@ -10,6 +10,7 @@ Reading every row is also PostgreSQL's "engine check": a damaged page fails the 
 from __future__ import annotations
 
 import hashlib
+import marshal
 import time
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ def table_fingerprint(connection: Connection, table: str, task: Task | None = No
     cursor = connection.connection.driver_connection.execute(f'SELECT {quoted} FROM "{table}" ORDER BY {order}')
     try:
         while partition := cursor.fetchmany(BATCH):
-            digest.update(repr(partition).encode())
+            # marshal keeps what repr() kept (1, 1.0, '1' and b'1' differ; floats exact) at a
+            # third of its cost (0.44 against 1.16 s for 200,000 results). Version 2: no
+            # back-references, so equal values give equal bytes whatever objects hold them.
+            digest.update(marshal.dumps(partition, 2))
             rows += len(partition)
             if task is not None:
                 task.advance(len(partition))

@@ -7,6 +7,7 @@ run them (a check step that records the exit code, a last step that fails the jo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,150 @@ def test_the_gitlab_job_script_exits_with_the_check(tmp_path, revision, expected
     assert completed.returncode == expected, completed.stdout + completed.stderr
     assert (root / "migration-report.md").exists()
     assert job["artifacts"]["when"] == "always" and "$MIGRATION_REPORT" in job["artifacts"]["paths"]
+
+
+# ---------------------------------------------------------------- the comment steps, against a fake API
+
+
+class FakeForge:
+    """A stand-in for the GitHub REST API (issue comments) and GitLab's (merge-request
+    notes) on 127.0.0.1: it keeps the comments and records every request."""
+
+    def __init__(self, refuse_writes: int | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        forge = self
+        self.requests: list[dict] = []
+        self.comments: dict[int, dict] = {}
+        self.refuse_writes = refuse_writes
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                forge.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                       "body": body})
+                status, document = forge.answer(self.command, self.path, body)
+                data = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, method: str, path: str, body: str) -> tuple[int, object]:
+        if method != "GET" and self.refuse_writes:
+            return self.refuse_writes, {"message": "Resource not accessible by integration"}
+        if method == "GET" and path.startswith("/repos/owner/project/issues/7/comments?"):
+            return 200, list(self.comments.values())
+        if method == "POST" and path == "/repos/owner/project/issues/7/comments":
+            number = len(self.comments) + 1
+            self.comments[number] = {"id": number, "url": f"{self.url}/repos/owner/project/issues/comments/{number}",
+                                     "body": json.loads(body)["body"]}
+            return 201, self.comments[number]
+        if method == "PATCH" and path.startswith("/repos/owner/project/issues/comments/"):
+            number = int(path.rsplit("/", 1)[1])
+            self.comments[number]["body"] = json.loads(body)["body"]
+            return 200, self.comments[number]
+        if method == "POST" and path == "/api/v4/projects/42/merge_requests/5/notes":
+            return 201, {"id": 1}
+        return 404, {"message": "Not Found"}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def forge():
+    server = FakeForge()
+    yield server
+    server.close()
+
+
+def _failing_check_on_github(tmp_path) -> tuple[Path, str]:
+    """The action's check step on a failing revision (lint only): the project and the exit code."""
+    root = user_project(tmp_path, ("0002_drop_accuracy.py", DROP_ACCURACY))
+    check_step = action_steps()[0]
+    github_output = tmp_path / "github-output"
+    env = environment(root, GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(github_output), INTEGRITY="integrity",
+                      MIGRATION_REPORT="migration-report.md", MIGRATION_BASE_REF="main", CHECK_SCRIPT=str(SCRIPT))
+    checked = subprocess.run(["bash", "-e", "-c", check_step["run"]], cwd=root, env=env, capture_output=True, text=True)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    return root, outputs(github_output)["exit-code"]
+
+
+def _comment_step(root: Path, api: str, **extra: str) -> subprocess.CompletedProcess:
+    step = action_steps()[1]
+    env = environment(root, **{"GH_TOKEN": "ghs_fake_token", "PR_NUMBER": "7", "REPORT": "migration-report.md",
+                               "POST_SCRIPT": str(REPOSITORY / "ci" / "github" / "post-comment.py"),
+                               "GITHUB_API_URL": api, "GITHUB_REPOSITORY": "owner/project", **extra})
+    assert set(step["env"]) <= set(env)
+    return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_action_posts_the_report_as_one_comment_edited_on_each_push_and_fails_on_exit_3(tmp_path, forge):
+    root, code = _failing_check_on_github(tmp_path)
+    report = (root / "migration-report.md").read_text()
+    assert "lint FAILED" in report
+
+    first = _comment_step(root, forge.url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    posts = [r for r in forge.requests if r["method"] == "POST"]
+    assert len(posts) == 1 and posts[0]["path"] == "/repos/owner/project/issues/7/comments"
+    assert posts[0]["headers"]["Authorization"] == "Bearer ghs_fake_token"
+    body = json.loads(posts[0]["body"])["body"]
+    assert body.startswith(report.rstrip()) and body.rstrip().endswith("<!-- integrity migration check -->")
+
+    second = _comment_step(root, forge.url)  # the next push: the same comment, edited
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert [r["method"] for r in forge.requests if r["method"] != "GET"] == ["POST", "PATCH"]
+    assert len(forge.comments) == 1 and forge.comments[1]["body"] == body
+
+    failed = subprocess.run(["bash", "-e", "-c", action_steps()[2]["run"]], cwd=root,
+                            env=environment(root, EXIT_CODE=code), capture_output=True, text=True)
+    assert failed.returncode == 3
+
+
+def test_a_comment_the_token_may_not_post_is_a_warning_not_a_failure(tmp_path):
+    """A pull request from a fork gets a read-only token: the job's verdict stays the check's."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "migration-report.md").write_text("### ✅ Migration dry run\n")
+    refusing = FakeForge(refuse_writes=403)
+    try:
+        completed = _comment_step(root, refusing.url)
+    finally:
+        refusing.close()
+    assert completed.returncode == 0, completed.stderr
+    assert "::warning title=integrity migration check::could not post the report on the pull request (HTTP 403" in completed.stdout
+    missing = _comment_step(root, "http://127.0.0.1:9", GH_TOKEN="")
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: GH_TOKEN not set")
+
+
+def test_the_gitlab_job_posts_the_report_as_a_merge_request_note_and_fails_on_exit_3(tmp_path, forge):
+    from urllib.parse import parse_qs
+
+    job = yaml.safe_load(GITLAB.read_text())[".integrity-migrations"]
+    root = user_project(tmp_path, ("0002_drop_accuracy.py", DROP_ACCURACY))
+    env = environment(root, MIGRATION_CHECK_SCRIPT=str(SCRIPT), MIGRATION_REPORT="migration-report.md",
+                      MIGRATION_BASE_REF="main", INTEGRITY_GITLAB_TOKEN="glpat-fake", CI_MERGE_REQUEST_IID="5",
+                      CI_PROJECT_ID="42", CI_API_V4_URL=f"{forge.url}/api/v4")
+    completed = subprocess.run(["bash", "-e", "-c", "\n".join(job["script"])], cwd=root, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    (note,) = forge.requests
+    assert (note["method"], note["path"]) == ("POST", "/api/v4/projects/42/merge_requests/5/notes")
+    assert note["headers"]["PRIVATE-TOKEN"] == "glpat-fake"
+    assert parse_qs(note["body"])["body"] == [(root / "migration-report.md").read_text()]

@@ -411,11 +411,14 @@ def test_scaling_decides_the_severity():
 @pytest.mark.postgres
 def test_a_postgresql_dry_run_lists_no_sqlite_only_needs_data_pass(tmp_path, seeded):
     """Before: "sqlite: offline mode cannot render the downgrade: the batch rebuild of
-    results ..." was listed on PostgreSQL. The SQLite dry run of the same revision keeps
-    it (the control)."""
+    results ..." was listed on PostgreSQL, as a finding and in the revision's
+    `needs_data_pass`. The SQLite dry run of the same revision keeps both (the control)."""
     ini = project_with(tmp_path / "project", DOWNGRADE_CASE)
     _exit, on_pg = dry_run(tmp_path, seeded("postgresql"), ini, "--from-live")
     assert findings(on_pg, "needs-data-pass") == []
+    assert [revision["needs_data_pass"] for revision in on_pg["result"]["revisions"]] == [{}]
     _exit, on_sqlite = dry_run(tmp_path, seeded("sqlite"), ini, "--from-live")
     (info,) = findings(on_sqlite, "needs-data-pass")
     assert info["engine"] == "sqlite" and info["message"].startswith("sqlite: offline mode cannot render")
+    (needs,) = [revision["needs_data_pass"] for revision in on_sqlite["result"]["revisions"]]
+    assert list(needs) == ["sqlite"] and "batch rebuild of results" in needs["sqlite"]

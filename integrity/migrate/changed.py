@@ -43,7 +43,7 @@ def lint_files(settings, files: list[Path], *, alembic_config: Path | None = Non
         result = lint_revisions(project, pending, start_revision=start)
     ids = {r.id for r in changed}
     findings = apply_intent([f for f in for_engine(result.findings, None) if f.revision in ids], changed, data_pass=False)
-    runs = [_revision_run(r, lint_for=result) for r in changed]
+    runs = [_revision_run(r, lint_for=result, engine=None) for r in changed]  # no database: every dialect
     return _report(project, None, None, None, start, changed[-1].id, runs, findings, fail_on, started,
                    data_pass=False, phases=_published(timer))
 

@@ -8,6 +8,13 @@ content diff keyed by primary key of every table whose content changed; the roun
 (downgrade to the start, compare with before; upgrade again, compare with the first
 after); declared intent; the verdict. The source is never written: afterwards its
 revision is read again and must not have moved, and the copy's must have.
+
+Every state after the proof is read only where it can have changed: on SQLite the
+fingerprints after the upgrade, the downgrade and the upgrade again read the tables
+whose pages changed (integrity.migrate.pages), and the audit of the migrated copy runs
+the rules that read such a table or a column the upgrade added
+(integrity.migrate.audit_reuse). A safe revision on the 1 GB benchmark database read
+every row five times and audited it twice before; now twice (the proof) and once.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from game_core.db import POSTGRESQL, ConnectionSettings, DatabaseTarget
 from game_core.errors import ExitCode, PreconditionFailed
 from integrity.db.connect import Database, Write
 from integrity.db.engines import DatabaseEngine
-from integrity.fingerprint import TableFingerprint, database_fingerprints
-from integrity.migrate.beside import fingerprints_beside
+from integrity.fingerprint import TableFingerprint
+from integrity.migrate.beside import state_beside
 from integrity.migrate.findings import Finding, Severity
+from integrity.migrate.pages import KnownState
 from integrity.migrate.rules import RULES
 from integrity.migrate.snapshot import BACKUP, LIVE, SNAPSHOT, Copies, SourceChoice
 from integrity.phases import PhaseTimer
@@ -295,7 +303,7 @@ def lint(settings, *, alembic_config: Path | None = None, to: str | None = None,
     from integrity.migrate.locks import unmeasured
 
     findings = apply_intent(unmeasured(for_engine(result.findings, engine_kind)), pending, data_pass=False)
-    runs = [_revision_run(r, lint_for=result) for r in pending]
+    runs = [_revision_run(r, lint_for=result, engine=engine_kind) for r in pending]
     return _report(project, engine_kind, None, None, start, target, runs, findings, fail_on, started,
                    data_pass=False, phases=_published(timer))
 
@@ -356,11 +364,15 @@ def _describe(choice: SourceChoice, live: DatabaseTarget) -> str:
     return f"live {live.display}"
 
 
-def _revision_run(revision, *, lint_for) -> RevisionRun:
+def _revision_run(revision, *, lint_for, engine: str | None) -> RevisionRun:
+    """The revision as the report lists it; `needs_data_pass` only for `engine` (every
+    dialect's when it is unknown, as for_engine does with the findings)."""
     lint = next((r for r in lint_for.revisions if r.revision == revision.id), None)
+    needs = {} if lint is None else {dialect: why for dialect, why in lint.needs_data_pass.items()
+                                     if engine is None or dialect == engine}
     return RevisionRun(
         id=revision.id, path=str(revision.path), sha256=revision.sha256, message=revision.message,
-        needs_data_pass=dict(lint.needs_data_pass) if lint else {},
+        needs_data_pass=needs,
     )
 
 
@@ -482,11 +494,16 @@ class _Rehearsal:
 
 @dataclass(frozen=True)
 class _State:
-    """The copy at one moment: its schema, failing rows per data rule, fingerprints."""
+    """The copy at one moment: its schema, failing rows per data rule, fingerprints (with
+    the page digests that let a later state reuse them: integrity.migrate.pages)."""
 
     schema: Any  # observe.SchemaShape
     audits: dict[str, int]
-    prints: dict[str, TableFingerprint]
+    known: KnownState
+
+    @property
+    def prints(self) -> dict[str, TableFingerprint]:
+        return self.known.prints
 
 
 def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
@@ -497,13 +514,13 @@ def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
     # Both engines disposed on the way out, however the pass ends.
     with Database(job.copies.before, job.conn_settings).reader() as before_engine, \
             Database(job.copies.work, job.conn_settings).writer(Write.COPY) as work_engine:
-        before = _before_state(job, before_engine, now, timer)
+        before = _before_state(job, before_engine, work_engine, now, timer)
         runs, failed = _upgrade(job, work_engine, timer)
         revisions = tuple(runs[r.id] for r in job.pending)
         if failed is not None:
             return DataPass(revisions, findings=(_failure_finding(failed, "migration-failed", "run"),))
         _check_copy_moved(job.copies, job.target, job.conn_settings)
-        after = _after_state(job, work_engine, now, timer)
+        after = _after_state(job, work_engine, before, now, timer)
         changes = schema_changes(before.schema, after.schema)
         tables, content_findings = _content(job, before_engine, work_engine, before, after, changes, timer)
         with timer.phase("round trip"), job.progress.task("round trip (downgrade, upgrade again)", unit="revisions"):
@@ -520,14 +537,20 @@ def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
     )
 
 
-def _before_state(job: _Rehearsal, before_engine, now: datetime, timer: PhaseTimer) -> _State:
+def _before_state(job: _Rehearsal, before_engine, work_engine, now: datetime, timer: PhaseTimer) -> _State:
+    """The before copy's schema and audits; the fingerprints are the source's, which the
+    work copy was proven to have, paired with the work copy's page digests now, before
+    anything ran on it (nothing wrote it since the proof)."""
     from integrity.migrate.observe import capture_schema
+    from integrity.migrate.pages import page_digests
 
     with timer.phase("before: schema and audits") as phase, before_engine.connect() as connection:
         schema = capture_schema(connection)
         audits = data_audit_failures(connection, now, job.progress, "auditing the copy before")
         phase.rows = job.copies.rows
-    return _State(schema, audits, job.copies.fingerprints)
+    with timer.phase("before: page digests of the work copy"):
+        pages = page_digests(work_engine)
+    return _State(schema, audits, KnownState(job.copies.fingerprints, pages))
 
 
 def _upgrade(job: _Rehearsal, work_engine, timer: PhaseTimer):
@@ -536,7 +559,7 @@ def _upgrade(job: _Rehearsal, work_engine, timer: PhaseTimer):
     with timer.phase("migration"), \
             job.progress.task(f"migrating the work copy ({len(job.pending)} revision(s))", unit="revisions"):
         traces = _run(job.project, work_engine, job.pending, "upgrade", job.sample_limit)
-    runs = {r.id: _revision_run(r, lint_for=job.lint) for r in job.pending}
+    runs = {r.id: _revision_run(r, lint_for=job.lint, engine=job.copies.engine) for r in job.pending}
     for trace in traces:
         runs[trace.revision] = _with_trace(runs[trace.revision], trace)
     failed = next((t for t in traces if t.failed), None)
@@ -548,20 +571,33 @@ def _upgrade(job: _Rehearsal, work_engine, timer: PhaseTimer):
     return runs, failed
 
 
-def _after_state(job: _Rehearsal, work_engine, now: datetime, timer: PhaseTimer) -> _State:
-    """The migrated copy's state; its audits run while a child fingerprints it (big SQLite copies)."""
-    from integrity.migrate.observe import capture_schema
+def _after_state(job: _Rehearsal, work_engine, before: _State, now: datetime, timer: PhaseTimer) -> _State:
+    """The migrated copy's state; its audits run while a child fingerprints it (big SQLite
+    copies). Both read only what the upgrade can have changed: the fingerprints, the
+    tables whose pages changed; the audits, the rules that read such a table or a column
+    it added (integrity.migrate.audit_reuse). The other rules' results are the before copy's."""
+    from checks.rules import RULES as AUDIT_RULES
+    from integrity.migrate.audit_reuse import reusable_rules, tables_keeping_values
+    from integrity.migrate.observe import capture_schema, schema_changes
+    from integrity.migrate.pages import checkpoint, page_digests
 
     with timer.phase("after: schema and audits"):
-        prints_of = fingerprints_beside(job.copies.work, job.conn_settings)
+        checkpoint(work_engine)
+        pages = page_digests(work_engine)
+        state_of = state_beside(job.copies.work, job.conn_settings, before.known, pages)
         with work_engine.connect() as connection:
             schema = capture_schema(connection)
-            audits = data_audit_failures(connection, now, job.progress, "auditing the migrated copy")
+            kept = tables_keeping_values(before.known.pages, pages, schema_changes(before.schema, schema))
+            reused = reusable_rules(AUDIT_RULES, kept)
+            audits = {rule: failing for rule, failing in before.audits.items() if rule in reused}
+            rerun = [rule for rule in AUDIT_RULES if rule.id not in reused]
+            if rerun:
+                audits.update(data_audit_failures(connection, now, job.progress, "auditing the migrated copy", rules=rerun))
     with timer.phase("after: fingerprints (beside the audits)") as phase, \
             job.progress.task("fingerprinting the migrated copy (beside)", unit="rows"):
-        prints = prints_of()
-        phase.rows = sum(f.rows for f in prints.values())
-    return _State(schema, audits, prints)
+        known = state_of()
+        phase.rows = sum(f.rows for name, f in known.prints.items() if name not in before.known.unchanged(known.pages))
+    return _State(schema, audits, known)
 
 
 def _content(job: _Rehearsal, before_engine, work_engine, before: _State, after: _State, changes,
@@ -800,13 +836,14 @@ def _renamed_columns(changes, before_engine, work_engine, schema_before, schema_
 
 
 def data_audit_failures(connection, now: datetime | None = None, progress: Reporter = NO_PROGRESS,
-                        what: str = "auditing") -> dict[str, int]:
-    """Failing rows per data rule (schema rules left out: the schema diff reports the
-    schema, and every schema change would otherwise look like a new audit failure)."""
+                        what: str = "auditing", rules=None) -> dict[str, int]:
+    """Failing rows per data rule (of `rules`, default the whole catalogue; schema rules
+    left out: the schema diff reports the schema, and every schema change would otherwise
+    look like a new audit failure)."""
     from checks import run_audits
 
     with progress.task(what, unit="rules") as task:
-        report = run_audits(connection, now=now, sample_limit=0, on_progress=task.set)
+        report = run_audits(connection, rules=rules, now=now, sample_limit=0, on_progress=task.set)
     return {
         finding.rule.id: finding.failing_rows
         for finding in report.findings
@@ -848,7 +885,8 @@ def _round_trip(job: _Rehearsal, before_engine, engine, before: _State,
         return RoundTrip(downgrade="failed"), [_failure_finding(failed, "round-trip-failed", "round-trip")], downgrade_locks
     findings = []
     with engine.connect() as connection:
-        schema_back, prints_back = capture_schema(connection), database_fingerprints(connection)
+        schema_back = capture_schema(connection)
+    prints_back = _fingerprints_since(engine, before.known)
     lossy = _state_differences(schema_back, prints_back, before.schema, before.prints)
     downgrade = "lossy" if lossy else "identical"
     if lossy:
@@ -868,13 +906,22 @@ def _round_trip(job: _Rehearsal, before_engine, engine, before: _State,
         return (RoundTrip(downgrade, "failed"), [*findings, _failure_finding(failed, "round-trip-failed", "round-trip")],
                 downgrade_locks)
     with engine.connect() as connection:
-        lossy = _state_differences(capture_schema(connection), database_fingerprints(connection), after.schema, after.prints)
+        schema_again = capture_schema(connection)
+    lossy = _state_differences(schema_again, _fingerprints_since(engine, after.known), after.schema, after.prints)
     if lossy:
         findings.append(Finding(
             rule="round-trip-lossy", severity=RULES["round-trip-lossy"].severity, revision=owner, phase="round-trip",
             message=f"upgrading again after the downgrade differs from the first upgrade: {lossy}",
         ))
     return RoundTrip(downgrade, "lossy" if lossy else "identical"), findings, downgrade_locks
+
+
+def _fingerprints_since(engine, known: KnownState) -> dict[str, TableFingerprint]:
+    """The work copy's fingerprints, reading only the tables whose pages changed since `known`."""
+    from integrity.migrate.pages import checkpoint, fingerprints_reusing
+
+    checkpoint(engine)
+    return fingerprints_reusing(engine, known).prints
 
 
 def downgrade_loss_causes(lint, schema, before_prints: dict[str, TableFingerprint], back_prints: dict[str, TableFingerprint],
