@@ -368,7 +368,7 @@ def test_compression_proves_its_output_decompresses_to_what_was_read(tmp_path, m
     assert (digest.raw_size, zstandard.ZstdDecompressor().decompress(
         (tmp_path / "good.zst").read_bytes(), max_output_size=len(raw))) == (len(raw), raw)
     monkeypatch.setattr(archive.zstandard, "ZstdCompressor", WrongCompressor)
-    with pytest.raises(archive.CompressorOutputWrong, match="decompresses to 600000 bytes that differ"):
+    with pytest.raises(archive.CompressorOutputWrong, match="decompresses to other bytes than were read"):
         archive.compress_stream(io.BytesIO(raw), tmp_path / "wrong.zst", level=3)
 
 

@@ -120,34 +120,82 @@ class CompressorOutputWrong(BackupCorrupt):
     """The compressed stream, decompressed as it was written, did not give back the bytes read."""
 
 
+class _RawInput:
+    """What the compressor reads: each chunk is hashed in a thread of its own (so the thread
+    feeding zstd's workers never waits for it) and kept until the checker has matched it
+    against the decompressed output (at most what zstd holds in flight, a few tens of MB)."""
+
+    def __init__(self, source: BinaryIO, advance: Callable[[int], object] | None):
+        self.source = source
+        self.advance = advance
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.unmatched: deque[bytes] = deque()  # appended here, taken by _CheckedOutput's thread
+        self.worker = OrderedWorker()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.size += len(data)
+        if data:
+            self.unmatched.append(data)
+            self.worker.submit(self.digest.update, data)
+        if self.advance is not None:
+            self.advance(len(data))
+        return data
+
+
 class _CheckedOutput:
     """Where the compressor writes: each compressed chunk goes to the file and, in a thread
-    of its own, is hashed, decompressed and the result hashed. At the end the decompressed
-    size and SHA-256 must equal the raw bytes': the bytes written are proven to decompress
-    to what was read without reading the file back (create's read-back then only hashes
-    the file on disk against the SHA-256 of these same bytes, integrity.backups.create)."""
+    of its own, is hashed, decompressed, and the result compared byte for byte with the raw
+    chunks read (a comparison, not a second SHA-256 of the raw bytes). The bytes written are
+    so proven to decompress to what was read without reading the file back (create's
+    read-back then only hashes the file on disk against the SHA-256 of these same bytes,
+    integrity.backups.create). zstd only writes what it has read, so the raw chunk is
+    always there before its decompressed bytes."""
 
-    def __init__(self, target: BinaryIO):
+    def __init__(self, target: BinaryIO, raw: _RawInput):
         self.target = target
+        self.raw = raw
+        self.offset = 0  # into raw.unmatched[0]
+        self.compared = 0
         self.size = 0
         self.digest = hashlib.sha256()
-        self.decompressed = hashlib.sha256()
-        self.decompressed_size = 0
         self.decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self.undecompressable: str | None = None
+        self.problem: str | None = None
         self.worker = OrderedWorker()
 
     def _check(self, chunk: bytes) -> None:
         self.digest.update(chunk)
-        if self.undecompressable is not None:
+        if self.problem is not None:
             return
         try:
             output = self.decompressor.decompress(chunk)
         except zstandard.ZstdError as exc:
-            self.undecompressable = str(exc)
+            self.problem = f"it does not decompress ({exc})"
             return
-        self.decompressed.update(output)
-        self.decompressed_size += len(output)
+        position, unmatched = 0, self.raw.unmatched
+        while position < len(output):
+            if not unmatched:
+                self.problem = "it decompresses to more bytes than were read"
+                return
+            front = unmatched[0]
+            take = min(len(front) - self.offset, len(output) - position)
+            if output[position:position + take] != front[self.offset:self.offset + take]:
+                self.problem = f"it decompresses to other bytes than were read (within {take} bytes from raw byte {self.compared})"
+                return
+            position += take
+            self.compared += take
+            self.offset += take
+            if self.offset == len(front):
+                unmatched.popleft()
+                self.offset = 0
+
+    def finish(self) -> None:
+        self.worker.finish()
+        if self.problem is None and not self.decompressor.eof:
+            self.problem = "it ends in the middle of a zstd frame"
+        if self.problem is None and self.raw.unmatched:
+            self.problem = "it decompresses to fewer bytes than were read"
 
     def write(self, data) -> int:
         chunk = bytes(data)  # python-zstandard hands a new bytes object; a view would be copied once here
@@ -159,26 +207,6 @@ class _CheckedOutput:
         self.target.flush()
 
 
-class _RawDigest:
-    """The raw bytes' SHA-256 in a thread of its own, so the thread that feeds zstd's
-    workers never waits for it (hashlib and zstd release the GIL)."""
-
-    def __init__(self, source: BinaryIO, advance: Callable[[int], object] | None):
-        self.source = source
-        self.advance = advance
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.worker = OrderedWorker()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.size += len(data)
-        self.worker.submit(self.digest.update, data)
-        if self.advance is not None:
-            self.advance(len(data))
-        return data
-
-
 def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads: int = -1,
                     advance: Callable[[int], object] | None = None) -> ArchiveDigest:
     """Compress `source` to its end into `destination` (created, fsynced), proving on the
@@ -187,31 +215,25 @@ def compress_stream(source: BinaryIO, destination: Path, *, level: int, threads:
     `advance` is told each raw byte count read (a progress bar).
 
     Four things run at once: this thread reads and feeds zstd, zstd's workers compress,
-    one thread hashes the raw bytes and one hashes, decompresses and hashes again what
-    zstd gives back, so the pass is bound by compression, not by the sum of the five."""
+    one thread hashes the raw bytes, one hashes, decompresses and compares what zstd gives
+    back, so the pass is bound by compression, not by the sum of them."""
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-    reader = _RawDigest(source, advance)
+    reader = _RawInput(source, advance)
     with destination.open("xb") as handle:
-        writer = _CheckedOutput(handle)
+        writer = _CheckedOutput(handle, reader)
         try:
             compressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
             reader.worker.finish()
-            writer.worker.finish()
+            writer.finish()
         finally:
             reader.worker.abandon()
             writer.worker.abandon()
         handle.flush()
         os.fsync(handle.fileno())
-    raw_sha256 = reader.digest.hexdigest()
-    if writer.undecompressable is not None or not writer.decompressor.eof:
-        raise CompressorOutputWrong(f"{destination.name}: the compressed stream written does not decompress "
-                                    f"({writer.undecompressable or 'it ends in the middle of a frame'})")
-    if (writer.decompressed_size, writer.decompressed.hexdigest()) != (reader.size, raw_sha256):
-        raise CompressorOutputWrong(
-            f"{destination.name}: the compressed stream decompresses to {writer.decompressed_size} bytes that differ "
-            f"from the {reader.size} bytes read (a fault of memory or of the compressor)"
-        )
-    return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, raw_sha256)
+    if writer.problem is not None:
+        raise CompressorOutputWrong(f"{destination.name}: the compressed stream written is wrong: {writer.problem} "
+                                    "(a fault of memory or of the compressor)")
+    return ArchiveDigest(writer.size, writer.digest.hexdigest(), reader.size, reader.digest.hexdigest())
 
 
 def check_stored(path: Path | RemoteFile, entry: FileEntry, *, backup_id: str,
