@@ -25,6 +25,7 @@ class IntegrityGroup(TyperGroup):
     """The root group: records every run in the ledger and turns exceptions into exit codes."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        _plain_options(self, ctx, below=False)
         json_output = "--json" in args  # before parsing: the parser consumes `args`
         try:
             return super().parse_args(ctx, args)
@@ -36,6 +37,12 @@ class IntegrityGroup(TyperGroup):
 
             print(json_document(command="integrity", exit_code=ExitCode.USAGE, context={}, error=exc.format_message()))
             raise typer.Exit(int(ExitCode.USAGE)) from None
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            _plain_options(command, ctx)
+        return name, command, rest
 
     def invoke(self, ctx: typer.Context):
         tokens = [*ctx._protected_args, *ctx.args]
@@ -66,6 +73,33 @@ class IntegrityGroup(TyperGroup):
             runtime.error(error, int(exit_code))
         runtime.finish_run(int(exit_code), error)
         raise typer.Exit(int(exit_code))
+
+
+def _plain_options(command, ctx: typer.Context, *, below: bool = True) -> None:
+    """Typer coerces every parameter's value through a Pydantic TypeAdapter built on first
+    use, the global options and every command's --help included, so every run imported
+    Pydantic and built adapters (about 60 ms, issue 20) for values that need no coercion:
+    text (`--config`, `--database-url`) and flags. Hand those typer's own pass-through
+    instead, in `command` and (`below`) the commands under it; a flag read from an
+    environment variable keeps its adapter (it parses the text), and so does any
+    parameter with a parser of its own. It is typer's private API: should it move, runs
+    only get slower again, and tests/test_startup.py says so."""
+    try:
+        from typer._coercion import PassThroughRuntimeParam
+    except ImportError:
+        return
+    if below:
+        for sub in getattr(command, "commands", {}).values():
+            _plain_options(sub, ctx)
+    for param in command.get_params(ctx):
+        described = getattr(param, "type_descriptor", None)
+        if (described is None or described.file_annotation is not None or described.parameter_info.parser is not None
+                or getattr(param, "_runtime_param", False) is not None):
+            continue
+        if described.annotation is str or (described.annotation is bool and getattr(param, "is_flag", False)
+                                           and not param.envvar):
+            param._runtime_param = PassThroughRuntimeParam(annotation=described.annotation,
+                                                           parameter_info=described.parameter_info)
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -43,3 +43,39 @@ def test_the_probe_sees_heavy_imports_of_a_command_that_needs_them():
     # and keeps each revision's model between runs, tests/test_fixed_cost.py.)
     loaded = modules_after(["migrate", "lint"])
     assert "alembic" in loaded
+
+
+@pytest.fixture
+def initialized():
+    from cli_runner import CliRunner
+
+    from integrity.cli import app
+
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args", [["status"], ["metrics"], ["backup", "list"]])
+def test_status_and_metrics_load_neither_alembic_nor_pydantic(initialized, args):
+    """Issue 20: status reads the revision ids itself and the kept model of its revision
+    (tests/test_fixed_cost.py); typer's Pydantic coercion is not built for text options
+    and flags (integrity.cli._plain_options)."""
+    loaded = modules_after(args)
+    assert "integrity.ledger" in loaded and "sqlalchemy" in loaded  # the command ran
+    assert [name for name in ("alembic", "pydantic", "pandas") if name in loaded] == []
+
+
+def test_text_options_and_flags_keep_their_meaning_without_pydantic(initialized, tmp_path):
+    from cli_runner import CliRunner
+
+    from integrity.cli import app
+
+    runner = CliRunner()
+    missing = tmp_path / "nowhere.toml"
+    result = runner.invoke(app, ["--json", "--quiet", "--config", str(missing), "status"])
+    assert result.exit_code == 4
+    assert json.loads(result.stdout)["error"].startswith(f"config file {missing} does not exist")
+    result = runner.invoke(app, ["status"], env={"INTEGRITY_CONFIG": str(missing)})
+    assert result.exit_code == 4 and f"config file {missing} does not exist" in result.output
+    assert runner.invoke(app, ["history", "--limit", "3"]).exit_code == 0  # a number is still coerced
+    assert runner.invoke(app, ["history", "--limit", "x"]).exit_code == 2
