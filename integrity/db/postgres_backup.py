@@ -2,18 +2,21 @@
 
 The tool's connection opens a REPEATABLE READ transaction and exports its snapshot;
 pg_dump dumps exactly that snapshot (`--snapshot`), and the counts and aggregates of
-the manifest are read in the same transaction afterwards, so they describe exactly the
-dumped data even while the game writes. pg_dump writes uncompressed (`-Z0`) into a pipe
+the manifest are read in it too (a second connection imports it, `SET TRANSACTION
+SNAPSHOT`, and scans while pg_dump runs), so they describe exactly the dumped data even
+while the game writes. pg_dump writes uncompressed (`-Z0`) into a pipe
 that we compress with zstd: gzip, pg_dump's own default, is several times slower. Its
 exit status is checked; a pipe would otherwise hide its failure.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,20 +54,24 @@ def capture(database: Database, workdir: Path, *, level: int, threads: int,
         major = server_major(connection)
         tool = require_tool("pg_dump", major)
         snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
-
-        started = time.perf_counter()
-        with progress.task("pg_dump, compressing", unit="bytes") as task:  # the dump's size is known at its end
-            digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads,
-                           advance=task.advance)
-        timings["dump_seconds"] = time.perf_counter() - started
-        crash_point("create:compressed")
-
-        started = time.perf_counter()
-        statistics = table_statistics(connection)
-        identity = store_identity(connection)
-        revision = current_revision(connection)
         source = _source(connection, target)
-        timings["statistics_seconds"] = time.perf_counter() - started
+
+        # The counts and aggregates scan the tables in the same snapshot, from a second
+        # connection, while pg_dump reads them and zstd compresses: the three overlap on
+        # the server's and this host's cores instead of the scan waiting for the dump.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-facts") as pool:
+            facts = pool.submit(_facts_in_snapshot, database, snapshot)
+            started = time.perf_counter()
+            try:
+                with progress.task("pg_dump, compressing", unit="bytes") as task:  # the size is known at its end
+                    digest = _dump(tool.path, snapshot, target, workdir / DATA_FILE, level=level, threads=threads,
+                                   advance=task.advance)
+            except BaseException:
+                facts.cancel()
+                raise
+            timings["dump_seconds"] = time.perf_counter() - started
+            statistics, identity, revision, timings["statistics_seconds"] = facts.result()
+        crash_point("create:compressed")
     started = time.perf_counter()
     with_data = _tables_with_data(require_tool("pg_restore", major).path, workdir / DATA_FILE)
     without_data = () if with_data is None else tuple(sorted(set(statistics) - with_data))
@@ -78,6 +85,22 @@ def capture(database: Database, workdir: Path, *, level: int, threads: int,
         timings=timings, tool={"pg_dump": tool.version, "server_major": str(major)},
         source=source, tables_without_data=without_data,
     )
+
+
+def _facts_in_snapshot(database: Database, snapshot: str):
+    """Counts, aggregates, identity and revision read in the exported `snapshot` (a
+    transaction of its own that imports it first, as pg_dump does), and how long they took."""
+    if not re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):  # SET takes no parameters: the id is written into it
+        raise ValueError(f"unexpected snapshot id {snapshot!r} from pg_export_snapshot()")
+    started = time.perf_counter()
+    with database.snapshot() as connection:
+        connection.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+        return (
+            table_statistics(connection),
+            store_identity(connection),
+            current_revision(connection),
+            time.perf_counter() - started,
+        )
 
 
 def _source(connection, target: DatabaseTarget) -> dict:
