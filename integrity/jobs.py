@@ -1,6 +1,6 @@
 """The scheduled jobs, in one table, and how to find their runs in the ledger.
 
-`[schedule]` names eight jobs (integrity.settings.JOBS, the settings' schema). `JOBS` says
+`[schedule]` names nine jobs (integrity.settings.JOBS, the settings' schema). `JOBS` says
 everything else about each: the `integrity.api` operation it performs and with which
 options, the command line it is equivalent to (for cron users), the ledger command its runs
 are recorded under, and how a run's summary tells the jobs of one command apart. Some jobs
@@ -76,6 +76,12 @@ def _drill_of_a_backup(run: RunRecord) -> Verdict:
     return not run.summary.get("point_in_time")
 
 
+def _drill_of_the_archive(run: RunRecord) -> Verdict:
+    # The point-in-time archive's drill (`drill --at`); a run that failed before its summary
+    # could have been either drill.
+    return bool(run.summary.get("point_in_time")) if run.summary else None
+
+
 def _audit_scope(scope: str) -> Callable[[RunRecord], Verdict]:
     def matches(run: RunRecord) -> Verdict:
         # AuditOutcome.summary(): "scope" is "full" or "incremental". A run narrowed with
@@ -112,6 +118,8 @@ JOBS: dict[str, Job] = {
         Job("audit_full", "audit", _audit_scope("full"), "full audit of every row", "audit"),
         Job("drill", "drill", _drill_of_a_backup, "restore drill on a scratch copy, of each repository in turn", "drill",
             {"alternate": True}, "--alternate"),
+        Job("drill_pitr", "drill", _drill_of_the_archive, "restore drill of a random moment of the point-in-time archive's window",
+            "drill", {"at": "random"}, "--at random"),
         Job("probe", "probe", _always, "retrieval probe through the game's store", "probe"),
     )
 }

@@ -29,7 +29,7 @@ from integrity.storage.location import S3Url, is_s3_url, s3_url_problem
 
 CONFIG_FILE_NAME = "integrity.toml"
 ENV_PREFIX = "INTEGRITY_"
-JOBS = ("backup", "verify", "deep_verify", "prune", "audit", "audit_full", "drill", "probe")
+JOBS = ("backup", "verify", "deep_verify", "prune", "audit", "audit_full", "drill", "drill_pitr", "probe")
 
 _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _INTERVAL_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -179,6 +179,7 @@ class ScheduleSettings:
     audit: str = _option("15m", "incremental audit (rows since the last run)", _schedule_value)
     audit_full: str = _option("1d", "full audit", _schedule_value)
     drill: str = _option("1d", "restore drill", _schedule_value)
+    drill_pitr: str = _option("off", "restore drill of a random moment of the point-in-time archive (drill --at random; needs [pitr] enabled)", _schedule_value)
     probe: str = _option("1m", "retrieval probe", _schedule_value)
     pings: dict[str, str] = _option(dict, "per-job heartbeat URLs (healthchecks.io style), keyed by job name; secrets")
 

@@ -254,14 +254,15 @@ def archive_command_for(home: Path) -> str:
     return f"'{shutil.which('pgbackrest')} --config={home / 'state' / 'pitr' / 'pgbackrest.conf'} --stanza=game archive-push %p'"
 
 
-def start_archiving_cluster(home: Path) -> ThrowawayCluster:
+def start_archiving_cluster(home: Path, *, archive_timeout: int = 600) -> ThrowawayCluster:
     """A cluster archiving through our archive_command, set through ALTER SYSTEM and a
     reload once the cluster exists (a -c option would win over ALTER SYSTEM); until then
     WAL waits (PostgreSQL 15: archive_mode on, no command)."""
     # autovacuum off: no commit but the test's own may reach the archive (the restores' markers).
-    # archive_timeout 600: segments switch when a test says so (pg_switch_wal), never by the clock.
-    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica", "archive_timeout": "600",
-                                                "autovacuum": "off"})
+    # archive_timeout 600: segments switch when a test says so (pg_switch_wal), never by the
+    # clock; a test of what waits on the archive by itself (backup check) asks for 1 s.
+    cluster = ThrowawayCluster.start(settings={"archive_mode": "on", "wal_level": "replica",
+                                                "archive_timeout": str(archive_timeout), "autovacuum": "off"})
     with admin(cluster) as connection:  # archive_command takes a reload, archive_mode a restart
         connection.execute(sa.text(f"ALTER SYSTEM SET archive_command = {archive_command_for(home)}"))
         # In postgresql.auto.conf too, so that a restored copy would archive unless told not to.
@@ -308,11 +309,11 @@ class ArchivedGame:
 
 
 @contextmanager
-def archived_game(*, players: int, results_per_player: int) -> Iterator[ArchivedGame]:
+def archived_game(*, players: int, results_per_player: int, archive_timeout: int = 600) -> Iterator[ArchivedGame]:
     """A filled game database on a cluster archiving through pgBackRest, its stanza created
     and a full backup taken, as `integrity` configures it (state and repositories in the
     home); all removed afterwards."""
-    with cluster_in_home() as (home, cluster):
+    with cluster_in_home(lambda home: start_archiving_cluster(home, archive_timeout=archive_timeout)) as (home, cluster):
         url = create_game_database(cluster)
         fill_database(url, players=players, results_per_player=results_per_player)
         env = pitr_backup_env(home, url, repository=str(home / "archive"), pg_data_dir=str(cluster.data))

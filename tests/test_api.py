@@ -124,5 +124,6 @@ def test_the_job_table_names_every_configurable_job_and_an_api_operation_for_it(
         "audit": "integrity -q audit --since-last",
         "audit_full": "integrity -q audit",
         "drill": "integrity -q drill --alternate",
+        "drill_pitr": "integrity -q drill --at random",
         "probe": "integrity -q probe",
     }

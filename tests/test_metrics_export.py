@@ -117,8 +117,8 @@ def test_the_file_holds_the_ledger_and_repository_facts(scenario):
         assert values[("integrity_job_last_exit_code", job(name))] == 0, name
     assert values[("integrity_job_last_success_timestamp_seconds", job("prune"))] == 0  # never: 0
     assert ("integrity_job_last_exit_code", job("prune")) not in values
-    for name in SCHEDULED_JOBS:
-        assert values[("integrity_job_enabled", job(name))] == 1
+    for name in SCHEDULED_JOBS:  # every job on by default but the archive's drill (it needs [pitr])
+        assert values[("integrity_job_enabled", job(name))] == (0 if name == "drill_pitr" else 1), name
     assert values[("integrity_job_interval_seconds", job("probe"))] == 60
 
     catalog = env.invoke_json("backup", "list")[1]["result"]["backups"]

@@ -90,3 +90,39 @@ def test_schedule_run_restarts_a_killed_litestream_and_status_shows_the_death(tm
     assert code == 0, stderr_path.read_text()
     assert "replicator stopped" in stderr_path.read_text()
     assert pids and not alive(pids[-1])  # stopped with the scheduler, not orphaned
+
+
+def test_the_drill_pitr_job_drills_a_random_moment_of_the_archive_and_counts_for_itself_only(tmp_path, sqlite_path):
+    """`[schedule] drill_pitr` runs `drill --at random` as the daemon runs a fire; its run is
+    that job's success and never the backups' `drill` job's (nor the other way round)."""
+    from datetime import UTC, datetime
+
+    from integrity import api
+    from integrity.jobs import JOBS as JOB_TABLE
+    from integrity.jobs import job_runs
+    from integrity.ledger import Ledger
+    from integrity.scheduler.runner import run_job
+    from integrity.settings import resolve_settings
+    from pitr_helpers import Replication, Writer, litestream_engine, restorable_moment_after
+
+    assert JOB_TABLE["drill_pitr"].command_line == "integrity -q drill --at random"
+    environ = pitr_environ(tmp_path, sqlite_path, INTEGRITY_SCHEDULE__DRILL_PITR="1d")
+    settings = resolve_settings(environ=environ, cwd=tmp_path)
+    assert settings.schedule.drill_pitr == "1d"
+    assert resolve_settings(environ=pitr_environ(tmp_path, sqlite_path), cwd=tmp_path).schedule.drill_pitr == "off"
+    with Replication(litestream_engine(settings)) as replication:
+        engine = replication.start()
+        with Writer(f"sqlite:///{sqlite_path}"):
+            restorable_moment_after(engine, datetime.now(UTC))
+        outcome = run_job(settings, "drill_pitr", perform=api.perform_job)
+    assert outcome.exit_code == 0, outcome.error
+
+    ledger = Ledger.open(settings.state.dir, settings.state.ledger_url)
+    try:
+        archive, backups = job_runs(ledger, JOB_TABLE["drill_pitr"]), job_runs(ledger, JOB_TABLE["drill"])
+    finally:
+        ledger.close()
+    assert archive.last_success is not None and archive.last_success.id == outcome.run_id
+    assert archive.last_success.summary["point_in_time"]["asked"] == "--at random"
+    assert archive.last_success.summary["job"] == "drill_pitr"
+    assert backups.last_success is None  # the backups' drill did not run

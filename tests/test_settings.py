@@ -108,6 +108,7 @@ def expected_defaults(data_dir: Path) -> dict:
             "audit": "15m",
             "audit_full": "1d",
             "drill": "1d",
+            "drill_pitr": "off",
             "probe": "1m",
             "pings": {},
         },
@@ -162,7 +163,7 @@ def test_every_section_has_its_documented_defaults(resolve, data_dir):
 
 def test_schedule_has_one_entry_per_documented_job(resolve):
     jobs = {f.name for f in dataclasses.fields(resolve().schedule)} - {"pings"}
-    assert jobs == set(JOBS) == {"backup", "verify", "deep_verify", "prune", "audit", "audit_full", "drill", "probe"}
+    assert jobs == set(JOBS) == {"backup", "verify", "deep_verify", "prune", "audit", "audit_full", "drill", "drill_pitr", "probe"}
 
 
 def test_defaults_do_not_depend_on_the_working_directory(resolve, tmp_path):
@@ -574,12 +575,12 @@ def test_variables_that_are_not_keys_are_ignored(resolve):
         (
             '[schedule.pings]\nbackups = "https://hc-ping.com/x"\n', {},
             "unknown job 'backups' in [schedule.pings] backups; "
-            "allowed: backup, verify, deep_verify, prune, audit, audit_full, drill, probe",
+            "allowed: backup, verify, deep_verify, prune, audit, audit_full, drill, drill_pitr, probe",
         ),
         (
             None, {"INTEGRITY_SCHEDULE__PINGS__NIGHTLY": "https://hc-ping.com/x"},
             "unknown job 'nightly' in INTEGRITY_SCHEDULE__PINGS__NIGHTLY ([schedule.pings] nightly); "
-            "allowed: backup, verify, deep_verify, prune, audit, audit_full, drill, probe",
+            "allowed: backup, verify, deep_verify, prune, audit, audit_full, drill, drill_pitr, probe",
         ),
     ],
 )

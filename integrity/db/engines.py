@@ -342,7 +342,9 @@ class PostgresEngine:
     def rehearse_swap(self, copy, *, scratch_dir: Path) -> str:
         name = copy.target.url.database
         renamed = f"{name}_swap"
-        with maintenance(self._live) as admin, admin.connect() as connection:
+        # On the copy's own server: a point-in-time copy lives in a scratch cluster under
+        # live's own name, and the live server's maintenance database would rename live.
+        with maintenance(copy.target) as admin, admin.connect() as connection:
             # Both renames in one transaction: what the swap commits, and a kill leaves the
             # scratch database under its own name for its claim's sweep to drop.
             connection.exec_driver_sql("BEGIN")
