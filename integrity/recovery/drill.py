@@ -13,9 +13,11 @@ reader lock so that prune leaves it alone, and runs what a restore runs, each ph
    on SQLite the compare with live reads every row anyway), drift against the previous
    backup (the same code as `backup verify --deep`);
 4. audits: `checks.run_audits` on the copy (clean or dirty), on a second connection
-   while the deep checks run, so both use the two cores;
+   while the deep checks and then the compare with live run, so both lines use the two
+   cores and the drill waits for the longer one, not for the three in a row;
 5. compare with live: per table rows, and the share of rows that differ, through
-   `integrity.tablediff.backup_live.diff_databases` (live opened read-only);
+   `integrity.tablediff.backup_live.diff_databases` (live opened read-only), once the
+   deep checks passed;
 6. swap rehearsal: the work of the swap, done on the scratch copy (see the model below).
 
 Prediction of a full restore (`integrity restore`), in seconds:
@@ -304,12 +306,13 @@ def _drill(settings: Settings, repository: Repository, backup_id: str, *, live, 
         try:
             # Disposed before the swap rehearsal: a PostgreSQL rename needs the copy unused.
             with live_database.beside(copy.target).reader() as engine:
-                checked, (audit, violations) = _checks_and_audits(engine, repository, manifest, settings, timer, progress,
-                                                                   with_fingerprints=store_engine.fingerprints_in_server)
+                checked, (audit, violations), (tables, compare_problem) = _checks_audits_and_compare(
+                    engine, live, repository, manifest, settings, timer, progress,
+                    with_fingerprints=store_engine.fingerprints_in_server,
+                )
                 fingerprints = checked.fingerprints
                 if checked.problems:
                     return _failed(repository, report, manifest, list(checked.problems), command, fingerprints)
-                tables, compare_problem = _compare_with_live(live, engine, timer, progress)
                 live_bytes = _database_bytes(live)
                 backup_bytes = _database_bytes(engine)
         except sa.exc.DBAPIError as exc:
@@ -351,12 +354,19 @@ def _report_builder(settings: Settings, backup_id: str, timer: PhaseTimer, now: 
     return report
 
 
-def _checks_and_audits(engine, repository: Repository, manifest: Manifest, settings: Settings, timer: PhaseTimer,
-                       progress: Reporter, *, with_fingerprints: bool):
-    """3. deep checks and 4. audits, side by side on two connections: both are
-    database-bound (the GIL is released while SQLite or PostgreSQL works), so they share
-    the two cores. The prediction still adds them up, because the restore runs them one
-    after the other. The audits are recorded only when the deep checks pass."""
+def _checks_audits_and_compare(engine, live, repository: Repository, manifest: Manifest, settings: Settings,
+                               timer: PhaseTimer, progress: Reporter, *, with_fingerprints: bool):
+    """3. deep checks, then 5. the compare with live, on one connection after the other,
+    while 4. the audits run on a second connection beside them: all are database-bound
+    (the GIL is released while SQLite or PostgreSQL works), so they share the two cores,
+    and the drill is bound by the longer of the two lines (the audits, on PostgreSQL)
+    rather than by their sum. The compare runs only when the deep checks pass (a copy that
+    failed them is not worth comparing). The prediction still adds up deep checks and
+    audits, because the restore runs them one after the other. The audits are recorded
+    only when the deep checks pass; the phases are listed in the drill's order (compare
+    after the audits) whichever ended first."""
+    compared = PhaseTimer()
+    tables, compare_problem = (), None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-audit") as pool:
         audited = pool.submit(_timed_audit, engine, progress)
         with timer.phase(DEEP_CHECKS) as phase:
@@ -366,10 +376,14 @@ def _checks_and_audits(engine, repository: Repository, manifest: Manifest, setti
                                       with_fingerprints=with_fingerprints, progress=progress)
             if checked.problems:
                 phase.fail("; ".join(checked.problems))
+        if not checked.problems:
+            tables, compare_problem = _compare_with_live(live, engine, compared, progress)
         (audit, violations), audit_seconds = audited.result()
     if not checked.problems:
-        timer.add(Phase(AUDITS, audit_seconds, detail=f"{audit} (alongside the deep checks)"))
-    return checked, (audit, violations)
+        timer.add(Phase(AUDITS, audit_seconds, detail=f"{audit} (alongside the deep checks and the compare with live)"))
+        for phase in compared.done:
+            timer.add(phase)
+    return checked, (audit, violations), (tables, compare_problem)
 
 
 def _compare_with_live(live, engine, timer: PhaseTimer, progress: Reporter) -> tuple[tuple[TableComparison, ...], str | None]:
