@@ -84,6 +84,8 @@ def test_a_table_whose_pages_did_not_change_is_not_read_again(small_db, monkeypa
     "DELETE FROM items WHERE id = 1500",
     "UPDATE items SET label = label || 'x' WHERE id = 1",  # a longer value: overflow and page split
     "ALTER TABLE items ADD COLUMN colour TEXT DEFAULT 'red'",  # no page written, every row reads anew
+    "INSERT INTO items SELECT id + 10000, owner_id, label, price FROM items",  # new pages, from the end of the file
+    "DELETE FROM items WHERE id > 100",  # pages to the freelist
     "VACUUM",  # same rows, pages rewritten: read again, same fingerprint
 ])
 def test_every_change_is_read_again_and_the_result_is_a_full_pass(small_db, change):
@@ -93,6 +95,19 @@ def test_every_change_is_read_again_and_the_result_is_a_full_pass(small_db, chan
     assert _as_pairs(now) == _full_prints(small_db)
     if change != "VACUUM":
         assert now.prints["items"].digest != start.prints["items"].digest
+
+
+def test_a_chain_of_states_each_reusing_the_last_misses_no_change(small_db):
+    """Pages taken over unwalked from a state that itself took them over stay right."""
+    state = _state(small_db)
+    for change in ("UPDATE owners SET name = 'x' WHERE id = 1",  # items: pages confirmed, unwalked
+                   "UPDATE items SET price = 7 WHERE id = 2000",  # items changes on the next state
+                   "INSERT INTO owners SELECT id + 100, name FROM owners"):
+        previous = state
+        _write(small_db, change)
+        state = _state(small_db, previous)
+        assert _as_pairs(state) == _full_prints(small_db), change
+        assert state.pages == _state(small_db).pages, change  # what a walk of every b-tree finds
 
 
 def test_wal_frames_not_in_the_file_give_no_page_digests(small_db):
