@@ -8,6 +8,7 @@ Exceptions become one `Error:` line and the documented exit code in one place:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -185,6 +186,7 @@ def main_callback(
     ctx.meta["integrity.database_url_option"] = database_url
     runtime.announce()
     runtime.start_run()
+    _startup_collection.end()
 
 
 @app.command()
@@ -253,9 +255,38 @@ from integrity.commands.report import report  # noqa: E402
 app.command("report")(report)
 
 
+class _StartupCollection:
+    """The cyclic garbage collector while the program starts (issue 20).
+
+    Starting a run imports SQLAlchemy, typer and rich: hundreds of thousands of objects
+    that live as long as the process. Each full collection while they are built walks all
+    of them again, and the interpreter walks them once more at exit: about 100-150 ms of
+    CPU in every `status`, which does little else. So `main` (the program's edge, never
+    a library call) pauses the collector until the run is open in the ledger, then
+    freezes what exists by then (never collected: it is the program's own machinery)
+    and lets the collector work on everything newer, as a long backup or the scheduler
+    needs; at exit it freezes again, so the final walk is skipped."""
+
+    paused = False
+
+    def start(self) -> None:
+        gc.disable()
+        self.paused = True
+
+    def end(self) -> None:
+        if self.paused:
+            gc.freeze()
+            gc.enable()
+            self.paused = False
+
+
+_startup_collection = _StartupCollection()
+
+
 def main() -> None:
     from integrity.runtime import guard_standard_streams
 
+    _startup_collection.start()
     # `integrity ... | head -1`: a reader that leaves early must not turn a finished
     # operation into exit 1 (rich's own handler) or a traceback at exit.
     saved = sys.stdout, sys.stderr
@@ -265,6 +296,8 @@ def main() -> None:
     finally:
         sys.stdout.flush()
         sys.stdout, sys.stderr = saved
+        _startup_collection.end()
+        gc.freeze()  # the process ends here: nothing left needs collecting
 
 
 if __name__ == "__main__":

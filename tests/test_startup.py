@@ -79,3 +79,47 @@ def test_text_options_and_flags_keep_their_meaning_without_pydantic(initialized,
     assert result.exit_code == 4 and f"config file {missing} does not exist" in result.output
     assert runner.invoke(app, ["history", "--limit", "3"]).exit_code == 0  # a number is still coerced
     assert runner.invoke(app, ["history", "--limit", "x"]).exit_code == 2
+
+
+WATCH_THE_COLLECTOR = """
+import gc, json, sys
+from integrity import api
+seen = {{"at_start": gc.isenabled()}}
+real = api.status
+
+def watching(inv):
+    seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+    return real(inv)
+
+api.status = watching
+sys.argv = ["integrity", "status"]
+from integrity.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("\\n" + json.dumps(seen))
+"""
+
+
+def test_the_collector_pauses_while_the_program_starts_and_works_during_the_command(initialized):
+    """integrity.cli._StartupCollection: paused while the imports build the program's own
+    objects, then frozen and on again for the command's work (a long backup needs it)."""
+    done = subprocess.run([sys.executable, "-c", WATCH_THE_COLLECTOR.format()], capture_output=True, text=True,
+                          timeout=60)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["at_start"] is True
+    assert seen["enabled"] is True
+    assert seen["frozen"] > 50_000  # SQLAlchemy, typer and rich: never walked again
+
+
+def test_the_collector_is_left_alone_when_the_app_is_called_in_process(initialized):
+    import gc
+
+    from cli_runner import CliRunner
+
+    from integrity.cli import app
+
+    frozen = gc.get_freeze_count()
+    assert CliRunner().invoke(app, ["status"]).exit_code == 3
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
