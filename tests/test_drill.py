@@ -9,6 +9,8 @@ the last drill in each state.
 
 from __future__ import annotations
 
+import os
+
 import random
 import re
 from dataclasses import replace
@@ -117,8 +119,14 @@ def test_a_drill_of_a_good_backup_passes_and_touches_nothing(drilled, request):
     assert compared.items() >= {"players": (5, 5, 0), "results": (100, 100, 0)}.items()
     assert all(t["differing_share"] == 0 for t in result["tables"])
 
+    if env.url.startswith("postgresql") and len(os.sched_getaffinity(0)) >= 2:
+        # The archive is written to a file in the scratch dir and restored by parallel jobs.
+        restore = next(p for p in result["phases"] if p["name"] == "restore")
+        assert f"pg_restore --jobs={min(len(os.sched_getaffinity(0)), 4)} from a decompressed file" in restore["detail"]
     assert _live_state(env) == before
     assert _scratch_left(env, request) == []
+    scratch = env.settings().state.dir / "scratch"
+    assert not scratch.exists() or sorted(p.name for p in scratch.iterdir()) == []  # the decompressed archive is gone
     assert env.journal_events(backup_id)[-4:] == ["intact", "deep_verified", "clean", "drilled"]
 
     # The ledger keeps the summary that status reads.
@@ -433,3 +441,25 @@ def test_status_judges_the_last_drill_with_a_verdict(tmp_path, sqlite_url):
     (fresh,) = drill_checks(settings, now=datetime.now(UTC) + timedelta(days=1, hours=23))
     assert fresh.state is CheckState.OK
 
+
+
+def test_pg_restore_uses_parallel_jobs_only_with_cores_and_room_for_the_archive(tmp_path, monkeypatch):
+    """pg_restore --jobs needs the archive as a file: written only where it leaves a tenth
+    of the disk free, and only with more than one core; otherwise it is streamed (1 job)."""
+    from integrity.db import pg_tools
+
+    total = 100 * 2**30
+    monkeypatch.setattr(pg_tools.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(pg_tools.shutil, "disk_usage", lambda path: shutil_usage(total, free=50 * 2**30))
+    assert pg_tools.parallel_restore_jobs(tmp_path / "scratch", 2 * 2**30) == 2
+    assert pg_tools.parallel_restore_jobs(tmp_path / "scratch", 45 * 2**30) == 1  # would leave under a tenth free
+    monkeypatch.setattr(pg_tools.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert pg_tools.parallel_restore_jobs(tmp_path / "scratch", 2**30) == pg_tools.MAX_RESTORE_JOBS
+    monkeypatch.setattr(pg_tools.os, "sched_getaffinity", lambda pid: {0})
+    assert pg_tools.parallel_restore_jobs(tmp_path / "scratch", 2**30) == 1
+
+
+def shutil_usage(total: int, *, free: int):
+    from collections import namedtuple
+
+    return namedtuple("usage", "total used free")(total, total - free, free)

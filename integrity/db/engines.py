@@ -326,7 +326,7 @@ class PostgresEngine:
         from integrity.db.scratch import postgres_copy
 
         _require_same_engine(manifest, self.kind)
-        return postgres_copy(repository, manifest, server=self._live, progress=progress)
+        return postgres_copy(repository, manifest, server=self._live, progress=progress, scratch_dir=scratch_dir)
 
     def snapshot_copies(self, choice, *, scratch_dir: Path, keep_copy: bool, restored_backup,
                         progress: Reporter = NO_PROGRESS):

@@ -102,3 +102,35 @@ def tool_error(stderr: bytes) -> str:
     `detail:` lines after it only quote the query), else the last line."""
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return next((line for line in lines if "error:" in line), lines[-1] if lines else "no message")
+
+
+RESTORE_OPTIONS = ("--no-owner", "--no-privileges", "--exit-on-error", "--no-password")  # the target's roles may not exist
+MAX_RESTORE_JOBS = 4
+
+
+def parallel_restore_jobs(scratch_dir: Path, archive_bytes: int) -> int:
+    """How many `pg_restore --jobs` a restore may use when its archive is first written, whole
+    and uncompressed, into `scratch_dir`: one per core of this host (at most
+    MAX_RESTORE_JOBS), or 1 (stream it instead, as pg_restore --jobs cannot read a pipe)
+    on one core or when the archive would leave less than a tenth of the disk free."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return 1
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(scratch_dir)
+    if usage.free - archive_bytes < usage.total / 10:
+        return 1
+    return min(cores, MAX_RESTORE_JOBS)
+
+
+def restore_file(pg_restore: str, archive: Path, url: URL, *, jobs: int) -> tuple[int, str]:
+    """pg_restore of a custom-format archive file into the empty database of `url`, its
+    tables' data and then indexes and constraints spread over `jobs` connections (an
+    archive pg_dump wrote into a pipe has no data offsets: pg_restore finds each table's
+    data by reading the block headers of a seekable file). Its exit status and the line of
+    its errors that says why."""
+    finished = subprocess.run(
+        [pg_restore, *RESTORE_OPTIONS, f"--jobs={jobs}", f"--dbname={url.database}", str(archive)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=libpq_environment(url),
+    )
+    return finished.returncode, tool_error(finished.stderr) if finished.returncode else ""

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from game_core.db import DatabaseTarget, parse_database_url
 from integrity.backups.archive import decompress_to
-from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
+from integrity.db.pg_tools import (
+    libpq_environment, parallel_restore_jobs, require_tool, restore_file, server_major, tool_error,
+)
 from integrity.backups.repository import Manifest, Repository
 from integrity.db.claims import SCRATCH_PREFIX, claimed_path, scratch_databases
 from integrity.db.connect import maintenance
@@ -51,7 +53,7 @@ def sqlite_copy(repository: Repository, manifest: Manifest, *, scratch_dir: Path
 
 @contextmanager
 def postgres_copy(repository: Repository, manifest: Manifest, *, server: DatabaseTarget,
-                  progress: Reporter = NO_PROGRESS) -> Iterator[ScratchCopy]:
+                  progress: Reporter = NO_PROGRESS, scratch_dir: Path | None = None) -> Iterator[ScratchCopy]:
     """A claimed scratch database on `server`'s server filled by pg_restore."""
     name = f"{SCRATCH_PREFIX}{manifest.id[:15].lower()}_{secrets.token_hex(3)}"
     with maintenance(server) as admin:
@@ -61,15 +63,30 @@ def postgres_copy(repository: Repository, manifest: Manifest, *, server: Databas
             databases.create(name)
             tool = require_tool("pg_restore", major)
             scratch = DatabaseTarget(server.url.set(database=name))
-            pg_restore_into(tool.path, repository, manifest, scratch, progress=progress)
-            yield ScratchCopy(scratch, f"scratch database {name}")
+            how = pg_restore_into(tool.path, repository, manifest, scratch, progress=progress, scratch_dir=scratch_dir)
+            yield ScratchCopy(scratch, f"scratch database {name} ({how})")
 
 
 def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest, scratch: DatabaseTarget,
-                    progress: Reporter = NO_PROGRESS) -> None:
+                    progress: Reporter = NO_PROGRESS, scratch_dir: Path | None = None) -> str:
     """Fill the empty database `scratch` from the backup, decompressed on the way into
-    pg_restore (no owners or privileges: the target's roles may not exist)."""
+    pg_restore (no owners or privileges: the target's roles may not exist). With a
+    `scratch_dir` that has room: decompressed into a claimed file there first (both hashes
+    checked the same way), then restored by `pg_restore --jobs`, which needs a file.
+    Returns how it restored, for the copy's description."""
     entry = manifest.files[0]
+    jobs = parallel_restore_jobs(scratch_dir, entry.raw_size) if scratch_dir is not None else 1
+    if jobs > 1:
+        with claimed_path(scratch_dir, f"{scratch.url.database}.dump") as archive:
+            with archive.open("xb") as handle, progress.task(f"decompressing {manifest.id}", total=entry.size,
+                                                             unit="bytes") as task:
+                decompress_to(repository.file_of(manifest.id, entry.name), entry, handle.write,
+                              backup_id=manifest.id, advance=task.advance)
+            with progress.task(f"restoring {manifest.id} (pg_restore --jobs={jobs})", unit="bytes"):
+                returncode, why = restore_file(pg_restore, archive, scratch.url, jobs=jobs)
+        if returncode != 0:
+            raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {why}")
+        return f"pg_restore --jobs={jobs} from a decompressed file"
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
@@ -94,3 +111,4 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
         if returncode != 0:
             errors.seek(0)
             raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {tool_error(errors.read())}")
+    return "streamed into pg_restore"
