@@ -12,8 +12,9 @@ optional threshold; a series long enough to bloat the page (the probe runs every
 43,200 runs a month) is bucketed here, so the page's size is bounded by the number of
 buckets, not by the length of the window (`MAX_POINTS`).
 
-Protection is computed per repository by `repository_protection`: today the one configured
-repository; a second kind of repository (copies) extends that function alone.
+Protection is computed per repository by `repository_protection`, from the catalogues
+integrity.backups.repositories reads for status and the metrics too (`read_repositories`):
+the primary and each [[repositories]] copy, then the point-in-time archive.
 """
 
 from __future__ import annotations
@@ -353,24 +354,15 @@ def repository_protection(settings: Settings, identity: str | None, now: datetim
     point-in-time archive when `[pitr] enabled`. Returns (protections, catalogues by
     repository name) so the backup chart reads the primary's once. A repository that
     cannot be read is a row with its problem, never an error."""
-    from integrity.backups.catalog import read_catalog
-    from integrity.backups.repositories import open_repository, repository_names, settings_for
+    from integrity.backups.repositories import read_repositories
 
     protections: list[RepositoryProtection] = []
     catalogues = {}
-    for name in repository_names(settings):
-        location = str(settings_for(settings, name).backups.repository)
-        try:
-            repository = open_repository(settings, name)
-            if not repository.exists():
-                protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0,
-                                                        problem=f"no repository at {location}: run `integrity init`",
-                                                        name=name))
-                continue
-            catalog = read_catalog(repository, now).of_store(identity)
-        except Failure as exc:
+    for reading in read_repositories(settings, identity, now):
+        name, location, catalog = reading.name, reading.location, reading.catalog
+        if catalog is None:
             protections.append(RepositoryProtection("backups", location, None, None, None, None, None, 0,
-                                                    problem=str(exc), name=name))
+                                                    problem=reading.problem, name=name))
             continue
         catalogues[name] = catalog
         good, deep = catalog.newest_restorable(), catalog.newest_deep_verified()

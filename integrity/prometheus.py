@@ -246,13 +246,12 @@ def _jobs(out: _Collector, ledger) -> None:
 
 
 def _backups(out: _Collector, settings: Settings, identity: str | None, now: datetime) -> None:
-    from integrity.backups.catalog import read_catalog
-    from integrity.backups.repository import Repository
+    from integrity.backups.repositories import PRIMARY_REPOSITORY, Freshness, read_repositories
 
-    repository = Repository.of(settings)
-    good = deep = catalog = None
-    if repository.exists():
-        catalog = read_catalog(repository, now).of_store(identity)
+    primary = read_repositories(settings, identity, now, [PRIMARY_REPOSITORY])[0]
+    good = deep = None
+    catalog = primary.catalog
+    if catalog is not None:
         good, deep = catalog.newest_restorable(), catalog.newest_deep_verified()
     out.add("integrity_backup_newest_good_timestamp_seconds", _ts(good.created_at if good else None))
     out.add("integrity_backup_newest_good_size_bytes", good.size if good else None)
@@ -263,9 +262,9 @@ def _backups(out: _Collector, settings: Settings, identity: str | None, now: dat
     out.add("integrity_backups_deep_failed", counts.get("deep_failed", 0))
     out.add("integrity_backups_failed", counts.get("failed", 0))
     if settings.repositories:  # the 3-2-1 rule: each repository's freshness, and the newest off-host one
-        from integrity.backups.repositories import newest_good_per_repository
+        from integrity.backups.repositories import copy_names, newest_good_per_repository
 
-        every = newest_good_per_repository(settings, identity, now)
+        every = [Freshness.of(primary), *newest_good_per_repository(settings, identity, now, copy_names(settings))]
         for freshness in every:
             out.add("integrity_repository_newest_good_timestamp_seconds",
                     _ts(freshness.newest.created_at if freshness.newest else None),

@@ -317,12 +317,13 @@ def copy_checks(settings: Settings, *, identity: str | None = None, now: datetim
     """Each [[repositories]] copy's newest restorable backup of this database against
     [objectives] copy_max_age_seconds: the 3-2-1 rule made visible (a copy that stopped
     receiving backups, or cannot be reached, is a problem long before the disk dies)."""
-    from integrity.backups.repositories import newest_good_per_repository
+    from integrity.backups.repositories import copy_names, newest_good_per_repository
 
     now = now or datetime.now(timezone.utc)
     limit = settings.objectives.copy_max_age_seconds
     checks = []
-    for freshness in newest_good_per_repository(settings, identity, now)[1:]:
+    # The copies alone: backup_checks has read the primary.
+    for freshness in newest_good_per_repository(settings, identity, now, copy_names(settings)):
         name = f"copy {freshness.name}"
         if freshness.problem is not None:
             checks.append(StatusCheck(name, CheckState.PRECONDITION, freshness.problem, Urgency.PROTECTION))

@@ -467,3 +467,49 @@ def test_the_file_reads_back_as_it_was_written():
     text = render(samples)
     assert tuple(_parse(text)) == samples
     assert render(tuple(_parse(text))) == text
+
+
+# ---------------------------------------------------------------- each repository read once
+
+
+@pytest.fixture
+def with_a_copy(initialized, tmp_path):
+    """A [[repositories]] copy beside the primary, in the configuration init wrote."""
+    from integrity.settings import resolve_settings
+
+    settings = resolve_settings(environ=os.environ, cwd=Path.cwd())
+    config = Path(settings.config_path)
+    config.write_text(config.read_text(encoding="utf-8") + f'\n[[repositories]]\nname = "usb"\nlocation = "{tmp_path / "usb"}"\n',
+                      encoding="utf-8")
+    (tmp_path / "usb").mkdir()
+    assert runner.invoke(app, ["backup", "create"]).exit_code == 0
+    assert runner.invoke(app, ["backup", "copy", "--all-missing", "--to", "usb"]).exit_code == 0
+    return settings
+
+
+@pytest.fixture
+def catalogues_read(monkeypatch):
+    """The locations of the repositories whose catalogue was read, in order."""
+    from integrity.backups import catalog
+
+    read = []
+    real = catalog.read_catalog
+
+    def counting(repository, *args, **kwargs):
+        read.append(str(repository.location))
+        return real(repository, *args, **kwargs)
+
+    monkeypatch.setattr(catalog, "read_catalog", counting)
+    return read
+
+
+@pytest.mark.parametrize("command", [["status"], ["metrics"]])
+def test_each_repository_is_read_once_per_run(with_a_copy, catalogues_read, command):
+    result = runner.invoke(app, command)
+    assert result.exit_code in (0, 3), result.output
+    assert len(catalogues_read) == 2 and len(set(catalogues_read)) == 2, catalogues_read
+    if command == ["status"]:
+        assert "copy usb" in result.output
+    else:
+        assert 'integrity_repository_newest_good_timestamp_seconds{repository="usb",kind="directory"}' in result.output
+        assert 'repository="primary"' in result.output
