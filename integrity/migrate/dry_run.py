@@ -550,11 +550,11 @@ def _before_state(job: _Rehearsal, before_engine, work_engine, now: datetime, ti
     # (SQLite, SHA-256) that lets go of the GIL.
     with ThreadPoolExecutor(max_workers=1) as beside:
         pages_of = beside.submit(page_digests, work_engine)
-        with timer.phase("before: schema and audits") as phase, before_engine.connect() as connection:
-            schema = capture_schema(connection)
-            audits = data_audit_failures(connection, now, job.progress, "auditing the copy before")
+        with timer.phase("before: schema and audits") as phase:
+            with before_engine.connect() as connection:
+                schema = capture_schema(connection)
+                audits = data_audit_failures(connection, now, job.progress, "auditing the copy before")
             phase.rows = job.copies.rows
-        with timer.phase("before: page digests of the work copy (beside the audits)"):
             pages = pages_of.result()
     return _State(schema, audits, KnownState(job.copies.fingerprints, pages))
 
