@@ -14,6 +14,8 @@ Issue 20's goal: `integrity status` on an empty store and `integrity metrics` ta
   figure is printed with its excess over the anchor and whether the goal is met.
 - in-process per-command cost (typer's CliRunner, as the test suite invokes the CLI):
   `status`, `backup list`, `metrics`, median of --repeat invocations in this process.
+- the load average before and after: on a busy host wall time is mostly waiting for a
+  core, and the CPU excess is the better estimate of the wall excess an idle host sees.
 
 The processes run with a bytecode cache of their own (PYTHONPYCACHEPREFIX under the work
 directory), as an installed tool has its .pyc files: with PYTHONDONTWRITEBYTECODE set (as
@@ -123,7 +125,11 @@ def main() -> None:
         run([*INTEGRITY, "init"], env, work)
         cache = "none (PYTHONDONTWRITEBYTECODE=1)" if options.no_bytecode_cache else "own bytecode cache"
         print(f"whole processes, median of {options.repeat}, empty store (init, SQLite), {cache}:", flush=True)
+        load_before = os.getloadavg()[0]
         medians = whole_processes(work, env, options.repeat)
+        cores = os.cpu_count() or 1
+        print(f"  load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {cores} cores"
+              + (": wall times are mostly waiting for a core" if max(load_before, os.getloadavg()[0]) > cores else ""))
         anchor, anchor_cpu = medians["python -c pass"]
         for name, (seconds, cpu) in medians.items():
             if name == "python -c pass":

@@ -82,8 +82,8 @@ def _summary(command: str, i: int) -> dict:
         return {"dry_run": False}
     if command == "probe":
         return {"success_ratio": 1.0}
-    if command == "drill":
-        return {"backup_id": "b1", "predicted_seconds": 12.0, "recovery_seconds": 3.0}
+    if command == "drill":  # every fourth one a drill of the point-in-time archive (`drill --at`)
+        return {"backup_id": "b1", "predicted_seconds": 12.0, "recovery_seconds": 3.0, "point_in_time": i % 4 == 1}
     return {}
 
 
