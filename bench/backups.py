@@ -60,6 +60,14 @@ def ratio_line(what: str, ours: float, anchor: float, anchor_name: str, limit: f
     return f"{what:<18}ours {ours:6.2f}s   anchor ({anchor_name}) {anchor:6.2f}s   ratio {ours / anchor:4.2f}{goal}{tail}"
 
 
+def cpu_line(times: dict[str, float], *names: str) -> str:
+    """CPU seconds of each side on this host, and ours over each anchor's."""
+    ours = times["ours cpu"]
+    parts = [f"ours {ours:.2f}s"] + [f"{name} {times[name + ' cpu']:.2f}s (ratio {ours / times[name + ' cpu']:.2f})"
+                                      for name in names]
+    return "  CPU (this host, median): " + ", ".join(parts)
+
+
 def shell(script: str, **kwargs) -> None:
     """A pipeline as an operator types it, failing when any part of it fails."""
     subprocess.run(["bash", "-o", "pipefail", "-e", "-c", script], check=True, stdout=subprocess.DEVNULL, **kwargs)
@@ -107,6 +115,7 @@ def bench_sqlite(database: Path, repeat: int) -> None:
     print(ratio_line("SQLite create", times["ours"], times["anchor"], ".backup; zstd -3 -T0 --rm; sync", 1.2,
                      f"   db {size / 1e9:.2f} GB"))
     print(ratio_line("", times["ours"], times["single"], "before issue 20: .backup; zstd -3 single-threaded; sync"))
+    print(cpu_line(times, "anchor", "single"))
     print(f"  create phases of the last run (may overlap): {phases_of(repository)}", flush=True)
 
     backup_id = Repository(repository).backup_ids()[-1]
@@ -123,6 +132,7 @@ def bench_sqlite(database: Path, repeat: int) -> None:
     print(ratio_line("quick verify", times["ours"], times["anchor"], "sha256sum & zstd -t, in parallel", 1.2,
                      f"   file {data.stat().st_size / 1e6:.0f} MB"))
     print(ratio_line("", times["ours"], times["sequence"], "before issue 20: sha256sum; zstd -t"))
+    print(cpu_line(times, "anchor"))
     print(f"  SHA-256 of the file alone: sha256sum {times['sha256sum']:.2f}s, hashlib (OpenSSL) {times['hashlib']:.2f}s",
           flush=True)
 
@@ -189,6 +199,7 @@ def bench_postgres(database: Path, repeat: int, pg_admin_url: str) -> None:
     times = side_by_side(our_create, careful_dump, repeat, extra={"default": default_dump})
     print(ratio_line("PostgreSQL create", times["ours"], times["anchor"], "pg_dump -Fc -Z0 | zstd -3 -T0; sync", 1.1))
     print(ratio_line("", times["ours"], times["default"], "before issue 20: pg_dump -Fc, its gzip; sync"))
+    print(cpu_line(times, "anchor", "default"))
     print(f"  create phases of the last run (may overlap): {phases_of(repository)}", flush=True)
 
 

@@ -39,24 +39,39 @@ def median_seconds(action, repeat: int) -> float:
     return statistics.median(times)
 
 
+def cpu_seconds() -> float:
+    """User and system CPU of this process (all its threads) and of its waited-for children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def side_by_side(ours, anchor, repeat: int, *, prepare=lambda: None, warm_up: bool = True,
                  extra: dict | None = None) -> dict[str, float]:
     """Median seconds of `ours`, of `anchor` and of each `extra` action (as `median_seconds`:
     one warm-up each, then `repeat` timed runs), alternating within every round so that a
     burst of load on the shared machine hits them all; `prepare` runs untimed before every
-    run. Keys: "ours", "anchor" and the names of `extra`."""
+    run. Keys: "ours", "anchor" and the names of `extra`, wall seconds; the same names with
+    " cpu": the median CPU seconds on this host (this process's threads and the tools it
+    waited for; a database server's own work is in neither side), which the load of other
+    processes on a shared machine does not change the way it changes the wall time."""
     actions = {"anchor": anchor, **(extra or {}), "ours": ours}
     for action in actions.values() if warm_up else ():
         prepare()
         action()
     times: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeat):
         for name, action in actions.items():
             prepare()
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), cpu_seconds()
             action()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+            cpu[name].append(cpu_seconds() - started_cpu)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians.update({f"{name} cpu": statistics.median(values) for name, values in cpu.items()})
+    return medians
 
 
 def build_sqlite_database(work: Path, players: int, tests_per_player: int) -> Path:

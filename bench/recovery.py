@@ -223,11 +223,15 @@ def bench_sqlite_drill(settings, repository, manifest, restored: Path, repeat: i
     ours_s, anchor_s = side_by_side(ours, anchor, repeat, prepare=prepare, warm_up=False)
     run(["zstd", "-q", "-d", "-f", str(data), "-o", str(restored)])  # left for the diff
     print_drill("SQLite", reports, repeat, ours_s, anchor_s, medians(anchor_steps, repeat),
-                "zstd -d + integrity_check + foreign_key_check + SQL audit", 1.5)
+                "zstd -d + integrity_check + foreign_key_check + SQL audit", 1.5,
+                {"restore": ("zstd -d",), "deep checks": ("integrity_check", "foreign_key_check"),
+                 "audits": ("SQL audit",)})
 
 
-def print_drill(engine: str, reports: list, repeat: int, ours: float, anchor: float, steps: dict, what: str, limit: float) -> None:
-    """`reports`: (wall seconds, DrillReport) of every run."""
+def print_drill(engine: str, reports: list, repeat: int, ours: float, anchor: float, steps: dict, what: str, limit: float,
+                counterparts: dict[str, tuple[str, ...]] | None = None) -> None:
+    """`reports`: (wall seconds, DrillReport) of every run; `counterparts`: per drill phase,
+    the anchor steps that do its work by hand (each pair printed with its ratio)."""
     from integrity.recovery.drill import COMPARE, SWAP
 
     timed = reports[-repeat:]
@@ -244,6 +248,10 @@ def print_drill(engine: str, reports: list, repeat: int, ours: float, anchor: fl
     print(f"  drill less '{COMPARE}' and '{SWAP}' (no manual counterpart) {restore_part:.2f}s: "
           f"ratio {restore_part / anchor:4.2f} to the anchor")
     print(f"  anchor steps (median): {phase_line(steps)}")
+    for phase, manual in (counterparts or {}).items():
+        by_hand = sum(steps[name] for name in manual)
+        print(f"  {phase} {phases.get(phase, 0):.2f}s vs {' + '.join(manual)} {by_hand:.2f}s: "
+              f"ratio {phases.get(phase, 0) / by_hand:4.2f}")
     problems = "; ".join(last.problems) or "none"
     findings = "; ".join(last.findings) or "none"
     print(f"  last drill: exit {int(last.exit_code)}, audit {last.audit}, predicted full restore "
@@ -531,7 +539,8 @@ def bench_postgres_drill(url: str, admin_url: str, repeat: int) -> None:
         prepare()
         dump.unlink(missing_ok=True)
     print_drill("PostgreSQL", reports, repeat, ours_s, anchor_s, medians(anchor_steps, repeat),
-                "create database + pg_restore + SQL audit", 1.3)
+                "create database + pg_restore + SQL audit", 1.3,
+                {"restore": ("create database", "pg_restore"), "audits": ("SQL audit",)})
 
 
 # ---------------------------------------------------------------- the run
