@@ -1,9 +1,9 @@
 """A throwaway PostgreSQL cluster: its own data directory and port, always removed.
 
 The machine's server at 127.0.0.1:5432 is shared and never reconfigured or restarted by
-a test (DEVELOPERS.md). A test run that needs a server of its own (the second xdist
-worker, so that its tests never see the first worker's databases, scratch copies,
-sessions and roles; later, clusters with WAL archiving) starts one with
+a test (DEVELOPERS.md). A test run that needs a server of its own (each xdist worker,
+so that its tests never see another worker's databases, scratch copies, sessions and
+roles; clusters with WAL archiving) starts one with
 `ThrowawayCluster.start()`: `initdb` and `pg_ctl` from `pg_config --bindir`, into a
 temporary directory, on a free port, listening on 127.0.0.1 only, trust auth, run as the
 `postgres` OS user when we are root (PostgreSQL refuses to run as root).
