@@ -13,8 +13,9 @@ Anything else (pages that changed, a column renamed, dropped or retyped, a key, 
 foreign key changed, a table gone or new; PostgreSQL, which has no page digests) runs
 the rule again.
 
-On the 1 GB benchmark database a safe revision (a nullable column on `players`) left
-every rule's result as it was: the audit of the migrated copy, 43 s before, reads nothing.
+On the 1 GB benchmark database a safe revision (a nullable column on `players`) leaves
+every rule's result as it was: the audit of the migrated copy (43.5 s in the README's
+figures before this) runs no rule; the phase takes 2.2 s, the page digests.
 """
 
 from __future__ import annotations

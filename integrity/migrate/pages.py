@@ -7,7 +7,8 @@ revision usually touches one or two tables. A table whose b-tree (the pages it o
 the `dbstat` virtual table lists them) holds the same bytes at the same page numbers,
 under the same CREATE statement, as at a moment whose fingerprint is known holds the
 same rows: that fingerprint is still its own. Hashing the pages is one sequential read
-of the file at C speed; only the tables whose pages differ are read row by row.
+of the file at C speed; only the tables whose pages differ are read row by row. On the
+1 GB database the round trip of a safe revision took 78 s with full passes, 3 s so.
 
 A difference in pages never hides a change in rows: at worst (a rebuild that wrote the
 same rows anew, a VACUUM) a table whose rows did not change is read again. The file
