@@ -52,11 +52,13 @@ last-clean: `integrity pitr last-clean` (api.pitr_last_clean, the whole command:
     times). Each probe is a real `litestream restore` of the whole database and the real
     audits, so the number of restores and their cost are those of an hour's window at 1 s
     (a real hour's archive holds more, compacted, files; a restore reads the snapshot and
-    a handful of them either way). Anchor, in the same run: one restore (the same
-    `litestream restore` command our engine runs, at the moment found) plus one SQL audit
-    of the copy (`audit_copy`, as each probe), median of `--repeats`; beside it what a
-    probe pays that the anchor does not: the window check `restored_at` makes first
-    (`litestream ltx` and `litestream status`). Targets: restores <= 12 (log2(3600) = 11.8;
+    a handful of them either way). The probes are audited with every rule until one is
+    dirty, then with the error rules that one failed (its row rules), and the moment found
+    with every rule on its kept copy (integrity/pitr/search.py); the window is read once for
+    the whole search. Anchor, in the same run: one restore as our engine makes it (the same
+    `litestream restore` command, `-integrity-check none`, then `PRAGMA quick_check` of the
+    file, at the moment found) plus one SQL audit of the copy with every rule (`audit_copy`),
+    median of `--repeats`; beside it a window check alone (`litestream ltx` and `status`). Targets: restores <= 12 (log2(3600) = 11.8;
     the search's own bound is ceil(log2(steps + 2)), 12 for 3600 steps, see
     integrity/pitr/search.py), total < 10x the anchor. The moment found is compared with
     the damage's replica file (its LTX header's timestamp, when Litestream read the WAL):
@@ -617,13 +619,16 @@ def damage(url: str) -> int:
 
 
 def anchor_seconds(engine, live, moment: datetime, folder: Path) -> tuple[float, float]:
-    """One `litestream restore` (our engine's command line) and one SQL audit of the copy."""
+    """One restore as our engine makes it (its `litestream restore` command line, then the
+    quick check of the file) and one SQL audit of the copy with every rule."""
     from integrity.backups.verify import audit_copy
+    from integrity.pitr.litestream import require_quick_check
 
     output = folder / "anchor.db"
     remove_database(output)
     began = time.perf_counter()
     subprocess.run(engine.restore_argv(moment, output), check=True, capture_output=True)
+    require_quick_check(output, what="the anchor's restore")
     restored = time.perf_counter()
     with live.beside(f"sqlite:///{output}").reader() as reader, reader.connect() as connection:
         audit_copy(connection)
@@ -641,6 +646,11 @@ def bench_last_clean(work: Path, args) -> None:
     players, tests = args.players, args.tests_per_player
     print(f"\n[last-clean] {players:,} players x {tests} tests, {args.clean_seconds:g} s clean then damage then "
           f"{args.after_seconds:g} s of good writes (the game at {args.game_rate:g} results/s)")
+    # bench/common.py keeps the database it builds in bench/.work: copied when there (the
+    # same simulate command), as this run damages and writes its own copy.
+    prebuilt, wal = WORK_DIR / f"bench-{players}x{tests}.db", Path(f"{WORK_DIR / f'bench-{players}x{tests}.db'}-wal")
+    if prebuilt.exists() and (not wal.exists() or wal.stat().st_size == 0):  # nothing written to it since it was built
+        shutil.copyfile(prebuilt, work / prebuilt.name)
     database = build_sqlite_database(work, players, tests)
     print(f"  database: {database.stat().st_size / 1e6:,.0f} MB")
     home = work / "last-clean"
@@ -705,11 +715,16 @@ def bench_last_clean(work: Path, args) -> None:
     if not damage_file_kept:
         print("  (the damage's level-0 file was gone by the end of the search: Litestream's l0-retention, 5 min, had removed "
               "it after compaction, so restores landed on level-1 files, 30 s spans stamped with their newest source's time)")
-    probes_made = report.bisection.probes
-    print(f"  last-clean total {total:.1f} s: {report.restores} probes {probe_seconds:.1f} s (restore with its window "
-          f"check {statistics.mean(p.restore_seconds for p in probes_made):.2f} s, audit "
-          f"{statistics.mean(p.audit_seconds for p in probes_made):.2f} s, means), salvage dry run {after:.1f} s, "
-          f"the rest {total - probe_seconds - after:.1f} s")
+    restored = [p for p in report.bisection.probes if p.role != "confirm"]
+    every_rule = [p.audit_seconds for p in report.bisection.probes if p.audited_rules is None]
+    signature = [p.audit_seconds for p in report.bisection.probes if p.audited_rules is not None]
+    print(f"  last-clean total {total:.1f} s: {report.restores} restores and {len(report.bisection.probes)} audits of the archive "
+          f"{probe_seconds:.1f} s (restore {statistics.mean(p.restore_seconds for p in restored):.2f} s mean; "
+          f"{len(every_rule)} audits of every rule {sum(every_rule):.1f} s, {len(signature)} of the damage's rules "
+          f"{sum(signature):.1f} s), salvage dry run {after:.1f} s, the rest {total - probe_seconds - after:.1f} s")
+    if report.live_audit is not None:
+        print(f"  live audited first with every rule in {report.live_audit.seconds:.1f} s: the probes' rules "
+              f"{', '.join(report.live_audit.signature) or '(none: every rule until a probe is dirty)'}")
     print(f"  anchor: one litestream restore {statistics.median(restores):.2f} s + one SQL audit "
           f"{statistics.median(audits):.2f} s = {anchor:.2f} s (median of {args.repeats}); a window check alone "
           f"(litestream ltx + status) {statistics.median(checks):.2f} s")

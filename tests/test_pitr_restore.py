@@ -148,12 +148,44 @@ def test_sqlite_restore_before_a_migration_the_ledger_recorded(replicated, tmp_p
     assert point["asked"] == "--before-migration 0002_country"
     assert document["result"]["migration"]["revision"] == "0002_country"
 
-    # A revision the ledger never saw applied (applied behind the tool's back, or never): exit 4 naming --to-time.
+    # A revision neither the ledger nor the archive has: exit 4 naming --to-time.
     unknown = env.invoke("restore", "--before-migration", "0003_elsewhere", "--yes")
     assert unknown.returncode == 4
     assert ("revision '0003_elsewhere' was never applied by this tool (the ledger holds no `integrity migrate apply` run "
-            "that applied it)") in one_error(unknown)
+            "that applied it), and the litestream archive does not have it at its newest restorable point") in one_error(unknown)
     assert "--to-time TIME" in one_error(unknown)
+
+
+def test_sqlite_restore_before_a_migration_applied_behind_the_tools_back_finds_it_in_the_archive(replicated, tmp_path):
+    """`alembic upgrade head` by hand: no `migrate apply` run in the ledger, so the moment is
+    bisected from the archive (the newest restorable moment whose alembic_version lacks it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    env, engine = replicated
+    ini = history(tmp_path, ADD_COUNTRY)
+    config = Config(str(ini))
+    config.set_main_option("sqlalchemy.url", env.url)
+    with Writer(env.url) as writer:
+        restorable_moment_after(engine, writer.mark("before_migration"))
+        applying = datetime.now(UTC)
+        command.upgrade(config, "head")  # behind the tool's back
+        applied = datetime.now(UTC)
+        restorable_moment_after(engine, writer.mark("after_migration"))
+    assert revision_of(env.url) == "0002_country"
+
+    code, document = env.invoke_json("restore", "--before-migration", "0002_country", "--dry-run")
+    assert code == 0, document
+    migration = document["result"]["migration"]
+    assert migration["revision"] == "0002_country"
+    assert "the litestream archive (" in migration["found"] and "applied behind the tool's back" in migration["found"]
+    moment = datetime.fromisoformat(document["result"]["point_in_time"]["moment"])
+    # The newest second whose restore lacks the revision, the next one has it: the boundary
+    # is where Litestream shipped the upgrade (a restore to T holds what was shipped before T),
+    # within a second or two of the upgrade itself.
+    assert timedelta(0) < datetime.fromisoformat(migration["applied_at"]) - moment <= timedelta(seconds=1)
+    assert applying - timedelta(seconds=3) < moment < applied + timedelta(seconds=3)
+    assert document["result"]["outcome"]["revision"] == head_revision()  # the restored moment lacks the column
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -359,12 +359,14 @@ def test_last_clean_finds_the_second_before_the_damage_and_the_good_rows_after_i
     dirty = [probe for probe in probes if not probe["clean"]]
     assert dirty and all({"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged}
                          in probe["failing_rules"] for probe in dirty)
-    # Every rule until the first dirty probe, then its row rules only; the moment found
-    # passed every rule (its own probe's audit, or the confirmation on its kept copy).
-    first_dirty_probe = probes.index(dirty[0])
-    assert all(probe["audited_rules"] is None for probe in probes[:first_dirty_probe + 1])
-    assert all("results.wpm_recomputed" in probe["audited_rules"] for probe in restored[first_dirty_probe + 1:])
-    assert any(probe["clean"] and probe["moment"] == report["found"] and probe["audited_rules"] is None for probe in probes)
+    # Live was audited first with every rule: the row rules it fails are every probe's; the
+    # moment found passed every rule (the confirmation on its kept copy).
+    signature = report["live_audit"]["signature"]
+    assert "results.wpm_recomputed" in signature
+    assert {"rule": "results.wpm_recomputed", "severity": "error", "failing_rows": damaged} in report["live_audit"]["failing_rules"]
+    assert all(probe["audited_rules"] == signature for probe in restored)
+    assert probes[-1]["role"] == "confirm" and probes[-1]["clean"] and probes[-1]["moment"] == report["found"]
+    assert probes[-1]["audited_rules"] is None
     assert report["next_command"] == f"integrity restore --to-time {report['found'].replace('+00:00', 'Z')} --keep-newer"
     # Checked without the audits: the restore at that moment holds every result as written
     # before the damage, undamaged; and which players live holds beyond it.

@@ -197,6 +197,7 @@ class LastCleanReport:
     bisection: Any  # search.Bisection: bounds, every probe, the boundary
     after: Any  # search.AfterTheMoment, None when nothing clean was found
     seconds: float
+    live_audit: Any = None  # search.LiveAudit: live's audit before the search, the probes' signature
     restores: int = field(init=False)
     found: datetime | None = field(init=False)  # the latest clean moment
     first_dirty: datetime | None = field(init=False)  # the grid point after it (None: the newest point is clean)
@@ -237,8 +238,8 @@ def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None], count_af
     dirty."""
     from game_core.errors import PreconditionFailed
     from integrity.db.connect import Database
-    from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, find_last_clean,
-                                       newest_clean_full_audit, rows_after)
+    from integrity.pitr.search import (LOWER_FROM_AUDIT, LOWER_FROM_WINDOW, RestoringJudge, audit_live,
+                                       find_last_clean, newest_clean_full_audit, rows_after)
 
     require_enabled(settings)
     started = time.perf_counter()
@@ -254,14 +255,19 @@ def pitr_last_clean(settings, ledger, *, notify: Callable[[str], None], count_af
     else:
         lower, source, audit_at = window.oldest, LOWER_FROM_WINDOW, None
     live = Database.of(settings)
-    judge = RestoringJudge(engine, live, settings.state.dir / "scratch", window=window, notify=notify)
+    live_audit = audit_live(live)
+    errors = ", ".join(f"{rule.rule} ({rule.failing_rows} rows)" for rule in live_audit.failing_rules if rule.severity == "error")
+    notify(f"live: {'fails ' + errors if errors else 'passes every error rule'} ({live_audit.seconds:.1f}s); the probes "
+           f"are audited with {', '.join(live_audit.signature) if live_audit.signature else 'every rule until one is dirty'}")
+    judge = RestoringJudge(engine, live, settings.state.dir / "scratch", window=window, signature=live_audit.signature,
+                           notify=notify)
     try:
         bisection = find_last_clean(judge, lower=lower, upper=window.newest, resolution_seconds=engine.resolution_seconds)
         after = None if judge.kept is None or not count_after else rows_after(live, judge.kept[1])
     finally:
         judge.close()
     return LastCleanReport(engine.name, window.oldest, window.newest, source, audit_at, bisection, after,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, live_audit)
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,14 @@ audit judged live, while a restore at that moment holds only what the engine had
 by then, so it is probed like any other point, and only when every later probe was dirty.
 
 The audits of the probes. A probe judged dirty needs one failing error rule, and a probe
-judged clean needs every rule only if the search ends on it. So a probe is audited with the
-whole catalogue until one is dirty; the error rules that one fails (the damage's
-signature; only its row and schema rules when it fails any, one pass over their tables,
-not the cross-table aggregates) then audit every later probe: at 86 MB, 0.26 s against
-the catalogue's 4 s. The moment found, when its probe was audited that way, is then
+judged clean needs every rule only if the search ends on it. So the probes are audited
+with the damage's signature only: the error rules live fails (`audit_live`, live audited
+once with every rule before the first restore: the damage is there, or there is nothing to
+search for; only its row and schema rules when it fails any, one pass over their tables,
+not the cross-table aggregates): at 86 MB, 0.26 s against the catalogue's 4 s. When live
+passes every error rule (repaired since, or the damage not visible live), the probes are
+audited with the whole catalogue until one is dirty, and that one's failing rules are the
+signature. The moment found, when its probe was audited that way, is then
 audited with the whole catalogue on the copy kept open (`RestoringJudge.confirm`, no
 restore): clean, it is the answer, proven as before. Dirty there (a rule outside the
 signature failed earlier than the signature's: damage in two steps), its own failing rules
@@ -57,6 +60,11 @@ would re-apply if it ran now (new players and results that pass the error rules)
 it would leave out (rows the damage changed, rows the rules refuse). Counting rows newer
 than the moment by their timestamps would be dishonest twice: the damage does not change
 created_at, and the rows it changed would be counted as coming back.
+
+The same bisection finds when a revision applied behind the tool's back reached the
+archive (`first_moment_with_revision`, for `restore --before-migration` when the ledger has
+no `migrate apply` run of it): its judge (`RevisionJudge`) restores a moment and reads the
+copy's alembic revision instead of auditing it.
 """
 
 from __future__ import annotations
@@ -212,6 +220,27 @@ def find_last_clean(judge, *, lower: datetime, upper: datetime, resolution_secon
                      bisection.found, bisection.first_dirty, searches)
 
 
+@dataclass(frozen=True)
+class LiveAudit:
+    """Live audited with every rule before the search, for the damage's signature."""
+
+    failing_rules: tuple[FailingRule, ...]
+    signature: tuple[str, ...]  # empty: live passes every error rule
+    seconds: float
+
+
+def audit_live(live) -> LiveAudit:
+    """Every rule on live, in one snapshot (read only, like `integrity audit`, not recorded)."""
+    from integrity.backups.verify import audit_copy
+    from integrity.db.connect import one_snapshot
+
+    started = time.perf_counter()
+    with live.reader() as reader, reader.connect() as connection:
+        _, violations = audit_copy(one_snapshot(connection))
+    failing = tuple(FailingRule(v["rule"], v["severity"], int(v["failing_rows"])) for v in violations)
+    return LiveAudit(failing, damage_signature(failing), time.perf_counter() - started)
+
+
 def damage_signature(failing: tuple[FailingRule, ...]) -> tuple[str, ...]:
     """The error rules a dirty probe failed that later probes are audited with: its row and
     schema rules when there are any (one pass over their tables), else every one."""
@@ -229,17 +258,18 @@ def damage_signature(failing: tuple[FailingRule, ...]) -> tuple[str, ...]:
 class RestoringJudge:
     """Restore the archive at a moment into scratch and audit the copy; the newest clean
     copy is kept open (`kept`) until the next clean one or `close`, so the moment found is
-    never restored twice (at most two copies exist at once). The whole catalogue audits
-    until a probe is dirty, that probe's `damage_signature` after it (`signature`)."""
+    never restored twice (at most two copies exist at once). The probes are audited with
+    `signature` (live's, given); without one, with the whole catalogue until a probe is
+    dirty, that probe's `damage_signature` after it."""
 
-    def __init__(self, engine, database, scratch_dir, *, window=None,
+    def __init__(self, engine, database, scratch_dir, *, window=None, signature: tuple[str, ...] | None = None,
                  notify: Callable[[str], None] = lambda line: None):
         self.engine = engine
         self.database = database  # integrity.db.connect.Database of live: copies open beside it
         self.scratch_dir = scratch_dir
         self.window = window  # the search's reading of the engine's window, read once for every restore
         self.notify = notify
-        self.signature: tuple[str, ...] | None = None  # the rules later probes are audited with (None: all)
+        self.signature = signature or None  # the rules the probes are audited with (None: all)
         self.kept = None  # (moment, ScratchCopy) of the newest clean probe
         self._kept_stack: ExitStack | None = None
 
@@ -299,6 +329,64 @@ class RestoringJudge:
 
     def close(self) -> None:
         self._release()
+
+
+# ---------------------------------------------------------------- a revision applied behind the tool's back
+
+
+def revision_applied(found: str | None, revision: str) -> bool:
+    """Whether a database at alembic revision `found` has `revision` applied: the same one,
+    or (both in this code's history) one that descends from it."""
+    from game_core.schema_state import history
+
+    if found is None:
+        return False
+    if found == revision:
+        return True
+    known = history()
+    return found in known and revision in known and revision in {r.id for r in known.lineage(found)}
+
+
+class RevisionJudge:
+    """Restore the archive at a moment and read its alembic revision: "clean" while
+    `revision` is not applied there. No audit: the copy is removed at once."""
+
+    def __init__(self, engine, database, scratch_dir, revision: str, *, window,
+                 notify: Callable[[str], None] = lambda line: None):
+        self.engine, self.database, self.scratch_dir = engine, database, scratch_dir
+        self.revision, self.window, self.notify = revision, window, notify
+
+    def __call__(self, moment: datetime, role: str) -> Probe:
+        from game_core.schema_state import current_revision
+
+        started = time.perf_counter()
+        with self.engine.restored_at(moment, self.scratch_dir, window=self.window) as copy:
+            restored = time.perf_counter()
+            with self.database.beside(copy.target).reader() as reader, reader.connect() as connection:
+                found = current_revision(connection)
+        applied = revision_applied(found, self.revision)
+        self.notify(f"probe {moment_text(moment)}: revision {found or 'none'}"
+                    f"{' (has ' + self.revision + ')' if applied else ''} ({time.perf_counter() - started:.1f}s)")
+        return Probe(moment, role, clean=not applied, failing_rules=(), restore_seconds=restored - started,
+                     audit_seconds=time.perf_counter() - restored, audited_rules=())
+
+
+def first_moment_with_revision(engine, database, scratch_dir, revision: str, *,
+                               notify: Callable[[str], None] = lambda line: None) -> Bisection:
+    """Bisect the whole window for the boundary between moments without `revision` applied
+    and moments with it (`found`: the newest restorable moment without it, `first_dirty`:
+    the first grid point with it, one resolution later): for a revision applied behind the
+    tool's back, which the ledger never saw. Each probe is a restore; at most
+    ceil(log2(window / resolution + 2)) of them."""
+    from game_core.errors import PreconditionFailed
+
+    window = engine.window()
+    if window.oldest is None or window.newest is None:
+        reason = f": {window.errors[0]}" if window.errors else ""
+        raise PreconditionFailed(f"nothing can be restored from the {engine.name} archive yet{reason}; "
+                                 "run `integrity pitr status`")
+    judge = RevisionJudge(engine, database, scratch_dir, revision, window=window, notify=notify)
+    return bisect_time(judge, lower=window.oldest, upper=window.newest, resolution_seconds=engine.resolution_seconds)
 
 
 # ---------------------------------------------------------------- around the search

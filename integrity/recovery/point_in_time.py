@@ -29,8 +29,11 @@ sessions to end) needs a backup in the repository, which only the real run makes
 that applied REVISION (the ledger's runs; `ApplyReport.summary()` records `applied`), minus
 one resolution step of the engine (`[pitr] resolution_seconds`, at least 1 s): the run
 starts before its pinned backup and the upgrade, so that moment is before the change.
-`moment_before_migration` is the seam where a revision applied behind the tool's back is to
-be found from the archive (issue 16); until then it is exit 4 naming `--to-time`.
+A revision the ledger never saw applied (alembic run by hand, another install's ledger) is
+found from the archive (`moment_before_migration`, integrity.pitr.search): the window is
+bisected for the first moment whose restored copy has the revision in alembic_version (or a
+revision descending from it), a restore per probe; the moment is the newest one without it.
+Not applied at the newest restorable point, or already at the oldest: exit 4.
 """
 
 from __future__ import annotations
@@ -96,27 +99,48 @@ class MigrationMoment:
     revision: str
     moment: datetime
     applied_at: datetime  # when the change started, as far as it is known
-    found: str  # e.g. "migrate apply run 9f3c... started 2026-12-07T12:00:03Z (the ledger)"
+    found: str  # how, for the operator: "applied by migrate apply run 9f3c... (the ledger); ...", or from the archive
 
 
 def moment_before_migration(settings, ledger, revision: str) -> MigrationMoment:
     """The moment one resolution step before `revision` was applied to the guarded database.
 
-    Today from the ledger: the newest `migrate apply` run whose summary lists `revision`
-    among the revisions it applied. The seam for a revision applied behind the tool's back
-    (alembic run by hand, another install's ledger): the first moment the live schema
-    differed, found from the archive (issue 16); until that exists it is refused (exit 4)."""
+    From the ledger: the newest `migrate apply` run whose summary lists `revision` among
+    the revisions it applied. A revision applied behind the tool's back (no such run): the
+    newest restorable moment without it, bisected from the archive (`_from_the_archive`)."""
     step = timedelta(seconds=max(settings.pitr.resolution_seconds, 1.0))
     run = _apply_run(ledger, revision)
     if run is None:
-        where = "there is no ledger to read" if ledger is None else "the ledger holds no `integrity migrate apply` run that applied it"
-        raise MigrationNotRecorded(
-            f"revision {revision!r} was never applied by this tool ({where}): it was applied behind the tool's back, "
-            "or never; give the moment yourself with --to-time TIME, a time before it was applied "
-            "(`integrity pitr status` shows the restorable window, `integrity history --kind migrate` the runs)"
-        )
+        return _from_the_archive(settings, ledger, revision)
     return MigrationMoment(revision=revision, moment=run.started_at - step, applied_at=run.started_at,
-                           found=f"migrate apply run {run.id} started {utc_text(run.started_at)} (the ledger)")
+                           found=(f"applied by migrate apply run {run.id} started {utc_text(run.started_at)} (the ledger); "
+                                  "restoring one resolution step earlier"))
+
+
+def _from_the_archive(settings, ledger, revision: str) -> MigrationMoment:
+    from integrity.db.connect import Database
+    from integrity.pitr import engine_for
+    from integrity.pitr.search import first_moment_with_revision
+
+    engine = engine_for(settings)
+    search = first_moment_with_revision(engine, Database.of(settings), settings.state.dir / "scratch", revision)
+    where = "there is no ledger to read" if ledger is None else "the ledger holds no `integrity migrate apply` run that applied it"
+    if search.first_dirty is None:
+        raise MigrationNotRecorded(
+            f"revision {revision!r} was never applied by this tool ({where}), and the {engine.name} archive does not "
+            f"have it at its newest restorable point {utc_text(search.upper)}: it was never applied here, or not yet "
+            "shipped; give the moment yourself with --to-time TIME (`integrity pitr status` shows the restorable window, "
+            "`integrity history --kind migrate` the runs)")
+    if search.found is None:
+        raise MigrationNotRecorded(
+            f"revision {revision!r} was never applied by this tool ({where}), and the {engine.name} archive has it "
+            f"already at its oldest restorable point {utc_text(search.lower)}: it was applied before the archive "
+            "begins; restore a backup taken before it (`integrity backup list`)")
+    return MigrationMoment(
+        revision=revision, moment=search.found, applied_at=search.first_dirty,
+        found=(f"found in the {engine.name} archive ({len(search.probes)} restores): not applied at "
+               f"{utc_text(search.found)}, applied at {utc_text(search.first_dirty)}; the ledger holds no `migrate apply` "
+               f"run of it (applied behind the tool's back); restoring {utc_text(search.found)}"))
 
 
 def _apply_run(ledger, revision: str):
@@ -207,7 +231,7 @@ def restore_point_in_time(settings, moment: datetime, options, *, dry_run: bool 
     started = time.perf_counter()
     with engine.restored_at(moment, settings.state.dir / "scratch", window=window) as copy:
         if dry_run:
-            return PointInTimeRestore(point, None, _preview(settings, copy, options))
+            return PointInTimeRestore(point, None, _preview(settings, copy, options), migration=migration)
         created = create_backup(settings, label=point.label(), lock_wait=options.lock_wait,
                                 command=options.command, purpose=POINT_IN_TIME, source=copy.target,
                                 point_in_time=point.record())

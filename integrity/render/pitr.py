@@ -91,8 +91,10 @@ def render_last_clean(report, console: Console, *, next_command: bool = True) ->
                   **PLAIN)
     if any(probe.audited_rules is not None for probe in search.probes):
         proven = "; the moment found passed every rule" if report.found is not None else ""
-        console.print("audited: every rule until a probe was dirty, then only the error rules it failed (its row and schema "
-                      f"rules when any){proven}", **PLAIN)
+        live = report.live_audit
+        source = (f"the error rules live fails (live audited first with every rule, {live.seconds:.2f}s)"
+                  if live is not None and live.signature else "every rule until a probe was dirty, then the error rules it failed")
+        console.print(f"audited: {source}; the row and schema rules among them when any{proven}", **PLAIN)
     if report.found is None:
         console.print("last clean moment: none in the window", **PLAIN)
         return

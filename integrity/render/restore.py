@@ -91,8 +91,7 @@ def render_point_in_time(restored, console: Console) -> None:
     point = restored.point_in_time
     source = point.describe()
     if restored.migration is not None:
-        _print(console, f"before migration {restored.migration.revision}: applied by {restored.migration.found}; "
-                        f"restoring one resolution step earlier")
+        _print(console, f"before migration {restored.migration.revision}: {restored.migration.found}")
     if restored.dry_run:
         _render_preview(source, point, restored.outcome, console)
         return
