@@ -59,7 +59,7 @@ def require_tool(name: str, server_major: int) -> PgTool:
     path = find_tool(name)
     if path is None:
         raise ToolMissing(f"{name} not found on PATH; install the PostgreSQL {server_major} client tools (apt-get install postgresql-client-{server_major})")
-    output = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    output = _version_output(path)
     match = re.search(r"(\d+)(?:\.(\d+))?", output)
     if not match:
         raise ToolMissing(f"cannot read the version of {path} ({output!r})")
@@ -70,6 +70,19 @@ def require_tool(name: str, server_major: int) -> PgTool:
             "or newer and put it first on PATH"
         )
     return PgTool(path=path, major=major, version=output)
+
+
+# `--version` of each tool file, keyed by what would change with an upgrade: a restore or a
+# dry run asks for pg_dump and pg_restore several times, and each ask was a process (0.03-0.1 s).
+_versions: dict[tuple[str, int, int, int], str] = {}
+
+
+def _version_output(path: str) -> str:
+    status = os.stat(path)
+    key = (os.path.realpath(path), status.st_ino, status.st_size, status.st_mtime_ns)
+    if key not in _versions:
+        _versions[key] = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return _versions[key]
 
 
 def libpq_environment(url: URL, database: str | None = None) -> dict[str, str]:
