@@ -622,7 +622,7 @@ def anchor_seconds(engine, live, moment: datetime, folder: Path) -> tuple[float,
     """One restore as our engine makes it (its `litestream restore` command line, then the
     quick check of the file) and one SQL audit of the copy with every rule."""
     from integrity.backups.verify import audit_copy
-    from integrity.pitr.litestream import require_quick_check
+    from integrity.db.scratch import require_quick_check
 
     output = folder / "anchor.db"
     remove_database(output)

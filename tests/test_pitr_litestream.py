@@ -142,7 +142,7 @@ def test_a_restored_file_that_fails_sqlites_quick_check_is_refused(tmp_path):
     import sqlite3
 
     from integrity.db.scratch import RestoreFailed
-    from integrity.pitr.litestream import require_quick_check
+    from integrity.db.scratch import require_quick_check
 
     path = tmp_path / "restored.db"
     connection = sqlite3.connect(path)

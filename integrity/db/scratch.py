@@ -112,3 +112,21 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
             errors.seek(0)
             raise RestoreFailed(f"pg_restore of backup {manifest.id} exited with status {returncode}: {tool_error(errors.read())}")
     return "streamed into pg_restore"
+
+
+def require_quick_check(path: Path, *, what: str) -> None:
+    """SQLite's `PRAGMA quick_check` of a restored file, read only: what Litestream's
+    `-integrity-check quick` runs inside its Go binary, here in this process, faster
+    (integrity.pitr.litestream restores with `-integrity-check none` and calls this)."""
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise RestoreFailed(f"{what}: the restored file is not a readable SQLite database: {exc}") from None
+    if found != ["ok"]:
+        raise RestoreFailed(f"{what}: PRAGMA quick_check of the restored file failed: {'; '.join(found[:5])}")

@@ -70,7 +70,7 @@ from pathlib import Path
 from game_core.db import SQLITE, parse_database_url
 from game_core.errors import PreconditionFailed
 from integrity.db.claims import claimed_path
-from integrity.db.scratch import RestoreFailed, ScratchCopy
+from integrity.db.scratch import RestoreFailed, ScratchCopy, require_quick_check
 from integrity.pitr.engine import EngineCommand, RecoveryWindow
 from integrity.storage.location import S3Url
 
@@ -399,23 +399,6 @@ class LitestreamEngine:
             require_quick_check(output, what=f"litestream restore to {_utc_text(moment)}")
             yield ScratchCopy(parse_database_url(str(output)),
                               f"scratch file {folder.name}/{output.name} (Litestream restore to {_utc_text(moment)})")
-
-
-def require_quick_check(path: Path, *, what: str) -> None:
-    """SQLite's `PRAGMA quick_check` of a restored file, read only (what litestream's
-    `-integrity-check quick` runs, in this process: see the module's docstring)."""
-    import sqlite3
-
-    try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            found = [row[0] for row in connection.execute("PRAGMA quick_check")]
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as exc:
-        raise RestoreFailed(f"{what}: the restored file is not a readable SQLite database: {exc}") from None
-    if found != ["ok"]:
-        raise RestoreFailed(f"{what}: PRAGMA quick_check of the restored file failed: {'; '.join(found[:5])}")
 
 
 def _last_line(text: str) -> str:
