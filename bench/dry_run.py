@@ -9,7 +9,10 @@
   removed untimed between runs.
 - one full dry run of a safe revision (a nullable column added to `players`) on the 1 GB
   database, every phase printed with its time and rows per second, the migration's own
-  time separately.
+  time separately, against the anchor measured in the same run just before and just
+  after it: `cp source copy && sync` plus one full SQL audit of the source (the audit the
+  dry run runs, `data_audit_failures`: the whole catalogue). Goal: the dry run under 4
+  times the anchor (the mean of its two measurements; both printed).
 - one-row change: a data revision that changes `wpm` of ONE results row, dry-run on the
   10-million-result database: the report must name that row by its primary key.
 
@@ -110,6 +113,29 @@ def bench_snapshot(database: Path, scratch: Path, repeat: int) -> None:
           f"(goal <= 2.5x: {'met' if ratio <= 2.5 else 'MISSED'}), median of {repeat}", flush=True)
 
 
+def anchor_seconds(database: Path, scratch: Path) -> tuple[float, float]:
+    """(`cp` + `sync` of the database, one full SQL audit of it), in seconds."""
+    from game_core.db import create_engine
+
+    from integrity.migrate.dry_run import data_audit_failures
+
+    copy = scratch / "anchor-copy.db"
+    started = time.perf_counter()
+    subprocess.run(["cp", str(database), str(copy)], check=True)
+    subprocess.run(["sync"], check=True)
+    copied = time.perf_counter() - started
+    copy.unlink()
+    engine = create_engine(str(database), read_only=True)
+    try:
+        started = time.perf_counter()
+        with engine.connect() as connection:
+            data_audit_failures(connection)
+        audited = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return copied, audited
+
+
 def run_dry_run(database: Path, folder: Path, revision_text: str):
     from integrity import api
     from integrity.invocation import Invocation
@@ -147,8 +173,16 @@ def main() -> None:
     try:
         database = build_sqlite_database(WORK, args.players, args.tests_per_player)
         bench_snapshot(database, folder, args.repeat)
+        anchors = [anchor_seconds(database, folder)]
         report, seconds = run_dry_run(database, folder / "safe", SAFE_REVISION)
+        anchors.append(anchor_seconds(database, folder))
         print_report(f"dry run of a safe revision on {database.name}", report, seconds)
+        for when, (copied, audited) in zip(("before", "after"), anchors):
+            print(f"  anchor {when} the dry run: cp+sync {copied:.2f}s + full SQL audit {audited:.2f}s = {copied + audited:.2f}s")
+        anchor = sum(copied + audited for copied, audited in anchors) / len(anchors)
+        ratio = seconds / anchor
+        print(f"safe dry run: {seconds:.1f}s = {ratio:.2f}x the anchor ({anchor:.1f}s, mean of the two) "
+              f"(goal < 4x: {'met' if ratio < 4 else 'MISSED'})", flush=True)
         if args.ten_million_players:
             big = build_sqlite_database(WORK, args.ten_million_players, 100)
             import sqlite3
