@@ -220,7 +220,7 @@ def jobs_runs(ledger, jobs: Iterable[Job], *, scan: int = SCAN_LIMIT) -> dict[st
     """`job_runs` of each of `jobs`, by name. The newest runs of each command are read
     once for all its jobs (verify and deep_verify, audit and audit_full share one), and
     both answers come from that one pass: the metrics after every command and status ask
-    for all eight jobs, and a query per job and answer was most of their ledger time."""
+    for all nine jobs, and a query per job and answer was most of their ledger time."""
     sharing: dict[str, list[Job]] = {}
     for job in jobs:
         sharing.setdefault(job.command, []).append(job)
