@@ -109,3 +109,36 @@ def test_drill_at_a_moment_restores_the_pgbackrest_archive_into_a_scratch_cluste
     assert outside.exit_code == 4
     assert outside.stderr.strip().splitlines()[-1].startswith("Error: 2000-01-01T00:00:00Z is outside the point-in-time window (")
     assert datetime.fromisoformat(report["point_in_time"]["window_oldest"]) <= datetime.fromisoformat(report["point_in_time"]["moment"])
+
+
+def test_restore_before_a_migration_applied_behind_the_tools_back_is_found_in_the_pgbackrest_archive(archived, tmp_path):
+    """`alembic upgrade head` by hand on the cluster: the ledger has no `migrate apply` run of
+    it, so the moment is bisected from the archive (each probe a scratch cluster). Last in the
+    module: it changes the schema."""
+    from alembic import command
+    from alembic.config import Config
+
+    from game_core.schema_state import head_revision
+    from integrity.timeparse import utc_text
+    from test_migrate_dry_run import ADD_COUNTRY, history
+
+    wait_for_server_clock(archived.cluster, server_now(archived.cluster) + timedelta(seconds=1.5), what="a second in the window")
+    config = Config(str(history(tmp_path, ADD_COUNTRY)))
+    config.set_main_option("sqlalchemy.url", archived.env.url)
+    before = server_now(archived.cluster)
+    command.upgrade(config, "head")  # behind the tool's back
+    after = server_now(archived.cluster)
+    archive_everything(archived.cluster, archived.engine)
+
+    # A resolution of 5 s: fewer restores over the module's minute-long window (the test's time).
+    code, document = archived.env.invoke_json("restore", "--before-migration", "0002_country", "--dry-run",
+                                              INTEGRITY_PITR__RESOLUTION_SECONDS="5")
+    assert code == 0, document.get("error")
+    result = document["result"]
+    assert "found in the pgbackrest archive (" in result["migration"]["found"]
+    moment = datetime.fromisoformat(result["point_in_time"]["moment"])
+    # PostgreSQL replays to the moment exactly: the upgrade's commit lies after the moment
+    # found and at most one resolution step after it.
+    assert before - timedelta(seconds=5) < moment < after
+    assert result["outcome"]["revision"] == head_revision()  # the restored moment lacks the revision
+    assert utc_text(moment) in result["migration"]["found"]
