@@ -19,6 +19,7 @@ import pytest
 
 from cli_runner import CliRunner
 from integrity.cli import app
+from store_templates import DataDirTemplate
 
 runner = CliRunner()
 
@@ -40,16 +41,24 @@ def assert_refused(result, code: int, *needles: str) -> None:
         assert squeeze(needle) in squeeze(where), result.output
 
 
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory, sqlite_template) -> DataDirTemplate:
+    """`integrity init` and `backup create` run once, for every test to copy."""
+    root = tmp_path_factory.mktemp("exit-codes")
+    shutil.copyfile(sqlite_template, root / "game.db")
+    environ = {"XDG_DATA_HOME": str(root / "xdg-data"), "INTEGRITY_DATABASE_URL": f"sqlite:///{root / 'game.db'}"}
+    return DataDirTemplate.build(root, environ, ["init"], ["--json", "backup", "create"])
+
+
 @pytest.fixture
-def repository(tmp_path, sqlite_url, monkeypatch):
-    """An initialised data directory (repository, state, one backup) of a SQLite game database."""
-    monkeypatch.setenv("INTEGRITY_DATABASE_URL", sqlite_url)
-    assert invoke("init").exit_code == 0
-    created = invoke("--json", "backup", "create")
-    assert created.exit_code == 0, created.output
+def repository(tmp_path, sqlite_url, monkeypatch, initialised):
+    """An initialised data directory (repository, state, one backup) of a SQLite game
+    database: this test's copy of what `init` and `backup create` left (the database too)."""
     import json
 
-    return json.loads(created.stdout)["result"]["manifest"]["id"]
+    initialised.copy_into(tmp_path)
+    monkeypatch.setenv("INTEGRITY_DATABASE_URL", sqlite_url)
+    return json.loads(initialised.outputs[-1].stdout)["result"]["manifest"]["id"]
 
 
 # ------------------------------------------------------------------ PostgreSQL out of reach
