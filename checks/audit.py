@@ -27,6 +27,7 @@ The SQL engine imports neither pandas nor pandera (a test runs it in a fresh int
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -319,7 +320,7 @@ def _schema_finding(rule: Rule, differences: list[dict], dialect: str, sample_li
         checked_rows=len(expected),
         sample_keys=tuple(d["column"] or rule.table for d in differences[:sample_limit]),
         samples=samples,
-        sql=sql,
+        sql_source=sql,
         detail=_describe(rule.table, differences),
     )
 
@@ -527,7 +528,7 @@ def _finding(rule: Rule, failing: int, checked: int, samples, listing: sa.Select
         checked_rows=int(checked),
         sample_keys=keys,
         samples=cleaned,
-        sql=_literal_sql(listing, connection.dialect),
+        sql_source=functools.partial(_literal_sql, listing, connection.dialect),
     )
 
 
