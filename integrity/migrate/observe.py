@@ -15,6 +15,7 @@ reflected from the connection, and every shape is a frozen, comparable value.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,12 +80,78 @@ class SchemaShape:
 
 
 def capture_schema(connection: Connection) -> SchemaShape:
-    """The shape of every table in the default schema except `alembic_version`."""
+    """The shape of every table in the default schema except `alembic_version`.
+
+    Reflection takes dozens of catalogue queries (0.1-0.6 s on PostgreSQL), and every
+    run asks for live's shape at least once (the schema verdict of status and the
+    metrics file). A shape is a function of the schema's definition alone, so it is kept
+    per process under a digest of that definition (`_definition_digest`, one query):
+    a schema changed in any way the shape shows has another digest.
+    """
+    digest = _definition_digest(connection)
+    key = (connection.dialect.name, digest)
+    with _shapes_lock:
+        known = _shapes.get(key) if digest is not None else None
+    if known is not None:
+        return SchemaShape(tables=dict(known.tables), enums=known.enums)  # the caller's own dict
     with warnings.catch_warnings():
         # A PostgreSQL type SQLAlchemy does not know (an extension's) reflects with a
         # warning per column; it is shown by the server's own name instead (_capture).
         warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
-        return _capture(connection)
+        shape = _capture(connection)
+    if digest is not None:
+        with _shapes_lock:
+            _shapes[key] = SchemaShape(tables=dict(shape.tables), enums=shape.enums)
+            while len(_shapes) > _SHAPES_KEPT:
+                _shapes.pop(next(iter(_shapes)))
+    return shape
+
+
+_shapes: dict[tuple[str, str], SchemaShape] = {}
+_shapes_lock = threading.Lock()
+_SHAPES_KEPT = 32
+
+# SQLite's schema is the text of its CREATE statements.
+_SQLITE_DEFINITION = (
+    "SELECT group_concat(type || '|' || name || '|' || tbl_name || '|' || coalesce(sql, ''), char(10)) "
+    "FROM (SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name)"
+)
+# PostgreSQL's, for what a shape shows: every column of every relation in the default
+# schema in order (type with modifier, NOT NULL, default, identity, generated), every
+# constraint and index definition there, and every enum's labels.
+_POSTGRES_DEFINITION = """
+SELECT md5(coalesce(string_agg(item, E'\n' ORDER BY item), '')) FROM (
+    SELECT concat_ws('|', 'c', c.relname, c.relkind, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+                     a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated) AS item
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    WHERE c.relnamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT concat_ws('|', 'k', c.relname, k.conname, pg_get_constraintdef(k.oid))
+    FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+    WHERE c.relnamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT concat_ws('|', 'i', pg_get_indexdef(i.indexrelid))
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+    WHERE c.relnamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT concat_ws('|', 'e', t.typnamespace::regnamespace::text, t.typname, e.enumsortorder, e.enumlabel)
+    FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+) AS definition
+"""
+
+
+def _definition_digest(connection: Connection) -> str | None:
+    """A digest of the schema's definition, or None where there is none to take (another
+    dialect, no default schema)."""
+    if connection.dialect.name == "sqlite":
+        return connection.exec_driver_sql(_SQLITE_DEFINITION).scalar() or ""
+    if connection.dialect.name == "postgresql":
+        if connection.exec_driver_sql("SELECT current_schema()").scalar() is None:
+            return None
+        return connection.exec_driver_sql(_POSTGRES_DEFINITION).scalar()
+    return None
 
 
 def _capture(connection: Connection) -> SchemaShape:
