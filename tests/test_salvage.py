@@ -14,12 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, execute, result_rows
-from restore_helpers import restore_env
+from restore_helpers import drop_restore_leftovers_after
 
 
-@pytest.fixture
-def env(database_url, tmp_path, request) -> BackupEnv:
-    return restore_env(database_url, tmp_path, request, players=10, results_per_player=20)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, tmp_path, filled_copy) -> BackupEnv:
+    """Consistent game data (a copy of a template filled once per session: what
+    restore_env's fill_database gives) and an empty repository; on PostgreSQL the databases
+    a restore keeps are dropped afterwards."""
+    url = filled_copy(request.param, players=10, results_per_player=20)
+    drop_restore_leftovers_after(request, url)
+    return BackupEnv(tmp_path, url)
 
 
 def _engine(url):
