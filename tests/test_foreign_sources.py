@@ -29,8 +29,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, clone_backup, execute, fill_database, one_error, write_manifest
-from conftest import drop_pg_database, pg_url_for
+from backup_helpers import BackupEnv, clone_backup, execute, one_error, write_manifest
 from restore_helpers import content, drop_restore_leftovers
 
 OWN_PLAYERS, OTHER_PLAYERS = 30, 7
@@ -44,29 +43,20 @@ VARIANTS = ("row-deleted", "table-dropped", "manifest-without-identity", "own-ba
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def two_stores(request, tmp_path):
+def two_stores(request, tmp_path, filled_copy):
     """(this store's URL, another game database's URL), both migrated, the other with
-    fewer players; one repository and state directory for both (BackupEnv on tmp_path)."""
-    if request.param == "sqlite":
-        own = request.getfixturevalue("sqlite_url")
-        other_path = tmp_path / "other" / "game.db"
-        other_path.parent.mkdir()
-        shutil.copyfile(sa.make_url(own).database, other_path)
-        other = f"sqlite:///{other_path}"
-    else:
-        own = request.getfixturevalue("pg_url")
+    fewer players; one repository and state directory for both (BackupEnv on tmp_path).
+    Each is a copy of a template filled once per session (conftest's filled_copy)."""
+    (tmp_path / "other").mkdir()
+    own = filled_copy(request.param, players=OWN_PLAYERS, results_per_player=3, prefix="own")
+    other = filled_copy(request.param, file_name="other/game.db", players=OTHER_PLAYERS, results_per_player=3,
+                        prefix="other")
+    if request.param == "postgresql":
         admin = request.getfixturevalue("pg_admin")
-        name = f"tg_other_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{request.getfixturevalue("pg_template")}"'))
-        request.addfinalizer(lambda: drop_pg_database(admin, name))
         request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(own).database))
-        other = pg_url_for(name)
     # A copied template shares the template's identity: each store gets its own, as init gives.
     for url in (own, other):
         execute(url, "UPDATE store_identity SET identity_uuid = :u", u=str(uuid.uuid4()))
-    fill_database(own, players=OWN_PLAYERS, results_per_player=3, prefix="own")
-    fill_database(other, players=OTHER_PLAYERS, results_per_player=3, prefix="other")
     return own, other
 
 
