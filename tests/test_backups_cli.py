@@ -31,9 +31,10 @@ UTC = timezone.utc
 
 
 @pytest.fixture
-def env(tmp_path, sqlite_url) -> BackupEnv:
-    fill_database(sqlite_url, players=3, results_per_player=10)
-    return BackupEnv(tmp_path, sqlite_url)
+def env(tmp_path, filled_copy) -> BackupEnv:
+    """A SQLite game database holding fill_database(players=3, results_per_player=10), a copy
+    of a template filled once."""
+    return BackupEnv(tmp_path, filled_copy("sqlite", players=3, results_per_player=10))
 
 
 def _checks(env: BackupEnv, **extra: str) -> tuple[int, dict[str, tuple[str, str]]]:
@@ -56,11 +57,11 @@ def test_a_missing_repository_is_never_created_by_a_backup(env, tmp_path):
     """Issue 13.3: a repository on an unmounted share (`/mnt/nfs-backups/x`) was silently
     created on the root file system. Only `integrity init` creates one."""
     unmounted = tmp_path / "mnt" / "nfs-backups" / "x"
-    created = env.run("backup", "create", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
+    created = env.invoke("backup", "create", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
     assert created.returncode == 4, (created.stdout, created.stderr)
     message = one_error(created)
     assert f"backup repository {unmounted} does not exist" in message and "integrity init" in message
-    checked = env.run("backup", "check", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
+    checked = env.invoke("backup", "check", INTEGRITY_BACKUPS__REPOSITORY=str(unmounted))
     assert checked.returncode == 4
     assert f"backup repository {unmounted} does not exist" in " ".join(checked.stdout.split())
     assert not (tmp_path / "mnt").exists()
@@ -69,7 +70,7 @@ def test_a_missing_repository_is_never_created_by_a_backup(env, tmp_path):
 def test_repository_that_cannot_be_created_is_exit_4(env, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    result = env.run("init", INTEGRITY_BACKUPS__REPOSITORY=str(blocker / "repo"))
+    result = env.invoke("init", INTEGRITY_BACKUPS__REPOSITORY=str(blocker / "repo"))
     assert result.returncode == 4
     message = one_error(result)
     assert f"cannot create the backup repository {blocker / 'repo'}" in message
@@ -112,14 +113,14 @@ def small_filesystem(tmp_path):
 
 
 @pytest.mark.parametrize("room", ["copy-does-not-fit", "compressed-does-not-fit"])
-def test_repository_full_removes_the_partial_backup_and_says_how_much_was_needed(tmp_path, sqlite_url, small_filesystem, room):
-    fill_database(sqlite_url, players=10, results_per_player=1000)
+def test_repository_full_removes_the_partial_backup_and_says_how_much_was_needed(tmp_path, filled_copy, small_filesystem, room):
+    sqlite_url = filled_copy("sqlite", players=10, results_per_player=1000)
     size = (tmp_path / "game.db").stat().st_size
     # The staged copy is the database's size; the compressed file comes beside it.
     point = small_filesystem(size // 2 if room == "copy-does-not-fit" else size + size // 8)
     env = BackupEnv(tmp_path, sqlite_url, extra_env={"INTEGRITY_BACKUPS__REPOSITORY": str(point / "repo")})
     (point / "repo").mkdir()
-    result = env.run("backup", "create")
+    result = env.invoke("backup", "create")
     assert result.returncode == 4, result.stderr
     message = one_error(result)
     assert "ran out of space" in message and "needs about" in message and "partial backup was removed" in message
