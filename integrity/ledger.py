@@ -362,6 +362,8 @@ class Ledger:
         return self.engine.dialect.name == "postgresql"
 
     def _upgrade(self) -> None:
+        if self._layout_is_current():
+            return
         try:
             with self.engine.begin() as connection:
                 _metadata.create_all(connection, tables=[ledger_meta])
@@ -387,6 +389,19 @@ class Ledger:
                         )
         except sa.exc.DBAPIError as exc:
             raise self._unwritable(exc) from None
+
+    def _layout_is_current(self) -> bool:
+        """Whether the ledger already has this tool's layout, read without a write
+        transaction: every run opens the ledger, and on all but the first the upgrade has
+        nothing to do (a missing table or an unreadable file: False, the upgrade decides)."""
+        try:
+            with self.engine.connect() as connection:
+                version = connection.execute(
+                    sa.select(ledger_meta.c.value).where(ledger_meta.c.key == "schema_version")
+                ).scalar()
+        except sa.exc.DBAPIError:
+            return False
+        return version is not None and version == str(LEDGER_SCHEMA_VERSION)
 
     def _unwritable(self, exc: sa.exc.DBAPIError) -> LedgerUnavailable:
         """A write the ledger refused, as exit 4 naming the file to fix (a SQLite ledger's
