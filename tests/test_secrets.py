@@ -27,6 +27,7 @@ from game_core.cli import app as game_app
 from game_core.db import mask_text_url, parse_database_url
 from game_core.errors import DatabaseUnreachable
 from integrity.cli import app as integrity_app
+from store_templates import DataDirTemplate
 
 runner = CliRunner()
 
@@ -222,14 +223,27 @@ def test_the_runs_were_real(world):
     assert not _files_leaking(root)
 
 
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory) -> DataDirTemplate:
+    """What `integrity init` leaves in a directory laid out as `_environment` says, run
+    once for the error-path tests to copy."""
+    root = tmp_path_factory.mktemp("secrets-init")
+    url = f"sqlite:///{root / 'game.db'}"
+    environ = {"XDG_DATA_HOME": str(root / "xdg-data"), "INTEGRITY_DATABASE_URL": url, "GAME_DATABASE_URL": url,
+               "INTEGRITY_CONFIG": str(root / "integrity.toml"), "INTEGRITY_STATE__DIR": str(root / "state"),
+               "INTEGRITY_BACKUPS__REPOSITORY": str(root / "backups"),
+               "INTEGRITY_METRICS__PATH": str(root / "state" / "metrics.prom")}
+    return DataDirTemplate.build(root, environ, ["init"])
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("program,path,argv", INVOCATIONS, ids=lambda v: " ".join(v) if isinstance(v, (list, tuple)) else v)
-def test_no_error_path_prints_the_password(pg_admin, program, path, argv, tmp_path, monkeypatch, capfd):
+def test_no_error_path_prints_the_password(pg_admin, initialised, program, path, argv, tmp_path, monkeypatch, capfd):
     """The same commands against a closed port: every one fails to connect (or never needs
     to), and the URL is in every error message, masked."""
-    # A repository and a state directory, so that each command gets as far as connecting.
-    _environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'game.db'}")
-    assert _run("integrity", ["init"]).exit_code == 0
+    # A repository and a state directory, so that each command gets as far as connecting:
+    # this test's copy of what `integrity init` left.
+    initialised.copy_into(tmp_path)
     _environment(monkeypatch, tmp_path, url_for("gone", port=1))
     argv = [a.format(backup="20261127T030118Z-a1b2c3", tmp=tmp_path) for a in argv]
     for json_output in ((False, True) if program == "integrity" else (False,)):
