@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, fill_database, one_error
+from backup_helpers import BackupEnv, one_error
 from conftest import drop_pg_database, pg_url_for
 from scheduler_helpers import (
     PingServer,
@@ -30,9 +30,10 @@ UTC = timezone.utc
 
 
 @pytest.fixture
-def env(tmp_path, sqlite_url) -> BackupEnv:
-    fill_database(sqlite_url, players=3, results_per_player=10)
-    environment = BackupEnv(tmp_path, sqlite_url)
+def env(tmp_path, filled_copy) -> BackupEnv:
+    # The game data is a copy of a template filled once; init runs here, per test: the
+    # jobs' health and the missed fires are counted from its time.
+    environment = BackupEnv(tmp_path, filled_copy("sqlite", players=3, results_per_player=10))
     assert environment.invoke("init").returncode == 0
     return environment
 
@@ -146,7 +147,9 @@ def test_fires_missed_while_stopped_are_recorded_and_the_overdue_job_runs_at_sta
     assert daemon.stop() == 0
     before = len(job_runs(env))
     stopped_at = datetime.now(UTC)
-    time.sleep(4)
+    # Any 3.05 s after stopped_at hold at least 3 whole seconds, the 1s job's fire times:
+    # the restarted daemon runs the newest and records at least 2 as missed.
+    time.sleep(3.05)
     daemon = start_daemon(env, **only(backup="1s"))
     wait_for(lambda: len(job_runs(env)) > before, what="the catch-up run")
     assert daemon.stop() == 0
