@@ -599,6 +599,10 @@ def _after_state(job: _Rehearsal, work_engine, before: _State, now: datetime, ti
             rerun = [rule for rule in AUDIT_RULES if rule.id not in reused]
             if rerun:
                 audits.update(data_audit_failures(connection, now, job.progress, "auditing the migrated copy", rules=rerun))
+            else:  # the phase is still shown, with why it had nothing to run
+                with job.progress.task("auditing the migrated copy: every rule's result kept (nothing it reads changed)",
+                                       total=0, unit="rules"):
+                    pass
             audits = {rule.id: audits[rule.id] for rule in AUDIT_RULES if rule.id in audits}  # the catalogue's order
     with timer.phase("after: fingerprints (beside the audits)") as phase, \
             job.progress.task("fingerprinting the migrated copy (beside)", unit="rows"):
