@@ -204,11 +204,12 @@ def test_both_engines_count_every_row_rule_identically_on_nulls_and_bounds(nulla
             connection.exec_driver_sql("UPDATE players SET created_at = '-infinity' WHERE id = 21")
             connection.exec_driver_sql("UPDATE results SET created_at = '-infinity', started_at = 'infinity' WHERE id = 1")
         engine.dispose()
-    sql = audit(nullable_url, engine="sql")
-    for chunk_size in (DEFAULT_CHUNK_SIZE, 7):
-        pandera = audit(nullable_url, engine="pandera", chunk_size=chunk_size)
-        assert counts(pandera) == counts(sql), chunk_size
-        assert [f.samples for f in pandera.findings] == [f.samples for f in sql.findings]
+    with audits_on_one_engine(nullable_url) as audit_of_url:
+        sql = audit_of_url(engine="sql")
+        for chunk_size in (DEFAULT_CHUNK_SIZE, 7):
+            pandera = audit_of_url(engine="pandera", chunk_size=chunk_size)
+            assert counts(pandera) == counts(sql), chunk_size
+            assert [f.samples for f in pandera.findings] == [f.samples for f in sql.findings]
     # Not vacuous: every row rule fails somewhere here, and not everywhere.
     for rule in ROW_RULES:
         finding = sql.finding(rule.id)
@@ -422,7 +423,6 @@ def test_chunks_are_read_by_keyset_pagination_and_agree_at_any_size(sqlite_url, 
         add_results(connection, 1, [{"accuracy": 150}, {}, {"wpm": 0}, {}, {"accuracy": -3}])
         add_results(connection, 2, [{"mode": "time", "mode_param": 15}, {"mode": "time", "mode_param": 120}])
         connection.execute(sa.update(personal_bests).values(accuracy=101))
-    reference = audit(sqlite_url, engine="sql")
     statements = []
     original = pandera_engine._driver_statement
 
@@ -431,19 +431,21 @@ def test_chunks_are_read_by_keyset_pagination_and_agree_at_any_size(sqlite_url, 
         statements.append(sql)
         return sql, params
 
-    monkeypatch.setattr(pandera_engine, "_driver_statement", recording)
-    for chunk_size in (1, 2, 3, 5, 12, 13, 1000):
+    with audits_on_one_engine(sqlite_url) as audit_of_url:
+        reference = audit_of_url(engine="sql")
+        monkeypatch.setattr(pandera_engine, "_driver_statement", recording)
+        for chunk_size in (1, 2, 3, 5, 12, 13, 1000):
+            statements.clear()
+            report = audit_of_url(engine="pandera", chunk_size=chunk_size)
+            assert counts(report) == counts(reference), chunk_size
+            assert all("LIMIT" in sql and "OFFSET" not in sql.upper() for sql in statements)
+            sizes = {"players": 2, "results": 12, "progress": 2, "personal_bests": 6}
+            # ceil(n / size) chunks, plus the empty read that ends a run of full chunks
+            expected = sum(math.ceil(n / chunk_size) + (n % chunk_size == 0) for n in sizes.values())
+            assert len(statements) == expected, chunk_size
+        # personal_bests pages on its composite key
         statements.clear()
-        report = audit(sqlite_url, engine="pandera", chunk_size=chunk_size)
-        assert counts(report) == counts(reference), chunk_size
-        assert all("LIMIT" in sql and "OFFSET" not in sql.upper() for sql in statements)
-        sizes = {"players": 2, "results": 12, "progress": 2, "personal_bests": 6}
-        # ceil(n / size) chunks, plus the empty read that ends a run of full chunks
-        expected = sum(math.ceil(n / chunk_size) + (n % chunk_size == 0) for n in sizes.values())
-        assert len(statements) == expected, chunk_size
-    # personal_bests pages on its composite key
-    statements.clear()
-    audit(sqlite_url, engine="pandera", chunk_size=2, tables=["personal_bests"])
+        audit_of_url(engine="pandera", chunk_size=2, tables=["personal_bests"])
     assert any("(personal_bests.player_id, personal_bests.mode, personal_bests.mode_param) >" in sql for sql in statements)
     assert reference.finding("personal_bests.accuracy_range").failing_rows == 6
 
