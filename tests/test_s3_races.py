@@ -17,7 +17,7 @@ import pytest
 from backup_helpers import one_error, wait_for
 from s3_helpers import S3BackupEnv
 from s3_helpers import s3_env, s3_server  # noqa: F401  (fixtures)
-from test_s3_faults import KEEP_ONE, copy_bucket, listing, pristine  # noqa: F401  (pristine: a fixture)
+from test_s3_faults import KEEP_ONE, copy_bucket, listing, pristine, server  # noqa: F401  (pristine, server: fixtures)
 
 
 def _two_hosts(tmp_path, pristine, server, bucket: str) -> tuple[S3BackupEnv, S3BackupEnv]:
