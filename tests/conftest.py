@@ -113,22 +113,25 @@ def sqlite_url(sqlite_path):
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def _admin_engine():
-    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-
-
-@pytest.fixture(scope="session")
-def pg_admin():
-    engine = _admin_engine()
+def reachable_admin(url: str):
+    """An AUTOCOMMIT engine on `url`'s server, checked to answer; when it does not, the
+    test skips naming why (fails under INTEGRITY_REQUIRE_POSTGRES=1)."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except Exception as exc:  # any failure to reach the server
         engine.dispose()
-        reason = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).splitlines()[0]}"
+        reason = f"PostgreSQL not reachable at {url}: {str(exc).splitlines()[0]}"
         if REQUIRE_POSTGRES:
             pytest.fail(reason + " (INTEGRITY_REQUIRE_POSTGRES=1)")
         pytest.skip(reason)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    engine = reachable_admin(PG_ADMIN_URL)
     yield engine
     engine.dispose()
 

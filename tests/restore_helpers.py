@@ -269,6 +269,16 @@ def restore_env(database_url: str, tmp_path: Path, request, *, players: int, res
     return BackupEnv(tmp_path, database_url)
 
 
+def filled_restore_env(request, tmp_path: Path, filled_copy, *, players: int = 10, results_per_player: int = 20):
+    """What `restore_env` gives on `request.param`'s engine, its data a copy of a template
+    filled once per session (conftest's filled_copy) instead of filled for this test."""
+    from backup_helpers import BackupEnv
+
+    url = filled_copy(request.param, players=players, results_per_player=results_per_player)
+    drop_restore_leftovers_after(request, url)
+    return BackupEnv(tmp_path, url)
+
+
 def drop_restore_leftovers_after(request, database_url: str) -> None:
     """On PostgreSQL, drop the databases a restore keeps (the old live, staging) after the
     test: left on the shared server they outlive the run."""

@@ -336,10 +336,12 @@ def test_the_file_is_never_seen_half_written(sqlite_url, tmp_path):
         # Real commands in other processes, each writing the file when it ends ...
         processes = [env.popen("history") for _ in range(4)]
         # ... while this process replaces it with texts of other sizes as fast as it can.
-        # Until the commands are done and the reader has seen enough versions (a loaded
-        # machine slows the reader, not the guarantee).
+        # Until the commands are done, the reader has seen enough versions and this
+        # process has written enough (a loaded machine slows the reader, not the
+        # guarantee; commands that end quickly leave time for few writes).
         writes, deadline = 0, time.monotonic() + 60
-        while (any(p.poll() is None for p in processes) or reader.reads < 50) and time.monotonic() < deadline:
+        while (any(p.poll() is None for p in processes) or reader.reads <= 50 or writes <= 20) \
+                and time.monotonic() < deadline:
             write_textfile(path, texts[writes % 2])
             writes += 1
             time.sleep(0.005)  # leave the cores to the commands

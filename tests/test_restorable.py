@@ -20,17 +20,12 @@ from datetime import datetime
 import pytest
 
 from backup_helpers import BackupEnv, execute, one_error, write_manifest
-from restore_helpers import content, damage_like_the_incident, drop_restore_leftovers_after
+from restore_helpers import content, damage_like_the_incident, filled_restore_env
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def env(request, tmp_path, filled_copy) -> BackupEnv:
-    """Consistent game data (a copy of a template filled once per session: what
-    restore_env's fill_database gives) and an empty repository; on PostgreSQL the databases
-    a restore keeps are dropped afterwards."""
-    url = filled_copy(request.param, players=10, results_per_player=20)
-    drop_restore_leftovers_after(request, url)
-    return BackupEnv(tmp_path, url)
+    return filled_restore_env(request, tmp_path, filled_copy)
 
 
 def _status_check(env: BackupEnv, name: str) -> dict:

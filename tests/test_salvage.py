@@ -14,17 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, execute, result_rows
-from restore_helpers import drop_restore_leftovers_after
+from restore_helpers import filled_restore_env
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def env(request, tmp_path, filled_copy) -> BackupEnv:
-    """Consistent game data (a copy of a template filled once per session: what
-    restore_env's fill_database gives) and an empty repository; on PostgreSQL the databases
-    a restore keeps are dropped afterwards."""
-    url = filled_copy(request.param, players=10, results_per_player=20)
-    drop_restore_leftovers_after(request, url)
-    return BackupEnv(tmp_path, url)
+    return filled_restore_env(request, tmp_path, filled_copy)
 
 
 def _engine(url):
@@ -211,8 +206,6 @@ def test_a_new_player_who_plays_again_before_the_salvage_keeps_every_result(env)
     (a later created_at) before anyone salvages. Salvage used to map the old results to
     the re-created player and leave them out (`results.not_before_player`): now the player
     gets back the first created_at, and every result comes back."""
-    from game_core.schema import players
-
     backup_id = env.create()
     play(env.url, "newbie", 3, seed=3)
     before_restore = rows_by_key(env.url)
@@ -239,8 +232,6 @@ def test_a_new_player_who_plays_again_before_the_salvage_keeps_every_result(env)
 def test_a_player_whose_created_at_the_damage_changed_is_not_redated(env):
     """The control: a player the backup holds, whose created_at differs in the source (the
     incident's kind of change), keeps the restored value and is reported as changed."""
-    from game_core.schema import players
-
     backup_id = env.create()
     restored_created = _created_at(env.url, "p0_2")
     execute(env.url, "UPDATE players SET created_at = :t WHERE username = 'p0_2'",

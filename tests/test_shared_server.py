@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, execute, fill_database, scalar
-from conftest import REQUIRE_POSTGRES, SHARED_SERVER_URL, drop_pg_database
+from conftest import SHARED_SERVER_URL, drop_pg_database, reachable_admin
 from game_core.db import create_engine
 from game_core.schema_state import upgrade_to_head
 from restore_helpers import drop_restore_leftovers
@@ -26,16 +26,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def shared_admin():
-    engine = sa.create_engine(SHARED_SERVER_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        reason = f"the machine's PostgreSQL at {SHARED_SERVER_URL} is not reachable: {str(exc).splitlines()[0]}"
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason + " (INTEGRITY_REQUIRE_POSTGRES=1)")
-        pytest.skip(reason)
+    engine = reachable_admin(SHARED_SERVER_URL)
     yield engine
     engine.dispose()
 
