@@ -127,7 +127,7 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, time
                     progress: Reporter = NO_PROGRESS) -> dict[str, TableFingerprint]:
     """pg_dump of an exported snapshot of live piped into pg_restore; live's fingerprints
     are taken in that same snapshot, so they describe exactly what was copied."""
-    from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
+    from integrity.db.pg_tools import RESTORE_OPTIONS, libpq_environment, require_tool, server_major, tool_error
 
     with Database(live, settings).snapshot() as connection:  # the exported snapshot lives as long as it
         major = server_major(connection)
@@ -140,7 +140,7 @@ def _dump_live_into(live: DatabaseTarget, before: DatabaseTarget, settings, time
                 stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(live.url),
             )
             restore = subprocess.Popen(
-                [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+                [pg_restore.path, *RESTORE_OPTIONS,
                  f"--dbname={before.url.database}"],
                 stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_errors,
                 env=libpq_environment(before.url),

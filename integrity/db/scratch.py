@@ -21,7 +21,7 @@ from pathlib import Path
 from game_core.db import DatabaseTarget, parse_database_url
 from integrity.backups.archive import decompress_to
 from integrity.db.pg_tools import (
-    libpq_environment, parallel_restore_jobs, require_tool, restore_file, server_major, tool_error,
+    RESTORE_OPTIONS, libpq_environment, parallel_restore_jobs, require_tool, restore_file, server_major, tool_error,
 )
 from integrity.backups.repository import Manifest, Repository
 from integrity.db.claims import SCRATCH_PREFIX, claimed_path, scratch_databases
@@ -89,7 +89,7 @@ def pg_restore_into(pg_restore: str, repository: Repository, manifest: Manifest,
         return f"pg_restore --jobs={jobs} from a decompressed file"
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+            [pg_restore, *RESTORE_OPTIONS,
              f"--dbname={scratch.url.database}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

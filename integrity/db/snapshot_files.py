@@ -34,7 +34,7 @@ from game_core.db import ConnectionSettings, DatabaseTarget
 from game_core.errors import PreconditionFailed
 from integrity.db.claims import SCRATCH_PREFIX, scratch_databases
 from integrity.db.connect import Database, maintenance
-from integrity.db.pg_tools import libpq_environment, require_tool, server_major, tool_error
+from integrity.db.pg_tools import RESTORE_OPTIONS, libpq_environment, require_tool, server_major, tool_error
 from integrity.db.sql import error_reason
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -134,7 +134,7 @@ def dump_into(source: DatabaseTarget, scratch: DatabaseTarget, settings: Connect
             stdout=subprocess.PIPE, stderr=dump_errors, env=libpq_environment(source.url),
         )
         restore = subprocess.Popen(
-            [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+            [pg_restore.path, *RESTORE_OPTIONS,
              f"--dbname={scratch.url.database}"],
             stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_errors, env=libpq_environment(scratch.url),
         )
@@ -163,7 +163,7 @@ def restore_file_into(path: Path, scratch: DatabaseTarget, settings: ConnectionS
     pg_restore = require_tool("pg_restore", _major(scratch, settings))
     with tempfile.TemporaryFile() as errors:
         status = subprocess.run(
-            [pg_restore.path, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+            [pg_restore.path, *RESTORE_OPTIONS,
              f"--dbname={scratch.url.database}", str(path)],
             stdout=subprocess.DEVNULL, stderr=errors, env=libpq_environment(scratch.url),
         ).returncode
