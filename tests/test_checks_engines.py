@@ -27,7 +27,7 @@ from game_core.db import create_engine
 from game_core.errors import ExitCode, InvalidInput
 from game_core.schema import personal_bests, players, results
 from game_core.store import Store, TestOutcome
-from test_checks_support import GAME_TABLES, NOW, add_results, audit, counts, planting, result_row, seed
+from test_checks_support import GAME_TABLES, NOW, add_results, audit, audit_on, counts, planting, result_row, seed
 
 ROW_RULES = [rule for rule in checks.RULES if rule.kind == "row"]
 # derandomize: the same examples on every run, so a failure here is a finding, never luck.
@@ -96,17 +96,8 @@ def audits_on_one_engine(url: str):
     Hypothesis tests audit 60 times, and building an engine per audit (it checks the
     database is reachable) was 8% of such a test on PostgreSQL."""
     engine = create_engine(url, read_only=True)
-
-    def run(**options) -> checks.AuditReport:
-        options.setdefault("now", NOW)
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                return checks.run_audits(connection, **options)
-
     try:
-        yield run
+        yield lambda **options: audit_on(engine, **options)
     finally:
         engine.dispose()
 

@@ -168,16 +168,22 @@ def drop_natural_key(connection) -> None:
 def audit(url: str, **options) -> checks.AuditReport:
     """run_audits on the game's read-only engine (any write would raise), in one
     read transaction (REPEATABLE READ on PostgreSQL), as the callers open it."""
-    options.setdefault("now", NOW)
     engine = create_engine(url, read_only=True)
     try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                return checks.run_audits(connection, **options)
+        return audit_on(engine, **options)
     finally:
         engine.dispose()
+
+
+def audit_on(database, /, **options) -> checks.AuditReport:
+    """`audit` on a SQLAlchemy engine the caller keeps (one read transaction per call);
+    `options` may hold run_audits' own `engine` ("sql" or "pandera")."""
+    options.setdefault("now", NOW)
+    with database.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            return checks.run_audits(connection, **options)
 
 
 def run_listing_sql(url: str, sql: str) -> list[tuple]:
