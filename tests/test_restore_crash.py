@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, fill_database, fill_large_sqlite, wait_for
+from backup_helpers import BackupEnv, fill_large_sqlite, wait_for
 from restore_helpers import (
     AFTER_SWAP,
     RESTORE_CRASH_PHASES,
@@ -30,6 +30,7 @@ from restore_helpers import (
     pg_leftover_databases,
     sqlite_opens_cleanly,
 )
+from store_templates import DataDirTemplate
 
 
 def _prepared(env: BackupEnv) -> tuple[str, dict, dict]:
@@ -40,6 +41,17 @@ def _prepared(env: BackupEnv) -> tuple[str, dict, dict]:
     return backup_id, restored, content(env.url)
 
 
+def _prepared_template(root: Path) -> tuple[DataDirTemplate, str, dict, dict]:
+    """`_prepared` once, on the game data at root/game.db, for every test to copy
+    (`DataDirTemplate.copy_into`): the backup (its manifest re-pointed at the copy), the
+    damaged live file and the state directory, as if the test had prepared them itself.
+    A backup and two whole-database digests cost more than the restore a test kills."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # as a test runs: in its own directory
+        prepared = _prepared(BackupEnv(root, f"sqlite:///{root / 'game.db'}"))
+    return DataDirTemplate(root, []), *prepared
+
+
 def _killed(completed, phase: str) -> None:
     assert completed.returncode == -signal.SIGKILL, completed.stderr
     assert f"crash point {phase}: SIGKILL" in completed.stderr
@@ -48,11 +60,20 @@ def _killed(completed, phase: str) -> None:
 # ---------------------------------------------------------------- SQLite, every phase
 
 
+@pytest.fixture(scope="module")
+def small_prepared(tmp_path_factory, filled_templates):
+    """10 players with 20 results each, backed up, then damaged: built once for the module."""
+    root = tmp_path_factory.mktemp("small-prepared")
+    shutil.copyfile(filled_templates.get("sqlite", players=10, results_per_player=20), root / "game.db")
+    return _prepared_template(root)
+
+
 @pytest.mark.parametrize("phase", RESTORE_CRASH_PHASES)
-def test_sqlite_crash_at_each_phase_leaves_live_old_or_new(tmp_path, sqlite_url, phase):
-    fill_database(sqlite_url, players=10, results_per_player=20)
+def test_sqlite_crash_at_each_phase_leaves_live_old_or_new(tmp_path, small_prepared, phase):
+    template, backup_id, restored, damaged = small_prepared
+    template.copy_into(tmp_path)
+    sqlite_url = f"sqlite:///{tmp_path / 'game.db'}"
     env = BackupEnv(tmp_path, sqlite_url)
-    backup_id, restored, damaged = _prepared(env)
     _killed(env.run("restore", backup_id, "--yes", INTEGRITY_CRASH_AT=phase), phase)
     sqlite_opens_cleanly(tmp_path / "game.db")
     assert content(sqlite_url) == (restored if phase in AFTER_SWAP else damaged)
@@ -73,20 +94,19 @@ def test_sqlite_crash_at_each_phase_leaves_live_old_or_new(tmp_path, sqlite_url,
 
 
 @pytest.fixture(scope="module")
-def mid_size_database(tmp_path_factory, sqlite_template):
-    """About 60,000 results (some 12 MB), built once for the module."""
-    path = tmp_path_factory.mktemp("mid-size") / "game.db"
-    shutil.copyfile(sqlite_template, path)
-    fill_large_sqlite(f"sqlite:///{path}", copies=2, seed=3)
-    return path
+def mid_size_prepared(tmp_path_factory, sqlite_template):
+    """About 60,000 results (some 12 MB), backed up, then damaged: built once for the module."""
+    root = tmp_path_factory.mktemp("mid-size")
+    shutil.copyfile(sqlite_template, root / "game.db")
+    fill_large_sqlite(f"sqlite:///{root / 'game.db'}", copies=2, seed=3)
+    return _prepared_template(root)
 
 
 @pytest.fixture
-def mid_size(tmp_path, mid_size_database):
-    path = tmp_path / "game.db"
-    shutil.copyfile(mid_size_database, path)
-    env = BackupEnv(tmp_path, f"sqlite:///{path}")
-    return env, *_prepared(env)
+def mid_size(tmp_path, mid_size_prepared):
+    template, backup_id, restored, damaged = mid_size_prepared
+    template.copy_into(tmp_path)
+    return BackupEnv(tmp_path, f"sqlite:///{tmp_path / 'game.db'}"), backup_id, restored, damaged
 
 
 def test_sqlite_kill_in_the_middle_of_the_swap_leaves_the_old_database(mid_size):
@@ -155,10 +175,10 @@ def test_random_sigkills_leave_live_old_or_new(mid_size):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("phase", ["restore:staged", "restore:swapping", "restore:swapped"])
-def test_postgresql_crash_around_the_rename(tmp_path, pg_url, pg_admin, request, phase):
+def test_postgresql_crash_around_the_rename(tmp_path, filled_copy, pg_admin, request, phase):
+    pg_url = filled_copy("postgresql", players=10, results_per_player=20)
     live = sa.make_url(pg_url).database
     request.addfinalizer(lambda: drop_restore_leftovers(pg_admin, live))
-    fill_database(pg_url, players=10, results_per_player=20)
     env = BackupEnv(tmp_path, pg_url)
     backup_id, restored, damaged = _prepared(env)
     _killed(env.run("restore", backup_id, "--yes", INTEGRITY_CRASH_AT=phase), phase)
