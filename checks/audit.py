@@ -363,7 +363,7 @@ def _sql_row_findings(connection, table_name, rules, context, after, sample_limi
     findings = {}
     for rule, count in zip(rules, failing):
         samples = _row_samples(connection, rule, context, where, sample_limit) if count and sample_limit else ()
-        listing = failing_rows_query(rule, context, after=after, columns=present)
+        listing = _listing(rule, context, after=after, columns=present)
         findings[rule.id] = _finding(rule, count, checked, samples, listing, connection)
     return findings
 
@@ -408,7 +408,7 @@ def _pandera_row_findings(connection, table_name, rules, context, after, chunk_s
     )
     for rule in native:
         outcome = outcomes[rule.id]
-        listing = failing_rows_query(rule, context, after=after, columns=present)
+        listing = _listing(rule, context, after=after, columns=present)
         findings[rule.id] = _finding(rule, outcome.failing, outcome.checked, outcome.samples, listing, connection)
     return findings
 
@@ -467,7 +467,7 @@ def _cross_findings(connection, rules: Sequence[CrossRule], context, sample_limi
                 .limit(sample_limit)
             )
             samples = [dict(row) for row in connection.execute(statement).mappings()]
-        findings[rule.id] = _finding(rule, failing, checked, samples, failing_rows_query(rule, context), connection)
+        findings[rule.id] = _finding(rule, failing, checked, samples, _listing(rule, context), connection)
     return findings
 
 
@@ -481,7 +481,7 @@ def _query_rule_finding(connection, rule: QueryRule, context, sample_limit) -> F
         listed = failing_rows_query(rule, context).order_by(None).subquery()
         statement = sa.select(*(listed.c[name] for name in key)).order_by(*(listed.c[name] for name in key))
         samples = [dict(row) for row in connection.execute(statement.limit(sample_limit)).mappings()]
-    return _finding(rule, failing, checked, samples, failing_rows_query(rule, context), connection)
+    return _finding(rule, failing, checked, samples, _listing(rule, context), connection)
 
 
 # ---------------------------------------------------------------- listing, samples, watermarks
@@ -516,7 +516,17 @@ def failing_rows_query(
     raise TypeError(f"rule {rule.id} has no listing query")
 
 
-def _finding(rule: Rule, failing: int, checked: int, samples, listing: sa.Select, connection) -> Finding:
+def _listing(rule: Rule, context: AuditContext, **options) -> Callable[[], sa.Select]:
+    """What builds `failing_rows_query(rule, context, **options)` when it is asked for.
+
+    Building the listing SELECT (a cross rule's whole source as a subquery, its column
+    collection included) was over half of a clean SQLite audit's CPU, and the audits
+    inside backups, restores, drills and dry runs mostly never show their SQL: like the
+    rendering, it waits until `Finding.sql` is read."""
+    return functools.partial(failing_rows_query, rule, context, **options)
+
+
+def _finding(rule: Rule, failing: int, checked: int, samples, listing: Callable[[], sa.Select], connection) -> Finding:
     key = _key_names(rule)
     cleaned = tuple(_clean_sample(sample) for sample in samples)
     keys = tuple(
@@ -573,9 +583,10 @@ def read_watermarks(connection: Connection, layout=None) -> dict[str, int]:
     return {name: int(value) for name, value in zip(present, row)}
 
 
-def _literal_sql(statement: sa.Select, dialect) -> str:
-    """The statement as text for this dialect, values inlined, to paste into a shell."""
-    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+def _literal_sql(listing: Callable[[], sa.Select], dialect) -> str:
+    """The statement `listing` builds, as text for this dialect, values inlined, to paste
+    into a shell."""
+    return str(listing().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _table(name: str) -> sa.Table:
