@@ -321,3 +321,103 @@ def test_a_planted_database_opening_is_caught(tmp_path):
         "integrity/recovery/swap.py:4 opens the maintenance database",
         "integrity/tablediff/attach.py:2 imports connect from sqlite3",
     ]
+
+
+# ---------------------------------------------------------------- the rooms and their order
+
+# The README's architecture table, from the edge inwards: a module may import its own room
+# and any room after it, never one before it. A module that is in no room fails the test,
+# so a new one has to be placed (the longest matching prefix decides; the package itself,
+# `integrity`, names only its __init__).
+ROOMS = (
+    ("cli", ("integrity.cli", "integrity.runtime", "integrity.commands", "integrity.render")),
+    ("api", ("integrity.api", "integrity.invocation", "integrity.recorder", "integrity.scheduler")),
+    ("operations", ("integrity.backups", "integrity.recovery", "integrity.migrate", "integrity.snapshots",
+                    "integrity.pitr", "integrity.storage", "integrity.audits", "integrity.audit_history",
+                    "integrity.probe", "integrity.probe_checks", "integrity.status", "integrity.prometheus",
+                    "integrity.evidence", "integrity.notify", "integrity.notify_records", "integrity.ledger_report",
+                    "integrity.initialize", "integrity.schema_check", "integrity.guarded")),
+    # What status, metrics, notifications and the evidence read of the scheduler's work:
+    # the job table, the scheduler's own records and their health, and the ledger itself.
+    ("records", ("integrity.jobs", "integrity.scheduler.records", "integrity.scheduler.health",
+                 "integrity.scheduler.triggers", "integrity.ledger")),
+    ("tablediff", ("integrity.tablediff",)),
+    ("db", ("integrity.db",)),
+    ("foundations", ("integrity", "integrity.settings", "integrity.locks", "integrity.errors", "integrity.phases",
+                     "integrity.progress", "integrity.timeparse", "integrity.crashpoints", "integrity.fingerprint",
+                     "integrity.storage.location")),
+)
+
+# The imports against the order that the README names, each with its reason. An entry
+# matches a module and a target by prefix.
+ALLOWED_AGAINST_THE_ORDER = {
+    # The engines write and read the backup format: the archive, the capture's result, the
+    # repository's manifest, the statistics a backup records, the durable rename.
+    ("integrity.db", "integrity.backups.archive"): "the backup format",
+    ("integrity.db", "integrity.backups.capture"): "the backup format",
+    ("integrity.db", "integrity.backups.repository"): "the backup format",
+    ("integrity.db", "integrity.backups.statistics"): "the backup format",
+    ("integrity.db", "integrity.backups.durable"): "the backup format",
+    # The engines' snapshot copies are the dry run's copy types, fingerprinted beside the
+    # source they were copied from.
+    ("integrity.db", "integrity.migrate.snapshot"): "the dry run's copy types",
+    ("integrity.db", "integrity.migrate.beside"): "the dry run's copy types",
+    # The differ's front end for a migration compares two shapes the dry run observed.
+    ("integrity.tablediff.migration", "integrity.migrate.observe"): "the dry run's table shapes",
+    # Settings check recipients when they are loaded (pyrage only when some are set).
+    ("integrity.settings", "integrity.backups.encryption"): "recipients checked at load",
+}
+
+
+def room_of(module: str) -> int | None:
+    best = None
+    for rank, (_, prefixes) in enumerate(ROOMS):
+        for prefix in prefixes:
+            inside = module == prefix or (prefix != "integrity" and module.startswith(prefix + "."))
+            if inside and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
+    return None if best is None else best[0]
+
+
+def imports_against_the_order(root: Path) -> list[str]:
+    found = []
+    for module, targets in sorted(import_graph(root).items()):
+        rank = room_of(module)
+        if rank is None:
+            found.append(f"{module} is in no room: place it in tests/test_layering.py's ROOMS and the README's table")
+            continue
+        for target in sorted(targets):
+            target_rank = room_of(target)
+            if target_rank is None or target_rank >= rank:
+                continue
+            if any((module == m or module.startswith(m + ".")) and (target == t or target.startswith(t + "."))
+                   for m, t in ALLOWED_AGAINST_THE_ORDER):
+                continue
+            found.append(f"{module} ({ROOMS[rank][0]}) imports {target} ({ROOMS[target_rank][0]})")
+    return found
+
+
+def test_no_room_imports_a_room_nearer_the_edge():
+    assert imports_against_the_order(ROOT) == []
+
+
+def test_a_planted_import_against_the_order_is_caught(tmp_path):
+    _plant(tmp_path, {
+        "integrity/__init__.py": "",
+        "integrity/settings.py": "def load():\n    from integrity.status import collect_status\n",
+        "integrity/status.py": "from integrity.jobs import JOBS\nfrom integrity.api import audit\n",
+        "integrity/jobs.py": "",
+        "integrity/api.py": "",
+        "integrity/db/__init__.py": "",
+        "integrity/db/sqlite_swap.py": "from integrity.backups.repository import Manifest\nimport integrity.backups.prune\n",
+        "integrity/backups/__init__.py": "",
+        "integrity/backups/repository.py": "",
+        "integrity/backups/prune.py": "",
+        "integrity/newcomer.py": "",
+    })
+    assert imports_against_the_order(tmp_path) == [
+        "integrity.db.sqlite_swap (db) imports integrity.backups.prune (operations)",
+        "integrity.newcomer is in no room: place it in tests/test_layering.py's ROOMS and the README's table",
+        "integrity.settings (foundations) imports integrity.status (operations)",
+        "integrity.status (operations) imports integrity.api (api)",
+    ]
