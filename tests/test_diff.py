@@ -35,14 +35,47 @@ from integrity.tablediff.backup_live import (
 )
 
 T_NEW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+TWINS_FILL = dict(players=6, results_per_player=12, seed=5)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def twins(request, filled_copy):
     """(live URL, backup URL): two identical copies of a database with game data (copies of
     one filled once per session)."""
-    fill = dict(players=6, results_per_player=12, seed=5)
-    return filled_copy(request.param, "game.db", **fill), filled_copy(request.param, "backup.db", **fill)
+    return filled_copy(request.param, "game.db", **TWINS_FILL), filled_copy(request.param, "backup.db", **TWINS_FILL)
+
+
+def _module_twins(request, tmp_path_factory, filled_templates) -> tuple[str, str]:
+    """What `twins` gives, made once per module and engine, for tests that only read them
+    (every diff opens read-only engines): two copies of the session's filled template,
+    dropped (PostgreSQL) after the module."""
+    from conftest import pg_url_for
+
+    template = filled_templates.get(request.param, **TWINS_FILL)
+    if request.param == "sqlite":
+        directory = tmp_path_factory.mktemp("twins")
+        for name in ("game.db", "backup.db"):
+            shutil.copyfile(template, directory / name)
+        return f"sqlite:///{directory / 'game.db'}", f"sqlite:///{directory / 'backup.db'}"
+    supply = request.getfixturevalue("pg_supply")
+    names = [supply.take(template), supply.take(template)]
+    request.addfinalizer(lambda: [supply.drop_later(name) for name in names])
+    return pg_url_for(names[0]), pg_url_for(names[1])
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def identical_twins(request, tmp_path_factory, filled_templates):
+    """Twins nobody changes, shared by the module's read-only tests."""
+    return _module_twins(request, tmp_path_factory, filled_templates)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def injected(request, tmp_path_factory, filled_templates):
+    """(live URL, backup URL, what the diff must report): twins damaged by `_inject` once
+    per module and engine, shared by the tests that only diff them (each test used to
+    copy and damage its own pair: two CREATE DATABASE and the damage per test)."""
+    live_url, backup_url = _module_twins(request, tmp_path_factory, filled_templates)
+    return live_url, backup_url, _inject(live_url, backup_url)
 
 
 @pytest.fixture(params=["in-database check", "narrowed to single rows", "buckets of 4 keys", "rows only"])
@@ -155,8 +188,8 @@ def _assert_matches(diffs: dict, expected: dict) -> None:
         assert got.differing_rows == want["only_live"] + want["only_backup"] + want["changed"]
 
 
-def test_identical_copies_differ_in_nothing(twins, path):
-    live_url, backup_url = twins
+def test_identical_copies_differ_in_nothing(identical_twins, path):
+    live_url, backup_url = identical_twins
     diffs = _diff(live_url, backup_url)
     counts = {t: _rows(live_url, f'SELECT COUNT(*) FROM "{t}"')[0][0] for t in GAME_TABLES}
     assert list(diffs) == list(GAME_TABLES)  # every table compared, so the loop below proves something
@@ -167,9 +200,8 @@ def test_identical_copies_differ_in_nothing(twins, path):
         assert result.differing_share == 0.0
 
 
-def test_finds_exactly_the_injected_differences(twins, path):
-    live_url, backup_url = twins
-    expected = _inject(live_url, backup_url)
+def test_finds_exactly_the_injected_differences(injected, path):
+    live_url, backup_url, expected = injected
     diffs = _diff(live_url, backup_url)
     _assert_matches(diffs, expected)
     results = diffs["results"]
@@ -191,15 +223,13 @@ def test_a_moved_row_is_found_on_both_sides_when_the_counts_agree(twins, path):
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 64])
-def test_batch_boundaries_change_nothing(twins, path, batch_size):
-    live_url, backup_url = twins
-    expected = _inject(live_url, backup_url)
+def test_batch_boundaries_change_nothing(injected, path, batch_size):
+    live_url, backup_url, expected = injected
     _assert_matches(_table_diffs(live_url, backup_url, batch_size), expected)
 
 
-def test_row_differences_carry_both_rows_and_the_columns(twins):
-    live_url, backup_url = twins
-    expected = _inject(live_url, backup_url)
+def test_row_differences_carry_both_rows_and_the_columns(injected):
+    live_url, backup_url, expected = injected
     faster, longer = expected["results"]["samples"][CHANGED]
     live, backup = create_engine(live_url, read_only=True), create_engine(backup_url, read_only=True)
     try:
@@ -262,10 +292,9 @@ def test_engines_must_match(sqlite_url, pg_url):
 # ---------------------------------------------------------------- the CLI
 
 
-@pytest.fixture
-def backed_up(tmp_path, database_url):
-    fill_database(database_url, players=5, results_per_player=10, seed=2)
-    env = BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backed_up(request, tmp_path, filled_copy):
+    env = BackupEnv(tmp_path, filled_copy(request.param, players=5, results_per_player=10, seed=2))
     return env, env.create()
 
 
