@@ -95,6 +95,15 @@ def _journal_mode(path: Path) -> str:
         connection.close()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """The commands run in this process (CliRunner: each `integrity` subprocess cost about
+    0.5 s of CPU, and what is proven here is the files left behind, not the process), from
+    the test's directory as a subprocess would (a config there would be found; none may be
+    written there)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _foreign_file(tmp_path: Path, make) -> tuple[Path, BackupEnv]:
     folder = tmp_path / "db"
     folder.mkdir()
@@ -118,8 +127,8 @@ def test_init_refuses_a_foreign_sqlite_file_without_changing_a_byte(tmp_path, ki
     before = _snapshot(path.parent)
     assert _journal_mode(path) == "delete"
 
-    result = env.run("init")
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("init")
+    assert result.returncode == 4, result.output
     assert _snapshot(path.parent) == before  # same bytes, no -wal, -shm or -journal
     assert _journal_mode(path) == "delete"
     message = one_error(result)
@@ -132,8 +141,8 @@ def test_init_refuses_a_foreign_sqlite_file_without_changing_a_byte(tmp_path, ki
 def test_init_refuses_a_file_that_is_not_a_database_without_changing_it(tmp_path, kind):
     path, env = _foreign_file(tmp_path, NOT_A_DATABASE[kind])
     before = _snapshot(path.parent)
-    result = env.run("init")
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("init")
+    assert result.returncode == 4, result.output
     assert one_error(result).startswith(f"cannot connect to {path}: file is not a database")
     assert _snapshot(path.parent) == before
     _nothing_of_the_tool_written(env)
@@ -142,8 +151,8 @@ def test_init_refuses_a_file_that_is_not_a_database_without_changing_it(tmp_path
 def test_the_refusal_fails_on_an_empty_file_which_init_may_take(tmp_path):
     """The control: an empty file is an empty database, and init creates the schema in it."""
     path, env = _foreign_file(tmp_path, lambda p: p.write_bytes(b""))
-    result = env.run("init")
-    assert result.returncode == 0, result.stderr
+    result = env.invoke("init")
+    assert result.returncode == 0, result.output
     assert _journal_mode(path) == "wal"
     assert env.repo.is_dir()
 
@@ -168,8 +177,8 @@ def test_writing_commands_refuse_a_foreign_sqlite_file_without_changing_a_byte(t
     path, env = _foreign_file(tmp_path, make)
     env.repo.mkdir()
     before = _snapshot(path.parent)
-    result = env.run("--no-input", *command)
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("--no-input", *command)
+    assert result.returncode == 4, result.output
     assert _snapshot(path.parent) == before
     _refusal(one_error(result), command, str(path), said)
 
@@ -203,8 +212,8 @@ def test_salvage_refuses_a_foreign_sqlite_file_without_changing_a_byte(tmp_path,
     make(path)
     env = BackupEnv(tmp_path, f"sqlite:///{path}")  # the same repository
     before = _snapshot(folder)
-    result = env.run("--no-input", "salvage", "--from-backup", backup_id, "--yes")
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("--no-input", "salvage", "--from-backup", backup_id, "--yes")
+    assert result.returncode == 4, result.output
     assert _snapshot(folder) == before
     assert one_error(result).startswith(f"database {path} {said}")
 
