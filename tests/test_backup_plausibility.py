@@ -366,7 +366,8 @@ def _repository_untouched(env: BackupEnv) -> None:
 
 
 @pytest.mark.parametrize("kind", SOURCES)
-def test_backup_create_refuses_a_source_that_is_not_a_game_database(tmp_path, kind):
+def test_backup_create_refuses_a_source_that_is_not_a_game_database(tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)  # in this process (CliRunner), from the test's directory as a subprocess would be
     source_dir = tmp_path / "source"
     source_dir.mkdir()
     source = source_dir / "game.db"
@@ -374,8 +375,8 @@ def test_backup_create_refuses_a_source_that_is_not_a_game_database(tmp_path, ki
     before = _snapshot(source)
     env = BackupEnv(tmp_path, f"sqlite:///{source}")
 
-    result = env.run("backup", "create")
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("backup", "create")
+    assert result.returncode == 4, result.output
     assert one_error(result) == (
         f"{source} is not the typing game's database (no store identity or schema revision); "
         "check --database-url / [database] url, or run `integrity init` on an empty database"
@@ -384,21 +385,23 @@ def test_backup_create_refuses_a_source_that_is_not_a_game_database(tmp_path, ki
     assert _snapshot(source) == before  # same bytes, no -wal or -shm beside it
 
 
-def test_backup_create_refuses_dev_null(tmp_path):
+def test_backup_create_refuses_dev_null(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     env = BackupEnv(tmp_path, "sqlite:////dev/null")
-    result = env.run("backup", "create")
-    assert result.returncode == 4, (result.stdout, result.stderr)
+    result = env.invoke("backup", "create")
+    assert result.returncode == 4, result.output
     assert one_error(result).startswith("/dev/null is not the typing game's database")
     _repository_untouched(env)
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and not os.path.exists("/dev/null-wal")
 
 
-def test_the_refusal_fails_when_the_file_is_the_game_database(tmp_path, sqlite_url):
+def test_the_refusal_fails_when_the_file_is_the_game_database(tmp_path, monkeypatch, sqlite_url):
     """The control of the refusals above: the same command on the game's file works."""
+    monkeypatch.chdir(tmp_path)
     fill_database(sqlite_url, players=2, results_per_player=3)
     env = BackupEnv(tmp_path, sqlite_url)
-    result = env.run("backup", "create")
-    assert result.returncode == 0, result.stderr
+    result = env.invoke("backup", "create")
+    assert result.returncode == 0, result.output
     assert len(env.listed_ids()) == 1
 
 
