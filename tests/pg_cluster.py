@@ -5,7 +5,8 @@ a test (DEVELOPERS.md). A test run that needs a server of its own (each xdist wo
 so that its tests never see another worker's databases, scratch copies, sessions and
 roles; clusters with WAL archiving) starts one with
 `ThrowawayCluster.start()`: `initdb` and `pg_ctl` from `pg_config --bindir`, into a
-temporary directory, on a free port, listening on 127.0.0.1 only, trust auth, run as the
+temporary directory (in memory, /dev/shm, where the machine has it), on a free port,
+listening on 127.0.0.1 only, trust auth, run as the
 `postgres` OS user when we are root (PostgreSQL refuses to run as root).
 """
 
@@ -36,6 +37,18 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", SERVER_OS_USER, "--", *command] if os.geteuid() == 0 else command
 
 
+def _memory_directory() -> str | None:
+    """Where a throwaway cluster's files go: /dev/shm (memory) when this machine has it.
+    Every test database and scratch copy is a CREATE DATABASE and a DROP, hundreds of files
+    each; on ext4, under that churn, the kernel's search for a free inode that was not
+    recently deleted cost the servers three times their own work (perf: 19% of the
+    machine's CPU in the servers' kernel time against 6% in PostgreSQL itself, during the
+    suite). On tmpfs 20 creates and drops of a migrated template took 0.33 s of the
+    server's CPU instead of 0.6-1.1 s. Nothing of a throwaway cluster needs to survive."""
+    memory = Path("/dev/shm")
+    return str(memory) if memory.is_dir() and os.access(memory, os.W_OK) else None
+
+
 @dataclass
 class ThrowawayCluster:
     directory: Path
@@ -53,7 +66,7 @@ class ThrowawayCluster:
     def start(cls, *, settings: dict[str, str] | None = None) -> ThrowawayCluster:
         """initdb and start; the server's own settings are PostgreSQL's defaults unless
         `settings` says otherwise (passed as -c options, not written to a config file)."""
-        directory = Path(tempfile.mkdtemp(prefix="integrity-test-cluster-"))
+        directory = Path(tempfile.mkdtemp(prefix="integrity-test-cluster-", dir=_memory_directory()))
         if os.geteuid() == 0:
             shutil.chown(directory, SERVER_OS_USER)
         cluster = cls(directory, _free_port(), _bindir())
