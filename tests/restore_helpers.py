@@ -243,9 +243,13 @@ def _hammer_main(url: str, log_path: str, busy_timeout_ms: int) -> None:
                 time.sleep(0.01)  # a reconnecting game backs off; the server is not flooded
                 continue
             log.write(f"saved {recorded.result.id} {_iso_time(recorded.result.started_at)}\n")
-            # A few ms between tests, as players between games: without it each restore's
-            # salvage would re-apply thousands of rows and the test would crawl.
-            time.sleep(0.005)
+            # A pause between tests, as players between games: without it each restore's
+            # salvage would re-apply thousands of rows and the test would crawl. 20 ms
+            # still puts dozens of writes into each window a restore must account for (the
+            # safety backup to the swap's commit: 0.2-1 s); at 5 ms the writer itself was
+            # the file's largest CPU cost (25 of 63 s in a whole suite run), and the rows
+            # every salvage and every next backup carry grew with it.
+            time.sleep(0.02)
     if engine is not None:
         engine.dispose()
 
@@ -259,19 +263,10 @@ if __name__ == "__main__":
         sys.exit("usage: restore_helpers.py hammer URL LOG BUSY_TIMEOUT_MS")
 
 
-def restore_env(database_url: str, tmp_path: Path, request, *, players: int, results_per_player: int):
-    """Consistent game data and an empty repository; on PostgreSQL the databases a restore
-    keeps (and its staging leftovers) are dropped after the test."""
-    from backup_helpers import BackupEnv, fill_database
-
-    fill_database(database_url, players=players, results_per_player=results_per_player)
-    drop_restore_leftovers_after(request, database_url)
-    return BackupEnv(tmp_path, database_url)
-
-
 def filled_restore_env(request, tmp_path: Path, filled_copy, *, players: int = 10, results_per_player: int = 20):
-    """What `restore_env` gives on `request.param`'s engine, its data a copy of a template
-    filled once per session (conftest's filled_copy) instead of filled for this test."""
+    """Consistent game data on `request.param`'s engine, a copy of a template filled once
+    per session (conftest's filled_copy), and an empty repository; on PostgreSQL the
+    databases a restore keeps (and its staging leftovers) are dropped after the test."""
     from backup_helpers import BackupEnv
 
     url = filled_copy(request.param, players=players, results_per_player=results_per_player)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import PROJECT, BackupEnv, execute, fill_database, one_error, scalar
-from restore_helpers import HAMMER_PLAYER, drop_restore_leftovers, hammering_writer, saved_started_at
+from backup_helpers import PROJECT, BackupEnv, execute, one_error, scalar
+from restore_helpers import HAMMER_PLAYER, drop_restore_leftovers_after, filled_restore_env, hammering_writer, saved_started_at
 
 # 20 restores per engine under a hammering writer (issue 14), in rounds of 4 so that a
 # PostgreSQL round stays under the suite's 20 s per test; the rounds alternate the two
@@ -36,15 +36,13 @@ ROUNDS = 5
 RESTORES_PER_ROUND = 4
 
 
-@pytest.fixture
-def env(database_url, tmp_path, request) -> BackupEnv:
-    """A small game database whose backup holds the writer's player."""
-    fill_database(database_url, players=3, results_per_player=5)
-    execute(database_url, "INSERT INTO players (username, created_at) VALUES (:u, CURRENT_TIMESTAMP)", u=HAMMER_PLAYER)
-    if database_url.startswith("postgresql"):
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
-    return BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, tmp_path, filled_copy) -> BackupEnv:
+    """A small game database whose backup holds the writer's player: a copy of a template
+    filled once per session (conftest's filled_copy), the player added to the copy."""
+    env = filled_restore_env(request, tmp_path, filled_copy, players=3, results_per_player=5)
+    execute(env.url, "INSERT INTO players (username, created_at) VALUES (:u, CURRENT_TIMESTAMP)", u=HAMMER_PLAYER)
+    return env
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -91,18 +89,17 @@ def _typing_game(*args: str, url: str, cwd: Path, stdin: str) -> subprocess.Comp
                           env=environment, timeout=60)
 
 
-def test_a_game_played_during_a_restore_is_saved_into_live_or_fails_loudly(database_url, tmp_path, request):
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_game_played_during_a_restore_is_saved_into_live_or_fails_loudly(engine, filled_copy, tmp_path, request):
     """The issue's reproduction, made deterministic: the restore is frozen (SIGSTOP) the
     moment its safety-backup phase line appears, `typing-game play` runs to its end, then
     the restore goes on. Before the fix play printed its result, exit 0, and lost_player
     was in neither live nor the safety backup. Now SQLite's play waits for the write lock
     the frozen restore holds and fails with one `Error:` line; PostgreSQL's play saves into
     live as it was, which the swap keeps and --keep-newer salvages."""
-    fill_database(database_url, players=10, results_per_player=10)
-    postgres = database_url.startswith("postgresql")
-    if postgres:
-        admin = request.getfixturevalue("pg_admin")
-        request.addfinalizer(lambda: drop_restore_leftovers(admin, sa.make_url(database_url).database))
+    database_url = filled_copy(engine, players=10, results_per_player=10)
+    postgres = engine == "postgresql"
+    drop_restore_leftovers_after(request, database_url)
     env = BackupEnv(tmp_path, database_url)
     backup_id = env.create()
     flags = ("--terminate-connections",) if postgres else ()
@@ -138,13 +135,13 @@ def test_a_game_played_during_a_restore_is_saved_into_live_or_fails_loudly(datab
         assert in_live == 0
 
 
-def test_a_writer_that_keeps_the_sqlite_lock_makes_the_restore_give_up_before_its_safety_backup(sqlite_url, tmp_path):
+def test_a_writer_that_keeps_the_sqlite_lock_makes_the_restore_give_up_before_its_safety_backup(filled_copy, tmp_path):
     """The swap waits for the write lock as long as the game would ([database]
     busy_timeout_ms), then gives up: exit 4, live and the repository as they were (no
     safety backup, no staging file). Before the fix the backup API retried for ever."""
     import sqlite3
 
-    fill_database(sqlite_url, players=3, results_per_player=5)
+    sqlite_url = filled_copy("sqlite", players=3, results_per_player=5)
     env = BackupEnv(tmp_path, sqlite_url)
     backup_id = env.create()
     execute(sqlite_url, "UPDATE progress SET level = level + 1")
