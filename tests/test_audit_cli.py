@@ -26,7 +26,7 @@ from game_core.db import create_engine
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, progress, results
 from integrity.cli import app
-from test_checks_support import run_listing_sql
+from test_checks_support import readers_closed, run_listing_sql  # noqa: F401  (readers_closed: autouse)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "runbooks" / "audit-findings.md"

@@ -5,6 +5,11 @@ constraints off, as an old client, a script or a restore would), and both engine
 report exactly those rows on both databases: exact count, their keys as samples, and SQL
 that lists them. ALSO names the rules a fixture cannot help breaking too (an impossible
 wpm is also a suspicious one; a level of 0 matches no xp), each with its two rows.
+
+A test plants, audits and lists inside a transaction of its own on a seeded database the
+module shares, rolled back afterwards (`seeded` in test_checks_support.py): one database,
+engine and statement cache per module and engine. The tests about the caller's
+transaction and what the audit sends use a committed copy of their own (`seeded_url`).
 """
 
 from __future__ import annotations
@@ -28,14 +33,13 @@ from test_checks_support import (
     ORPHAN_PLAYERS,
     SEED_START,
     add_results,
-    audit,
     counts,
     drop_mode_check,
     drop_natural_key,
-    fetch,
     planting,
     rebuild,
-    run_listing_sql,
+    seed_connection,  # noqa: F401  (the fixture `seeded` stands on)
+    seeded,  # noqa: F401  (fixture: the seed in a transaction rolled back after the test)
     violated,
 )
 
@@ -398,33 +402,32 @@ def test_catalogue_entries_are_well_formed():
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_clean_database_passes_every_rule(seeded_url, engine):
-    report = audit(seeded_url, engine=engine)
+def test_a_clean_database_passes_every_rule(seeded, engine):
+    report = seeded.audit(engine=engine)
     assert [f.rule.id for f in report.findings] == [r.id for r in RULES]
     assert report.violations == () and report.ok and report.skipped == ()
     assert all(f.failing_rows == 0 and f.sample_keys == () and f.samples == () and f.share == 0 for f in report.findings)
-    assert report.engine == engine and report.dialect == sa.make_url(seeded_url).get_backend_name()
+    assert report.engine == engine and report.dialect == seeded.connection.dialect.name
     assert report.watermarks == {"players": 2, "results": 5}
     assert report.finding("results.accuracy_range").checked_rows == 5
     assert report.finding("results.natural_key_unique").checked_rows == 5
     assert report.finding("progress.level_matches_xp").checked_rows == 2
     assert report.finding("players.progress_exists").checked_rows == 2
     assert report.finding("personal_bests.complete").checked_rows == 4
-    assert report.finding("personal_bests.result_exists").checked_rows == len(fetch(seeded_url, sa.select(personal_bests))) == 4
+    assert report.finding("personal_bests.result_exists").checked_rows == len(seeded.fetch(sa.select(personal_bests))) == 4
     assert report.finding("schema.results").checked_rows == 19
     # Every listing query, run as text, agrees that there is nothing to list.
     for finding in report.findings:
         if finding.rule.kind != "schema":
-            assert run_listing_sql(seeded_url, finding.sql) == [], finding.rule.id
+            assert seeded.run_listing_sql(finding.sql) == [], finding.rule.id
 
 
-def test_the_clean_seed_is_not_vacuous(seeded_url):
+def test_the_clean_seed_is_not_vacuous(seeded):
     """Levels above 1, several modes, and more than one result per mode: real values."""
-    levels = [row.level for row in fetch(seeded_url, sa.select(progress.c.level))]
-    modes = {row.mode for row in fetch(seeded_url, sa.select(results.c.mode))}
+    levels = [row.level for row in seeded.fetch(sa.select(progress.c.level))]
+    modes = {row.mode for row in seeded.fetch(sa.select(results.c.mode))}
     assert min(levels) > 1 and modes == {"words", "time"}
-    per_mode = fetch(
-        seeded_url,
+    per_mode = seeded.fetch(
         sa.select(sa.func.count()).select_from(results).where(results.c.player_id == 1, results.c.mode == "words"),
     )
     assert per_mode[0][0] == 2
@@ -434,12 +437,12 @@ def test_the_clean_seed_is_not_vacuous(seeded_url):
 
 
 @pytest.mark.parametrize("rule_id", sorted(BREAKS))
-def test_each_rule_reports_exactly_the_rows_that_break_it(seeded_url, rule_id):
+def test_each_rule_reports_exactly_the_rows_that_break_it(seeded, rule_id):
     plant, also = BREAKS[rule_id]
-    with planting(seeded_url) as connection:
+    with seeded.planting() as connection:
         keys = plant(connection)
     rule = RULES_BY_ID[rule_id]
-    reports = {engine: audit(seeded_url, engine=engine) for engine in ENGINES}
+    reports = {engine: seeded.audit(engine=engine) for engine in ENGINES}
 
     for engine, report in reports.items():
         finding = report.finding(rule_id)
@@ -452,7 +455,7 @@ def test_each_rule_reports_exactly_the_rows_that_break_it(seeded_url, rule_id):
         # Each sample is the key plus the values that explain the failure.
         shown = set(rule.key + rule.explain) if rule.kind == "cross" else {*TABLE_KEYS[rule.table], *rule.columns}
         assert len(finding.samples) == 2 and all(set(sample) == shown for sample in finding.samples)
-        listed = run_listing_sql(seeded_url, finding.sql)
+        listed = seeded.run_listing_sql(finding.sql)
         width = 1 if isinstance(keys[0], int) else len(keys[0])
         assert len(listed) == finding.failing_rows
         assert [row[0] if width == 1 else tuple(row[:width]) for row in listed] == sorted(keys)
@@ -461,29 +464,29 @@ def test_each_rule_reports_exactly_the_rows_that_break_it(seeded_url, rule_id):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_counts_are_exact_beyond_the_sample_limit(seeded_url, engine):
-    with planting(seeded_url) as connection:
+def test_counts_are_exact_beyond_the_sample_limit(seeded, engine):
+    with seeded.planting() as connection:
         ids = add_results(connection, 2, [{"accuracy": 101 + i} for i in range(7)])
-    finding = audit(seeded_url, engine=engine, sample_limit=5).finding("results.accuracy_range")
+    finding = seeded.audit(engine=engine, sample_limit=5).finding("results.accuracy_range")
     assert (finding.failing_rows, finding.sample_keys) == (7, tuple(ids[:5]))
     # across chunks too: the samples are the first failing rows in key order, no more
-    chunked = audit(seeded_url, engine=engine, sample_limit=5, chunk_size=3).finding("results.accuracy_range")
+    chunked = seeded.audit(engine=engine, sample_limit=5, chunk_size=3).finding("results.accuracy_range")
     assert (chunked.failing_rows, chunked.sample_keys) == (7, tuple(ids[:5]))
     assert [sample["accuracy"] for sample in finding.samples] == [101, 102, 103, 104, 105]
-    assert len(run_listing_sql(seeded_url, finding.sql)) == 7
-    none = audit(seeded_url, engine=engine, sample_limit=0).finding("results.accuracy_range")
+    assert len(seeded.run_listing_sql(finding.sql)) == 7
+    none = seeded.audit(engine=engine, sample_limit=0).finding("results.accuracy_range")
     assert (none.failing_rows, none.sample_keys, none.samples) == (7, (), ())
     with pytest.raises(InvalidInput) as raised:
-        audit(seeded_url, engine=engine, sample_limit=-1)
+        seeded.audit(engine=engine, sample_limit=-1)
     assert raised.value.exit_code == ExitCode.USAGE
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_values_at_the_limits_pass(seeded_url, engine):
+def test_values_at_the_limits_pass(seeded, engine):
     """Inclusive bounds stay inclusive and the tolerance is a tolerance: only the two rows
     over 250 wpm are reported (a warning)."""
     limit = metrics.IMPOSSIBLE_WPM_MIN_DURATION_MS
-    with planting(seeded_url) as connection:
+    with seeded.planting() as connection:
         add_results(
             connection,
             1,
@@ -509,17 +512,17 @@ def test_values_at_the_limits_pass(seeded_url, engine):
                 {"derive": {"correct_word_chars": 500, "correct_spaces": 0, "correct_chars": 500, "duration_ms": limit - 1}},
             ],
         )
-    stored = {row.id: row.wpm for row in fetch(seeded_url, sa.select(results.c.id, results.c.wpm))}
+    stored = {row.id: row.wpm for row in seeded.fetch(sa.select(results.c.id, results.c.wpm))}
     assert max(stored.values()) > metrics.IMPOSSIBLE_WPM and metrics.SUSPICIOUS_WPM in stored.values()
     assert stored[over[0]] == metrics.IMPOSSIBLE_WPM - 0.4  # 349.6 on a 15 s test: possible
-    report = audit(seeded_url, engine=engine)
+    report = seeded.audit(engine=engine)
     assert [(f.rule.id, f.sample_keys) for f in report.violations] == [("results.wpm_suspicious", tuple(over))]
     assert report.ok
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_future_is_judged_in_utc_whatever_zone_now_is_given_in(seeded_url, engine):
-    with planting(seeded_url) as connection:
+def test_future_is_judged_in_utc_whatever_zone_now_is_given_in(seeded, engine):
+    with seeded.planting() as connection:
         past, future = add_results(
             connection,
             1,
@@ -535,29 +538,29 @@ def test_future_is_judged_in_utc_whatever_zone_now_is_given_in(seeded_url, engin
     # call 13:00 UTC "before 14:00" and miss the future row.
     plus_two = NOW.astimezone(timezone(timedelta(hours=2)))
     for now in (NOW, plus_two, NOW.replace(tzinfo=None)):
-        finding = audit(seeded_url, engine=engine, now=now, rules=[rule]).finding(rule)
+        finding = seeded.audit(engine=engine, now=now, rules=[rule]).finding(rule)
         assert finding.sample_keys == (future,), now
-    earlier = audit(seeded_url, engine=engine, now=NOW - timedelta(hours=2), rules=[rule]).finding(rule)
+    earlier = seeded.audit(engine=engine, now=NOW - timedelta(hours=2), rules=[rule]).finding(rule)
     assert earlier.sample_keys == (past, future)
 
 
-def test_default_now_is_the_current_time(seeded_url):
+def test_default_now_is_the_current_time(seeded):
     from datetime import datetime, timezone
 
-    with planting(seeded_url) as connection:
+    with seeded.planting() as connection:
         tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
         (future,) = add_results(connection, 1, [{"started_at": tomorrow, "created_at": NOW}])
     for engine in ENGINES:
-        report = audit(seeded_url, engine=engine, now=None)
+        report = seeded.audit(engine=engine, now=None)
         assert [(f.rule.id, f.sample_keys) for f in report.violations] == [("results.started_not_in_future", (future,))]
         assert abs(report.audited_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_huge_levels_and_xp_are_counted_not_fatal(seeded_url, engine):
+def test_huge_levels_and_xp_are_counted_not_fatal(seeded, engine):
     """A corrupt level or xp overflows PostgreSQL's integers in the level check unless it
     is computed in NUMERIC; an overflow would abort the whole audit."""
-    with planting(seeded_url) as connection:
+    with seeded.planting() as connection:
         connection.execute(sa.update(progress).where(progress.c.player_id == 1).values(level=2**31 - 1))
         connection.execute(sa.update(progress).where(progress.c.player_id == 2).values(xp=2**62 + 2**61))
         # Counts near the int4 limit: their sums and products must not overflow either.
@@ -567,26 +570,26 @@ def test_huge_levels_and_xp_are_counted_not_fatal(seeded_url, engine):
               "incorrect_keystrokes": 2**31 - 1, "xp": 2**31 - 2, "correct_chars": 2**31 - 1}],
             rebuild_caches=False,
         )
-    report = audit(seeded_url, engine=engine)
+    report = seeded.audit(engine=engine)
     finding = report.finding("progress.level_matches_xp")
     assert finding.sample_keys == (1, 2)
     assert report.finding("progress.xp_matches_results").sample_keys == (1, 2)
     assert report.finding("results.xp_recomputed").failing_rows == 1
     # With literal integers (not parameters) PostgreSQL types the arithmetic by the
     # columns: the listing SQL must survive the same values.
-    assert [row[0] for row in run_listing_sql(seeded_url, finding.sql)] == [1, 2]
-    assert len(run_listing_sql(seeded_url, report.finding("results.xp_recomputed").sql)) == 1
+    assert [row[0] for row in seeded.run_listing_sql(finding.sql)] == [1, 2]
+    assert len(seeded.run_listing_sql(report.finding("results.xp_recomputed").sql)) == 1
 
 
 # ---------------------------------------------------------------- samples, report, options
 
 
-def test_samples_hold_the_key_and_the_offending_values_with_usernames_masked(seeded_url):
-    with planting(seeded_url) as connection:
+def test_samples_hold_the_key_and_the_offending_values_with_usernames_masked(seeded):
+    with seeded.planting() as connection:
         (bad,) = add_results(connection, 1, [{"wpm": lambda row: row["wpm"] * 5}])
         _bad_players({"username": "mallory!"}, {"username": "é"})(connection)
     for engine in ENGINES:
-        report = audit(seeded_url, engine=engine)
+        report = seeded.audit(engine=engine)
         (sample,) = report.finding("results.wpm_recomputed").samples
         assert sample["id"] == bad and set(sample) == {
             "id", "wpm", "correct_word_chars", "correct_spaces", "duration_ms"
@@ -599,21 +602,21 @@ def test_samples_hold_the_key_and_the_offending_values_with_usernames_masked(see
         assert "mallory" not in json.dumps(document) and entry["samples"][0]["username"] == "m***!"
 
 
-def test_cross_rule_samples_show_stored_and_expected_values(seeded_url):
-    with planting(seeded_url) as connection:
+def test_cross_rule_samples_show_stored_and_expected_values(seeded):
+    with seeded.planting() as connection:
         _xp_off(connection)
-    finding = audit(seeded_url).finding("progress.xp_matches_results")
+    finding = seeded.audit().finding("progress.xp_matches_results")
     assert [(s["player_id"], s["xp"] - s["results_xp"]) for s in finding.samples] == [(1, 1), (2, 2)]
 
 
-def test_report_renders_to_json(seeded_url):
-    with planting(seeded_url) as connection:
+def test_report_renders_to_json(seeded):
+    with seeded.planting() as connection:
         add_results(connection, 1, [{"derive": {"correct_word_chars": 600, "correct_spaces": 30, "correct_chars": 610}}])
         keys = _missing_results_of_bests(connection)
-    report = audit(seeded_url)
+    report = seeded.audit()
     document = json.loads(json.dumps(report.to_dict()))
     assert document["schema_version"] == 2
-    assert (document["engine"], document["dialect"]) == ("sql", sa.make_url(seeded_url).get_backend_name())
+    assert (document["engine"], document["dialect"]) == ("sql", seeded.connection.dialect.name)
     assert (document["ok"], document["errors"], document["warnings"], document["rules"]) == (False, 1, 1, len(RULES))
     assert document["watermarks"] == {"players": 2, "results": 6}
     entry = next(f for f in document["findings"] if f["rule"] == "personal_bests.result_exists")
@@ -623,38 +626,38 @@ def test_report_renders_to_json(seeded_url):
     assert document["audited_at"] == NOW.isoformat()
 
 
-def test_rules_can_be_chosen_by_id_or_object_and_narrowed_to_tables(seeded_url):
-    report = audit(seeded_url, rules=["progress.level_min", RULES_BY_ID["results.duration_min"], "progress.level_min"])
+def test_rules_can_be_chosen_by_id_or_object_and_narrowed_to_tables(seeded):
+    report = seeded.audit(rules=["progress.level_min", RULES_BY_ID["results.duration_min"], "progress.level_min"])
     assert [f.rule.id for f in report.findings] == ["progress.level_min", "results.duration_min"]
-    assert audit(seeded_url, rules=[]).findings == ()
-    only = audit(seeded_url, tables=["progress"])
+    assert seeded.audit(rules=[]).findings == ()
+    only = seeded.audit(tables=["progress"])
     assert {f.rule.table for f in only.findings} == {"progress"}
     assert [f.rule.id for f in only.findings] == [r.id for r in RULES if r.table == "progress"]
-    both = audit(seeded_url, rules=["progress.level_min", "results.duration_min"], tables=["results"])
+    both = seeded.audit(rules=["progress.level_min", "results.duration_min"], tables=["results"])
     assert [f.rule.id for f in both.findings] == ["results.duration_min"]
 
 
-def test_unknown_rules_tables_engines_and_watermarks_are_usage_errors(seeded_url):
+def test_unknown_rules_tables_engines_and_watermarks_are_usage_errors(seeded):
     with pytest.raises(UnknownRule, match="'results.nope'.*results.accuracy_range") as raised:
-        audit(seeded_url, rules=["results.nope"])
+        seeded.audit(rules=["results.nope"])
     assert raised.value.exit_code == ExitCode.USAGE
     with pytest.raises(UnknownTable, match="'scores'.*players, results, progress, personal_bests") as raised:
-        audit(seeded_url, tables=["scores"])
+        seeded.audit(tables=["scores"])
     assert raised.value.exit_code == ExitCode.USAGE
     with pytest.raises(InvalidInput, match="'spark'.*sql, pandera") as raised:
-        audit(seeded_url, engine="spark")
+        seeded.audit(engine="spark")
     assert raised.value.exit_code == ExitCode.USAGE
     with pytest.raises(InvalidInput, match="progress.*players, results"):
-        audit(seeded_url, since={"progress": 3})
+        seeded.audit(since={"progress": 3})
     with pytest.raises(UnknownTable):
-        audit(seeded_url, since={"scores": 3})
+        seeded.audit(since={"scores": 3})
     with pytest.raises(InvalidInput, match="non-negative"):
-        audit(seeded_url, since={"results": -1})
+        seeded.audit(since={"results": -1})
     with pytest.raises(InvalidInput, match="chunk size"):
-        audit(seeded_url, chunk_size=0)
+        seeded.audit(chunk_size=0)
 
 
-def test_a_callers_own_rules_run_in_sql_on_both_engines(seeded_url):
+def test_a_callers_own_rules_run_in_sql_on_both_engines(seeded):
     """Rules outside the catalogue have no contract: both engines run them in SQL."""
     slow = checks.RowRule(
         "results.slow", "results", WARN, "wpm under 50", "none",
@@ -664,17 +667,17 @@ def test_a_callers_own_rules_run_in_sql_on_both_engines(seeded_url):
         "progress.brief", "progress", WARN, "under two minutes of typing", "none",
         failing_rows=lambda _context: sa.select(progress).where(progress.c.time_typing_ms < 120_000),
     )
-    expected_slow = tuple(r.id for r in fetch(seeded_url, sa.select(results.c.id).where(results.c.wpm < 50).order_by(results.c.id)))
+    expected_slow = tuple(r.id for r in seeded.fetch(sa.select(results.c.id).where(results.c.wpm < 50).order_by(results.c.id)))
     expected_brief = tuple(
-        r.player_id for r in fetch(seeded_url, sa.select(progress.c.player_id).where(progress.c.time_typing_ms < 120_000))
+        r.player_id for r in seeded.fetch(sa.select(progress.c.player_id).where(progress.c.time_typing_ms < 120_000))
     )
     assert expected_slow and expected_brief
     for engine in ENGINES:
-        report = audit(seeded_url, engine=engine, rules=[slow, brief])
+        report = seeded.audit(engine=engine, rules=[slow, brief])
         assert report.finding("results.slow").sample_keys == expected_slow
         assert report.finding("progress.brief").sample_keys == expected_brief
         assert report.finding("progress.brief").checked_rows == 2
-        assert len(run_listing_sql(seeded_url, report.finding("progress.brief").sql)) == len(expected_brief)
+        assert len(seeded.run_listing_sql(report.finding("progress.brief").sql)) == len(expected_brief)
 
 
 # ---------------------------------------------------------------- how it reads

@@ -30,6 +30,7 @@ from test_checks_support import (
     counts,
     fetch,
     planting,
+    readers_closed,  # noqa: F401  (autouse: each test's engines closed)
     rebuild,
     result_row,
     run_listing_sql,

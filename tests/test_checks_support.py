@@ -10,9 +10,11 @@ from __future__ import annotations
 import itertools
 import re
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 import checks
@@ -124,25 +126,41 @@ def planting(url: str):
     module; PostgreSQL disables FK triggers for this transaction (the tests run as
     superuser). PostgreSQL cannot switch a CHECK off: drop it (`drop_mode_check`).
     """
-    target = sa.make_url(url)
-    if target.get_backend_name() == "sqlite":
-
-        def connect():
-            raw = sqlite3.connect(target.database)
-            raw.execute("PRAGMA foreign_keys = OFF")
-            raw.execute("PRAGMA ignore_check_constraints = ON")
-            return raw
-
-        # Deliberately not game_core.db.create_engine: its connect hook turns foreign keys on.
-        engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
-        with engine.begin() as connection:
-            yield connection
-    else:
-        engine = create_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-            yield connection
+    engine = _planting_engine(url)
+    with engine.begin() as connection:
+        _constraints_off(connection)
+        yield connection
     engine.dispose()
+
+
+def _planting_engine(url: str, *, transactional_ddl: bool = False) -> sa.Engine:
+    """An engine whose connections plant bad rows: SQLite through the raw sqlite3 module
+    with foreign keys and CHECK constraints off; PostgreSQL as the game opens it (its
+    transactions then call `_constraints_off`). With `transactional_ddl`, SQLite begins
+    for real at `begin()` (the driver otherwise begins lazily at the first DML, leaving
+    a CREATE or DROP before it outside the transaction, never rolled back)."""
+    target = sa.make_url(url)
+    if target.get_backend_name() != "sqlite":
+        return create_engine(url)
+
+    def connect():
+        raw = sqlite3.connect(target.database)
+        raw.execute("PRAGMA foreign_keys = OFF")
+        raw.execute("PRAGMA ignore_check_constraints = ON")
+        if transactional_ddl:
+            raw.isolation_level = None
+        return raw
+
+    # Deliberately not game_core.db.create_engine: its connect hook turns foreign keys on.
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+    if transactional_ddl:
+        sa.event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
+    return engine
+
+
+def _constraints_off(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
 
 
 def drop_mode_check(connection) -> None:
@@ -165,14 +183,134 @@ def drop_natural_key(connection) -> None:
     connection.exec_driver_sql("ALTER TABLE results_rebuilt RENAME TO results")
 
 
+# The game's read-only engine per database URL, kept for the rest of the test: a test
+# audits its database two to eight times and lists findings between the audits. A new
+# engine per call checked the server afresh (a connection and a query) and compiled
+# every statement again (SQLAlchemy's statement cache belongs to the engine): in
+# test_checks.py over a third of the CPU of the audits themselves. Each call still runs
+# in a read transaction of its own, so it sees everything committed before it.
+_READERS: dict[str, sa.Engine] = {}
+
+
+def reader(url: str) -> sa.Engine:
+    """The read-only engine of `url` for this test (closed by `readers_closed`)."""
+    engine = _READERS.get(url)
+    if engine is None:
+        engine = _READERS[url] = create_engine(url, read_only=True)
+    return engine
+
+
+def close_readers() -> None:
+    while _READERS:
+        _READERS.popitem()[1].dispose()
+
+
+@pytest.fixture(autouse=True)
+def readers_closed():
+    """Import into a test module that uses `audit`, `fetch` or `run_listing_sql`: their
+    engines are disposed after each test (none outlives its database)."""
+    close_readers()
+    yield
+    close_readers()
+
+
+class SeedTransaction:
+    """The audit seed in one transaction that is rolled back after the test: bad rows are
+    planted (`planting()`), then audited, fetched and listed, all on this transaction's
+    connection, which sees what was planted. The `audit`, `fetch` and `run_listing_sql`
+    of this module, as methods.
+
+    Each audit is checked to write nothing: the transaction's own count of inserted,
+    updated and deleted rows (PostgreSQL's pg_stat_xact_user_tables, SQLite's
+    total_changes) is the same after run_audits as before, whatever path its statements
+    took (the Pandera engine reads on the driver cursor)."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    @contextmanager
+    def planting(self):
+        yield self.connection
+
+    def audit(self, **options) -> checks.AuditReport:
+        options.setdefault("now", NOW)
+        before = self._rows_written()
+        report = checks.run_audits(self.connection, **options)
+        assert self._rows_written() == before, "run_audits wrote"
+        return report
+
+    def fetch(self, statement) -> list:
+        return self.connection.execute(statement).all()
+
+    def run_listing_sql(self, sql: str) -> list[tuple]:
+        """A finding's SQL text run as on-call would paste it: the driver, no SQLAlchemy."""
+        cursor = self.connection.connection.driver_connection.cursor()
+        try:
+            cursor.execute(sql)
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def _rows_written(self) -> int:
+        if self.connection.dialect.name == "sqlite":
+            return self.connection.connection.driver_connection.total_changes
+        return self.connection.exec_driver_sql(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables"
+        ).scalar_one()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def seed_connection(request, tmp_path_factory):
+    """A connection to a copy of the audit seed of this module's own (a file copy, or
+    CREATE DATABASE ... TEMPLATE), for `seeded` transactions: one database, engine and
+    statement cache for the whole module instead of one per test."""
+    if request.param == "sqlite":
+        import shutil
+
+        path = tmp_path_factory.mktemp("audit-seed-module") / "game.db"
+        shutil.copyfile(request.getfixturevalue("audit_seed_sqlite_template"), path)
+        url, name = f"sqlite:///{path}", None
+    else:
+        from conftest import drop_pg_database, pg_url_for
+
+        admin = request.getfixturevalue("pg_admin")
+        name = f"tg_audit_module_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{request.getfixturevalue("audit_seed_pg_template")}"')
+        url = pg_url_for(name)
+    engine = _planting_engine(url, transactional_ddl=True)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+        if name is not None:
+            drop_pg_database(admin, name)
+
+
+@pytest.fixture
+def seeded(seed_connection):
+    """The audit seed on each engine, in a transaction of this test's own that is rolled
+    back afterwards (planted rows, dropped constraints and rebuilt tables included)."""
+    transaction = seed_connection.begin()
+    _constraints_off(seed_connection)
+    if seed_connection.dialect.name == "postgresql":
+        # A rollback does not give back what a sequence handed out: every test starts
+        # from the ids the seed left, as on a copy of its own (SQLite reuses them anyway).
+        for table in ("players", "results"):
+            seed_connection.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+            )
+    try:
+        yield SeedTransaction(seed_connection)
+    finally:
+        transaction.rollback()
+
+
 def audit(url: str, **options) -> checks.AuditReport:
     """run_audits on the game's read-only engine (any write would raise), in one
     read transaction (REPEATABLE READ on PostgreSQL), as the callers open it."""
-    engine = create_engine(url, read_only=True)
-    try:
-        return audit_on(engine, **options)
-    finally:
-        engine.dispose()
+    return audit_on(reader(url), **options)
 
 
 def audit_on(database, /, **options) -> checks.AuditReport:
@@ -188,23 +326,18 @@ def audit_on(database, /, **options) -> checks.AuditReport:
 
 def run_listing_sql(url: str, sql: str) -> list[tuple]:
     """Execute a finding's SQL text as on-call would paste it: the driver, no SQLAlchemy."""
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            cursor = connection.connection.driver_connection.cursor()
+    with reader(url).connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        try:
             cursor.execute(sql)
             return [tuple(row) for row in cursor.fetchall()]
-    finally:
-        engine.dispose()
+        finally:
+            cursor.close()
 
 
 def fetch(url: str, statement) -> list:
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(statement).all()
-    finally:
-        engine.dispose()
+    with reader(url).connect() as connection:
+        return connection.execute(statement).all()
 
 
 def counts(report: checks.AuditReport) -> dict[str, tuple]:
