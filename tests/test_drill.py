@@ -41,11 +41,11 @@ UTC = timezone.utc
 PHASES = ["hash check", "restore", "deep checks", "audits", "compare with live", "swap rehearsal"]
 
 
-@pytest.fixture
-def drilled(database_url, tmp_path):
-    """A database of 5 players with 20 results each and one backup of it."""
-    fill_database(database_url, players=5, results_per_player=20)
-    env = BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def drilled(request, tmp_path, filled_copy):
+    """A database of 5 players with 20 results each (a copy of a template filled once per
+    session) and one backup of it."""
+    env = BackupEnv(tmp_path, filled_copy(request.param, players=5, results_per_player=20))
     return env, env.create()
 
 
@@ -149,8 +149,8 @@ def test_a_drill_of_a_good_backup_passes_and_touches_nothing(drilled, request):
     assert re.fullmatch(rf"drill of {backup_id} \(\d+s ago\) passed: predicted full restore \d+\.\ds \(rto 600s\)", detail)
 
 
-def test_the_text_report_names_the_phases_the_prediction_and_the_verdicts(tmp_path, sqlite_url):
-    fill_database(sqlite_url, players=2, results_per_player=10)
+def test_the_text_report_names_the_phases_the_prediction_and_the_verdicts(tmp_path, filled_copy):
+    sqlite_url = filled_copy("sqlite", players=2, results_per_player=10)
     env = BackupEnv(tmp_path, sqlite_url)
     backup_id = env.create()
     result = env.invoke("drill")
@@ -194,10 +194,10 @@ def test_a_flipped_byte_fails_the_drill_at_the_hash_check(drilled, request):
     assert one_error(result).startswith("no restorable backup of this database in ")
 
 
-def test_a_swap_that_cannot_be_rehearsed_fails_the_drill_but_not_the_backup(tmp_path, sqlite_url, small_filesystem):
+def test_a_swap_that_cannot_be_rehearsed_fails_the_drill_but_not_the_backup(tmp_path, filled_copy, small_filesystem):
     """Room for the restored copy but not for the swap's copy (a full disk, as a restore
     would meet): exit 5, the backup stays good, nothing is left in scratch."""
-    fill_database(sqlite_url, players=10, results_per_player=300)
+    sqlite_url = filled_copy("sqlite", players=10, results_per_player=300)
     size = (tmp_path / "game.db").stat().st_size
     point = small_filesystem(int(size * 1.5))
     env = BackupEnv(tmp_path, sqlite_url)
@@ -228,8 +228,8 @@ def test_a_copy_that_does_not_match_its_manifest_fails_the_drill(drilled, reques
     assert _last_drill(env)[0] == "failed"
 
 
-def test_a_table_that_shrank_past_the_tolerance_fails_the_drill(tmp_path, sqlite_url):
-    fill_database(sqlite_url, players=5, results_per_player=40)
+def test_a_table_that_shrank_past_the_tolerance_fails_the_drill(tmp_path, filled_copy):
+    sqlite_url = filled_copy("sqlite", players=5, results_per_player=40)
     env = BackupEnv(tmp_path, sqlite_url)
     env.create()
     execute(sqlite_url, "DELETE FROM personal_bests", "DELETE FROM results WHERE id % 5 = 1")  # 20%
@@ -248,8 +248,9 @@ def test_a_table_that_shrank_past_the_tolerance_fails_the_drill(tmp_path, sqlite
 # ---------------------------------------------------------------- it worked, with problems: exit 3
 
 
-def test_a_dirty_backup_is_exit_3(database_url, tmp_path):
-    fill_database(database_url, players=4, results_per_player=20)
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_dirty_backup_is_exit_3(engine, filled_copy, tmp_path):
+    database_url = filled_copy(engine, players=4, results_per_player=20)
     execute(database_url, "UPDATE progress SET level = level + 3 WHERE player_id = (SELECT MIN(player_id) FROM progress)")
     env = BackupEnv(tmp_path, database_url)
     backup_id = env.create()

@@ -32,7 +32,7 @@ from backup_helpers import (
 )
 from test_backups_cli import small_filesystem  # noqa: F401  (the fixture: a tmpfs of a chosen size)
 from restore_helpers import (
-    restore_env,
+    filled_restore_env,
     content,
     damage_like_the_incident,
     drop_restore_leftovers,
@@ -42,17 +42,17 @@ from restore_helpers import (
 )
 
 
-@pytest.fixture
-def env(database_url, tmp_path, request) -> BackupEnv:
-    """A database with consistent game data and an empty repository; on PostgreSQL the
-    databases a restore keeps are dropped afterwards."""
-    return restore_env(database_url, tmp_path, request, players=10, results_per_player=20)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, tmp_path, filled_copy) -> BackupEnv:
+    """A database with consistent game data (a copy of a template filled once per session)
+    and an empty repository; on PostgreSQL the databases a restore keeps are dropped
+    afterwards."""
+    return filled_restore_env(request, tmp_path, filled_copy, players=10, results_per_player=20)
 
 
 @pytest.fixture
-def sqlite_env(tmp_path, sqlite_url) -> BackupEnv:
-    fill_database(sqlite_url, players=10, results_per_player=20)
-    return BackupEnv(tmp_path, sqlite_url)
+def sqlite_env(tmp_path, filled_copy) -> BackupEnv:
+    return BackupEnv(tmp_path, filled_copy("sqlite", players=10, results_per_player=20))
 
 
 # ---------------------------------------------------------------- the incident
@@ -234,8 +234,8 @@ def test_typed_confirmation_on_a_terminal(sqlite_env):
     assert content(sqlite_env.url) == expected
 
 
-def test_full_disk_during_staging_is_a_clear_error_and_live_is_untouched(tmp_path, sqlite_url, small_filesystem):
-    fill_database(sqlite_url, players=10, results_per_player=300)
+def test_full_disk_during_staging_is_a_clear_error_and_live_is_untouched(tmp_path, filled_copy, small_filesystem):
+    sqlite_url = filled_copy("sqlite", players=10, results_per_player=300)
     size = (tmp_path / "game.db").stat().st_size
     point = small_filesystem(size // 2)
     env = BackupEnv(tmp_path, sqlite_url)
@@ -306,8 +306,8 @@ def test_a_dirty_backup_shows_its_violations_next_to_live_and_warns(sqlite_env):
 # ---------------------------------------------------------------- while the game writes
 
 
-def test_restore_while_the_game_writes_on_sqlite(tmp_path, sqlite_url):
-    fill_database(sqlite_url, players=20, results_per_player=50)
+def test_restore_while_the_game_writes_on_sqlite(tmp_path, filled_copy):
+    sqlite_url = filled_copy("sqlite", players=20, results_per_player=50)
     env = BackupEnv(tmp_path, sqlite_url)
     with background_writer(sqlite_url, tmp_path) as writer:
         backup_id = env.create()
@@ -322,9 +322,9 @@ def test_restore_while_the_game_writes_on_sqlite(tmp_path, sqlite_url):
 
 
 @pytest.mark.postgres
-def test_restore_while_the_game_writes_on_postgresql(tmp_path, pg_url, pg_admin, request):
+def test_restore_while_the_game_writes_on_postgresql(tmp_path, filled_copy, pg_admin, request):
+    pg_url = filled_copy("postgresql", players=20, results_per_player=50)
     request.addfinalizer(lambda: drop_restore_leftovers(pg_admin, sa.make_url(pg_url).database))
-    fill_database(pg_url, players=20, results_per_player=50)
     env = BackupEnv(tmp_path, pg_url)
     with resilient_writer(pg_url, tmp_path) as writer:
         backup_id = env.create()
@@ -372,7 +372,8 @@ def _assert_backup_then_only_new_rows(env: BackupEnv, manifest) -> None:
 
 
 @pytest.mark.postgres
-def test_postgresql_swap_keeps_settings_grants_and_owner_and_the_old_database(tmp_path, pg_url, pg_admin, request):
+def test_postgresql_swap_keeps_settings_grants_and_owner_and_the_old_database(tmp_path, filled_copy, pg_admin, request):
+    pg_url = filled_copy("postgresql", players=5, results_per_player=10)
     live = sa.make_url(pg_url).database
     request.addfinalizer(lambda: drop_restore_leftovers(pg_admin, live))
     role = "integrity_restore_test_role"
@@ -395,7 +396,6 @@ def test_postgresql_swap_keeps_settings_grants_and_owner_and_the_old_database(tm
             return sorted(acl), limit, [(r, sorted(c)) for r, c in settings]
 
     before = properties(live)
-    fill_database(pg_url, players=5, results_per_player=10)
     env = BackupEnv(tmp_path, pg_url)
     backup_id = env.create()
     expected = content(pg_url)
@@ -434,10 +434,10 @@ def _schema_only_pg_dump(tmp_path) -> dict[str, str]:
 
 
 @pytest.mark.postgres
-def test_a_schema_only_dump_is_suspect_never_latest_and_its_dry_run_fails_it(tmp_path, pg_url, pg_admin, request):
+def test_a_schema_only_dump_is_suspect_never_latest_and_its_dry_run_fails_it(tmp_path, filled_copy, pg_admin, request):
     """Issue 13.2: `restore latest` chose a schema-only dump (manifest claiming its rows,
     0.0 MB of data), and its dry run said "after restore 6,909 rows" beside "brought back 0"."""
-    fill_database(pg_url, players=10, results_per_player=20)
+    pg_url = filled_copy("postgresql", players=10, results_per_player=20)
     request.addfinalizer(lambda: drop_restore_leftovers(pg_admin, sa.make_url(pg_url).database))
     env = BackupEnv(tmp_path, pg_url)
     good = env.create()

@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, execute, one_error
-from restore_helpers import content, drop_restore_leftovers, restore_env
+from restore_helpers import content, drop_restore_leftovers, filled_restore_env
 
 CUSTOMERS = [(1, "Ada"), (2, "Grace"), (3, "Edsger")]
 
@@ -62,10 +62,11 @@ def _shop(url: str) -> None:
         connection.close()
 
 
-@pytest.fixture
-def game(database_url, tmp_path, request) -> BackupEnv:
-    """The game's database with data and a backup of it in the repository the test uses."""
-    return restore_env(database_url, tmp_path, request, players=5, results_per_player=4)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def game(request, tmp_path, filled_copy) -> BackupEnv:
+    """The game's database with data (a copy of a template filled once per session) and
+    the repository the test uses."""
+    return filled_restore_env(request, tmp_path, filled_copy, players=5, results_per_player=4)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from backup_helpers import BackupEnv, execute, result_rows
-from restore_helpers import restore_env
+from restore_helpers import filled_restore_env
 from test_salvage import play
 
 COUNTS = ("correct_word_chars", "correct_spaces", "correct_chars", "incorrect_chars", "extra_chars",
@@ -29,9 +29,9 @@ DERIVED = ("wpm", "raw_wpm", "accuracy", "xp")
 CONTRADICTION = "counts contradict (correct_word_chars > correct_chars)"
 
 
-@pytest.fixture
-def env(database_url, tmp_path, request) -> BackupEnv:
-    return restore_env(database_url, tmp_path, request, players=6, results_per_player=15)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, tmp_path, filled_copy) -> BackupEnv:
+    return filled_restore_env(request, tmp_path, filled_copy, players=6, results_per_player=15)
 
 
 def _engine(url):
