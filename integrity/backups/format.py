@@ -67,8 +67,17 @@ def new_backup_id(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+_ID_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
 def backup_time(backup_id: str) -> datetime:
-    return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    """The UTC time an id names (ValueError when it names none, as `20261399T...`).
+    Every journal line and listed backup asks this of an id, so it builds the datetime
+    from the fixed-width fields: strptime took several times as long."""
+    fields = _ID_TIME.fullmatch(backup_id[:16])
+    if fields is None:
+        raise ValueError(f"{backup_id[:16]!r} is not a time like 20261127T030118Z")
+    return datetime(*map(int, fields.groups()), tzinfo=timezone.utc)
 
 
 def is_backup_id(text: object) -> bool:
