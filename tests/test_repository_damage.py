@@ -625,8 +625,9 @@ def test_a_journal_that_is_a_fifo_never_hangs_a_reader(world):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["stray-file", "data-symlink-outside", "format-999", "name-escapes-own-file-kept"])
-def test_a_damaged_postgresql_backup_is_refused(tmp_path, pg_url, kind):
-    fill_database(pg_url, players=3, results_per_player=5, seed=3)
+def test_a_damaged_postgresql_backup_is_refused(tmp_path, filled_copy, kind):
+    # A copy of a database filled once per session (the four kinds need the same data).
+    pg_url = filled_copy("postgresql", players=3, results_per_player=5, seed=3)
     env = BackupEnv(tmp_path, pg_url)
     older = env.create()
     clone = clone_backup(env.repository(), older, datetime.now(UTC) + timedelta(seconds=5))
