@@ -13,7 +13,6 @@ multipart upload runs), Object Lock, wrong credentials, a closed port, a missing
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import shutil
@@ -36,26 +35,13 @@ DATA = "data.db.zst"
 # ---------------------------------------------------------------- the world
 
 
-@dataclass(frozen=True)
-class OneClientServer(S3Server):
-    """The test server, whose `client()` is built once: S3Server builds a boto3 client per
-    call (about 80 ms, 8% of this file's time), and the tests' own requests need one."""
-
-    @functools.cached_property
-    def _client(self):
-        return super().client()
-
-    def client(self):
-        return self._client
-
-
 @pytest.fixture(scope="module")
-def server(s3_server) -> OneClientServer:
-    return OneClientServer(s3_server.endpoint)
+def server(s3_server) -> S3Server:
+    return s3_server
 
 
 @pytest.fixture
-def s3(server, s3_env) -> OneClientServer:
+def s3(server, s3_env) -> S3Server:
     """The server, with the AWS variables set for this test (s3_env)."""
     return server
 
