@@ -28,10 +28,11 @@ PLAYERS = 10
 RESULTS = 6
 
 
-@pytest.fixture
-def env(database_url, tmp_path):
-    fill_database(database_url, players=PLAYERS, results_per_player=RESULTS)
-    return BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, filled_copy, tmp_path):
+    # A copy of a database fill_database filled once per session (conftest.filled_copy).
+    url = filled_copy(request.param, players=PLAYERS, results_per_player=RESULTS)
+    return BackupEnv(tmp_path, url)
 
 
 def _probe(env: BackupEnv, *args: str, **extra: str) -> tuple[int, dict]:

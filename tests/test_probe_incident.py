@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from backup_helpers import BackupEnv, execute, fill_database, scalar
+from backup_helpers import BackupEnv, execute, scalar
 from test_metrics_export import parse
 
 PLAYERS = 10
@@ -22,10 +22,11 @@ RESULTS = 6
 CANARIES = 3
 
 
-@pytest.fixture
-def env(database_url, tmp_path):
-    fill_database(database_url, players=PLAYERS, results_per_player=RESULTS)
-    env = BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, filled_copy, tmp_path):
+    # A copy of a database fill_database filled once per session (conftest.filled_copy).
+    url = filled_copy(request.param, players=PLAYERS, results_per_player=RESULTS)
+    env = BackupEnv(tmp_path, url)
     code, _ = env.invoke_json("probe")  # the canaries exist before the damage, as in production
     assert code == 0
     return env

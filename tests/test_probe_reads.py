@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from backup_helpers import BackupEnv, execute, fill_database, scalar
+from backup_helpers import BackupEnv, execute, scalar
 from game_core.store import Store
 from integrity.probe import CANARIES, CANARY_PREFIX, canary_content, check_canary
 from integrity.probe_checks import type_problem, what
@@ -24,10 +24,11 @@ PLAYERS = 6
 RESULTS = 4
 
 
-@pytest.fixture
-def env(database_url, tmp_path):
-    fill_database(database_url, players=PLAYERS, results_per_player=RESULTS)
-    return BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def env(request, filled_copy, tmp_path):
+    # A copy of a database fill_database filled once per session (conftest.filled_copy).
+    url = filled_copy(request.param, players=PLAYERS, results_per_player=RESULTS)
+    return BackupEnv(tmp_path, url)
 
 
 def _probe(env: BackupEnv) -> tuple[int, dict]:
@@ -128,8 +129,8 @@ def _newest_result(url: str, player_id: int) -> int:
 
 
 @pytest.mark.postgres
-def test_results_the_truth_cannot_be_computed_from_count_for_every_player(pg_url, tmp_path):
-    fill_database(pg_url, players=PLAYERS, results_per_player=RESULTS)
+def test_results_the_truth_cannot_be_computed_from_count_for_every_player(filled_copy, tmp_path):
+    pg_url = filled_copy("postgresql", players=PLAYERS, results_per_player=RESULTS)
     env = BackupEnv(tmp_path, pg_url)
     assert _probe(env)[0] == 0
     # A migration turning results.xp into text: PostgreSQL cannot SUM it any more.
