@@ -26,8 +26,10 @@ from game_core.db import create_engine
 from game_core.rebuild import rebuild_derived
 from game_core.schema import players, progress, results
 from integrity.cli import app
-from test_checks_support import readers_closed, run_listing_sql  # noqa: F401  (readers_closed: autouse)
+import test_checks_support
+from test_checks_support import run_listing_sql
 
+readers_closed = test_checks_support.readers_closed  # autouse: each test's engines closed
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "runbooks" / "audit-findings.md"
 # Every fixture timestamp is in the past of the real clock, which the CLI audits at.

@@ -27,6 +27,7 @@ from game_core import metrics
 from game_core.db import create_engine
 from game_core.errors import ExitCode, InvalidInput
 from game_core.schema import personal_bests, players, progress, results
+import test_checks_support
 from test_checks_support import (
     GAME_TABLES,
     NOW,
@@ -38,10 +39,13 @@ from test_checks_support import (
     drop_natural_key,
     planting,
     rebuild,
-    seed_connection,  # noqa: F401  (the fixture `seeded` stands on)
-    seeded,  # noqa: F401  (fixture: the seed in a transaction rolled back after the test)
     violated,
 )
+
+# Fixtures, bound to module names as pytest finds them (see pitr_helpers' docstring): the
+# seed in a transaction rolled back after the test, and the module's connection under it.
+seeded = test_checks_support.seeded
+seed_connection = test_checks_support.seed_connection
 
 ENGINES = ("sql", "pandera")
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from checks import RULES
 from game_core.db import create_engine
 from game_core.schema import personal_bests, players, progress, results
+import test_checks_support
 from test_checks_support import (
     NOW,
     SEED_START,
@@ -30,7 +31,6 @@ from test_checks_support import (
     counts,
     fetch,
     planting,
-    readers_closed,  # noqa: F401  (autouse: each test's engines closed)
     rebuild,
     result_row,
     run_listing_sql,
@@ -38,6 +38,7 @@ from test_checks_support import (
     violated,
 )
 
+readers_closed = test_checks_support.readers_closed  # autouse: each test's engines closed
 ENGINES = ("sql", "pandera")
 
 

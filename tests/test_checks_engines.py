@@ -27,10 +27,10 @@ from game_core.db import create_engine
 from game_core.errors import ExitCode, InvalidInput
 from game_core.schema import personal_bests, players, results
 from game_core.store import Store, TestOutcome
-from test_checks_support import (  # readers_closed: autouse, each test's engines closed
-    GAME_TABLES, NOW, add_results, audit, audit_on, counts, planting, readers_closed, result_row, seed,  # noqa: F401
-)
+import test_checks_support
+from test_checks_support import GAME_TABLES, NOW, add_results, audit, audit_on, counts, planting, result_row, seed
 
+readers_closed = test_checks_support.readers_closed  # autouse: each test's engines closed
 ROW_RULES = [rule for rule in checks.RULES if rule.kind == "row"]
 # derandomize: the same examples on every run, so a failure here is a finding, never luck.
 # 20 examples per test (was 30): the four Hypothesis tests were three quarters of this
