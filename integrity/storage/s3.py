@@ -81,24 +81,7 @@ class ObjectStore:
     @property
     def client(self):
         if self._client is None:
-            from botocore.config import Config
-
-            config = Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                s3={"addressing_style": "path" if self._path_style else "auto"},
-                # Checksums only where we ask for them: every upload sends SHA-256 itself.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                max_pool_connections=CONCURRENCY * 2 + 2,
-                connect_timeout=10,
-                read_timeout=60,
-            )
-            with _SESSION_LOCK:  # a boto3 session is not thread-safe; its clients are
-                if self._client is None:
-                    session = _session()
-                    region = self._region or session.region_name or "us-east-1"
-                    self._client = session.client("s3", endpoint_url=self._endpoint_url, region_name=region,
-                                                  config=config)
+            self._client = _client(self._endpoint_url, self._region, self._path_style)
         return self._client
 
     def key(self, name: str) -> str:
@@ -306,7 +289,12 @@ class ObjectStore:
 
 
 _SESSIONS: dict[tuple, object] = {}
+_CLIENTS: dict[tuple, object] = {}
 _SESSION_LOCK = threading.Lock()
+
+
+def _aws_environment() -> tuple:
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
 
 
 def _session():
@@ -316,10 +304,37 @@ def _session():
     environment (another profile, other keys) gets its own. Call under _SESSION_LOCK."""
     import boto3
 
-    key = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+    key = _aws_environment()
     if key not in _SESSIONS:
         _SESSIONS[key] = boto3.session.Session()
     return _SESSIONS[key]
+
+
+def _client(endpoint_url: str | None, region: str | None, path_style: bool):
+    """One S3 client per process, AWS environment and endpoint settings, shared by every
+    ObjectStore on them (a client is thread-safe): building one costs 20-80 ms of CPU
+    even from a kept session (its service model and endpoint rules), and one command
+    makes several stores on the same repository (its own, the catalog's, the metrics'
+    and every lease's), each of which built its own client."""
+    from botocore.config import Config
+
+    with _SESSION_LOCK:  # a boto3 session is not thread-safe; its clients are
+        key = (_aws_environment(), endpoint_url, region, path_style)
+        if key not in _CLIENTS:
+            config = Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path" if path_style else "auto"},
+                # Checksums only where we ask for them: every upload sends SHA-256 itself.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=CONCURRENCY * 2 + 2,
+                connect_timeout=10,
+                read_timeout=60,
+            )
+            session = _session()
+            _CLIENTS[key] = session.client("s3", endpoint_url=endpoint_url, region_name=region or session.region_name
+                                           or "us-east-1", config=config)
+        return _CLIENTS[key]
 
 
 class _StreamErrors:
