@@ -76,10 +76,11 @@ def revision_of(url: str) -> str | None:
         engine.dispose()
 
 
-@pytest.fixture
-def played(database_url, tmp_path):
-    fill_database(database_url, players=6, results_per_player=10)
-    return BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def played(request, filled_copy, tmp_path):
+    """A game database of this test's own holding fill_database(players=6,
+    results_per_player=10): a copy of a template filled once per session."""
+    return BackupEnv(tmp_path, filled_copy(request.param, players=6, results_per_player=10))
 
 
 def dry_run(env: BackupEnv, ini: Path, *args: str):
@@ -172,9 +173,8 @@ def test_keep_copy_keeps_both_copies(played, tmp_path, request):
                 drop_pg_database(request.getfixturevalue("pg_admin"), name)
 
 
-def test_a_batch_rebuild_of_players_in_the_downgrade_loses_the_results_on_sqlite(tmp_path, sqlite_url):
-    fill_database(sqlite_url, players=6, results_per_player=10)
-    env = BackupEnv(tmp_path, sqlite_url)
+def test_a_batch_rebuild_of_players_in_the_downgrade_loses_the_results_on_sqlite(tmp_path, filled_copy):
+    env = BackupEnv(tmp_path, filled_copy("sqlite", players=6, results_per_player=10))
     batch = ADD_COUNTRY.replace('    op.drop_column("players", "country")',
                                 '    with op.batch_alter_table("players") as batch:\n        batch.drop_column("country")')
     code, document = dry_run(env, history(tmp_path, batch))

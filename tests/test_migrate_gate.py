@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from backup_helpers import BackupEnv, fill_database, one_error
+from backup_helpers import BackupEnv, one_error
 from game_core.schema_state import head_revision
 from test_migrate_dry_run import ADD_COUNTRY, DROP_ACCURACY, history, revision_of
 
 
-@pytest.fixture
-def played(database_url, tmp_path):
-    fill_database(database_url, players=4, results_per_player=5)
-    return BackupEnv(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def played(request, filled_copy, tmp_path):
+    """A game database of this test's own holding fill_database(players=4,
+    results_per_player=5): a copy of a template filled once per session."""
+    return BackupEnv(tmp_path, filled_copy(request.param, players=4, results_per_player=5))
 
 
 def gate(env: BackupEnv, ini: Path | None = None) -> tuple[int, dict]:
