@@ -25,6 +25,7 @@ from backup_helpers import (
     write_manifest,
 )
 from integrity.backups.archive import compress_stream
+from store_templates import DataDirTemplate
 from integrity.backups.repository import MANIFEST, MANIFEST_HASH
 from integrity.db.claims import SCRATCH_PREFIX
 
@@ -44,15 +45,30 @@ def _statuses(env: BackupEnv) -> tuple[int, dict[str, tuple[str, str]]]:
     return code, {check["name"]: (check["state"], check["detail"]) for check in document["result"]["checks"]}
 
 
+@pytest.fixture(scope="module")
+def two_backups_template(tmp_path_factory, sqlite_template) -> tuple[DataDirTemplate, str, str]:
+    """Built once per module: an older and a newer backup of a database that grew in
+    between (two fills, two creates: the second waits for the next second's id)."""
+    root = tmp_path_factory.mktemp("two-backups")
+    shutil.copyfile(sqlite_template, root / "game.db")
+    url = f"sqlite:///{root / 'game.db'}"
+    fill_database(url, players=4, results_per_player=30, seed=1)
+    env = BackupEnv(root, url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # as a test runs: in its own directory
+        older = env.create()
+        fill_database(url, players=2, results_per_player=30, seed=2)
+        newer = env.create()
+    return DataDirTemplate(root, []), older, newer
+
+
 @pytest.fixture
-def two_backups(tmp_path, sqlite_url):
-    """An older and a newer backup of a database that grew in between."""
-    fill_database(sqlite_url, players=4, results_per_player=30, seed=1)
-    env = BackupEnv(tmp_path, sqlite_url)
-    older = env.create()
-    fill_database(sqlite_url, players=2, results_per_player=30, seed=2)
-    newer = env.create()
-    return env, older, newer
+def two_backups(tmp_path, two_backups_template):
+    """The template's database, repository and state, copied into this test's directory:
+    each test damages its own copy."""
+    template, older, newer = two_backups_template
+    template.copy_into(tmp_path)
+    return BackupEnv(tmp_path, f"sqlite:///{tmp_path / 'game.db'}"), older, newer
 
 
 def _damage(kind: str, env: BackupEnv, older: str, newer: str, rng: random.Random) -> None:
