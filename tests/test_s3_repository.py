@@ -127,7 +127,8 @@ def test_init_marks_the_prefix_as_a_repository(tmp_path, sqlite_url, s3_env):
 def test_a_bad_s3_url_is_refused_as_configuration(tmp_path, sqlite_url):
     from backup_helpers import BackupEnv
 
-    completed = BackupEnv(tmp_path, sqlite_url).run("backup", "list", INTEGRITY_BACKUPS__REPOSITORY="s3://Bad_Bucket/x")
+    # In-process: the setting's validation is under test, not the process boundary.
+    completed = BackupEnv(tmp_path, sqlite_url).invoke("backup", "list", INTEGRITY_BACKUPS__REPOSITORY="s3://Bad_Bucket/x")
     assert completed.returncode == 4
     assert "INTEGRITY_BACKUPS__REPOSITORY" in one_error(completed) and "bucket name" in one_error(completed)
 
