@@ -118,12 +118,25 @@ def _write_note(lock_path: Path, command: str, mode: str) -> Path:
         mode=mode,
     )
     note = notes / f"{holder.host}-{holder.pid}-{id(holder)}.json"
-    note.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+    # Written aside and renamed: a waiter listing the notes sees a whole note or none.
+    partial = note.with_suffix(".partial")
+    partial.write_text(json.dumps(holder.__dict__), encoding="utf-8")
+    os.replace(partial, note)
     return note
+
+
+# How long a refused waiter looks for the holder's note: a holder writes it right after
+# taking the lock, so a waiter that lost the race by a moment would otherwise name
+# "another process" for a lock its holder is about to describe.
+NOTE_GRACE_SECONDS = 1.0
 
 
 def _held_message(lock_path: Path, what: str, waited: float) -> str:
     holders = current_holders(lock_path)
+    grace = time.monotonic() + NOTE_GRACE_SECONDS
+    while not holders and time.monotonic() < grace:
+        time.sleep(0.02)
+        holders = current_holders(lock_path)
     who = ", ".join(h.describe() for h in holders) if holders else "another process"
     waited_text = f" after waiting {waited:g}s" if waited else ""
     return f"{what} locked by {who}{waited_text}; wait for it, or run again with --lock-wait 600"
