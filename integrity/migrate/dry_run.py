@@ -519,7 +519,7 @@ def _data_pass(job: _Rehearsal, timer: PhaseTimer) -> DataPass:
         revisions = tuple(runs[r.id] for r in job.pending)
         if failed is not None:
             return DataPass(revisions, findings=(_failure_finding(failed, "migration-failed", "run"),))
-        _check_copy_moved(job.copies, job.target, job.conn_settings)
+        _check_copy_moved(work_engine, job.target)
         after = _after_state(job, work_engine, before, now, timer)
         changes = schema_changes(before.schema, after.schema)
         tables, content_findings = _content(job, before_engine, work_engine, before, after, changes, timer)
@@ -674,10 +674,15 @@ def _check_source_unmoved(copies: Copies, start, conn_settings) -> None:
         )
 
 
-def _check_copy_moved(copies: Copies, target: str, conn_settings) -> None:
+def _check_copy_moved(work_engine, target: str) -> None:
     """Invariant 8, second half, right after the upgrade (the round trip moves it again):
-    an env.py that ignores the handed connection fails here instead of passing clean."""
-    copy_at = _revision_of(copies.work, conn_settings)
+    an env.py that ignores the handed connection fails here instead of passing clean. Read
+    on a new connection of the work copy's engine (a new engine each dry run checked that
+    the copy answers and connected again for one row)."""
+    from game_core.schema_state import current_revision
+
+    with work_engine.connect() as connection:
+        copy_at = current_revision(connection)
     if copy_at != target:
         raise DryRunCouldNotRun(
             f"the copy is at revision {copy_at} after the upgrade to {target}: env.py does not use the connection handed "
