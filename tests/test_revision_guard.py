@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from backup_helpers import BackupEnv, execute, fill_database, one_error
+from backup_helpers import BackupEnv, execute, one_error
 from game_core.db import parse_database_url
 from game_core.schema_state import head_revision
 from restore_helpers import content
@@ -79,10 +79,16 @@ def _refusals(env: BackupEnv, backup_id: str | None, expected: str) -> list[str]
     return wrong
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, filled_copy):
+    """This module's game database (conftest's `database_url`, filled): a copy of a template
+    holding fill_database(players=4, results_per_player=5), filled once per session."""
+    return filled_copy(request.param, players=4, results_per_player=5)
+
+
 @pytest.fixture
 def backed_up(database_url, tmp_path):
     """A game database with data and a good backup of it: (env, backup id)."""
-    fill_database(database_url, players=4, results_per_player=5)
     env = BackupEnv(tmp_path, database_url)
     return env, env.create()
 
