@@ -3,7 +3,8 @@ safe migrations against the game's schema, on SQLite and PostgreSQL.
 
 Every file in tests/migration_cases/ is one Alembic revision on top of our head
 (0001_initial_schema), with a docstring saying what it does and its verdict. Per case
-and engine, the dry run (`--from-live --format json`, in process) runs on a copy of a
+and engine, the dry run (`--format json`, in process; `--from-live`, or on PostgreSQL for
+most cases `--snapshot` of the test's own copy: FROM_LIVE_ON_POSTGRESQL) runs on a copy of a
 small populated database (40 simulated players, 5 results each) with an alembic.ini
 whose version_locations hold the game's history plus that one file, and the test asserts
 
@@ -19,14 +20,16 @@ whose version_locations hold the game's history plus that one file, and the test
   before the run (the NOT NULL failure names every results row, a DELETE without WHERE
   loses the table's row count, a cascade loses the results of the deleted players...);
 - declared changes reported as declared, not failed;
-- the source untouched: same content, same revision.
+- the source untouched: same content, same revision (and live, beside a snapshot).
 
 A second, fast group checks the corpus itself with plain Alembic (no integrity code):
 every case file is in the table and well formed, every safe case's downgrade restores
 the exact schema and data, and the cases that must fail on the existing data do.
 
 The seeded databases are built once per session (a SQLite template file, a PostgreSQL
-template database); each test gets its own copy.
+template database); each test gets its own copy. What a fresh copy holds (its state, the
+expected row counts) is read once per engine, and the plain-Alembic tests use one engine
+per test.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import copy_of_template, pg_template_seeded_by, sqlite_template_seeded_by
+from conftest import copy_of_template, pg_template_seeded_by, pg_url_for, sqlite_template_seeded_by
 from game_core.db import create_engine
 
 CASES_DIR = Path(__file__).resolve().parent / "migration_cases"
@@ -307,6 +310,26 @@ def seeded_pg_template(pg_admin, pg_supply, pg_template):
         yield name
 
 
+# PostgreSQL cases whose dry run copies live (pg_dump piped into pg_restore, as users run
+# it); every other PostgreSQL case dry-runs a snapshot database, the test's own TEMPLATE
+# copy of the seeded database, beside a live that holds the same rows (the lock rules
+# scale their measured holds by live's row counts). The copies the data pass works on are
+# the same either way; the snapshot skips the dump and restore.
+FROM_LIVE_ON_POSTGRESQL = frozenset({
+    "cascade_delete_some_players", "fail_not_null_without_default", "lock_alter_type_rewrite",
+    "safe_add_nullable_column", "roundtrip_enum_not_dropped",
+})
+
+
+@pytest.fixture(scope="module")
+def seeded_pg_live(pg_supply, seeded_pg_template):
+    """A copy of the seeded database serving as live to the PostgreSQL cases that dry-run
+    a snapshot: only ever read (each test checks it did not change)."""
+    name = pg_supply.take(seeded_pg_template)
+    yield pg_url_for(name)
+    pg_supply.drop_later(name)
+
+
 @pytest.fixture
 def seeded_database(request, tmp_path):
     """A URL of this test's own copy of the seeded database, for the engine asked."""
@@ -316,6 +339,21 @@ def seeded_database(request, tmp_path):
         return copy_of_template(request, tmp_path, engine, request.getfixturevalue(template))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def seeded_reads():
+    """`read(engine, what, compute)`: what a fresh copy of the seeded template holds, read
+    once per engine on the first test's copy (every copy is identical to the template):
+    the source state and the row counts the verdicts expect, read before any run."""
+    reads: dict[tuple[str, str], object] = {}
+
+    def read(engine: str, what: str, compute):
+        if (engine, what) not in reads:
+            reads[engine, what] = compute()
+        return reads[engine, what]
+
+    return read
 
 
 def _count(url: str, sql: str) -> int:
@@ -408,10 +446,14 @@ def _matches(rule: Rule, finding: dict) -> bool:
     return finding["rule"] in ((rule,) if isinstance(rule, str) else rule)
 
 
-def dry_run(tmp_path: Path, url: str, case_name: str, fail_on: str = "error") -> tuple[int, dict]:
+def dry_run(tmp_path: Path, url: str, case_name: str, fail_on: str = "error",
+            snapshot: str | None = None) -> tuple[int, dict]:
+    """The dry run of `case_name` with `url` as live: of live itself, or of the PostgreSQL
+    snapshot database `snapshot` (a copy nobody uses, on live's server)."""
     ini = write_alembic_ini(tmp_path / "project", case_name)
+    source = ("--snapshot", snapshot) if snapshot else ("--from-live",)
     result = invoke(
-        tmp_path, url, "migrate", "dry-run", "--alembic-config", str(ini), "--from-live", "--format", "json",
+        tmp_path, url, "migrate", "dry-run", "--alembic-config", str(ini), *source, "--format", "json",
         "--fail-on", fail_on,
     )
     crash = _crash(result)
@@ -427,14 +469,22 @@ def dry_run(tmp_path: Path, url: str, case_name: str, fail_on: str = "error") ->
 
 
 @pytest.mark.parametrize(("case_name", "engine", "fail_on"), _params())
-def test_dry_run_verdict(case_name, engine, fail_on, seeded_database, tmp_path):
+def test_dry_run_verdict(case_name, engine, fail_on, seeded_database, seeded_reads, request, tmp_path):
     case = CASES_BY_NAME[case_name]
     verdict: Verdict = getattr(case, engine)
     url = seeded_database(engine)
-    expected_rows = [(spec, spec.count if isinstance(spec.count, int) else _count(url, spec.count)) for spec in verdict.rows]
-    before = _source_state(url)
-
-    exit_code, document = dry_run(tmp_path, url, case_name, fail_on)
+    expected_rows = [
+        (spec, spec.count if isinstance(spec.count, int) else seeded_reads(engine, spec.count, lambda: _count(url, spec.count)))
+        for spec in verdict.rows
+    ]
+    before = seeded_reads(engine, "source state", lambda: _source_state(url))
+    untouched = [url]
+    if engine == "postgresql" and case_name not in FROM_LIVE_ON_POSTGRESQL:
+        live = request.getfixturevalue("seeded_pg_live")
+        untouched.append(live)
+        exit_code, document = dry_run(tmp_path, live, case_name, fail_on, snapshot=sa.make_url(url).database)
+    else:
+        exit_code, document = dry_run(tmp_path, url, case_name, fail_on)
 
     findings = document.get("result", {}).get("findings", [])
     context = (
@@ -481,9 +531,9 @@ def test_dry_run_verdict(case_name, engine, fail_on, seeded_database, tmp_path):
             found = [(f["rule"], f.get("table"), f.get("column"), f.get("rows")) for f in candidates]
             state = "declared " if spec.declared else ""
             problems.append(f"no {state}{spec.rule} on {spec.table}.{spec.column or '*'} with rows={count} (found {found})")
-    after = _source_state(url)
-    if after != before:
-        problems.append("the source database changed")
+    for source in untouched:
+        if _source_state(source) != before:
+            problems.append(f"the {'source' if source == url else 'live'} database changed")
     assert not problems, "; ".join(problems) + context
 
 
@@ -519,71 +569,65 @@ def _alembic_config(connection, directory: Path, case_name: str):
     return config
 
 
-def _alembic(url: str, directory: Path, case_name: str, action: str, revision: str) -> None:
-    """One upgrade or downgrade with plain Alembic, on a connection handed to env.py
-    outside any transaction (so autocommit blocks work), with the production settings."""
+def _alembic(engine, directory: Path, case_name: str, action: str, revision: str) -> None:
+    """One upgrade or downgrade with plain Alembic, on a new connection of `engine` (the
+    production settings) handed to env.py outside any transaction (so autocommit blocks
+    work)."""
     from alembic import command
 
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            getattr(command, action)(_alembic_config(connection, directory / f"{action}-{uuid.uuid4().hex[:6]}", case_name), revision)
-            if connection.in_transaction():
-                connection.commit()
-    finally:
-        engine.dispose()
+    with engine.connect() as connection:
+        getattr(command, action)(_alembic_config(connection, directory / f"{action}-{uuid.uuid4().hex[:6]}", case_name), revision)
+        if connection.in_transaction():
+            connection.commit()
 
 
-def _schema_and_content(url: str) -> dict:
+def _schema_and_content(engine) -> dict:
     """Every table's columns, keys, indexes and constraints, the views and (PostgreSQL)
     enum types and comments, and every row, as comparable values (multi-table
-    reflection: one catalog query per kind, not per table)."""
-    engine = create_engine(url, read_only=True)
-    try:
-        with engine.connect() as connection:
-            inspector = sa.inspect(connection)
+    reflection: one catalog query per kind, not per table), read on a new connection of
+    `engine` (each Inspector its own: nothing reflected earlier is reused)."""
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
 
-            def per_table(found: dict) -> dict:
-                return {key[1]: value for key, value in found.items()}
+        def per_table(found: dict) -> dict:
+            return {key[1]: value for key, value in found.items()}
 
-            columns = per_table(inspector.get_multi_columns())
-            pks = per_table(inspector.get_multi_pk_constraint())
-            fks = per_table(inspector.get_multi_foreign_keys())
-            indexes = per_table(inspector.get_multi_indexes())
-            uniques = per_table(inspector.get_multi_unique_constraints())
-            checks = per_table(inspector.get_multi_check_constraints())
-            state: dict = {"views": sorted(inspector.get_view_names())}
-            for table in sorted(columns):
-                state[table] = {
-                    "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default")), c.get("comment"))
-                                for c in columns[table]],
-                    "pk": pks[table]["constrained_columns"],
-                    "fks": sorted(
-                        (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options")))
-                        for f in fks[table]
-                    ),
-                    "indexes": sorted(
-                        (i["name"], tuple(map(str, i["column_names"])), bool(i["unique"]), str(i.get("expressions")))
-                        for i in indexes[table]
-                    ),
-                    "uniques": sorted((u["name"] or "", tuple(u["column_names"])) for u in uniques[table]),
-                    "checks": sorted((k["name"] or "", k["sqltext"]) for k in checks[table]),
-                    "rows": sorted(
-                        tuple((type(v).__name__, repr(v)) for v in row)
-                        for row in connection.execute(sa.text(f'SELECT * FROM "{table}"'))
-                    ),
-                }
-            if connection.dialect.name == "postgresql":
-                state["enums"] = sorted(connection.execute(sa.text(
-                    "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
-                    "WHERE n.nspname = 'public' AND t.typtype = 'e'"
-                )).scalars())
-                state["comments"] = sorted(
-                    (key[1], value.get("text") or "") for key, value in inspector.get_multi_table_comment().items()
-                )
-            return state
-    finally:
-        engine.dispose()
+        columns = per_table(inspector.get_multi_columns())
+        pks = per_table(inspector.get_multi_pk_constraint())
+        fks = per_table(inspector.get_multi_foreign_keys())
+        indexes = per_table(inspector.get_multi_indexes())
+        uniques = per_table(inspector.get_multi_unique_constraints())
+        checks = per_table(inspector.get_multi_check_constraints())
+        state: dict = {"views": sorted(inspector.get_view_names())}
+        for table in sorted(columns):
+            state[table] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default")), c.get("comment"))
+                            for c in columns[table]],
+                "pk": pks[table]["constrained_columns"],
+                "fks": sorted(
+                    (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options")))
+                    for f in fks[table]
+                ),
+                "indexes": sorted(
+                    (i["name"], tuple(map(str, i["column_names"])), bool(i["unique"]), str(i.get("expressions")))
+                    for i in indexes[table]
+                ),
+                "uniques": sorted((u["name"] or "", tuple(u["column_names"])) for u in uniques[table]),
+                "checks": sorted((k["name"] or "", k["sqltext"]) for k in checks[table]),
+                "rows": sorted(
+                    tuple((type(v).__name__, repr(v)) for v in row)
+                    for row in connection.execute(sa.text(f'SELECT * FROM "{table}"'))
+                ),
+            }
+        if connection.dialect.name == "postgresql":
+            state["enums"] = sorted(connection.execute(sa.text(
+                "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = 'public' AND t.typtype = 'e'"
+            )).scalars())
+            state["comments"] = sorted(
+                (key[1], value.get("text") or "") for key, value in inspector.get_multi_table_comment().items()
+            )
+        return state
 
 
 # Cases that must fail on the seeded data itself (plain Alembic), per engine.
@@ -613,9 +657,9 @@ def seeded_state(request):
     """The schema and content of the seeded database, per engine (every copy is identical)."""
     states: dict[str, dict] = {}
 
-    def state(engine: str, url: str) -> dict:
+    def state(engine: str, database) -> dict:
         if engine not in states:
-            states[engine] = _schema_and_content(url)
+            states[engine] = _schema_and_content(database)
         return states[engine]
 
     return state
@@ -629,18 +673,23 @@ def test_case_under_plain_alembic(case_name, engine, seeded_database, seeded_sta
     leaves nothing behind."""
     import warnings
 
-    url = seeded_database(engine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sa.exc.SAWarning)  # expression indexes are not reflected on SQLite
-        before = seeded_state(engine, url)
-        if engine in FAILS_ON_DATA.get(case_name, ()):
-            with pytest.raises(sa.exc.DBAPIError):
-                _alembic(url, tmp_path, case_name, "upgrade", case_name)
-            assert _schema_and_content(url) == before, "a failed upgrade must leave nothing behind"
-            return
-        _alembic(url, tmp_path, case_name, "upgrade", case_name)
-        after = _schema_and_content(url)
-        _alembic(url, tmp_path, case_name, "downgrade", HEAD)
-        assert _schema_and_content(url) == before, f"{case_name}: the downgrade does not restore the exact state"
-        _alembic(url, tmp_path, case_name, "upgrade", case_name)
-        assert _schema_and_content(url) == after, f"{case_name}: upgrading again differs from the first upgrade"
+    # One engine for the test's steps, each on a connection of its own: a new engine per
+    # step compiled the reflection queries again each time.
+    database = create_engine(seeded_database(engine))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sa.exc.SAWarning)  # expression indexes are not reflected on SQLite
+            before = seeded_state(engine, database)
+            if engine in FAILS_ON_DATA.get(case_name, ()):
+                with pytest.raises(sa.exc.DBAPIError):
+                    _alembic(database, tmp_path, case_name, "upgrade", case_name)
+                assert _schema_and_content(database) == before, "a failed upgrade must leave nothing behind"
+                return
+            _alembic(database, tmp_path, case_name, "upgrade", case_name)
+            after = _schema_and_content(database)
+            _alembic(database, tmp_path, case_name, "downgrade", HEAD)
+            assert _schema_and_content(database) == before, f"{case_name}: the downgrade does not restore the exact state"
+            _alembic(database, tmp_path, case_name, "upgrade", case_name)
+            assert _schema_and_content(database) == after, f"{case_name}: upgrading again differs from the first upgrade"
+    finally:
+        database.dispose()
