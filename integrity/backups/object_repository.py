@@ -60,7 +60,7 @@ from integrity.backups.records import JournalRecords
 from integrity.crashpoints import crash_point
 from integrity.storage import leases
 from integrity.storage.location import S3Url
-from integrity.storage.s3 import ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, Retention
+from integrity.storage.s3 import ObjectExists, ObjectLocked, ObjectMissing, ObjectStore, Retention, StoredObject
 
 MARKER = "repository.json"
 MARKER_FORMAT = 1
@@ -176,11 +176,16 @@ class ObjectRepository(JournalRecords):
 
     def _objects_by_backup(self) -> dict[str, dict[str, int]]:
         """Every object named like `<id>/...`: {id: {name inside the backup: size}}."""
-        grouped: dict[str, dict[str, int]] = {}
+        return {backup_id: {name: stored.size for name, stored in objects.items()}
+                for backup_id, objects in self._listed_by_backup().items()}
+
+    def _listed_by_backup(self) -> dict[str, dict[str, StoredObject]]:
+        """Every object named like `<id>/...`: {id: {name inside the backup: as listed}}."""
+        grouped: dict[str, dict[str, StoredObject]] = {}
         for stored in self.store.list():
             head, slash, rest = stored.key.partition("/")
             if slash and is_backup_id(head):
-                grouped.setdefault(head, {})[rest] = stored.size
+                grouped.setdefault(head, {})[rest] = stored
         return grouped
 
     def backup_ids(self) -> list[str]:
@@ -202,13 +207,14 @@ class ObjectRepository(JournalRecords):
 
     # ------------------------------------------------------------- manifests
 
-    def read_manifest(self, backup_id: str, present: dict[str, int] | None = None) -> Manifest:
-        """`present`: the backup's objects and sizes from a listing the caller just made
+    def read_manifest(self, backup_id: str, listed: dict[str, StoredObject] | None = None) -> Manifest:
+        """`listed`: the backup's objects from a listing the caller just made
         (read_manifests), else listed here."""
         self._require_id(backup_id)
         where = f"backup {backup_id}"
-        if present is None:
-            present = {stored.key.partition("/")[2]: stored.size for stored in self.store.list(f"{backup_id}/")}
+        if listed is None:
+            listed = {stored.key.partition("/")[2]: stored for stored in self.store.list(f"{backup_id}/")}
+        present = {name: stored.size for name, stored in listed.items()}
         if MANIFEST not in present:
             pending = " (objects of an unfinished upload are there: prune removes them)" if present else ""
             raise BackupNotFound(f"no backup {backup_id} in {self.location}{pending}; list them with `integrity backup list`")
@@ -216,11 +222,11 @@ class ObjectRepository(JournalRecords):
             raise BackupCorrupt(f"{where} has a missing or empty manifest ({MANIFEST_HASH} is missing); it cannot be "
                                 "trusted or restored")
         try:
-            data = self.store.get(f"{backup_id}/{MANIFEST}")
-            recorded = self.store.get(f"{backup_id}/{MANIFEST_HASH}")
+            data = self.store.get_listed(listed[MANIFEST])
+            recorded = self.store.get_listed(listed[MANIFEST_HASH])
             signature = None
             if self.verifier is not None and MANIFEST_SIGNATURE in present:
-                signature = self.store.get(f"{backup_id}/{MANIFEST_SIGNATURE}")
+                signature = self.store.get_listed(listed[MANIFEST_SIGNATURE])
         except ObjectMissing:
             raise BackupCorrupt(f"{where} has a missing or empty manifest; it cannot be trusted or restored") from None
         manifest = validated_manifest(backup_id, data, recorded, verifier=self.verifier, signature=signature)
@@ -239,7 +245,7 @@ class ObjectRepository(JournalRecords):
         """Every committed backup's manifest (or why it cannot be trusted), from one listing
         and READ_WORKERS reads at a time: a catalogue of hundreds of backups is hundreds of
         small GETs, bound by latency, not one listing per backup one after another."""
-        grouped = self._objects_by_backup()
+        grouped = self._listed_by_backup()
         committed = sorted(i for i, names in grouped.items() if MANIFEST in names)
 
         def read(backup_id: str) -> Manifest | Failure:
@@ -448,7 +454,7 @@ class ObjectRepository(JournalRecords):
             )
 
     def read_journal(self) -> JournalContents:
-        objects = [stored.key for stored in self.store.list(JOURNAL_DIR)]
+        objects = self.store.list(JOURNAL_DIR)
         if not objects:
             count = len(self.backup_ids())
             if not count:
@@ -469,15 +475,15 @@ class ObjectRepository(JournalRecords):
         entries.sort(key=lambda entry: entry.at)
         return JournalContents(tuple(entries), tuple(problems))
 
-    def _journal_lines(self, objects: list[str]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    def _journal_lines(self, objects: list[StoredObject]) -> tuple[list[tuple[str, bytes]], list[str]]:
         """(object name, event line) of every journal object whose bytes match the digest in
         its name (an event object holds one line, a segment many), and what did not."""
 
-        def read(name: str) -> tuple[str, bytes | None]:
+        def read(stored: StoredObject) -> tuple[str, bytes | None]:
             try:
-                return name, self.store.get(name)
+                return stored.key, self.store.get_listed(stored)
             except ObjectMissing:
-                return name, None
+                return stored.key, None
 
         with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="journal-read") as pool:
             contents = list(pool.map(read, objects))
@@ -499,7 +505,7 @@ class ObjectRepository(JournalRecords):
         requests, not one per event ever recorded. The segment is created (create-only, its
         digest in its name) before any event is deleted: a reader in between sees some
         events twice, and keeps them once. Damaged events stay where they are, reported."""
-        events = [s.key for s in self.store.list(JOURNAL_DIR) if not s.key.startswith(f"{JOURNAL_DIR}{SEGMENT_PREFIX}")]
+        events = [s for s in self.store.list(JOURNAL_DIR) if not s.key.startswith(f"{JOURNAL_DIR}{SEGMENT_PREFIX}")]
         if len(events) < at_least:
             return 0
         lines, problems = self._journal_lines(events)

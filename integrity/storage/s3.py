@@ -54,6 +54,7 @@ class StoredObject:
     key: str
     size: int
     modified: datetime
+    etag: str = ""  # as listed: a rewrite of the object changes it (see get_listed)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,24 @@ class ObjectStore:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
             return response["Body"].read(), response.get("ETag", "")
 
+    def get_listed(self, stored: StoredObject) -> bytes:
+        """A small object a listing just returned (manifests, journal events), read once per
+        process for that listing's ETag and size: a command reads the same catalogue several
+        times (its own reads, then the metrics file's), each a GET per manifest and event.
+        A rewritten object has another ETag (S3 and compatible servers change it with the
+        bytes), so its new bytes are read; what is returned is checked by the caller exactly
+        as a fresh read (manifest hash and signature, the event's digest)."""
+        if not stored.etag or stored.size > SMALL_OBJECT_LIMIT:
+            return self.get(stored.key)
+        key = (self.client.meta.endpoint_url, self.bucket, self.key(stored.key), stored.etag, stored.size)
+        found = _SMALL_OBJECTS.get(key)
+        if found is not None:
+            return found
+        data, etag = self.get_tagged(stored.key)
+        if etag == stored.etag and len(data) == stored.size:  # still the listed version
+            _SMALL_OBJECTS.put(key, data)
+        return data
+
     @contextmanager
     def reading(self, name: str) -> Iterator[tuple[BinaryIO, int]]:
         """A streamed object and its size: read it in chunks, never whole in memory."""
@@ -172,7 +191,8 @@ class ObjectStore:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(under)):
                 for item in page.get("Contents", ()):
-                    found.append(StoredObject(item["Key"][len(self.prefix):], int(item["Size"]), item["LastModified"]))
+                    found.append(StoredObject(item["Key"][len(self.prefix):], int(item["Size"]), item["LastModified"],
+                                              item.get("ETag", "")))
         return sorted(found, key=lambda o: o.key)
 
     # ------------------------------------------------------------- writing
@@ -288,6 +308,39 @@ class ObjectStore:
         return facts
 
 
+class _SmallObjects:
+    """The bytes of small listed objects by (endpoint, bucket, key, ETag, size), least
+    recently used dropped past SMALL_OBJECT_CACHE_BYTES: bounded in a long-lived process."""
+
+    def __init__(self, limit: int):
+        from collections import OrderedDict
+
+        self._limit = limit
+        self._bytes = 0
+        self._entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()  # read by the catalogue's reader threads
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = data
+            self._bytes += len(data)
+            while self._bytes > self._limit:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+SMALL_OBJECT_LIMIT = 256 << 10  # a manifest of a few files, an event, a journal segment
+SMALL_OBJECT_CACHE_BYTES = 16 << 20
+_SMALL_OBJECTS = _SmallObjects(SMALL_OBJECT_CACHE_BYTES)
 _SESSIONS: dict[tuple, object] = {}
 _CLIENTS: dict[tuple, object] = {}
 _SESSION_LOCK = threading.Lock()
