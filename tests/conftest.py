@@ -78,23 +78,31 @@ def pytest_configure(config):
     INTEGRITY_TEST_PG_URL that its workers would inherit and then share."""
     global PG_ADMIN_URL
     _cache_bytecode_for_children()
+    # xdist 3.8 hands out modules largest test count first unless told not to; that order
+    # is not the time they take. Ours is LONGEST_FIRST (pytest_collection_modifyitems).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return
     PG_ADMIN_URL = _test_server_url()
 
 
-# The modules that take longest on the wall clock (a whole run alone with --durations=0,
-# 2026-12-07), longest first. Most of their time is waiting (Litestream's sync interval,
+# The thirty modules that take longest on the wall clock (a whole run alone with
+# --durations=0, 2026-12-07), longest first. Most of their time is waiting (Litestream's sync interval,
 # archiving clusters, scheduler fires, a writer paced between restores), not CPU. With
 # `--dist loadfile` a worker takes the next module in collection order when it is free: a
 # long module collected last kept one worker busy while the other idled (the last 9% of the
 # tests took a fifth of the run, the CPU half idle). Started first, they overlap with the
 # short modules instead. The order of tests inside a module is kept.
 LONGEST_FIRST = (
-    "test_migrate_cases.py", "test_restore_writers.py", "test_pitr_watch.py", "test_checks.py",
-    "test_s3_faults.py", "test_pitr_pg_watch.py", "test_pitr_restore.py", "test_pitr_search.py",
-    "test_scheduler.py", "test_pitr_litestream.py", "test_incident.py", "test_backup_plausibility.py",
-    "test_diff.py", "test_restore_crash.py", "test_backups_create.py", "test_foreign_sources.py",
+    "test_restore_writers.py", "test_migrate_cases.py", "test_pitr_watch.py", "test_pitr_pg_watch.py",
+    "test_repository_damage.py", "test_pitr_restore.py", "test_backups_create.py", "test_scheduler.py",
+    "test_pitr_search.py", "test_restore_crash.py", "test_incident.py", "test_restorable.py",
+    "test_s3_faults.py", "test_pitr_litestream.py", "test_migrate_dry_run.py", "test_alert_rules.py",
+    "test_snapshot_dry_run.py", "test_ci_templates.py", "test_signing.py", "test_restore_foreign.py",
+    "test_restore.py", "test_foreign_sources.py", "test_backup_plausibility.py", "test_s3_repository.py",
+    "test_checks_engines.py", "test_incident_pitr.py", "test_report_html.py", "test_scratch_claims.py",
+    "test_drill.py", "test_run_honesty.py",
 )
 
 
