@@ -12,11 +12,11 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -66,7 +66,7 @@ def _cache_bytecode_for_children() -> None:
     xdist workers) keep its compiled modules, in a cache beside the virtual environment.
     With PYTHONDONTWRITEBYTECODE set (as on this project's machines) each of the suite's
     hundreds of `integrity` subprocesses compiled the project's modules from source again:
-    about 0.1 s of CPU each, on a suite that is CPU-bound. An installed tool has its .pyc
+    about 0.07 s of CPU each (medians under load), on a suite that was CPU-bound. An installed tool has its .pyc
     files, so this measures what users run; the cache stays out of the source tree."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(sys.prefix) / "pycache"))

@@ -244,12 +244,7 @@ class SeedTransaction:
 
     def run_listing_sql(self, sql: str) -> list[tuple]:
         """A finding's SQL text run as on-call would paste it: the driver, no SQLAlchemy."""
-        cursor = self.connection.connection.driver_connection.cursor()
-        try:
-            cursor.execute(sql)
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        return _on_the_driver(self.connection, sql)
 
     def _rows_written(self) -> int:
         if self.connection.dialect.name == "sqlite":
@@ -327,12 +322,16 @@ def audit_on(database, /, **options) -> checks.AuditReport:
 def run_listing_sql(url: str, sql: str) -> list[tuple]:
     """Execute a finding's SQL text as on-call would paste it: the driver, no SQLAlchemy."""
     with reader(url).connect() as connection:
-        cursor = connection.connection.driver_connection.cursor()
-        try:
-            cursor.execute(sql)
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        return _on_the_driver(connection, sql)
+
+
+def _on_the_driver(connection, sql: str) -> list[tuple]:
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 def fetch(url: str, statement) -> list:
